@@ -1,0 +1,71 @@
+"""The `arena` command line.
+
+Commands are loaded lazily (importing torch for `arena --help` would cost seconds):
+`COMMANDS` maps each command name to the module and attribute that define it, and
+the one-line description `arena --help` shows. Add a command by adding a module
+under `service/cli/` and one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+# name -> (module, attribute, one-line help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "config": ("service.cli.core", "config_cmd", "Print the effective settings (ARENA_* and REDIS_URL)."),
+    "serve": ("service.cli.core", "serve_cmd", "Run the HTTP service (and, by default in embedded mode, a worker)."),
+    "worker": ("service.cli.core", "worker_cmd", "Run a job worker on the queue."),
+    "jobs": ("service.cli.core", "jobs_cmd", "List, show and cancel jobs."),
+    "data": ("service.cli.data", "data_cmd", "Add, list, show, split and check datasets."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a command's module only when that command runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[cmd_name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="adapter-arena")
+def cli() -> None:
+    """Adapter Arena: train LoRA candidates, vote on them side by side, gate regressions,
+    and trace failures back to the training examples that caused them."""
+    # Two busy cores and torch's default thread pool slow training by an order of magnitude.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def main() -> None:
+    """Console-script entry point: one-line errors, non-zero exit, no tracebacks for user errors."""
+    from service.errors import ArenaError
+
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ArenaError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
