@@ -1,0 +1,107 @@
+"""The Litestar application, assembled in one factory.
+
+`create_app(settings, redis_url, worker=...)` wires the store, the job queue, the
+optional in-process worker, error handling and every route module under
+`service/routes/`. OpenAPI is served at `/schema` (`/schema/openapi.json`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from litestar import Litestar, Request, Response
+from litestar.config.cors import CORSConfig
+from litestar.di import Provide
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from service import jobs
+from service.config import Settings
+from service.errors import ArenaError
+from service.routes import ROUTE_HANDLERS
+from service.runtime import admin_token
+from service.store import Store
+
+log = logging.getLogger("arena.app")
+
+PROBLEM = "application/problem+json"
+
+
+def _problem(status: int, title: str, detail: str, **extra: object) -> Response:
+    return Response({"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}, status_code=status, media_type=PROBLEM)
+
+
+def _arena_error(_: Request, exc: ArenaError) -> Response:
+    return _problem(exc.status, type(exc).__name__, exc.message, **exc.extra)
+
+
+def _validation_error(_: Request, exc: ValidationException) -> Response:
+    return _problem(400, "InvalidInput", str(exc.detail), errors=exc.extra or [])
+
+
+def _http_error(_: Request, exc: HTTPException) -> Response:
+    return _problem(exc.status_code, type(exc).__name__, str(exc.detail))
+
+
+def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _problem(500, "InternalError", "the server hit an unexpected error; it is logged")
+
+
+def create_app(settings: Settings, redis_url: str, *, worker: bool = False) -> Litestar:
+    """The HTTP app on `redis_url`. With `worker`, a job worker runs in the same process."""
+    token, generated = admin_token(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        store = Store.from_url(redis_url, settings.key_prefix)
+        queue = jobs.make_queue(redis_url, settings)
+        await queue.connect()
+        app.state.store = store
+        app.state.queue = queue
+        task = None
+        if worker:
+            w = jobs.build_worker(redis_url, settings)
+            w.SIGNALS = []  # the server owns signal handling
+            app.state.worker_id = w.id
+            task = asyncio.create_task(jobs.run_worker(w))
+        try:
+            yield
+        finally:
+            if task:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+            await queue.disconnect()
+            await store.close()
+
+    async def provide_store(request: Request) -> Store:
+        return request.app.state.store
+
+    app = Litestar(
+        route_handlers=ROUTE_HANDLERS,
+        lifespan=[lifespan],
+        dependencies={"store": Provide(provide_store)},
+        exception_handlers={
+            ArenaError: _arena_error,
+            ValidationException: _validation_error,
+            NotFoundException: _http_error,
+            HTTPException: _http_error,
+            500: _internal_error,
+        },
+        openapi_config=OpenAPIConfig(
+            title="Adapter Arena",
+            version="0.1.0",
+            path="/schema",
+            components=Components(security_schemes={"admin": SecurityScheme(type="http", scheme="bearer")}),
+        ),
+        cors_config=CORSConfig(allow_origins=[]),
+        request_max_body_size=settings.max_upload_bytes + 1024 * 1024,
+        state={"settings": settings, "admin_token": token, "token_generated": generated, "redis_url": redis_url, "worker_id": None},
+        debug=False,
+    )
+    return app

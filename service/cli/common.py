@@ -1,0 +1,84 @@
+"""Helpers shared by CLI commands: settings, a store for the duration of a command, output."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import click
+import msgspec
+
+from service.config import Settings, load_settings
+from service.errors import ArenaError, InvalidInput
+from service.runtime import redis_url
+from service.store import SyncStore
+
+
+def settings() -> Settings:
+    try:
+        return load_settings()
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+@contextlib.contextmanager
+def open_store(s: Settings | None = None) -> Iterator[SyncStore]:
+    """A synchronous store on the configured Redis (embedded: started and stopped if needed)."""
+    s = s or settings()
+    with redis_url(s) as url:
+        store = SyncStore(url, s.key_prefix)
+        try:
+            store.ping()
+        except Exception as exc:  # noqa: BLE001
+            store.close()
+            raise ArenaError(f"cannot reach Redis at {url}: {exc}") from None
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(msgspec.to_builtins(value), indent=2, ensure_ascii=False))
+
+
+def follow_job(store: SyncStore, job_id: str, label: str, json_out: bool = False) -> dict:
+    """Show a job's progress as a rich progress bar (loss and message included) until it ends.
+
+    Returns the final job record; raises `ArenaError` when it failed or was cancelled.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    after = "0"
+    final = None
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), disable=json_out or not sys.stderr.isatty() and False,
+                  console=None if not json_out else None, transient=False) as bar:
+        task = bar.add_task(label, total=1.0, info="queued")
+        while True:
+            for event_id, event in store.read_job_events(job_id, after=after, block_ms=500):
+                after = event_id
+                if event.get("type") == "progress":
+                    info = event.get("message", "")
+                    if "loss" in event and event["loss"] is not None:
+                        info = f"loss {event['loss']:.4f} " + info
+                    bar.update(task, completed=event.get("progress", 0.0), info=info[:60])
+                elif event.get("type") == "status":
+                    bar.update(task, info=event["status"])
+            job = store.get_job(job_id)
+            if job.status in ("succeeded", "failed", "cancelled"):
+                final = job
+                if job.status == "succeeded":
+                    bar.update(task, completed=1.0)
+                break
+            time.sleep(0.05)
+    assert final is not None
+    if final.status == "failed":
+        raise ArenaError(f"job {job_id} failed: {final.error}")
+    if final.status == "cancelled":
+        raise ArenaError(f"job {job_id} was cancelled")
+    return msgspec.to_builtins(final)

@@ -1,0 +1,118 @@
+"""`arena config`, `arena serve`, `arena worker`, `arena jobs`."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+from service.cli.common import echo_json, open_store, settings
+
+
+@click.command("config")
+@click.option("--json", "json_out", is_flag=True, help="Print as JSON.")
+def config_cmd(json_out: bool) -> None:
+    """Print the effective settings (ARENA_* and REDIS_URL)."""
+    values = settings().describe()
+    if json_out:
+        echo_json(values)
+        return
+    width = max(map(len, values))
+    for name, value in values.items():
+        click.echo(f"{name.ljust(width)}  {value}")
+
+
+@click.command("serve")
+@click.option("--host", default=None, help="Bind address (ARENA_HOST, default 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Port (ARENA_PORT, default 8000).")
+@click.option("--worker/--no-worker", default=None, help="Run a job worker in-process (default: on in embedded mode).")
+def serve_cmd(host: str | None, port: int | None, worker: bool | None) -> None:
+    """Run the HTTP service (and, by default in embedded mode, a worker)."""
+    import uvicorn
+
+    from service.app import create_app
+    from service.runtime import redis_url
+
+    s = settings()
+    in_process = s.embedded if worker is None else worker
+    with redis_url(s) as url:
+        app = create_app(s, url, worker=in_process)
+        if app.state.token_generated:
+            click.echo(f"admin token (generated, kept in {s.data_dir / 'admin_token'}): {app.state.admin_token}")
+        where = "embedded Redis" if s.embedded else "REDIS_URL"
+        click.echo(f"serving on http://{host or s.host}:{port or s.port}  ({where} {url}; worker {'on' if in_process else 'off'})")
+        uvicorn.run(app, host=host or s.host, port=port or s.port, log_level="warning")
+
+
+@click.command("worker")
+@click.option("--concurrency", default=1, show_default=True, help="Jobs run at once by this worker.")
+def worker_cmd(concurrency: int) -> None:
+    """Run a job worker on the queue."""
+    from service.jobs import build_worker, run_worker
+    from service.runtime import redis_url
+
+    s = settings()
+    with redis_url(s) as url:
+        w = build_worker(url, s, concurrency=concurrency)
+        click.echo(f"worker {w.id} on {url}")
+        asyncio.run(run_worker(w))
+
+
+@click.group("jobs")
+def jobs_cmd() -> None:
+    """List, show and cancel jobs."""
+
+
+@jobs_cmd.command("list")
+@click.option("--kind", default=None)
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "json_out", is_flag=True)
+def jobs_list(kind: str | None, limit: int, json_out: bool) -> None:
+    """Recent jobs, newest first."""
+    with open_store() as store:
+        rows = store.list_jobs(limit=limit, kind=kind)
+    if json_out:
+        echo_json(rows)
+        return
+    for j in rows:
+        click.echo(f"{j.id}  {j.kind:<8} {j.status:<10} {j.progress:>4.0%}  {j.error or j.message}")
+
+
+@jobs_cmd.command("show")
+@click.argument("job_id")
+def jobs_show(job_id: str) -> None:
+    """One job's record as JSON."""
+    from service.jobs import make_queue, reconcile_jobs
+
+    s = settings()
+    with open_store(s) as store:
+        store.store  # noqa: B018
+        queue = make_queue(store.url, s)
+
+        async def _reconcile():
+            await reconcile_jobs(store.store, queue, s, [job_id])
+            await queue.disconnect()
+
+        store.get_job(job_id)
+        store._run(_reconcile())
+        echo_json(store.get_job(job_id))
+
+
+@jobs_cmd.command("cancel")
+@click.argument("job_id")
+def jobs_cancel(job_id: str) -> None:
+    """Cancel a queued or running job."""
+    from service.jobs import cancel, make_queue
+
+    s = settings()
+    with open_store(s) as store:
+        queue = make_queue(store.url, s)
+
+        async def _cancel():
+            try:
+                return await cancel(store.store, queue, job_id)
+            finally:
+                await queue.disconnect()
+
+        job = store._run(_cancel())
+    click.echo(f"{job.id}: {job.status}{' (stopping at the next step)' if job.status == 'running' else ''}")

@@ -1,0 +1,101 @@
+"""`arena data add|list|show|split|check`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import msgspec
+
+from service import datasets
+from service.cli.common import echo_json, open_store, settings
+from service.errors import InvalidInput
+
+
+@click.group("data")
+def data_cmd() -> None:
+    """Add, list, show, split and check datasets."""
+
+
+@data_cmd.command("add")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--name", required=True, help="Dataset name (letters, digits, . _ -).")
+@click.option("--format", "fmt", type=click.Choice(datasets.FORMATS), default=None, help="Skip detection.")
+@click.option("--parent", default=None, help="NAME[@VERSION] this version was curated from (lineage).")
+@click.option("--note", default="", help="A note kept with the version.")
+@click.option("--json", "json_out", is_flag=True)
+def data_add(file: Path, name: str, fmt: str | None, parent: str | None, note: str, json_out: bool) -> None:
+    """Validate FILE and store it as a new version of dataset NAME."""
+    if not file.exists():
+        raise InvalidInput(f"{file}: no such file")
+    s = settings()
+    size = file.stat().st_size
+    if size > s.max_upload_bytes:
+        from service.errors import TooLarge
+
+        raise TooLarge(f"{file}: {size} bytes is over the limit of {s.max_upload_bytes} bytes (ARENA_MAX_UPLOAD_BYTES)")
+    raw = file.read_bytes()
+    with open_store(s) as store:
+        dsv, created = store._run(
+            datasets.add_dataset(store.store, s.data_dir, raw, name=name, filename=file.name, fmt=fmt,
+                                 max_bytes=s.max_upload_bytes, parent=parent, note=note)
+        )
+    if json_out:
+        echo_json({"created": created, "dataset": dsv})
+        return
+    verb = "added" if created else "already there:"
+    click.echo(f"{verb} {dsv.ref} (id {dsv.id}): {dsv.record_count} records, format {dsv.format}")
+
+
+@data_cmd.command("list")
+@click.option("--json", "json_out", is_flag=True)
+def data_list(json_out: bool) -> None:
+    """Datasets and their versions."""
+    with open_store() as store:
+        rows = [(name, store.list_dataset_versions(name)) for name in store.list_dataset_names()]
+    if json_out:
+        echo_json([{"name": n, "versions": v} for n, v in rows])
+        return
+    if not rows:
+        click.echo("no datasets yet: add one with `arena data add FILE --name NAME`")
+    for name, versions in rows:
+        latest = versions[-1]
+        click.echo(f"{name}  {len(versions)} version(s); latest @{latest.version} id {latest.id}, {latest.record_count} records, {latest.format}")
+
+
+@data_cmd.command("show")
+@click.argument("ref")
+@click.option("--limit", default=5, show_default=True, help="Records to print.")
+@click.option("--json", "json_out", is_flag=True)
+def data_show(ref: str, limit: int, json_out: bool) -> None:
+    """A version's metadata and its first records (REF is NAME[@VERSION])."""
+    s = settings()
+    with open_store(s) as store:
+        dsv = store.resolve_dataset(ref)
+    records, lines = datasets.read_records(s.data_dir, dsv.id)
+    if json_out:
+        echo_json({"dataset": dsv, "records": [{"index": i, "line": lines[i], "messages": r.messages} for i, r in enumerate(records[:limit])]})
+        return
+    click.echo(f"{dsv.ref}  id {dsv.id}  {dsv.record_count} records  format {dsv.format}  from {dsv.source_filename}")
+    if dsv.parent:
+        click.echo(f"  curated from version {dsv.parent}")
+    if dsv.split:
+        click.echo(f"  split: {len(dsv.split.test_indices)} held out (fraction {dsv.split.test_fraction}, seed {dsv.split.seed})")
+    for i, r in enumerate(records[:limit]):
+        click.echo(f"--- record {i} (line {lines[i]})")
+        for m in r.messages:
+            click.echo(f"  {m.role}: {m.content[:300]}")
+
+
+@data_cmd.command("split")
+@click.argument("ref")
+@click.option("--test-fraction", default=0.1, show_default=True, type=float)
+@click.option("--seed", default=0, show_default=True, type=int)
+def data_split(ref: str, test_fraction: float, seed: int) -> None:
+    """Make a deterministic held-out split of REF, recorded on the version."""
+    with open_store() as store:
+        dsv = store.resolve_dataset(ref)
+        split = datasets.make_split(dsv.record_count, test_fraction, seed)
+        dsv = store.set_dataset_split(dsv, split)
+    click.echo(f"{dsv.ref}: {len(split.test_indices)} held out, {dsv.record_count - len(split.test_indices)} for training (seed {seed})")
+    _ = msgspec

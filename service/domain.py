@@ -1,0 +1,78 @@
+"""Typed records the service stores and returns (msgspec Structs at the edges)."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, Literal
+
+import msgspec
+
+from service.errors import InvalidInput
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """Validate a user-chosen name (datasets, candidates, bases). Names never become paths."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InvalidInput(
+            f"{what} {name!r} is not valid: expected 1-64 characters of letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def now() -> float:
+    return time.time()
+
+
+class Split(msgspec.Struct, kw_only=True):
+    """A deterministic held-out split of a dataset version."""
+
+    test_fraction: float
+    seed: int
+    test_indices: list[int]
+
+    def train_indices(self, n: int) -> list[int]:
+        test = set(self.test_indices)
+        return [i for i in range(n) if i not in test]
+
+
+class DatasetVersion(msgspec.Struct, kw_only=True):
+    id: str  # content hash of the normalised records
+    name: str
+    version: int  # 1-based position among the name's versions
+    source_filename: str
+    format: str
+    record_count: int
+    created_at: float
+    parent: str | None = None  # lineage: the version this one was curated from
+    note: str = ""
+    split: Split | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class JobRecord(msgspec.Struct, kw_only=True):
+    id: str
+    kind: str
+    params: dict[str, Any]
+    status: JobStatus = "queued"
+    progress: float = 0.0
+    message: str = ""
+    error: str | None = None
+    result: dict[str, Any] | None = None
+    created_at: float = msgspec.field(default_factory=now)
+    started_at: float | None = None
+    finished_at: float | None = None
+    heartbeat_at: float | None = None
+    attempts: int = 0
+    worker: str | None = None
+    cancel_requested: bool = False

@@ -1,0 +1,41 @@
+"""Every Redis key the service uses, in one place."""
+
+from __future__ import annotations
+
+
+class Keys:
+    def __init__(self, prefix: str = "arena") -> None:
+        self.p = prefix
+
+    # datasets
+    @property
+    def datasets(self) -> str:
+        return f"{self.p}:datasets"  # set of dataset names
+
+    def dataset_versions(self, name: str) -> str:
+        return f"{self.p}:dataset:{name}:versions"  # list of version ids, oldest first
+
+    def dataset_version(self, version_id: str) -> str:
+        return f"{self.p}:dsv:{version_id}"  # JSON DatasetVersion
+
+    # jobs
+    @property
+    def jobs(self) -> str:
+        return f"{self.p}:jobs"  # zset job id -> created ts
+
+    def job(self, job_id: str) -> str:
+        return f"{self.p}:job:{job_id}"  # JSON JobRecord
+
+    def job_events(self, job_id: str) -> str:
+        return f"{self.p}:job:{job_id}:events"  # stream of progress events
+
+    def job_cancel(self, job_id: str) -> str:
+        return f"{self.p}:job:{job_id}:cancel"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.p}:workers"  # hash worker id -> last heartbeat ts
+
+    @property
+    def queue_name(self) -> str:
+        return f"{self.p}-jobs"
