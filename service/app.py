@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 from litestar import Litestar, Request, Response
 from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.openapi import OpenAPIConfig
@@ -101,7 +102,7 @@ def create_app(settings: Settings, redis_url: str, *, worker: bool = False) -> L
         ),
         cors_config=CORSConfig(allow_origins=[]),
         request_max_body_size=settings.max_upload_bytes + 1024 * 1024,
-        state={"settings": settings, "admin_token": token, "token_generated": generated, "redis_url": redis_url, "worker_id": None},
+        state=State({"settings": settings, "admin_token": token, "token_generated": generated, "redis_url": redis_url, "worker_id": None}),
         debug=False,
     )
     return app

@@ -160,10 +160,10 @@ async def reconcile_jobs(store: Store, queue: Queue, settings: Settings, job_ids
             continue
         saq_job = await queue.job(job.id)
         saq_status = saq_job.status if saq_job else None
-        if saq_status in (SaqStatus.QUEUED, SaqStatus.NEW, SaqStatus.DEFERRED):
+        if saq_status in (SaqStatus.QUEUED, SaqStatus.NEW):
             if await store.update_job(job.id, only_if={"running"}, status="queued", message=f"re-queued: worker {job.worker} stopped responding"):
                 changed.append(job.id)
-        elif saq_status in (SaqStatus.ACTIVE,):
+        elif saq_status in (SaqStatus.ACTIVE, SaqStatus.ABORTING):
             continue  # SAQ still thinks it runs; its sweep will decide
         else:
             reason = f"worker {job.worker} stopped responding (no heartbeat for {int(now - (job.heartbeat_at or now))} s) after {job.attempts} attempt(s)"
@@ -270,6 +270,7 @@ def build_worker(url: str, settings: Settings, concurrency: int = 1, worker_id: 
         id=wid,
     )
     worker._arena_periodic = sweep_records  # type: ignore[attr-defined]
+    worker._arena_sweep_s = settings.job_sweep_s  # type: ignore[attr-defined]
     return worker
 
 
@@ -278,9 +279,11 @@ async def run_worker(worker: Worker) -> None:
 
     async def periodic() -> None:
         while True:
-            with contextlib.suppress(Exception):
+            try:
                 await worker._arena_periodic()  # type: ignore[attr-defined]
-            await asyncio.sleep(worker.timers["sweep"])
+            except Exception:  # noqa: BLE001 - keep sweeping; the next round may succeed
+                log.exception("job sweep failed")
+            await asyncio.sleep(worker._arena_sweep_s)  # type: ignore[attr-defined]
 
     side = asyncio.create_task(periodic())
     try:

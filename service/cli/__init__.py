@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "worker": ("service.cli.core", "worker_cmd", "Run a job worker on the queue."),
     "jobs": ("service.cli.core", "jobs_cmd", "List, show and cancel jobs."),
     "data": ("service.cli.data", "data_cmd", "Add, list, show, split and check datasets."),
+    "ratings": ("service.cli.ratings", "ratings_cmd", "Leaderboard (Bradley–Terry + bootstrap CIs, Elo) from a battles file."),
 }
 
 

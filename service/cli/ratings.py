@@ -1,0 +1,242 @@
+"""`arena ratings`: the leaderboard from a battles file.
+
+`arena ratings BATTLES [--bootstrap 1000] [--style-control] [--anchor MODEL=RATING] [--json]`
+is shorthand for `arena ratings fit BATTLES ...`; `ratings` is a group so that
+subcommands (e.g. `arena ratings rebuild`) can sit beside the default fit.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+import msgspec
+
+from service.errors import InvalidInput
+
+if TYPE_CHECKING:  # the arena imports are deferred: `arena --help` must stay fast
+    from arena.counts import PairCounts
+    from arena.ratings import Leaderboard
+
+_PLOT_SUFFIXES = (".svg", ".png")
+
+
+class DefaultCommandGroup(click.Group):
+    """A click group that runs `default_command` when the first argument is not one of its
+    subcommands: `arena ratings battles.json` means `arena ratings fit battles.json`."""
+
+    def __init__(self, *args: object, default_command: str, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.default_command = default_command
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return ["BATTLES [OPTIONS] | COMMAND [ARGS]..."]
+
+
+@click.group(
+    "ratings",
+    cls=DefaultCommandGroup,
+    default_command="fit",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+def ratings_cmd() -> None:
+    """Bradley–Terry leaderboard with bootstrap CIs from FastChat-format battles.
+
+    `arena ratings BATTLES ...` runs `fit` (see `arena ratings fit --help`)."""
+
+
+@ratings_cmd.command("fit")
+@click.argument("battles_path", metavar="BATTLES", type=click.Path(path_type=Path, dir_okay=True))
+@click.option("--bootstrap", "rounds", default=1000, show_default=True, type=click.IntRange(min=0), help="Bootstrap rounds for the CIs (0: none).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--style-control", is_flag=True, help="Rate with answer length (and markdown, when texts are given) held constant.")
+@click.option("--anchor", metavar="MODEL=RATING", help="Pin one model's rating (default: every component's mean is 1000).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {model, rating, ci_low, ci_high, rank_ub, votes, win_rate, elo}.")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE.svg|png", help="Write the CI chart and win-rate heatmap.")
+@click.option("--skip-invalid", is_flag=True, help="Skip malformed records (and say how many) instead of failing.")
+def fit_cmd(
+    battles_path: Path,
+    rounds: int,
+    seed: int,
+    style_control: bool,
+    anchor: str | None,
+    as_json: bool,
+    plot_path: Path | None,
+    skip_invalid: bool,
+) -> None:
+    """Fit and print the leaderboard for the battles in BATTLES (JSON array or JSONL).
+
+    Columns: rank upper bound, model, BT rating (Elo scale: 400 points = 10:1 odds),
+    95% CI as +above/−below, votes, win rate (ties count half) and online Elo.
+    With --json and --style-control, ratings are the style-adjusted ones (plus
+    `rating_raw`); coefficients and notes go to stderr."""
+    from arena.battles import BattleFormatError, read_battles
+    from arena.counts import PairCounts
+    from arena.ratings import bradley_terry, leaderboard, online_elo
+    from arena.style import style_control as fit_style
+
+    anchor_pair = _parse_anchor(anchor)
+    if plot_path is not None and plot_path.suffix.lower() not in _PLOT_SUFFIXES:
+        raise InvalidInput(f"--plot {plot_path}: expected a .svg or .png file name")
+    if not battles_path.is_file():
+        raise InvalidInput(f"{battles_path}: no such file")
+    try:
+        loaded = read_battles(battles_path, skip_invalid=skip_invalid)
+    except BattleFormatError as exc:
+        hint = "" if skip_invalid else " (use --skip-invalid to skip malformed records)"
+        raise InvalidInput(f"{exc}{hint}") from None
+    except OSError as exc:
+        raise InvalidInput(f"{battles_path}: cannot read ({exc.strerror or exc})") from None
+    if loaded.skipped:
+        click.echo(f"skipped {len(loaded.skipped)} invalid record{'s' if len(loaded.skipped) != 1 else ''}", err=True)
+    battles = loaded.battles
+    if not battles:
+        raise InvalidInput(f"{battles_path}: no battles to rate")
+    counts = PairCounts.from_battles(battles)
+    if anchor_pair is not None and anchor_pair[0] not in counts.models:
+        raise InvalidInput(f"--anchor {anchor}: model {anchor_pair[0]!r} is not in {battles_path}")
+
+    style = None
+    if style_control:
+        try:
+            style = fit_style(battles, bootstrap=rounds, seed=seed, anchor=anchor_pair)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+    board = leaderboard(counts, elo=online_elo(battles), bootstrap=rounds, seed=seed, anchor=anchor_pair, style=style)
+    raw = bradley_terry(counts, anchor=anchor_pair).as_dict() if style is not None else None
+
+    if as_json:
+        rows = [msgspec.structs.asdict(row) for row in board.rows]
+        if raw is not None:
+            for row in rows:
+                row["rating_raw"] = raw[row["model"]]
+        click.echo(msgspec.json.encode(rows).decode())
+        for line in _style_lines(board) + [f"note: {note}" for note in board.notes]:
+            click.echo(line, err=True)
+    else:
+        _print_table(board, battles_path, raw)
+    if plot_path is not None:
+        _plot(counts, board, plot_path)
+        if not as_json:
+            click.echo(f"wrote {plot_path}")
+
+
+def _parse_anchor(text: str | None) -> tuple[str, float] | None:
+    if text is None:
+        return None
+    model, sep, value = text.rpartition("=")
+    try:
+        rating = float(value)
+    except ValueError:
+        rating = math.nan
+    if not sep or not model or not math.isfinite(rating):
+        raise InvalidInput(f"--anchor {text!r}: expected MODEL=RATING, e.g. --anchor base=1000")
+    return model, rating
+
+
+def _style_lines(board: Leaderboard) -> list[str]:
+    coefficients = board.style_coefficients
+    if not coefficients:
+        return []
+    ci = board.style_coefficient_ci or {}
+    parts = []
+    for name, value in coefficients.items():
+        low, high = ci.get(name, (value, value))
+        parts.append(f"{name} {value:+.3f} [{low:+.3f}, {high:+.3f}]")
+    return ["style coefficients (log-odds per SD of the normalised A−B gap, 95% CI): " + "; ".join(parts)]
+
+
+def _print_table(board: Leaderboard, source: Path, raw: dict[str, float] | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    title = (
+        f"{source.name}: {board.n_battles} battles, {len(board.rows)} models, "
+        f"anchor {board.anchor}, {board.bootstrap_rounds} bootstrap rounds"
+    )
+    if raw is not None:
+        title += ", style-controlled"
+    table = Table(title=title, title_justify="left")
+    table.add_column("Rank (UB)", justify="right")
+    table.add_column("Model")
+    table.add_column("Rating", justify="right")
+    table.add_column("95% CI", justify="right")
+    if raw is not None:
+        table.add_column("Raw BT", justify="right")
+    table.add_column("Votes", justify="right")
+    table.add_column("Win rate", justify="right")
+    table.add_column("Elo", justify="right")
+    for row in board.rows:
+        cells = [
+            str(row.rank_ub),
+            row.model,
+            f"{row.rating:.1f}",
+            f"+{row.ci_high - row.rating:.1f}/−{row.rating - row.ci_low:.1f}",
+        ]
+        if raw is not None:
+            cells.append(f"{raw[row.model]:.1f}")
+        cells += [
+            str(row.votes),
+            "—" if row.win_rate is None else f"{row.win_rate:.1%}",
+            "—" if row.elo is None else f"{row.elo:.1f}",
+        ]
+        table.add_row(*cells)
+    console.print(table)
+    for line in _style_lines(board):
+        console.print(line, highlight=False)
+    for note in board.notes:
+        console.print(f"note: {note}", style="yellow", highlight=False)
+
+
+def _plot(counts: PairCounts, board: Leaderboard, path: Path) -> None:
+    """The CI chart (left) and the pairwise win-rate heatmap, ties excluded (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    from arena.counts import win_rate_matrix
+
+    rows = board.rows
+    models = [r.model for r in rows]
+    n = len(models)
+    fig = Figure(figsize=(6 + 0.55 * n, 4.5 + 0.1 * n), layout="constrained")
+    ax_ci, ax_heat = fig.subplots(1, 2, width_ratios=[1, 1])
+    x = np.arange(n)
+    rating = np.array([r.rating for r in rows])
+    below = rating - np.array([r.ci_low for r in rows])
+    above = np.array([r.ci_high for r in rows]) - rating
+    ax_ci.errorbar(x, rating, yerr=[below, above], fmt="o", capsize=4)
+    ax_ci.set_xticks(x, models, rotation=45, ha="right")
+    ax_ci.set_ylabel("rating")
+    ax_ci.set_title(f"BT rating, 95% CI ({board.bootstrap_rounds} bootstrap rounds)")
+    ax_ci.grid(axis="y", alpha=0.3)
+
+    order = [counts.models.index(m) for m in models]
+    matrix = win_rate_matrix(counts)[np.ix_(order, order)]
+    image = ax_heat.imshow(np.ma.masked_invalid(matrix), cmap="RdBu", vmin=0, vmax=1)
+    ax_heat.set_xticks(x, models, rotation=45, ha="right")
+    ax_heat.set_yticks(x, models)
+    ax_heat.set_xlabel("model B")
+    ax_heat.set_ylabel("model A")
+    ax_heat.set_title("P(A beats B), ties excluded")
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                if not np.isnan(matrix[i, j]):
+                    ax_heat.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(image, ax=ax_heat, shrink=0.8)
+    try:
+        fig.savefig(path)
+    except OSError as exc:
+        raise InvalidInput(f"--plot {path}: cannot write ({exc.strerror or exc})") from None

@@ -1,0 +1,609 @@
+"""LoRA training of a candidate: `Conversation`s in, a PEFT adapter and its training record out.
+
+`train_adapter` runs `transformers.Trainer` on a `peft` LoRA model with answer-only loss
+(every assistant turn trained, everything else -100; see `evaluators.chat_format`). It is
+written for a job queue with at-least-once delivery:
+
+- everything lands under one `out_dir`: `adapter/` (PEFT format), `checkpoints/checkpoint-N`
+  (adapter + optimizer + scheduler + RNG state, all kept: attribution reads them),
+  `run.json` (what this run is) and `metrics.json` (the `TrainResult`, written last);
+- a rerun of the same run resumes from its last complete checkpoint, and a rerun of a
+  finished run returns the stored result without training;
+- `should_stop()` cancels within a step (`TrainingCancelled`, no adapter written), and a
+  NaN loss stops at the step it appears (`TrainingDiverged`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import numpy as np
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    DataCollatorForSeq2Seq,
+    PrinterCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+from evaluators.chat_format import (
+    IGNORE_INDEX,
+    ChatFormatError,
+    encode_prompt,
+    render_prompt,
+    special_prefix,
+    tokenize_conversation,
+    uses_chat_template,
+)
+from evaluators.records import Conversation
+from service.errors import ArenaError, Conflict, InvalidInput
+
+__all__ = [
+    "CheckpointInfo",
+    "InvalidTrainingInput",
+    "LossPoint",
+    "RunConflict",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingCancelled",
+    "TrainingDiverged",
+    "TrainingError",
+    "encode_prompt",
+    "linear_module_names",
+    "load_train_result",
+    "render_prompt",
+    "tokenize_conversation",
+    "train_adapter",
+]
+
+ADAPTER_DIR = "adapter"
+CHECKPOINTS_DIR = "checkpoints"
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.json"
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+class TrainingError(ArenaError):
+    """A training run could not produce an adapter; the message says why."""
+
+    status = 422
+
+
+class InvalidTrainingInput(TrainingError, InvalidInput):
+    """The records or the config cannot be trained on (bad value, too little data, unknown module)."""
+
+    status = 400
+
+
+class TrainingDiverged(TrainingError):
+    """The loss became NaN or infinite; `extra["step"]` is the step where it did."""
+
+
+class TrainingCancelled(TrainingError):
+    """`should_stop()` asked to stop; no adapter was written (checkpoints already saved stay)."""
+
+    status = 409
+
+
+class RunConflict(TrainingError, Conflict):
+    """`out_dir` already holds checkpoints of a different run (other data, base or config)."""
+
+    status = 409
+
+
+# --- config and result --------------------------------------------------------------------
+
+
+class TrainConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """LoRA and optimisation settings for one run. Stored verbatim in the run's metrics.
+
+    `target_modules` is a comma-separated list of module names ("q_proj,v_proj") or
+    "all-linear". `save_steps=None` saves a checkpoint at the end of every epoch;
+    the last step is always saved. `save_total_limit=None` keeps every checkpoint,
+    which data attribution needs. `eval_fraction` of the records (rounded down) is
+    held out, chosen by `seed`; with none held out there is no eval loss.
+    """
+
+    lora_r: int = 16
+    lora_alpha: float = 32
+    lora_dropout: float = 0.05
+    target_modules: str = "q_proj,v_proj"
+    lr: float = 2e-4
+    epochs: float = 3
+    max_steps: int | None = None
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_length: int = 512
+    seed: int = 0
+    eval_fraction: float = 0.1
+    logging_steps: int = 10
+    save_steps: int | None = None
+    save_total_limit: int | None = None
+    warmup_steps: int = 0
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+
+    def __post_init__(self) -> None:
+        positive_ints = ("lora_r", "batch_size", "grad_accum", "max_length", "logging_steps")
+        for name in positive_ints:
+            if getattr(self, name) < 1:
+                raise InvalidTrainingInput(f"config.{name}={getattr(self, name)}: expected an integer >= 1")
+        for name in ("max_steps", "save_steps", "save_total_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InvalidTrainingInput(f"config.{name}={value}: expected an integer >= 1 or null")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise InvalidTrainingInput(f"config.lr={self.lr}: expected a positive number")
+        if not self.epochs > 0:
+            raise InvalidTrainingInput(f"config.epochs={self.epochs}: expected a positive number")
+        if not 0 <= self.lora_dropout < 1:
+            raise InvalidTrainingInput(f"config.lora_dropout={self.lora_dropout}: expected 0 <= value < 1")
+        if not 0 <= self.eval_fraction < 1:
+            raise InvalidTrainingInput(f"config.eval_fraction={self.eval_fraction}: expected 0 <= value < 1")
+        if self.warmup_steps < 0 or self.weight_decay < 0 or self.max_grad_norm <= 0:
+            raise InvalidTrainingInput(
+                "config.warmup_steps and config.weight_decay must be >= 0 and config.max_grad_norm > 0"
+            )
+        if not self.module_names:
+            raise InvalidTrainingInput(f"config.target_modules={self.target_modules!r}: expected module names or 'all-linear'")
+
+    @property
+    def module_names(self) -> list[str]:
+        """`target_modules` as a list ("all-linear" stays a single entry)."""
+        return [name.strip() for name in self.target_modules.split(",") if name.strip()]
+
+
+class LossPoint(msgspec.Struct, frozen=True):
+    """One logging step of the loss curve. `eval_loss` is None on steps without evaluation."""
+
+    step: int
+    epoch: float
+    loss: float | None
+    eval_loss: float | None
+    lr: float | None
+
+
+class CheckpointInfo(msgspec.Struct, frozen=True):
+    """A saved checkpoint: adapter weights plus optimizer/scheduler/RNG state at `step`."""
+
+    step: int
+    path: str
+
+
+class TrainResult(msgspec.Struct, kw_only=True, frozen=True):
+    """What a finished run produced and how it went; `out_dir/metrics.json` holds the same."""
+
+    out_dir: str
+    adapter_dir: str
+    base_dir: str
+    config: TrainConfig
+    data_sha256: str
+    global_step: int
+    max_steps: int
+    epochs: float
+    loss_curve: list[LossPoint]
+    final_loss: float | None
+    final_eval_loss: float | None
+    checkpoints: list[CheckpointInfo]
+    train_indices: list[int]
+    eval_indices: list[int]
+    skipped_indices: list[int]
+    target_modules: list[str]
+    trainable_params: int
+    total_params: int
+    train_tokens: int
+    wall_s: float
+    train_s: float
+    tokens_per_s: float
+    resumed_from: str | None = None
+
+
+class _RunIdentity(msgspec.Struct, frozen=True):
+    """What makes two calls the same run (so resuming one from the other's checkpoints is sound)."""
+
+    base_dir: str
+    data_sha256: str
+    config: TrainConfig
+
+
+# --- public helpers -----------------------------------------------------------------------
+
+
+def linear_module_names(model: torch.nn.Module) -> list[str]:
+    """Sorted names (last path component) of the model's `nn.Linear` layers, except the LM head:
+    the values `target_modules` may name."""
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and module is not output
+    }
+    return sorted(names)
+
+
+def load_train_result(out_dir: str | os.PathLike[str]) -> TrainResult | None:
+    """The `TrainResult` of a finished run in `out_dir`, or None when the run has not finished."""
+    path = Path(out_dir) / METRICS_FILE
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=TrainResult)
+    except FileNotFoundError:
+        return None
+
+
+def data_fingerprint(records: Sequence[Conversation]) -> str:
+    """SHA-256 of the records in order: the data part of a run's identity."""
+    return hashlib.sha256(msgspec.json.encode(list(records))).hexdigest()
+
+
+# --- training -----------------------------------------------------------------------------
+
+
+def train_adapter(
+    base_dir: str | os.PathLike[str],
+    records: Sequence[Conversation],
+    config: TrainConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train a LoRA adapter on `records` over the base at `base_dir`; return its `TrainResult`.
+
+    The loss is on assistant tokens only, every assistant turn of every record, in the
+    base tokenizer's chat template (plain `User:…</s>\\n Assistant:…</s>` format when it
+    has none). The same seed, data and config give the same adapter weights.
+    `on_log(dict)` gets `step, max_steps, loss, eval_loss, lr, epoch` at each logging
+    step; `should_stop()` is polled every step. Reruns with the same `out_dir` resume
+    from the last checkpoint, or return the stored result of a finished run.
+
+    Raises `InvalidTrainingInput` (empty or unusable records, data smaller than one
+    batch, a target module the base lacks), `TrainingDiverged` (NaN loss, with the
+    step), `TrainingCancelled`, or `RunConflict` (out_dir belongs to another run).
+    """
+    started = time.perf_counter()
+    base = Path(base_dir)
+    out = Path(out_dir)
+    records = list(records)
+    if not records:
+        raise InvalidTrainingInput("no training records: the dataset is empty")
+    identity = _RunIdentity(base_dir=str(base.resolve()), data_sha256=data_fingerprint(records), config=config)
+    done = load_train_result(out)
+    if done is not None and _RunIdentity(done.base_dir, done.data_sha256, done.config) == identity:
+        return done
+    checkpoints_dir = out / CHECKPOINTS_DIR
+    _claim_out_dir(out, identity)
+
+    if not (base / "config.json").is_file():
+        raise InvalidTrainingInput(f"{base}: not a model directory (config.json missing)")
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    examples, skipped = _tokenize_records(tokenizer, records, config.max_length)
+    train_idx, eval_idx = split_indices(len(records), config.eval_fraction, config.seed)
+    train_set = [examples[i] for i in train_idx if i in examples]
+    eval_set = [examples[i] for i in eval_idx if i in examples]
+    per_step = config.batch_size * config.grad_accum
+    if len(train_set) < per_step:
+        raise InvalidTrainingInput(
+            f"{len(train_set)} trainable records after holding out {len(eval_idx)} for eval "
+            f"and skipping {len(skipped)} with no answer tokens within max_length={config.max_length} "
+            f"(of {len(records)}); one optimizer step needs batch_size × grad_accum = {per_step}. "
+            "Add records or lower batch_size."
+        )
+
+    torch.manual_seed(config.seed)  # LoRA's A matrices are drawn at wrapping time
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    available = linear_module_names(model)
+    missing = [m for m in config.module_names if m != "all-linear" and m not in available]
+    if missing:
+        raise InvalidTrainingInput(
+            f"target_modules {missing} not found in {base.name}; its linear layers are: {', '.join(available)} "
+            "(or use 'all-linear')"
+        )
+    targets = "all-linear" if "all-linear" in config.module_names else config.module_names
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=targets,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora)
+    model.config.use_cache = False
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+
+    steps_per_epoch = max(1, math.ceil(math.ceil(len(train_set) / config.batch_size) / config.grad_accum))
+    args = TrainingArguments(
+        output_dir=str(checkpoints_dir),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        learning_rate=config.lr,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        logging_strategy="steps",
+        logging_steps=config.logging_steps,
+        logging_nan_inf_filter=False,
+        eval_strategy="steps" if eval_set else "no",
+        eval_steps=config.logging_steps if eval_set else None,
+        save_strategy="steps",
+        save_steps=config.save_steps or steps_per_epoch,
+        save_total_limit=config.save_total_limit,
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to="none",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        include_num_input_tokens_seen="non_padding",
+    )
+    progress = _ProgressCallback(on_log, should_stop, has_eval=bool(eval_set))
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set or None,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=IGNORE_INDEX),
+        callbacks=[progress],
+    )
+    trainer.remove_callback(PrinterCallback)  # progress goes to `on_log`, not stdout
+    resume = _last_complete_checkpoint(checkpoints_dir)
+    train_started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    train_s = time.perf_counter() - train_started
+
+    adapter_dir = out / ADAPTER_DIR
+    _save_adapter(model, tokenizer, adapter_dir)
+    curve = _loss_curve(trainer.state.log_history)
+    tokens = int(trainer.state.num_input_tokens_seen - progress.tokens_at_start)
+    result = TrainResult(
+        out_dir=str(out),
+        adapter_dir=str(adapter_dir),
+        base_dir=identity.base_dir,
+        config=config,
+        data_sha256=identity.data_sha256,
+        global_step=trainer.state.global_step,
+        max_steps=trainer.state.max_steps,
+        epochs=float(trainer.state.epoch or 0.0),
+        loss_curve=curve,
+        final_loss=next((p.loss for p in reversed(curve) if p.loss is not None), None),
+        final_eval_loss=next((p.eval_loss for p in reversed(curve) if p.eval_loss is not None), None),
+        checkpoints=_checkpoints(checkpoints_dir),
+        train_indices=[i for i in train_idx if i in examples],
+        eval_indices=[i for i in eval_idx if i in examples],
+        skipped_indices=skipped,
+        target_modules=sorted(_adapted_module_names(model)),
+        trainable_params=trainable,
+        total_params=total,
+        train_tokens=tokens,
+        wall_s=round(time.perf_counter() - started, 3),
+        train_s=round(train_s, 3),
+        tokens_per_s=round(tokens / train_s, 1) if train_s > 0 else 0.0,
+        resumed_from=str(resume) if resume else None,
+    )
+    _write_atomic(out / METRICS_FILE, msgspec.json.format(msgspec.json.encode(result)))
+    return result
+
+
+def split_indices(n: int, eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Deterministic (train, eval) record indices: `floor(n × eval_fraction)` records held out,
+    chosen by `seed`; both lists sorted."""
+    n_eval = int(n * eval_fraction)
+    order = np.random.default_rng(seed).permutation(n)
+    return sorted(order[n_eval:].tolist()), sorted(order[:n_eval].tolist())
+
+
+# --- internals ----------------------------------------------------------------------------
+
+
+def _tokenize_records(
+    tokenizer: Any, records: list[Conversation], max_length: int
+) -> tuple[dict[int, dict[str, list[int]]], list[int]]:
+    """Features by record index, and the indices skipped because truncation left no answer token."""
+    prefix = [] if uses_chat_template(tokenizer) else special_prefix(tokenizer)
+    examples: dict[int, dict[str, list[int]]] = {}
+    skipped: list[int] = []
+    for index, record in enumerate(records):
+        try:
+            ids, labels = tokenize_conversation(tokenizer, record, max_length, prefix=prefix)
+        except ChatFormatError as exc:
+            raise InvalidTrainingInput(f"record {index}: {exc}") from None
+        if all(label == IGNORE_INDEX for label in labels):
+            skipped.append(index)
+            continue
+        examples[index] = {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
+    if not examples:
+        raise InvalidTrainingInput(
+            f"all {len(records)} records lose every answer token when cut to max_length={max_length}; "
+            "raise max_length or shorten the prompts"
+        )
+    return examples, skipped
+
+
+def _claim_out_dir(out: Path, identity: _RunIdentity) -> None:
+    """Record which run owns `out`; refuse if its checkpoints belong to another run."""
+    out.mkdir(parents=True, exist_ok=True)
+    run_file = out / RUN_FILE
+    encoded = msgspec.json.format(msgspec.json.encode(identity))
+    if run_file.is_file():
+        try:
+            previous = msgspec.json.decode(run_file.read_bytes(), type=_RunIdentity)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            previous = None
+        if previous != identity and _checkpoints(out / CHECKPOINTS_DIR):
+            raise RunConflict(
+                f"{out} holds checkpoints of another run (different base, data or config); "
+                "use a new output directory or delete that one"
+            )
+    elif _checkpoints(out / CHECKPOINTS_DIR):
+        raise RunConflict(f"{out} holds checkpoints but no {RUN_FILE}; refusing to resume from an unknown run")
+    # Drop leftovers of an interrupted finish: a stale adapter would outlive this run.
+    shutil.rmtree(out / ADAPTER_DIR, ignore_errors=True)
+    (out / METRICS_FILE).unlink(missing_ok=True)
+    _write_atomic(run_file, encoded)
+
+
+def _checkpoint_complete(path: Path) -> bool:
+    # Trainer writes trainer_state.json after weights, optimizer and RNG state.
+    return (path / "trainer_state.json").is_file() and (path / "adapter_model.safetensors").is_file()
+
+
+def _checkpoints(checkpoints_dir: Path) -> list[CheckpointInfo]:
+    """Complete checkpoints under `checkpoints_dir`, by step."""
+    if not checkpoints_dir.is_dir():
+        return []
+    found = []
+    for child in checkpoints_dir.iterdir():
+        match = _CHECKPOINT_RE.match(child.name)
+        if match and child.is_dir() and _checkpoint_complete(child):
+            found.append(CheckpointInfo(step=int(match.group(1)), path=str(child)))
+    return sorted(found, key=lambda c: c.step)
+
+
+def _last_complete_checkpoint(checkpoints_dir: Path) -> Path | None:
+    """The newest complete checkpoint; incomplete ones (a worker killed mid-save) are removed,
+    since training will write that step again."""
+    if not checkpoints_dir.is_dir():
+        return None
+    for child in checkpoints_dir.iterdir():
+        if _CHECKPOINT_RE.match(child.name) and child.is_dir() and not _checkpoint_complete(child):
+            shutil.rmtree(child, ignore_errors=True)
+    complete = _checkpoints(checkpoints_dir)
+    return Path(complete[-1].path) if complete else None
+
+
+def _save_adapter(model: Any, tokenizer: Any, adapter_dir: Path) -> None:
+    """Write the PEFT adapter (and the chat template it learned, if any) atomically."""
+    tmp = adapter_dir.with_name(adapter_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    if uses_chat_template(tokenizer):
+        # Generation reads this to prompt the candidate the way it was trained.
+        (tmp / "chat_template.jinja").write_text(tokenizer.chat_template)
+    shutil.rmtree(adapter_dir, ignore_errors=True)
+    tmp.rename(adapter_dir)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def _adapted_module_names(model: Any) -> set[str]:
+    return {name.rsplit(".", 2)[-2] for name, _ in model.named_parameters() if ".lora_A." in name}
+
+
+def _loss_curve(log_history: list[dict[str, Any]]) -> list[LossPoint]:
+    """Train and eval logs merged per step (the Trainer logs them as separate entries)."""
+    points: dict[int, dict[str, Any]] = {}
+    for entry in log_history:
+        if "loss" not in entry and "eval_loss" not in entry:
+            continue
+        point = points.setdefault(entry["step"], {"epoch": entry.get("epoch", 0.0)})
+        if "loss" in entry:
+            point["loss"] = float(entry["loss"])
+            point["lr"] = entry.get("learning_rate")
+        if "eval_loss" in entry:
+            point["eval_loss"] = float(entry["eval_loss"])
+    return [
+        LossPoint(step=step, epoch=float(p["epoch"]), loss=p.get("loss"), eval_loss=p.get("eval_loss"), lr=p.get("lr"))
+        for step, p in sorted(points.items())
+    ]
+
+
+class _ProgressCallback(TrainerCallback):
+    """Reports logging steps to `on_log`, polls `should_stop`, and catches a NaN loss at its step."""
+
+    def __init__(
+        self,
+        on_log: Callable[[dict[str, Any]], None] | None,
+        should_stop: Callable[[], bool] | None,
+        *,
+        has_eval: bool,
+    ) -> None:
+        self.on_log_fn = on_log
+        self.should_stop = should_stop
+        self.has_eval = has_eval
+        self.pending: dict[str, Any] | None = None
+        self.tokens_at_start = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.tokens_at_start = state.num_input_tokens_seen
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.should_stop is not None and self.should_stop():
+            raise TrainingCancelled(f"training cancelled at step {state.global_step} of {state.max_steps}")
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        # Gradients are non-finite exactly when this step's loss was: stop before the
+        # optimizer spreads NaN into the weights.
+        grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
+        if grads and not bool(torch.isfinite(torch.stack([g.detach().float().sum() for g in grads])).all()):
+            step = state.global_step + 1
+            raise TrainingDiverged(
+                f"the loss or its gradient became NaN or infinite at step {step} of {state.max_steps}; "
+                "lower lr or check the records for extreme inputs",
+                step=step,
+            )
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:
+            control.should_log = True  # the curve always ends at the last step
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        for key in ("loss", "eval_loss"):
+            value = logs.get(key)
+            if value is not None and not math.isfinite(value):
+                raise TrainingDiverged(f"the {key} is {value} at step {state.global_step}", step=state.global_step)
+        if self.on_log_fn is None:
+            return
+        if "loss" in logs:
+            point = {
+                "step": state.global_step,
+                "max_steps": state.max_steps,
+                "loss": float(logs["loss"]),
+                "eval_loss": None,
+                "lr": logs.get("learning_rate"),
+                "epoch": float(logs.get("epoch", state.epoch or 0.0)),
+            }
+            if self.has_eval and control.should_evaluate:
+                self.pending = point  # the eval loss for this step is logged next
+            else:
+                self.on_log_fn(point)
+        elif "eval_loss" in logs:
+            point = self.pending or {
+                "step": state.global_step,
+                "max_steps": state.max_steps,
+                "loss": None,
+                "lr": None,
+                "epoch": float(logs.get("epoch", state.epoch or 0.0)),
+            }
+            self.pending = None
+            self.on_log_fn({**point, "eval_loss": float(logs["eval_loss"])})

@@ -1,0 +1,112 @@
+"""Real Redis for tests: `REDIS_URL` when set, else an embedded server started once per session.
+
+Every test gets its own key prefix, so tests never see each other's data on a shared
+Redis, and its keys are deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from service.config import Settings
+from service.redis_server import EmbeddedRedis
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("REDIS_URL")
+    if url:
+        redis.Redis.from_url(url).ping()
+        yield url
+        return
+    server = EmbeddedRedis(tmp_path_factory.mktemp("embedded-redis"))
+    yield server.start()
+    server.stop()
+
+
+def _delete_prefix(url: str, prefix: str) -> None:
+    client = redis.Redis.from_url(url)
+    for pattern in (f"{prefix}:*", f"saq:{prefix}-jobs:*", f"saq:job:{prefix}-jobs:*"):
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        for i in range(0, len(keys), 500):
+            client.delete(*keys[i : i + 500])
+    client.close()
+
+
+@pytest.fixture
+def settings(redis_url: str, tmp_path: Path) -> Iterator[Settings]:
+    prefix = f"arenatest-{uuid.uuid4().hex[:10]}"
+    s = Settings(
+        data_dir=tmp_path / "data", redis_url=redis_url, key_prefix=prefix, admin_token="test-admin-token",
+        job_heartbeat_s=2, job_sweep_s=1, job_retries=2,
+    )
+    s.data_dir.mkdir(parents=True)
+    yield s
+    _delete_prefix(redis_url, prefix)
+
+
+def settings_env(s: Settings) -> dict[str, str]:
+    """Environment variables that make a subprocess (`arena ...`) use the same settings."""
+    env = dict(os.environ)
+    env.update({name: value for name, value in s.describe().items() if value and value != "***"})
+    env["ARENA_ADMIN_TOKEN"] = s.admin_token or ""
+    env["OMP_NUM_THREADS"] = "1"
+    if not s.redis_url:
+        env.pop("REDIS_URL", None)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    """The real app under uvicorn on a loopback port, in a background thread."""
+
+    def __init__(self, settings: Settings, worker: bool = False) -> None:
+        import uvicorn
+
+        from service.app import create_app
+
+        self.settings = settings
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.app = create_app(settings, settings.redis_url, worker=worker)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("live server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+    def client(self, admin: bool = False) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.settings.admin_token}"} if admin else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+@pytest.fixture
+def live_server(settings: Settings) -> Iterator[LiveServer]:
+    server = LiveServer(settings).start()
+    yield server
+    server.stop()

@@ -1,0 +1,95 @@
+"""Datasets over real HTTP on loopback."""
+
+import json
+
+from service.store import SyncStore
+
+GOOD = b'{"instruction": "Say hi.", "input": "", "output": "Hi."}\n{"instruction": "Say bye.", "input": "", "output": "Bye."}\n'
+
+
+def upload(client, raw, name="greet", filename="d.jsonl", **form):
+    return client.post("/api/datasets", files={"file": (filename, raw, "application/jsonl")}, data={"name": name, **form})
+
+
+def test_health_reports_redis(live_server):
+    r = live_server.client().get("/health")
+    assert r.status_code == 200
+    assert r.json()["redis"]["ok"] is True
+
+
+def test_writes_need_the_admin_token(live_server):
+    r = upload(live_server.client(), GOOD)
+    assert r.status_code == 401
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "admin token" in r.json()["detail"]
+    r = upload(live_server.client(), GOOD, headers=None) if False else live_server.client().post(
+        "/api/datasets", headers={"Authorization": "Bearer wrong"}, files={"file": ("d.jsonl", GOOD)}, data={"name": "x"})
+    assert r.status_code == 401
+
+
+def test_upload_list_show_records(live_server):
+    admin = live_server.client(admin=True)
+    r = upload(admin, GOOD)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["created"] is True and body["dataset"]["record_count"] == 2 and body["dataset"]["format"] == "alpaca"
+    again = upload(admin, GOOD)
+    assert again.json()["created"] is False and again.json()["dataset"]["id"] == body["dataset"]["id"]
+
+    listed = live_server.client().get("/api/datasets").json()
+    assert [d["name"] for d in listed] == ["greet"]
+    shown = live_server.client().get("/api/datasets/greet").json()
+    assert len(shown["versions"]) == 1
+    page = live_server.client().get("/api/datasets/greet/records", params={"offset": 1, "limit": 5}).json()
+    assert page["total"] == 2 and page["records"][0]["index"] == 1
+    assert page["records"][0]["messages"][-1]["content"] == "Bye."
+
+
+def test_bad_upload_is_a_clear_400_and_stores_nothing(live_server):
+    admin = live_server.client(admin=True)
+    assert upload(admin, GOOD).status_code == 201
+    bad = GOOD + b'{"instruction": "x", "input": "", "output": ""}\n'
+    r = upload(admin, bad)
+    assert r.status_code == 400
+    assert "line 3" in r.json()["detail"] and "'output' is empty" in r.json()["detail"]
+    r = upload(admin, GOOD, name="../etc/passwd")
+    assert r.status_code == 400 and "not valid" in r.json()["detail"]
+    r = upload(admin, b"\xff\xfe", name="greet")
+    assert r.status_code == 400 and "UTF-8" in r.json()["detail"]
+    shown = live_server.client().get("/api/datasets/greet").json()
+    assert len(shown["versions"]) == 1  # the good version is still the only one
+
+
+def test_oversized_upload_is_413(settings):
+    from msgspec.structs import replace
+
+    from tests.redis_fixtures import LiveServer
+
+    server = LiveServer(replace(settings, max_upload_bytes=200)).start()
+    try:
+        raw = b"\n".join(json.dumps({"prompt": f"q{i}", "completion": "a"}).encode() for i in range(50))
+        r = upload(server.client(admin=True), raw)
+        assert r.status_code == 413
+    finally:
+        server.stop()
+
+
+def test_unknown_dataset_is_404_problem(live_server):
+    r = live_server.client().get("/api/datasets/nope")
+    assert r.status_code == 404 and "no dataset named 'nope'" in r.json()["detail"]
+    r = live_server.client().get("/api/datasets/nope/records", params={"limit": 0})
+    assert r.status_code == 400
+
+
+def test_split_over_http(live_server):
+    admin = live_server.client(admin=True)
+    lines = b"\n".join(json.dumps({"prompt": f"q{i}", "completion": "a"}).encode() for i in range(20))
+    upload(admin, lines, name="qa")
+    r = admin.post("/api/datasets/qa/split", json={"test_fraction": 0.25, "seed": 1})
+    assert r.status_code == 200
+    assert len(r.json()["dataset"]["split"]["test_indices"]) == 5
+    store = SyncStore(live_server.settings.redis_url, live_server.settings.key_prefix)
+    try:
+        assert store.resolve_dataset("qa@1").split.seed == 1
+    finally:
+        store.close()
