@@ -17,13 +17,16 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.openapi import OpenAPIConfig
+from litestar.template.config import TemplateConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from service import jobs
 from service.config import Settings
 from service.errors import ArenaError
 from service.routes import ROUTE_HANDLERS
+from service.routes.pages import TEMPLATES
 from service.runtime import admin_token
 from service.store import Store
 
@@ -101,6 +104,7 @@ def create_app(settings: Settings, redis_url: str, *, worker: bool = False) -> L
             components=Components(security_schemes={"admin": SecurityScheme(type="http", scheme="bearer")}),
         ),
         cors_config=CORSConfig(allow_origins=[]),
+        template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
         request_max_body_size=settings.max_upload_bytes + 1024 * 1024,
         state=State({"settings": settings, "admin_token": token, "token_generated": generated, "redis_url": redis_url, "worker_id": None}),
         debug=False,

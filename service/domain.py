@@ -76,3 +76,32 @@ class JobRecord(msgspec.Struct, kw_only=True):
     attempts: int = 0
     worker: str | None = None
     cancel_requested: bool = False
+    info: dict[str, Any] = msgspec.field(default_factory=dict)  # latest progress fields (step, loss, ...)
+
+
+class BaseModel(msgspec.Struct, kw_only=True):
+    """A registered base: a local Hugging Face causal-LM directory."""
+
+    name: str
+    path: str
+    source: str  # what the user gave: a directory, a hub id, or "tiny"
+    created_at: float
+    parameters: int = 0
+    vocab_size: int = 0
+    context_length: int = 0
+    chat_template: bool = False
+
+
+class Candidate(msgspec.Struct, kw_only=True):
+    """A trained adapter on a base, with its lineage."""
+
+    name: str
+    base: str
+    dataset: str  # NAME@N
+    dataset_id: str
+    run_id: str
+    adapter_dir: str
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    created_at: float
+    active: bool = True  # competes in the arena

@@ -40,7 +40,7 @@ from service.store import Store
 log = logging.getLogger("arena.jobs")
 
 #: Modules whose import registers job handlers.
-HANDLER_MODULES: list[str] = []
+HANDLER_MODULES: list[str] = ["service.runs"]
 
 Handler = Callable[["JobContext"], "dict[str, Any] | None"]
 HANDLERS: dict[str, Handler] = {}
@@ -92,7 +92,7 @@ class JobContext:
     def progress(self, fraction: float, message: str = "", **event: Any) -> None:
         """Record progress in [0, 1] and append an event (streamed to SSE / CLI)."""
         fraction = max(0.0, min(1.0, float(fraction)))
-        self.call(self._store.update_job(self.job_id, progress=fraction, message=message))
+        self.call(self._store.update_job(self.job_id, progress=fraction, message=message, info=event))
         self.call(self._store.add_job_event(self.job_id, {"type": "progress", "progress": fraction, "message": message, **event}))
 
     def event(self, **event: Any) -> None:

@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "worker": ("service.cli.core", "worker_cmd", "Run a job worker on the queue."),
     "jobs": ("service.cli.core", "jobs_cmd", "List, show and cancel jobs."),
     "data": ("service.cli.data", "data_cmd", "Add, list, show, split and check datasets."),
+    "base": ("service.cli.models", "base_cmd", "Register base models, or build the offline tiny base."),
+    "candidates": ("service.cli.models", "candidates_cmd", "List candidates (trained adapters) with lineage and metrics."),
+    "train": ("service.cli.train", "train_cmd", "Train a LoRA candidate (or a --sweep of them) as a job."),
+    "runs": ("service.cli.train", "runs_cmd", "List, show and cancel training runs."),
     "ratings": ("service.cli.ratings", "ratings_cmd", "Leaderboard (Bradley–Terry + bootstrap CIs, Elo) from a battles file."),
 }
 

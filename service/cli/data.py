@@ -99,3 +99,44 @@ def data_split(ref: str, test_fraction: float, seed: int) -> None:
         dsv = store.set_dataset_split(dsv, split)
     click.echo(f"{dsv.ref}: {len(split.test_indices)} held out, {dsv.record_count - len(split.test_indices)} for training (seed {seed})")
     _ = msgspec
+
+
+@data_cmd.command("check")
+@click.argument("ref")
+@click.option("--expected-refusal-rate", type=float, default=None, help="Share of refusals you expect (default 0.05).")
+@click.option("--json", "json_out", is_flag=True)
+@click.option("--fail-on", type=click.Choice(["never", "error", "warning"]), default="never", show_default=True,
+              help="Exit 1 when a finding of this severity (or worse) exists.")
+def data_check(ref: str, expected_refusal_rate: float | None, json_out: bool, fail_on: str) -> None:
+    """Check REF for duplicates, conflicting answers, refusal floods, format drift, outliers, garbled
+    records, unsupported facts and train/eval overlap (its held-out split is the eval side)."""
+    from evaluators.datachecks import CheckConfig, check_dataset
+
+    s = settings()
+    with open_store(s) as store:
+        dsv = store.resolve_dataset(ref)
+    records, lines = datasets.read_records(s.data_dir, dsv.id)
+    held = set(dsv.split.test_indices) if dsv.split else set()
+    train_idx = [i for i in range(len(records)) if i not in held]
+    config = CheckConfig() if expected_refusal_rate is None else CheckConfig(expected_refusal_rate=expected_refusal_rate)
+    report = check_dataset([records[i] for i in train_idx], line_numbers=[lines[i] for i in train_idx],
+                           eval_records=[records[i] for i in sorted(held)] or None, config=config)
+    # Report indices in the version's own numbering, not the training subset's.
+    findings = [
+        {**msgspec.to_builtins(f), "record_indices": [train_idx[i] for i in f.record_indices]} for f in report.findings
+    ]
+    if json_out:
+        echo_json({"dataset": dsv.ref, "id": dsv.id, "records": len(records), "summary": report.to_dict()["summary"], "findings": findings})
+    else:
+        click.echo(f"{dsv.ref} ({dsv.id}): {len(train_idx)} training records checked" + (f", {len(held)} held out" if held else ""))
+        for name, summary in report.summary.items():
+            mark = "ok " if summary.findings == 0 else "!! "
+            click.echo(f"  {mark}{name:<20} {summary.findings:>4} finding(s), {summary.records:>4} record(s) ({summary.rate:.1%})")
+        for f in findings[:50]:
+            where = ", ".join(f"#{i} (line {ln})" for i, ln in zip(f["record_indices"][:6], f["line_numbers"][:6]))
+            click.echo(f"- [{f['severity']}] {f['check']}: {f['message']}  [{where}{' …' if len(f['record_indices']) > 6 else ''}]")
+        if len(findings) > 50:
+            click.echo(f"… {len(findings) - 50} more (use --json)")
+    order = {"error": 2, "warning": 1, "info": 0}
+    if fail_on != "never" and any(order[f["severity"]] >= order[fail_on] for f in findings):
+        raise SystemExit(1)

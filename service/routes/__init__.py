@@ -1,6 +1,6 @@
 """One module per resource; `ROUTE_HANDLERS` lists what the app mounts."""
 
-from service.routes import datasets, health, jobs
+from service.routes import datasets, health, jobs, pages, runs
 
 ROUTE_HANDLERS = [
     health.health,
@@ -13,4 +13,14 @@ ROUTE_HANDLERS = [
     jobs.get_job,
     jobs.cancel_job,
     jobs.job_events,
+    runs.create_run,
+    runs.list_runs,
+    runs.get_run,
+    runs.cancel_run,
+    runs.run_events,
+    runs.list_candidates,
+    runs.get_candidate,
+    runs.list_bases,
+    pages.runs_page,
+    pages.run_page,
 ]

@@ -36,6 +36,18 @@ class Keys:
     def workers(self) -> str:
         return f"{self.p}:workers"  # hash worker id -> last heartbeat ts
 
+    # models
+    @property
+    def bases(self) -> str:
+        return f"{self.p}:bases"  # hash name -> JSON BaseModel
+
+    @property
+    def candidates(self) -> str:
+        return f"{self.p}:candidates"  # hash name -> JSON Candidate
+
+    def candidate_reservation(self, name: str) -> str:
+        return f"{self.p}:candidate:{name}:reserved"  # run id holding the name
+
     @property
     def queue_name(self) -> str:
         return f"{self.p}-jobs"

@@ -1,0 +1,156 @@
+"""`arena train` and `arena runs list|show|cancel`."""
+
+from __future__ import annotations
+
+import click
+
+from service.cli.common import echo_json, follow_job, open_store, settings
+
+
+def _enqueue(store, s, **kw):
+    from service import runs
+    from service.jobs import make_queue
+
+    async def go():
+        queue = make_queue(store.url, s)
+        try:
+            return await runs.start_run(store.store, queue, s, **kw)
+        finally:
+            await queue.disconnect()
+
+    return store._run(go())
+
+
+@click.command("train")
+@click.option("--base", required=True, help="Registered base name.")
+@click.option("--data", required=True, help="Dataset NAME[@VERSION]; its held-out split is not trained on.")
+@click.option("--name", required=True, help="Candidate name (with --sweep, a suffix per combination is added).")
+@click.option("--lora-r", type=int, default=16, show_default=True)
+@click.option("--lora-alpha", type=float, default=32, show_default=True)
+@click.option("--lora-dropout", type=float, default=0.05, show_default=True)
+@click.option("--target-modules", default="q_proj,v_proj", show_default=True, help="Comma-separated, or all-linear.")
+@click.option("--lr", type=float, default=2e-4, show_default=True)
+@click.option("--epochs", type=float, default=3, show_default=True)
+@click.option("--max-steps", type=int, default=None)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--grad-accum", type=int, default=1, show_default=True)
+@click.option("--max-length", type=int, default=512, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--eval-fraction", type=float, default=0.1, show_default=True)
+@click.option("--logging-steps", type=int, default=10, show_default=True)
+@click.option("--sweep", default=None, help='One run per combination, e.g. "lora_r=8,16 lr=1e-4,3e-4".')
+@click.option("--wait", is_flag=True, help="Run here (embedded mode) or wait for a worker, with a progress bar.")
+@click.option("--json", "json_out", is_flag=True)
+def train_cmd(base, data, name, lora_r, lora_alpha, lora_dropout, target_modules, lr, epochs, max_steps, batch_size, grad_accum,
+              max_length, seed, eval_fraction, logging_steps, sweep, wait, json_out) -> None:
+    """Enqueue a LoRA training run (one per --sweep combination)."""
+    from service.runs import parse_sweep
+
+    config = dict(lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules, lr=lr,
+                  epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
+                  seed=seed, eval_fraction=eval_fraction, logging_steps=logging_steps)
+    combos = parse_sweep(sweep) if sweep else [{}]
+    s = settings()
+    with open_store(s) as store:
+        jobs = []
+        for combo in combos:
+            suffix = "".join(f"-{k.replace('_', '')}{v}" for k, v in combo.items())
+            jobs.append(_enqueue(store, s, base=base, data=data, name=f"{name}{suffix}", config={**config, **combo}))
+        for job in jobs:
+            if not json_out:
+                click.echo(f"queued {job.id}: candidate {job.params['candidate']}")
+        if not wait:
+            if json_out:
+                echo_json(jobs)
+            return
+        with _local_worker(store, s):
+            finals = [follow_job(store, job.id, f"train {job.params['candidate']}", json_out) for job in jobs]
+    if json_out:
+        echo_json(finals)
+    else:
+        for f in finals:
+            r = f["result"]
+            click.echo(f"{r['candidate']}: final loss {r['final_loss']:.4f}, {r['steps']} steps, {r['tokens_per_s']:.0f} tokens/s")
+
+
+class _local_worker:
+    """In embedded mode nobody else runs a worker: `--wait` runs one in this process."""
+
+    def __init__(self, store, s) -> None:
+        self.store, self.s, self.thread = store, s, None
+
+    def __enter__(self):
+        if not self.s.embedded or self.store.live_workers(within_s=15):
+            return self
+        import asyncio
+        import threading
+
+        from service.jobs import build_worker, run_worker
+
+        worker = build_worker(self.store.url, self.s)
+        worker.SIGNALS = []
+        self.loop = asyncio.new_event_loop()
+        self.task = None
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.task = self.loop.create_task(run_worker(worker))
+            try:
+                self.loop.run_until_complete(self.task)
+            except BaseException:  # noqa: BLE001 - cancelled on exit
+                pass
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.thread:
+            self.loop.call_soon_threadsafe(lambda: self.task and self.task.cancel())
+            self.thread.join(timeout=30)
+
+
+@click.group("runs")
+def runs_cmd() -> None:
+    """List, show and cancel training runs."""
+
+
+@runs_cmd.command("list")
+@click.option("--json", "json_out", is_flag=True)
+def runs_list(json_out: bool) -> None:
+    """Training runs, newest first."""
+    with open_store() as store:
+        rows = store.list_jobs(limit=50, kind="train")
+    if json_out:
+        echo_json(rows)
+        return
+    for j in rows:
+        loss = j.info.get("loss")
+        click.echo(f"{j.id}  {j.params['candidate']:<20} {j.status:<10} {j.progress:>4.0%}  {'' if loss is None else f'loss {loss:.4f}'}  {j.error or ''}")
+
+
+@runs_cmd.command("show")
+@click.argument("run_id")
+def runs_show(run_id: str) -> None:
+    """A run's record (status, step, loss, result) as JSON."""
+    with open_store() as store:
+        echo_json(store.get_job(run_id))
+
+
+@runs_cmd.command("cancel")
+@click.argument("run_id")
+def runs_cancel(run_id: str) -> None:
+    """Stop a run within a few steps; no candidate is registered."""
+    from service.jobs import cancel, make_queue
+
+    s = settings()
+    with open_store(s) as store:
+        async def go():
+            queue = make_queue(store.url, s)
+            try:
+                return await cancel(store.store, queue, run_id)
+            finally:
+                await queue.disconnect()
+
+        job = store._run(go())
+    click.echo(f"{job.id}: {job.status}{' (stopping within a few steps)' if job.status == 'running' else ''}")

@@ -1,0 +1,1 @@
+"""Base models: the offline tiny base and its bundled corpus."""

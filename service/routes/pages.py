@@ -1,0 +1,34 @@
+"""Server-rendered pages (Jinja, autoescaped; no JS framework build step)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from litestar import Request, get
+from litestar.response import Template
+
+from service.plots import line_chart
+from service.routes.runs import _run_view
+from service.store import Store
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+
+
+@get("/runs", include_in_schema=False)
+async def runs_page(store: Store) -> Template:
+    return Template("runs.html", context={"runs": await store.list_jobs(limit=100, kind="train")})
+
+
+@get("/runs/{run_id:str}", include_in_schema=False)
+async def run_page(request: Request, store: Store, run_id: str) -> Template:
+    run = await _run_view(request, store, run_id)
+    curve = run["loss_curve"]
+    chart = line_chart({
+        "train loss": [(p["step"], p["loss"]) for p in curve if p.get("loss") is not None],
+        "eval loss": [(p["step"], p["eval_loss"]) for p in curve if p.get("eval_loss") is not None],
+    })
+    return Template("run.html", context={
+        "run": run, "chart": chart, "config": json.dumps(run["params"].get("config", {}), indent=2),
+        "result": json.dumps(run.get("result") or {}, indent=2),
+    })

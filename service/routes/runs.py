@@ -1,0 +1,86 @@
+"""Training runs and candidates."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from litestar import Request, delete, get, post
+from litestar.response import ServerSentEvent
+
+from service import jobs, runs
+from service.errors import NotFound
+from service.routes.auth import ADMIN
+from service.routes.jobs import job_event_stream
+from service.store import Store
+
+
+class RunRequest(msgspec.Struct, forbid_unknown_fields=True):
+    base: str
+    data: str
+    name: str
+    config: dict[str, Any] = {}
+
+
+async def _run_view(request: Request, store: Store, run_id: str) -> dict:
+    job = await store.get_job(run_id)
+    if job.kind != "train":
+        raise NotFound(f"no run {run_id!r}")
+    await jobs.reconcile_jobs(store, request.app.state.queue, request.app.state.settings, [run_id])
+    job = await store.get_job(run_id)
+    events = [e for _, e in await store.read_job_events(run_id, count=100000)]
+    curve = runs.loss_curve(request.app.state.settings, events, run_id)
+    view = msgspec.to_builtins(job)
+    view.update(step=job.info.get("step", 0), max_steps=job.info.get("max_steps"), loss=job.info.get("loss"), loss_curve=curve)
+    return view
+
+
+@post("/api/runs", summary="Enqueue a training run", status_code=202, **ADMIN)
+async def create_run(request: Request, store: Store, data: RunRequest) -> dict:
+    job = await runs.start_run(store, request.app.state.queue, request.app.state.settings, base=data.base, data=data.data, name=data.name, config=data.config)
+    return msgspec.to_builtins(job)
+
+
+@get("/api/runs", summary="Training runs, newest first")
+async def list_runs(store: Store) -> list[dict]:
+    return [msgspec.to_builtins(j) for j in await store.list_jobs(limit=100, kind="train")]
+
+
+@get("/api/runs/{run_id:str}", summary="A run's status, step, loss and loss curve")
+async def get_run(request: Request, store: Store, run_id: str) -> dict:
+    return await _run_view(request, store, run_id)
+
+
+@delete("/api/runs/{run_id:str}", summary="Cancel a run", status_code=200, **ADMIN)
+async def cancel_run(request: Request, store: Store, run_id: str) -> dict:
+    job = await store.get_job(run_id)
+    if job.kind != "train":
+        raise NotFound(f"no run {run_id!r}")
+    return msgspec.to_builtins(await jobs.cancel(store, request.app.state.queue, run_id))
+
+
+@get("/api/runs/{run_id:str}/events", summary="Server-sent events: one per logging step, then the final status")
+async def run_events(store: Store, run_id: str) -> ServerSentEvent:
+    await store.get_job(run_id)
+
+    async def gen() -> AsyncIterator[str]:
+        async for item in job_event_stream(store, run_id):
+            yield msgspec.json.encode(item["event"]).decode()
+
+    return ServerSentEvent(gen())
+
+
+@get("/api/candidates", summary="Candidates: name, base, dataset version, key metrics")
+async def list_candidates(store: Store) -> list[dict]:
+    return [msgspec.to_builtins(c) for c in await store.list_candidates()]
+
+
+@get("/api/candidates/{name:str}", summary="One candidate with its lineage")
+async def get_candidate(store: Store, name: str) -> dict:
+    return msgspec.to_builtins(await store.get_candidate(name))
+
+
+@get("/api/bases", summary="Registered base models")
+async def list_bases(store: Store) -> list[dict]:
+    return [msgspec.to_builtins(b) for b in await store.list_bases()]
