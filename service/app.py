@@ -67,6 +67,9 @@ def create_app(settings: Settings, redis_url: str, *, worker: bool = False) -> L
         await queue.connect()
         app.state.store = store
         app.state.queue = queue
+        from service.serving import Serving
+
+        app.state.serving = Serving(settings, store)
         task = None
         if worker:
             w = jobs.build_worker(redis_url, settings)

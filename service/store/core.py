@@ -9,13 +9,14 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from service.store.arena import ArenaStore
 from service.store.datasets import DatasetStore
 from service.store.jobs import JobStore
 from service.store.keys import Keys
 from service.store.models import ModelStore
 
 
-class Store(DatasetStore, JobStore, ModelStore):
+class Store(DatasetStore, JobStore, ModelStore, ArenaStore):
     """Async access to everything the service keeps in Redis."""
 
     def __init__(self, redis: aioredis.Redis, prefix: str = "arena") -> None:

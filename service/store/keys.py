@@ -48,6 +48,42 @@ class Keys:
     def candidate_reservation(self, name: str) -> str:
         return f"{self.p}:candidate:{name}:reserved"  # run id holding the name
 
+    # arena
+    def battle(self, battle_id: str) -> str:
+        return f"{self.p}:battle:{battle_id}"  # JSON battle, with a TTL
+
+    def battle_voted(self, battle_id: str) -> str:
+        return f"{self.p}:battle:{battle_id}:voted"  # stream id of its vote
+
+    @property
+    def votes(self) -> str:
+        return f"{self.p}:votes"  # stream: every vote, FastChat schema + board/reviewer
+
+    def board_counts(self, board: str) -> str:
+        return f"{self.p}:counts:{board}"  # hash "lo\x1fhi\x1foutcome" -> count
+
+    def reviewer_rate(self, reviewer: str) -> str:
+        return f"{self.p}:rate:{reviewer}"
+
+    @property
+    def reviewer_tokens(self) -> str:
+        return f"{self.p}:reviewers:tokens"  # hash sha256(token) -> reviewer id
+
+    @property
+    def excluded_reviewers(self) -> str:
+        return f"{self.p}:reviewers:excluded"
+
+    @property
+    def active_models(self) -> str:
+        return f"{self.p}:arena:active"
+
+    @property
+    def prompts(self) -> str:
+        return f"{self.p}:arena:prompts"  # list of JSON prompts
+
+    def generation_cache(self, key: str) -> str:
+        return f"{self.p}:gen:{key}"
+
     @property
     def queue_name(self) -> str:
         return f"{self.p}-jobs"

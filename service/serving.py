@@ -1,0 +1,98 @@
+"""The service's one way to get answers from candidates: `Serving`.
+
+It owns the generation backend (in-process, or remote when `ARENA_GENERATION_URL` is
+set), registers candidates and bases from the store on first use (so a candidate
+trained by any worker is servable without a restart), and caches answers in Redis by
+(candidate id, rendered prompt, params) so re-showing a battle or re-running a benchmark
+does not regenerate. Routes, battle creation, the judge and benchmarks all go through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+
+import msgspec
+
+from service.config import Settings
+from service.errors import NotFound
+from service.generation import GenItem, Generation, InProcessBackend, backend_from_settings, cache_key
+from service.store import Store
+
+
+def candidate_cache_id(store_record) -> str:
+    """What identifies a model's weights for the cache: run id for candidates, path for bases."""
+    return getattr(store_record, "run_id", None) or f"base:{getattr(store_record, 'path', '')}"
+
+
+class Serving:
+    """Generation with registration-on-demand and a Redis answer cache. Thread-safe."""
+
+    def __init__(self, settings: Settings, store: Store, backend=None) -> None:
+        self.settings = settings
+        self.store = store
+        self.backend = backend or backend_from_settings(settings)
+        self._ids: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def in_process(self) -> bool:
+        return isinstance(self.backend, InProcessBackend)
+
+    async def ensure(self, model: str) -> str:
+        """Register `model` (a candidate or base name) with the backend if needed; return its cache id.
+        Raises NotFound listing the available names."""
+        if model in self._ids:
+            return self._ids[model]
+        if not self.in_process:
+            self._ids[model] = f"remote:{model}"
+            return self._ids[model]
+        try:
+            cand = await self.store.get_candidate(model)
+        except NotFound:
+            cand = None
+        if cand is not None:
+            base = await self.store.get_base(cand.base)
+            with self._lock:
+                self.backend.register(model, base.path, cand.adapter_dir)
+            self._ids[model] = candidate_cache_id(cand)
+            return self._ids[model]
+        try:
+            base = await self.store.get_base(model)
+        except NotFound:
+            names = await self.model_names()
+            raise NotFound(f"unknown model {model!r}; available: {', '.join(names) or 'none'}", available=names) from None
+        with self._lock:
+            self.backend.register_base(model, base.path)
+        self._ids[model] = candidate_cache_id(base)
+        return self._ids[model]
+
+    async def model_names(self) -> list[str]:
+        """Candidates and bases the service can serve."""
+        if not self.in_process:
+            return await asyncio.to_thread(self.backend.models)
+        return sorted({c.name for c in await self.store.list_candidates()} | {b.name for b in await self.store.list_bases()})
+
+    async def generate(self, items: Sequence[GenItem], *, use_cache: bool = True) -> list[Generation]:
+        """Answers for `items` (mixed models share batches), from the cache where present."""
+        ids = [await self.ensure(item.model) for item in items]
+        for item in items:
+            item.params.check_cap(self.settings.max_new_tokens_cap)
+        keys: list[str | None] = [None] * len(items)
+        results: list[Generation | None] = [None] * len(items)
+        if use_cache:
+            renders = await asyncio.to_thread(lambda: [self.backend.render(i.model, i.prompt) for i in items])
+            for n, (item, cid, rendered) in enumerate(zip(items, ids, renders)):
+                keys[n] = cache_key(cid, rendered, item.params)
+                cached = await self.store.cache_get(keys[n])
+                if cached is not None:
+                    results[n] = msgspec.convert(cached, Generation)
+        todo = [n for n, r in enumerate(results) if r is None]
+        if todo:
+            fresh = await asyncio.to_thread(self.backend.generate, [items[n] for n in todo])
+            for n, gen in zip(todo, fresh):
+                results[n] = gen
+                if use_cache and keys[n] is not None:
+                    await self.store.cache_put(keys[n], msgspec.to_builtins(gen))
+        return [r for r in results if r is not None]

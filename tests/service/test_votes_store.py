@@ -1,0 +1,85 @@
+"""Votes: logged and counted atomically, first vote wins, the log rebuilds the counts."""
+
+import asyncio
+
+import pytest
+
+from service.errors import Conflict, NotFound, RateLimited
+from service.store import SyncStore
+
+
+@pytest.fixture
+def store(settings):
+    s = SyncStore(settings.redis_url, settings.key_prefix)
+    yield s
+    s.close()
+
+
+def vote(a="m1", b="m2", winner="model_a", reviewer="r1"):
+    return {"model_a": a, "model_b": b, "winner": winner, "judge": reviewer, "reviewer": reviewer, "tstamp": 1.0}
+
+
+def test_first_vote_wins_and_is_counted_once(store):
+    store.put_battle("b1", {"model_a": "m1", "model_b": "m2"}, ttl_s=60)
+    store.record_vote("b1", vote(), reviewer="r1")
+    with pytest.raises(Conflict):
+        store.record_vote("b1", vote(winner="model_b"), reviewer="r1")
+    with pytest.raises(NotFound):
+        store.record_vote("nope", vote(), reviewer="r1")
+    assert store.vote_count() == 1
+    assert store.pair_counts("human") == {("m1", "m2"): [1, 0, 0, 0]}
+
+
+def test_counts_are_relative_to_sorted_pair(store):
+    for i, (a, b, w) in enumerate([("zeta", "alpha", "model_a"), ("alpha", "zeta", "model_a"), ("zeta", "alpha", "tie (bothbad)"), ("alpha", "zeta", "tie")]):
+        store.put_battle(f"b{i}", {}, ttl_s=60)
+        store.record_vote(f"b{i}", vote(a, b, w), reviewer="r")
+    assert store.pair_counts("human") == {("alpha", "zeta"): [1, 1, 1, 1]}
+
+
+def test_rate_limit(store):
+    for i in range(3):
+        store.put_battle(f"b{i}", {}, ttl_s=60)
+    store.record_vote("b0", vote(), reviewer="fast", rate_limit=2)
+    store.record_vote("b1", vote(), reviewer="fast", rate_limit=2)
+    with pytest.raises(RateLimited, match="limit is 2 per 60 s"):
+        store.record_vote("b2", vote(), reviewer="fast", rate_limit=2)
+    assert store.vote_count() == 2
+
+
+def test_concurrent_votes_on_one_battle_count_once(settings):
+    from service.store import Store
+
+    async def main():
+        store = Store.from_url(settings.redis_url, settings.key_prefix)
+        await store.put_battle("race", {}, ttl_s=60)
+
+        async def try_vote(i):
+            try:
+                await store.record_vote("race", vote(reviewer=f"r{i}"), reviewer=f"r{i}")
+                return True
+            except Conflict:
+                return False
+
+        results = await asyncio.gather(*[try_vote(i) for i in range(50)])
+        counts = await store.pair_counts("human")
+        await store.close()
+        return results, counts
+
+    results, counts = asyncio.run(main())
+    assert sum(results) == 1
+    assert counts == {("m1", "m2"): [1, 0, 0, 0]}
+
+
+def test_rebuild_from_the_log_and_exclude_a_reviewer(store):
+    for i in range(6):
+        store.put_battle(f"b{i}", {}, ttl_s=60)
+        store.record_vote(f"b{i}", vote(reviewer="spammer" if i < 4 else "good", winner="model_b" if i < 4 else "model_a"), reviewer="x")
+    store.record_observation(vote("m1", "m3", "model_a", reviewer="judge-1"), board="judge")
+    before = store.pair_counts("human")
+    assert store.rebuild_pair_counts() == {"human": 6, "judge": 1}
+    assert store.pair_counts("human") == before
+    store.exclude_reviewer("spammer")
+    assert store.rebuild_pair_counts() == {"human": 2, "judge": 1}
+    assert store.pair_counts("human") == {("m1", "m2"): [2, 0, 0, 0]}
+    assert store.pair_counts("judge") == {("m1", "m3"): [1, 0, 0, 0]}
