@@ -219,7 +219,8 @@ def _plot(counts: PairCounts, board: Leaderboard, path: Path) -> None:
     ax_ci.errorbar(x, rating, yerr=[below, above], fmt="o", capsize=4)
     ax_ci.set_xticks(x, models, rotation=45, ha="right")
     ax_ci.set_ylabel("rating")
-    ax_ci.set_title(f"BT rating, 95% CI ({board.bootstrap_rounds} bootstrap rounds)")
+    kind = "style-controlled BT" if board.style_coefficients else "BT"
+    ax_ci.set_title(f"{kind} rating, 95% CI ({board.bootstrap_rounds} bootstrap rounds)")
     ax_ci.grid(axis="y", alpha=0.3)
 
     order = [counts.models.index(m) for m in models]
