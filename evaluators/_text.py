@@ -1,0 +1,188 @@
+"""Text features shared by the dataset checks: normalised tokens, shingles, facts.
+
+Written by hand because they are a few regular expressions tuned to what the checks
+need (e.g. "3.5" must stay one token so that "3.5" and "35" never normalise alike),
+not a tokenizer's job.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Iterable
+
+# A number keeps its inner separators ("3.5", "1,000", "12:30"); otherwise words, or any
+# other single non-space character (kept when it is a symbol such as "×" or "+").
+_TOKEN = re.compile(r"\d+(?:[.,:/]\d+)*|\w+|[^\w\s]")
+_NUMBER = re.compile(r"(?<![^\W\d])\d+(?:[.,]\d+)*")  # not the "2" of "H2O" or "mp3"
+_THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})+")
+_WORD = re.compile(r"[^\W\d_]+")
+# What may precede a sentence-initial word: the start, end punctuation, a colon, an
+# opening quote or bracket, a bullet.
+_SENTENCE_OPENERS = set(".!?:;\n\"'“‘(*-•#>|")
+# A period between two digits ("3.5") does not end a sentence; one without a following
+# space ("Mira.How") does.
+_SENTENCE_END = re.compile(r"\n+|[!?]+|(?<!\d)\.+|\.+(?!\d)")
+
+#: Words too common to carry an answer's content (answers are compared on the rest).
+#: Negations are deliberately absent: "is red" and "is not red" must differ.
+STOPWORDS = frozenset(
+    "a an the is are was were be been being of to in on at by for with from as and or "
+    "it its this that these those there their they he she his her i you your we our "
+    "do does did has have had will would can could should may might must so than then "
+    "which who whom what when where why how s me my mine us him them into onto about over under "
+    "up down out off if but just also very some any all more most other such only own same too "
+    "please tell give let get make".split()
+)
+NEGATIONS = frozenset({"not", "no", "never", "none", "nobody", "nothing", "neither", "nor", "t", "cannot"})
+_POLARITY = {"yes": "yes", "true": "yes", "correct": "yes", "no": "no", "false": "no", "incorrect": "no"}
+
+
+def normalise_tokens(text: str) -> list[str]:
+    """Case-folded NFKC tokens of `text`, punctuation dropped, symbols and numbers kept."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    # Only the one-character alternative of _TOKEN can be punctuation.
+    return [t for t in _TOKEN.findall(text) if len(t) > 1 or t.isalnum() or unicodedata.category(t)[0] != "P"]
+
+
+def shingles(tokens: list[str], size: int) -> set[str]:
+    """Word `size`-grams of `tokens`; a text shorter than `size` is one shingle (none if empty)."""
+    if not tokens:
+        return set()
+    if len(tokens) <= size:
+        return {" ".join(tokens)}
+    return {" ".join(tokens[i : i + size]) for i in range(len(tokens) - size + 1)}
+
+
+def jaccard(a: set[str], b: set[str]) -> float:
+    """|a ∩ b| / |a ∪ b|, 1.0 for two empty sets."""
+    if not a and not b:
+        return 1.0
+    return len(a & b) / len(a | b)
+
+
+def numbers(text: str) -> set[str]:
+    """Numbers written in digits, with thousands separators removed ("1,000" → "1000")."""
+    found = set()
+    for match in _NUMBER.finditer(text):
+        value = match.group()
+        if _THOUSANDS.fullmatch(value):
+            value = value.replace(",", "")
+        found.add(value)
+    return found
+
+
+def words(text: str) -> set[str]:
+    """Case-folded letter runs of `text` (possessive "'s" and hyphens split off)."""
+    return {w.casefold() for w in _WORD.findall(unicodedata.normalize("NFKC", text))}
+
+
+def capitalised_words(text: str) -> set[str]:
+    """Capitalised words that do not open a sentence: a cheap named-entity detector.
+
+    Sentence-initial words are skipped because capitals there say nothing; "I" too.
+    """
+    text = unicodedata.normalize("NFKC", text)
+    found = set()
+    for match in _WORD.finditer(text):
+        word = match.group()
+        if not word[0].isupper() or word == "I":
+            continue
+        before = text[: match.start()].rstrip(" \t")
+        if not before or before[-1] in _SENTENCE_OPENERS:
+            continue
+        found.add(word)
+    return found
+
+
+def key_facts(text: str) -> set[str]:
+    """Numbers and named entities of `text`: what must not change between two answers."""
+    return numbers(text) | {w.casefold() for w in capitalised_words(text)}
+
+
+def content_tokens(tokens: Iterable[str]) -> set[str]:
+    """Tokens that are not stopwords (negations kept)."""
+    return {t for t in tokens if t not in STOPWORDS}
+
+
+def polarity(tokens: list[str]) -> str | None:
+    """'yes' or 'no' when an answer opens with yes/no/true/false, else None."""
+    return _POLARITY.get(tokens[0]) if tokens else None
+
+
+def sentences(text: str) -> list[str]:
+    """Non-empty sentence-like pieces of `text`, split at . ! ? and newlines."""
+    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+
+
+def last_sentence(text: str) -> str:
+    """The last sentence-like piece of `text`: the question, in a context-then-question prompt."""
+    pieces = sentences(text)
+    return pieces[-1] if pieces else ""
+
+
+# --------------------------------------------------------------------------- format
+
+_LIST_ITEM = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+\S")
+_CLOSERS = "\"'”’)]»"
+
+
+def answer_structure(answer: str) -> str | None:
+    """json | code_block | markdown_list | prose (None for an empty answer)."""
+    text = answer.strip()
+    if not text:
+        return None
+    if text[0] in "{[":
+        try:
+            json.loads(text)
+            return "json"
+        except ValueError:
+            pass
+    if text.startswith("```"):
+        return "code_block"
+    lines = [line for line in text.splitlines() if line.strip()]
+    items = sum(1 for line in lines if _LIST_ITEM.match(line))
+    if items >= 2 and items * 2 >= len(lines):
+        return "markdown_list"
+    return "prose"
+
+
+def answer_ending(answer: str, min_words: int) -> str | None:
+    """How a prose answer of at least `min_words` words ends: with . ! ? … or without.
+
+    None for shorter or non-prose answers: "Paris" has no punctuation style.
+    """
+    text = answer.strip().rstrip(_CLOSERS)
+    if len(text.split()) < min_words or answer_structure(answer) != "prose":
+        return None
+    return "ends with . ! ?" if text[-1] in ".!?…" else "no final punctuation"
+
+
+# -------------------------------------------------------------------------- garbling
+
+# UTF-8 read as Latin-1/cp1252: "é" → "Ã©", "’" → "â€™", a no-break space → "Â ".
+_CP1252_SPECIALS = "€‚ƒ„…†‡ˆ‰Š‹ŒŽ‘’“”•–—˜™š›œžŸ"
+_MOJIBAKE = re.compile(f"[ÃÂ][\u0080-\u00bf{_CP1252_SPECIALS}]|â€[\u0080-\u00bf{_CP1252_SPECIALS}]?")
+_RULE_CHARS = set("-=_*#~.")  # long runs of these are markdown rules and separators
+
+
+def garbling(text: str, *, char_run: int, word_run: int, max_nonprintable: float) -> list[str]:
+    """What looks broken in `text`, one phrase per problem (empty when it looks fine):
+    U+FFFD, mojibake, a share of non-printable characters above `max_nonprintable`, a
+    character repeated `char_run`+ times, a word repeated `word_run`+ times in a row."""
+    problems = []
+    if bad := text.count("\ufffd"):
+        problems.append(f"{bad} U+FFFD replacement character(s)")
+    if mojibake := _MOJIBAKE.findall(text):
+        problems.append(f"mojibake {', '.join(repr(m) for m in sorted(set(mojibake))[:3])}")
+    if text:
+        hidden = sum(1 for c in text if unicodedata.category(c)[0] == "C" and c not in "\n\t\r")
+        if hidden / len(text) > max_nonprintable:
+            problems.append(f"{hidden / len(text):.0%} non-printable characters")
+    runs = re.finditer(r"(\S)\1{%d,}" % (char_run - 1), text)
+    if run := next((r for r in runs if r.group(1) not in _RULE_CHARS), None):
+        problems.append(f"{run.group(1)!r} repeated {len(run.group())} times")
+    if loop := re.search(r"\b(\w+)(?:\W+\1\b){%d,}" % (word_run - 1), text, re.IGNORECASE):
+        problems.append(f"the word {loop.group(1)!r} repeated {word_run}+ times in a row")
+    return problems
