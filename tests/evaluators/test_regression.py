@@ -1,0 +1,253 @@
+"""The regression gate: paired tests, Holm, verdicts, exit codes, JUnit, lm-eval baselines."""
+
+import json
+import math
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from scipy import optimize, stats
+
+from evaluators.regression import (
+    MetricScores,
+    TaskScores,
+    compare,
+    compare_metric,
+    exit_code,
+    holm,
+    load_lm_eval_results,
+    mcnemar_exact,
+    scores_from_result,
+    tango_ci,
+    tango_z,
+    verdicts_json,
+    write_json,
+    write_junit,
+)
+
+
+def binary_scores(values, metric="exact_match", keys=None, higher=True):
+    keys = keys or [f"h{i}" for i in range(len(values))]
+    return MetricScores(metric, higher, "mean", {k: float(v) for k, v in zip(keys, values)})
+
+
+def task_scores(task, scores):
+    return TaskScores(task, {scores.metric: scores}, scores.metric)
+
+
+def paired(b, c, both_right, both_wrong):
+    """Baseline and candidate 0/1 scores with b pairs (1, 0), c pairs (0, 1)."""
+    base = [1] * b + [0] * c + [1] * both_right + [0] * both_wrong
+    cand = [0] * b + [1] * c + [1] * both_right + [0] * both_wrong
+    return binary_scores(base), binary_scores(cand)
+
+
+def test_mcnemar_exact_is_a_binomial_test_on_discordant_pairs():
+    # b = 2, c = 10: two-sided p = 2 * P(X <= 2), X ~ Bin(12, 1/2) = 2 * (1 + 12 + 66) / 4096
+    assert mcnemar_exact(2, 10) == pytest.approx(158 / 4096)
+    assert mcnemar_exact(0, 0) == 1.0
+
+
+def test_tango_reduces_to_mcnemar_and_uses_the_constrained_mle():
+    assert tango_z(10, 20, 100, 0.0) == pytest.approx(10 / math.sqrt(30))
+    # Against a brute-force constrained maximum likelihood of P(only baseline right).
+    for b, c, n, d0 in [(10, 20, 100, -0.05), (3, 0, 40, -0.1), (0, 0, 50, -0.02), (7, 2, 30, 0.1)]:
+        def neg_loglik(x):
+            return -(b * np.log(x) + c * np.log(x + d0) + (n - b - c) * np.log(1 - 2 * x - d0))
+        lo, hi = max(0.0, -d0) + 1e-12, (1 - d0) / 2 - 1e-12
+        x = optimize.minimize_scalar(neg_loglik, bounds=(lo, hi), method="bounded",
+                                     options={"xatol": 1e-12}).x if b or c else max(0.0, -d0)
+        expected = (c - b - n * d0) / math.sqrt(n * (2 * x + d0 - d0 ** 2))
+        assert tango_z(b, c, n, d0) == pytest.approx(expected, rel=1e-5)
+
+
+def test_tango_interval_inverts_the_test():
+    lo, hi = tango_ci(10, 20, 100, 0.05)
+    z = stats.norm.ppf(0.975)
+    assert lo < 0.1 < hi
+    assert tango_z(10, 20, 100, lo) == pytest.approx(z, abs=1e-6)
+    assert tango_z(10, 20, 100, hi) == pytest.approx(-z, abs=1e-6)
+    lo, hi = tango_ci(0, 0, 50, 0.05)  # no discordant pairs: still an interval around 0
+    assert lo < 0 < hi and lo == pytest.approx(-hi)
+
+
+def test_holm_adjusts_step_down():
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5]) == pytest.approx([0.5])
+
+
+def test_clearly_worse_candidate_is_a_regression():
+    base, cand = paired(b=40, c=2, both_right=50, both_wrong=8)
+    verdict = compare({"qa": task_scores("qa", base)}, {"qa": task_scores("qa", cand)})[0]
+    assert verdict.status == "regression" and verdict.significant_decrease
+    assert verdict.diff == pytest.approx(-0.38) and verdict.ci_high < 0
+    assert verdict.discordant == [40, 2] and verdict.test.startswith("tango_score")
+    assert verdict.p_decrease == pytest.approx(mcnemar_exact(40, 2))
+    assert "not shown to be within margin" in verdict.reason
+    assert exit_code([verdict]) == 1
+
+
+def test_equal_candidate_passes_given_enough_items():
+    base, cand = paired(b=5, c=5, both_right=150, both_wrong=40)
+    verdict = compare({"qa": task_scores("qa", base)}, {"qa": task_scores("qa", cand)}, default_margin=0.05)[0]
+    assert verdict.status == "pass" and not verdict.significant_decrease
+    assert verdict.diff == 0.0 and verdict.ci_low > -0.05
+    assert exit_code([verdict]) == 0
+
+
+def test_non_inferiority_needs_evidence_not_just_no_decrease():
+    # Identical on 10 items: nothing got worse, but 10 items cannot show it is within 0.05.
+    base, cand = paired(b=0, c=0, both_right=6, both_wrong=4)
+    verdict = compare({"qa": task_scores("qa", base)}, {"qa": task_scores("qa", cand)}, default_margin=0.05)[0]
+    assert verdict.status == "regression" and not verdict.significant_decrease
+    assert verdict.ci_low < -0.05
+
+
+def test_holm_correction_can_turn_a_pass_into_a_regression():
+    # Find a table whose non-inferiority p lies in (0.025 / 3, 0.025): passes alone, fails among 3.
+    table = next((b, c) for b in range(1, 30) for c in range(0, 30)
+                 if 0.025 / 3 < stats.norm.sf(tango_z(b, c, 200, -0.05)) < 0.02)
+    base, cand = paired(*table, both_right=120, both_wrong=200 - 120 - sum(table))
+    alone = compare_metric("qa", base, cand, margin=0.05)
+    assert alone.status == "pass"
+    tasks = {t: task_scores(t, base) for t in ("a", "b", "c")}
+    verdicts = compare(tasks, {t: task_scores(t, cand) for t in tasks}, default_margin=0.05)
+    assert all(v.status == "regression" for v in verdicts)
+    assert verdicts[0].p_adjusted == pytest.approx(3 * alone.p_value)
+
+
+def test_paired_bootstrap_for_continuous_scores():
+    rng = np.random.default_rng(1)
+    base_values = rng.uniform(0.2, 0.9, size=300)
+    shifted = np.clip(base_values + 0.1 + rng.normal(0, 0.02, size=300), 0, 1)
+    keys = [f"h{i}" for i in range(300)]
+    base = MetricScores("token_f1", True, "mean", dict(zip(keys, base_values)))
+    better = MetricScores("token_f1", True, "mean", dict(zip(keys, shifted)))
+    worse = MetricScores("token_f1", True, "mean", dict(zip(keys, base_values - 0.1)))
+    up = compare_metric("f1", base, better, margin=0.02, seed=3)
+    assert up.status == "pass" and up.test.startswith("paired_bootstrap")
+    assert up.ci_low < float(np.mean(shifted - base_values)) < up.ci_high and up.ci_low > 0.09
+    assert up.effect_size > 2  # Cohen's d_z: a consistent shift
+    assert compare_metric("f1", base, better, margin=0.02, seed=3).ci_low == up.ci_low  # seeded
+    down = compare_metric("f1", base, worse, margin=0.02, seed=3)
+    assert down.status == "regression" and down.significant_decrease
+    assert down.ci_low == pytest.approx(-0.1) and down.ci_high == pytest.approx(-0.1)
+
+
+def test_lower_is_better_metrics_regress_upwards():
+    rng = np.random.default_rng(2)
+    lls = rng.normal(-40, 5, size=200)
+    words = rng.integers(8, 12, size=200).astype(float)
+    keys = [f"h{i}" for i in range(200)]
+
+    def ppl(values):
+        return MetricScores("word_perplexity", False, "weighted_perplexity", dict(zip(keys, values)),
+                            dict(zip(keys, words)))
+
+    base = ppl(lls)
+    worse = compare_metric("lm", base, ppl(lls - 2.0), margin=0.5)  # lower loglikelihood: higher ppl
+    better = compare_metric("lm", base, ppl(lls + 2.0), margin=0.5)
+    assert worse.diff > 0 and worse.status == "regression" and worse.significant_decrease
+    assert better.diff < 0 and better.status == "pass"
+    assert better.effect_size_kind == "relative_change" and better.effect_size < 0
+
+
+def test_items_are_joined_by_hash_and_missing_ones_reported():
+    base = binary_scores([1, 1, 0, 1], keys=["a", "b", "c", "d"])
+    cand = binary_scores([1, 0, 1, 1], keys=["b", "c", "d", "e"])
+    verdict = compare_metric("qa", base, cand, margin=0.1)
+    assert verdict.n_paired == 3
+    assert verdict.missing_in_candidate == ["a"] and verdict.missing_in_baseline == ["e"]
+    assert verdict.baseline == pytest.approx(2 / 3) and verdict.candidate == pytest.approx(2 / 3)
+    assert "1 baseline items missing in candidate" in verdict.reason
+
+
+def test_what_cannot_be_compared_exits_2():
+    base = task_scores("qa", binary_scores([1, 0]))
+    verdicts = compare({"qa": base, "math": base}, {"qa": task_scores("qa", binary_scores([1, 1], keys=["x", "y"]))})
+    assert [v.status for v in verdicts] == ["error", "error"]
+    assert "no items scored by both runs" in verdicts[0].reason
+    assert verdicts[1].reason == "task 'math' missing in candidate results"
+    assert exit_code(verdicts) == 2 and exit_code([]) == 2
+
+
+def test_junit_and_json_reports(tmp_path):
+    bad_base, bad_cand = paired(b=40, c=2, both_right=50, both_wrong=8)
+    ok_base, ok_cand = paired(b=3, c=3, both_right=150, both_wrong=44)
+    verdicts = compare(
+        {"qa": task_scores("qa", bad_base), "math": task_scores("math", ok_base), "gone": task_scores("gone", ok_base)},
+        {"qa": task_scores("qa", bad_cand), "math": task_scores("math", ok_cand)},
+        default_margin=0.05,
+    )
+    suite = ET.parse(write_junit(verdicts, tmp_path / "check.xml")).getroot().find("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("3", "1", "1")
+    cases = {c.get("name"): c for c in suite.findall("testcase")}
+    assert cases["qa"].find("failure").get("type") == "regression"
+    assert cases["math"].find("failure") is None and cases["math"].find("error") is None
+    assert cases["gone"].find("error").get("type") == "could_not_run"
+    assert json.loads(cases["math"].find("system-out").text)["status"] == "pass"
+
+    report = json.loads(write_json(verdicts, tmp_path / "check.json").read_text())
+    assert report["exit_code"] == 1 and report["status"] == "regression"
+    assert report["verdicts"][2]["diff"] is None  # NaN becomes null: strict JSON
+    assert verdicts_json(verdicts)["verdicts"][0]["task"] == "qa"
+
+
+def write_lm_eval_run(root, stamp, rows, task="qa", higher=None):
+    run = root / "model__name"
+    run.mkdir(parents=True, exist_ok=True)
+    results = {"results": {task: {"alias": task, "exact_match,none": 0.5, "exact_match_stderr,none": 0.1}},
+               "higher_is_better": {task: higher or {"exact_match": True}},
+               "n-samples": {task: {"original": len(rows), "effective": len(rows)}}}
+    (run / f"results_{stamp}.json").write_text(json.dumps(results))
+    with (run / f"samples_{task}_{stamp}.jsonl").open("w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+
+
+def lm_eval_row(doc_id, value, filter_name="none", **extra):
+    return {"doc_id": doc_id, "doc": {"q": doc_id}, "target": "x", "arguments": [], "resps": [["x"]],
+            "filtered_resps": ["x"], "filter": filter_name, "metrics": ["exact_match", *extra],
+            "doc_hash": f"hash{doc_id}", "prompt_hash": "p", "target_hash": "t", "exact_match": value, **extra}
+
+
+def test_load_lm_eval_results_reads_the_newest_samples_per_task(tmp_path):
+    write_lm_eval_run(tmp_path, "2024-01-01T10-00-00.000001", [lm_eval_row(0, 0.0), lm_eval_row(1, 0.0)])
+    write_lm_eval_run(tmp_path, "2024-05-02T10-00-00.000001",
+                      [lm_eval_row(i, float(i % 2), word_perplexity=[-10.0 - i, 4]) for i in range(4)])
+    baseline = load_lm_eval_results(tmp_path)
+    qa = baseline["qa"]
+    assert qa.primary_metric == "exact_match"
+    assert qa.metrics["exact_match"].values == {"hash0": 0.0, "hash1": 1.0, "hash2": 0.0, "hash3": 1.0}
+    ppl = qa.metrics["word_perplexity"]
+    assert ppl.aggregation == "weighted_perplexity" and not ppl.higher_is_better
+    assert ppl.values["hash2"] == -12.0 and ppl.weights["hash2"] == 4.0
+
+
+def test_load_lm_eval_results_chooses_a_filter(tmp_path):
+    rows = [lm_eval_row(0, 1.0, "strict-match"), lm_eval_row(0, 0.0, "flexible-extract")]
+    write_lm_eval_run(tmp_path, "2024-01-01T10-00-00.000001", rows)
+    with pytest.raises(ValueError, match="filter 'none' not found; filters in file: flexible-extract, strict-match"):
+        load_lm_eval_results(tmp_path)
+    assert load_lm_eval_results(tmp_path, "strict-match")["qa"].metrics["exact_match"].values == {"hash0": 1.0}
+
+
+def test_a_runner_result_written_to_disk_is_a_baseline(tmp_path):
+    from evaluators.runner import evaluate
+    from evaluators.tasks import MetricConfig, TaskConfig
+
+    class Echo:
+        def generate(self, requests):
+            return [r.prompt[-1] if r.adapter == "v1" else "?" for r in requests]
+
+    task = TaskConfig(task="last", dataset="d.jsonl", doc_to_text="{{w}}", doc_to_target="{{w[-1]}}",
+                      metric_list=[MetricConfig("exact_match"), MetricConfig("chrf")])
+    docs = [{"w": w} for w in ["cat", "dog", "emu", "cat"]]  # a repeated doc keeps both items
+    results = evaluate(task, docs, Echo(), ["v1", "v2"])
+    results["v1"].write(tmp_path / "v1")
+    baseline = load_lm_eval_results(tmp_path / "v1")
+    ours = scores_from_result(results["v1"]).metrics["exact_match"].values
+    assert baseline["last"].metrics["exact_match"].values == ours
+    assert len(baseline["last"].metrics["exact_match"].values) == 4
+    verdict = compare(baseline, {"last": scores_from_result(results["v2"])})[0]
+    assert verdict.n_paired == 4 and verdict.diff == -1.0 and verdict.status == "regression"

@@ -1,0 +1,206 @@
+"""Task files: loading, errors that name the field, rendering, lm-eval export."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import msgspec
+import pytest
+import yaml
+
+from evaluators.records import Conversation, Message
+from evaluators.tasks import (
+    TaskConfig,
+    TaskError,
+    build_requests,
+    doc_hash,
+    export_lm_eval,
+    load_docs,
+    load_task,
+    load_task_docs,
+    task_from_records,
+)
+
+QA_YAML = """\
+task: capitals
+dataset: data/capitals.jsonl
+output_type: generate_until
+doc_to_text: "Q: What is the capital of {{country}}?\\nA:"
+doc_to_target: "{{capital}}"
+generation_kwargs:
+  until: ["\\n"]
+  max_gen_toks: 16
+metric_list:
+  - metric: exact_match
+    ignore_case: true
+    strip: true
+  - metric: token_f1
+metadata:
+  version: 2.0
+"""
+
+DOCS = [{"country": "France", "capital": "Paris"}, {"country": "Japan", "capital": "Tokyo"},
+        {"country": "Peru", "capital": "Lima"}, {"country": "Chad", "capital": "N'Djamena"}]
+
+
+def write(tmp_path: Path, text: str, name: str = "task.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_load_task_reads_fields_and_resolves_the_dataset_next_to_the_file(tmp_path):
+    task = load_task(write(tmp_path, QA_YAML))
+    assert task.task == "capitals"
+    assert task.dataset == str((tmp_path / "data" / "capitals.jsonl").resolve())
+    assert task.generation_kwargs.until == ["\n"] and task.generation_kwargs.max_gen_toks == 16
+    assert task.metric_list[0].kwargs == {"ignore_case": True, "strip": True}
+    assert task.metadata.version == 2.0
+
+
+def test_templates_render_with_document_fields(tmp_path):
+    task = load_task(write(tmp_path, QA_YAML))
+    requests = build_requests(task, DOCS)
+    assert requests[0].prompt == "Q: What is the capital of France?\nA:"
+    assert requests[3].references == ("N'Djamena",)
+    assert [r.doc_id for r in requests] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("doc_to_txt: x\n", None), r"task\.yaml:\d+: field 'doc_to_txt': unknown field .*did you mean 'doc_to_text'"),
+        (("", ("{{capital}}", "{{capital}")), r"task\.yaml:5: field 'doc_to_target': template syntax error"),
+        (("", ("metric: token_f1", "metric: token_f2")),
+         r"field 'metric_list\[1\]\.metric': unknown metric 'token_f2'"),
+        (("", ("strip: true", "stripp: true")), r"field 'metric_list\[0\]\.stripp': not an option of 'exact_match'"),
+        (("num_fewshot: two\n", None), r"task\.yaml:\d+: field 'num_fewshot': Expected `int`, got `str`"),
+        (("", ("output_type: generate_until", "output_type: greedy")),
+         r"field 'output_type': Invalid enum value 'greedy'; expected one of: generate_until, multiple_choice"),
+        (("", ("metric: token_f1", "metric: acc")), r"field 'metric_list\[1\]\.metric': 'acc' scores multiple_choice"),
+        (("num_fewshot: -1\n", None), r"field 'num_fewshot': expected >= 0"),
+        (("filter_list: []\n", None), r"field 'filter_list': lm-eval's 'filter_list' is not supported"),
+    ],
+)
+def test_load_errors_name_the_file_and_field(tmp_path, change, expected):
+    extra, replace = change
+    text = QA_YAML + extra
+    if replace:
+        text = text.replace(*replace)
+    with pytest.raises(TaskError, match=expected):
+        load_task(write(tmp_path, text))
+
+
+def test_invalid_yaml_names_file_and_line(tmp_path):
+    with pytest.raises(TaskError, match=r"task\.yaml:\d+:\d+: invalid YAML: expected ',' or ']'"):
+        load_task(write(tmp_path, "task: x\ndataset: d.jsonl\ndoc_to_text: [unclosed\n"))
+
+
+def test_python_functions_are_refused_with_a_hint(tmp_path):
+    text = QA_YAML.replace('"{{capital}}"', "!function utils.target")
+    with pytest.raises(TaskError, match=r"task\.yaml:5: '!function' .* not supported"):
+        load_task(write(tmp_path, text))
+
+
+def test_constructing_in_code_validates_too():
+    with pytest.raises(TaskError, match="field 'doc_to_choice': required"):
+        TaskConfig(task="mc", dataset="d.jsonl", doc_to_target="label", output_type="multiple_choice")
+
+
+def test_a_document_missing_a_field_names_the_document_and_the_variable(tmp_path):
+    task = load_task(write(tmp_path, QA_YAML))
+    with pytest.raises(TaskError, match=r"doc 1 \(fields: capital, nation\): 'country' is undefined"):
+        build_requests(task, [DOCS[0], {"nation": "Japan", "capital": "Tokyo"}])
+
+
+def test_multiple_choice_from_field_names_and_templates():
+    docs = [{"q": "2+2?", "options": ["3", "4"], "label": 1}, {"q": "1+1?", "options": ["2", "5"], "label": 0}]
+    task = TaskConfig(task="arith", dataset="d.jsonl", output_type="multiple_choice", doc_to_text="{{q}}",
+                      doc_to_choice="options", doc_to_target="label")
+    first = build_requests(task, docs)[0]
+    assert first.choices == ("3", "4") and first.gold == (1,) and first.continuations == (" 3", " 4")
+    # lm-eval spellings: choices from a rendered list literal, target as the choice text
+    # (a rendered target of digits is an index, as in lm-eval).
+    words = [{"q": "Is ice cold?", "options": ["yes", "no"], "answer": "yes"},
+             {"q": "Is fire cold?", "options": ["yes", "no"], "answer": "no"}]
+    task = TaskConfig(task="yesno", dataset="d.jsonl", output_type="multiple_choice", doc_to_text="{{q}}",
+                      doc_to_choice="{{options}}", doc_to_target="{{answer}}")
+    assert [r.gold for r in build_requests(task, words)] == [(0,), (1,)]
+    task = TaskConfig(task="arith", dataset="d.jsonl", output_type="multiple_choice", doc_to_text="{{q}}",
+                      doc_to_choice="{{options}}", doc_to_target="{{label}}")
+    assert build_requests(task, docs)[1].gold == (0,)
+    task = TaskConfig(task="arith", dataset="d.jsonl", output_type="multiple_choice", doc_to_text="{{q}}",
+                      doc_to_choice=["yes", "no"], doc_to_target="maybe")
+    with pytest.raises(TaskError, match="'maybe' is not one of the choices"):
+        build_requests(task, docs)
+
+
+def test_fewshot_examples_exclude_the_document_and_do_not_depend_on_order():
+    task = TaskConfig(task="qa", dataset="d.jsonl", doc_to_text="Q: {{country}}", doc_to_target="{{capital}}",
+                      num_fewshot=2, fewshot_delimiter="\n\n", description="Capitals.\n")
+    requests = build_requests(task, DOCS)
+    prompt = requests[0].prompt
+    assert prompt.startswith("Capitals.\n") and prompt.endswith("\n\nQ: France")
+    shots = prompt[len("Capitals.\n"):].split("\n\n")[:-1]
+    assert len(shots) == 2 and all(s.startswith("Q: ") and " " in s[3:] for s in shots)
+    assert "France" not in "".join(shots)
+    reordered = build_requests(task, list(reversed(DOCS)))
+    assert reordered[3].prompt == prompt
+
+
+def test_doc_hash_is_lm_evals():
+    doc = {"q": "Ça va?", "a": 1}
+    expected = hashlib.sha256(json.dumps(doc, indent=2, ensure_ascii=False).encode("utf-8")).hexdigest()
+    assert doc_hash(doc) == expected
+
+
+def test_export_to_lm_eval_then_reload(tmp_path):
+    task = load_task(write(tmp_path, QA_YAML))
+    export = export_lm_eval(task, DOCS, tmp_path / "lm_eval_tasks")
+    config = yaml.safe_load(Path(export.yaml_path).read_text())
+    assert config["task"] == "capitals" and config["dataset_path"] == "json"
+    assert config["dataset_kwargs"] == {"data_files": {"test": export.data_path}} and config["test_split"] == "test"
+    assert config["metric_list"] == [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True,
+                                      "ignore_case": True, "strip": True}]
+    assert config["metadata"]["version"] == 2.0
+    assert export.dropped_metrics == ["token_f1"]  # lm-eval has no SQuAD token F1 by that name
+    assert load_docs(export.data_path) == DOCS
+
+    reloaded = load_task(export.yaml_path)
+    assert reloaded == msgspec.structs.replace(task, dataset=export.data_path)
+    assert [r.prompt for r in build_requests(reloaded, DOCS)] == [r.prompt for r in build_requests(task, DOCS)]
+
+
+def test_lm_eval_include_is_merged(tmp_path):
+    write(tmp_path, QA_YAML, "base.yaml")
+    task = load_task(write(tmp_path, "include: base.yaml\ntask: capitals_fewshot\nnum_fewshot: 1\n"))
+    assert task.task == "capitals_fewshot" and task.num_fewshot == 1 and task.doc_to_target == "{{capital}}"
+
+
+def test_registered_dataset_needs_the_resolver(tmp_path):
+    task = load_task(write(tmp_path, QA_YAML.replace("data/capitals.jsonl", "capitals@3:test")))
+    assert task.dataset == "capitals@3:test"
+    assert load_task_docs(task, lambda ref: DOCS if ref == "capitals@3:test" else []) == DOCS
+    with pytest.raises(TaskError, match="no resolver"):
+        load_task_docs(task)
+
+
+def test_load_docs_names_the_bad_line(tmp_path):
+    path = write(tmp_path, '{"a": 1}\n\n{"a": \n', "docs.jsonl")
+    with pytest.raises(TaskError, match=r"docs\.jsonl:3: invalid JSON"):
+        load_docs(path)
+
+
+def test_task_from_records_uses_rendered_prompts_and_answers():
+    records = [
+        Conversation(messages=(Message("system", "Be brief."), Message("user", "Hi?"), Message("assistant", "Hello."))),
+        Conversation(messages=(Message("user", "2+2?"), Message("assistant", "4"))),
+    ]
+    task, docs = task_from_records("chat", records)
+    assert task.output_type == "generate_until" and task.dataset == "chat.jsonl"
+    requests = build_requests(task, docs)
+    assert requests[0].prompt == "System:Be brief.</s>\n User:Hi?</s>\n Assistant:"
+    assert requests[1].references == ("4",)
+    assert "</s>" in task.generation_kwargs.until
+    with pytest.raises(TaskError, match="record 0 has no final assistant answer"):
+        task_from_records("chat", [Conversation(messages=(Message("user", "Hi?"),))])
