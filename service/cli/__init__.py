@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "candidates": ("service.cli.models", "candidates_cmd", "List candidates (trained adapters) with lineage and metrics."),
     "train": ("service.cli.train", "train_cmd", "Train a LoRA candidate (or a --sweep of them) as a job."),
     "runs": ("service.cli.train", "runs_cmd", "List, show and cancel training runs."),
+    "trace": ("service.cli.traces", "trace_cmd", "Trace failures to the training records that caused them; write the report."),
+    "curate": ("service.cli.traces", "curate_cmd", "Write the next round's dataset from a report (drop flagged records, coreset)."),
     "ratings": ("service.cli.ratings", "ratings_cmd", "Leaderboard (Bradley–Terry + bootstrap CIs, Elo) from a battles file."),
 }
 

@@ -1,6 +1,6 @@
 """One module per resource; `ROUTE_HANDLERS` lists what the app mounts."""
 
-from service.routes import datasets, health, jobs, pages, runs
+from service.routes import datasets, health, jobs, pages, reports, runs
 
 ROUTE_HANDLERS = [
     health.health,
@@ -23,4 +23,8 @@ ROUTE_HANDLERS = [
     runs.list_bases,
     pages.runs_page,
     pages.run_page,
+    reports.create_report,
+    reports.list_reports,
+    reports.get_report,
+    reports.report_page,
 ]

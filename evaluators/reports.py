@@ -1,0 +1,166 @@
+"""The data-debugging report: which training records taught the failures, with evidence.
+
+`build_report(...)` turns an `AttributionResult`, the failures, the dataset-check report and
+the records into one plain dict (what `report.json` holds); `render_html` and
+`render_markdown` present it for people (a page with plots; a pull-request comment);
+`write_report` writes all three into a directory.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import msgspec
+
+from evaluators.records import Conversation
+
+_TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+def _short(text: str, n: int = 240) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def build_report(
+    *,
+    report_id: str,
+    candidate: dict[str, Any],
+    dataset: dict[str, Any],
+    records: Sequence[Conversation],
+    line_numbers: Sequence[int],
+    in_training: Sequence[bool],
+    attribution: Any,
+    failures: Sequence[Any],
+    failure_sources: Sequence[str],
+    checks: Any,
+    top: int = 50,
+) -> dict[str, Any]:
+    """The report as plain data. `examples` lists EVERY record of the dataset version as
+    `{"index", "score", ...}` sorted by score (higher = more responsible for the failures)."""
+    flagged = checks.flagged_indices() if checks is not None else {}
+    examples = []
+    for r in attribution.records:
+        rec = records[r.index]
+        examples.append({
+            "index": r.index,
+            "score": float(r.score),
+            "gradient_score": float(r.gradient_score),
+            "reference_conflict": bool(r.reference_conflict),
+            "embedding_score": None if r.embedding_score != r.embedding_score else float(r.embedding_score),
+            "loss": float(r.loss),
+            "loss_rank": int(r.loss_rank),
+            "line": int(line_numbers[r.index]) if line_numbers else None,
+            "in_training": bool(in_training[r.index]),
+            "prompt": rec.prompt,
+            "answer": rec.answer,
+            "checks": flagged.get(r.index, []),
+            "top_failures": list(r.top_failures),
+        })
+    examples.sort(key=lambda e: (-e["score"], e["index"]))
+    for rank, e in enumerate(examples, start=1):
+        e["rank"] = rank
+    traces = []
+    for t in attribution.failures:
+        f = failures[t.failure]
+        traces.append({
+            "failure": t.failure,
+            "id": f.id,
+            "source": failure_sources[t.failure],
+            "prompt": f.prompt.prompt,
+            "output": f.output,
+            "gold": f.gold,
+            "top_records": list(t.top_records),
+            "top_scores": [float(s) for s in t.top_scores],
+            "opposing_records": list(t.opposing_records),
+            "conflicting_records": list(t.conflicting_records),
+        })
+    # Failures that trace to the same most-responsible record form a cluster: fixing that
+    # record is one action that may fix all of them.
+    clusters: dict[int, list[int]] = defaultdict(list)
+    for t in traces:
+        if t["top_records"]:
+            clusters[t["top_records"][0]].append(t["failure"])
+    cluster_list = sorted(
+        ({"record": rec, "failures": fs, "size": len(fs)} for rec, fs in clusters.items()), key=lambda c: (-c["size"], c["record"])
+    )
+    return {
+        "id": report_id,
+        "created_at": time.time(),
+        "candidate": candidate,
+        "dataset": dataset,
+        "n_records": len(records),
+        "n_failures": len(failures),
+        "failure_sources": dict(sorted({s: failure_sources.count(s) for s in set(failure_sources)}.items())),
+        "top": top,
+        "examples": examples,
+        "failures": traces,
+        "failure_clusters": cluster_list,
+        "checks": checks.to_dict() if checks is not None else None,
+        "method": {
+            "checkpoints": list(attribution.checkpoints),
+            "checkpoint_weights": [float(w) for w in attribution.checkpoint_weights],
+            "projection": f"{attribution.projection_kind} to {attribution.projection_dim} dims (seed {attribution.projection_seed})",
+            "precondition": attribution.precondition,
+            "reused_training_features": attribution.reused_training_features,
+            "timings": attribution.timings,
+        },
+    }
+
+
+def _score_plot(report: dict[str, Any]) -> str:
+    """SVG: the top records' scores, bars coloured by whether a dataset check also flags them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    top = report["examples"][: min(40, len(report["examples"]))]
+    fig, ax = plt.subplots(figsize=(8, 2.8), dpi=100)
+    colours = ["#dc2626" if e["checks"] or e["reference_conflict"] else "#2563eb" for e in top]
+    ax.bar(range(len(top)), [e["score"] for e in top], color=colours)
+    ax.set_xticks(range(len(top)))
+    ax.set_xticklabels([str(e["index"]) for e in top], rotation=90, fontsize=7)
+    ax.set_xlabel("training record (index), most responsible first")
+    ax.set_ylabel("score")
+    ax.set_title("Top records by responsibility (red: also flagged by a check or a reference conflict)", fontsize=9)
+    fig.tight_layout()
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    plt.close(fig)
+    svg = buf.getvalue()
+    return svg[svg.index("<svg"):]
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES), autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    env.filters["short"] = _short
+    return env
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """A self-contained, escaped HTML page (inline CSS and SVG; no scripts)."""
+    return _environment().get_template("report.html").render(r=report, score_plot=_score_plot(report) if report["examples"] else "")
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """A Markdown summary for a pull-request comment."""
+    return _environment().get_template("report.md").render(r=report)
+
+
+def write_report(report: dict[str, Any], directory: str | Path) -> dict[str, Path]:
+    """Write report.json, report.html and report.md; returns their paths."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "report.json", "html": out / "report.html", "md": out / "report.md"}
+    paths["json"].write_text(json.dumps(msgspec.to_builtins(report), indent=1, ensure_ascii=False))
+    paths["html"].write_text(render_html(report))
+    paths["md"].write_text(render_markdown(report))
+    return paths

@@ -1,0 +1,100 @@
+"""`arena trace` and `arena curate`."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import click
+
+from service.cli.common import echo_json, follow_job, open_store, settings
+
+
+@click.command("trace")
+@click.option("--candidate", required=True)
+@click.option("--eval", "evals", multiple=True, help="Eval id whose failing samples to trace (repeatable).")
+@click.option("--battles", is_flag=True, help="Also trace arena battles the candidate lost or that were voted both-bad.")
+@click.option("--top", default=50, show_default=True, help="Records shown in the report.")
+@click.option("--threshold", default=1.0, show_default=True, help="A sample scoring below this fails.")
+@click.option("--metric", default=None, help="Per-sample metric to threshold (default: the task's first).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Also copy the report here.")
+@click.option("--json", "json_out", is_flag=True)
+def trace_cmd(candidate, evals, battles, top, threshold, metric, out, json_out) -> None:
+    """Trace a candidate's failures to the training records that caused them; write the report."""
+    from service import traces
+    from service.cli.train import _local_worker
+    from service.jobs import make_queue
+
+    s = settings()
+    with open_store(s) as store:
+        async def go():
+            queue = make_queue(store.url, s)
+            try:
+                return await traces.start_trace(store.store, queue, s, candidate=candidate, evals=list(evals), battles=battles,
+                                                top=top, threshold=threshold, metric=metric)
+            finally:
+                await queue.disconnect()
+
+        job = store._run(go())
+        with _local_worker(store, s):
+            final = follow_job(store, job.id, f"trace {candidate}", json_out)
+    report = traces.load_report(s, job.id)
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("report.json", "report.html", "report.md"):
+            shutil.copy(traces.report_dir(s, job.id) / name, out / name)
+    if json_out:
+        echo_json({"report": job.id, "dir": str(out or traces.report_dir(s, job.id)), "result": final["result"]})
+        return
+    click.echo(f"report {job.id}: {report['n_failures']} failures traced over {report['n_records']} records")
+    for e in report["examples"][:10]:
+        flags = ("; contradicts gold" if e["reference_conflict"] else "") + ("; " + e["checks"][0][:50] if e["checks"] else "")
+        click.echo(f"  #{e['rank']:<3} record {e['index']:<5} score {e['score']:+.3f}  {e['prompt'][:50]!r} -> {e['answer'][:30]!r}{flags}")
+    click.echo(f"written to {out or traces.report_dir(s, job.id)} (report.html, report.json, report.md)")
+
+
+@click.command("curate")
+@click.option("--report", "report_ref", required=True, help="Report id, or a report directory.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Next round's dataset (JSONL).")
+@click.option("--drop-top", type=int, default=None, help="Drop the K records most responsible for the failures.")
+@click.option("--drop-flagged", is_flag=True, help="Drop records the checks flag (duplicates, garbled, overlap) or that contradict gold.")
+@click.option("--budget", type=int, default=None, help="Then keep at most N records, chosen by embedding clustering.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--add-as", default=None, help="Also add it as a new version of this dataset name (lineage to the source).")
+@click.option("--json", "json_out", is_flag=True)
+def curate_cmd(report_ref, out, drop_top, drop_flagged, budget, seed, add_as, json_out) -> None:
+    """Write the next round's dataset from a report, with the reason for every removed record."""
+    import json
+
+    import msgspec
+
+    from service import datasets, traces
+    from service.errors import InvalidInput
+
+    if not drop_top and not drop_flagged and not budget:
+        raise InvalidInput("say what to drop: --drop-top K, --drop-flagged and/or --budget N")
+    s = settings()
+    report = traces.load_report(s, report_ref)
+    result = traces.curate_from_report(s, report, drop_top=drop_top, drop_flagged=drop_flagged, budget=budget, seed=seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w") as f:
+        for rec in result.kept:
+            f.write(json.dumps({"messages": msgspec.to_builtins(rec.messages)}, ensure_ascii=False) + "\n")
+    removed_path = out.with_suffix(".removed.jsonl")
+    with removed_path.open("w") as f:
+        for item in result.removed:
+            f.write(json.dumps({"index": item.index, "reason": item.reason, "messages": msgspec.to_builtins(item.record.messages)}, ensure_ascii=False) + "\n")
+    added = None
+    if add_as:
+        with open_store(s) as store:
+            added, _ = store._run(datasets.add_dataset(store.store, s.data_dir, out.read_bytes(), name=add_as, filename=out.name,
+                                                       parent=f"{report['dataset']['name']}@{report['dataset']['id']}",
+                                                       note=f"curated from report {report['id']}"))
+    summary = {"kept": len(result.kept), "removed": len(result.removed), "out": str(out), "removed_file": str(removed_path),
+               "dataset": added.ref if added else None}
+    if json_out:
+        echo_json(summary)
+        return
+    click.echo(f"kept {len(result.kept)} of {result.n_input} records -> {out}; reasons for the {len(result.removed)} removed in {removed_path}")
+    if added:
+        click.echo(f"added as {added.ref} (id {added.id}), curated from {report['dataset']['ref']}")

@@ -1,0 +1,59 @@
+"""Data-debugging reports: start a trace, read its report (JSON, or the HTML page)."""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import Request, get, post
+from litestar.response import Response
+
+from service import traces
+from service.errors import NotFound
+from service.routes.auth import ADMIN
+from service.store import Store
+
+
+class TraceRequest(msgspec.Struct, forbid_unknown_fields=True):
+    candidate: str
+    evals: list[str] = []
+    battles: bool = False
+    top: int = 50
+    threshold: float = 1.0
+    metric: str | None = None
+
+
+@post("/api/reports", summary="Trace a candidate's failures to its training records (a job)", status_code=202, **ADMIN)
+async def create_report(request: Request, store: Store, data: TraceRequest) -> dict:
+    job = await traces.start_trace(store, request.app.state.queue, request.app.state.settings, candidate=data.candidate,
+                                   evals=data.evals, battles=data.battles, top=max(1, min(data.top, 1000)),
+                                   threshold=data.threshold, metric=data.metric)
+    return msgspec.to_builtins(job)
+
+
+@get("/api/reports", summary="Reports (trace jobs), newest first")
+async def list_reports(store: Store) -> list[dict]:
+    return [msgspec.to_builtins(j) for j in await store.list_jobs(limit=100, kind="trace")]
+
+
+@get("/api/reports/{report_id:str}", summary="A report's job status and, when done, report.json")
+async def get_report(request: Request, store: Store, report_id: str) -> dict:
+    job = await store.get_job(report_id)
+    if job.kind != "trace":
+        raise NotFound(f"no report {report_id!r}")
+    view = {"job": msgspec.to_builtins(job), "report": None}
+    if job.status == "succeeded":
+        view["report"] = traces.load_report(request.app.state.settings, report_id)
+    return view
+
+
+@get("/reports/{report_id:str}", include_in_schema=False)
+async def report_page(request: Request, store: Store, report_id: str) -> Response:
+    job = await store.get_job(report_id)
+    if job.kind != "trace":
+        raise NotFound(f"no report {report_id!r}")
+    path = traces.report_dir(request.app.state.settings, report_id) / "report.html"
+    if job.status != "succeeded" or not path.exists():
+        from html import escape
+
+        body = f"<!doctype html><meta http-equiv='refresh' content='3'><p>Report {escape(report_id)}: {escape(job.status)} ({job.progress:.0%}) {escape(job.error or '')}</p>"
+        return Response(body, media_type="text/html")
+    return Response(path.read_text(), media_type="text/html")
