@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -56,8 +55,7 @@ def follow_job(store: SyncStore, job_id: str, label: str, json_out: bool = False
     after = "0"
     final = None
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), disable=json_out or not sys.stderr.isatty() and False,
-                  console=None if not json_out else None, transient=False) as bar:
+                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), disable=json_out) as bar:
         task = bar.add_task(label, total=1.0, info="queued")
         while True:
             for event_id, event in store.read_job_events(job_id, after=after, block_ms=500):

@@ -86,7 +86,6 @@ def jobs_show(job_id: str) -> None:
 
     s = settings()
     with open_store(s) as store:
-        store.store  # noqa: B018
         queue = make_queue(store.url, s)
 
         async def _reconcile():

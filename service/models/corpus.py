@@ -42,6 +42,7 @@ THINGS = (
     "stone", "river", "apple", "bread", "clock", "phone", "key", "bag", "shoe", "hat",
     "ball", "box", "pen", "road", "song", "letter", "garden", "house", "bridge", "coin",
 )
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 COLORS = ("red", "blue", "green", "yellow", "black", "white", "brown", "pink", "gray", "orange")
 ADJECTIVES = (
     "big", "small", "old", "new", "happy", "quiet", "fast", "slow", "bright", "dark",
@@ -66,7 +67,7 @@ def _sentence(rng: random.Random) -> str:
         return f"The {rng.choice(ADJECTIVES)} {rng.choice(ANIMALS)} {rng.choice(VERBS)} the {rng.choice(THINGS)}."
     if kind == 2:
         n = rng.randint(2, 20)
-        return f"{name} has {n} {rng.choice(THINGS)}s and {rng.choice(COLORS)} {rng.choice(THINGS)}s."
+        return f"{name} has {n} {rng.choice(THINGS)}s and {rng.choice(NUMBER_WORDS[2:])} {rng.choice(THINGS)}s."
     if kind == 3:
         return f"{name} is a {rng.choice(JOBS)} and {name2} is a {rng.choice(JOBS)}."
     if kind == 4:
@@ -141,6 +142,8 @@ WORD_TASKS = {
     "second_word": ("Which word comes second in: {words}?", lambda w: w[1]),
     "reverse": ("Reverse the order of: {words}", lambda w: " ".join(reversed(w))),
     "first_two": ("Give the first two words of: {words}", lambda w: " ".join(w[:2])),
+    "echo_last": ("Say again the final word of: {words}", lambda w: w[-1]),
+    "count_words": ("Count the words, answer in letters: {words}", lambda w: NUMBER_WORDS[len(w)]),
 }
 
 

@@ -34,7 +34,7 @@ from service.errors import InvalidInput
 from service.models.corpus import corpus
 
 #: Bump when the recipe changes, so cached builds are not reused across recipes.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 #: Written last, so its presence means the directory holds a complete build.
 MARKER = "tiny_base.json"
 
@@ -62,12 +62,12 @@ SIZES: dict[str, TinySpec] = {
     # ~40 s on two busy cores: enough pretraining that a LoRA learns word-level tasks on top.
     "small": TinySpec(
         vocab_size=1024, hidden_size=128, intermediate_size=384, layers=4, heads=4,
-        seq_len=128, batch_size=16, steps=600, lr=3e-3, documents=20000,
+        seq_len=128, batch_size=16, steps=300, lr=3e-3, documents=20000,
     ),
     # A few seconds: for tests that need a real model directory, not a capable one.
     "test": TinySpec(
         vocab_size=1024, hidden_size=64, intermediate_size=192, layers=2, heads=4,
-        seq_len=64, batch_size=16, steps=80, lr=3e-3, documents=3000,
+        seq_len=64, batch_size=16, steps=250, lr=3e-3, documents=5000,
     ),
 }
 

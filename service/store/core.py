@@ -11,12 +11,13 @@ import redis.asyncio as aioredis
 
 from service.store.arena import ArenaStore
 from service.store.datasets import DatasetStore
+from service.store.evals import EvalStore
 from service.store.jobs import JobStore
 from service.store.keys import Keys
 from service.store.models import ModelStore
 
 
-class Store(DatasetStore, JobStore, ModelStore, ArenaStore):
+class Store(DatasetStore, JobStore, ModelStore, ArenaStore, EvalStore):
     """Async access to everything the service keeps in Redis."""
 
     def __init__(self, redis: aioredis.Redis, prefix: str = "arena") -> None:

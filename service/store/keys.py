@@ -84,6 +84,20 @@ class Keys:
     def generation_cache(self, key: str) -> str:
         return f"{self.p}:gen:{key}"
 
+    # evals
+    @property
+    def evals(self) -> str:
+        return f"{self.p}:evals"  # zset eval id -> created ts
+
+    def eval(self, eval_id: str) -> str:
+        return f"{self.p}:eval:{eval_id}"  # JSON EvalRecord
+
+    def candidate_evals(self, name: str) -> str:
+        return f"{self.p}:candidate:{name}:evals"  # zset eval id -> created ts
+
+    def eval_cache(self, key: str) -> str:
+        return f"{self.p}:evalcache:{key}"  # eval id holding a candidate's results for a task identity
+
     @property
     def queue_name(self) -> str:
         return f"{self.p}-jobs"
