@@ -10,6 +10,11 @@ from service.errors import InvalidInput
 
 #: More stop strings than this is almost always a client bug; OpenAI allows 4, vLLM more.
 MAX_STOP_STRINGS = 16
+#: Temperatures below this decode greedily (as vLLM does): dividing float32 logits by a
+#: smaller number overflows to inf and the sampler would fail for the whole batch.
+MIN_SAMPLING_TEMPERATURE = 1e-5
+#: Smaller top_p values underflow to 0 in float32 and would cut every token.
+MIN_TOP_P = 1e-6
 
 
 class GenerationParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -31,8 +36,8 @@ class GenerationParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
             raise InvalidInput(f"max_new_tokens={self.max_new_tokens!r}: expected an integer >= 1")
         if not math.isfinite(self.temperature) or self.temperature < 0:
             raise InvalidInput(f"temperature={self.temperature!r}: expected a number >= 0 (0 is greedy)")
-        if not math.isfinite(self.top_p) or not 0 < self.top_p <= 1:
-            raise InvalidInput(f"top_p={self.top_p!r}: expected a number in (0, 1]")
+        if not math.isfinite(self.top_p) or not MIN_TOP_P <= self.top_p <= 1:
+            raise InvalidInput(f"top_p={self.top_p!r}: expected a number in [{MIN_TOP_P}, 1]")
         if len(self.stop) > MAX_STOP_STRINGS:
             raise InvalidInput(f"stop has {len(self.stop)} strings; at most {MAX_STOP_STRINGS} are allowed")
         if any(not isinstance(s, str) or not s for s in self.stop):
@@ -40,8 +45,8 @@ class GenerationParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
 
     @property
     def greedy(self) -> bool:
-        """True when decoding is deterministic argmax (temperature 0)."""
-        return self.temperature == 0
+        """True when decoding is deterministic argmax (temperature 0, or below 1e-5)."""
+        return self.temperature < MIN_SAMPLING_TEMPERATURE
 
     def check_cap(self, cap: int | None) -> GenerationParams:
         """Return self, or raise `InvalidInput` naming the limit when `max_new_tokens` exceeds `cap`.
@@ -60,7 +65,7 @@ class GenerationParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
         and the order of stop strings does not matter. Used for cache keys."""
         return {
             "max_new_tokens": int(self.max_new_tokens),
-            "temperature": float(self.temperature),
+            "temperature": 0.0 if self.greedy else float(self.temperature),
             "top_p": 1.0 if self.greedy else float(self.top_p),
             "stop": sorted(set(self.stop)),
             "seed": None if self.greedy else self.seed,
