@@ -162,7 +162,9 @@ class TrainConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
                 "config.warmup_steps and config.weight_decay must be >= 0 and config.max_grad_norm > 0"
             )
         if not self.module_names:
-            raise InvalidTrainingInput(f"config.target_modules={self.target_modules!r}: expected module names or 'all-linear'")
+            raise InvalidTrainingInput(
+                f"config.target_modules={self.target_modules!r}: expected module names or 'all-linear'"
+            )
 
     @property
     def module_names(self) -> list[str]:
@@ -188,7 +190,12 @@ class CheckpointInfo(msgspec.Struct, frozen=True):
 
 
 class TrainResult(msgspec.Struct, kw_only=True, frozen=True):
-    """What a finished run produced and how it went; `out_dir/metrics.json` holds the same."""
+    """What a finished run produced and how it went; `out_dir/metrics.json` holds the same.
+
+    `tokens_per_s` is non-padding tokens (prompt and answer) over `train_s`, the wall time
+    of the training loop; `train_cpu_s` is that loop's process CPU time (a steadier
+    measure on a shared machine). `resumed_from` names the checkpoint a rerun continued.
+    """
 
     out_dir: str
     adapter_dir: str
@@ -211,6 +218,7 @@ class TrainResult(msgspec.Struct, kw_only=True, frozen=True):
     train_tokens: int
     wall_s: float
     train_s: float
+    train_cpu_s: float
     tokens_per_s: float
     resumed_from: str | None = None
 
@@ -287,9 +295,8 @@ def train_adapter(
     done = load_train_result(out)
     if done is not None and _RunIdentity(done.base_dir, done.data_sha256, done.config) == identity:
         return done
-    checkpoints_dir = out / CHECKPOINTS_DIR
-    _claim_out_dir(out, identity)
 
+    # Everything that can fail on bad input fails here, before `out_dir` is touched.
     if not (base / "config.json").is_file():
         raise InvalidTrainingInput(f"{base}: not a model directory (config.json missing)")
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -297,84 +304,33 @@ def train_adapter(
         tokenizer.pad_token = tokenizer.eos_token
     examples, skipped = _tokenize_records(tokenizer, records, config.max_length)
     train_idx, eval_idx = split_indices(len(records), config.eval_fraction, config.seed)
-    train_set = [examples[i] for i in train_idx if i in examples]
-    eval_set = [examples[i] for i in eval_idx if i in examples]
+    train_idx = [i for i in train_idx if i in examples]
+    eval_idx = [i for i in eval_idx if i in examples]
     per_step = config.batch_size * config.grad_accum
-    if len(train_set) < per_step:
+    if len(train_idx) < per_step:
         raise InvalidTrainingInput(
-            f"{len(train_set)} trainable records after holding out {len(eval_idx)} for eval "
-            f"and skipping {len(skipped)} with no answer tokens within max_length={config.max_length} "
-            f"(of {len(records)}); one optimizer step needs batch_size × grad_accum = {per_step}. "
-            "Add records or lower batch_size."
+            f"{len(train_idx)} of {len(records)} records left to train on ({len(eval_idx)} held out for eval, "
+            f"{len(skipped)} with no answer token within max_length={config.max_length}); one optimizer step "
+            f"needs batch_size × grad_accum = {per_step}. Add records or lower batch_size."
         )
+    model = _lora_model(base, config)
 
-    torch.manual_seed(config.seed)  # LoRA's A matrices are drawn at wrapping time
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    available = linear_module_names(model)
-    missing = [m for m in config.module_names if m != "all-linear" and m not in available]
-    if missing:
-        raise InvalidTrainingInput(
-            f"target_modules {missing} not found in {base.name}; its linear layers are: {', '.join(available)} "
-            "(or use 'all-linear')"
-        )
-    targets = "all-linear" if "all-linear" in config.module_names else config.module_names
-    lora = LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=targets,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(model, lora)
-    model.config.use_cache = False
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-
-    steps_per_epoch = max(1, math.ceil(math.ceil(len(train_set) / config.batch_size) / config.grad_accum))
-    args = TrainingArguments(
-        output_dir=str(checkpoints_dir),
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps or -1,
-        learning_rate=config.lr,
-        lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_steps,
-        weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm,
-        logging_strategy="steps",
-        logging_steps=config.logging_steps,
-        logging_nan_inf_filter=False,
-        eval_strategy="steps" if eval_set else "no",
-        eval_steps=config.logging_steps if eval_set else None,
-        save_strategy="steps",
-        save_steps=config.save_steps or steps_per_epoch,
-        save_total_limit=config.save_total_limit,
-        seed=config.seed,
-        data_seed=config.seed,
-        report_to="none",
-        disable_tqdm=True,
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        include_num_input_tokens_seen="non_padding",
-    )
-    progress = _ProgressCallback(on_log, should_stop, has_eval=bool(eval_set))
+    _claim_out_dir(out, identity)
+    checkpoints_dir = out / CHECKPOINTS_DIR
+    progress = _ProgressCallback(on_log, should_stop, has_eval=bool(eval_idx))
     trainer = Trainer(
         model=model,
-        args=args,
-        train_dataset=train_set,
-        eval_dataset=eval_set or None,
+        args=_training_arguments(config, checkpoints_dir, n_train=len(train_idx), has_eval=bool(eval_idx)),
+        train_dataset=[examples[i] for i in train_idx],
+        eval_dataset=[examples[i] for i in eval_idx] or None,
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=IGNORE_INDEX),
         callbacks=[progress],
     )
     trainer.remove_callback(PrinterCallback)  # progress goes to `on_log`, not stdout
     resume = _last_complete_checkpoint(checkpoints_dir)
-    train_started = time.perf_counter()
+    train_started, cpu_started = time.perf_counter(), time.process_time()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    train_s = time.perf_counter() - train_started
+    train_s, train_cpu_s = time.perf_counter() - train_started, time.process_time() - cpu_started
 
     adapter_dir = out / ADAPTER_DIR
     _save_adapter(model, tokenizer, adapter_dir)
@@ -393,15 +349,16 @@ def train_adapter(
         final_loss=next((p.loss for p in reversed(curve) if p.loss is not None), None),
         final_eval_loss=next((p.eval_loss for p in reversed(curve) if p.eval_loss is not None), None),
         checkpoints=_checkpoints(checkpoints_dir),
-        train_indices=[i for i in train_idx if i in examples],
-        eval_indices=[i for i in eval_idx if i in examples],
+        train_indices=train_idx,
+        eval_indices=eval_idx,
         skipped_indices=skipped,
         target_modules=sorted(_adapted_module_names(model)),
-        trainable_params=trainable,
-        total_params=total,
+        trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        total_params=sum(p.numel() for p in model.parameters()),
         train_tokens=tokens,
         wall_s=round(time.perf_counter() - started, 3),
         train_s=round(train_s, 3),
+        train_cpu_s=round(train_cpu_s, 3),
         tokens_per_s=round(tokens / train_s, 1) if train_s > 0 else 0.0,
         resumed_from=str(resume) if resume else None,
     )
@@ -442,6 +399,68 @@ def _tokenize_records(
             "raise max_length or shorten the prompts"
         )
     return examples, skipped
+
+
+def _lora_model(base: Path, config: TrainConfig) -> Any:
+    """The base wrapped in a fresh LoRA; raises `InvalidTrainingInput` naming the linear
+    layers the base has when `config.target_modules` names one it lacks."""
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    available = linear_module_names(model)
+    missing = [m for m in config.module_names if m != "all-linear" and m not in available]
+    if missing:
+        raise InvalidTrainingInput(
+            f"target_modules {missing} not found in {base.name}; its linear layers are: {', '.join(available)} "
+            "(or use 'all-linear')"
+        )
+    torch.manual_seed(config.seed)  # LoRA's A matrices are drawn here: same seed, same start
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules="all-linear" if "all-linear" in config.module_names else config.module_names,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora)
+    model.config.use_cache = False
+    return model
+
+
+def _training_arguments(
+    config: TrainConfig, checkpoints_dir: Path, *, n_train: int, has_eval: bool
+) -> TrainingArguments:
+    """`TrainingArguments` for `config`: eval at every logging step, a checkpoint (with
+    optimizer state) every `save_steps` or once per epoch, nothing printed or reported."""
+    steps_per_epoch = max(1, math.ceil(math.ceil(n_train / config.batch_size) / config.grad_accum))
+    return TrainingArguments(
+        output_dir=str(checkpoints_dir),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        learning_rate=config.lr,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        logging_strategy="steps",
+        logging_steps=config.logging_steps,
+        logging_nan_inf_filter=False,  # a NaN must reach our callback, not be averaged away
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=config.logging_steps if has_eval else None,
+        save_strategy="steps",
+        save_steps=config.save_steps or steps_per_epoch,
+        save_total_limit=config.save_total_limit,
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to="none",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        include_num_input_tokens_seen="non_padding",
+    )
 
 
 def _claim_out_dir(out: Path, identity: _RunIdentity) -> None:
@@ -551,18 +570,20 @@ class _ProgressCallback(TrainerCallback):
         self.has_eval = has_eval
         self.pending: dict[str, Any] | None = None
         self.tokens_at_start = 0
+        self.trainable: list[torch.nn.Parameter] = []
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.tokens_at_start = state.num_input_tokens_seen
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
 
     def on_step_begin(self, args, state, control, **kwargs):
         if self.should_stop is not None and self.should_stop():
             raise TrainingCancelled(f"training cancelled at step {state.global_step} of {state.max_steps}")
 
-    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        # Gradients are non-finite exactly when this step's loss was: stop before the
-        # optimizer spreads NaN into the weights.
-        grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        # A NaN loss makes every gradient NaN: stop before the optimizer spreads it into the
+        # weights. One sum per tensor, over the adapter's few tensors only (~1% of a step).
+        grads = [p.grad for p in self.trainable if p.grad is not None]
         if grads and not bool(torch.isfinite(torch.stack([g.detach().float().sum() for g in grads])).all()):
             step = state.global_step + 1
             raise TrainingDiverged(

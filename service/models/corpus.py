@@ -138,12 +138,13 @@ def corpus(n_documents: int, seed: int = 0) -> list[str]:
 
 #: Rule-based word tasks the corpus never shows: a base starts near 0 exact match on
 #: them, and a LoRA that learns the rule answers *unseen* word lists (held-out records).
+#: "count_words" is learnable on the "small" base in seconds (it builds on the corpus's
+#: word counting); the copying tasks need a base pretrained past the point where copying
+#: emerges (~700+ steps), so here they serve as arbitrary training data.
 WORD_TASKS = {
+    "count_words": ("Count the words, answer in letters: {words}", lambda w: NUMBER_WORDS[len(w)]),
     "second_word": ("Which word comes second in: {words}?", lambda w: w[1]),
     "reverse": ("Reverse the order of: {words}", lambda w: " ".join(reversed(w))),
-    "first_two": ("Give the first two words of: {words}", lambda w: " ".join(w[:2])),
-    "echo_last": ("Say again the final word of: {words}", lambda w: w[-1]),
-    "count_words": ("Count the words, answer in letters: {words}", lambda w: NUMBER_WORDS[len(w)]),
 }
 
 

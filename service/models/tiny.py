@@ -116,7 +116,9 @@ def build_tiny_base(
     ):
         return out
     if out.exists() and existing is None and any(out.iterdir()):
-        raise InvalidInput(f"{out}: directory is not empty and holds no tiny base ({MARKER} missing); pick another path")
+        raise InvalidInput(
+            f"{out}: directory is not empty and holds no tiny base ({MARKER} missing); pick another path"
+        )
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
