@@ -186,3 +186,8 @@ def test_cli_train_wait_and_sweep_in_embedded_mode(tmp_path, tiny_base):
     assert {j["params"]["config"]["lora_r"] for j in queued} == {4, 8}
     bad = arena("train", "--base", "nope", "--data", "words", "--name", "x")
     assert bad.returncode == 1 and "no base model named 'nope'" in bad.stderr
+    hub = arena("base", "add", "some-org/some-model", "--name", "hub")
+    assert hub.returncode == 2 and "could not download 'some-org/some-model' from the Hugging Face hub" in hub.stderr
+    assert len(hub.stderr.strip().splitlines()) == 1
+    not_a_model = arena("base", "add", str(tmp_path), "--name", "dir")
+    assert not_a_model.returncode == 1 and "no config.json" in not_a_model.stderr
