@@ -74,6 +74,10 @@ class Keys:
         return f"{self.p}:reviewers:excluded"
 
     @property
+    def reviewer_secret(self) -> str:
+        return f"{self.p}:reviewers:secret"  # HMAC key of anonymous reviewer cookies
+
+    @property
     def active_models(self) -> str:
         return f"{self.p}:arena:active"
 

@@ -1,0 +1,399 @@
+"""`arena eval`, `arena check` (the regression gate), `arena task from-data|export|validate`
+and `arena evals list|show`.
+
+`eval` and `check` run their evals as jobs. When no worker is live on the Redis they
+use (always so in embedded mode), a worker runs in this process, as `arena train
+--wait` does, so one command works on a fresh machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import msgspec
+import yaml
+
+from service.cli.common import echo_json, follow_job, open_store, settings
+from service.errors import ArenaError, InvalidInput
+
+
+class _Limit(click.ParamType):
+    """lm-eval's --limit: a count (`50`) or a fraction (`0.1`)."""
+
+    name = "N"
+
+    def convert(self, value: Any, param, ctx) -> int | float:
+        if isinstance(value, (int, float)):
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            pass
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"{value!r}: expected a count or a fraction in (0, 1)", param, ctx)
+
+
+LIMIT = _Limit()
+
+
+def _names(value: str) -> list[str]:
+    return [n.strip() for n in value.split(",") if n.strip()]
+
+
+def _task_file(path: str):
+    from service.evals import load_task_file
+
+    if not Path(path).is_file():
+        raise InvalidInput(f"{path}: no such task file")
+    return load_task_file(path)
+
+
+@contextlib.contextmanager
+def _worker_here(store, s) -> Iterator[None]:
+    """Run a worker in this process unless one is live on this Redis."""
+    from service.cli.train import _local_worker
+
+    if store.live_workers(within_s=15):
+        yield
+        return
+    if not s.embedded:
+        click.echo("no live worker on this Redis: running the eval in this process", err=True)
+    # `_local_worker` starts only in embedded mode; here the reason is the missing worker.
+    with _local_worker(store, msgspec.structs.replace(s, redis_url=None)):
+        yield
+
+
+def _start(store, s, **kw):
+    from service.evals import start_eval
+    from service.jobs import make_queue
+
+    async def go():
+        queue = make_queue(store.url, s)
+        try:
+            return await start_eval(store.store, queue, s, **kw)
+        finally:
+            await queue.disconnect()
+
+    return store._run(go())
+
+
+def _fmt(score: dict | Any) -> str:
+    value, stderr = score.value, score.stderr
+    if value is None:
+        return "n/a"
+    return f"{value:.4f}" + (f" ± {stderr:.4f}" if stderr is not None else "")
+
+
+def _print_eval(record) -> None:
+    metrics = list(dict.fromkeys(m for c in record.candidates for m in c.metrics))
+    click.echo(f"{record.id}: task {record.task} on {record.dataset}, {record.n_docs}/{record.n_original} docs, "
+               f"{len(record.candidates)} candidate(s), {record.samples_per_s:.1f} samples/s")
+    rows = [["candidate", *metrics]]
+    rows += [[c.name, *(_fmt(c.metrics[m]) if m in c.metrics else "" for m in metrics)] for c in record.candidates]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join([row[0].ljust(widths[0])] + [cell.rjust(w) for cell, w in zip(row[1:], widths[1:])]))
+    for c in record.candidates:
+        click.echo(f"{c.name}: {c.results_path}")
+    click.echo(f"page: /evals/{record.id}")
+
+
+# --- arena eval ----------------------------------------------------------------------------------
+
+
+@click.command("eval")
+@click.option("--candidate", "candidates", required=True, help="Candidate name, or several: C[,D,...] (they share batches).")
+@click.option("--task", "task_file", required=True, help="Task YAML file (lm-eval style).")
+@click.option("--limit", type=LIMIT, default=None, help="Evaluate the first N documents (or a fraction in (0, 1)).")
+@click.option("--no-wait", is_flag=True, help="Enqueue and return the eval id.")
+@click.option("--json", "json_out", is_flag=True, help="Print the eval record as JSON.")
+def eval_cmd(candidates: str, task_file: str, limit, no_wait: bool, json_out: bool) -> None:
+    """Run a benchmark task on one or more candidates, as a job with a progress bar."""
+    task = _task_file(task_file)
+    s = settings()
+    with open_store(s) as store:
+        job = _start(store, s, task=task, candidates=_names(candidates), limit=limit)
+        if no_wait:
+            echo_json(job) if json_out else click.echo(f"queued {job.id}")
+            return
+        with _worker_here(store, s):
+            follow_job(store, job.id, f"eval {task.task}", json_out)
+        record = store.get_eval(job.id)
+    echo_json(record) if json_out else _print_eval(record)
+
+
+@click.group("evals")
+def evals_cmd() -> None:
+    """List and show finished evals."""
+
+
+@evals_cmd.command("list")
+@click.option("--candidate", default=None, help="Only evals that scored this candidate.")
+@click.option("--json", "json_out", is_flag=True)
+def evals_list(candidate: str | None, json_out: bool) -> None:
+    """Evals, newest first, with each candidate's primary score."""
+    with open_store() as store:
+        if candidate:
+            store.get_candidate(candidate)
+        rows = store.list_candidate_evals(candidate) if candidate else store.list_evals()
+    if json_out:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("no evals yet: `arena eval --candidate C --task FILE`")
+    for r in rows:
+        scores = ", ".join(f"{c.name} {_fmt(c.metrics[r.primary_metric])}" for c in r.candidates)
+        click.echo(f"{r.id}  {r.task:<16} {r.primary_metric}: {scores}  ({r.n_docs} docs)")
+
+
+@evals_cmd.command("show")
+@click.argument("eval_id")
+@click.option("--json", "json_out", is_flag=True)
+def evals_show(eval_id: str, json_out: bool) -> None:
+    """One eval's scores, lineage and files."""
+    with open_store() as store:
+        record = store.get_eval(eval_id)
+    echo_json(record) if json_out else _print_eval(record)
+
+
+# --- arena check ---------------------------------------------------------------------------------
+
+
+class CannotRun(Exception):
+    """The gate could not run; exit 2 with this one-line reason."""
+
+
+def _scores_of(record, name: str, task: str):
+    from evaluators.regression import load_lm_eval_results
+
+    folder = Path(record.candidate(name).results_path).parent
+    try:
+        return load_lm_eval_results(folder)[task]
+    except (ValueError, KeyError) as exc:
+        raise CannotRun(f"eval {record.id} of {name}: cannot read its samples in {folder}: {exc}") from None
+
+
+def _gather_scores(store, s, tasks, names: list[str], limit, rerun: bool, quiet: bool) -> dict[str, dict[str, Any]]:
+    """{candidate: {task: TaskScores}}, from cached evals where the same weights already
+    ran the same task (same documents, config and limit), else from new eval jobs."""
+    from service.evals import check_candidates, eval_cache_key, prepare_task
+
+    candidates = store._run(check_candidates(store.store, names))
+    scores: dict[str, dict[str, Any]] = {n: {} for n in names}
+    pending = []
+    for task in tasks:
+        prepared = store._run(prepare_task(store.store, s, task))
+        missing = []
+        for c in candidates:
+            record = None if rerun else store.cached_eval(eval_cache_key(s, c, prepared.task_hash, limit))
+            if record is None:
+                missing.append(c.name)
+            else:
+                scores[c.name][task.task] = _scores_of(record, c.name, task.task)
+                click.echo(f"{task.task}: {c.name} from cached eval {record.id}", err=True)
+        if missing:
+            job = _start(store, s, task=task, candidates=missing, limit=limit, prepared=prepared)
+            pending.append((task, missing, job))
+    if pending:
+        with _worker_here(store, s):
+            for task, missing, job in pending:
+                try:
+                    follow_job(store, job.id, f"eval {task.task}: {', '.join(missing)}", quiet)
+                except ArenaError as exc:
+                    raise CannotRun(str(exc)) from None
+                record = store.get_eval(job.id)
+                for name in missing:
+                    scores[name][task.task] = _scores_of(record, name, task.task)
+    return scores
+
+
+def _print_verdicts(verdicts, baseline: str, candidate: str, margin: float) -> None:
+    def num(x, fmt="{:.4f}"):
+        return "n/a" if x is None else fmt.format(x)
+
+    click.echo(f"baseline {baseline} vs candidate {candidate} (non-inferiority margin {margin:g})")
+    header = f"{'task':<16} {'metric':<12} {'baseline':>9} {'candidate':>9} {'diff':>8} {'CI':>20} {'p (Holm)':>9} {'n':>5}  verdict"
+    click.echo(header)
+    for v in verdicts:
+        ci = "" if v.ci_low is None else f"[{v.ci_low:+.4f}, {v.ci_high:+.4f}]"
+        click.echo(f"{v.task:<16} {v.metric:<12} {num(v.baseline):>9} {num(v.candidate):>9} {num(v.diff, '{:+.4f}'):>8} "
+                   f"{ci:>20} {num(v.p_adjusted, '{:.3g}'):>9} {v.n_paired:>5}  {v.status.upper()}")
+    for v in verdicts:
+        if v.status != "pass":
+            click.echo(f"  {v.task}: {v.reason}")
+
+
+@click.command("check")
+@click.option("--baseline", required=True,
+              help="Baseline candidate, or an lm-eval output directory (results_*.json + samples_*.jsonl).")
+@click.option("--candidate", required=True, help="The candidate to gate.")
+@click.option("--task", "task_files", required=True, help="Task YAML file(s), comma-separated.")
+@click.option("--margin", type=float, default=0.02, show_default=True, help="Non-inferiority margin, in metric units.")
+@click.option("--alpha", type=float, default=0.05, show_default=True, help="Level, Holm-corrected across tasks.")
+@click.option("--metric", default=None, help="Gate on this metric in every task (default: each task's first metric).")
+@click.option("--limit", type=LIMIT, default=None, help="Only the first N documents of each task.")
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write JUnit XML here.")
+@click.option("--json", "json_path", is_flag=False, flag_value="-", default=None,
+              help="Write the verdicts as JSON to this file (no value or '-': to stdout, instead of the table).")
+@click.option("--rerun", is_flag=True, help="Run fresh evals even where cached ones exist.")
+def check_cmd(baseline: str, candidate: str, task_files: str, margin: float, alpha: float, metric: str | None, limit,
+              junit_path: Path | None, json_path: str | None, rerun: bool) -> None:
+    """Gate CANDIDATE against BASELINE on paired per-sample scores: exit 0 pass, 1 regression, 2 could not run."""
+    from evaluators.regression import compare, exit_code, verdicts_json, write_junit
+
+    to_stdout = json_path == "-"
+    try:
+        if not 0 < alpha < 1:
+            raise CannotRun(f"--alpha {alpha}: expected a level in (0, 1)")
+        if margin < 0:
+            raise CannotRun(f"--margin {margin}: expected >= 0")
+        tasks = [_task_file(f) for f in _names(task_files)]
+        if not tasks:
+            raise CannotRun("--task: name at least one task file")
+        names = [t.task for t in tasks]
+        if len(set(names)) != len(names):
+            raise CannotRun(f"--task: two task files define the same task name {sorted(names)!r}")
+        s = settings()
+        baseline_dir = Path(baseline) if Path(baseline).is_dir() else None
+        with open_store(s) as store:
+            if baseline_dir is not None:
+                from evaluators.regression import load_lm_eval_results
+
+                try:
+                    baseline_scores = load_lm_eval_results(baseline_dir)
+                except ValueError as exc:
+                    raise CannotRun(f"--baseline: {exc}") from None
+                scores = _gather_scores(store, s, tasks, [candidate], limit, rerun, to_stdout)
+            else:
+                run = list(dict.fromkeys([baseline, candidate]))
+                scores = _gather_scores(store, s, tasks, run, limit, rerun, to_stdout)
+                baseline_scores = scores[baseline]
+        verdicts = compare(baseline_scores, scores[candidate], default_margin=margin, alpha=alpha,
+                           metrics={t: metric for t in names} if metric else None, tasks=names)
+    except CannotRun as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except (ArenaError, ValueError) as exc:
+        click.echo(f"error: {getattr(exc, 'message', None) or exc}", err=True)
+        sys.exit(2)
+    if junit_path is not None:
+        write_junit(verdicts, junit_path)
+    if json_path is not None:
+        text = json.dumps(verdicts_json(verdicts), indent=2, ensure_ascii=False)
+        if to_stdout:
+            click.echo(text)
+        else:
+            Path(json_path).write_text(text, encoding="utf-8")
+    code = exit_code(verdicts)
+    if not to_stdout:
+        _print_verdicts(verdicts, str(baseline), candidate, margin)
+        click.echo({0: "PASS", 1: "REGRESSION", 2: "COULD NOT RUN"}[code])
+    if code == 2:
+        reason = next((f"{v.task}: {v.reason}" for v in verdicts if v.status == "error"), "nothing to compare")
+        click.echo(f"error: {reason}", err=True)
+    sys.exit(code)
+
+
+# --- arena task ----------------------------------------------------------------------------------
+
+
+class _TaskDumper(yaml.SafeDumper):
+    """Strings with line breaks double-quoted ("\\n User:"), as task files are written by hand."""
+
+
+_TaskDumper.add_representer(
+    str, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v, style='"' if "\n" in v else None))
+
+
+@click.group("task")
+def task_cmd() -> None:
+    """Derive, export and validate benchmark tasks."""
+
+
+@task_cmd.command("from-data")
+@click.argument("dataset")
+@click.option("--split", type=click.Choice(["test", "train", "all"]), default="test", show_default=True,
+              help="Which records: the held-out split (test), the rest (train), or all.")
+@click.option("--name", default=None, help="Task name (default: the dataset's name).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Default: <name>.yaml")
+@click.option("--metrics", default="exact_match,token_f1,rouge_l", show_default=True, help="Comma-separated metrics.")
+@click.option("--max-gen-toks", type=int, default=64, show_default=True)
+def task_from_data(dataset: str, split: str, name: str | None, out: Path | None, metrics: str, max_gen_toks: int) -> None:
+    """A generation task over DATASET's held-out split (NAME[@VERSION]); prompts in the plain chat format."""
+    from evaluators.tasks import TaskError, task_from_records
+    from service.evals import resolve_dataset_docs
+
+    s = settings()
+    with open_store(s) as store:
+        dsv = store.resolve_dataset(dataset)
+        ref = f"{dsv.ref}:{split}"
+        _, _, docs = store._run(resolve_dataset_docs(store.store, s, ref))
+    name = name or dsv.name
+    try:
+        task, _ = task_from_records(name, [], dataset=ref, metric_list=_names(metrics), max_gen_toks=max_gen_toks)
+    except TaskError as exc:
+        raise InvalidInput(str(exc)) from None
+    config = {
+        "task": task.task, "dataset": ref, "output_type": task.output_type, "doc_to_text": task.doc_to_text,
+        "doc_to_target": task.doc_to_target, "generation_kwargs": {"until": task.generation_kwargs.until,
+                                                                   "max_gen_toks": max_gen_toks},
+        "metric_list": [{"metric": m.metric} for m in task.metric_list],
+        "metadata": {"version": 1.0, "dataset_id": dsv.id, "documents": len(docs)},
+    }
+    out = out or Path(f"{name}.yaml")
+    out.write_text(yaml.dump(config, Dumper=_TaskDumper, sort_keys=False, allow_unicode=True, width=1000), encoding="utf-8")
+    click.echo(f"wrote {out}: task {name} over {ref} ({len(docs)} documents, dataset id {dsv.id})")
+
+
+def _resolve_docs(task):
+    """The task's documents, through the store when it names a registered dataset."""
+    from evaluators.tasks import is_registered_dataset
+    from service.evals import prepare_task
+
+    s = settings()
+    if is_registered_dataset(task.dataset):
+        with open_store(s) as store:
+            return store._run(prepare_task(store.store, s, task, store_docs=False))
+    return _run_without_store(prepare_task(None, s, task, store_docs=False))
+
+
+def _run_without_store(coro):
+    import asyncio
+
+    return asyncio.run(coro)
+
+
+@task_cmd.command("export")
+@click.argument("task_file")
+@click.option("--format", "fmt", type=click.Choice(["lm-eval"]), default="lm-eval", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Directory to write into.")
+def task_export(task_file: str, fmt: str, out: Path) -> None:
+    """Write TASK as <task>.yaml + <task>.jsonl that `lm_eval --include_path OUT` runs."""
+    from evaluators.tasks import export_lm_eval
+
+    prepared = _resolve_docs(_task_file(task_file))
+    export = export_lm_eval(prepared.task, prepared.docs, out)
+    click.echo(f"wrote {export.yaml_path} and {export.data_path} ({len(prepared.docs)} documents)")
+    if export.dropped_metrics:
+        click.echo(f"lm-eval lacks {', '.join(export.dropped_metrics)}: kept in metadata.arena_metric_list only")
+    click.echo(f"run: lm_eval --model hf --model_args pretrained=BASE,peft=ADAPTER --tasks {prepared.task.task} "
+               f"--include_path {out} --log_samples --output_path RESULTS_DIR")
+
+
+@task_cmd.command("validate")
+@click.argument("task_file")
+def task_validate(task_file: str) -> None:
+    """Check TASK: fields, templates on every document, metrics."""
+    prepared = _resolve_docs(_task_file(task_file))
+    t = prepared.task
+    click.echo(f"ok: task {t.task}: {len(prepared.docs)} documents from {prepared.dataset}, {t.output_type}, "
+               f"metrics {', '.join(m.metric for m in t.metrics)}")

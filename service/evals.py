@@ -1,0 +1,464 @@
+"""Benchmarks as jobs: a task over one or more candidates, results with lineage.
+
+An eval is a job of kind `eval`; its id is the job id. `start_eval` checks everything
+that can be checked at once (the task's templates on every document, the candidates,
+the limit), stores the task's documents content-addressed under
+`<data dir>/evals/docs/`, and enqueues. The worker's `eval_job` registers the
+candidates' adapters with the generation backend, runs `evaluators.runner.evaluate`
+(all candidates in the same backend calls, so they share mixed-adapter batches),
+writes lm-eval's layout per candidate under `<data dir>/evals/<eval id>/<candidate>/`
+(`results_<date>.json` + `samples_<task>_<date>.jsonl`) and only then records the
+`EvalRecord`, so a failed or cancelled eval leaves no record.
+
+A task's dataset is a JSONL file, or `NAME@VERSION:SPLIT` of a registered dataset
+(`test`: its held-out split, `train`: the rest, `all`), whose records become documents
+`{"prompt", "answer", "question", "record"}`: the prompt in the plain chat format
+(`User:…</s>\\n Assistant:`), which is also the format of the bases `arena base tiny`
+builds, and base-independent, so candidates on different bases pair item by item.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from evaluators.records import Conversation
+from evaluators.runner import EvalResult, GenRequest, evaluate
+from evaluators.tasks import (
+    TaskConfig,
+    TaskError,
+    build_requests,
+    doc_hash,
+    is_registered_dataset,
+    load_docs,
+    load_task,
+    task_from_records,
+)
+from service import datasets
+from service.config import Settings
+from service.domain import Candidate, DatasetVersion, JobRecord, check_name
+from service.errors import InvalidInput, NotFound
+from service.jobs import JobCancelled, JobContext, enqueue, job_handler
+from service.store.evals import EvalCandidate, EvalRecord, MetricScore
+
+#: Splits a registered dataset reference may name.
+SPLITS = ("test", "train", "all")
+#: Worst samples kept in the record per candidate (the page shows them).
+WORST_KEPT = 10
+_TEXT_KEPT = 2000
+
+
+def eval_dir(settings: Settings, eval_id: str) -> Path:
+    """Where an eval's files live (ids, never user strings, make paths)."""
+    if not re.fullmatch(r"eval_[0-9a-f]{16}", eval_id):
+        raise InvalidInput(f"bad eval id {eval_id!r}")
+    return settings.data_dir / "evals" / eval_id
+
+
+# --- tasks and their documents ---------------------------------------------------------------
+
+
+def load_task_file(path: str | Path) -> TaskConfig:
+    """`evaluators.tasks.load_task` with its `TaskError` (file, line, field) as `InvalidInput`."""
+    try:
+        return load_task(path)
+    except TaskError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+def parse_task_text(text: str) -> TaskConfig:
+    """A task from YAML text (the API's request body), errors naming `task:LINE: field`.
+
+    The text goes through the same loader as a file, so the same checks and messages
+    apply; a relative `dataset` path means nothing here (send `docs`, or name a
+    registered dataset)."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raw = None  # the loader below reports where
+    except UnicodeError as exc:
+        raise InvalidInput(f"task: not valid text: {exc}") from None
+    if isinstance(raw, dict) and "include" in raw:
+        raise InvalidInput("task: field 'include': other files cannot be included in a task sent to the server")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "task.yaml"
+        try:
+            path.write_text(text, encoding="utf-8")
+        except UnicodeError as exc:
+            raise InvalidInput(f"task: not valid text: {exc}") from None
+        try:
+            return load_task(path)
+        except TaskError as exc:
+            raise InvalidInput(str(exc).replace(str(path), "task")) from None
+
+
+def records_to_docs(records: Sequence[Conversation], indices: Sequence[int]) -> list[dict[str, Any]]:
+    """Task documents of dataset records: `prompt` (plain chat format, ending `Assistant:`),
+    `answer` (the final assistant turn), `question` (the last user turn) and `record`
+    (the record's index in its dataset version, for tracing a failure back to it)."""
+    try:
+        _, docs = task_from_records("records", list(records))
+    except TaskError as exc:
+        raise InvalidInput(str(exc)) from None
+    return [{**doc, "question": r.prompt, "record": i} for doc, r, i in zip(docs, records, indices)]
+
+
+async def resolve_dataset_docs(store, settings: Settings, ref: str) -> tuple[DatasetVersion, str, list[dict[str, Any]]]:
+    """(version, split, documents) of a `NAME@VERSION:SPLIT` reference."""
+    name_version, _, split = ref.rpartition(":")
+    if split not in SPLITS:
+        raise InvalidInput(f"dataset {ref!r}: split {split!r} is not one of {', '.join(SPLITS)}")
+    dsv = await store.resolve_dataset(name_version)
+    records, _ = datasets.read_records(settings.data_dir, dsv.id)
+    if split == "test":
+        if dsv.split is None:
+            raise InvalidInput(f"dataset {dsv.ref} has no held-out split; make one with `arena data split {dsv.ref}`")
+        indices = list(dsv.split.test_indices)
+    elif split == "train" and dsv.split is not None:
+        indices = dsv.split.train_indices(len(records))
+    else:
+        indices = list(range(len(records)))
+    return dsv, split, records_to_docs([records[i] for i in indices], indices)
+
+
+def docs_content_id(docs: Sequence[dict[str, Any]]) -> str:
+    """Content id of a document list: sha256 over the documents' lm-eval doc hashes, in order."""
+    h = hashlib.sha256()
+    for doc in docs:
+        h.update(doc_hash(doc).encode())
+        h.update(b"\n")
+    return h.hexdigest()[:32]
+
+
+def _docs_path(settings: Settings, docs_id: str) -> Path:
+    if not re.fullmatch(r"[0-9a-f]{32}", docs_id):
+        raise InvalidInput(f"bad documents id {docs_id!r}")
+    return settings.data_dir / "evals" / "docs" / f"{docs_id}.jsonl"
+
+
+def write_docs(settings: Settings, docs: Sequence[dict[str, Any]]) -> str:
+    """Store documents content-addressed (once); return their id."""
+    docs_id = docs_content_id(docs)
+    path = _docs_path(settings, docs_id)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
+        with tmp.open("w", encoding="utf-8") as fh:
+            for doc in docs:
+                fh.write(json.dumps(doc, ensure_ascii=False) + "\n")
+        tmp.replace(path)
+    return docs_id
+
+
+def read_docs(settings: Settings, docs_id: str) -> list[dict[str, Any]]:
+    path = _docs_path(settings, docs_id)
+    if not path.exists():
+        raise NotFound(f"the eval's documents {docs_id} are gone from {path.parent}")
+    return load_docs(path)
+
+
+def task_hash(task: TaskConfig, docs_id: str) -> str:
+    """What the task computes: its config without the dataset's location, and its documents."""
+    config = msgspec.to_builtins(task)
+    config.pop("dataset")
+    return hashlib.sha256(json.dumps({"task": config, "docs": docs_id}, sort_keys=True).encode()).hexdigest()[:32]
+
+
+class PreparedTask(msgspec.Struct):
+    """A task with its documents stored and identified: what an eval job needs."""
+
+    task: TaskConfig
+    docs: list[dict[str, Any]]
+    docs_id: str
+    task_hash: str
+    dataset: str  # NAME@N:SPLIT, a file path, or inline:<docs id>
+    dataset_id: str
+
+
+async def prepare_task(store, settings: Settings, task: TaskConfig, docs: list[dict[str, Any]] | None = None,
+                       *, allow_files: bool = True, store_docs: bool = True) -> PreparedTask:
+    """Resolve the task's documents (`docs` given inline, a registered dataset, or — when
+    `allow_files` — its JSONL file), check every document renders, and (`store_docs`)
+    store them where the eval job reads them. Raises `InvalidInput` naming the task, the
+    document and the field."""
+    dataset = task.dataset
+    dataset_id = ""
+    if docs is not None:
+        if not all(isinstance(d, dict) for d in docs):
+            raise InvalidInput("docs: expected a list of JSON objects")
+        dataset = "inline"
+    elif is_registered_dataset(task.dataset):
+        dsv, split, docs = await resolve_dataset_docs(store, settings, task.dataset)
+        dataset, dataset_id = f"{dsv.ref}:{split}", dsv.id
+    elif allow_files:
+        try:
+            docs = load_docs(task.dataset)
+        except TaskError as exc:
+            raise InvalidInput(str(exc)) from None
+    else:
+        raise InvalidInput(f"task {task.task}: dataset {task.dataset!r} is a file path, which the server does not "
+                           "read; send the documents in `docs`, or name a registered dataset as NAME@VERSION:SPLIT")
+    if not docs:
+        raise InvalidInput(f"task {task.task}: dataset {dataset} has no documents")
+    try:
+        build_requests(task, docs)  # every template on every document, now rather than in the job
+    except (TaskError, ValueError, TypeError) as exc:
+        raise InvalidInput(str(exc)) from None
+    docs_id = write_docs(settings, docs) if store_docs else docs_content_id(docs)
+    if dataset == "inline":
+        dataset = f"inline:{docs_id}"
+    return PreparedTask(task, docs, docs_id, task_hash(task, docs_id), dataset, dataset_id or docs_id)
+
+
+# --- candidates --------------------------------------------------------------------------------
+
+
+def backend_label(settings: Settings) -> str:
+    """Which generation backend scores: part of an eval's identity."""
+    return f"remote:{settings.generation_url}" if settings.generation_url else "in-process"
+
+
+def eval_cache_key(settings: Settings, candidate: Candidate, task_hash_: str, limit: int | float | None) -> str:
+    """Identity of one candidate's results on one task: its weights (run and adapter
+    directory), the task hash, the limit and the backend. Greedy decoding makes a cached
+    result equal to a rerun."""
+    identity = [candidate.name, candidate.run_id, candidate.adapter_dir, candidate.created_at, task_hash_,
+                limit, backend_label(settings)]
+    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:32]
+
+
+def adapter_sha256(adapter_dir: str | Path) -> str:
+    """sha256 of the adapter's weights file (`adapter_model.safetensors`, else `.bin`), or ''."""
+    for name in ("adapter_model.safetensors", "adapter_model.bin"):
+        path = Path(adapter_dir) / name
+        if path.is_file():
+            h = hashlib.sha256()
+            with path.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+            return h.hexdigest()
+    return ""
+
+
+def check_limit(limit: Any) -> int | float | None:
+    """None, a count >= 1, or a fraction in (0, 1) (lm-eval's meaning of --limit)."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not math.isfinite(limit):
+        raise InvalidInput(f"limit: expected a count >= 1 or a fraction in (0, 1), got {limit!r}")
+    if isinstance(limit, float) and limit.is_integer() and limit >= 1:
+        limit = int(limit)
+    if isinstance(limit, int) and limit >= 1 or isinstance(limit, float) and 0 < limit < 1:
+        return limit
+    raise InvalidInput(f"limit: expected a count >= 1 or a fraction in (0, 1), got {limit!r}")
+
+
+async def check_candidates(store, names: Sequence[str]) -> list[Candidate]:
+    """The named candidates (each once, each existing, each on a registered base)."""
+    names = list(names)
+    if not names:
+        raise InvalidInput("candidates: name at least one candidate")
+    if len(set(names)) != len(names):
+        raise InvalidInput(f"candidates: each name once, got {', '.join(names)}")
+    candidates = []
+    for name in names:
+        check_name(name, "candidate name")
+        candidate = await store.get_candidate(name)
+        await store.get_base(candidate.base)
+        candidates.append(candidate)
+    return candidates
+
+
+async def start_eval(store, queue, settings: Settings, *, task: TaskConfig, candidates: Sequence[str],
+                     limit: int | float | None = None, docs: list[dict[str, Any]] | None = None,
+                     allow_files: bool = True, prepared: PreparedTask | None = None) -> JobRecord:
+    """Check the task, the candidates and the limit; store the documents; enqueue the eval.
+    The returned job's id is the eval id."""
+    limit = check_limit(limit)
+    await check_candidates(store, candidates)
+    if task.output_type == "generate_until" and task.generation_kwargs.max_gen_toks > settings.max_new_tokens_cap:
+        raise InvalidInput(f"task {task.task}: generation_kwargs.max_gen_toks={task.generation_kwargs.max_gen_toks} "
+                           f"is over the service's limit of {settings.max_new_tokens_cap} (ARENA_MAX_NEW_TOKENS_CAP)")
+    if settings.generation_url and task.output_type != "generate_until":
+        raise InvalidInput(f"task {task.task}: {task.output_type} needs log-likelihoods, which the remote generation "
+                           "backend (ARENA_GENERATION_URL) does not give; run it on a worker without a generation URL")
+    prepared = prepared or await prepare_task(store, settings, task, docs, allow_files=allow_files)
+    params = {
+        "task": msgspec.to_builtins(prepared.task), "docs_id": prepared.docs_id, "task_hash": prepared.task_hash,
+        "dataset": prepared.dataset, "dataset_id": prepared.dataset_id, "candidates": list(candidates), "limit": limit,
+    }
+    return await enqueue(store, queue, settings, "eval", params, job_id=f"eval_{secrets.token_hex(8)}")
+
+
+# --- the model behind the runner -----------------------------------------------------------
+
+
+class BackendModel:
+    """The runner's `ModelBackend` over the service's generation backend.
+
+    Adapter names are candidate names registered with the backend. Requests go through
+    in one call, so an `InProcessBackend` batches every candidate together. The remote
+    backend only generates; asking it for log-likelihoods raises `InvalidInput`."""
+
+    #: The generation API refuses more stop strings; the runner cuts at the rest afterwards.
+    MAX_STOPS = 16
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+
+    def generate(self, requests: list[GenRequest]) -> list[str]:
+        from service.generation import GenerationParams, GenItem
+
+        items = []
+        for r in requests:
+            stops = list(dict.fromkeys(s for s in r.stop if s))[: self.MAX_STOPS]
+            params = GenerationParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature, stop=stops)
+            items.append(GenItem(model=r.adapter, prompt=r.prompt, params=params))
+        return [g.text for g in self.backend.generate(items)]
+
+    def _scorer(self, name: str):
+        fn = getattr(self.backend, name, None)
+        if fn is None:
+            raise InvalidInput(f"the {type(self.backend).__name__} cannot score log-likelihoods; multiple_choice and "
+                               "loglikelihood_rolling tasks need the in-process backend")
+        return fn
+
+    def loglikelihood(self, requests: list[tuple[str, str, str]]) -> list[tuple[float, bool]]:
+        from service.generation import LoglikelihoodItem
+
+        items = [LoglikelihoodItem(model=a, context=c, continuation=x) for a, c, x in requests]
+        return [(r.logprob, r.is_greedy) for r in self._scorer("loglikelihood")(items)]
+
+    def loglikelihood_rolling(self, requests: list[tuple[str, str]]) -> list[float]:
+        from service.generation import RollingItem
+
+        items = [RollingItem(model=a, text=t) for a, t in requests]
+        return [r.logprob for r in self._scorer("loglikelihood_rolling")(items)]
+
+
+_backends: dict[tuple, Any] = {}
+_backends_lock = threading.Lock()
+
+
+def shared_backend(settings: Settings) -> Any:
+    """One generation backend per worker process and configuration: a base loaded for one
+    eval stays loaded for the next."""
+    from service.generation import backend_from_settings
+
+    key = (settings.generation_url, settings.generation_api_key, settings.adapter_cache_size,
+           settings.max_new_tokens_cap)
+    with _backends_lock:
+        if key not in _backends:
+            _backends[key] = backend_from_settings(settings)
+        return _backends[key]
+
+
+# --- the job -------------------------------------------------------------------------------------
+
+
+def _number(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+def _clip(text: Any) -> Any:
+    return text[:_TEXT_KEPT] + "…" if isinstance(text, str) and len(text) > _TEXT_KEPT else text
+
+
+def worst_samples(result: EvalResult, metric: str, n: int = WORST_KEPT) -> list[dict[str, Any]]:
+    """The `n` samples that scored worst on `metric`, ties by document order.
+
+    A sample is judged by the metric's aggregate over that sample alone: per-sample
+    values of perplexities are log-likelihoods (higher is better) although the
+    aggregate is better lower, so the raw value would rank them backwards."""
+    from evaluators.metrics import AGGREGATIONS
+
+    spec = result.metrics[metric]
+    to_aggregate = AGGREGATIONS[spec.aggregation].from_ratio
+    sign = 1.0 if spec.higher_is_better else -1.0
+
+    def badness(s) -> tuple[float, int]:
+        alone = float(to_aggregate(s.scores[metric] / (s.weights.get(metric, 1.0) or 1.0)))
+        return (sign * alone if math.isfinite(alone) else -math.inf, s.doc_id)
+
+    ranked = sorted(result.samples, key=badness)[:n]
+    return [{"doc_id": s.doc_id, "doc_hash": s.doc_hash, "prompt": _clip(s.prompt),
+             "target": s.references[0] if len(s.references) == 1 else list(s.references),
+             "response": _clip(s.response), "scores": s.scores} for s in ranked]
+
+
+@job_handler("eval")
+def eval_job(ctx: JobContext) -> dict[str, Any]:
+    p = ctx.params
+    store = ctx.store
+    task = msgspec.convert(p["task"], TaskConfig)
+    docs = read_docs(ctx.settings, p["docs_id"])
+    candidates = [ctx.call(store.get_candidate(name)) for name in p["candidates"]]
+    bases = {c.base: ctx.call(store.get_base(c.base)) for c in candidates}
+    names = [c.name for c in candidates]
+    ctx.progress(0.0, f"loading {', '.join(names)} for {task.task}", done=0)
+    backend = shared_backend(ctx.settings)
+    if hasattr(backend, "register"):
+        for c in candidates:
+            backend.register(c.name, bases[c.base].path, c.adapter_dir)
+
+    def on_progress(done: int, total: int) -> None:
+        ctx.check_cancelled()  # raising here stops the runner between backend calls
+        ctx.progress(0.98 * done / total, f"{done}/{total} docs", done=done, total=total)
+
+    # Two backend batches' worth of rows per call: full batches, and progress between them.
+    batch = getattr(backend, "max_batch_size", 32)
+    started = time.perf_counter()
+    results = evaluate(task, docs, BackendModel(backend), names, p["limit"], on_progress,
+                       chunk_docs=max(1, 2 * batch // len(names)))
+    wall = time.perf_counter() - started
+    if ctx.cancelled():
+        raise JobCancelled("cancelled")
+    out = eval_dir(ctx.settings, ctx.job_id)
+    primary = task.metrics[0].metric
+    entries, cache_keys = [], {}
+    for c in candidates:
+        result = results[c.name]
+        base = bases[c.base]
+        sha = adapter_sha256(c.adapter_dir)
+        lineage = {
+            "candidate": c.name, "base": base.name, "base_path": base.path, "adapter": c.adapter_dir,
+            "adapter_sha256": sha, "train_dataset": c.dataset, "train_dataset_id": c.dataset_id, "run_id": c.run_id,
+        }
+        config_extra = {
+            "model_args": lineage, **lineage, "eval_id": ctx.job_id, "task_hash": p["task_hash"],
+            "dataset": p["dataset"], "dataset_id": p["dataset_id"], "backend": backend_label(ctx.settings),
+        }
+        folder = out / c.name
+        shutil.rmtree(folder, ignore_errors=True)  # a redelivered job rewrites, never adds
+        results_path, samples_path = result.write(folder, config_extra)
+        metrics = {name: MetricScore(_number(m.value), _number(m.stderr), m.higher_is_better)
+                   for name, m in result.metrics.items()}
+        entries.append(EvalCandidate(
+            name=c.name, base=base.name, base_path=base.path, adapter_dir=c.adapter_dir, adapter_sha256=sha,
+            train_dataset=c.dataset, train_dataset_id=c.dataset_id, run_id=c.run_id, metrics=metrics,
+            results_path=str(results_path), samples_path=str(samples_path), worst=worst_samples(result, primary),
+        ))
+        cache_keys[c.name] = eval_cache_key(ctx.settings, c, p["task_hash"], p["limit"])
+    first = results[names[0]]
+    record = EvalRecord(
+        id=ctx.job_id, task=task.task, task_hash=p["task_hash"], task_config=p["task"], dataset=p["dataset"],
+        dataset_id=p["dataset_id"], docs_id=p["docs_id"], primary_metric=primary, limit=p["limit"],
+        n_docs=first.n_effective, n_original=first.n_original, candidates=entries, backend=backend_label(ctx.settings),
+        wall_s=wall, samples_per_s=first.n_effective * len(names) / wall if wall > 0 else 0.0, created_at=time.time(),
+    )
+    ctx.call(store.add_eval(record, cache_keys))
+    return {"eval_id": record.id, "task": record.task, "n_docs": record.n_docs, "samples_per_s": record.samples_per_s,
+            "scores": {e.name: {m: s.value for m, s in e.metrics.items()} for e in entries}}

@@ -1,0 +1,329 @@
+"""Benchmarks and the regression gate, end to end: eval jobs over real HTTP, `arena eval`,
+`arena check` and `arena task` as subprocesses on a real Redis, and the proof that the
+gate fails a candidate trained on corrupted data and passes one retrained identically.
+
+Three tiny LoRAs are trained once per module on the cached `tiny_base` ("second word"
+questions answered "The second word is X."): `good`; `bad`, trained with the same seed
+on the same prompts whose answers were corrupted into "I do not know."; and `same`,
+`good` retrained with the same seed and data. The base is too small to learn the rule,
+but it learns the answer's form, so `good` scores a clearly non-zero ROUGE-L on the
+held-out questions and `bad` none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from evaluators.runner import evaluate
+from evaluators.tasks import TaskConfig, load_task
+from service import datasets
+from service.domain import BaseModel, Candidate
+from service.errors import InvalidInput
+from service.evals import BackendModel
+from service.models.corpus import word_task
+from service.store import SyncStore
+from tests.redis_fixtures import LiveServer, settings_env
+
+TEST_FRACTION, SPLIT_SEED = 0.25, 0
+
+
+def _jsonl(rows) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+@pytest.fixture(scope="module")
+def word_data() -> dict[str, bytes]:
+    questions = [r.messages[0].content for r in word_task("second_word", 96, seed=3)]
+    answers = [r.answer for r in word_task("second_word", 96, seed=3)]
+    good = [{"prompt": q, "completion": f"The second word is {a}."} for q, a in zip(questions, answers)]
+    bad = [{"prompt": q, "completion": "I do not know."} for q in questions]
+    return {"good": _jsonl(good), "bad": _jsonl(bad)}
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_base, word_data, tmp_path_factory) -> dict[str, str]:
+    """{"good", "bad", "same"} → adapter directories, trained on the records outside the
+    held-out split the tests register (the same split `arena data split` would make)."""
+    from service.training import TrainConfig, train_adapter
+
+    out = tmp_path_factory.mktemp("eval_adapters")
+    config = TrainConfig(epochs=8, batch_size=8, lr=5e-3, eval_fraction=0.0, logging_steps=20, seed=0)
+    result = {}
+    for name, data in (("good", "good"), ("bad", "bad"), ("same", "good")):
+        parsed = datasets.parse_dataset(word_data[data], "words.jsonl")
+        split = datasets.make_split(len(parsed.records), TEST_FRACTION, SPLIT_SEED)
+        train = [parsed.records[i] for i in split.train_indices(len(parsed.records))]
+        result[name] = train_adapter(tiny_base, train, config, out / name).adapter_dir
+    return result
+
+
+@pytest.fixture
+def store(settings):
+    s = SyncStore(settings.redis_url, settings.key_prefix)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def arena_setup(settings, store, tiny_base, word_data, adapters):
+    """Base `tiny`, datasets `words` and `wordsbad` with their splits, candidates good/bad/same."""
+    store.put_base(BaseModel(name="tiny", path=str(tiny_base), source="test", created_at=time.time()))
+    versions = {}
+    for name, data in (("words", "good"), ("wordsbad", "bad")):
+        dsv, _ = store._run(datasets.add_dataset(store.store, settings.data_dir, word_data[data], name=name,
+                                                 filename=f"{name}.jsonl"))
+        versions[name] = store.set_dataset_split(dsv, datasets.make_split(dsv.record_count, TEST_FRACTION, SPLIT_SEED))
+    for name, dataset in (("good", "words"), ("bad", "wordsbad"), ("same", "words")):
+        dsv = versions[dataset]
+        store.add_candidate(Candidate(name=name, base="tiny", dataset=dsv.ref, dataset_id=dsv.id, run_id=f"run_{name}",
+                                      adapter_dir=adapters[name], config={}, metrics={}, created_at=time.time()))
+    return versions
+
+
+TASK = {
+    "task": "words",
+    "dataset": "words@1:test",
+    "output_type": "generate_until",
+    "doc_to_text": "{{prompt}}",
+    "doc_to_target": "{{answer}}",
+    "generation_kwargs": {"until": ["</s>", "\n User:"], "max_gen_toks": 16},
+    "metric_list": [{"metric": "rouge_l"}, {"metric": "exact_match"}],
+}
+
+
+def write_task(path: Path, **changes) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump({**TASK, **changes}, sort_keys=False))
+    return path
+
+
+def arena(settings, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = settings_env(settings)
+    env["PYTHONPATH"] = os.getcwd()
+    return subprocess.run([sys.executable, "-m", "service.cli.__main__", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=300)
+
+
+def wait_for_eval(client, eval_id: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = client.get(f"/api/evals/{eval_id}").json()
+        if view["status"] in ("succeeded", "failed", "cancelled"):
+            return view
+        time.sleep(0.2)
+    raise AssertionError(f"eval {eval_id} still {view['status']} after {timeout}s")
+
+
+# --- the API -----------------------------------------------------------------------------------
+
+
+def test_eval_over_http_runs_as_a_job_with_lineage_and_lm_eval_results(settings, arena_setup, tiny_base, adapters):
+    server = LiveServer(settings, worker=True).start()
+    try:
+        admin, anon = server.client(admin=True), server.client()
+        assert anon.post("/api/evals", json={"candidates": ["good"], "task": TASK}).status_code == 401
+
+        bad_yaml = admin.post("/api/evals", json={"candidates": ["good"], "task": "task: words\ndataset: [oops\n"})
+        assert bad_yaml.status_code == 400 and bad_yaml.json()["detail"].startswith("task:") \
+            and "invalid YAML" in bad_yaml.json()["detail"]
+        bad_template = admin.post("/api/evals", json={"candidates": ["good"], "task": {**TASK, "doc_to_text": "{{ prompt"}})
+        assert bad_template.status_code == 400 and "field 'doc_to_text'" in bad_template.json()["detail"]
+        no_field = admin.post("/api/evals", json={"candidates": ["good"], "task": {**TASK, "doc_to_text": "{{ nope }}"}})
+        assert no_field.status_code == 400 and "'nope' is undefined" in no_field.json()["detail"]
+        unknown = admin.post("/api/evals", json={"candidates": ["good", "nobody"], "task": TASK})
+        assert unknown.status_code == 404 and "known: bad, good, same" in unknown.json()["detail"]
+        include = admin.post("/api/evals", json={"candidates": ["good"], "task": "task: w\ninclude: /etc/passwd\n"})
+        assert include.status_code == 400 and "field 'include'" in include.json()["detail"]
+        file_path = admin.post("/api/evals", json={"candidates": ["good"], "task": {**TASK, "dataset": "/etc/x.jsonl"}})
+        assert file_path.status_code == 400 and "does not read" in file_path.json()["detail"]
+
+        started = admin.post("/api/evals", json={"candidates": "good,bad", "task": TASK, "limit": 12})
+        assert started.status_code == 202, started.text
+        eval_id = started.json()["id"]
+        view = wait_for_eval(anon, eval_id)
+        assert view["status"] == "succeeded", view
+        dsv = arena_setup["words"]
+        assert (view["dataset"], view["dataset_id"], view["n_docs"], view["n_original"]) == ("words@1:test", dsv.id, 12, 24)
+        good, bad = view["candidates"]
+        sha = hashlib.sha256((Path(adapters["good"]) / "adapter_model.safetensors").read_bytes()).hexdigest()
+        assert (good["name"], good["base"], good["adapter_sha256"], good["train_dataset"]) == ("good", "tiny", sha, "words@1")
+        assert good["metrics"]["rouge_l"]["value"] > 0.1 and good["metrics"]["rouge_l"]["stderr"] > 0
+        assert bad["metrics"]["rouge_l"]["value"] < good["metrics"]["rouge_l"]["value"]
+
+        results = json.loads(Path(good["results_path"]).read_text())
+        entry = results["results"]["words"]
+        assert entry["rouge_l,none"] == pytest.approx(good["metrics"]["rouge_l"]["value"])
+        assert "rouge_l_stderr,none" in entry and "exact_match_stderr,none" in entry
+        assert results["n-samples"]["words"] == {"original": 24, "effective": 12}
+        assert results["versions"]["words"] == 1.0 and "words" in results["configs"]
+        config = results["config"]
+        assert (config["base"], config["adapter_sha256"], config["dataset"], config["dataset_id"]) == \
+            ("tiny", sha, "words@1:test", dsv.id)
+        assert config["task_hash"] == view["task_hash"]
+        rows = [json.loads(line) for line in Path(good["samples_path"]).read_text().splitlines()]
+        assert len(rows) == 12
+        assert {"doc_id", "doc_hash", "prompt", "target", "response", "rouge_l", "exact_match"} <= rows[0].keys()
+        assert rows[0]["prompt"].startswith("User:Which word comes second in:") and rows[0]["target"].startswith("The second")
+
+        assert eval_id in [e["id"] for e in anon.get("/api/candidates/good/evals").json()]
+        assert eval_id in [e["id"] for e in anon.get("/api/evals").json()]
+        assert anon.get("/api/candidates/nobody/evals").status_code == 404
+        assert anon.get("/api/evals/eval_0000000000000000").status_code == 404
+        page = anon.get(f"/evals/{eval_id}")
+        assert page.status_code == 200
+        assert f"{good['metrics']['rouge_l']['value']:.4f}" in page.text and "± " in page.text
+        assert "Worst samples: bad" in page.text and sha[:16] in page.text
+
+        # Documents sent inline; what they contain is shown escaped on the page.
+        docs = [{"q": "<script>alert(1)</script> Which word comes second in: cat dog?", "a": "dog"},
+                {"q": "Which word comes second in: red box?", "a": "box"}]
+        inline = {**TASK, "dataset": "inline.jsonl", "doc_to_text": "User:{{q}}</s>\n Assistant:", "doc_to_target": "{{a}}"}
+        started = admin.post("/api/evals", json={"candidates": ["same"], "task": inline, "docs": docs})
+        assert started.status_code == 202, started.text
+        assert wait_for_eval(anon, started.json()["id"])["status"] == "succeeded"
+        page = anon.get(f"/evals/{started.json()['id']}").text
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert" not in page
+    finally:
+        server.stop()
+
+
+# --- the gate ----------------------------------------------------------------------------------
+
+
+def test_check_fails_the_candidate_trained_on_corrupted_data_and_passes_the_identical_one(
+        settings, arena_setup, tmp_path):
+    task = write_task(tmp_path / "words.yaml")
+    equal = arena(settings, "check", "--baseline", "good", "--candidate", "same", "--task", str(task),
+                  "--junit", "equal.xml", "--json", "equal.json", cwd=tmp_path)
+    assert equal.returncode == 0, equal.stderr
+    assert "PASS" in equal.stdout
+    verdict = json.loads((tmp_path / "equal.json").read_text())["verdicts"][0]
+    assert (verdict["status"], verdict["metric"], verdict["diff"], verdict["n_paired"]) == ("pass", "rouge_l", 0.0, 24)
+    assert verdict["baseline"] > 0.1  # a real score, not two empty runs
+    assert 'failures="0"' in (tmp_path / "equal.xml").read_text()
+
+    worse = arena(settings, "check", "--baseline", "good", "--candidate", "bad", "--task", str(task),
+                  "--junit", "worse.xml", "--json", cwd=tmp_path)
+    assert worse.returncode == 1, worse.stderr
+    assert "words: good from cached eval" in worse.stderr  # only `bad` was evaluated again
+    report = json.loads(worse.stdout)
+    verdict = report["verdicts"][0]
+    assert report["status"] == "regression" and verdict["status"] == "regression"
+    assert verdict["diff"] < -0.1 and verdict["ci_high"] < 0 and verdict["significant_decrease"] is True
+    junit = (tmp_path / "worse.xml").read_text()
+    assert 'failures="1"' in junit and 'type="regression"' in junit
+
+
+def test_check_says_why_it_cannot_run_and_judges_an_lm_eval_directory(settings, arena_setup, tmp_path):
+    task = write_task(tmp_path / "words.yaml")
+
+    def check(*args):
+        return arena(settings, "check", "--task", str(task), *args, cwd=tmp_path)
+
+    unknown = check("--baseline", "good", "--candidate", "nobody")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip().splitlines() == ["error: no candidate named 'nobody'; known: bad, good, same"]
+    broken = arena(settings, "check", "--baseline", "good", "--candidate", "same", "--task",
+                   str(write_task(tmp_path / "broken.yaml", metric_list=[{"metric": "exact_mach"}])), cwd=tmp_path)
+    assert broken.returncode == 2 and "field 'metric_list[0].metric'" in broken.stderr and "exact_match" in broken.stderr
+
+    # An lm-eval output directory as the baseline: here our own eval of `good`, which is
+    # written in lm-eval's layout; `same` comes from the same eval's cache.
+    ran = arena(settings, "eval", "--candidate", "good,same", "--task", str(task), "--limit", "8", "--json",
+                cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    record = json.loads(ran.stdout[ran.stdout.index("{"):])
+    assert record["n_docs"] == 8 and [c["name"] for c in record["candidates"]] == ["good", "same"]
+    baseline_dir = Path(record["candidates"][0]["results_path"]).parent
+    judged = check("--baseline", str(baseline_dir), "--candidate", "same", "--limit", "8")
+    assert judged.returncode == 0, judged.stdout + judged.stderr
+    assert "PASS" in judged.stdout and f"same from cached eval {record['id']}" in judged.stderr
+
+    # The same task name over other documents: nothing pairs.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "results_2026-01-01T00-00-00.json").write_text(json.dumps(
+        {"results": {"words": {"rouge_l,none": 0.5}}, "higher_is_better": {"words": {"rouge_l": True}}}))
+    (other / "samples_words_2026-01-01T00-00-00.jsonl").write_text(
+        "".join(json.dumps({"doc_id": i, "doc_hash": f"h{i}", "rouge_l": 0.5}) + "\n" for i in range(5)))
+    unpaired = check("--baseline", str(other), "--candidate", "same", "--limit", "8")
+    assert unpaired.returncode == 2
+    assert "no items scored by both runs" in unpaired.stdout
+    assert unpaired.stderr.strip().splitlines()[-1].startswith("error: words: rouge_l: no items scored by both runs")
+
+
+# --- the CLI's task commands -----------------------------------------------------------------------
+
+
+def test_task_from_data_export_and_validate(settings, arena_setup, tmp_path):
+    made = arena(settings, "task", "from-data", "words", "--out", "words.yaml", "--metrics", "rouge_l,exact_match",
+                 cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert "24 documents" in made.stdout
+    task = load_task(tmp_path / "words.yaml")
+    assert task.dataset == "words@1:test" and [m.metric for m in task.metrics] == ["rouge_l", "exact_match"]
+
+    exported = arena(settings, "task", "export", "words.yaml", "--format", "lm-eval", "--out", "lm", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert "lm-eval lacks rouge_l" in exported.stdout
+    docs = [json.loads(line) for line in (tmp_path / "lm" / "words.jsonl").read_text().splitlines()]
+    assert len(docs) == 24 and docs[0]["prompt"].endswith("Assistant:") and docs[0]["answer"].startswith("The second")
+    again = load_task(tmp_path / "lm" / "words.yaml")  # our loader reads lm-eval's spelling back
+    assert [m.metric for m in again.metrics] == ["rouge_l", "exact_match"]
+
+    ok = arena(settings, "task", "validate", "words.yaml", cwd=tmp_path)
+    assert ok.returncode == 0 and ok.stdout.startswith("ok: task words: 24 documents")
+    (tmp_path / "bad.yaml").write_text("task: words\ndataset: words@1:test\ndoc_to_target: '{{answer}'\n")
+    bad = arena(settings, "task", "validate", "bad.yaml", cwd=tmp_path)
+    assert bad.returncode == 1
+    assert "bad.yaml:3: field 'doc_to_target': template syntax error" in bad.stderr
+    missing = arena(settings, "task", "from-data", "words@7", cwd=tmp_path)
+    assert missing.returncode == 1 and "versions 1..1, not 7" in missing.stderr
+
+
+# --- the runner's model over the generation backend ----------------------------------------------
+
+
+def test_backend_model_scores_choices_and_text_like_the_reference_backend(tiny_base, adapters):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from evaluators.hf_backend import HFBackend
+    from service.generation import InProcessBackend
+
+    backend = InProcessBackend(device="cpu")
+    backend.register("good", tiny_base, adapters["good"])
+    backend.register("bad", tiny_base, adapters["bad"])
+    reference_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base), adapters["good"],
+                                                adapter_name="good")
+    reference_model.load_adapter(adapters["bad"], adapter_name="bad")
+    reference = HFBackend(reference_model, AutoTokenizer.from_pretrained(tiny_base))
+    docs = [{"q": "Which word comes second in: cat dog bird?", "choices": ["cat", "dog", "bird"], "gold": 1},
+            {"q": "Which word comes second in: red box?", "choices": ["The second word is box.", "I do not know."],
+             "gold": 0}]
+    choice = TaskConfig(task="choice", dataset="x.jsonl", output_type="multiple_choice",
+                        doc_to_text="User:{{q}}</s>\n Assistant:", doc_to_choice="choices", doc_to_target="gold")
+    rolling = TaskConfig(task="text", dataset="x.jsonl", output_type="loglikelihood_rolling", doc_to_target="{{q}}")
+    for task in (choice, rolling):
+        ours = evaluate(task, docs, BackendModel(backend), ["good", "bad"])
+        theirs = evaluate(task, docs, reference, ["good", "bad"])
+        for name in ("good", "bad"):
+            for a, b in zip(ours[name].samples, theirs[name].samples):
+                assert a.response == b.response
+                assert a.scores == pytest.approx(b.scores, rel=1e-4)
+
+    class GenerateOnly:
+        def generate(self, items):
+            return []
+
+    with pytest.raises(InvalidInput, match="cannot score log-likelihoods"):
+        BackendModel(GenerateOnly()).loglikelihood([("good", "a", "b")])
