@@ -16,6 +16,7 @@ import click
 
 # name -> (module, attribute, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "demo": ("service.cli.demo", "demo_cmd", "Run the whole curation loop on synthetic data with planted defects, offline."),
     "config": ("service.cli.core", "config_cmd", "Print the effective settings (ARENA_* and REDIS_URL)."),
     "serve": ("service.cli.core", "serve_cmd", "Run the HTTP service (and, by default in embedded mode, a worker)."),
     "worker": ("service.cli.core", "worker_cmd", "Run a job worker on the queue."),
@@ -25,9 +26,20 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "candidates": ("service.cli.models", "candidates_cmd", "List candidates (trained adapters) with lineage and metrics."),
     "train": ("service.cli.train", "train_cmd", "Train a LoRA candidate (or a --sweep of them) as a job."),
     "runs": ("service.cli.train", "runs_cmd", "List, show and cancel training runs."),
+    "eval": ("service.cli.evals", "eval_cmd", "Run a benchmark task on one or more candidates, as a job."),
+    "evals": ("service.cli.evals", "evals_cmd", "List and show finished evals."),
+    "check": ("service.cli.evals", "check_cmd", "Regression gate: candidate vs baseline on paired samples (exit 0/1/2)."),
+    "task": ("service.cli.evals", "task_cmd", "Derive a task from a dataset, export it for lm-eval, validate it."),
+    "compare": ("service.cli.compare", "compare_cmd", "Answers of several candidates to one prompt, side by side."),
     "trace": ("service.cli.traces", "trace_cmd", "Trace failures to the training records that caused them; write the report."),
     "curate": ("service.cli.traces", "curate_cmd", "Write the next round's dataset from a report (drop flagged records, coreset)."),
     "ratings": ("service.cli.ratings", "ratings_cmd", "Leaderboard (Bradley–Terry + bootstrap CIs, Elo) from a battles file."),
+    "prompts": ("service.cli.arena", "prompts_cmd", "The arena's prompt pool: add from a file, a dataset's held-out split or a task."),
+    "activate": ("service.cli.arena", "activate_cmd", "Mark candidates as competing in the arena."),
+    "deactivate": ("service.cli.arena", "deactivate_cmd", "Stop candidates from being matched in new battles."),
+    "battles": ("service.cli.arena", "battles_cmd", "Export or import every vote in FastChat's battle format."),
+    "reviewers": ("service.cli.arena", "reviewers_cmd", "Invite reviewers; exclude (or re-include) one's votes."),
+    "judge": ("service.cli.arena", "judge_cmd", "LLM or reference judge: candidates pairwise, both orders, as a job."),
 }
 
 

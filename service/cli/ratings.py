@@ -129,6 +129,16 @@ def fit_cmd(
             click.echo(f"wrote {plot_path}")
 
 
+@ratings_cmd.command("rebuild")
+def rebuild_cmd() -> None:
+    """Recount the service's human and judge pair counts from the votes log (skipping excluded reviewers)."""
+    from service.cli.common import open_store
+
+    with open_store() as store:
+        counted = store.rebuild_pair_counts()
+    click.echo(f"rebuilt from the log: {counted['human']} human votes, {counted['judge']} judge verdicts counted")
+
+
 def _parse_anchor(text: str | None) -> tuple[str, float] | None:
     if text is None:
         return None

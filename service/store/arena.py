@@ -5,10 +5,15 @@ schema plus our fields) and counted into its board's pair counts in ONE Lua call
 also enforces "first vote wins" and the reviewer's rate limit: no vote can be logged
 without being counted, or counted twice. `rebuild_pair_counts` recomputes the counts
 from the log (skipping excluded reviewers) and swaps them in atomically.
+
+Each stream entry holds the vote JSON (`v`) and, for the rebuild, its count field (`c`),
+board (`b`) and reviewer (`r`): votes logged while a rebuild scans the log are counted
+by the rebuild's final Lua step from those fields, so none is lost.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -21,7 +26,7 @@ _enc = msgspec.json.Encoder()
 SEP = "\x1f"
 
 # KEYS: battle, voted flag, stream, board counts, rate counter
-# ARGV: vote JSON, count field, voted-flag TTL, rate limit (0 = none), rate window (s)
+# ARGV: vote JSON, count field, voted-flag TTL, rate limit (0 = none), rate window (s), board, reviewer
 _VOTE_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, ''} end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {-2, redis.call('GET', KEYS[2])} end
@@ -31,17 +36,77 @@ if limit > 0 then
   if n == 1 then redis.call('EXPIRE', KEYS[5], tonumber(ARGV[5])) end
   if n > limit then return {-3, tostring(redis.call('TTL', KEYS[5]))} end
 end
-local id = redis.call('XADD', KEYS[3], '*', 'v', ARGV[1])
+local id = redis.call('XADD', KEYS[3], '*', 'v', ARGV[1], 'c', ARGV[2], 'b', ARGV[6], 'r', ARGV[7])
 redis.call('SET', KEYS[2], id, 'EX', tonumber(ARGV[3]))
 redis.call('HINCRBY', KEYS[4], ARGV[2], 1)
 return {1, id}
 """
 
-# KEYS: stream, board counts; ARGV: vote JSON, count field
+# A vote on a battle stored with its vote template (`put_battle(..., vote_base=...)`): the
+# same checks and writes as _VOTE_LUA, but the vote record is assembled here from the
+# battle's static part and the vote's own fields, so a vote costs one round trip.
+# KEYS: battle, voted flag, stream, board counts, rate counter
+# ARGV: choice, vote fields JSON, tstamp, voted-flag TTL, rate limit, rate window, board, reviewer
+_BATTLE_VOTE_LUA = """
+local b = redis.call('HMGET', KEYS[1], 'vote_base', 'created_at', 'model_a', 'model_b', 'count:' .. ARGV[1])
+if not b[1] or not b[5] then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, ''} end
+  return {-4, ''}
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {-2, redis.call('GET', KEYS[2])} end
+local limit = tonumber(ARGV[5])
+if limit > 0 then
+  local n = redis.call('INCR', KEYS[5])
+  if n == 1 then redis.call('EXPIRE', KEYS[5], tonumber(ARGV[6])) end
+  if n > limit then return {-3, tostring(redis.call('TTL', KEYS[5]))} end
+end
+local waited = math.max(0, tonumber(ARGV[3]) - tonumber(b[2]))
+local vote = string.sub(b[1], 1, -2) .. ',' .. string.sub(ARGV[2], 2, -2) .. ',"time_to_vote_s":' .. string.format('%.3f', waited) .. '}'
+local id = redis.call('XADD', KEYS[3], '*', 'v', vote, 'c', b[5], 'b', ARGV[7], 'r', ARGV[8])
+redis.call('SET', KEYS[2], id, 'EX', tonumber(ARGV[4]))
+redis.call('HINCRBY', KEYS[4], b[5], 1)
+return {1, id, b[3], b[4]}
+"""
+
+# KEYS: stream, board counts; ARGV: vote JSON, count field, board, reviewer
 _OBSERVATION_LUA = """
-local id = redis.call('XADD', KEYS[1], '*', 'v', ARGV[1])
+local id = redis.call('XADD', KEYS[1], '*', 'v', ARGV[1], 'c', ARGV[2], 'b', ARGV[3], 'r', ARGV[4])
 redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
 return id
+"""
+
+# The rebuild's last step: count the log's tail (entries after the scanned id) into the
+# rebuilt hashes, then swap them in, in one atomic call.
+# KEYS: stream, then (counts, rebuilt) per board
+# ARGV: last scanned id ('' when none), number of boards, the boards, the excluded reviewers
+_REBUILD_FINISH_LUA = """
+local nb = tonumber(ARGV[2])
+local board_index = {}
+for i = 1, nb do board_index[ARGV[2 + i]] = i end
+local excluded = {}
+for i = 3 + nb, #ARGV do excluded[ARGV[i]] = true end
+local start = '-'
+if ARGV[1] ~= '' then start = '(' .. ARGV[1] end
+local tail = redis.call('XRANGE', KEYS[1], start, '+')
+local counted = {}
+for i = 1, nb do counted[i] = 0 end
+for _, entry in ipairs(tail) do
+  local f = {}
+  for k = 1, #entry[2], 2 do f[entry[2][k]] = entry[2][k + 1] end
+  local bi = board_index[f['b'] or 'human']
+  if bi and f['c'] and not excluded[f['r'] or ''] then
+    redis.call('HINCRBY', KEYS[1 + 2 * bi], f['c'], 1)
+    counted[bi] = counted[bi] + 1
+  end
+end
+for i = 1, nb do
+  if redis.call('EXISTS', KEYS[1 + 2 * i]) == 1 then
+    redis.call('RENAME', KEYS[1 + 2 * i], KEYS[2 * i])
+  else
+    redis.call('DEL', KEYS[2 * i])
+  end
+end
+return counted
 """
 
 WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
@@ -80,14 +145,29 @@ class ArenaStore:
     keys: object
     _vote_script = None
     _obs_script = None
+    _rebuild_script = None
+    _battle_vote_script = None
 
     # --- battles -------------------------------------------------------------------------
 
-    async def put_battle(self, battle_id: str, battle: dict[str, Any], ttl_s: int) -> None:
-        await self.redis.set(self.keys.battle(battle_id), _enc.encode(battle), ex=ttl_s)
+    async def put_battle(self, battle_id: str, battle: dict[str, Any], ttl_s: int, *, vote_base: dict[str, Any] | None = None) -> None:
+        """Store a battle for `ttl_s` seconds. With `vote_base` (the static fields of a vote
+        on it, including `model_a`/`model_b`) and `battle["created_at"]`, it can take
+        `record_battle_vote`, which needs one round trip."""
+        mapping: dict[str, Any] = {"json": _enc.encode(battle)}
+        if vote_base is not None:
+            mapping.update(vote_base=_enc.encode(vote_base), created_at=repr(float(battle["created_at"])),
+                           model_a=vote_base["model_a"], model_b=vote_base["model_b"])
+            for choice, winner in (("a", "model_a"), ("b", "model_b"), ("tie", "tie"), ("both_bad", "tie (bothbad)")):
+                mapping[f"count:{choice}"] = count_field(vote_base["model_a"], vote_base["model_b"], winner)
+        key = self.keys.battle(battle_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=mapping)
+            pipe.expire(key, ttl_s)
+            await pipe.execute()
 
     async def get_battle(self, battle_id: str) -> dict[str, Any]:
-        raw = await self.redis.get(self.keys.battle(battle_id))
+        raw = await self.redis.hget(self.keys.battle(battle_id), "json")
         if raw is None:
             raise NotFound("no such battle (unknown id, or it expired)")
         return msgspec.json.decode(raw)
@@ -110,7 +190,7 @@ class ArenaStore:
         rate_key = self.keys.reviewer_rate(reviewer or "anonymous")
         status, value = await self._vote_script(
             keys=[self.keys.battle(battle_id), self.keys.battle_voted(battle_id), self.keys.votes, self.keys.board_counts(board), rate_key],
-            args=[_enc.encode({**vote, "board": board}), field, voted_ttl_s, rate_limit, rate_window_s],
+            args=[_enc.encode({**vote, "board": board}), field, voted_ttl_s, rate_limit, rate_window_s, board, vote.get("reviewer") or ""],
         )
         value = value.decode() if isinstance(value, bytes) else str(value)
         if status == -1:
@@ -121,13 +201,62 @@ class ArenaStore:
             raise RateLimited(f"too many votes: the limit is {rate_limit} per {rate_window_s} s; try again in {value} s")
         return value
 
+    async def record_battle_vote(self, battle_id: str, choice: str, fields: dict[str, Any], *, board: str = "human",
+                                 reviewer: str | None = None, rate_limit: int = 0, rate_window_s: int = 60,
+                                 voted_ttl_s: int = 30 * 86400) -> tuple[str, str, str]:
+        """`record_vote` for a battle stored with `vote_base`: the logged vote is its vote
+        base + `fields` (which must hold `tstamp`) + `time_to_vote_s`. `choice` is "a", "b",
+        "tie" or "both_bad". Returns (stream id, model_a, model_b); raises as `record_vote`."""
+        if self._battle_vote_script is None:
+            self._battle_vote_script = self.redis.register_script(_BATTLE_VOTE_LUA)
+        if choice not in ("a", "b", "tie", "both_bad"):
+            raise InvalidInput(f"choice {choice!r}: expected one of a, b, tie, both_bad")
+        result = await self._battle_vote_script(
+            keys=[self.keys.battle(battle_id), self.keys.battle_voted(battle_id), self.keys.votes, self.keys.board_counts(board),
+                  self.keys.reviewer_rate(reviewer or "anonymous")],
+            args=[choice, _enc.encode({**fields, "board": board}), repr(float(fields["tstamp"])), voted_ttl_s, rate_limit,
+                  rate_window_s, board, reviewer or ""],
+        )
+        status = result[0]
+        value = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
+        if status == -1:
+            raise NotFound("no such battle (unknown id, or it expired)")
+        if status == -2:
+            raise Conflict("this battle already has a vote; the first vote counts")
+        if status == -3:
+            raise RateLimited(f"too many votes: the limit is {rate_limit} per {rate_window_s} s; try again in {value} s")
+        if status == -4:
+            raise InvalidInput("this battle was stored without its vote template; vote with record_vote")
+        return value, result[2].decode(), result[3].decode()
+
     async def record_observation(self, vote: dict[str, Any], *, board: str) -> str:
         """Log and count one vote that has no battle (e.g. an LLM judge's verdict, an import)."""
         if self._obs_script is None:
             self._obs_script = self.redis.register_script(_OBSERVATION_LUA)
         field = count_field(vote["model_a"], vote["model_b"], vote["winner"])
-        raw = await self._obs_script(keys=[self.keys.votes, self.keys.board_counts(board)], args=[_enc.encode({**vote, "board": board}), field])
+        raw = await self._obs_script(
+            keys=[self.keys.votes, self.keys.board_counts(board)],
+            args=[_enc.encode({**vote, "board": board}), field, board, vote.get("reviewer") or ""],
+        )
         return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    async def record_observations(self, votes: list[dict[str, Any]], *, board: str, batch: int = 1000) -> int:
+        """`record_observation` for many votes (an import), pipelined; each vote is still
+        logged and counted atomically. Every vote is validated before any is written.
+        Returns how many were recorded."""
+        if self._obs_script is None:
+            self._obs_script = self.redis.register_script(_OBSERVATION_LUA)
+        fields = [count_field(v["model_a"], v["model_b"], v["winner"]) for v in votes]
+        for start in range(0, len(votes), batch):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for vote, field in zip(votes[start : start + batch], fields[start : start + batch]):
+                    await self._obs_script(
+                        keys=[self.keys.votes, self.keys.board_counts(board)],
+                        args=[_enc.encode({**vote, "board": board}), field, board, vote.get("reviewer") or ""],
+                        client=pipe,
+                    )
+                await pipe.execute()
+        return len(votes)
 
     async def pair_counts(self, board: str) -> dict[tuple[str, str], list[int]]:
         """{(lo, hi): [wins_lo, wins_hi, ties, bothbad]} for a board ("human" or "judge")."""
@@ -146,16 +275,25 @@ class ArenaStore:
                 yield entry_id.decode(), msgspec.json.decode(fields[b"v"])
             start = entries[-1][0].decode()
 
+    async def read_votes_raw(self, after: str = "", count: int = 10000) -> list[tuple[str, bytes]]:
+        """Up to `count` logged votes after stream id `after` ('' = from the start), as
+        (stream id, vote JSON bytes): for readers that decode into their own types."""
+        entries = await self.redis.xrange(self.keys.votes, min=f"({after}" if after else "-", max="+", count=count)
+        return [(entry_id.decode(), fields[b"v"]) for entry_id, fields in entries]
+
     async def vote_count(self) -> int:
         return int(await self.redis.xlen(self.keys.votes))
 
     async def rebuild_pair_counts(self, boards: Iterable[str] = ("human", "judge")) -> dict[str, int]:
         """Recompute every board's counts from the log, skipping excluded reviewers, and swap
         them in atomically. Returns votes counted per board."""
+        boards = list(boards)
         excluded = {r.decode() for r in await self.redis.smembers(self.keys.excluded_reviewers)}
         fields: dict[str, dict[str, int]] = {b: {} for b in boards}
         counted = {b: 0 for b in boards}
-        async for _, vote in self.iter_votes():
+        last = ""
+        async for entry_id, vote in self.iter_votes():
+            last = entry_id
             board = vote.get("board", "human")
             if board not in fields or vote.get("reviewer") in excluded:
                 continue
@@ -163,15 +301,19 @@ class ArenaStore:
             fields[board][field] = fields[board].get(field, 0) + 1
             counted[board] += 1
         stamp = f"{time.time_ns()}"
-        async with self.redis.pipeline(transaction=True) as pipe:
+        rebuilt = {b: f"{self.keys.board_counts(b)}:rebuild:{stamp}" for b in boards}
+        async with self.redis.pipeline(transaction=False) as pipe:
             for board, values in fields.items():
-                tmp = f"{self.keys.board_counts(board)}:rebuild:{stamp}"
                 if values:
-                    pipe.hset(tmp, mapping=values)
-                    pipe.rename(tmp, self.keys.board_counts(board))
-                else:
-                    pipe.delete(self.keys.board_counts(board))
+                    pipe.hset(rebuilt[board], mapping=values)
+                    pipe.expire(rebuilt[board], 3600)  # never left behind by a crash
             await pipe.execute()
+        if self._rebuild_script is None:
+            self._rebuild_script = self.redis.register_script(_REBUILD_FINISH_LUA)
+        keys = [self.keys.votes] + [k for b in boards for k in (self.keys.board_counts(b), rebuilt[b])]
+        tail = await self._rebuild_script(keys=keys, args=[last, len(boards), *boards, *sorted(excluded)])
+        for board, extra in zip(boards, tail):
+            counted[board] += int(extra)
         return counted
 
     # --- reviewers -----------------------------------------------------------------------
@@ -182,6 +324,15 @@ class ArenaStore:
     async def reviewer_for_token(self, token_hash: str) -> str | None:
         raw = await self.redis.hget(self.keys.reviewer_tokens, token_hash)
         return raw.decode() if raw else None
+
+    async def invited_reviewers(self) -> list[str]:
+        """Reviewers who hold an invite token, sorted (one name may hold several tokens)."""
+        return sorted({r.decode() for r in await self.redis.hvals(self.keys.reviewer_tokens)})
+
+    async def reviewer_secret(self) -> bytes:
+        """The key that signs anonymous reviewer cookies: made once, then shared by every process."""
+        await self.redis.set(self.keys.reviewer_secret, secrets.token_bytes(32), nx=True)
+        return bytes(await self.redis.get(self.keys.reviewer_secret))
 
     async def exclude_reviewer(self, reviewer: str) -> None:
         await self.redis.sadd(self.keys.excluded_reviewers, reviewer)

@@ -1,0 +1,293 @@
+"""Battles and votes: create a battle, record the one vote on it, export and import the log.
+
+A battle is stored (with a TTL) under an unguessable id: the prompt, the two models in
+their randomised sides, and both answers. What a reviewer sees before voting
+(`public_view`) has no model names; `cast_vote` records the vote atomically (first vote
+wins, rate limit, counted into the human board) and only then returns the names.
+
+The log keeps FastChat's battle fields (`model_a`, `model_b`, `winner`, `judge` = the
+reviewer, `tstamp`, `anony`, `question_id`, `conversation_a/b`) plus ours at the top
+level (`reviewer`, `battle_id`, `reason`, `time_to_vote_s`, `category`, `source`, ...).
+An export moves ours into `conv_metadata["arena"]`, so files stay FastChat-compatible and
+an import restores them exactly.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from arena.battles import Battle, validate_battles
+from arena.judge import CHOICES, WINNER_OF, match_id
+from arena.markdown import render_markdown
+from arena.matchmaking import choose_pair
+from service.config import Settings
+from service.errors import Conflict, InvalidInput
+from service.prompts import ArenaPrompt, check_prompt_text
+
+#: How long a battle waits for its vote (seconds).
+BATTLE_TTL_S = 24 * 3600
+#: Tokens per answer; the service's `ARENA_MAX_NEW_TOKENS_CAP` lowers it if smaller.
+ANSWER_TOKENS = 256
+MAX_REASON_CHARS = 1000
+#: Our fields in a logged vote, kept in `conv_metadata["arena"]` on export.
+OUR_FIELDS = (
+    "board", "reviewer", "battle_id", "choice", "reason", "category", "source", "battle_tstamp", "time_to_vote_s",
+    "judgement", "order", "consistent",
+)
+
+_rng = random.Random()
+
+
+class Reveal(msgspec.Struct, kw_only=True):
+    """What a vote returns: the choice, FastChat's winner and, now, the names."""
+
+    battle_id: str
+    choice: str
+    winner: str
+    model_a: str
+    model_b: str
+    vote_id: str
+
+
+# --- which models compete ---------------------------------------------------------------
+
+
+async def servable_models(store, settings: Settings) -> list[str]:
+    """Names the service can generate with: candidates and bases, and, with a remote
+    generation server (`ARENA_GENERATION_URL`), the models it lists."""
+    import asyncio
+
+    names = {c.name for c in await store.list_candidates()} | {b.name for b in await store.list_bases()}
+    if settings.generation_url:
+        from service.generation import RemoteBackend
+
+        def remote() -> list[str]:
+            with RemoteBackend(settings.generation_url, api_key=settings.generation_api_key, retries=0) as backend:
+                return backend.models()
+
+        names |= set(await asyncio.to_thread(remote))
+    return sorted(names)
+
+
+async def check_servable(store, settings: Settings, names: Iterable[str]) -> None:
+    """Raise `NotFound` naming every model in `names` the service cannot serve."""
+    from service.errors import NotFound
+
+    names = list(names)
+    known = await servable_models(store, settings)
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise NotFound(f"unknown model{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}; servable: {', '.join(known) or 'none'}")
+
+
+async def set_active(store, settings: Settings, names: Iterable[str], active: bool) -> list[str]:
+    """Mark models as competing (or not) in the arena; returns the active set after.
+    Activating checks that each model can be served."""
+    names = list(names)
+    if active:
+        await check_servable(store, settings, names)
+    for name in names:
+        await store.set_active(name, active)
+    return await store.active_models()
+
+
+# --- creating ---------------------------------------------------------------------------
+
+
+async def create_battle(store, serving, settings: Settings, *, reviewer: str, prompt_text: str | None = None,
+                        rng: random.Random | None = None) -> dict[str, Any]:
+    """Pick a prompt (the reviewer's, else one from the pool) and a pair (matchmaking over
+    the active candidates), generate both answers (cached), and store the battle. Returns
+    the stored record, which holds the model names: show callers `public_view` of it.
+
+    Raises `Conflict` when fewer than two candidates are active or the pool is empty and
+    no prompt was typed."""
+    from evaluators.records import user_turn
+    from service.generation import GenerationParams, GenItem
+    from service.leaderboards import model_states
+
+    rng = rng or _rng
+    active = await store.active_models()
+    if len(active) < 2:
+        raise Conflict(
+            f"the arena needs at least two active candidates, it has {len(active)}"
+            f"{' (' + ', '.join(active) + ')' if active else ''}: an admin activates them with `arena activate NAME...`"
+        )
+    if prompt_text is not None:
+        prompt = ArenaPrompt(text=check_prompt_text(prompt_text), category="typed", source="reviewer")
+    else:
+        count = await store.prompt_count()
+        if count == 0:
+            raise Conflict("the prompt pool is empty: type a prompt, or an admin adds some with `arena prompts add FILE`")
+        prompt = msgspec.convert(await store.prompt_at(rng.randrange(count)), ArenaPrompt)
+    matchup = choose_pair(await model_states(store, active), rng)
+    params = GenerationParams(max_new_tokens=min(ANSWER_TOKENS, settings.max_new_tokens_cap))
+    answer_a, answer_b = await serving.generate([
+        GenItem(model=matchup.model_a, prompt=user_turn(prompt.text), params=params),
+        GenItem(model=matchup.model_b, prompt=user_turn(prompt.text), params=params),
+    ])
+    battle = {
+        "id": secrets.token_urlsafe(16),  # 128 random bits: the id is the capability to vote
+        "question_id": match_id(prompt.text, matchup.model_a, matchup.model_b),
+        "prompt": prompt.text,
+        "reference": prompt.reference,
+        "category": prompt.category,
+        "source": prompt.source,
+        "model_a": matchup.model_a,
+        "model_b": matchup.model_b,
+        "answer_a": answer_a.text,
+        "answer_b": answer_b.text,
+        "created_at": time.time(),
+        "reviewer": reviewer,
+    }
+    await store_battle(store, battle)
+    return battle
+
+
+async def store_battle(store, battle: dict[str, Any]) -> None:
+    """Store a battle record (as `create_battle` builds it) with its vote template, for
+    `BATTLE_TTL_S` seconds."""
+    await store.put_battle(battle["id"], battle, BATTLE_TTL_S, vote_base=vote_base(battle))
+
+
+def public_view(battle: dict[str, Any]) -> dict[str, Any]:
+    """The battle as a reviewer sees it before voting: no model names, answers as text and
+    as safe HTML (escaped, then basic markdown)."""
+    return {
+        "id": battle["id"],
+        "prompt": battle["prompt"],
+        "prompt_html": render_markdown(battle["prompt"]),
+        "answer_a": battle["answer_a"],
+        "answer_b": battle["answer_b"],
+        "answer_a_html": render_markdown(battle["answer_a"]),
+        "answer_b_html": render_markdown(battle["answer_b"]),
+        "category": battle.get("category"),
+        "source": battle.get("source"),
+        "created_at": battle["created_at"],
+        "expires_in_s": max(0, int(battle["created_at"] + BATTLE_TTL_S - time.time())),
+    }
+
+
+# --- voting -----------------------------------------------------------------------------
+
+
+async def cast_vote(store, settings: Settings, battle_id: str, choice: str, *, reviewer: str, reason: str | None = None) -> Reveal:
+    """Record `choice` ("a", "b", "tie", "both_bad") on the battle and reveal the names.
+
+    Raises `NotFound` (unknown or expired battle), `Conflict` (it already has a vote: the
+    first one counts), `RateLimited` (the reviewer's votes per minute are used up)."""
+    if choice not in CHOICES:
+        raise InvalidInput(f"choice {choice!r}: expected one of {', '.join(CHOICES)}")
+    if reason is not None and len(reason) > MAX_REASON_CHARS:
+        raise InvalidInput(f"reason: {len(reason)} characters is over the limit of {MAX_REASON_CHARS}")
+    # One round trip: the store checks, assembles the record from the battle's vote
+    # template and these fields, logs and counts it, and returns the names.
+    vote_id, model_a, model_b = await store.record_battle_vote(
+        battle_id, choice, vote_fields(choice, reviewer=reviewer, reason=reason, tstamp=time.time()), board="human",
+        reviewer=reviewer, rate_limit=settings.votes_per_minute, rate_window_s=60,
+    )
+    return Reveal(battle_id=battle_id, choice=choice, winner=WINNER_OF[choice], model_a=model_a, model_b=model_b, vote_id=vote_id)
+
+
+def vote_base(battle: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a human vote that depend only on the battle (FastChat's + ours)."""
+    base = {
+        "model_a": battle["model_a"],
+        "model_b": battle["model_b"],
+        "anony": True,
+        "question_id": battle["question_id"],
+        "turn": 1,
+        "conversation_a": [{"role": "user", "content": battle["prompt"]}, {"role": "assistant", "content": battle["answer_a"]}],
+        "conversation_b": [{"role": "user", "content": battle["prompt"]}, {"role": "assistant", "content": battle["answer_b"]}],
+        "battle_id": battle["id"],
+        "category": battle.get("category"),
+        "source": battle.get("source"),
+        "battle_tstamp": battle["created_at"],
+    }
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def vote_fields(choice: str, *, reviewer: str, reason: str | None, tstamp: float) -> dict[str, Any]:
+    """The fields a vote adds to its battle's `vote_base` (the store adds `time_to_vote_s`)."""
+    fields = {"winner": WINNER_OF[choice], "choice": choice, "judge": reviewer, "reviewer": reviewer, "tstamp": tstamp}
+    if reason:
+        fields["reason"] = reason
+    return fields
+
+
+async def reveal_if_voted(store, battle: dict[str, Any]) -> dict[str, Any] | None:
+    """The names and the recorded winner when the battle already has its vote, else None."""
+    vote_id = await store.battle_vote_id(battle["id"])
+    if vote_id is None:
+        return None
+    return {"model_a": battle["model_a"], "model_b": battle["model_b"], "vote_id": vote_id}
+
+
+# --- export and import ------------------------------------------------------------------
+
+
+def to_battle(vote: dict[str, Any]) -> Battle:
+    """A logged vote as a FastChat `Battle`, our fields in `conv_metadata["arena"]`."""
+    ours = {k: vote[k] for k in OUR_FIELDS if vote.get(k) is not None}
+    fastchat = {k: v for k, v in vote.items() if k not in OUR_FIELDS and k != "prompt"}
+    meta = dict(fastchat.get("conv_metadata") or {})
+    if ours:
+        meta["arena"] = ours
+    fastchat["conv_metadata"] = meta or None
+    return msgspec.convert({k: v for k, v in fastchat.items() if v is not None}, Battle)
+
+
+def from_battle(battle: Battle, *, board: str | None = None) -> tuple[str, dict[str, Any]]:
+    """(board, logged vote) for an imported battle: our fields restored from
+    `conv_metadata["arena"]`; the reviewer is that, else FastChat's `judge`, else "import"."""
+    record = msgspec.to_builtins(battle)
+    meta = dict(record.pop("conv_metadata", None) or {})
+    ours = meta.pop("arena", None) or {}
+    if not isinstance(ours, dict):
+        ours = {}
+    if meta:
+        record["conv_metadata"] = meta
+    record.update({k: v for k, v in ours.items() if k in OUR_FIELDS})
+    record.setdefault("reviewer", battle.judge or "import")
+    target = board or record.pop("board", None) or "human"
+    record.pop("board", None)
+    if target not in ("human", "judge"):
+        raise InvalidInput(f"board {target!r}: expected 'human' or 'judge'")
+    return target, record
+
+
+async def export_battles(store, *, boards: Iterable[str] = ("human", "judge"), include_excluded: bool = False) -> list[Battle]:
+    """Every logged vote of `boards`, oldest first, as FastChat battles (excluded reviewers'
+    votes left out unless `include_excluded`)."""
+    boards = set(boards)
+    excluded = set() if include_excluded else await store.excluded_reviewers()
+    out = []
+    async for _, vote in store.iter_votes():
+        if vote.get("board", "human") in boards and vote.get("reviewer") not in excluded:
+            out.append(to_battle(vote))
+    return out
+
+
+async def import_battles(store, records: list[Any], *, board: str | None = None, skip_invalid: bool = False) -> dict[str, Any]:
+    """Validate FastChat battles (dicts or `Battle`s) and log + count them as observations
+    (no battle, no rate limit). All-or-nothing unless `skip_invalid`. Returns counts."""
+    from arena.battles import BattleFormatError
+
+    try:
+        loaded = validate_battles(records, skip_invalid=skip_invalid)
+    except BattleFormatError as exc:
+        raise InvalidInput(str(exc)) from None
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for battle in loaded.battles:
+        target, vote = from_battle(battle, board=board)
+        grouped.setdefault(target, []).append(vote)
+    for target, votes in grouped.items():
+        await store.record_observations(votes, board=target)
+    return {"imported": sum(len(v) for v in grouped.values()), "skipped": len(loaded.skipped),
+            "by_board": {b: len(v) for b, v in grouped.items()}}

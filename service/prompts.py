@@ -1,0 +1,151 @@
+"""Arena prompts: from a file, a dataset's held-out split, or a task; each `ArenaPrompt`
+has the text a reviewer sees and, where known, a gold reference (for the reference judge),
+a category and a source (for the leaderboard's filters).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from service.errors import InvalidInput
+
+#: Longest prompt accepted (characters): a pasted essay, not a file.
+MAX_PROMPT_CHARS = 8000
+_TEXT_KEYS = ("prompt", "text", "question", "instruction")
+_REFERENCE_KEYS = ("reference", "answer", "completion", "output", "target")
+
+
+class ArenaPrompt(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One prompt of the pool."""
+
+    text: str
+    reference: str | None = None
+    category: str | None = None
+    source: str | None = None
+
+
+def check_prompt_text(text: Any, where: str = "prompt") -> str:
+    """The prompt text, stripped; `InvalidInput` if it is not a non-empty string of at most
+    `MAX_PROMPT_CHARS` characters."""
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInput(f"{where}: expected a non-empty string")
+    text = text.strip()
+    if len(text) > MAX_PROMPT_CHARS:
+        raise InvalidInput(f"{where}: {len(text)} characters is over the limit of {MAX_PROMPT_CHARS}")
+    return text
+
+
+def parse_prompt_record(obj: Any, where: str, *, source: str | None = None, category: str | None = None) -> ArenaPrompt:
+    """One prompt from a JSON object: text from `prompt`/`text`/`question`/`instruction`
+    (+ `input`) or a chat `messages` list (its last user turn; a final assistant turn is the
+    reference); reference from `reference`/`answer`/`completion`/`output`/`target`;
+    optional `category` and `source`."""
+    if not isinstance(obj, dict):
+        raise InvalidInput(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    text = reference = None
+    if isinstance(obj.get("messages"), list):
+        messages = [m for m in obj["messages"] if isinstance(m, dict)]
+        if messages and messages[-1].get("role") == "assistant":
+            reference = messages[-1].get("content")
+            messages = messages[:-1]
+        users = [m.get("content") for m in messages if m.get("role") == "user"]
+        text = users[-1] if users else None
+    else:
+        key = next((k for k in _TEXT_KEYS if k in obj), None)
+        if key is None:
+            raise InvalidInput(f"{where}: no prompt: expected one of the fields {', '.join(_TEXT_KEYS)} or messages")
+        text = obj[key]
+        if key == "instruction" and isinstance(obj.get("input"), str) and obj["input"].strip():
+            text = f"{text}\n\n{obj['input']}"
+        ref_key = next((k for k in _REFERENCE_KEYS if k in obj), None)
+        reference = obj[ref_key] if ref_key else None
+    if isinstance(reference, list):  # lm-eval style targets: keep the first
+        reference = reference[0] if reference else None
+    if reference is not None and not isinstance(reference, str):
+        reference = str(reference)
+    for name in ("category", "source"):
+        if name in obj and not isinstance(obj[name], str):
+            raise InvalidInput(f"{where}: field {name!r} must be a string")
+    return ArenaPrompt(
+        text=check_prompt_text(text, where),
+        reference=reference.strip() if reference and reference.strip() else None,
+        category=obj.get("category") or category,
+        source=obj.get("source") or source,
+    )
+
+
+def parse_prompt_file(path: Path, *, category: str | None = None, source: str | None = None) -> list[ArenaPrompt]:
+    """Prompts from a JSONL file (see `parse_prompt_record`) or a plain text file (one
+    prompt per non-blank line). `source` defaults to the file name. Errors name the line."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{path}: not UTF-8 text") from None
+    source = source or path.name
+    lines = [(n, line) for n, line in enumerate(raw.splitlines(), start=1) if line.strip()]
+    if not lines:
+        raise InvalidInput(f"{path}: no prompts")
+    prompts = []
+    json_lines = lines[0][1].lstrip().startswith("{")
+    for n, line in lines:
+        where = f"{path}:{n}"
+        if json_lines:
+            try:
+                obj = msgspec.json.decode(line)
+            except msgspec.DecodeError as exc:
+                raise InvalidInput(f"{where}: not valid JSON ({exc})") from None
+            prompts.append(parse_prompt_record(obj, where, source=source, category=category))
+        else:
+            prompts.append(ArenaPrompt(text=check_prompt_text(line, where), category=category, source=source))
+    return prompts
+
+
+async def prompts_from_dataset(store, settings, ref: str, *, split: str = "test", category: str | None = None) -> list[ArenaPrompt]:
+    """Prompts from a registered dataset (`NAME[@VERSION]`): its held-out split by default
+    (`split="all"` for every record). Text is each record's last user turn, the reference
+    its final assistant turn."""
+    from service import datasets
+
+    dsv = await store.resolve_dataset(ref)
+    records, _ = datasets.read_records(settings.data_dir, dsv.id)
+    if split == "test":
+        if dsv.split is None:
+            raise InvalidInput(f"dataset {dsv.ref} has no held-out split; make one with `arena data split {dsv.ref}` or use the whole set")
+        records = [records[i] for i in dsv.split.test_indices]
+    elif split != "all":
+        raise InvalidInput(f"split {split!r}: expected 'test' (the held-out split) or 'all'")
+    return [
+        ArenaPrompt(text=check_prompt_text(r.prompt, f"{dsv.ref} record"), reference=r.answer or None, category=category, source=dsv.ref)
+        for r in records
+        if r.prompt.strip()
+    ]
+
+
+async def prompts_from_task(store, settings, path: str | Path, *, category: str | None = None) -> list[ArenaPrompt]:
+    """Prompts of a `generate_until` task (YAML): each document's rendered prompt, with its
+    first reference answer. Category defaults to the task's name."""
+    from evaluators.tasks import TaskError, build_requests
+    from service.evals import load_task_file, prepare_task
+
+    task = load_task_file(path)
+    if task.output_type != "generate_until":
+        raise InvalidInput(f"task {task.task}: output_type {task.output_type} has no prompts to answer; arena prompts need generate_until")
+    prepared = await prepare_task(store, settings, task, store_docs=False)
+    try:
+        requests = build_requests(task, prepared.docs)
+    except TaskError as exc:
+        raise InvalidInput(str(exc)) from None
+    return [
+        ArenaPrompt(
+            text=check_prompt_text(r.prompt, f"task {task.task} doc {r.doc_id}"),
+            reference=r.references[0] if r.references else None,
+            category=category or task.task,
+            source=f"task:{task.task}",
+        )
+        for r in requests
+    ]

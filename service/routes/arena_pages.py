@@ -1,0 +1,101 @@
+"""The arena pages: `/arena` (vote) and `/leaderboard`. Server-rendered; a little vanilla JS
+adds fetch voting, keyboard shortcuts and live refresh, and both pages work without it
+(plain form POSTs). Answers are escaped before any formatting (`arena.markdown`), and a
+strict Content-Security-Policy allows only this page's own nonce'd script, so model output
+cannot run code even if some escaping were missed."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated, Any
+
+from litestar import Request, Response, get, post
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
+from litestar.response import Redirect, Template
+
+from service import battles, leaderboards, reviewers
+from service.errors import ArenaError, NotFound
+from service.leaderboard_charts import ci_chart, win_rate_heatmap
+from service.store import Store
+
+
+def _headers(nonce: str) -> dict[str, str]:
+    csp = (f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; img-src 'self' data:; "
+           "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+    return {"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
+            "Cache-Control": "no-store"}
+
+
+def _page(name: str, context: dict[str, Any], status: int = 200, cookies: tuple = ()) -> Template:
+    nonce = secrets.token_urlsafe(16)
+    return Template(name, context={**context, "nonce": nonce}, status_code=status, headers=_headers(nonce), cookies=list(cookies))
+
+
+@get("/arena", include_in_schema=False)
+async def arena_page(request: Request, store: Store, battle: str | None = None, token: str | None = None) -> Template | Response:
+    settings = request.app.state.settings
+    try:
+        reviewer = await reviewers.identify(request, store, settings, url_token=token)
+    except ArenaError as exc:
+        return _page("arena.html", {"error": exc.message, "battle": None, "allow_prompt": False}, exc.status)
+    if token:  # keep the token in a cookie, not in the address bar or the history
+        return Redirect("/arena", status_code=303, cookies=list(reviewer.cookies))
+    context: dict[str, Any] = {"battle": None, "reveal": None, "error": None, "allow_prompt": True, "reviewer": reviewer.id}
+    status = 200
+    try:
+        if battle:
+            record = await store.get_battle(battle)
+            context["reveal"] = await battles.reveal_if_voted(store, record)
+        else:
+            record = await battles.create_battle(store, request.app.state.serving, settings, reviewer=reviewer.id)
+        context["battle"] = battles.public_view(record)
+    except ArenaError as exc:
+        context["error"], status = exc.message, exc.status if isinstance(exc, NotFound) else 200
+    return _page("arena.html", context, status, reviewer.cookies)
+
+
+@post("/arena", include_in_schema=False)
+async def arena_own_prompt(
+    request: Request, store: Store, data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+) -> Template | Response:
+    settings = request.app.state.settings
+    try:
+        reviewer = await reviewers.identify(request, store, settings)
+        record = await battles.create_battle(store, request.app.state.serving, settings, reviewer=reviewer.id, prompt_text=data.get("prompt", ""))
+    except ArenaError as exc:
+        return _page("arena.html", {"error": exc.message, "battle": None, "allow_prompt": True, "prompt": data.get("prompt", "")}, exc.status)
+    return Redirect(f"/arena?battle={record['id']}", status_code=303, cookies=list(reviewer.cookies))
+
+
+@post("/arena/vote", include_in_schema=False)
+async def arena_vote_form(
+    request: Request, store: Store, data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+) -> Template:
+    """The vote without JavaScript: a plain form POST, answered with the revealed battle."""
+    settings = request.app.state.settings
+    battle_id = data.get("battle_id", "")
+    context: dict[str, Any] = {"battle": None, "reveal": None, "error": None, "allow_prompt": True}
+    try:
+        reviewer = await reviewers.identify(request, store, settings)
+        record = await store.get_battle(battle_id)
+        context["battle"] = battles.public_view(record)
+        reveal = await battles.cast_vote(store, settings, battle_id, data.get("choice", ""), reviewer=reviewer.id, reason=data.get("reason") or None)
+        context["reveal"] = {"model_a": reveal.model_a, "model_b": reveal.model_b, "choice": reveal.choice}
+    except ArenaError as exc:
+        context["error"] = exc.message
+        return _page("arena.html", context, exc.status)
+    return _page("arena.html", context, 200, reviewer.cookies)
+
+
+@get("/leaderboard", include_in_schema=False)
+async def leaderboard_page(store: Store, category: str | None = None, source: str | None = None) -> Template:
+    category, source = category or None, source or None
+    boards = []
+    for board, title in (("human", "Human votes"), ("judge", "LLM / reference judges")):
+        view = await leaderboards.board_view(store, board, category=category, source=source)
+        boards.append({"view": view, "title": title, "ci_chart": ci_chart(view.rows), "heatmap": win_rate_heatmap(view.models, view.win_rates)})
+    summary = await leaderboards.arena_summary(store, category=category, source=source)
+    judge_runs = [j for j in await store.list_jobs(limit=10, kind="judge") if j.result]
+    return _page("leaderboard.html", {"boards": boards, "summary": summary, "category": category, "source": source,
+                                      "judge_runs": judge_runs, "votes": await store.vote_count()})

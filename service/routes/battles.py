@@ -1,0 +1,72 @@
+"""Battles and votes: create a battle, vote once, export and import the log (FastChat format)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.params import Parameter
+
+from service import battles, reviewers
+from service.errors import InvalidInput
+from service.routes.auth import ADMIN
+from service.store import Store
+
+
+class BattleRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """`prompt`: the reviewer's own prompt; omitted, one comes from the prompt pool."""
+
+    prompt: str | None = None
+
+
+class VoteRequest(msgspec.Struct, forbid_unknown_fields=True):
+    choice: Literal["a", "b", "tie", "both_bad"]
+    reason: str | None = None
+
+
+@post("/api/battles", summary="Create a battle: a prompt, two anonymous answers (Model A / Model B)", status_code=201)
+async def create_battle(request: Request, store: Store, data: BattleRequest | None = None) -> Response:
+    settings = request.app.state.settings
+    reviewer = await reviewers.identify(request, store, settings)
+    battle = await battles.create_battle(
+        store, request.app.state.serving, settings, reviewer=reviewer.id, prompt_text=data.prompt if data else None
+    )
+    return Response(battles.public_view(battle), status_code=201, cookies=list(reviewer.cookies))
+
+
+@get("/api/battles/{battle_id:str}", summary="A battle as a reviewer sees it; names only once it has its vote")
+async def get_battle(store: Store, battle_id: str) -> dict:
+    battle = await store.get_battle(battle_id)
+    view = battles.public_view(battle)
+    view["reveal"] = await battles.reveal_if_voted(store, battle)
+    return view
+
+
+@post("/api/battles/{battle_id:str}/vote", summary="Vote once (a, b, tie, both_bad); reveals the models", status_code=200)
+async def vote(request: Request, store: Store, battle_id: str, data: VoteRequest) -> Response:
+    settings = request.app.state.settings
+    reviewer = await reviewers.identify(request, store, settings)
+    reveal = await battles.cast_vote(store, settings, battle_id, data.choice, reviewer=reviewer.id, reason=data.reason)
+    return Response(msgspec.to_builtins(reveal), cookies=list(reviewer.cookies))
+
+
+@get("/api/battles/export", summary="Every logged vote as FastChat battles (JSON array)", **ADMIN)
+async def export_battles(
+    store: Store,
+    board: Literal["human", "judge", "all"] = "all",
+    include_excluded: Annotated[bool, Parameter(description="Keep excluded reviewers' votes")] = False,
+) -> list[dict]:
+    boards = ("human", "judge") if board == "all" else (board,)
+    return [msgspec.to_builtins(b) for b in await battles.export_battles(store, boards=boards, include_excluded=include_excluded)]
+
+
+@post("/api/battles/import", summary="Log and count FastChat battles (a JSON array) as observations", status_code=201, **ADMIN)
+async def import_battles(request: Request, store: Store, board: Literal["human", "judge"] | None = None, skip_invalid: bool = False) -> dict:
+    try:
+        records = msgspec.json.decode(await request.body())
+    except msgspec.DecodeError as exc:
+        raise InvalidInput(f"body: not valid JSON ({exc})") from None
+    if not isinstance(records, list):
+        raise InvalidInput("body: expected a JSON array of FastChat battles")
+    return await battles.import_battles(store, records, board=board, skip_invalid=skip_invalid)

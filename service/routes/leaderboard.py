@@ -1,0 +1,25 @@
+"""Leaderboards: the human and judge boards, their agreement, and a cheap change check."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+from litestar import get
+
+from service import leaderboards
+from service.store import Store
+
+
+@get("/api/leaderboard", summary="A board's ratings (BT, 95% CI, rank UB, Elo), win rates, agreement, filters")
+async def get_leaderboard(
+    store: Store, board: Literal["human", "judge"] = "human", category: str | None = None, source: str | None = None
+) -> dict:
+    view = await leaderboards.board_view(store, board, category=category or None, source=source or None)
+    summary = await leaderboards.arena_summary(store, category=category or None, source=source or None)
+    return {**msgspec.structs.asdict(view), **summary}
+
+
+@get("/api/leaderboard/status", summary="Votes logged and reviewers excluded: poll this to know when to refresh")
+async def leaderboard_status(store: Store) -> dict:
+    return {"votes": await store.vote_count(), "excluded_reviewers": len(await store.excluded_reviewers())}

@@ -1,0 +1,37 @@
+"""Reviewers (admin): invites, the list with vote counts, exclusion (and the recount it needs)."""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import Request, delete, get, post
+
+from service import leaderboards, reviewers
+from service.routes.auth import ADMIN
+from service.store import Store
+
+
+class InviteRequest(msgspec.Struct, forbid_unknown_fields=True):
+    reviewer: str
+
+
+@post("/api/reviewers/invites", summary="Invite a reviewer: a token, shown once, and the link to open", status_code=201, **ADMIN)
+async def create_invite(request: Request, store: Store, data: InviteRequest) -> dict:
+    token = await reviewers.create_invite(store, data.reviewer)
+    return {"reviewer": data.reviewer, "token": token, "link": f"{str(request.base_url).rstrip('/')}/arena?token={token}"}
+
+
+@get("/api/reviewers", summary="Reviewers with their human votes and whether they are excluded", **ADMIN)
+async def list_reviewers(store: Store) -> list[dict]:
+    return await leaderboards.reviewer_stats(store)
+
+
+@post("/api/reviewers/{reviewer:str}/exclude", summary="Exclude a reviewer's votes and recount the boards", status_code=200, **ADMIN)
+async def exclude_reviewer(store: Store, reviewer: str) -> dict:
+    await store.exclude_reviewer(reviewer)
+    return {"reviewer": reviewer, "excluded": True, "counted": await store.rebuild_pair_counts()}
+
+
+@delete("/api/reviewers/{reviewer:str}/exclude", summary="Count a reviewer's votes again", status_code=200, **ADMIN)
+async def include_reviewer(store: Store, reviewer: str) -> dict:
+    await store.include_reviewer(reviewer)
+    return {"reviewer": reviewer, "excluded": False, "counted": await store.rebuild_pair_counts()}

@@ -1,0 +1,178 @@
+"""The arena in a real browser: Debian's chromium driven by playwright.
+
+One test votes with a click and a keyboard shortcut, sees the reveal, and watches the
+leaderboard (open in another tab) update by itself; another serves answers full of
+`<script>` / `<img onerror>` and checks that nothing runs. Screenshots go to a tmp dir,
+and the arena and leaderboard shots are copied to docs/ for the README.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from tests.redis_fixtures import LiveServer
+from tests.scripted_openai import ScriptedOpenAI, answers_in
+
+CHROMIUM = Path("/usr/bin/chromium")
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install chromium); CI installs it"),
+]
+
+ANSWERS = {
+    "lora-r16": lambda p: "To reverse a list in Python:\n\n```python\nitems = [1, 2, 3]\nitems.reverse()\n```\n\nOr make a reversed copy:\n\n- `items[::-1]`\n- `list(reversed(items))`",
+    "lora-r8": lambda p: "Use **`items.reverse()`**; it reverses the list in place and returns `None`.",
+    "base": lambda p: "A list is a sequence. Lists are sequences of items.",
+}
+ATTACKS = {
+    "evil-a": lambda p: ("<script>window.__pwned = 'script'</script>\n"
+                         "<img src=x onerror=\"window.__pwned = 'img'\">\n"
+                         "```\n</code></pre><script>window.__pwned = 'fence'</script>\n```"),
+    "evil-b": lambda p: ("**<svg onload=\"window.__pwned = 'svg'\">**\n"
+                         "- <iframe src=\"javascript:window.__pwned = 'iframe'\"></iframe>\n"
+                         "`<body onload=\"window.__pwned = 'body'\">`"),
+}
+
+
+def fair(messages):
+    a, b = answers_in(messages)
+    return "[[A]]" if len(a) > len(b) else "[[B]]"
+
+
+@pytest.fixture(scope="module")
+def scripted():
+    server = ScriptedOpenAI({**ANSWERS, **ATTACKS}, {"judge": fair}).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        )
+        yield browser
+        browser.close()
+
+
+def start(settings, scripted, models, worker=False) -> LiveServer:
+    server = LiveServer(msgspec.structs.replace(settings, generation_url=scripted.url), worker=worker).start()
+    admin = server.client(admin=True)
+    assert admin.post("/api/arena/active", json={"models": models}).status_code == 200
+    prompts = [{"prompt": "How do I reverse a list in Python?", "category": "code"},
+               {"prompt": "Reverse the list `xs` without copying it.", "category": "code"}]
+    assert admin.post("/api/arena/prompts", json={"prompts": prompts, "source": "demo"}).status_code == 201
+    return server
+
+
+def human_votes(page) -> int:
+    return int(page.locator("#human-votes").inner_text())
+
+
+def test_vote_with_a_click_see_the_reveal_and_the_leaderboard_follow(settings, scripted, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    server = start(settings, scripted, ["lora-r16", "lora-r8", "base"], worker=True)
+    try:
+        # Some history, so the leaderboard has something to show: votes for the better
+        # answer (the longer one here), and a judge run on the same battles.
+        api = server.client()
+        for _ in range(24):
+            battle = api.post("/api/battles").json()
+            choice = "a" if len(battle["answer_a"]) >= len(battle["answer_b"]) else "b"
+            api.post(f"/api/battles/{battle['id']}/vote", json={"choice": choice})
+        admin = server.client(admin=True)
+        job = admin.post("/api/judge", json={"judge": scripted.url, "judge_model": "judge", "candidates": ["lora-r16", "lora-r8", "base"], "prompts": "human"}).json()
+        deadline = time.monotonic() + 60
+        while admin.get(f"/api/jobs/{job['id']}").json()["status"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+        context = browser.new_context(viewport={"width": 1280, "height": 860})
+        board = context.new_page()
+        board.goto(f"{server.url}/leaderboard")
+        before = human_votes(board)
+        assert before == 24
+
+        page = context.new_page()
+        page.goto(f"{server.url}/arena")
+        assert page.locator("#answer-a h2").inner_text().startswith("Model A")
+        assert page.locator("#name-a").inner_text() == "" and page.locator("#reveal").is_hidden()
+        page.get_by_role("button", name="A is better").click()
+        page.locator("#reveal").wait_for(state="visible")
+        revealed = {page.locator("#name-a").inner_text(), page.locator("#name-b").inner_text()}
+        assert revealed <= set(ANSWERS) and len(revealed) == 2
+        assert page.locator("#vote-form").is_hidden()
+        page.screenshot(path=str(tmp_path / "arena.png"), full_page=True)
+
+        # The other tab notices the new vote and reloads itself (no restart, no manual reload).
+        expect(board.locator("#human-votes")).to_have_text(str(before + 1), timeout=20000)
+
+        # Next battle, voted with the keyboard.
+        page.get_by_role("link", name="Next battle").click()
+        page.wait_for_load_state()
+        assert page.locator("#reveal").is_hidden()
+        page.keyboard.press("2")
+        page.locator("#reveal").wait_for(state="visible")
+        expect(board.locator("#human-votes")).to_have_text(str(before + 2), timeout=20000)
+        assert board.locator("#board-human svg").count() == 2 and board.locator("#board-judge tr").count() > 1
+        board.screenshot(path=str(tmp_path / "leaderboard.png"), full_page=True)
+
+        # On a phone the answers stack.
+        phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+        small = phone.new_page()
+        small.goto(f"{server.url}/arena")
+        a, b = small.locator("#answer-a").bounding_box(), small.locator("#answer-b").bounding_box()
+        assert b["y"] >= a["y"] + a["height"] - 1 and a["width"] <= 390
+        small.screenshot(path=str(tmp_path / "arena-phone.png"), full_page=True)
+        phone.close()
+        context.close()
+
+        DOCS.mkdir(exist_ok=True)
+        shutil.copy(tmp_path / "arena.png", DOCS / "arena.png")
+        shutil.copy(tmp_path / "leaderboard.png", DOCS / "leaderboard.png")
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("csp", ["enforced", "bypassed"])
+def test_model_output_cannot_run_script(settings, scripted, browser, tmp_path, csp):
+    # With the page's Content-Security-Policy bypassed, escaping alone must hold.
+    server = start(settings, scripted, ["evil-a", "evil-b"])
+    try:
+        context = browser.new_context(bypass_csp=csp == "bypassed")
+        page = context.new_page()
+        dialogs, errors = [], []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{server.url}/arena")
+        page.wait_for_load_state("networkidle")
+        answers = page.locator(".answers")
+        text = answers.inner_text()
+        assert "<script>window.__pwned = 'script'</script>" in text and "<img src=x onerror=" in text
+        assert "<svg onload=" in text and "<iframe" in text
+        assert answers.locator("script, img, svg, iframe, body").count() == 0
+        # The reviewer's own prompt is untrusted too.
+        page.locator("#own summary").click()
+        page.locator("textarea[name=prompt]").fill("<img src=x onerror=\"window.__pwned = 'prompt'\"> hi")
+        page.get_by_role("button", name="Start a battle").click()
+        page.wait_for_load_state("networkidle")
+        assert "<img src=x onerror=" in page.locator("#prompt").inner_text()
+        page.get_by_role("button", name="Tie").click()
+        page.locator("#reveal").wait_for(state="visible")
+        page.screenshot(path=str(tmp_path / f"xss-{csp}.png"), full_page=True)
+        assert page.evaluate("window.__pwned") is None
+        assert dialogs == [] and errors == []
+        context.close()
+    finally:
+        server.stop()

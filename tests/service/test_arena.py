@@ -1,0 +1,404 @@
+"""The arena over real HTTP and real Redis: battles, votes, reviewers, export/import, judges.
+
+Candidates answer through a scripted OpenAI-compatible server on loopback (the service's
+remote generation backend), and LLM judges are scripted endpoints of the same kind, so
+every test is real HTTP end to end yet fast. One test uses real tiny models and the
+service's own `/v1` as the judge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+
+import msgspec
+import pytest
+
+from tests.redis_fixtures import LiveServer, settings_env
+from tests.scripted_openai import ScriptedOpenAI, answers_in
+
+ANSWERS = {
+    "alpha": lambda prompt: "The answer is 4.\n\n- checked twice",
+    "beta": lambda prompt: "The answer is 5.",
+    "gamma": lambda prompt: "I do not know.",
+}
+
+
+def fair_judge(messages):
+    a, b = answers_in(messages)
+    good_a, good_b = "is 4" in a, "is 4" in b
+    return "A is right. [[A]]" if good_a and not good_b else "B is right. [[B]]" if good_b and not good_a else "Same. [[C]]"
+
+
+JUDGES = {
+    "judge-fair": fair_judge,
+    "judge-biased": lambda messages: "The first answer is better. [[A]]",
+    "judge-garbage": lambda messages: "Both have merit; I will not choose.",
+}
+PROMPTS = [
+    {"prompt": "What is 2 + 2?", "reference": "The answer is 4.", "category": "math"},
+    {"prompt": "Add two and two.", "reference": "The answer is 4.", "category": "math"},
+    {"prompt": "Say hello politely.", "category": "chat"},
+]
+
+
+@pytest.fixture(scope="module")
+def scripted():
+    server = ScriptedOpenAI(ANSWERS, JUDGES).start()
+    yield server
+    server.stop()
+
+
+def start(settings, scripted, *, worker=False, **overrides) -> LiveServer:
+    s = msgspec.structs.replace(settings, generation_url=scripted.url, **overrides)
+    return LiveServer(s, worker=worker).start()
+
+
+def setup_arena(server: LiveServer, models=("alpha", "beta")) -> None:
+    admin = server.client(admin=True)
+    r = admin.post("/api/arena/active", json={"models": list(models)})
+    assert r.status_code == 200, r.text
+    r = admin.post("/api/arena/prompts", json={"prompts": PROMPTS, "source": "unit"})
+    assert r.status_code == 201 and r.json() == {"added": 3, "total": 3}, r.text
+
+
+def play(client, choice="a", prompt=None, reason=None) -> tuple[dict, dict]:
+    r = client.post("/api/battles", json={"prompt": prompt} if prompt else None)
+    assert r.status_code == 201, r.text
+    battle = r.json()
+    v = client.post(f"/api/battles/{battle['id']}/vote", json={"choice": choice, "reason": reason})
+    assert v.status_code == 200, v.text
+    return battle, v.json()
+
+
+@pytest.fixture
+def server(settings, scripted):
+    srv = start(settings, scripted)
+    setup_arena(srv)
+    yield srv
+    srv.stop()
+
+
+def test_identities_hidden_until_the_vote_then_revealed_once(server):
+    client = server.client()
+    r = client.post("/api/battles")
+    assert r.status_code == 201, r.text
+    battle = r.json()
+    assert "arena_reviewer" in r.cookies  # open mode: a signed anonymous id
+    assert len(battle["id"]) >= 22  # 128 random bits
+    for name in ("alpha", "beta", "model_a", "model_b"):
+        assert name not in r.text
+    assert {battle["answer_a"], battle["answer_b"]} == {ANSWERS["alpha"](""), ANSWERS["beta"]("")}
+    assert "<ul><li>checked twice</li></ul>" in battle["answer_a_html"] + battle["answer_b_html"]
+    seen = client.get(f"/api/battles/{battle['id']}").json()
+    assert seen["reveal"] is None and "alpha" not in json.dumps(seen)
+
+    time.sleep(0.05)
+    v = client.post(f"/api/battles/{battle['id']}/vote", json={"choice": "a", "reason": "correct"})
+    assert v.status_code == 200, v.text
+    reveal = v.json()
+    assert {reveal["model_a"], reveal["model_b"]} == {"alpha", "beta"} and reveal["winner"] == "model_a"
+    assert ANSWERS[reveal["model_a"]]("") == battle["answer_a"]  # the names match the sides shown
+    assert client.get(f"/api/battles/{battle['id']}").json()["reveal"]["model_a"] == reveal["model_a"]
+
+    again = client.post(f"/api/battles/{battle['id']}/vote", json={"choice": "b"})
+    assert again.status_code == 409 and "first vote counts" in again.json()["detail"]
+    assert client.post("/api/battles/no-such-battle/vote", json={"choice": "a"}).status_code == 404
+    bad = client.post(f"/api/battles/{battle['id']}/vote", json={"choice": "left"})
+    assert bad.status_code == 400
+
+    exported = server.client(admin=True).get("/api/battles/export").json()
+    assert len(exported) == 1
+    record = exported[0]
+    meta = record["conv_metadata"]["arena"]
+    assert record["judge"] == meta["reviewer"] and meta["reviewer"].startswith("anon-")
+    assert meta["reason"] == "correct" and meta["time_to_vote_s"] > 0 and meta["board"] == "human"
+    assert record["tstamp"] > battle["created_at"] and record["conversation_a"][1]["content"] == battle["answer_a"]
+    board = client.get("/api/leaderboard").json()
+    assert board["votes"]["human"] == 1 and {r["model"] for r in board["rows"]} == {"alpha", "beta"}
+
+
+def test_typed_prompt_pool_and_activation_errors(settings, scripted):
+    srv = start(settings, scripted)
+    try:
+        client, admin = srv.client(), srv.client(admin=True)
+        r = client.post("/api/battles")
+        assert r.status_code == 409 and "at least two active candidates" in r.json()["detail"]
+        assert admin.post("/api/arena/active", json={"models": ["alpha", "nope"]}).status_code == 404
+        assert client.post("/api/arena/active", json={"models": ["alpha"]}).status_code == 401
+        assert admin.post("/api/arena/active", json={"models": ["alpha", "beta"]}).json() == {"active": ["alpha", "beta"]}
+        r = client.post("/api/battles")
+        assert r.status_code == 409 and "prompt pool is empty" in r.json()["detail"]
+        battle, reveal = play(client, "tie", prompt="My own question?")
+        assert battle["prompt"] == "My own question?" and battle["category"] == "typed"
+        assert client.post("/api/battles", json={"prompt": "   "}).status_code == 400
+        assert client.post("/api/battles", json={"prompt": "x" * 9000}).status_code == 400
+        page = client.get("/arena")
+        assert page.status_code == 200 and "the prompt pool is empty" in page.text
+    finally:
+        srv.stop()
+
+
+def test_rate_limit_per_reviewer(settings, scripted):
+    srv = start(settings, scripted, votes_per_minute=2)
+    try:
+        setup_arena(srv)
+        one, two = srv.client(), srv.client()
+        play(one)
+        play(one)
+        battle = one.post("/api/battles").json()
+        r = one.post(f"/api/battles/{battle['id']}/vote", json={"choice": "a"})
+        assert r.status_code == 429 and "limit is 2 per 60 s" in r.json()["detail"]
+        play(two)  # another reviewer is not limited by the first
+        assert two.post(f"/api/battles/{battle['id']}/vote", json={"choice": "b"}).status_code == 200  # not voted yet
+    finally:
+        srv.stop()
+
+
+def test_invite_mode_needs_a_token(settings, scripted):
+    srv = start(settings, scripted, reviewer_mode="invite")
+    try:
+        setup_arena(srv)
+        anonymous, admin = srv.client(), srv.client(admin=True)
+        r = anonymous.post("/api/battles")
+        assert r.status_code == 401 and "invite-only" in r.json()["detail"]
+        assert anonymous.get("/arena").status_code == 401
+        assert anonymous.post("/api/battles", headers={"X-Reviewer-Token": "forged"}).status_code == 401
+        assert anonymous.post("/api/reviewers/invites", json={"reviewer": "ann"}).status_code == 401
+        invite = admin.post("/api/reviewers/invites", json={"reviewer": "ann"}).json()
+        assert invite["link"].endswith(f"/arena?token={invite['token']}")
+        assert admin.post("/api/reviewers/invites", json={"reviewer": "anon-1"}).status_code == 400
+        ann = srv.client()
+        ann.headers["X-Reviewer-Token"] = invite["token"]
+        play(ann, "b")
+        # The link: the page keeps the token in a cookie and drops it from the address.
+        browser = srv.client()
+        r = browser.get(f"/arena?token={invite['token']}", follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/arena" and "arena_token" in r.cookies
+        page = browser.get("/arena")
+        assert page.status_code == 200 and "Model A" in page.text and "alpha" not in page.text
+        reviewers = {r["reviewer"]: r for r in admin.get("/api/reviewers").json()}
+        assert reviewers["ann"]["votes"] == 1
+    finally:
+        srv.stop()
+
+
+def test_excluding_a_reviewer_recounts_the_board(server):
+    spammer, honest, admin = server.client(), server.client(), server.client(admin=True)
+    for _ in range(6):
+        battle, reveal = play(spammer, "a")  # A, whoever that is
+    for _ in range(3):
+        battle = honest.post("/api/battles").json()
+        choice = "a" if honest.get(f"/api/battles/{battle['id']}").json()["answer_a"].startswith("The answer is 4") else "b"
+        assert honest.post(f"/api/battles/{battle['id']}/vote", json={"choice": choice}).status_code == 200
+    before = {r["model"]: r for r in admin.get("/api/leaderboard").json()["rows"]}
+    assert sum(r["votes"] for r in before.values()) == 2 * 9
+    spam_id = next(r["reviewer"] for r in admin.get("/api/reviewers").json() if r["votes"] == 6)
+    r = admin.post(f"/api/reviewers/{spam_id}/exclude")
+    assert r.status_code == 200 and r.json()["counted"]["human"] == 3
+    after = admin.get("/api/leaderboard").json()
+    assert {row["model"]: row["votes"] for row in after["rows"]} == {"alpha": 3, "beta": 3}
+    assert after["rows"][0]["model"] == "alpha" and after["rows"][0]["win_rate"] == 1.0
+    assert after["votes"]["excluded_reviewers"] == 1
+    # The log is untouched; the CLI rebuild gives the same counts; re-including restores them.
+    env = settings_env(server.settings)
+    out = subprocess.run([sys.executable, "-m", "service.cli", "ratings", "rebuild"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "3 human votes" in out.stdout
+    assert admin.delete(f"/api/reviewers/{spam_id}/exclude").json()["counted"]["human"] == 9
+
+
+def test_export_import_round_trip_through_the_cli(server, settings, tmp_path, redis_url):
+    client = server.client()
+    play(client, "a", reason="first")
+    play(client, "both_bad")
+    play(client, "tie", prompt="Typed prompt")
+    env = settings_env(server.settings)
+    exported = tmp_path / "battles.json"
+    out = subprocess.run([sys.executable, "-m", "service.cli", "battles", "export", str(exported)], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "wrote 3 battles" in out.stdout, out.stderr
+    records = json.loads(exported.read_text())
+    assert [r["winner"] for r in records][1:] == ["tie (bothbad)", "tie"]
+
+    other = {**env, "ARENA_KEY_PREFIX": settings.key_prefix + "-copy"}
+    out = subprocess.run([sys.executable, "-m", "service.cli", "battles", "import", str(exported)], env=other, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "imported 3 battles (3 human)" in out.stdout, out.stderr
+    again = tmp_path / "again.jsonl"
+    out = subprocess.run([sys.executable, "-m", "service.cli", "battles", "export", str(again)], env=other, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line) for line in again.read_text().splitlines()] == records
+
+    from service.store import SyncStore
+
+    original, copy = SyncStore(redis_url, settings.key_prefix), SyncStore(redis_url, settings.key_prefix + "-copy")
+    try:
+        assert copy.pair_counts("human") == original.pair_counts("human")
+    finally:
+        original.close()
+        import redis
+
+        client = redis.Redis.from_url(redis_url)
+        keys = list(client.scan_iter(match=f"{settings.key_prefix}-copy:*"))
+        if keys:
+            client.delete(*keys)
+        copy.close()
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"model_a": "x", "model_b": "x", "winner": "model_a"}]')
+    out = subprocess.run([sys.executable, "-m", "service.cli", "battles", "import", str(bad)], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "record 0: field `model_b`" in out.stderr
+
+
+def wait_job(client, job_id: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} still {job['status']}")
+
+
+def judge(admin, **body) -> dict:
+    r = admin.post("/api/judge", json=body)
+    assert r.status_code == 202, r.text
+    job = wait_job(admin, r.json()["id"])
+    assert job["status"] == "succeeded", job["error"]
+    return job["result"]
+
+
+def test_llm_judges_both_orders_separate_board_and_agreement(settings, scripted):
+    srv = start(settings, scripted, worker=True)
+    try:
+        setup_arena(srv)
+        client, admin = srv.client(), srv.client(admin=True)
+        for _ in range(4):  # humans vote for the correct answer
+            battle = client.post("/api/battles").json()
+            choice = "a" if battle["answer_a"].startswith("The answer is 4") else "b"
+            assert client.post(f"/api/battles/{battle['id']}/vote", json={"choice": choice}).status_code == 200
+        human_before = admin.get("/api/leaderboard?board=human").json()
+
+        # A fair judge on the battles humans voted: consistent, and agrees with them.
+        fair = judge(admin, judge=scripted.url + "/v1", judge_model="judge-fair", candidates=["alpha", "beta"], prompts="human")
+        matched = fair["agreement_with_humans"]["matched"]
+        assert fair["judgements"] == matched >= 1 and fair["observations"] == 2 * matched
+        assert fair["inconsistent"] == 0 and fair["errors"] == 0 and fair["agreement_with_humans"]["agreement"] == 1.0
+
+        # A position-biased judge on the pool: every pair inconsistent, still logged (two observations each).
+        biased = judge(admin, judge=scripted.url, judge_model="judge-biased", candidates=["alpha", "beta", "gamma"], prompts="pool", n=2)
+        assert biased["judgements"] == 2 * 3 and biased["observations"] == 12 and biased["inconsistent"] == 6
+
+        # Unparseable verdicts: retried once, then errors, never votes.
+        calls = len(scripted.calls)
+        garbage = judge(admin, judge=scripted.url, judge_model="judge-garbage", candidates=["alpha", "beta"], prompts="pool", n=1)
+        assert garbage["observations"] == 0 and garbage["errors"] == 2 and "no parseable verdict" in garbage["error_samples"][0]["error"]
+        judge_calls = [c for c in scripted.calls[calls:] if c["body"]["model"] == "judge-garbage"]
+        assert len(judge_calls) == 4 and judge_calls[1]["body"]["messages"][-1]["role"] == "user"
+
+        # Judge verdicts never touch the human board; the judge board has exactly the logged ones.
+        human_after = admin.get("/api/leaderboard?board=human").json()
+        assert human_after["rows"] == human_before["rows"] and human_after["votes"]["human"] == 4
+        judged = admin.get("/api/leaderboard?board=judge").json()
+        assert judged["n_battles"] == 2 * matched + 12 and judged["votes"]["judge"] == 2 * matched + 12
+        assert judged["judge_consistency"] == {"judged_both_orders": matched + 6, "inconsistent": 6}
+        assert judged["agreement"]["matched"] >= matched
+        page = client.get("/leaderboard").text
+        assert "judge–human agreement" in page and "LLM / reference judges" in page and "llm:judge-garbage" in page
+
+        bad = admin.post("/api/judge", json={"judge": scripted.url, "candidates": ["alpha", "beta"]})
+        assert bad.status_code == 400 and "--judge-model" in bad.json()["detail"]
+        bad = admin.post("/api/judge", json={"judge": "judge-fair-typo", "candidates": ["alpha", "beta"]})
+        assert bad.status_code == 404
+    finally:
+        srv.stop()
+
+
+def test_reference_judge_works_offline(settings, scripted):
+    srv = start(settings, scripted, worker=True)
+    try:
+        admin = srv.client(admin=True)
+        prompts = [{"prompt": "What is 2 + 2?", "reference": "The answer is 4.", "category": "math"},
+                   {"prompt": "No reference here"}]
+        result = judge(admin, judge="reference", candidates=["alpha", "beta", "gamma"], prompts=prompts)
+        assert result["judge"] == "reference:token_f1"
+        assert result["observations"] == 6 and result["errors"] == 6  # the prompt without a reference is an error, per order
+        board = admin.get("/api/leaderboard?board=judge&category=math").json()
+        assert board["rows"][0]["model"] == "alpha" and board["rows"][0]["win_rate"] == 1.0
+        assert admin.get("/api/leaderboard?board=human").json()["n_battles"] == 0
+    finally:
+        srv.stop()
+
+
+def test_category_filter_and_pages(server):
+    client = server.client()
+    play(client, "a")
+    play(client, "a", prompt="typed one")
+    everything = client.get("/api/leaderboard").json()
+    typed = client.get("/api/leaderboard?category=typed").json()
+    assert everything["n_battles"] == 2 and typed["n_battles"] == 1
+    assert "typed" in everything["categories"] and "unit" in everything["sources"]
+    page = client.get("/arena")
+    assert page.status_code == 200 and "Model A" in page.text and "Model B" in page.text
+    assert "alpha" not in page.text and "beta" not in page.text
+    assert "script-src 'nonce-" in page.headers["content-security-policy"]
+    board = client.get("/leaderboard?category=typed")
+    assert board.status_code == 200 and "<svg" in board.text and "category typed" in board.text
+    # The no-JS vote: a plain form POST reveals the names.
+    battle_id = page.text.split('data-battle="', 1)[1].split('"', 1)[0]
+    r = client.post("/arena/vote", data={"battle_id": battle_id, "choice": "b"})
+    assert r.status_code == 200 and ("alpha" in r.text and "beta" in r.text)
+    assert client.post("/arena/vote", data={"battle_id": battle_id, "choice": "a"}).status_code == 409
+
+
+def test_rebuild_while_votes_arrive_loses_nothing(settings):
+    from service.store import Store
+
+    async def main():
+        store = Store.from_url(settings.redis_url, settings.key_prefix)
+        vote = {"model_a": "m1", "model_b": "m2", "winner": "model_a", "reviewer": "r"}
+        for i in range(1200):
+            await store.put_battle(f"b{i}", {}, ttl_s=60)
+        await store.record_observations([vote] * 2000, board="human")
+
+        async def voter(start):
+            for i in range(start, 1200, 4):
+                await store.record_vote(f"b{i}", vote, reviewer="r")
+
+        await asyncio.gather(store.rebuild_pair_counts(), *(voter(k) for k in range(4)), store.rebuild_pair_counts())
+        counts = await store.pair_counts("human")
+        logged = await store.vote_count()
+        await store.close()
+        return counts, logged
+
+    counts, logged = asyncio.run(main())
+    assert logged == 3200 and counts == {("m1", "m2"): [3200, 0, 0, 0]}
+
+
+@pytest.mark.slow
+def test_real_candidates_battle_and_the_services_own_v1_as_judge(settings, tiny_base, trained_adapter):
+    from service.bases import make_base
+    from service.domain import Candidate
+    from service.store import SyncStore
+
+    s = msgspec.structs.replace(settings, max_new_tokens_cap=24)
+    store = SyncStore(s.redis_url, s.key_prefix)
+    store.put_base(make_base("tiny", tiny_base, "tiny"))
+    store.add_candidate(Candidate(name="words", base="tiny", dataset="words@1", dataset_id="0" * 16, run_id="run_test",
+                                  adapter_dir=str(trained_adapter.adapter_dir), config={}, metrics={}, created_at=time.time()))
+    store.close()
+    srv = LiveServer(s, worker=True).start()
+    try:
+        admin, client = srv.client(admin=True), srv.client()
+        assert admin.post("/api/arena/active", json={"models": ["tiny", "words"]}).status_code == 200
+        battle, reveal = play(client, "a", prompt="Second word of: amber birch cedar")
+        assert {reveal["model_a"], reveal["model_b"]} == {"tiny", "words"}
+        assert isinstance(battle["answer_a"], str) and isinstance(battle["answer_b"], str)
+        result = judge(admin, judge=srv.url + "/v1", judge_model="words", max_tokens=8, candidates=["tiny", "words"], prompts="human")
+        # A tiny model rarely writes a verdict: each order is a verdict or an error, never both, never a human vote.
+        assert result["judgements"] == 1 and result["observations"] + result["errors"] == 2
+        assert admin.get("/api/leaderboard?board=judge").json()["n_battles"] == result["observations"]
+        assert admin.get("/api/leaderboard?board=human").json()["n_battles"] == 1
+    finally:
+        srv.stop()
