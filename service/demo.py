@@ -220,8 +220,8 @@ class Demo:
         job = self.enqueue(start_judging, judge=parse_judge_spec("reference:exact_match", allow_both_bad=True),
                            candidates=names, prompts={"kind": "pool"}, n=self.config.judge_prompts)
         result = self.follow(job, f"reference judge over {self.config.judge_prompts} prompts")["result"]
-        self.console.print(f"judge: {result.get('votes', '?')} votes, {result.get('inconsistent', 0)} inconsistent pairs, "
-                           f"{result.get('errors', 0)} errors")
+        self.console.print(f"judge {result['judge']}: {result['observations']} observations (each pair in both orders), "
+                           f"{result['inconsistent']} inconsistent pairs, {result['errors']} errors")
 
     def board(self) -> list[dict[str, Any]]:
         from service.leaderboards import board_view
