@@ -71,3 +71,25 @@ def test_bad_input_is_one_line_and_non_zero(tmp_path):
     assert missing.returncode == 1 and "no such file" in missing.stderr
     unknown = arena("data", "show", "nothere", env=env)
     assert unknown.returncode == 1 and "no dataset named 'nothere'" in unknown.stderr
+
+
+def test_with_redis_url_the_service_uses_that_redis_not_an_embedded_one(tmp_path):
+    """REDIS_URL mode: a separately started server stands in for an external Redis."""
+    import redis
+
+    from service.redis_server import EmbeddedRedis
+
+    external = EmbeddedRedis(tmp_path / "external")
+    url = external.start()
+    try:
+        env = embedded_env(tmp_path) | {"REDIS_URL": url, "ARENA_KEY_PREFIX": "shared-test"}
+        data = tmp_path / "qa.jsonl"
+        data.write_text(json.dumps({"prompt": "q", "completion": "a"}))
+        assert arena("data", "add", str(data), "--name", "qa", env=env).returncode == 0
+        assert not (tmp_path / "data" / "redis").exists()  # no embedded server was started
+        client = redis.Redis.from_url(url)
+        assert client.smembers("shared-test:datasets") == {b"qa"}
+        assert not [k for k in client.scan_iter("arena:*")]  # everything under the configured prefix
+        client.close()
+    finally:
+        external.stop()

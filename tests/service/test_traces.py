@@ -1,0 +1,86 @@
+"""Tracing failures through the service: eval → trace job → report files and page → curate."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import httpx
+
+from service.bases import make_base
+from service.store import SyncStore
+from tests.redis_fixtures import LiveServer, settings_env
+
+
+def wait_job(client: httpx.Client, path: str, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = client.get(path).json()
+        status = body.get("status") or body.get("job", {}).get("status")
+        if status in ("succeeded", "failed", "cancelled"):
+            return body
+        time.sleep(0.3)
+    raise AssertionError(f"{path} did not finish")
+
+
+def test_trace_report_page_and_curate(settings, tiny_base, word_task_records, tmp_path):
+    store = SyncStore(settings.redis_url, settings.key_prefix)
+    store.put_base(make_base("tiny", tiny_base, "tiny"))
+    srv = LiveServer(settings, worker=True).start()
+    try:
+        admin = srv.client(admin=True)
+        records = word_task_records("count_words", 40, seed=3)
+        lines = [json.dumps({"messages": [{"role": m.role, "content": m.content} for m in r.messages]}) for r in records]
+        # One record whose answer is markup: the report must show it escaped.
+        lines[5] = json.dumps({"messages": [{"role": "user", "content": "Count the words: <b>x</b>"},
+                                          {"role": "assistant", "content": "<script>alert(1)</script>"}]})
+        assert admin.post("/api/datasets", files={"file": ("w.jsonl", "\n".join(lines))}, data={"name": "words"}).status_code == 201
+        assert admin.post("/api/datasets/words/split", json={"test_fraction": 0.25, "seed": 0}).status_code == 200
+        config = {"epochs": 2, "batch_size": 6, "lr": 5e-3, "logging_steps": 2, "eval_fraction": 0.0, "max_length": 64, "save_steps": 3}
+        run = admin.post("/api/runs", json={"base": "tiny", "data": "words", "name": "counter", "config": config}).json()
+        assert wait_job(admin, f"/api/runs/{run['id']}")["status"] == "succeeded"
+
+        task = {"task": "words-held-out", "dataset": "words@1:test", "doc_to_text": "{{prompt}}", "doc_to_target": "{{answer}}",
+                "output_type": "generate_until", "metric_list": [{"metric": "exact_match"}],
+                "generation_kwargs": {"until": ["</s>"], "max_gen_toks": 8}}
+        ev = admin.post("/api/evals", json={"candidates": ["counter"], "task": task})
+        assert ev.status_code == 202, ev.text
+        assert wait_job(admin, f"/api/evals/{ev.json()['id']}")["status"] == "succeeded"
+
+        rep = admin.post("/api/reports", json={"candidate": "counter", "evals": [ev.json()["id"]], "top": 50})
+        assert rep.status_code == 202, rep.text
+        report_id = rep.json()["id"]
+        done = wait_job(admin, f"/api/reports/{report_id}")
+        assert done["job"]["status"] == "succeeded", done["job"]["error"]
+        report = done["report"]
+        held = set(store.resolve_dataset("words").split.test_indices)
+        # Every training record of the version is scored, by its position in the version.
+        assert sorted(e["index"] for e in report["examples"]) == [i for i in range(40) if i not in held]
+        scores = [e["score"] for e in report["examples"]]
+        assert scores == sorted(scores, reverse=True)
+        assert report["n_failures"] >= 1 and report["failures"][0]["top_records"]
+        assert report["checks"]["summary"]
+        page = admin.get(f"/reports/{report_id}")
+        assert page.status_code == 200 and "<svg" in page.text
+        if 5 not in held:
+            assert "<script>alert(1)</script>" not in page.text and "&lt;script&gt;" in page.text
+        assert admin.post("/api/reports", json={"candidate": "nobody", "evals": []}).status_code in (400, 404)
+
+        env = settings_env(settings)
+        out = tmp_path / "next.jsonl"
+        cur = subprocess.run([sys.executable, "-m", "service.cli.__main__", "curate", "--report", report_id, "--out", str(out),
+                              "--drop-top", "3", "--add-as", "words", "--json"], env=env, capture_output=True, text=True, timeout=300)
+        assert cur.returncode == 0, cur.stderr
+        summary = json.loads(cur.stdout)
+        removed = [json.loads(line) for line in out.with_suffix(".removed.jsonl").read_text().splitlines()]
+        assert summary["kept"] == 40 - len(held) - 3 and len(removed) == len(held) + 3
+        assert all(r["reason"] for r in removed)
+        top3 = {e["index"] for e in report["examples"][:3]}
+        assert top3 <= {r["index"] for r in removed if r["reason"].startswith("attributed to failures")}
+        v2 = store.resolve_dataset("words@2")
+        assert v2.parent == store.resolve_dataset("words@1").id and v2.record_count == summary["kept"]
+    finally:
+        srv.stop()
+        store.close()
