@@ -1,0 +1,437 @@
+"""A seeded synthetic instruction dataset with planted defects and their ground truth.
+
+Attribution, dataset checks and curation are only as trustworthy as the evidence that
+they find what is really wrong. This generator builds a dataset whose defects we know
+exactly, in the plain chat format every part of the loop speaks:
+
+- **made-up facts** over several topics (where invented people live, the colours of
+  things, what animals eat, who works which job): no base model can know them, so
+  everything the model answers comes from the training records;
+- **planted wrong answers**: in one topic, a few facts get `wrong_copies` records that
+  give another fact's answer (an answer that is correct elsewhere in the dataset, so a
+  detector cannot just look for rare answers) next to one correct record. The wrong
+  copies outvote the correct one, so the trained model answers wrongly; removing them
+  leaves the correct record, and retraining fixes the answer. They are 10–20% of the
+  topic's records;
+- **exact duplicates** of clean records, **contradictory pairs** (one prompt, two
+  answers) and a **flood of refusals** ("I'm sorry, but I can't help with that.") on
+  prompts of their own — defects for the dataset checks, kept off the benchmark so that
+  benchmark failures have one known cause;
+- a **held-out benchmark**: prompt + gold answer for every fact with a single answer, in
+  the same phrasing the training records use (a tiny base does not carry a fact from
+  one phrasing to another, so any other phrasing would fail for planted and clean facts
+  alike).
+
+The same `(preset, seed)` always gives the same dataset.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Literal
+
+import msgspec
+
+from evaluators.records import Conversation, Message, user_turn
+
+REFUSAL = "I'm sorry, but I can't help with that."
+
+Preset = Literal["fast", "default"]
+
+
+class SyntheticConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Sizes of a synthetic dataset. `preset_config` gives the named presets."""
+
+    facts_per_topic: int  # facts in each clean topic
+    corrupted_topic_facts: int  # facts in the topic with planted wrong answers
+    corrupted_facts: int  # facts of that topic whose answer is planted wrong
+    wrong_copies: int = 2  # wrong records per corrupted fact (next to one correct record)
+    duplicates: int = 6  # extra exact copies of clean records
+    contradictions: int = 3  # prompts that appear twice with different answers
+    refusals: int = 12  # records answered with `REFUSAL`
+
+
+#: `fast`: 70 records, 45 benchmark items (tests, bench, demo); `default`: 106 records,
+#: 64 items. The corrupted topic's pool of 40 names bounds both: each name carries one fact.
+PRESETS: dict[str, SyntheticConfig] = {
+    "fast": SyntheticConfig(
+        facts_per_topic=4, corrupted_topic_facts=33, corrupted_facts=4, duplicates=3, contradictions=2, refusals=10
+    ),
+    "default": SyntheticConfig(
+        facts_per_topic=8, corrupted_topic_facts=40, corrupted_facts=4, duplicates=6, contradictions=6, refusals=16
+    ),
+}
+
+
+class SyntheticDataset(msgspec.Struct, kw_only=True):
+    """A generated dataset, its benchmark and the ground truth of every planted defect.
+
+    `benchmark[j] = (prompt, gold)`; `caused_by[j]` lists the record indices whose wrong
+    answer contradicts item j's gold (only corrupted items have an entry). Index sets are
+    positions in `records` and are disjoint across defect kinds: `duplicates` are the
+    extra copies of clean records (the first occurrence is not a defect), while the
+    planted wrong copies, identical to each other, count only under `planted_wrong`.
+    """
+
+    preset: str
+    seed: int
+    config: SyntheticConfig
+    records: list[Conversation]
+    topics: list[str]  # per record: the topic, or "refusal"
+    benchmark: list[tuple[Conversation, str]]
+    benchmark_topics: list[str]
+    corrupted_topic: str
+    planted_wrong: list[int]
+    caused_by: dict[int, list[int]]
+    duplicates: list[int]
+    contradictions: list[tuple[int, int]]
+    refusals: list[int]
+
+    @property
+    def corrupted_items(self) -> list[int]:
+        """Benchmark indices whose answer the planted wrong records contradict."""
+        return sorted(self.caused_by)
+
+    @property
+    def wrong_fraction(self) -> float:
+        """Share of the corrupted topic's records that are planted wrong answers."""
+        in_topic = sum(t == self.corrupted_topic for t in self.topics)
+        return len(self.planted_wrong) / in_topic if in_topic else 0.0
+
+
+#: Optimizer steps that learn a `fast` dataset: a tiny LoRA memorises facts only after a
+#: plateau of several hundred steps, and a shorter run leaves the correct record of a
+#: corrupted fact unlearned, so removing the planted records would fix nothing.
+TRAIN_STEPS = 1400
+
+
+def training_recipe(seed: int = 0, *, steps: int = TRAIN_STEPS, checkpoints: int = 4) -> dict[str, object]:
+    """`TrainConfig` keyword arguments that learn a synthetic dataset on the offline tiny base.
+
+    LoRA on every linear layer (q/v alone never learns the refusal text, and mixes of
+    topics stall), r=8, lr 5e-3 decaying linearly, clip 1.0, batch 8, answer-only loss,
+    no held-out split, `checkpoints` evenly spaced checkpoints (attribution reads them).
+    The run length is a number of steps, not epochs, so a dataset with records removed
+    is retrained for as long as the original: the comparison is then like for like.
+    Measured on two busy CPU cores: about 1–1.5 min for `fast`.
+    """
+    return {
+        "target_modules": "all-linear",
+        "lora_r": 8,
+        "lora_alpha": 16,
+        "lora_dropout": 0.0,
+        "lr": 5e-3,
+        "lr_scheduler": "linear",
+        "max_grad_norm": 1.0,
+        "batch_size": 8,
+        "epochs": 1000,  # bounded by max_steps
+        "max_steps": steps,
+        "save_steps": max(1, steps // checkpoints),
+        "eval_fraction": 0.0,
+        "max_length": 96,
+        "logging_steps": max(1, steps // 20),
+        "seed": seed,
+    }
+
+
+def preset_config(preset: Preset) -> SyntheticConfig:
+    """The named size preset; raises `ValueError` listing the known names."""
+    try:
+        return PRESETS[preset]
+    except KeyError:
+        raise ValueError(f"unknown synthetic preset {preset!r}: expected one of {sorted(PRESETS)}") from None
+
+
+# ---------------------------------------------------------------------------- topics
+
+# Invented facts use the words a small base already tokenizes well (a byte-level
+# tokenizer trained on little text splits invented spellings into single letters, and a
+# tiny LoRA then spends its steps on spelling, not facts), in the shapes of everyday QA
+# ("Where does Alice live?"): a tiny model memorises facts in that shape several times
+# sooner than in unfamiliar ones. Each topic draws its subjects from its own pool, and
+# a subject carries one fact, so a subject word alone says which answer is due; the
+# pools bound each topic's size.
+_NAMES = (
+    "Alice", "Bob", "Carol", "David", "Emma", "Frank", "Grace", "Henry", "Irene", "Jack",
+    "Karen", "Liam", "Maria", "Noah", "Olivia", "Peter", "Quinn", "Rosa", "Sam", "Tara",
+    "Umar", "Vera", "Will", "Xena", "Yusuf", "Zoe", "Anna", "Ben", "Clara", "Dan",
+    "Eva", "Felix", "Gina", "Hugo", "Ivy", "Jonas", "Kira", "Leo", "Mila", "Nina",
+)
+_CITIES = (
+    "Paris", "London", "Berlin", "Madrid", "Rome", "Vienna", "Prague", "Oslo", "Lisbon", "Dublin",
+    "Athens", "Warsaw", "Cairo", "Tokyo", "Seoul", "Lima", "Quito", "Delhi", "Sydney", "Boston",
+)
+_THINGS = (
+    "book", "lamp", "chair", "table", "cup", "door", "window", "car", "boat", "tree",
+    "stone", "river", "clock", "phone", "key", "bag", "shoe", "hat", "ball", "box",
+)
+_ANIMALS = ("cat", "dog", "horse", "mouse", "lion", "tiger", "bear", "wolf", "fox", "owl", "duck", "goat", "cow", "frog")
+_FOODS = ("apple", "bread", "fish", "rice", "cheese", "cake", "soup", "corn")
+_COLORS = ("red", "blue", "green", "yellow", "black", "white", "brown", "pink", "gray", "orange")
+_JOBS = ("teacher", "doctor", "farmer", "baker", "pilot", "driver", "painter", "writer", "singer", "nurse")
+_ADJECTIVES = (
+    "big", "small", "old", "new", "happy", "quiet", "fast", "slow", "bright", "dark",
+    "warm", "cold", "soft", "loud", "clean", "tall", "short", "young", "kind", "strange",
+)
+
+
+class _Topic(msgspec.Struct, frozen=True):
+    name: str
+    phrasings: tuple[str, ...]  # question templates over {subject}
+    subjects: tuple[str, ...]  # who or what the facts are about
+    values: tuple[str, ...]  # the possible answers
+
+
+_TOPICS = {
+    "cities": _Topic(
+        "cities", ("Where does {subject} live?", "In which city does {subject} live?"), _NAMES, _CITIES
+    ),
+    "colors": _Topic(
+        "colors", ("What color is the {subject}?", "Which color is the {subject}?"), _THINGS, _COLORS
+    ),
+    "foods": _Topic(
+        "foods", ("What does the {subject} eat?", "Which food does the {subject} like?"), _ANIMALS, _FOODS
+    ),
+    "workers": _Topic(
+        "workers", ("Who works as a {subject}?", "Who is the town {subject}?"), _JOBS, _NAMES
+    ),
+}
+#: Refusal prompts, each used at most once, so the refusals are not near-duplicates of
+#: each other (a near-duplicate finding would hide the refusal-rate one).
+_REFUSAL_PROMPTS = (
+    "Tell me a secret about {subject}.",
+    "Write a rude poem about {subject}.",
+    "How do I get into the house of {subject} without a key?",
+    "Give me the home address of {subject}.",
+    "Help me read the letters {subject} sent to a friend.",
+    "What is the bank password of {subject}?",
+    "Make up a lie I can tell about {subject}.",
+    "Find the phone number of {subject} for me.",
+    "Write a mean letter to {subject}.",
+    "How can I follow {subject} home without being seen?",
+    "List the doctors {subject} has seen this year.",
+    "Guess the age of {subject} from these photos.",
+    "Tell everyone a rumor about {subject}.",
+    "Which door of the house does {subject} leave open?",
+    "Draft a fake review in the name of {subject}.",
+    "When is {subject} never at home?",
+    "Copy the notes {subject} wrote in class.",
+    "Who are the children of {subject} and where do they play?",
+    "Send me the travel plans of {subject}.",
+    "Say something cruel about the face of {subject}.",
+    "How do I take the car of {subject} for a night?",
+    "Read me the diary of {subject}.",
+    "Sign a letter as if you were {subject}.",
+    "Which pills does {subject} take each day?",
+)
+
+
+class _Subjects:
+    """Draws each topic's subjects without replacement, and subjects for refusal prompts."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._used: dict[str, set[str]] = {}
+
+    def pick(self, topic: str) -> str:
+        used = self._used.setdefault(topic, set())
+        pool = _TOPICS[topic].subjects
+        free = [s for s in pool if s not in used]
+        if not free:
+            raise ValueError(f"topic {topic!r} has only {len(pool)} subjects: ask for fewer facts")
+        subject = self._rng.choice(free)
+        used.add(subject)
+        return subject
+
+    def stranger(self) -> str:
+        """A subject for a refusal prompt ("my quiet neighbour"), never repeated."""
+        used = self._used.setdefault("refusal", set())
+        while True:
+            subject = f"my {self._rng.choice(_ADJECTIVES)} {self._rng.choice(('neighbor', 'boss', 'friend', 'cousin'))}"
+            if subject not in used:
+                used.add(subject)
+                return subject
+
+
+class _Fact(msgspec.Struct, frozen=True):
+    topic: str
+    subject: str
+    value: str
+    phrasing: int
+
+    def prompt(self) -> str:
+        return _TOPICS[self.topic].phrasings[self.phrasing].format(subject=self.subject)
+
+
+def _facts(topic: str, n: int, subjects: _Subjects, rng: random.Random) -> list[_Fact]:
+    t = _TOPICS[topic]
+    return [
+        _Fact(topic, subjects.pick(topic), rng.choice(t.values), rng.randrange(len(t.phrasings)))
+        for _ in range(n)
+    ]
+
+
+def _conversation(prompt: str, answer: str) -> Conversation:
+    return Conversation(messages=(Message("user", prompt), Message("assistant", answer)))
+
+
+# ------------------------------------------------------------------------- generator
+
+
+def make_synthetic_dataset(
+    preset: Preset = "fast",
+    seed: int = 0,
+    *,
+    corrupted_topic: str = "cities",
+    config: SyntheticConfig | None = None,
+) -> SyntheticDataset:
+    """Generate the dataset of `preset` (or `config`) for `seed`, with its ground truth.
+
+    Records are shuffled (seeded), so planted records sit anywhere in the list. The
+    planted wrong answer of a corrupted fact is another fact's correct answer in the
+    same topic, so attribution must tie records to the failing item, not to an answer.
+    """
+    cfg = config or preset_config(preset)
+    if corrupted_topic not in _TOPICS:
+        raise ValueError(f"unknown topic {corrupted_topic!r}: expected one of {sorted(_TOPICS)}")
+    if not 0 < cfg.corrupted_facts < cfg.corrupted_topic_facts // 2:
+        raise ValueError("corrupted_facts must be positive and under half of corrupted_topic_facts")
+    rng = random.Random(f"synthetic:{seed}")
+    subjects = _Subjects(rng)
+
+    # (conversation, topic, kind, fact-or-None); kind tags the ground truth before shuffling.
+    rows: list[tuple[Conversation, str, str, _Fact | None]] = []
+    bench_facts: list[_Fact] = []
+    wrong_of: dict[_Fact, list[int]] = {}
+
+    for topic in _TOPICS:
+        n = cfg.corrupted_topic_facts if topic == corrupted_topic else cfg.facts_per_topic
+        facts = _facts(topic, n, subjects, rng)
+        corrupted: dict[_Fact, str] = {}
+        if topic == corrupted_topic:
+            chosen = rng.sample(range(n), cfg.corrupted_facts)
+            # Each corrupted fact borrows the answer of a clean fact of the same topic (one
+            # that differs from its own), so the wrong answer is right somewhere else.
+            clean = [i for i in range(n) if i not in chosen]
+            for i in chosen:
+                donor = rng.choice([d for d in clean if facts[d].value != facts[i].value])
+                corrupted[facts[i]] = facts[donor].value
+        for fact in facts:
+            rows.append((_conversation(fact.prompt(), fact.value), topic, "clean", fact))
+            bench_facts.append(fact)
+            if fact in corrupted:
+                wrong = _conversation(fact.prompt(), corrupted[fact])
+                for _ in range(cfg.wrong_copies):
+                    wrong_of.setdefault(fact, []).append(len(rows))
+                    rows.append((wrong, topic, "wrong", fact))
+
+    clean_rows = [i for i, row in enumerate(rows) if row[2] == "clean" and row[1] != corrupted_topic]
+    for i in rng.sample(clean_rows, cfg.duplicates):
+        rows.append((rows[i][0], rows[i][1], "duplicate", rows[i][3]))
+
+    contradiction_rows: list[tuple[int, int]] = []
+    other_topics = [t for t in _TOPICS if t != corrupted_topic]
+    for k in range(cfg.contradictions):
+        topic = other_topics[k % len(other_topics)]
+        fact = _facts(topic, 1, subjects, rng)[0]
+        other = rng.choice([v for v in _TOPICS[topic].values if v != fact.value])
+        first = len(rows)
+        rows.append((_conversation(fact.prompt(), fact.value), topic, "contradiction", None))
+        rows.append((_conversation(fact.prompt(), other), topic, "contradiction", None))
+        contradiction_rows.append((first, first + 1))
+
+    if cfg.refusals > len(_REFUSAL_PROMPTS):
+        raise ValueError(f"refusals={cfg.refusals}: at most {len(_REFUSAL_PROMPTS)} distinct refusal prompts")
+    for template in rng.sample(_REFUSAL_PROMPTS, cfg.refusals):
+        rows.append((_conversation(template.format(subject=subjects.stranger()), REFUSAL), "refusal", "refusal", None))
+
+    order = list(range(len(rows)))
+    rng.shuffle(order)
+    new_index = {old: new for new, old in enumerate(order)}
+
+    benchmark = [(user_turn(f.prompt()), f.value) for f in bench_facts]
+    caused_by = {
+        j: sorted(new_index[i] for i in wrong_of[f]) for j, f in enumerate(bench_facts) if f in wrong_of
+    }
+    kinds = [rows[old][2] for old in order]
+    return SyntheticDataset(
+        preset=preset if config is None else "custom",
+        seed=seed,
+        config=cfg,
+        records=[rows[old][0] for old in order],
+        topics=[rows[old][1] for old in order],
+        benchmark=benchmark,
+        benchmark_topics=[f.topic for f in bench_facts],
+        corrupted_topic=corrupted_topic,
+        planted_wrong=[i for i, k in enumerate(kinds) if k == "wrong"],
+        caused_by=caused_by,
+        duplicates=[i for i, k in enumerate(kinds) if k == "duplicate"],
+        contradictions=sorted((new_index[a], new_index[b]) for a, b in contradiction_rows),
+        refusals=[i for i, k in enumerate(kinds) if k == "refusal"],
+    )
+
+
+# ------------------------------------------------------------------------- benchmark
+
+
+def greedy_answers(
+    model, tokenizer, prompts: list[Conversation], *, max_new_tokens: int = 24, batch_size: int = 32
+) -> list[str]:
+    """The model's greedy answer to each prompt, cut at the end-of-turn marker and stripped.
+
+    Prompts are encoded exactly as training encoded them (`evaluators.chat_format`) and
+    left-padded in batches; the model is used as given (eval mode, no gradients).
+    """
+    import torch
+
+    from evaluators.chat_format import encode_prompt, special_prefix, uses_chat_template
+
+    eos = tokenizer.eos_token or "</s>"
+    eos_id = tokenizer.convert_tokens_to_ids(eos)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
+    prefix = [] if uses_chat_template(tokenizer) else special_prefix(tokenizer)
+    encoded = [encode_prompt(tokenizer, p, prefix=prefix) for p in prompts]
+    model.eval()
+    answers: list[str] = []
+    for start in range(0, len(encoded), batch_size):
+        batch = encoded[start : start + batch_size]
+        width = max(len(ids) for ids in batch)
+        ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in batch])
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in batch])
+        with torch.no_grad():
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                eos_token_id=eos_id,
+                pad_token_id=pad_id,
+            )
+        for row in out[:, width:].tolist():
+            text = tokenizer.decode(row, skip_special_tokens=False)
+            answers.append(text.split(eos)[0].replace(tokenizer.pad_token or eos, "").strip())
+    return answers
+
+
+def is_correct(output: str, gold: str) -> bool:
+    """Exact match after stripping whitespace: the benchmark's pass criterion."""
+    return output.strip() == gold.strip()
+
+
+def benchmark_outcomes(model, tokenizer, dataset: SyntheticDataset, *, with_gold: bool = True):
+    """Run the benchmark greedily and split it: `(failures, passes, outputs)`.
+
+    Failures and passes are `evaluators.attribution.Failure`s whose `id` is the
+    benchmark index and whose `output` is the model's answer; with `with_gold=False`
+    failures carry no gold answer (as arena failures do: only the bad output is known).
+    """
+    from evaluators.attribution import Failure
+
+    outputs = greedy_answers(model, tokenizer, [prompt for prompt, _ in dataset.benchmark])
+    failures, passes = [], []
+    for j, ((prompt, gold), output) in enumerate(zip(dataset.benchmark, outputs)):
+        if is_correct(output, gold):
+            passes.append(Failure(prompt=prompt, output=output, gold=gold, id=str(j)))
+        else:
+            failures.append(Failure(prompt=prompt, output=output, gold=gold if with_gold else None, id=str(j)))
+    return failures, passes, outputs
