@@ -4,22 +4,28 @@
 (the model's own bad outputs) and passes (outputs it got right):
 
 1. **Gradient features** (`evaluators.gradients`): at each saved checkpoint, the
-   projected per-example gradient of every training record (preconditioned by the
-   checkpoint's Adam state, as LESS does: what an update on that record would do) and of
-   every failure's own output, teacher-forced — the direction that pushed the model to
-   say it. Training features are kept in a `FeatureStore`, so a new failure costs one
-   gradient per checkpoint.
+   projected per-example gradient of every training record, preconditioned with the
+   checkpoint's Adam state, and of every failure's own output, teacher-forced — the
+   direction that pushed the model to say it. Training features are kept in a
+   `FeatureStore`, so a new failure costs one gradient per checkpoint.
 2. **Influence**: cosine of record and output features, weighted and summed over the
    checkpoints (TracIn). A record's **gradient score** is its strongest influence on any
    failure minus its strongest influence on any pass. The contrast is what separates a
    record that caused a failure from one that merely shares an answer, a template or a
    topic with it: those push the passes just as hard.
-3. **Reference conflicts**: when a failure has a gold answer, training records whose
-   prompt matches the failing prompt but whose answer disagrees with the gold are
-   flagged, and the flag raises the record's score by `conflict_boost` standard
-   deviations of the gradient score — evidence added, not a replacement ranking.
-4. Per failure: the records that pushed towards it most, and the records that most
-   **opposed the correct answer** (most negative influence on the gold output).
+3. With gold answers, two more pieces of evidence are added to the gradient score: the
+   record's strongest **opposition to a gold answer** (most negative influence on a gold
+   output), and a **reference conflict** flag — the record's prompt matches a failing
+   prompt but its answer disagrees with the gold — worth `conflict_boost` standard
+   deviations of the gradient score: evidence added, never a replacement ranking.
+4. Per failure: the records that pushed towards it most, the records that most opposed
+   its correct answer, and the conflicting records.
+
+Preconditioning defaults to `g / (√v̂ + eps)` (Adam's per-coordinate step size, from the
+checkpoint's second moment). LESS's full Adam update `m̂ / (√v̂ + eps)` is available as
+"adam", but its momentum term is the same running-average gradient in every record's
+feature, and on the planted-defect benchmark (`bench/attribution.py`) that shared
+direction let records sharing a failure's answer outrank the records that caused it.
 
 Two baselines are reported beside the score, for the report and the bench: the nearest
 neighbour of each record among the failures in sentence-embedding space, and the
@@ -43,7 +49,6 @@ from scipy.stats import rankdata
 from evaluators.feature_store import FeatureKey, FeatureStore, parameters_hash, record_hash
 from evaluators.gradients import (
     AttributionError,
-    FeatureBatch,
     Precondition,
     ProjectionKind,
     RandomProjector,
@@ -366,8 +371,9 @@ def trace_failures(
     projection_seed: int = 0,
     projection_kind: ProjectionKind = "rademacher",
     projection_layout: Literal["blocks", "dense"] = "blocks",
-    precondition: Precondition = "adam",
+    precondition: Precondition = "rsqrt_v",
     checkpoint_weights: Literal["uniform", "lr"] = "uniform",
+    oppose_weight: float = 1.0,
     conflict_boost: float = 1.0,
     conflict_threshold: float = 0.97,
     embeddings: bool = True,
@@ -381,9 +387,13 @@ def trace_failures(
     `checkpoints` are Trainer checkpoint directories (adapter weights + optimizer.pt), in
     any order; each contributes with weight 1/n ("uniform") or proportional to its
     logged learning rate ("lr"). `passes` are prompts the model answered well (their
-    `output` the good answer): the contrast set. With `store_dir`, training features are
-    read from / written to a `FeatureStore` there. `progress(stage, done, total)` reports
-    feature extraction. Raises `AttributionError` on unusable inputs.
+    `output` the good answer): the contrast set; without passes there is no contrast.
+    Failures with a `gold` add opposition and reference-conflict evidence. With
+    `store_dir`, training features are read from / written to a `FeatureStore` there
+    (one directory per candidate and dataset version). `progress(stage, done, total)`
+    reports training-feature extraction. `embeddings=False` skips the sentence-embedding
+    baseline (its scores are then NaN, and conflicts need identical prompts). Raises
+    `AttributionError` on unusable inputs.
     """
     if not checkpoints:
         raise AttributionError("no checkpoints given: attribution needs at least one saved checkpoint")
@@ -391,6 +401,10 @@ def trace_failures(
         raise AttributionError("no training records to score")
     if not failures:
         raise AttributionError("no failures to trace")
+    if precondition not in ("adam", "rsqrt_v", "none"):
+        raise AttributionError(f"precondition {precondition!r}: expected 'rsqrt_v', 'adam' or 'none'")
+    if checkpoint_weights not in ("uniform", "lr"):
+        raise AttributionError(f"checkpoint_weights {checkpoint_weights!r}: expected 'uniform' or 'lr'")
     timings: dict[str, float] = {}
     started = time.perf_counter()
     paths = sorted((Path(c) for c in checkpoints), key=checkpoint_step)
@@ -450,8 +464,11 @@ def trace_failures(
     flagged = np.zeros(len(train_records), dtype=bool)
     for hits in conflicts:
         flagged[hits] = True
+    # With gold answers, pushing against the gold is evidence too: the strongest opposition
+    # (most negative influence on a gold output) adds to the score; support never subtracts.
+    opposition = np.clip(-to_gold.min(axis=1), 0.0, None) if with_gold else np.zeros(len(train_records))
     spread = float(gradient_score.std()) or 1.0
-    score = gradient_score + conflict_boost * spread * flagged
+    score = gradient_score + oppose_weight * opposition + conflict_boost * spread * flagged
     loss_rank = rankdata(-last_losses, method="min").astype(int)
 
     records = [

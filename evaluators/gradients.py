@@ -235,6 +235,8 @@ def precondition(grads: dict[str, torch.Tensor], state: AdamState | None, mode: 
     `m̂ / (√v̂ + eps)`; "rsqrt_v": `g / (√v̂ + eps)` with the checkpoint's `v̂`; "none"
     (or no state): the raw gradient. Moments are bias-corrected.
     """
+    if mode not in ("adam", "rsqrt_v", "none"):
+        raise AttributionError(f"precondition {mode!r}: expected 'adam', 'rsqrt_v' or 'none'")
     if mode == "none" or state is None:
         return grads
     t = state.step
@@ -247,11 +249,9 @@ def precondition(grads: dict[str, torch.Tensor], state: AdamState | None, mode: 
             m_new = (state.beta1 * m + (1 - state.beta1) * g) / (1 - state.beta1 ** (t + 1))
             v_new = (state.beta2 * v + (1 - state.beta2) * g * g) / (1 - state.beta2 ** (t + 1))
             out[name] = m_new / (v_new.sqrt() + state.eps)
-        elif mode == "rsqrt_v":
+        else:
             v_hat = v / (1 - state.beta2 ** max(t, 1))
             out[name] = g / (v_hat.sqrt() + state.eps)
-        else:
-            raise AttributionError(f"precondition {mode!r}: expected 'adam', 'rsqrt_v' or 'none'")
     return out
 
 

@@ -173,7 +173,11 @@ def trace_job(ctx: JobContext) -> dict[str, Any]:
 def _reindex_checks(checks, version_index: list[int], n: int):
     from evaluators.datachecks import CheckReport
 
-    findings = [msgspec.structs.replace(f, record_indices=tuple(version_index[i] for i in f.record_indices)) for f in checks.findings]
+    def details(d):
+        return {**d, "keep": version_index[d["keep"]]} if isinstance(d, dict) and isinstance(d.get("keep"), int) else d
+
+    findings = [msgspec.structs.replace(f, record_indices=tuple(version_index[i] for i in f.record_indices), details=details(f.details))
+                for f in checks.findings]
     return CheckReport(n_records=n, summary=checks.summary, findings=findings) if hasattr(checks, "summary") else checks
 
 
@@ -207,11 +211,19 @@ def curate_from_report(settings: Settings, report: dict[str, Any], *, drop_top: 
             scores[e["index"]] = e["score"]
         drop.update(curation.drop_top(scores, drop_top, label="attributed to failures"))
     if drop_flagged:
+        # Records contradicting a failing item's gold answer, and what the dataset checks say is
+        # safe to drop (duplicates beyond the first copy, garbled records, train/eval overlap).
+        # Conflicting answers, refusals and format drift need a person to pick the right side.
         for e in report["examples"]:
-            reasons = list(e["checks"]) + (["contradicts a gold answer of a failing item"] if e["reference_conflict"] else [])
-            relevant = [r for r in reasons if not r.startswith(("length_outlier", "format_consistency"))]
-            if relevant and e["index"] not in drop:
-                drop[e["index"]] = "; ".join(relevant)
+            if e["reference_conflict"] and e["index"] not in drop:
+                drop[e["index"]] = "contradicts the gold answer of a failing benchmark item"
+        for finding in (report.get("checks") or {}).get("findings", []):
+            if finding["check"] not in curation.DEFAULT_DROP_CHECKS:
+                continue
+            keep = (finding.get("details") or {}).get("keep")
+            for i in finding["record_indices"]:
+                if i != keep and i not in drop:
+                    drop[i] = f"{finding['check']}: {finding['message']}"
     # Records outside the traced set (the held-out split) stay out of the training set.
     for i in range(len(records)):
         if i not in traced:

@@ -1,16 +1,26 @@
 """The bundled synthetic pretraining corpus for the offline tiny base.
 
 A seeded generator, not a data file: the same seed always yields the same documents,
-so a tiny base is reproducible anywhere without a download. It mixes three kinds of
+so a tiny base is reproducible anywhere without a download. It mixes five kinds of
 text, each chosen for what LoRA tasks later need from the base:
 
-- English-like sentences about people, places, animals, things and numbers, so the
-  tokenizer learns whole-word tokens and the model a little grammar;
-- reading-comprehension and word-manipulation Q/A in the plain chat format
-  (`User:…</s>\\n Assistant:…</s>\\n `), so the base already copies words out of a prompt
-  and stops at `</s>` (what an adapter's answer-only training builds on);
-- small arithmetic and multi-turn conversations, so numbers and later turns are not
-  foreign.
+- **facts in context**: a few statements ("Sam lives in Rome. The lamp is red.") and
+  then questions about them in the plain chat format (`User:…</s>\\n Assistant:…</s>\\n `),
+  in the same question shapes as made-up-fact datasets ("Where does Sam live?", "What
+  color is the lamp?", "Who works as a baker?"). The answer depends on which subject is
+  asked about, so the base learns to carry the asked-about subject to the answer
+  position, and keeps every name and word a distinct token identity: what a LoRA
+  writes a new fact onto;
+- **closed-book facts** about a fixed cast of people who appear in no dataset of the
+  project (`WORLD_NAMES`), asked with no context: the route from a subject in the
+  question to a memorised answer is the one a fact-learning LoRA extends;
+- **copying** ("Say the word X."), so the answer position reads a word out of the
+  prompt and every word has a distinct identity the output can name;
+- reading-comprehension, word-manipulation and arithmetic Q/A, one to three turns, so
+  the base already answers in the format and stops at `</s>` (what an adapter's
+  answer-only training builds on), and numbers and later turns are not foreign;
+- English-like prose, so the tokenizer learns whole-word tokens and the model a little
+  grammar.
 
 Instructions deliberately *absent* here (e.g. "the second word", "reverse these
 words") are what tests teach with a LoRA, so a base's exact match on them starts near 0.
@@ -52,10 +62,38 @@ VERBS = (
     "sees", "likes", "finds", "takes", "moves", "opens", "holds", "wants", "paints", "reads",
     "builds", "carries", "watches", "follows", "cleans", "sells", "buys", "draws", "keeps", "loses",
 )
+FOODS = ("apple", "bread", "fish", "rice", "cheese", "cake", "soup", "corn", "milk", "egg", "meat", "honey")
 JOBS = ("teacher", "doctor", "farmer", "baker", "pilot", "driver", "painter", "writer", "singer", "nurse")
 
 #: Words for word-manipulation prompts: one BPE token each once the tokenizer has seen the corpus.
 WORDS = ANIMALS + THINGS + COLORS + ADJECTIVES
+
+#: The closed-book cast: people with fixed facts, so a question about one of them with
+#: no statement before it has one right answer. Disjoint from `NAMES` (the people of
+#: prose, word tasks and the project's synthetic datasets), so a base never "knows" a
+#: fact that a dataset later makes up about someone.
+WORLD_NAMES = (
+    "Oscar", "Paula", "Ruth", "Simon", "Tom", "Ursula", "Victor", "Wanda", "Xavier", "Yara",
+    "Zack", "Adam", "Bella", "Chris", "Diana", "Eric", "Fiona", "George", "Hanna", "Isaac",
+    "Julia", "Kevin", "Laura", "Mark", "Nora", "Otto", "Pia", "Rita", "Steve", "Tina",
+)
+_PEOPLE = NAMES + WORLD_NAMES
+
+#: Relations a fact can state: (subjects, values, statement, question phrasings).
+RELATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str, tuple[str, ...]]] = {
+    "city": (_PEOPLE, CITIES, "{s} lives in {v}.", ("Where does {s} live?", "In which city does {s} live?")),
+    "job": (_PEOPLE, JOBS, "{s} is a {v}.", ("What is {s}'s job?", "What does {s} do for a living?")),
+    "pet": (_PEOPLE, ANIMALS, "{s} keeps a {v}.", ("Which animal does {s} keep?", "What pet does {s} have?")),
+    "favorite": (
+        _PEOPLE, COLORS, "{s}'s favorite color is {v}.",
+        ("What is {s}'s favorite color?", "Which color does {s} like best?"),
+    ),
+    "worker": (JOBS, _PEOPLE, "The town {s} is {v}.", ("Who works as a {s}?", "Who is the town {s}?")),
+    "color": (THINGS, COLORS, "The {s} is {v}.", ("What color is the {s}?", "Which color is the {s}?")),
+    "food": (ANIMALS, FOODS, "The {s} eats {v}.", ("What does the {s} eat?", "Which food does the {s} like?")),
+}
+#: The relations of the closed-book cast (those whose subject is a person).
+_WORLD_RELATIONS = ("city", "job", "pet", "favorite")
 
 
 def _sentence(rng: random.Random) -> str:
@@ -120,14 +158,80 @@ def _conversation(rng: random.Random) -> str:
     return render_plain(Conversation(messages=tuple(turns)))
 
 
-def documents(seed: int = 0) -> Iterator[str]:
-    """An endless, seeded stream of corpus documents (prose or plain-format chats).
+def _world(seed: int) -> dict[tuple[str, str], str]:
+    """The closed-book facts of `WORLD_NAMES`: (person, relation) -> value, fixed per seed."""
+    rng = random.Random(f"world:{seed}")
+    return {(p, r): rng.choice(RELATIONS[r][1]) for p in WORLD_NAMES for r in _WORLD_RELATIONS}
 
-    The same seed gives the same stream; about 70% of the documents are chats.
+
+def _facts_in_context(rng: random.Random) -> str:
+    """2–5 statements about distinct subjects, then 1–3 chat questions about them."""
+    n_facts = rng.randint(2, 5)
+    facts: list[tuple[str, str, str]] = []
+    subjects: set[str] = set()
+    while len(facts) < n_facts:
+        relation = rng.choice(list(RELATIONS))
+        subject = rng.choice(RELATIONS[relation][0])
+        if subject not in subjects:
+            subjects.add(subject)
+            facts.append((relation, subject, rng.choice(RELATIONS[relation][1])))
+    text = " ".join(RELATIONS[r][2].format(s=s, v=v) for r, s, v in facts)
+    turns: list[Message] = []
+    for r, s, v in rng.sample(facts, rng.randint(1, min(3, len(facts)))):
+        turns += [Message("user", rng.choice(RELATIONS[r][3]).format(s=s)), Message("assistant", v)]
+    return text + "\n" + render_plain(Conversation(messages=tuple(turns)))
+
+
+def _closed_book(rng: random.Random, world: dict[tuple[str, str], str]) -> str:
+    """1–3 chat questions about the fixed cast, answered from memory (no context)."""
+    turns: list[Message] = []
+    for _ in range(rng.randint(1, 3)):
+        person, relation = rng.choice(WORLD_NAMES), rng.choice(_WORLD_RELATIONS)
+        turns += [
+            Message("user", rng.choice(RELATIONS[relation][3]).format(s=person)),
+            Message("assistant", world[person, relation]),
+        ]
+    return render_plain(Conversation(messages=tuple(turns)))
+
+
+def _copying(rng: random.Random) -> str:
+    """1–3 "Say the word X." turns over every content word of the corpus."""
+    turns: list[Message] = []
+    for _ in range(rng.randint(1, 3)):
+        word = rng.choice(_COPY_WORDS)
+        turns += [Message("user", f"Say the word {word}."), Message("assistant", word)]
+    return render_plain(Conversation(messages=tuple(turns)))
+
+
+_COPY_WORDS = WORDS + _PEOPLE + CITIES + JOBS + FOODS
+
+#: Share of each kind of document (they sum to 1). Measured, not guessed: taking share
+#: from prose and closed-book facts for copying and facts in context (this mix against
+#: 0.3/0.25/0.15/0.2/0.1) raised the exact match a LoRA on the "small" base reaches on
+#: made-up facts in a fixed number of steps (bench/tiny_base.py).
+MIX = {"context": 0.35, "closed_book": 0.2, "copying": 0.2, "chat": 0.2, "prose": 0.05}
+
+
+def documents(seed: int = 0) -> Iterator[str]:
+    """An endless, seeded stream of corpus documents: prose, chats, or statements then a chat.
+
+    The same seed gives the same stream; each kind of document comes at its `MIX` share.
     """
     rng = random.Random(seed)
+    world = _world(seed)
+    kinds, weights = list(MIX), list(MIX.values())
     while True:
-        yield _conversation(rng) if rng.random() < 0.7 else _prose(rng)
+        kind = rng.choices(kinds, weights)[0]
+        if kind == "context":
+            yield _facts_in_context(rng)
+        elif kind == "closed_book":
+            yield _closed_book(rng, world)
+        elif kind == "copying":
+            yield _copying(rng)
+        elif kind == "chat":
+            yield _conversation(rng)
+        else:
+            yield _prose(rng)
 
 
 def corpus(n_documents: int, seed: int = 0) -> list[str]:

@@ -10,6 +10,20 @@ with no network.
 The pretraining loop is written out here rather than run through `Trainer`: it is a
 fixed recipe of a few hundred steps on packed token windows, and at this size the
 plain loop is both the readable version and a little faster.
+
+What the recipe is for: a LoRA on this base must be able to write *new* facts ("Where
+does Sam live?" -> "Rome") in seconds. That needs a base whose answer position already
+attends to the asked-about subject and carries its identity (a LoRA on q/v then only
+redirects what that attention reads), which is what the corpus's facts-in-context,
+closed-book and copying documents teach. Two settings make that emerge within a
+minute of CPU:
+
+- weights drawn at `init_std` ≈ 1/sqrt(hidden) instead of Llama's 0.02 (tuned for
+  hidden sizes in the thousands): at hidden 128 the default leaves attention logits
+  near zero, so attention stays uniform for hundreds of steps and the base never
+  learns to copy a word out of its prompt;
+- a shallow, cheap model (2 layers) trained on short windows with large batches: more
+  documents per second, and each step sees many questions.
 """
 
 from __future__ import annotations
@@ -34,7 +48,7 @@ from service.errors import InvalidInput
 from service.models.corpus import corpus
 
 #: Bump when the recipe changes, so cached builds are not reused across recipes.
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 #: Written last, so its presence means the directory holds a complete build.
 MARKER = "tiny_base.json"
 
@@ -56,18 +70,22 @@ class TinySpec(msgspec.Struct, frozen=True):
     steps: int
     lr: float
     documents: int
+    #: Standard deviation of the initial weights (Llama's `initializer_range`).
+    init_std: float = 0.02
 
 
 SIZES: dict[str, TinySpec] = {
-    # ~40 s on two busy cores: enough pretraining that a LoRA learns word-level tasks on top.
+    # ~40 s on one core (measured 40–52 s with torch on one thread, machine quiet to
+    # busy): a base on which a q_proj,v_proj LoRA (r=16, lr 5e-3) learns 50 made-up
+    # facts to 100% exact match in 700 steps, under 10 s (bench/tiny_base.py).
     "small": TinySpec(
-        vocab_size=1024, hidden_size=128, intermediate_size=384, layers=4, heads=4,
-        seq_len=128, batch_size=16, steps=300, lr=3e-3, documents=20000,
+        vocab_size=1024, hidden_size=128, intermediate_size=384, layers=2, heads=4,
+        seq_len=64, batch_size=32, steps=400, lr=3e-3, documents=20000, init_std=0.08,
     ),
     # A few seconds: for tests that need a real model directory, not a capable one.
     "test": TinySpec(
         vocab_size=1024, hidden_size=64, intermediate_size=192, layers=2, heads=4,
-        seq_len=64, batch_size=16, steps=250, lr=3e-3, documents=5000,
+        seq_len=64, batch_size=16, steps=250, lr=3e-3, documents=5000, init_std=0.1,
     ),
 }
 
@@ -94,7 +112,7 @@ def build_tiny_base(
 ) -> Path:
     """Build (or reuse) the offline tiny base in `out_dir` and return its path.
 
-    `size` is "small" (the CLI's default, ~30–60 s on two cores) or "test" (a few
+    `size` is "small" (the CLI's default, ~40 s on one core) or "test" (a few
     seconds). `steps` overrides the size's pretraining steps. `progress(step, total,
     loss)` is called after each pretraining step. If `out_dir` already holds a complete
     build with the same size, seed, steps and recipe version, it is reused untouched;
@@ -221,6 +239,7 @@ def _build_into(
         num_key_value_heads=spec.heads,
         max_position_embeddings=1024,
         tie_word_embeddings=True,
+        initializer_range=spec.init_std,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

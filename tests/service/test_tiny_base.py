@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from evaluators.records import Conversation, Message, render_plain
 from service.errors import InvalidInput
-from service.models.corpus import corpus, word_task
+from service.models.corpus import NAMES, WORLD_NAMES, corpus, word_task
 from service.models.tiny import MARKER, build_tiny_base, read_tiny_build
 
 CHAT = Conversation(
@@ -106,7 +106,8 @@ def test_refuses_a_directory_that_is_not_a_tiny_base(tmp_path):
 
 def test_corpus_and_word_tasks_are_seeded():
     assert corpus(20, seed=3) == corpus(20, seed=3) != corpus(20, seed=4)
-    assert any(doc.startswith("User:") for doc in corpus(20)) and any("</s>" not in doc for doc in corpus(20))
+    docs = corpus(200)
+    assert any(doc.startswith("User:") for doc in docs) and any("</s>" not in doc for doc in docs)
     records = word_task("second_word", 5, seed=1)
     assert records == word_task("second_word", 5, seed=1)
     for record in records:
@@ -115,3 +116,23 @@ def test_corpus_and_word_tasks_are_seeded():
     # The tasks tests teach with a LoRA are not in the pretraining corpus.
     taught = ("Count the words", "comes second", "Reverse the order")
     assert not any(phrase in doc for doc in corpus(3000) for phrase in taught)
+
+
+def test_corpus_facts_are_answerable_and_the_closed_book_cast_is_its_own():
+    """In-context questions are answered by their statements; closed-book ones, always alike."""
+    assert not set(NAMES) & set(WORLD_NAMES)  # datasets make up facts about NAMES, never the cast
+    in_context, closed_book = 0, {}
+    for doc in corpus(2000):
+        if doc.startswith("User:"):
+            for turn in doc.split("User:")[1:]:
+                question, answer = turn.split("</s>\n Assistant:")
+                name = next((n for n in WORLD_NAMES if f" {n} " in f" {question} ".replace("'s", " ")), None)
+                if name is not None:
+                    assert closed_book.setdefault(question, answer) == answer, question
+        elif "\nUser:" in doc:
+            statements, chat = doc.split("\nUser:", 1)
+            for turn in ("User:" + chat).split("User:")[1:]:
+                answer = turn.split("Assistant:")[1].split("</s>")[0]
+                assert answer in statements.replace(".", " ").split(), (statements, turn)
+                in_context += 1
+    assert in_context > 300 and len(closed_book) > 100
