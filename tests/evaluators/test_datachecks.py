@@ -382,4 +382,7 @@ def test_synthetic_dataset_defects_are_found():
     [refusal] = report.by_check("refusal_rate")
     assert list(refusal.record_indices) == ds.refusals
     assert not report.by_check("near_duplicate") and not report.by_check("format_consistency")
-    assert not report.by_check("length_outlier") and not report.by_check("unsupported_facts")
+    assert not report.by_check("unsupported_facts")
+    # Refusal sentences are ~7x the one-word answers: the only length outliers allowed.
+    outliers = {i for f in report.by_check("length_outlier") for i in f.record_indices}
+    assert outliers <= set(ds.refusals)
