@@ -72,16 +72,9 @@ class Demo:
         self.console.rule(f"[bold]{n}. {title}[/]  [dim]{time.perf_counter() - self.t0:.0f} s[/]")
 
     def enqueue(self, fn, **kwargs):
-        from service.jobs import make_queue
+        from service.cli.common import call_with_queue
 
-        async def go():
-            queue = make_queue(self.store.url, self.settings)
-            try:
-                return await fn(self.store.store, queue, self.settings, **kwargs)
-            finally:
-                await queue.disconnect()
-
-        return self.store._run(go())
+        return call_with_queue(self.store, self.settings, fn, **kwargs)
 
     def follow(self, job, label: str) -> dict[str, Any]:
         from service.cli.common import follow_job

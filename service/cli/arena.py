@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from service.cli.common import echo_json, follow_job, open_store, settings
+from service.cli.common import call_with_queue, echo_json, follow_job, open_store, settings
 
 # --- prompts ----------------------------------------------------------------------------
 
@@ -218,7 +218,6 @@ def judge_cmd(judge_spec: str, judge_model: str | None, api_key_env: str | None,
     import msgspec
 
     from service import judging
-    from service.jobs import make_queue
     from service.prompts import parse_prompt_file, prompts_from_task
 
     spec = judging.parse_judge_spec(judge_spec, model=judge_model, api_key_env=api_key_env, allow_both_bad=both_bad, max_tokens=max_tokens)
@@ -233,14 +232,8 @@ def judge_cmd(judge_spec: str, judge_model: str | None, api_key_env: str | None,
         else:
             prompts = judging.parse_prompt_source(source)
 
-        async def enqueue():
-            queue = make_queue(store.url, s)
-            try:
-                return await judging.start_judging(store.store, queue, s, judge=spec, candidates=names, prompts=prompts, n=n, concurrency=concurrency)
-            finally:
-                await queue.disconnect()
-
-        job = store._run(enqueue())
+        job = call_with_queue(store, s, judging.start_judging, judge=spec, candidates=names, prompts=prompts, n=n,
+                              concurrency=concurrency)
         if not wait:
             if json_out:
                 echo_json(job)

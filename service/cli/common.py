@@ -41,6 +41,21 @@ def open_store(s: Settings | None = None) -> Iterator[SyncStore]:
             store.close()
 
 
+def call_with_queue(store: SyncStore, s: Settings, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """`await fn(store, queue, settings, *args, **kwargs)` on the store's loop, with a job queue
+    on the same Redis opened for the call and closed after (enqueue, cancel, reconcile)."""
+    from service.jobs import make_queue
+
+    async def go() -> Any:
+        queue = make_queue(store.url, s)
+        try:
+            return await fn(store.store, queue, s, *args, **kwargs)
+        finally:
+            await queue.disconnect()
+
+    return store._run(go())
+
+
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(msgspec.to_builtins(value), indent=2, ensure_ascii=False))
 

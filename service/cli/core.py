@@ -6,7 +6,7 @@ import asyncio
 
 import click
 
-from service.cli.common import echo_json, open_store, settings
+from service.cli.common import call_with_queue, echo_json, open_store, settings
 
 
 @click.command("config")
@@ -82,18 +82,12 @@ def jobs_list(kind: str | None, limit: int, json_out: bool) -> None:
 @click.argument("job_id")
 def jobs_show(job_id: str) -> None:
     """One job's record as JSON."""
-    from service.jobs import make_queue, reconcile_jobs
+    from service.jobs import reconcile_jobs
 
     s = settings()
     with open_store(s) as store:
-        queue = make_queue(store.url, s)
-
-        async def _reconcile():
-            await reconcile_jobs(store.store, queue, s, [job_id])
-            await queue.disconnect()
-
         store.get_job(job_id)
-        store._run(_reconcile())
+        call_with_queue(store, s, reconcile_jobs, [job_id])
         echo_json(store.get_job(job_id))
 
 
@@ -101,17 +95,9 @@ def jobs_show(job_id: str) -> None:
 @click.argument("job_id")
 def jobs_cancel(job_id: str) -> None:
     """Cancel a queued or running job."""
-    from service.jobs import cancel, make_queue
+    from service.jobs import cancel
 
     s = settings()
     with open_store(s) as store:
-        queue = make_queue(store.url, s)
-
-        async def _cancel():
-            try:
-                return await cancel(store.store, queue, job_id)
-            finally:
-                await queue.disconnect()
-
-        job = store._run(_cancel())
+        job = call_with_queue(store, s, cancel, job_id)
     click.echo(f"{job.id}: {job.status}{' (stopping at the next step)' if job.status == 'running' else ''}")

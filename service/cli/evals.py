@@ -19,7 +19,7 @@ import click
 import msgspec
 import yaml
 
-from service.cli.common import echo_json, follow_job, open_store, settings
+from service.cli.common import call_with_queue, echo_json, follow_job, open_store, settings
 from service.errors import ArenaError, InvalidInput
 
 
@@ -73,16 +73,8 @@ def _worker_here(store, s) -> Iterator[None]:
 
 def _start(store, s, **kw):
     from service.evals import start_eval
-    from service.jobs import make_queue
 
-    async def go():
-        queue = make_queue(store.url, s)
-        try:
-            return await start_eval(store.store, queue, s, **kw)
-        finally:
-            await queue.disconnect()
-
-    return store._run(go())
+    return call_with_queue(store, s, start_eval, **kw)
 
 
 def _fmt(score: dict | Any) -> str:

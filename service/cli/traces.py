@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from service.cli.common import echo_json, follow_job, open_store, settings
+from service.cli.common import call_with_queue, echo_json, follow_job, open_store, settings
 
 
 @click.command("trace")
@@ -23,19 +23,11 @@ def trace_cmd(candidate, evals, battles, top, threshold, metric, out, json_out) 
     """Trace a candidate's failures to the training records that caused them; write the report."""
     from service import traces
     from service.cli.train import _local_worker
-    from service.jobs import make_queue
 
     s = settings()
     with open_store(s) as store:
-        async def go():
-            queue = make_queue(store.url, s)
-            try:
-                return await traces.start_trace(store.store, queue, s, candidate=candidate, evals=list(evals), battles=battles,
-                                                top=top, threshold=threshold, metric=metric)
-            finally:
-                await queue.disconnect()
-
-        job = store._run(go())
+        job = call_with_queue(store, s, traces.start_trace, candidate=candidate, evals=list(evals), battles=battles,
+                              top=top, threshold=threshold, metric=metric)
         with _local_worker(store, s):
             final = follow_job(store, job.id, f"trace {candidate}", json_out)
     report = traces.load_report(s, job.id)

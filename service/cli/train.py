@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import click
 
-from service.cli.common import echo_json, follow_job, open_store, settings
+from service.cli.common import call_with_queue, echo_json, follow_job, open_store, settings
 
 
 def _enqueue(store, s, **kw):
     from service import runs
-    from service.jobs import make_queue
 
-    async def go():
-        queue = make_queue(store.url, s)
-        try:
-            return await runs.start_run(store.store, queue, s, **kw)
-        finally:
-            await queue.disconnect()
-
-    return store._run(go())
+    return call_with_queue(store, s, runs.start_run, **kw)
 
 
 @click.command("train")
@@ -141,16 +133,9 @@ def runs_show(run_id: str) -> None:
 @click.argument("run_id")
 def runs_cancel(run_id: str) -> None:
     """Stop a run within a few steps; no candidate is registered."""
-    from service.jobs import cancel, make_queue
+    from service.jobs import cancel
 
     s = settings()
     with open_store(s) as store:
-        async def go():
-            queue = make_queue(store.url, s)
-            try:
-                return await cancel(store.store, queue, run_id)
-            finally:
-                await queue.disconnect()
-
-        job = store._run(go())
+        job = call_with_queue(store, s, cancel, run_id)
     click.echo(f"{job.id}: {job.status}{' (stopping within a few steps)' if job.status == 'running' else ''}")
