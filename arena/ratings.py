@@ -373,7 +373,7 @@ class _Setup:
         """Logit samples (models × rounds) and how many rounds needed the prior."""
         m = len(self.models)
         p = len(self.score)
-        cells = np.concatenate([self.wins_first, self.wins_second, self.ties]).astype(np.int64)
+        sampler = _solver.MultinomialSampler(np.concatenate([self.wins_first, self.wins_second, self.ties]))
         prob = _solver.expit(theta_hat[self.data.first] - theta_hat[self.data.second])
         hess = self.data.hessian(prob, self.total)
         if self.prior:
@@ -391,10 +391,14 @@ class _Setup:
         def run_chunk(k: int) -> None:
             start = starts[k]
             size = min(_CHUNK, rounds - start)
-            draws = _solver.draw_multinomial(generators[k], cells, size).T  # 3P × size
+            draws = sampler.draw(generators[k], size)  # 3P × size
             wins_first, wins_second, ties = draws[:p], draws[p : 2 * p], draws[2 * p :]
-            score = wins_first + 0.5 * ties
-            total = (wins_first + wins_second + ties).astype(float)
+            score = ties.astype(np.float32)
+            score *= 0.5
+            score += wins_first
+            total = wins_first + wins_second
+            total += ties
+            total = total.astype(np.float32)
             if self.prior:
                 priors = np.full(size, self.prior)
             else:

@@ -327,6 +327,47 @@ def test_multinomial_sampler_is_exact_in_total_and_moments(scale: int) -> None:
     assert np.all(tiny.sum(axis=1) == 4)
 
 
+def test_poisson_table_draws_follow_the_poisson_law() -> None:
+    """The inverse-CDF lookup behind the sampler: each cell's draws have its Poisson pmf
+    (a χ² goodness-of-fit test per mean), including means whose bins are all ambiguous."""
+    from scipy.stats import chisquare, poisson
+
+    means = np.array([0.0, 0.3, 3.7, 67.0, 67.0, 5000.0, 250_000.0])
+    table = _solver._PoissonTable(means)
+    draws = table.draw(np.random.default_rng(5), 40_000)
+    assert draws.shape == (7, 40_000) and draws.dtype == np.int32
+    assert np.all(draws[0] == 0)
+    for mean, row in zip(means[1:], draws[1:]):
+        lo, hi = int(poisson.ppf(1e-4, mean)), int(poisson.ppf(1 - 1e-4, mean))
+        edges = np.unique(np.linspace(lo, hi + 1, min(40, hi + 2 - lo)).astype(int))
+        observed = np.histogram(row, bins=np.concatenate([[-1], edges, [np.inf]]))[0]
+        expected = np.diff(np.concatenate([[0.0], poisson.cdf(edges - 1, mean), [1.0]])) * len(row)
+        keep = expected > 0
+        assert chisquare(observed[keep], expected[keep] * observed[keep].sum() / expected[keep].sum()).pvalue > 1e-4, mean
+        assert abs(row.mean() - mean) < 5 * np.sqrt(mean / len(row)) + 1e-9
+
+
+def test_poisson_table_is_the_exact_inverse_cdf_of_its_uniforms() -> None:
+    """Every draw is #{x : F(x) ≤ u} for the uniform u behind it (rebuilt from the same
+    random stream: 32 bits per draw, then a refining uniform per ambiguous draw)."""
+    from scipy.stats import poisson
+
+    means = np.array([0.3, 3.7, 67.0, 5000.0, 250_000.0])
+    table = _solver._PoissonTable(means)
+    draws = table.draw(np.random.default_rng(9), 300)
+    replay = np.random.default_rng(9)
+    bits = replay.integers(0, 1 << 32, size=draws.shape, dtype=np.uint32).astype(np.float64)
+    bins = (bits // 2 ** (32 - table.bin_bits)).astype(int)
+    ambiguous = table.low[np.arange(len(means))[:, None], bins] < 0
+    u = (bits + 0.5) / 2**32
+    u[ambiguous] = (bits[ambiguous] + replay.random(int(ambiguous.sum()))) / 2**32
+    assert ambiguous[-1].mean() > 0.3  # the widest mean exercises the binary search
+    for c, mean in enumerate(means):
+        support = np.arange(0, int(mean + 20 * np.sqrt(mean) + 40))
+        expected = np.searchsorted(poisson.cdf(support, mean), u[c], side="right")
+        assert np.array_equal(draws[c], expected), mean
+
+
 def test_95_percent_intervals_cover_the_truth_90_to_98_percent_of_the_time() -> None:
     strengths = np.array([-0.8, -0.4, 0.0, 0.2, 0.5, 0.9])
     covered = []
