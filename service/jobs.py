@@ -163,14 +163,32 @@ async def reconcile_jobs(store: Store, queue: Queue, settings: Settings, job_ids
         if saq_status in (SaqStatus.QUEUED, SaqStatus.NEW):
             if await store.update_job(job.id, only_if={"running"}, status="queued", message=f"re-queued: worker {job.worker} stopped responding"):
                 changed.append(job.id)
-        elif saq_status in (SaqStatus.ACTIVE, SaqStatus.ABORTING):
+        elif saq_status in (SaqStatus.ACTIVE, SaqStatus.ABORTING) and await _saq_tracks(queue, job.id):
             continue  # SAQ still thinks it runs; its sweep will decide
+        elif saq_job is not None and saq_status in (SaqStatus.ACTIVE, SaqStatus.ABORTING) and job.attempts < settings.job_retries:
+            # Orphaned: SAQ marks it running but holds it in no list, so no sweep will ever
+            # look at it again (SAQ's sweep can abort a job in the instant between a worker
+            # dequeuing it and marking it active). Hand it back to the queue ourselves.
+            await queue.redis.delete(saq_job.abort_id)
+            await queue.retry(saq_job, error=f"re-queued: worker {job.worker} stopped responding")
+            if await store.update_job(job.id, only_if={"running"}, status="queued", message=f"re-queued: worker {job.worker} stopped responding"):
+                changed.append(job.id)
         else:
             reason = f"worker {job.worker} stopped responding (no heartbeat for {int(now - (job.heartbeat_at or now))} s) after {job.attempts} attempt(s)"
             if await store.update_job(job.id, only_if={"running"}, status="failed", error=reason, finished_at=now):
                 await store.add_job_event(job.id, {"type": "status", "status": "failed", "error": reason})
                 changed.append(job.id)
     return changed
+
+
+async def _saq_tracks(queue: Queue, job_id: str) -> bool:
+    """Whether SAQ holds the job in its active or queued list (so its sweep or a worker will
+    get to it). Reads the Redis queue's list keys: SAQ has no public call for this."""
+    saq_id = queue.job_id(job_id)
+    for key in (queue._active, queue._queued):  # type: ignore[attr-defined]
+        if await queue.redis.lpos(key, saq_id) is not None:  # type: ignore[attr-defined]
+            return True
+    return False
 
 
 async def _run_job(saq_ctx: dict[str, Any], *, job_id: str) -> None:

@@ -161,3 +161,32 @@ def test_sigkilled_worker_without_retries_fails_with_reason(settings, store, tmp
         assert time.monotonic() - t0 < 30
     finally:
         stop(observer)
+
+
+def test_job_orphaned_by_saq_is_requeued_and_finishes(settings, store, tmp_path):
+    """SAQ's sweep can abort a job in the instant between a worker dequeuing it and marking
+    it active, leaving it ABORTING in no list: no sweep looks at it again. Our record sweep
+    must notice (record `running`, heartbeat stale, SAQ holding it nowhere) and re-queue it."""
+    from saq.job import Status as SaqStatus
+
+    job = enqueue(store, settings, "test.count", n=3, delay=0.01, dir=str(tmp_path))
+
+    async def orphan():
+        queue = jobs.make_queue(settings.redis_url, settings)
+        try:
+            await queue.redis.lmove(queue._queued, queue._active, "LEFT", "RIGHT")  # a worker's dequeue
+            saq_job = await queue.job(job.id)
+            await queue.abort(saq_job, "swept")  # what the racing sweep does: ABORTING, off both lists
+            return (await queue.job(job.id)).status
+        finally:
+            await queue.disconnect()
+
+    assert store._run(orphan()) == SaqStatus.ABORTING
+    store._run(store.store.update_job(job.id, status="running", attempts=1, worker="gone", heartbeat_at=time.time() - 60))
+    worker = start_worker(settings)
+    try:
+        done = wait_for(store, job.id, {"succeeded", "failed"}, timeout=60)
+        assert done.status == "succeeded", done.error
+        assert done.attempts == 2
+    finally:
+        stop(worker)
