@@ -347,7 +347,9 @@ class _PoissonTable:
         self.bins = 1 << self.bin_bits
         self.row_start = (np.arange(rows, dtype=np.uint32) * np.uint32(self.bins))[self.row]
         edges = np.arange(self.bins + 1) / self.bins
-        self.low = np.empty((rows, self.bins), dtype=np.int32)  # #{F ≤ bin start}, or −1 − that
+        # int16 halves the table, so more of it stays in cache for the random lookups
+        small = int(stop.max()) < 30_000
+        self.low = np.empty((rows, self.bins), dtype=np.int16 if small else np.int32)  # #{F ≤ bin start}, or −1 − that
         self.high = np.empty((rows, self.bins), dtype=np.int32)  # #{F < bin end}
         for r in range(rows):
             row_cdf = cdf[self.offset[r] : self.offset[r] + length[r]]
@@ -365,7 +367,7 @@ class _PoissonTable:
         bits = rng.integers(0, 1 << 32, size=(len(self.row), rounds), dtype=np.uint32)
         where = bits >> np.uint32(32 - self.bin_bits)
         where += self.row_start[:, None]
-        x = np.take(self.low.ravel(), where)
+        x = np.take(self.low.ravel(), where).astype(np.int32, copy=False)
         ambiguous = np.flatnonzero(x < 0)
         if ambiguous.size:
             cell = ambiguous // rounds
