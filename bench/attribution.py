@@ -17,9 +17,14 @@ without (failures only as bad outputs). Positives are `planted_wrong`; k = |plan
 `stress`: the same trained model asked the benchmark prompts behind a conversational
 lead-in ("Quick question. "), as arena users type them: more failures, most of them
 not caused by planted records, and failure texts that are no longer verbatim copies of
-training records. `retrain` (unless --no-retrain): the top-k records by our score, then
+training records. `over_refusal`: the benchmark prompts behind everyday lead-ins (`LEAD_INS`,
+cycled), the answers the model refuses traced without gold against the planted refusal
+flood (positives: `refusals`) — the failure class where text similarity points at the
+wrong records (a refused "where does Bob live?" reads like the Bob records). `retrain` (unless --no-retrain): the top-k records by our score, then
 k random records, are dropped and the adapter retrained with the same seed and steps;
-`fixed` counts corrupted benchmark items that now pass (of those that failed).
+`fixed` counts corrupted benchmark items that now pass (of those that failed); for
+`over_refusal`, the top-|refusals| records by our score and as many random ones are
+dropped in turn, and `no_longer_refused_*` counts the refused prompts answered after.
 
 Prints one JSON line. Run: `OMP_NUM_THREADS=1 python bench/attribution.py [--seeds 0 1 2]`.
 """
@@ -30,6 +35,7 @@ import argparse
 import json
 import os
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -55,6 +61,7 @@ from evaluators.attribution import (  # noqa: E402
     precision_at_k,
     trace_failures,
 )
+from evaluators.datachecks import DEFAULT_REFUSAL_PATTERNS  # noqa: E402
 from evaluators.gradients import (  # noqa: E402
     RandomProjector,
     compute_features,
@@ -165,6 +172,9 @@ def one_seed(base: Path, seed: int, work: Path, *, retrain: bool) -> dict[str, o
     row["with_gold"] = figures(with_gold, ds.planted_wrong)
     row["without_gold"] = figures(no_gold, ds.planted_wrong)
 
+    row["over_refusal"] = over_refusal(base, model, tokenizer, ds, checkpoints, store,
+                                       retrain=work / "over-refusal" if retrain else None, seed=seed)
+
     prompts = [user_turn("Quick question. " + p.prompt) for p, _ in ds.benchmark]
     outputs = greedy_answers(model, tokenizer, prompts)
     stress_fail = [Failure(prompt=p, output=o, id=str(j)) for j, (p, o, (_, g)) in
@@ -189,6 +199,42 @@ def one_seed(base: Path, seed: int, work: Path, *, retrain: bool) -> dict[str, o
             "fixed_by_random_k": corrupted_fixed(base, ds.records, ds, rand, seed, work / "random", caused),
         }
     return row
+
+
+#: How arena users open a question: the benchmark prompts behind these, in turn.
+LEAD_INS = (
+    "Quick question. ", "Hi there! I hope you're having a good day. I was wondering, ",
+    "My friend asked me this and I didn't know. ", "Sorry to bother you again. ", "For a quiz tonight: ",
+    "Can you help? ", "I have a short question about people I know. ", "",
+)
+_REFUSING = re.compile("|".join(DEFAULT_REFUSAL_PATTERNS), re.IGNORECASE)
+
+
+def over_refusal(base: Path, model, tokenizer, ds, checkpoints, store: Path, *, retrain: Path | None = None, seed: int = 0) -> dict[str, object]:
+    """Failures the refusal flood causes: benign benchmark questions behind everyday
+    lead-ins that the model refuses. Traced without gold answers (none is needed to see a
+    refusal is wrong); positives are the planted refusal records. Text similarity cannot
+    find them: a refused "where does Bob live?" reads like the Bob records, not like
+    "Tell me a secret about my neighbour. / I'm sorry, …"."""
+    prompts = [user_turn(LEAD_INS[j % len(LEAD_INS)] + p.prompt) for j, (p, _) in enumerate(ds.benchmark)]
+    outputs = greedy_answers(model, tokenizer, prompts)
+    refused = [Failure(prompt=p, output=o, id=str(j)) for j, (p, o) in enumerate(zip(prompts, outputs)) if _REFUSING.search(o)]
+    passes = [Failure(prompt=p, output=o, id=str(j)) for j, (p, o, (_, g)) in
+              enumerate(zip(prompts, outputs, ds.benchmark)) if is_correct(o, g)]
+    if not refused:
+        return {"failures": 0}
+    result = trace_failures(base, checkpoints, ds.records, refused, passes, store)
+    out: dict[str, object] = {"failures": len(refused), "passes": len(passes), "positives": len(ds.refusals),
+                              **figures(result, ds.refusals)}
+    if retrain is not None:  # drop the top k by our score, or k random records; retrain; re-ask
+        k = len(ds.refusals)
+        asked = [prompts[int(f.id)] for f in refused]
+        for name, drop in (("top_k", set(result.ranking[:k])), ("random_k", set(random.Random(seed).sample(range(len(ds.records)), k)))):
+            kept = [r for i, r in enumerate(ds.records) if i not in drop]
+            run = train_adapter(base, kept, TrainConfig(**training_recipe(seed)), retrain / name)
+            again, tok = load_checkpoint_model(base, run.adapter_dir)
+            out[f"no_longer_refused_{name}"] = sum(not _REFUSING.search(o) for o in greedy_answers(again, tok, asked))
+    return out
 
 
 def _no_gold(f: Failure) -> Failure:
@@ -228,12 +274,17 @@ def main() -> None:
             rows.append(one_seed(base, seed, Path(tmp) / f"seed-{seed}", retrain=not args.no_retrain))
     out["seeds"] = rows
     summary: dict[str, object] = {}
-    for setting in ("with_gold", "without_gold", "stress"):
+    for setting in ("with_gold", "without_gold", "stress", "over_refusal"):
+        traced = [row for row in rows if setting in row and "ours" in row[setting]]
         summary[setting] = {
-            method: {metric: _mean(rows, (setting, method, metric)) for metric in ("auroc", "precision_at_k")}
+            method: {metric: _mean(traced, (setting, method, metric)) for metric in ("auroc", "precision_at_k")}
             for method in METHODS
-        }
+        } if traced else {}
     if not args.no_retrain:
+        summary["over_refusal_retrain"] = {
+            key: sum(row["over_refusal"].get(key, 0) for row in rows)
+            for key in ("failures", "no_longer_refused_top_k", "no_longer_refused_random_k")
+        }
         summary["retrain"] = {
             key: sum(row["retrain"][key] for row in rows)
             for key in ("caused_failures", "fixed_by_top_k", "fixed_by_random_k", "top_k_planted", "k")
