@@ -47,8 +47,11 @@ async def arena_page(request: Request, store: Store, battle: str | None = None, 
         if battle:
             record = await store.get_battle(battle)
             context["reveal"] = await battles.reveal_if_voted(store, record)
-        else:
-            record = await battles.create_battle(store, request.app.state.serving, settings, reviewer=reviewer.id)
+        else:  # a reload shows the same unvoted battle again rather than generating another
+            record = await store.pending_battle(reviewer.id)
+            if record is None:
+                record = await battles.create_battle(store, request.app.state.serving, settings, reviewer=reviewer.id)
+                await store.set_pending_battle(reviewer.id, record["id"], battles.BATTLE_TTL_S)
         context["battle"] = battles.public_view(record)
     except ArenaError as exc:
         context["error"], status = exc.message, exc.status if isinstance(exc, NotFound) else 200

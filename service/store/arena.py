@@ -172,6 +172,20 @@ class ArenaStore:
             raise NotFound("no such battle (unknown id, or it expired)")
         return msgspec.json.decode(raw)
 
+    async def set_pending_battle(self, reviewer: str, battle_id: str, ttl_s: int) -> None:
+        """Remember the battle the arena page showed `reviewer`, so a reload shows it again."""
+        await self.redis.set(self.keys.pending_battle(reviewer), battle_id, ex=ttl_s)
+
+    async def pending_battle(self, reviewer: str) -> dict[str, Any] | None:
+        """The battle last shown to `reviewer`, while it exists and has no vote; else None."""
+        raw = await self.redis.get(self.keys.pending_battle(reviewer))
+        if raw is None or await self.battle_vote_id(raw.decode()) is not None:
+            return None
+        try:
+            return await self.get_battle(raw.decode())
+        except NotFound:
+            return None
+
     async def battle_vote_id(self, battle_id: str) -> str | None:
         raw = await self.redis.get(self.keys.battle_voted(battle_id))
         return raw.decode() if raw else None

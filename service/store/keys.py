@@ -52,6 +52,9 @@ class Keys:
     def battle(self, battle_id: str) -> str:
         return f"{self.p}:battle:{battle_id}"  # JSON battle, with a TTL
 
+    def pending_battle(self, reviewer: str) -> str:
+        return f"{self.p}:reviewer:{reviewer}:pending"  # the battle the arena page last showed them
+
     def battle_voted(self, battle_id: str) -> str:
         return f"{self.p}:battle:{battle_id}:voted"  # stream id of its vote
 

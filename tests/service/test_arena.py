@@ -350,6 +350,14 @@ def test_category_filter_and_pages(server):
     r = client.post("/arena/vote", data={"battle_id": battle_id, "choice": "b"})
     assert r.status_code == 200 and ("alpha" in r.text and "beta" in r.text)
     assert client.post("/arena/vote", data={"battle_id": battle_id, "choice": "a"}).status_code == 409
+    # A reload shows the reviewer's unvoted battle again instead of generating another.
+    fresh = client.get("/arena").text.split('data-battle="', 1)[1].split('"', 1)[0]
+    assert fresh != battle_id  # the last one was voted on
+    assert client.get("/arena").text.split('data-battle="', 1)[1].split('"', 1)[0] == fresh
+    other = server.client().get("/arena").text.split('data-battle="', 1)[1].split('"', 1)[0]
+    assert other != fresh  # another reviewer gets their own
+    client.post("/arena/vote", data={"battle_id": fresh, "choice": "tie"})
+    assert client.get("/arena").text.split('data-battle="', 1)[1].split('"', 1)[0] != fresh
 
 
 def test_rebuild_while_votes_arrive_loses_nothing(settings):
