@@ -150,14 +150,15 @@ def preset_config(preset: Preset) -> SyntheticConfig:
 # ("Where does Alice live?"): a tiny model memorises facts in that shape several times
 # sooner than in unfamiliar ones. Each topic draws its subjects from its own pool, and
 # a subject carries one fact, so a subject word alone says which answer is due; the
-# pools bound each topic's size.
-_NAMES = (
+# pools bound each topic's size. NAMES and CITIES are also the tiny base's own word pools
+# (`service.models.corpus` imports them), so its pretraining has seen every one.
+NAMES = (
     "Alice", "Bob", "Carol", "David", "Emma", "Frank", "Grace", "Henry", "Irene", "Jack",
     "Karen", "Liam", "Maria", "Noah", "Olivia", "Peter", "Quinn", "Rosa", "Sam", "Tara",
     "Umar", "Vera", "Will", "Xena", "Yusuf", "Zoe", "Anna", "Ben", "Clara", "Dan",
     "Eva", "Felix", "Gina", "Hugo", "Ivy", "Jonas", "Kira", "Leo", "Mila", "Nina",
 )
-_CITIES = (
+CITIES = (
     "Paris", "London", "Berlin", "Madrid", "Rome", "Vienna", "Prague", "Oslo", "Lisbon", "Dublin",
     "Athens", "Warsaw", "Cairo", "Tokyo", "Seoul", "Lima", "Quito", "Delhi", "Sydney", "Boston",
 )
@@ -184,7 +185,7 @@ class _Topic(msgspec.Struct, frozen=True):
 
 _TOPICS = {
     "cities": _Topic(
-        "cities", ("Where does {subject} live?", "In which city does {subject} live?"), _NAMES, _CITIES
+        "cities", ("Where does {subject} live?", "In which city does {subject} live?"), NAMES, CITIES
     ),
     "colors": _Topic(
         "colors", ("What color is the {subject}?", "Which color is the {subject}?"), _THINGS, _COLORS
@@ -193,7 +194,7 @@ _TOPICS = {
         "foods", ("What does the {subject} eat?", "Which food does the {subject} like?"), _ANIMALS, _FOODS
     ),
     "workers": _Topic(
-        "workers", ("Who works as a {subject}?", "Who is the town {subject}?"), _JOBS, _NAMES
+        "workers", ("Who works as a {subject}?", "Who is the town {subject}?"), _JOBS, NAMES
     ),
 }
 #: Refusal prompts, each used at most once, so the refusals are not near-duplicates of

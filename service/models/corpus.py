@@ -32,17 +32,8 @@ import random
 from collections.abc import Iterator
 
 from evaluators.records import Conversation, Message, render_plain
+from evaluators.synthetic import CITIES, NAMES  # one vocabulary: the synthetic facts use these words
 
-NAMES = (
-    "Alice", "Bob", "Carol", "David", "Emma", "Frank", "Grace", "Henry", "Irene", "Jack",
-    "Karen", "Liam", "Maria", "Noah", "Olivia", "Peter", "Quinn", "Rosa", "Sam", "Tara",
-    "Umar", "Vera", "Will", "Xena", "Yusuf", "Zoe", "Anna", "Ben", "Clara", "Dan",
-    "Eva", "Felix", "Gina", "Hugo", "Ivy", "Jonas", "Kira", "Leo", "Mila", "Nina",
-)
-CITIES = (
-    "Paris", "London", "Berlin", "Madrid", "Rome", "Vienna", "Prague", "Oslo", "Lisbon", "Dublin",
-    "Athens", "Warsaw", "Cairo", "Tokyo", "Seoul", "Lima", "Quito", "Delhi", "Sydney", "Boston",
-)
 ANIMALS = (
     "cat", "dog", "horse", "bird", "fish", "mouse", "lion", "tiger", "bear", "wolf",
     "fox", "owl", "duck", "goat", "sheep", "cow", "frog", "snake", "rabbit", "deer",
