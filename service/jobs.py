@@ -160,18 +160,20 @@ async def reconcile_jobs(store: Store, queue: Queue, settings: Settings, job_ids
             continue
         saq_job = await queue.job(job.id)
         saq_status = saq_job.status if saq_job else None
-        if saq_status in (SaqStatus.QUEUED, SaqStatus.NEW):
-            if await store.update_job(job.id, only_if={"running"}, status="queued", message=f"re-queued: worker {job.worker} stopped responding"):
-                changed.append(job.id)
-        elif saq_status in (SaqStatus.ACTIVE, SaqStatus.ABORTING) and await _saq_tracks(queue, job.id):
-            continue  # SAQ still thinks it runs; its sweep will decide
-        elif saq_job is not None and saq_status in (SaqStatus.ACTIVE, SaqStatus.ABORTING) and job.attempts < settings.job_retries:
-            # Orphaned: SAQ marks it running but holds it in no list, so no sweep will ever
-            # look at it again (SAQ's sweep can abort a job in the instant between a worker
-            # dequeuing it and marking it active). Hand it back to the queue ourselves.
-            await queue.redis.delete(saq_job.abort_id)
-            await queue.retry(saq_job, error=f"re-queued: worker {job.worker} stopped responding")
-            if await store.update_job(job.id, only_if={"running"}, status="queued", message=f"re-queued: worker {job.worker} stopped responding"):
+        requeued = saq_status in (SaqStatus.QUEUED, SaqStatus.NEW)
+        why = f"re-queued: worker {job.worker} stopped responding"
+        if saq_job is not None and saq_status in (SaqStatus.ACTIVE, SaqStatus.ABORTING):
+            if await _saq_tracks(queue, job.id):
+                continue  # SAQ still thinks it runs; its sweep will decide
+            if job.attempts < settings.job_retries:
+                # Orphaned: SAQ marks it running but holds it in no list, so no sweep will
+                # ever look at it again (SAQ's sweep can abort a job in the instant between
+                # a worker dequeuing it and marking it active). Hand it back ourselves.
+                await queue.redis.delete(saq_job.abort_id)
+                await queue.retry(saq_job, error=why)
+                requeued = True
+        if requeued:
+            if await store.update_job(job.id, only_if={"running"}, status="queued", message=why):
                 changed.append(job.id)
         else:
             reason = f"worker {job.worker} stopped responding (no heartbeat for {int(now - (job.heartbeat_at or now))} s) after {job.attempts} attempt(s)"
