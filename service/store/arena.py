@@ -25,18 +25,28 @@ from service.errors import Conflict, InvalidInput, NotFound, RateLimited
 _enc = msgspec.json.Encoder()
 SEP = "\x1f"
 
+
+def _first_vote_within_rate_lua(limit_arg: int, window_arg: int) -> str:
+    """The checks every vote script makes after finding its battle: a battle keeps its
+    first vote (-2 and that vote's id), and a reviewer's votes are rate limited (-3 and the
+    seconds left; limit 0 = none). KEYS[2] is the voted flag, KEYS[5] the rate counter;
+    the limit and window are ARGV[limit_arg] and ARGV[window_arg]."""
+    return f"""
+if redis.call('EXISTS', KEYS[2]) == 1 then return {{-2, redis.call('GET', KEYS[2])}} end
+local limit = tonumber(ARGV[{limit_arg}])
+if limit > 0 then
+  local n = redis.call('INCR', KEYS[5])
+  if n == 1 then redis.call('EXPIRE', KEYS[5], tonumber(ARGV[{window_arg}])) end
+  if n > limit then return {{-3, tostring(redis.call('TTL', KEYS[5]))}} end
+end
+"""
+
+
 # KEYS: battle, voted flag, stream, board counts, rate counter
 # ARGV: vote JSON, count field, voted-flag TTL, rate limit (0 = none), rate window (s), board, reviewer
 _VOTE_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, ''} end
-if redis.call('EXISTS', KEYS[2]) == 1 then return {-2, redis.call('GET', KEYS[2])} end
-local limit = tonumber(ARGV[4])
-if limit > 0 then
-  local n = redis.call('INCR', KEYS[5])
-  if n == 1 then redis.call('EXPIRE', KEYS[5], tonumber(ARGV[5])) end
-  if n > limit then return {-3, tostring(redis.call('TTL', KEYS[5]))} end
-end
-local id = redis.call('XADD', KEYS[3], '*', 'v', ARGV[1], 'c', ARGV[2], 'b', ARGV[6], 'r', ARGV[7])
+""" + _first_vote_within_rate_lua(4, 5) + """local id = redis.call('XADD', KEYS[3], '*', 'v', ARGV[1], 'c', ARGV[2], 'b', ARGV[6], 'r', ARGV[7])
 redis.call('SET', KEYS[2], id, 'EX', tonumber(ARGV[3]))
 redis.call('HINCRBY', KEYS[4], ARGV[2], 1)
 return {1, id}
@@ -53,14 +63,7 @@ if not b[1] or not b[5] then
   if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, ''} end
   return {-4, ''}
 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return {-2, redis.call('GET', KEYS[2])} end
-local limit = tonumber(ARGV[5])
-if limit > 0 then
-  local n = redis.call('INCR', KEYS[5])
-  if n == 1 then redis.call('EXPIRE', KEYS[5], tonumber(ARGV[6])) end
-  if n > limit then return {-3, tostring(redis.call('TTL', KEYS[5]))} end
-end
-local waited = math.max(0, tonumber(ARGV[3]) - tonumber(b[2]))
+""" + _first_vote_within_rate_lua(5, 6) + """local waited = math.max(0, tonumber(ARGV[3]) - tonumber(b[2]))
 local vote = string.sub(b[1], 1, -2) .. ',' .. string.sub(ARGV[2], 2, -2) .. ',"time_to_vote_s":' .. string.format('%.3f', waited) .. '}'
 local id = redis.call('XADD', KEYS[3], '*', 'v', vote, 'c', b[5], 'b', ARGV[7], 'r', ARGV[8])
 redis.call('SET', KEYS[2], id, 'EX', tonumber(ARGV[4]))
