@@ -179,20 +179,22 @@ def reviewers_list(json_out: bool) -> None:
 @click.argument("reviewer")
 def reviewers_exclude(reviewer: str) -> None:
     """Leave REVIEWER's votes out of the counts (recounted from the log now)."""
-    with open_store() as store:
-        store.exclude_reviewer(reviewer)
-        counted = store.rebuild_pair_counts()
-    click.echo(f"excluded {reviewer}; counted {counted['human']} human and {counted['judge']} judge votes")
+    _set_excluded(reviewer, True)
 
 
 @reviewers_cmd.command("include")
 @click.argument("reviewer")
 def reviewers_include(reviewer: str) -> None:
     """Count REVIEWER's votes again."""
+    _set_excluded(reviewer, False)
+
+
+def _set_excluded(reviewer: str, excluded: bool) -> None:
+    """Exclude or include a reviewer, then recount the pair counts from the votes log."""
     with open_store() as store:
-        store.include_reviewer(reviewer)
+        (store.exclude_reviewer if excluded else store.include_reviewer)(reviewer)
         counted = store.rebuild_pair_counts()
-    click.echo(f"included {reviewer}; counted {counted['human']} human and {counted['judge']} judge votes")
+    click.echo(f"{'excluded' if excluded else 'included'} {reviewer}; counted {counted['human']} human and {counted['judge']} judge votes")
 
 
 # --- judge ------------------------------------------------------------------------------
