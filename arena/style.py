@@ -285,9 +285,10 @@ class _ContextualBT:
         rng = np.random.default_rng(seed)
         chunk = max(1, min(128, _CELLS_PER_CHUNK // max(n, 1)))
         out = np.empty((len(params_hat), rounds))
+        sampler = _solver.MultinomialSampler(np.ones(n, dtype=np.int64))  # its tables, built once
         for start in range(0, rounds, chunk):
             size = min(chunk, rounds - start)
-            weights = _solver.draw_multinomial(rng, np.ones(n, dtype=np.int64), size).T.astype(float)
+            weights = sampler.draw(rng, size).astype(float)
             params = np.repeat(params_hat[:, None], size, axis=1)
             for _ in range(30):
                 grad, _ = self.gradient(params, weights)
