@@ -42,6 +42,17 @@ end
 """
 
 
+def _raise_refused_vote(status: int, value: str, rate_limit: int, rate_window_s: int) -> None:
+    """The error for a vote script's refusal codes (-1 no battle, -2 already voted, -3 rate
+    limited, with `value` the seconds left); nothing for other codes."""
+    if status == -1:
+        raise NotFound("no such battle (unknown id, or it expired)")
+    if status == -2:
+        raise Conflict("this battle already has a vote; the first vote counts")
+    if status == -3:
+        raise RateLimited(f"too many votes: the limit is {rate_limit} per {rate_window_s} s; try again in {value} s")
+
+
 # KEYS: battle, voted flag, stream, board counts, rate counter
 # ARGV: vote JSON, count field, voted-flag TTL, rate limit (0 = none), rate window (s), board, reviewer
 _VOTE_LUA = """
@@ -210,12 +221,7 @@ class ArenaStore:
             args=[_enc.encode({**vote, "board": board}), field, voted_ttl_s, rate_limit, rate_window_s, board, vote.get("reviewer") or ""],
         )
         value = value.decode() if isinstance(value, bytes) else str(value)
-        if status == -1:
-            raise NotFound("no such battle (unknown id, or it expired)")
-        if status == -2:
-            raise Conflict("this battle already has a vote; the first vote counts")
-        if status == -3:
-            raise RateLimited(f"too many votes: the limit is {rate_limit} per {rate_window_s} s; try again in {value} s")
+        _raise_refused_vote(status, value, rate_limit, rate_window_s)
         return value
 
     async def record_battle_vote(self, battle_id: str, choice: str, fields: dict[str, Any], *, board: str = "human",
@@ -236,12 +242,7 @@ class ArenaStore:
         )
         status = result[0]
         value = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
-        if status == -1:
-            raise NotFound("no such battle (unknown id, or it expired)")
-        if status == -2:
-            raise Conflict("this battle already has a vote; the first vote counts")
-        if status == -3:
-            raise RateLimited(f"too many votes: the limit is {rate_limit} per {rate_window_s} s; try again in {value} s")
+        _raise_refused_vote(status, value, rate_limit, rate_window_s)
         if status == -4:
             raise InvalidInput("this battle was stored without its vote template; vote with record_vote")
         return value, result[2].decode(), result[3].decode()
