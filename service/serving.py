@@ -36,6 +36,13 @@ class Serving:
         self._ids: dict[str, str] = {}
         self._lock = threading.Lock()
 
+    def close(self) -> None:
+        """Release what the backend holds open (a remote backend's HTTP connections and
+        sending threads); the app's lifespan calls it on shutdown."""
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            close()
+
     @property
     def in_process(self) -> bool:
         return isinstance(self.backend, InProcessBackend)

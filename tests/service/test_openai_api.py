@@ -253,7 +253,8 @@ async def test_remote_backend_against_arena_serve_in_another_process(settings, s
         with pytest.raises(NotFound) as missing:
             await remote.generate([GenItem(model="nope", prompt="hi")])
         assert f"'nope' is not served by {url}; available: cand-a, cand-b, tiny" in missing.value.message
-        remote.backend.close()
+        remote.close()  # what the app's lifespan does on shutdown
+        assert remote.backend._client.is_closed
 
         dead_url = f"http://127.0.0.1:{free_port()}"
         dead = Serving(msgspec.structs.replace(settings, generation_url=dead_url), store,
