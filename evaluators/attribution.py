@@ -61,7 +61,7 @@ from evaluators.gradients import (
     tokenize_examples,
     trainable_parameters,
 )
-from evaluators.records import Conversation, Message
+from evaluators.records import Conversation, Message, conversation_text, exchanges
 
 __all__ = [
     "AttributionError",
@@ -196,23 +196,30 @@ def reference_conflicts(
     prompt_similarity: np.ndarray | None = None,
     threshold: float = 0.97,
 ) -> list[list[int]]:
-    """For each failure with a gold answer, the training records whose prompt matches the
-    failing prompt (same words, or embedding cosine >= `threshold` when
-    `prompt_similarity[i, j]` is given) but whose answer disagrees with the gold."""
-    train_prompts = [_normalise_text(r.prompt) for r in train_records]
-    train_answers = [_normalise_text(r.answer) for r in train_records]
+    """For each failure with a gold answer, the training records that answer the failing
+    prompt otherwise than the gold: any exchange of the record (a multi-turn record may
+    teach the wrong answer in any of its turns, not only the last) whose user turn matches
+    the failing prompt (same words, or embedding cosine >= `threshold` when
+    `prompt_similarity` is given: one row per exchange, records' exchanges in order, one
+    column per failure) and whose assistant turn disagrees with the gold."""
+    owners: list[int] = []
+    pairs: list[tuple[str, str]] = []
+    for i, record in enumerate(train_records):
+        for prompt, answer in exchanges(record):
+            owners.append(i)
+            pairs.append((_normalise_text(prompt), _normalise_text(answer)))
     out: list[list[int]] = []
     for j, failure in enumerate(failures):
         if failure.gold is None:
             out.append([])
             continue
         prompt, gold = _normalise_text(failure.prompt.prompt), _normalise_text(failure.gold)
-        hits = []
-        for i, (p, a) in enumerate(zip(train_prompts, train_answers)):
-            same = p == prompt or (prompt_similarity is not None and prompt_similarity[i, j] >= threshold)
+        hits: set[int] = set()
+        for e, (p, a) in enumerate(pairs):
+            same = p == prompt or (prompt_similarity is not None and prompt_similarity[e, j] >= threshold)
             if same and a != gold and gold not in a:
-                hits.append(i)
-        out.append(hits)
+                hits.add(owners[e])
+        out.append(sorted(hits))
     return out
 
 
@@ -234,24 +241,22 @@ def _embed_or_none(texts: list[str]) -> np.ndarray | None:
         return None
 
 
-def _record_text(prompt: str, answer: str) -> str:
-    return f"{prompt}\n{answer}"
-
-
 def _embedding_evidence(
     train_records: Sequence[Conversation], failures: Sequence[Failure]
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """`(nearest-neighbour scores, prompt similarity (n_train, n_failures))`, or Nones
-    when the embedding model is unavailable (the trace goes on without them)."""
-    texts = [_record_text(r.prompt, r.answer) for r in train_records]
-    texts += [_record_text(f.prompt.prompt, f.output) for f in failures]
-    prompts = [r.prompt for r in train_records] + [f.prompt.prompt for f in failures]
+    """`(nearest-neighbour scores, exchange-prompt similarity (n_exchanges, n_failures))`,
+    or Nones when the embedding model is unavailable (the trace goes on without them).
+    A record is embedded whole, every turn of it; a failure as its prompt and output."""
+    texts = [conversation_text(r) for r in train_records]
+    texts += [conversation_text(f.with_answer(f.output)) for f in failures]
+    prompts = [p for r in train_records for p, _ in exchanges(r)] + [f.prompt.prompt for f in failures]
     vectors = _embed_or_none(texts + prompts)
     if vectors is None:
         return None, None
     n, nf = len(train_records), len(failures)
     prompt_vectors = vectors[n + nf :]
-    return embedding_scores(vectors[:n], vectors[n : n + nf]), prompt_vectors[:n] @ prompt_vectors[n:].T
+    ne = len(prompt_vectors) - nf
+    return embedding_scores(vectors[:n], vectors[n : n + nf]), prompt_vectors[:ne] @ prompt_vectors[ne:].T
 
 
 # ---------------------------------------------------------------------------- checkpoints

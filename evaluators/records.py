@@ -57,6 +57,19 @@ class Conversation(msgspec.Struct, frozen=True):
         return ""
 
 
+def exchanges(conversation: Conversation) -> list[tuple[str, str]]:
+    """Every `(user turn, the assistant turn answering it)` pair of a conversation, in
+    order: a multi-turn record teaches an answer in each of them, not only in its last."""
+    m = conversation.messages
+    return [(m[k].content, m[k + 1].content) for k in range(len(m) - 1)
+            if m[k].role == "user" and m[k + 1].role == "assistant"]
+
+
+def conversation_text(conversation: Conversation) -> str:
+    """Every turn's text, one per line: what a record says, for text similarity."""
+    return "\n".join(m.content for m in conversation.messages)
+
+
 def user_turn(text: str) -> Conversation:
     """A prompt-only conversation of one user turn."""
     return Conversation(messages=(Message("user", text),))
