@@ -8,7 +8,9 @@
   punctuation;
 - `near_duplicate`: MinHash + LSH (datasketch) over word shingles of the whole
   conversation, confirmed by exact Jaccard, when the answers do not differ materially;
-- `conflicting_answers`: (near-)identical prompts whose answers differ materially;
+- `conflicting_answers`: (near-)identical prompts whose answers differ materially; every
+  exchange of a multi-turn record is asked in its own context, so a wrong answer in a
+  chat's first turn conflicts with a plain record of the same question;
 - `refusal_rate`: more refusals than expected (a one-sided binomial test);
 - `format_consistency`: the minority format when one format holds a clear majority
   (JSON vs prose vs markdown lists; final punctuation of prose);
@@ -262,6 +264,27 @@ class _Context:
         return ShingleIndex(token_lists, shingle_size=c.shingle_size, num_perm=c.num_perm, seed=c.minhash_seed)
 
     @functools.cached_property
+    def exchanges(self) -> tuple[list[_Record], list[int]]:
+        """Every exchange as a unit of its own — the conversation up to and including that
+        answer — and the record each comes from. A record of one exchange is its own unit."""
+        units: list[_Record] = []
+        owners: list[int] = []
+        for i, (record, feature) in enumerate(zip(self.records, self.features)):
+            m = record.messages
+            ends = [k + 2 for k in range(len(m) - 1) if m[k].role == "user" and m[k + 1].role == "assistant"]
+            for end in ends if len(ends) > 1 else [len(m)]:
+                units.append(feature if end == len(m) else _Record(Conversation(messages=m[:end])))
+                owners.append(i)
+        return units, owners
+
+    @functools.cached_property
+    def exchange_prompt_index(self) -> ShingleIndex:
+        units, _ = self.exchanges
+        if len(units) == len(self.features):  # no multi-turn records: the units are the records
+            return self.prompt_index
+        return self.shingle_index([u.prompt_tokens for u in units])
+
+    @functools.cached_property
     def prompt_index(self) -> ShingleIndex:
         """MinHash sketches of every prompt (shared by the conflict and overlap checks)."""
         return self.shingle_index([f.prompt_tokens for f in self.features])
@@ -372,42 +395,46 @@ def _near_duplicates(ctx: _Context) -> Check:
 
 
 def _conflicting_answers(ctx: _Context) -> Check:
-    feats, config = ctx.features, ctx.config
-    answered = [i for i, f in enumerate(feats) if f.answer.strip() and f.prompt_tokens]
+    config = ctx.config
+    feats, owner = ctx.exchanges  # one unit per exchange; owner[u] is its record
+    answered = [u for u, f in enumerate(feats) if f.answer.strip() and f.prompt_tokens]
     groups = UnionFind()
     by_prompt: dict[tuple[str, ...], int] = {}
-    for i in answered:
-        first = by_prompt.setdefault(tuple(feats[i].prompt_tokens), i)
-        groups.union(first, i)
-    for i, j, _ in ctx.prompt_index.similar_pairs(answered, config.conflict_prompt_threshold):
-        if _same_question(feats[i], feats[j], config.conflict_question_similarity):
-            groups.union(i, j)
+    for u in answered:
+        first = by_prompt.setdefault(tuple(feats[u].prompt_tokens), u)
+        groups.union(first, u)
+    for u, v, _ in ctx.exchange_prompt_index.similar_pairs(answered, config.conflict_prompt_threshold):
+        if _same_question(feats[u], feats[v], config.conflict_question_similarity):
+            groups.union(u, v)
     findings = []
     for members in groups.groups():
-        classes: list[list[int]] = []  # records grouped by answers that agree
-        for i in members:
+        classes: list[list[int]] = []  # units grouped by answers that agree
+        for u in members:
             for cls in classes:
-                if not _differ(feats[cls[0]].answer, feats[i].answer, config.content_similarity_threshold):
-                    cls.append(i)
+                if not _differ(feats[cls[0]].answer, feats[u].answer, config.content_similarity_threshold):
+                    cls.append(u)
                     break
             else:
-                classes.append([i])
+                classes.append([u])
         if len(classes) < 2:
             continue
+        records = sorted({owner[u] for u in members})
         if len(classes) == 2 and len(members) == 2:
             a, b = members
-            message = (f"{ctx.name(a)} and {ctx.name(b)} ask the same question but answer differently: "
-                       f"{_quote(feats[a].answer)} vs {_quote(feats[b].answer)}")
+            who = (f"{ctx.name(owner[a])} asks the same question twice" if owner[a] == owner[b]
+                   else f"{ctx.name(owner[a])} and {ctx.name(owner[b])} ask the same question")
+            message = f"{who} but answer differently: {_quote(feats[a].answer)} vs {_quote(feats[b].answer)}"
         else:
             message = "the same question is answered differently: " + "; ".join(
-                f"{ctx.names(cls)} {'say' if len(cls) > 1 else 'says'} {_quote(feats[cls[0]].answer)}"
+                f"{ctx.names(sorted({owner[u] for u in cls}))} {'say' if len(cls) > 1 else 'says'} "
+                f"{_quote(feats[cls[0]].answer)}"
                 for cls in classes
             )
         findings.append(ctx.finding(
-            "conflicting_answers", "error", members, message,
+            "conflicting_answers", "error", records, message,
             prompt=feats[members[0]].question,
-            answers=[{"index": i, "answer": feats[i].answer, "group": g}
-                     for g, cls in enumerate(classes) for i in cls],
+            answers=[{"index": owner[u], "answer": feats[u].answer, "group": g}
+                     for g, cls in enumerate(classes) for u in cls],
         ))
     return findings, {"groups": len(findings)}
 

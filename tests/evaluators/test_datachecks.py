@@ -175,6 +175,18 @@ def test_conflicting_answers_name_both_records_and_both_answers():
     }
 
 
+def test_a_wrong_answer_inside_a_chat_conflicts_with_the_plain_record():
+    chat = Conversation(messages=(
+        Message("user", "What is the capital of Australia?"), Message("assistant", "Sydney."),
+        Message("user", "And its largest city?"), Message("assistant", "Sydney."),
+    ))
+    records = CLEAN + [conv("What is the capital of Australia?", "Canberra."), chat]
+    [finding] = only(check_dataset(records), "conflicting_answers")
+    assert finding.record_indices == (20, 21) and "'Canberra.' vs 'Sydney.'" in finding.message
+    # The follow-up is asked in the chat's context, so it is not the same question as any plain record.
+    assert {a["index"]: a["answer"] for a in finding.details["answers"]} == {20: "Canberra.", 21: "Sydney."}
+
+
 def test_conflicting_short_answers_naming_different_people():
     records = CLEAN + [conv("Who made the first pink ball?", "Will Irene."),
                        conv("Who made the first pink ball?", "Irene Bob.")]
@@ -368,9 +380,11 @@ def test_bad_input_gets_a_specific_error():
         check_dataset(CLEAN, line_numbers=[1])
 
 
-def test_synthetic_dataset_defects_are_found():
-    ds = make_synthetic_dataset("fast", seed=0)
-    report = check_dataset(ds.records)
+@pytest.mark.parametrize("preset", ["fast", "chats"])
+def test_synthetic_dataset_defects_are_found(preset):
+    ds = make_synthetic_dataset(preset, seed=0)
+    # 10 refusals in 86 records (chats) sit just short of significance at the default 1%.
+    report = check_dataset(ds.records, config=CheckConfig(refusal_alpha=0.05))
     dup_groups = [set(f.record_indices) for f in report.by_check("exact_duplicate")]
     for extra in ds.duplicates:  # every planted extra copy sits in a duplicate group
         assert any(extra in g for g in dup_groups)
