@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 import msgspec
 
-from evaluators.records import Conversation
+from evaluators.records import Conversation, exchanges
 
 _TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -61,6 +61,7 @@ def build_report(
             "in_training": bool(in_training[r.index]),
             "prompt": rec.prompt,
             "answer": rec.answer,
+            "exchanges": [list(pair) for pair in exchanges(rec)],  # every turn that taught an answer
             "checks": flagged.get(r.index, []),
             "top_failures": list(r.top_failures),
         })

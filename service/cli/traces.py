@@ -41,7 +41,9 @@ def trace_cmd(candidate, evals, battles, top, threshold, metric, out, json_out) 
     click.echo(f"report {job.id}: {report['n_failures']} failures traced over {report['n_records']} records")
     for e in report["examples"][:10]:
         flags = ("; contradicts gold" if e["reference_conflict"] else "") + ("; " + e["checks"][0][:50] if e["checks"] else "")
-        click.echo(f"  #{e['rank']:<3} record {e['index']:<5} score {e['score']:+.3f}  {e['prompt'][:50]!r} -> {e['answer'][:30]!r}{flags}")
+        turns = e.get("exchanges") or [[e["prompt"], e["answer"]]]  # a chat shows each exchange
+        said = " / ".join(f"{q[:50]!r} -> {a[:30]!r}" for q, a in turns[:3]) + (" / …" if len(turns) > 3 else "")
+        click.echo(f"  #{e['rank']:<3} record {e['index']:<5} score {e['score']:+.3f}  {said}{flags}")
     click.echo(f"written to {out or traces.report_dir(s, job.id)} (report.html, report.json, report.md)")
 
 
