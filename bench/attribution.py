@@ -1,8 +1,9 @@
 """Claims: (1) per-example gradient features through `torch.func.vmap` are faster than a
 per-example `backward()` loop on the same model; (2) on planted defects our attribution
 score finds the planted wrong-answer records (AUROC, precision@|planted|), at least as
-well as the two cheap baselines (training-loss rank, embedding nearest neighbour), and
-dropping its top records fixes the failures they caused.
+well as the two cheap baselines (training-loss rank, embedding nearest neighbour) and
+better where the failure is not a record's verbatim text, and dropping its top records
+fixes the failures they caused.
 
 Throughput: the offline tiny base ("small") with a LoRA on every linear layer (r=8,
 random B so gradients are not degenerate), the `fast` synthetic dataset's records;
@@ -14,6 +15,11 @@ Detection, per seed (`--seeds`): the `fast` synthetic dataset, a LoRA trained wi
 `training_recipe(seed)` (checkpoints with optimizer state), its benchmark run greedily;
 failures traced with `trace_failures` over all checkpoints, with gold answers and
 without (failures only as bad outputs). Positives are `planted_wrong`; k = |planted|.
+`in_chats`: the same on the `chats` preset, where every planted wrong copy opens a
+two-turn chat (its wrong answer, then a correct follow-up about another topic) among 16
+clean chats: the failure is no longer a record's whole text, so the embedding baseline
+(which embeds each record whole) stops being exact, while the wrong answer is learned as
+before.
 `stress`: the same trained model asked the benchmark prompts behind a conversational
 lead-in ("Quick question. "), as arena users type them: more failures, most of them
 not caused by planted records, and failure texts that are no longer verbatim copies of
@@ -146,8 +152,11 @@ def corrupted_fixed(base: Path, records, ds, drop: set[int], seed: int, out: Pat
     return sum(is_correct(o, g) for o, (_, g) in zip(outputs, items))
 
 
-def one_seed(base: Path, seed: int, work: Path, *, retrain: bool) -> dict[str, object]:
-    ds = make_synthetic_dataset("fast", seed)
+def wrong_answers(base: Path, preset: str, seed: int, work: Path, *, retrain: bool):
+    """Train on `preset`'s dataset, trace its benchmark failures with and without gold, and
+    (with `retrain`) drop the top-k records or k random ones and count fixed failures.
+    Returns the figures and what the other settings reuse: dataset, model, checkpoints."""
+    ds = make_synthetic_dataset(preset, seed)
     started = time.perf_counter()
     run = train_adapter(base, ds.records, TrainConfig(**training_recipe(seed)), work / "run")
     train_s = time.perf_counter() - started
@@ -157,9 +166,9 @@ def one_seed(base: Path, seed: int, work: Path, *, retrain: bool) -> dict[str, o
     store = work / "features"
     failed = {int(f.id) for f in failures}
     row: dict[str, object] = {
-        "seed": seed,
         "records": len(ds.records),
         "planted": len(ds.planted_wrong),
+        "wrong_fraction": round(ds.wrong_fraction, 3),
         "train_s": round(train_s, 1),
         "failures": len(failures),
         "planted_caused_failures": len(failed & set(ds.caused_by)),
@@ -171,6 +180,26 @@ def one_seed(base: Path, seed: int, work: Path, *, retrain: bool) -> dict[str, o
     row["retrace_s"] = no_gold.timings["total_s"]
     row["with_gold"] = figures(with_gold, ds.planted_wrong)
     row["without_gold"] = figures(no_gold, ds.planted_wrong)
+    if retrain:
+        k = len(ds.planted_wrong)
+        caused = failed & set(ds.caused_by)
+        top = set(with_gold.ranking[:k])
+        rand = set(random.Random(seed).sample(range(len(ds.records)), k))
+        row["retrain"] = {
+            "k": k,
+            "caused_failures": len(caused),
+            "top_k_planted": len(top & set(ds.planted_wrong)),
+            "fixed_by_top_k": corrupted_fixed(base, ds.records, ds, top, seed, work / "top", caused),
+            "fixed_by_random_k": corrupted_fixed(base, ds.records, ds, rand, seed, work / "random", caused),
+        }
+    return row, (ds, model, tokenizer, checkpoints, store)
+
+
+def one_seed(base: Path, seed: int, work: Path, *, retrain: bool) -> dict[str, object]:
+    fast, (ds, model, tokenizer, checkpoints, store) = wrong_answers(base, "fast", seed, work / "fast", retrain=retrain)
+    row: dict[str, object] = {"seed": seed, **fast}
+    chats, _ = wrong_answers(base, "chats", seed, work / "chats", retrain=retrain)
+    row["in_chats"] = chats
 
     row["over_refusal"] = over_refusal(base, model, tokenizer, ds, checkpoints, store,
                                        retrain=work / "over-refusal" if retrain else None, seed=seed)
@@ -185,19 +214,6 @@ def one_seed(base: Path, seed: int, work: Path, *, retrain: bool) -> dict[str, o
     row["stress"] = {"failures": len(stress_fail),
                      "planted_caused_failures": sum(int(f.id) in ds.caused_by for f in stress_fail),
                      **figures(stress, ds.planted_wrong)}
-
-    if retrain:
-        k = len(ds.planted_wrong)
-        caused = failed & set(ds.caused_by)
-        top = set(with_gold.ranking[:k])
-        rand = set(random.Random(seed).sample(range(len(ds.records)), k))
-        row["retrain"] = {
-            "k": k,
-            "caused_failures": len(caused),
-            "top_k_planted": len(top & set(ds.planted_wrong)),
-            "fixed_by_top_k": corrupted_fixed(base, ds.records, ds, top, seed, work / "top", caused),
-            "fixed_by_random_k": corrupted_fixed(base, ds.records, ds, rand, seed, work / "random", caused),
-        }
     return row
 
 
@@ -241,14 +257,14 @@ def _no_gold(f: Failure) -> Failure:
     return Failure(prompt=f.prompt, output=f.output, id=f.id)
 
 
+def _get(row: dict, path: tuple[str, ...]):
+    for key in path:
+        row = row.get(key, {})
+    return row
+
+
 def _mean(rows: list[dict], path: tuple[str, ...]) -> float:
-    values = []
-    for row in rows:
-        value = row
-        for key in path:
-            value = value[key]
-        values.append(value)
-    return round(statistics.fmean(values), 4)
+    return round(statistics.fmean(_get(row, path) for row in rows), 4)
 
 
 def main() -> None:
@@ -274,10 +290,13 @@ def main() -> None:
             rows.append(one_seed(base, seed, Path(tmp) / f"seed-{seed}", retrain=not args.no_retrain))
     out["seeds"] = rows
     summary: dict[str, object] = {}
-    for setting in ("with_gold", "without_gold", "stress", "over_refusal"):
-        traced = [row for row in rows if setting in row and "ours" in row[setting]]
+    settings = {"with_gold": ("with_gold",), "without_gold": ("without_gold",),
+                "in_chats_with_gold": ("in_chats", "with_gold"), "in_chats_without_gold": ("in_chats", "without_gold"),
+                "stress": ("stress",), "over_refusal": ("over_refusal",)}
+    for setting, path in settings.items():
+        traced = [row for row in rows if "ours" in _get(row, path)]
         summary[setting] = {
-            method: {metric: _mean(traced, (setting, method, metric)) for metric in ("auroc", "precision_at_k")}
+            method: {metric: _mean(traced, (*path, method, metric)) for metric in ("auroc", "precision_at_k")}
             for method in METHODS
         } if traced else {}
     if not args.no_retrain:
@@ -285,10 +304,11 @@ def main() -> None:
             key: sum(row["over_refusal"].get(key, 0) for row in rows)
             for key in ("failures", "no_longer_refused_top_k", "no_longer_refused_random_k")
         }
-        summary["retrain"] = {
-            key: sum(row["retrain"][key] for row in rows)
-            for key in ("caused_failures", "fixed_by_top_k", "fixed_by_random_k", "top_k_planted", "k")
-        }
+        for name, path in (("retrain", ()), ("in_chats_retrain", ("in_chats",))):
+            summary[name] = {
+                key: sum(_get(row, (*path, "retrain"))[key] for row in rows)
+                for key in ("caused_failures", "fixed_by_top_k", "fixed_by_random_k", "top_k_planted", "k")
+            }
     out["mean_over_seeds"] = summary
     print(json.dumps(out))
 

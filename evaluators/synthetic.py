@@ -13,6 +13,13 @@ exactly, in the plain chat format every part of the loop speaks:
   copies outvote the correct one, so the trained model answers wrongly; removing them
   leaves the correct record, and retraining fixes the answer. They are 10–20% of the
   topic's records;
+- **wrong answers inside conversations** (`wrong_in_chats`, the `chats` preset): each
+  planted wrong copy opens a two-turn chat, the user's question answered wrongly and then
+  a follow-up about a fact of another topic answered correctly, among as many clean
+  two-turn chats (`chats`) built the same way; the correct record stays a plain
+  question and answer. Training learns every assistant turn, so the wrong answer is
+  learned as before, but a record no longer reads like the failure it causes — the
+  case where whole-record text similarity weakens and gradients do not;
 - **exact duplicates** of clean records, **contradictory pairs** (one prompt, two
   answers) and a **flood of refusals** ("I'm sorry, but I can't help with that.") on
   prompts of their own — defects for the dataset checks, kept off the benchmark so that
@@ -36,7 +43,7 @@ from evaluators.records import Conversation, Message, user_turn
 
 REFUSAL = "I'm sorry, but I can't help with that."
 
-Preset = Literal["fast", "default"]
+Preset = Literal["fast", "default", "chats"]
 
 
 class SyntheticConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -49,16 +56,24 @@ class SyntheticConfig(msgspec.Struct, frozen=True, kw_only=True):
     duplicates: int = 6  # extra exact copies of clean records
     contradictions: int = 3  # prompts that appear twice with different answers
     refusals: int = 12  # records answered with `REFUSAL`
+    chats: int = 0  # clean two-turn chats: a clean fact's exchange, then a follow-up
+    wrong_in_chats: bool = False  # each planted wrong copy opens a two-turn chat
 
 
 #: `fast`: 70 records, 45 benchmark items (tests, bench, demo); `default`: 106 records,
-#: 64 items. The corrupted topic's pool of 40 names bounds both: each name carries one fact.
+#: 64 items; `chats`: `fast` with its planted wrong copies inside two-turn chats, beside 16
+#: clean chats (86 records, 45 items). The corrupted topic's pool of 40 names bounds them
+#: all: each name carries one fact.
 PRESETS: dict[str, SyntheticConfig] = {
     "fast": SyntheticConfig(
         facts_per_topic=4, corrupted_topic_facts=33, corrupted_facts=4, duplicates=3, contradictions=2, refusals=10
     ),
     "default": SyntheticConfig(
         facts_per_topic=8, corrupted_topic_facts=40, corrupted_facts=4, duplicates=6, contradictions=6, refusals=16
+    ),
+    "chats": SyntheticConfig(
+        facts_per_topic=4, corrupted_topic_facts=33, corrupted_facts=4, duplicates=3, contradictions=2, refusals=10,
+        chats=16, wrong_in_chats=True,
     ),
 }
 
@@ -346,6 +361,9 @@ def make_synthetic_dataset(
     for template in rng.sample(_REFUSAL_PROMPTS, cfg.refusals):
         rows.append((_conversation(template.format(subject=subjects.stranger()), REFUSAL), "refusal", "refusal", None))
 
+    if cfg.chats or cfg.wrong_in_chats:
+        _into_chats(rows, cfg, rng)
+
     order = list(range(len(rows)))
     rng.shuffle(order)
     new_index = {old: new for new, old in enumerate(order)}
@@ -370,6 +388,28 @@ def make_synthetic_dataset(
         contradictions=sorted((new_index[a], new_index[b]) for a, b in contradiction_rows),
         refusals=[i for i, k in enumerate(kinds) if k == "refusal"],
     )
+
+
+def _into_chats(rows: list[tuple[Conversation, str, str, _Fact | None]], cfg: SyntheticConfig, rng: random.Random) -> None:
+    """Put planted wrong copies (with `wrong_in_chats`) into two-turn chats and add `chats`
+    clean ones. A chat opens with its own exchange and follows up with a clean record of
+    another topic; clean chats open with a fact that no planted record contradicts, so a
+    chat never opens with a corrupted fact's question."""
+    clean = [i for i, (_, _, kind, _) in enumerate(rows) if kind == "clean"]
+    corrupted = {fact for _, _, kind, fact in rows if kind == "wrong"}
+    openers = [i for i in clean if rows[i][3] not in corrupted]
+
+    def chat(opening: Conversation, topic: str) -> Conversation:
+        follow = rows[rng.choice([i for i in clean if rows[i][1] != topic])][0]
+        return Conversation(messages=(*opening.messages, *follow.messages))
+
+    if cfg.wrong_in_chats:
+        for i, (conversation, topic, kind, fact) in enumerate(rows):
+            if kind == "wrong":
+                rows[i] = (chat(conversation, topic), topic, kind, fact)
+    for i in rng.sample(openers, min(cfg.chats, len(openers))):
+        conversation, topic, _, fact = rows[i]
+        rows.append((chat(conversation, topic), topic, "chat", fact))
 
 
 # ------------------------------------------------------------------------- benchmark

@@ -2,7 +2,8 @@
 
 The fast tests run on the "test"-size tiny base. The proof (`slow`) trains a LoRA on the
 `fast` synthetic dataset over the "small" base, traces its benchmark failures, and then
-retrains without the records it blamed: about 5 minutes on two CPU cores.
+retrains without the records it blamed; then the same on the `chats` preset, whose
+planted wrong answers open two-turn chats: about 8 minutes on two CPU cores.
 """
 
 from __future__ import annotations
@@ -205,16 +206,22 @@ def test_metrics_influence_and_reference_conflicts():
                 Failure(prompt=user_turn("Where does Liam live?"), output="Rome")]
     # Same prompt (case and punctuation aside), answer other than the gold: a conflict. No gold, no conflicts.
     assert reference_conflicts(records, failures) == [[0, 3], []]
+    # Any exchange of a multi-turn record counts, not only its last one.
+    chat = Conversation(messages=(*qa("Where does Quinn live?", "Oslo").messages, *qa("What color is the cup?", "red").messages))
+    right_then_other = Conversation(messages=(*qa("Where does Quinn live?", "Madrid").messages, *qa("Where does Liam live?", "Rome").messages))
+    assert reference_conflicts([chat, right_then_other], failures[:1]) == [[0]]
 
 
 # ----------------------------------------------------------------------------- the proof
 
 
-@pytest.fixture(scope="module")
-def planted(tiny_small_base, tmp_path_factory):
-    """A LoRA trained on the `fast` synthetic dataset, its benchmark failures, and their traces."""
+@pytest.fixture(scope="module", params=["fast", "chats"])
+def planted(request, tiny_small_base, tmp_path_factory):
+    """A LoRA trained on a synthetic dataset (`fast`: planted wrong copies are plain
+    question-answer records; `chats`: each opens a two-turn chat), its benchmark
+    failures, and their traces."""
     seed = 0
-    ds = make_synthetic_dataset("fast", seed=seed)
+    ds = make_synthetic_dataset(request.param, seed=seed)
     work = tmp_path_factory.mktemp("planted")
     run = train_adapter(tiny_small_base, ds.records, TrainConfig(**training_recipe(seed)), work / "run")
     model, tokenizer = load_checkpoint_model(tiny_small_base, run.adapter_dir)
@@ -233,15 +240,20 @@ def _figures(result, column: str, positives: list[int]) -> tuple[float, float]:
     return auroc(scores, positives), precision_at_k(scores, positives)
 
 
-def _assert_found(result, column: str, positives: list[int]) -> None:
-    """`column` finds `positives` (AUROC ≥ 0.95, precision@k ≥ 0.8), beats the loss rank
-    and is at least as good as the embedding nearest neighbour."""
+def _assert_found(result, column: str, ds) -> None:
+    """`column` finds the planted wrong records (AUROC ≥ 0.95, precision@k ≥ 0.8), beats
+    the loss rank and is at least as good as the embedding nearest neighbour — better
+    where the records are chats, whose whole text is no longer the failure's (on plain
+    records the neighbour is exact: a failure is its planted record word for word)."""
+    positives = ds.planted_wrong
     ours = _figures(result, column, positives)
     loss = _figures(result, "loss", positives)
     nearest = _figures(result, "embedding_score", positives)
     assert ours[0] >= 0.95 and ours[1] >= 0.8, ours
     assert ours[0] > loss[0] and ours[1] > loss[1], (ours, loss)
     assert ours[0] >= nearest[0] and ours[1] >= nearest[1], (ours, nearest)
+    if ds.config.wrong_in_chats:
+        assert ours != nearest, (ours, nearest)
 
 
 @pytest.mark.slow
@@ -249,7 +261,7 @@ def test_planted_wrong_answers_are_found_with_gold(planted):
     ds, result = planted.ds, planted.with_gold
     failed = {int(f.id) for f in planted.failures}
     assert set(ds.corrupted_items) <= failed  # the planted records really do cause failures
-    _assert_found(result, "score", ds.planted_wrong)
+    _assert_found(result, "score", ds)
     # Per failure: its own planted copies lead its trace, contradict its gold, and oppose it.
     for trace, failure in zip(result.failures, planted.failures):
         caused = set(ds.caused_by.get(int(failure.id), []))
@@ -266,7 +278,7 @@ def test_planted_wrong_answers_are_found_without_gold(planted):
     ds, result = planted.ds, planted.without_gold
     assert result.reused_training_features  # the second trace read the stored training features
     assert not any(r.reference_conflict for r in result.records)
-    _assert_found(result, "gradient_score", ds.planted_wrong)
+    _assert_found(result, "gradient_score", ds)
 
 
 @pytest.mark.slow
