@@ -208,6 +208,11 @@ def reference_conflicts(
         for prompt, answer in exchanges(record):
             owners.append(i)
             pairs.append((_normalise_text(prompt), _normalise_text(answer)))
+    if prompt_similarity is not None and prompt_similarity.shape != (len(pairs), len(failures)):
+        raise AttributionError(
+            f"prompt_similarity has shape {prompt_similarity.shape}: expected one row per exchange and one "
+            f"column per failure, {(len(pairs), len(failures))}"
+        )
     out: list[list[int]] = []
     for j, failure in enumerate(failures):
         if failure.gold is None:
@@ -241,14 +246,22 @@ def _embed_or_none(texts: list[str]) -> np.ndarray | None:
         return None
 
 
+def _record_text(record: Conversation) -> str:
+    """A record's questions and answers, in order (system turns left out: a prompt shared by
+    every record would only pull all of them together)."""
+    pairs = exchanges(record)
+    return "\n".join(f"{q}\n{a}" for q, a in pairs) if pairs else conversation_text(record)
+
+
 def _embedding_evidence(
     train_records: Sequence[Conversation], failures: Sequence[Failure]
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """`(nearest-neighbour scores, exchange-prompt similarity (n_exchanges, n_failures))`,
     or Nones when the embedding model is unavailable (the trace goes on without them).
-    A record is embedded whole, every turn of it; a failure as its prompt and output."""
-    texts = [conversation_text(r) for r in train_records]
-    texts += [conversation_text(f.with_answer(f.output)) for f in failures]
+    A record is embedded whole, every exchange of it; a failure as its prompt's last user
+    turn and its output (for a one-exchange record, the same shape of text)."""
+    texts = [_record_text(r) for r in train_records]
+    texts += [f"{f.prompt.prompt}\n{f.output}" for f in failures]
     prompts = [p for r in train_records for p, _ in exchanges(r)] + [f.prompt.prompt for f in failures]
     vectors = _embed_or_none(texts + prompts)
     if vectors is None:

@@ -280,8 +280,8 @@ class _Context:
     @functools.cached_property
     def exchange_prompt_index(self) -> ShingleIndex:
         units, _ = self.exchanges
-        if len(units) == len(self.features):  # no multi-turn records: the units are the records
-            return self.prompt_index
+        if len(units) == len(self.features) and all(u is f for u, f in zip(units, self.features)):
+            return self.prompt_index  # no multi-turn records: the units are the records
         return self.shingle_index([u.prompt_tokens for u in units])
 
     @functools.cached_property

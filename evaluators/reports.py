@@ -29,6 +29,13 @@ def _short(text: str, n: int = 240) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def _exchanges(record: Conversation) -> dict[str, list[list[str]]]:
+    """`{"exchanges": [[question, answer], ...]}` for a record that answers more than one
+    question (a chat can teach a wrong answer before its last turn); else nothing."""
+    pairs = exchanges(record)
+    return {"exchanges": [list(p) for p in pairs]} if len(pairs) > 1 else {}
+
+
 def build_report(
     *,
     report_id: str,
@@ -44,7 +51,9 @@ def build_report(
     top: int = 50,
 ) -> dict[str, Any]:
     """The report as plain data. `examples` lists EVERY record of the dataset version as
-    `{"index", "score", ...}` sorted by score (higher = more responsible for the failures)."""
+    `{"index", "score", ...}` sorted by score (higher = more responsible for the failures);
+    `prompt` and `answer` are a record's last exchange, and a multi-turn record also lists
+    every `exchanges` pair."""
     flagged = checks.flagged_indices() if checks is not None else {}
     examples = []
     for r in attribution.records:
@@ -61,7 +70,7 @@ def build_report(
             "in_training": bool(in_training[r.index]),
             "prompt": rec.prompt,
             "answer": rec.answer,
-            "exchanges": [list(pair) for pair in exchanges(rec)],  # every turn that taught an answer
+            **_exchanges(rec),
             "checks": flagged.get(r.index, []),
             "top_failures": list(r.top_failures),
         })

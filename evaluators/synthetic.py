@@ -393,8 +393,10 @@ def make_synthetic_dataset(
 def _into_chats(rows: list[tuple[Conversation, str, str, _Fact | None]], cfg: SyntheticConfig, rng: random.Random) -> None:
     """Put planted wrong copies (with `wrong_in_chats`) into two-turn chats and add `chats`
     clean ones. A chat opens with its own exchange and follows up with a clean record of
-    another topic; clean chats open with a fact that no planted record contradicts, so a
-    chat never opens with a corrupted fact's question."""
+    another topic (any clean record of it, a corrupted fact's correct one included: as in
+    real chats, a right answer may come up again in passing); clean chats open with a fact
+    that no planted record contradicts, so a chat never opens with a corrupted fact's
+    question."""
     clean = [i for i, (_, _, kind, _) in enumerate(rows) if kind == "clean"]
     corrupted = {fact for _, _, kind, fact in rows if kind == "wrong"}
     openers = [i for i in clean if rows[i][3] not in corrupted]

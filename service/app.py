@@ -84,7 +84,8 @@ def create_app(settings: Settings, redis_url: str, *, worker: bool = False) -> L
                 with contextlib.suppress(BaseException):
                     await task
             await queue.disconnect()
-            app.state.serving.close()
+            with contextlib.suppress(Exception):  # the store still closes
+                app.state.serving.close()
             await store.close()
 
     async def provide_store(request: Request) -> Store:

@@ -210,6 +210,8 @@ def test_metrics_influence_and_reference_conflicts():
     chat = Conversation(messages=(*qa("Where does Quinn live?", "Oslo").messages, *qa("What color is the cup?", "red").messages))
     right_then_other = Conversation(messages=(*qa("Where does Quinn live?", "Madrid").messages, *qa("Where does Liam live?", "Rome").messages))
     assert reference_conflicts([chat, right_then_other], failures[:1]) == [[0]]
+    with pytest.raises(AttributionError, match=r"one row per exchange .* \(4, 1\)"):  # not one row per record
+        reference_conflicts([chat, right_then_other], failures[:1], prompt_similarity=np.zeros((2, 1)))
 
 
 # ----------------------------------------------------------------------------- the proof

@@ -184,7 +184,7 @@ def test_a_wrong_answer_inside_a_chat_conflicts_with_the_plain_record():
     [finding] = only(check_dataset(records), "conflicting_answers")
     assert finding.record_indices == (20, 21) and "'Canberra.' vs 'Sydney.'" in finding.message
     # The follow-up is asked in the chat's context, so it is not the same question as any plain record.
-    assert {a["index"]: a["answer"] for a in finding.details["answers"]} == {20: "Canberra.", 21: "Sydney."}
+    assert sorted((a["index"], a["answer"]) for a in finding.details["answers"]) == [(20, "Canberra."), (21, "Sydney.")]
 
 
 def test_conflicting_short_answers_naming_different_people():

@@ -37,6 +37,7 @@ def test_report_lists_every_record_and_each_exchange_of_a_chat():
     chat = report["examples"][0]
     assert chat["exchanges"] == [["Where does Ann live?", "<b>Rome</b>"], ["What color is the cup?", "red"]]
     assert chat["prompt"] == "What color is the cup?"  # the last turn, as before
+    assert "exchanges" not in report["examples"][1]  # a plain record is its prompt and answer
     html = render_html(report)
     assert "Where does Ann live? <strong>→</strong> &lt;b&gt;Rome&lt;/b&gt;<br>What color is the cup?" in html
     assert "<b>Rome</b>" not in html
