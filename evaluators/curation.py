@@ -20,7 +20,7 @@ import numpy as np
 from scipy.cluster.vq import kmeans2
 
 from evaluators.datachecks import CHECKS, CheckReport
-from evaluators.records import Conversation
+from evaluators.records import Conversation, conversation_text
 
 #: Checks whose findings `drop_flagged` acts on by default: records that are safe to
 #: remove without a human decision. Conflicts, refusals, formats, lengths and
@@ -107,11 +107,6 @@ def curate(
         budget=budget,
         seed=seed,
     )
-
-
-def conversation_text(conversation: Conversation) -> str:
-    """The text a conversation is embedded as: its turns, one per line."""
-    return "\n".join(m.content for m in conversation.messages)
 
 
 def write_curation(result: CurationResult, directory: str | Path) -> dict[str, Path]:
