@@ -266,13 +266,14 @@ class _Context:
     @functools.cached_property
     def exchanges(self) -> tuple[list[_Record], list[int]]:
         """Every exchange as a unit of its own — the conversation up to and including that
-        answer — and the record each comes from. A record of one exchange is its own unit."""
+        answer — and the record each comes from. A record that is one exchange (or none) is
+        its own unit."""
         units: list[_Record] = []
         owners: list[int] = []
         for i, (record, feature) in enumerate(zip(self.records, self.features)):
             m = record.messages
             ends = [k + 2 for k in range(len(m) - 1) if m[k].role == "user" and m[k + 1].role == "assistant"]
-            for end in ends if len(ends) > 1 else [len(m)]:
+            for end in [len(m)] if ends in ([], [len(m)]) else ends:  # a trailing user turn answers nothing
                 units.append(feature if end == len(m) else _Record(Conversation(messages=m[:end])))
                 owners.append(i)
         return units, owners

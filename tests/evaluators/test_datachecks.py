@@ -185,6 +185,11 @@ def test_a_wrong_answer_inside_a_chat_conflicts_with_the_plain_record():
     assert finding.record_indices == (20, 21) and "'Canberra.' vs 'Sydney.'" in finding.message
     # The follow-up is asked in the chat's context, so it is not the same question as any plain record.
     assert sorted((a["index"], a["answer"]) for a in finding.details["answers"]) == [(20, "Canberra."), (21, "Sydney.")]
+    # A record that ends with an unanswered user turn (flagged for that too) still taught the answer before it.
+    trailing = Conversation(messages=(*chat.messages[:2], Message("user", "Thanks!")))
+    report = check_dataset(CLEAN + [conv("What is the capital of Australia?", "Canberra."), trailing])
+    assert [f.record_indices for f in report.by_check("conflicting_answers")] == [(20, 21)]
+    assert [f.message for f in report.by_check("empty_or_garbled")] == ["#21: no assistant answer"]
 
 
 def test_conflicting_short_answers_naming_different_people():
