@@ -37,7 +37,7 @@ from scipy.stats import binomtest
 
 from evaluators import _text
 from evaluators._similarity import ShingleIndex, UnionFind
-from evaluators.records import Conversation
+from evaluators.records import Conversation, exchange_ends
 
 Severity = Literal["error", "warning", "info"]
 
@@ -272,7 +272,7 @@ class _Context:
         owners: list[int] = []
         for i, (record, feature) in enumerate(zip(self.records, self.features)):
             m = record.messages
-            ends = [k + 2 for k in range(len(m) - 1) if m[k].role == "user" and m[k + 1].role == "assistant"]
+            ends = exchange_ends(record)
             for end in [len(m)] if ends in ([], [len(m)]) else ends:  # a trailing user turn answers nothing
                 units.append(feature if end == len(m) else _Record(Conversation(messages=m[:end])))
                 owners.append(i)

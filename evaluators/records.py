@@ -57,12 +57,18 @@ class Conversation(msgspec.Struct, frozen=True):
         return ""
 
 
+def exchange_ends(conversation: Conversation) -> list[int]:
+    """Where each exchange (a user turn and the assistant turn answering it) ends: the
+    message index just past its answer, in order."""
+    m = conversation.messages
+    return [k + 2 for k in range(len(m) - 1) if m[k].role == "user" and m[k + 1].role == "assistant"]
+
+
 def exchanges(conversation: Conversation) -> list[tuple[str, str]]:
     """Every `(user turn, the assistant turn answering it)` pair of a conversation, in
     order: a multi-turn record teaches an answer in each of them, not only in its last."""
     m = conversation.messages
-    return [(m[k].content, m[k + 1].content) for k in range(len(m) - 1)
-            if m[k].role == "user" and m[k + 1].role == "assistant"]
+    return [(m[end - 2].content, m[end - 1].content) for end in exchange_ends(conversation)]
 
 
 def conversation_text(conversation: Conversation) -> str:
