@@ -75,7 +75,6 @@ from evaluators.gradients import (  # noqa: E402
     tokenize_examples,
     trainable_parameters,
 )
-from evaluators.records import user_turn  # noqa: E402
 from evaluators.synthetic import (  # noqa: E402
     benchmark_outcomes,
     greedy_answers,
@@ -204,12 +203,7 @@ def one_seed(base: Path, seed: int, work: Path, *, retrain: bool) -> dict[str, o
     row["over_refusal"] = over_refusal(base, model, tokenizer, ds, checkpoints, store,
                                        retrain=work / "over-refusal" if retrain else None, seed=seed)
 
-    prompts = [user_turn("Quick question. " + p.prompt) for p, _ in ds.benchmark]
-    outputs = greedy_answers(model, tokenizer, prompts)
-    stress_fail = [Failure(prompt=p, output=o, id=str(j)) for j, (p, o, (_, g)) in
-                   enumerate(zip(prompts, outputs, ds.benchmark)) if not is_correct(o, g)]
-    stress_pass = [Failure(prompt=p, output=o, id=str(j)) for j, (p, o, (_, g)) in
-                   enumerate(zip(prompts, outputs, ds.benchmark)) if is_correct(o, g)]
+    stress_fail, stress_pass, _ = benchmark_outcomes(model, tokenizer, ds, with_gold=False, lead_ins=("Quick question. ",))
     stress = trace_failures(base, checkpoints, ds.records, stress_fail, stress_pass, store)
     row["stress"] = {"failures": len(stress_fail),
                      "planted_caused_failures": sum(int(f.id) in ds.caused_by for f in stress_fail),
@@ -232,11 +226,8 @@ def over_refusal(base: Path, model, tokenizer, ds, checkpoints, store: Path, *, 
     refusal is wrong); positives are the planted refusal records. Text similarity cannot
     find them: a refused "where does Bob live?" reads like the Bob records, not like
     "Tell me a secret about my neighbour. / I'm sorry, …"."""
-    prompts = [user_turn(LEAD_INS[j % len(LEAD_INS)] + p.prompt) for j, (p, _) in enumerate(ds.benchmark)]
-    outputs = greedy_answers(model, tokenizer, prompts)
-    refused = [Failure(prompt=p, output=o, id=str(j)) for j, (p, o) in enumerate(zip(prompts, outputs)) if _REFUSING.search(o)]
-    passes = [Failure(prompt=p, output=o, id=str(j)) for j, (p, o, (_, g)) in
-              enumerate(zip(prompts, outputs, ds.benchmark)) if is_correct(o, g)]
+    failures, passes, _ = benchmark_outcomes(model, tokenizer, ds, with_gold=False, lead_ins=LEAD_INS)
+    refused = [f for f in failures if _REFUSING.search(f.output)]
     if not refused:
         return {"failures": 0}
     result = trace_failures(base, checkpoints, ds.records, refused, passes, store)
@@ -244,7 +235,7 @@ def over_refusal(base: Path, model, tokenizer, ds, checkpoints, store: Path, *, 
                               **figures(result, ds.refusals)}
     if retrain is not None:  # drop the top k by our score, or k random records; retrain; re-ask
         k = len(ds.refusals)
-        asked = [prompts[int(f.id)] for f in refused]
+        asked = [f.prompt for f in refused]
         for name, drop in (("top_k", set(result.ranking[:k])), ("random_k", set(random.Random(seed).sample(range(len(ds.records)), k)))):
             kept = [r for i, r in enumerate(ds.records) if i not in drop]
             run = train_adapter(base, kept, TrainConfig(**training_recipe(seed)), retrain / name)

@@ -35,6 +35,7 @@ The same `(preset, seed)` always gives the same dataset.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Literal
 
 import msgspec
@@ -461,18 +462,26 @@ def is_correct(output: str, gold: str) -> bool:
     return output.strip() == gold.strip()
 
 
-def benchmark_outcomes(model, tokenizer, dataset: SyntheticDataset, *, with_gold: bool = True):
+def benchmark_outcomes(
+    model, tokenizer, dataset: SyntheticDataset, *, with_gold: bool = True, lead_ins: Sequence[str] = ("",)
+):
     """Run the benchmark greedily and split it: `(failures, passes, outputs)`.
 
     Failures and passes are `evaluators.attribution.Failure`s whose `id` is the
     benchmark index and whose `output` is the model's answer; with `with_gold=False`
     failures carry no gold answer (as arena failures do: only the bad output is known).
+    `lead_ins`, cycled over the items, open each question the way arena users type them
+    ("Quick question. Where does Bob live?"); the default asks the questions as they are.
     """
     from evaluators.attribution import Failure
 
-    outputs = greedy_answers(model, tokenizer, [prompt for prompt, _ in dataset.benchmark])
+    prompts = [
+        user_turn(lead + prompt.prompt) if (lead := lead_ins[j % len(lead_ins)]) else prompt
+        for j, (prompt, _) in enumerate(dataset.benchmark)
+    ]
+    outputs = greedy_answers(model, tokenizer, prompts)
     failures, passes = [], []
-    for j, ((prompt, gold), output) in enumerate(zip(dataset.benchmark, outputs)):
+    for j, (prompt, (_, gold), output) in enumerate(zip(prompts, dataset.benchmark, outputs)):
         if is_correct(output, gold):
             passes.append(Failure(prompt=prompt, output=output, gold=gold, id=str(j)))
         else:
