@@ -32,7 +32,14 @@ k random records, are dropped and the adapter retrained with the same seed and s
 `over_refusal`, the top-|refusals| records by our score and as many random ones are
 dropped in turn, and `no_longer_refused_*` counts the refused prompts answered after.
 
-Prints one JSON line. Run: `OMP_NUM_THREADS=1 python bench/attribution.py [--seeds 0 1 2]`.
+`--via-cli` (or `--paths cli`): the same settings through the user's path
+(`bench/user_path.py`: `arena data add` → `train --wait` → `eval` with a chat task file →
+`trace`, each a real `arena` process, scored from report.json), in a fresh data directory
+with the embedded server (or `REDIS_URL`'s). Its figures go under `via_cli`, beside the
+library path's `mean_over_seeds`; over-refusals there are every failing lead-in sample
+traced with `--no-gold` (the CLI traces what failed, refusal or not).
+
+Prints one JSON line. Run: `OMP_NUM_THREADS=1 python bench/attribution.py [--seeds 0 1 2] [--via-cli]`.
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: bench.*, evaluators.*
 
 import torch  # noqa: E402
 
@@ -258,6 +265,29 @@ def _mean(rows: list[dict], path: tuple[str, ...]) -> float:
     return round(statistics.fmean(_get(row, path) for row in rows), 4)
 
 
+def via_cli(base: Path, seeds: list[int]) -> dict[str, object]:
+    """The settings of `one_seed` through the user's path; per seed and the mean."""
+    from bench.user_path import fresh_env, user_path
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-attribution-cli-") as tmp:
+        for seed in seeds:
+            root = Path(tmp) / f"seed-{seed}"
+            fast = user_path(fresh_env(root / "data"), base, "fast", seed, root / "fast", over_refusal=True,
+                             lead_ins=LEAD_INS)
+            chats = user_path(fresh_env(root / "data-chats"), base, "chats", seed, root / "chats")
+            rows.append({"seed": seed, **fast, "in_chats": chats})
+    summary: dict[str, object] = {}
+    for setting, path in {"with_gold": ("with_gold",), "without_gold": ("without_gold",),
+                          "in_chats_with_gold": ("in_chats", "with_gold"),
+                          "in_chats_without_gold": ("in_chats", "without_gold"),
+                          "over_refusal_all_failures": ("over_refusal",)}.items():
+        summary[setting] = {method: {metric: _mean(rows, (*path, method, metric)) for metric in ("auroc", "precision_at_k")}
+                            for method in METHODS}
+    summary["trace_s"] = _mean(rows, ("trace_s",))
+    return {"seeds": rows, "mean_over_seeds": summary}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", type=Path, default=None, help="a tiny base directory (built and cached if omitted)")
@@ -266,7 +296,11 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-retrain", action="store_true", help="skip the remove-and-retrain figures")
+    parser.add_argument("--via-cli", action="store_true", help="also run the user's path (arena commands)")
+    parser.add_argument("--paths", nargs="+", choices=["library", "cli"], default=None,
+                        help="which paths to run (default: library, plus cli with --via-cli)")
     args = parser.parse_args()
+    paths = set(args.paths or (["library", "cli"] if args.via_cli else ["library"]))
     warnings.filterwarnings("ignore")
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -274,6 +308,11 @@ def main() -> None:
     cache = Path.home() / ".cache" / "adapter-arena-bench"
     base = args.base or build_tiny_base(cache / f"tiny-small-v{BUILDER_VERSION}", size="small")
     out: dict[str, object] = {"bench": "attribution", "base": str(base)}
+    if "cli" in paths:
+        out["via_cli"] = via_cli(base, args.seeds)
+    if "library" not in paths:
+        print(json.dumps(out))
+        return
     out["throughput"] = throughput(base, dim=args.dim, chunk=args.chunk, repeats=args.repeats)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-attribution-") as tmp:

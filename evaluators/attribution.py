@@ -375,7 +375,7 @@ def _features_at_checkpoints(
                 progress=report,
             )
             if store is not None:
-                store.put(key, step, batch)
+                batch = store.put(key, step, batch)  # scored as stored (float16), like a later trace
         out.train_s += time.perf_counter() - t0
         t0 = time.perf_counter()
         out.queries.append(compute_features(model, tokenizer, query_tokens, projector, chunk_size=chunk_size).features)

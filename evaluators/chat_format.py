@@ -128,3 +128,54 @@ def tokenize_conversation(
         input_ids += ids
         labels += ids if trained else [IGNORE_INDEX] * len(ids)
     return input_ids[:max_length], labels[:max_length]
+
+
+# --- reading a rendered prompt back into turns ------------------------------------------------
+
+_SENTINEL = "ArenaTurn{}Sentinel"
+#: Role sequences tried when reading a prompt back: an optional system turn, then
+#: exchanges, then the user turn being answered.
+_MAX_EXCHANGES = 8
+
+
+def _role_shapes() -> list[tuple[str, ...]]:
+    shapes = []
+    for k in range(_MAX_EXCHANGES, -1, -1):
+        for system in (("system",), ()):
+            shapes.append((*system, *(("user", "assistant") * k), "user"))
+    return shapes  # most turns first: a shorter shape would swallow turns into one
+
+
+def prompt_parser(tokenizer: Any):
+    """A function that reads a prompt rendered in the tokenizer's format (its chat template,
+    else the plain format) back into its turns: `parse(text) -> Conversation | None`.
+
+    It renders probe conversations whose turns are sentinels, in every shape of an
+    optional system turn, up to eight exchanges and a final user turn, and matches the
+    text against each with the sentinels as wildcards; None when no shape matches (the
+    prompt was not written in this format, e.g. a task's bare question). A trace uses it
+    for samples that kept only the rendered prompt."""
+    import re
+
+    patterns = []
+    for shape in _role_shapes():
+        probe = [Message(role, _SENTINEL.format(i)) for i, role in enumerate(shape)]  # type: ignore[arg-type]
+        try:
+            text = render(tokenizer, probe, add_generation_prompt=True)
+        except Exception:  # a template may refuse a shape (e.g. a system turn); skip it
+            continue
+        pattern = re.escape(text)
+        if not all(re.escape(m.content) in pattern for m in probe):
+            continue
+        for m in probe:
+            pattern = pattern.replace(re.escape(m.content), "(.*?)", 1)
+        patterns.append((re.compile(pattern, re.DOTALL), shape))
+
+    def parse(text: str) -> Conversation | None:
+        for pattern, shape in patterns:
+            match = pattern.fullmatch(text)
+            if match:
+                return Conversation(messages=tuple(Message(r, c) for r, c in zip(shape, match.groups())))
+        return None
+
+    return parse

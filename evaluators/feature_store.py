@@ -2,7 +2,7 @@
 
 One store directory per (candidate, dataset version), chosen by the caller (the service
 puts it under `ARENA_DATA_DIR/features/<candidate>/<dataset version>`). It holds one
-`.npy` triple per checkpoint step (features, losses, norms) and `manifest.json`, which
+`.npy` triple per checkpoint step (features in float16, losses and norms) and `manifest.json`, which
 says what the arrays mean: the projection (kind, layout, dim, seed), the preconditioning, the
 LoRA parameter layout and the SHA-256 of every record, in order. Arrays are read back
 only when all of that matches the request; anything else is a miss, and a write for a
@@ -23,7 +23,7 @@ from evaluators.gradients import FeatureBatch
 from evaluators.records import Conversation, render_plain
 
 MANIFEST = "manifest.json"
-STORE_VERSION = 1
+STORE_VERSION = 2  # 2: features in float16
 
 
 class FeatureKey(msgspec.Struct, frozen=True, kw_only=True):
@@ -81,25 +81,39 @@ class FeatureStore:
         features, losses, norms = arrays
         if features.shape != (len(key.record_sha256), key.projection_dim):
             return None
-        return FeatureBatch(features=features, losses=losses, norms=norms)
+        return _as_read(FeatureBatch(features=features, losses=losses, norms=norms))
 
-    def put(self, key: FeatureKey, step: int, batch: FeatureBatch) -> None:
-        """Store `batch` for `key` at `step`; entries stored under another key are dropped."""
+    def put(self, key: FeatureKey, step: int, batch: FeatureBatch) -> FeatureBatch:
+        """Store `batch` for `key` at `step`; entries stored under another key are dropped.
+
+        Features are kept in float16 (half the disk of float32; a cosine of unit vectors
+        moves by about 1e-3), losses and norms in float32. Returns the batch as it will
+        be read back, so a first trace scores exactly what a later one reads."""
         self.root.mkdir(parents=True, exist_ok=True)
         manifest = self.manifest()
         if manifest is None or manifest.version != STORE_VERSION or manifest.key != key:
             for old in self.root.glob("step-*.npy"):
                 old.unlink(missing_ok=True)
             manifest = FeatureManifest(version=STORE_VERSION, key=key, steps=[])
-        for part, array in (("features", batch.features), ("losses", batch.losses), ("norms", batch.norms)):
+        stored = FeatureBatch(features=np.ascontiguousarray(batch.features, dtype=np.float16),
+                              losses=np.ascontiguousarray(batch.losses, dtype=np.float32),
+                              norms=np.ascontiguousarray(batch.norms, dtype=np.float32))
+        for part in ("features", "losses", "norms"):
             path = self._path(step, part)
             tmp = path.with_name(path.name + ".tmp.npy")
-            np.save(tmp, np.ascontiguousarray(array, dtype=np.float32))
+            np.save(tmp, getattr(stored, part))
             tmp.replace(path)
         manifest.steps = sorted(set(manifest.steps) | {step})
         tmp = self.root / (MANIFEST + ".tmp")
         tmp.write_bytes(msgspec.json.format(msgspec.json.encode(manifest)))
         tmp.replace(self.root / MANIFEST)
+        return _as_read(stored)
 
     def _path(self, step: int, part: str) -> Path:
         return self.root / f"step-{step}.{part}.npy"
+
+
+def _as_read(batch: FeatureBatch) -> FeatureBatch:
+    """Stored arrays as the scorer takes them: float32."""
+    return FeatureBatch(features=batch.features.astype(np.float32), losses=batch.losses.astype(np.float32),
+                        norms=batch.norms.astype(np.float32))

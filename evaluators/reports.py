@@ -49,11 +49,13 @@ def build_report(
     failure_sources: Sequence[str],
     checks: Any,
     top: int = 50,
+    method: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report as plain data. `examples` lists EVERY record of the dataset version as
     `{"index", "score", ...}` sorted by score (higher = more responsible for the failures);
     `prompt` and `answer` are a record's last exchange, and a multi-turn record also lists
-    every `exchanges` pair."""
+    every `exchanges` pair. `method` adds to the report's method section (the caller's
+    phase timings, how failing prompts were recovered)."""
     flagged = checks.flagged_indices() if checks is not None else {}
     examples = []
     for r in attribution.records:
@@ -121,6 +123,7 @@ def build_report(
             "precondition": attribution.precondition,
             "reused_training_features": attribution.reused_training_features,
             "timings": attribution.timings,
+            **(method or {}),
         },
     }
 

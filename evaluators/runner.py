@@ -33,6 +33,7 @@ from evaluators.metrics import (
     aggregate,
     score_sample,
 )
+from evaluators.records import Conversation, Message
 from evaluators.tasks import Request, TaskConfig, build_requests, lm_eval_config
 
 #: The adapter name that means "the base model, no adapter" (PEFT's own spelling).
@@ -41,23 +42,30 @@ BASE_ADAPTER = "__base__"
 
 class GenRequest(msgspec.Struct, frozen=True):
     """Generate from `prompt` with `adapter`; stop at any of `stop` (the returned text
-    excludes the stop string); temperature 0 means greedy."""
+    excludes the stop string); temperature 0 means greedy. With `messages` (a chat
+    task), the backend renders that conversation with the adapter's chat template and
+    `prompt` is only its rendering for the logs."""
 
     adapter: str
     prompt: str
     max_new_tokens: int
     stop: tuple[str, ...] = ()
     temperature: float = 0.0
+    messages: tuple[Message, ...] = ()
 
 
 class ModelBackend(Protocol):
     """What the runner needs from a model server. Each method answers a list of requests,
     in order; a list may mix adapters. Log-likelihoods are natural-log sums over the
-    continuation's tokens; `is_greedy` says whether greedy decoding would produce it."""
+    continuation's tokens; `is_greedy` says whether greedy decoding would produce it.
+    A loglikelihood context is text, or (chat tasks) a `Conversation` the backend renders
+    with the adapter's chat template. `apply_chat_template(adapter, messages)` (optional,
+    as lm-eval's LM has it) returns the text a conversation becomes for that adapter;
+    without it the logs show the plain rendering."""
 
     def generate(self, requests: list[GenRequest]) -> list[str]: ...
 
-    def loglikelihood(self, requests: list[tuple[str, str, str]]) -> list[tuple[float, bool]]: ...
+    def loglikelihood(self, requests: list[tuple[str, str | Conversation, str]]) -> list[tuple[float, bool]]: ...
 
     def loglikelihood_rolling(self, requests: list[tuple[str, str]]) -> list[float]: ...
 
@@ -93,6 +101,7 @@ class SampleResult(msgspec.Struct, frozen=True):
     weights: dict[str, float]
     doc: dict[str, Any]
     raw: Any = None
+    messages: tuple[Message, ...] = ()
 
 
 class EvalResult(msgspec.Struct, frozen=True):
@@ -196,6 +205,10 @@ def _sample_row(result: EvalResult, s: SampleResult) -> dict[str, Any]:
         "prompt": s.prompt,
         "response": s.response,
     }
+    if s.messages:
+        # The conversation sent, beside its rendering: a trace takes the failure's gradient in
+        # exactly this context, and compares its user turn with the training records'.
+        row["messages"] = [{"role": m.role, "content": m.content} for m in s.messages]
     for name, value in s.scores.items():
         row[name] = [value, s.weights[name]] if name in s.weights else value
     return row
@@ -230,28 +243,41 @@ def _truncate_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:cut] if cut >= 0 else text
 
 
-# Each runner returns, per candidate, per request: (outcome, response text, raw log record).
-Answer = tuple[Outcome, str, dict[str, Any]]
+# Each runner returns, per candidate, per request: (outcome, response text, raw log record,
+# the prompt text as that candidate saw it).
+Answer = tuple[Outcome, str, dict[str, Any], str]
+
+
+def _prompt_text(model: ModelBackend, adapter: str, r: Request) -> str:
+    """The text `adapter` is given for `r`: a chat request rendered with its template."""
+    render = getattr(model, "apply_chat_template", None)
+    if not r.messages or render is None:
+        return r.prompt
+    return str(render(adapter, r.messages))
 
 
 def _run_generate(task, requests, model, candidates, chunk_docs, progress) -> dict[str, list[Answer]]:
     gen = task.generation_kwargs
     temperature = gen.temperature if gen.do_sample else 0.0
     stop = tuple(gen.until)
-    groups = [[GenRequest(c, r.prompt, gen.max_gen_toks, stop, temperature) for c in candidates] for r in requests]
+    groups = [[GenRequest(c, _prompt_text(model, c, r), gen.max_gen_toks, stop, temperature, r.messages)
+               for c in candidates] for r in requests]
     answers = _call_in_chunks(model.generate, groups, chunk_docs, progress, "generate")
     out: dict[str, list[Answer]] = {c: [] for c in candidates}
-    for r, per_candidate in zip(requests, answers):
-        for c, text in zip(candidates, per_candidate):
+    for r, sent, per_candidate in zip(requests, groups, answers):
+        for g, text in zip(sent, per_candidate):
             response = _truncate_at_stop(str(text), stop)
-            raw = {"arguments": [[r.prompt, msgspec.to_builtins(gen)]], "resps": [[str(text)]],
+            raw = {"arguments": [[g.prompt, msgspec.to_builtins(gen)]], "resps": [[str(text)]],
                    "filtered_resps": [response]}
-            out[c].append((GenerationOutcome(response, r.references), response, raw))
+            out[g.adapter].append((GenerationOutcome(response, r.references), response, raw, g.prompt))
     return out
 
 
 def _run_multiple_choice(task, requests, model, candidates, chunk_docs, progress) -> dict[str, list[Answer]]:
-    groups = [[(c, r.prompt, cont) for c in candidates for cont in r.continuations] for r in requests]
+    def context(r: Request) -> str | Conversation:
+        return Conversation(messages=r.messages) if r.messages else r.prompt
+
+    groups = [[(c, context(r), cont) for c in candidates for cont in r.continuations] for r in requests]
     answers = _call_in_chunks(model.loglikelihood, groups, chunk_docs, progress, "loglikelihood")
     out: dict[str, list[Answer]] = {c: [] for c in candidates}
     for r, flat in zip(requests, answers):
@@ -260,9 +286,10 @@ def _run_multiple_choice(task, requests, model, candidates, chunk_docs, progress
             pairs = [(float(ll), bool(greedy)) for ll, greedy in flat[j * k:(j + 1) * k]]
             lls = tuple(p[0] for p in pairs)
             outcome = ChoiceOutcome(lls, tuple(p[1] for p in pairs), r.choices, r.gold)
-            raw = {"arguments": [[r.prompt, cont] for cont in r.continuations], "resps": [[list(p)] for p in pairs],
+            prompt = _prompt_text(model, c, r)
+            raw = {"arguments": [[prompt, cont] for cont in r.continuations], "resps": [[list(p)] for p in pairs],
                    "filtered_resps": [list(p) for p in pairs], "gold": list(r.gold)}
-            out[c].append((outcome, r.choices[int(np.argmax(lls))], raw))
+            out[c].append((outcome, r.choices[int(np.argmax(lls))], raw, prompt))
     return out
 
 
@@ -273,7 +300,7 @@ def _run_rolling(task, requests, model, candidates, chunk_docs, progress) -> dic
     for r, per_candidate in zip(requests, answers):
         for c, ll in zip(candidates, per_candidate):
             raw = {"arguments": [[r.references[0]]], "resps": [[float(ll)]], "filtered_resps": [float(ll)]}
-            out[c].append((RollingOutcome(float(ll), r.references[0]), "", raw))
+            out[c].append((RollingOutcome(float(ll), r.references[0]), "", raw, r.prompt))
     return out
 
 
@@ -327,15 +354,15 @@ def evaluate(
 def _score(task: TaskConfig, candidate: str, requests: list[Request], answers: list[Answer],
            n_original: int, limit, bootstrap_rounds: int) -> EvalResult:
     samples = []
-    for r, (outcome, response, raw) in zip(requests, answers):
+    for r, (outcome, response, raw, prompt) in zip(requests, answers):
         scores, weights = {}, {}
         for m in task.metrics:
             value, weight = score_sample(m.metric, outcome, m.kwargs)
             scores[m.metric] = value
             if METRICS[m.metric].weight is not None:
                 weights[m.metric] = weight
-        samples.append(SampleResult(r.doc_id, r.doc_hash, r.prompt, r.references, response, scores, weights,
-                                    r.doc, raw))
+        samples.append(SampleResult(r.doc_id, r.doc_hash, prompt, r.references, response, scores, weights,
+                                    r.doc, raw, r.messages))
     metrics = {}
     for m in task.metrics:
         spec = METRICS[m.metric]

@@ -143,6 +143,7 @@ def training_recipe(seed: int = 0, *, steps: int = TRAIN_STEPS, checkpoints: int
         "epochs": 1000,  # bounded by max_steps
         "max_steps": steps,
         "save_steps": max(1, steps // checkpoints),
+        "attribution_checkpoints": checkpoints,
         "eval_fraction": 0.0,
         "max_length": 96,
         "logging_steps": max(1, steps // 20),

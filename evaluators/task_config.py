@@ -95,6 +95,16 @@ class TaskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     Templates see the document's fields as variables. As in lm-eval, a template that is
     exactly a field name yields that field's value (so `doc_to_target: label` gives an
     int, `doc_to_choice: choices` a list). `loglikelihood_rolling` scores `doc_to_target`.
+
+    Chat tasks, with lm-eval's meaning of its `--apply_chat_template`,
+    `--system_instruction` and `--fewshot_as_multiturn`: with `apply_chat_template`,
+    `doc_to_text` is the user turn, and the conversation is rendered with each
+    candidate's own chat template (its base's, or the plain `User:…</s>` format); the
+    system turn is `system_instruction` then `description`; few-shot examples go into the
+    user turn, or each into a user/assistant exchange of its own with
+    `fewshot_as_multiturn`. `doc_to_history` (ours, not lm-eval's) names a document field
+    holding earlier turns, `[{"role", "content"}, …]`, put before the user turn: how a
+    multi-turn record is asked as it was trained.
     """
 
     task: str
@@ -110,6 +120,10 @@ class TaskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     target_delimiter: str = " "
     description: str = ""
     metadata: TaskMetadata = TaskMetadata()
+    apply_chat_template: bool = False
+    system_instruction: str = ""
+    fewshot_as_multiturn: bool = False
+    doc_to_history: str | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -121,6 +135,8 @@ class TaskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 _TASK_FIELDS = set(TaskConfig.__struct_fields__)
+#: Our chat fields: lm-eval has them as run flags, so an lm-eval export keeps them in metadata.
+_CHAT_FIELDS = ("apply_chat_template", "system_instruction", "fewshot_as_multiturn", "doc_to_history")
 # lm-eval keys we accept and drop: they do not change what is computed here.
 _LM_EVAL_IGNORED = {"task_alias", "tag", "group", "should_decontaminate", "doc_to_decontamination_query",
                     "dataset_name", "training_split", "validation_split", "fewshot_split", "output_path"}
@@ -144,6 +160,13 @@ def _validate(task: TaskConfig) -> None:
         raise TaskError("field 'dataset': expected a JSONL path or 'name@version:split', got ''")
     if task.num_fewshot < 0:
         raise TaskError(f"field 'num_fewshot': expected >= 0, got {task.num_fewshot}")
+    if task.fewshot_as_multiturn and not task.apply_chat_template:
+        raise TaskError("field 'fewshot_as_multiturn': needs apply_chat_template: true (as in lm-eval)")
+    if task.doc_to_history is not None and not task.apply_chat_template:
+        raise TaskError("field 'doc_to_history': earlier turns need apply_chat_template: true")
+    if task.apply_chat_template and task.output_type == "loglikelihood_rolling":
+        raise TaskError("field 'apply_chat_template': loglikelihood_rolling scores a whole text, which has no "
+                        "chat turns; use it with generate_until or multiple_choice")
     if task.generation_kwargs.max_gen_toks < 1:
         raise TaskError(f"field 'generation_kwargs.max_gen_toks': expected >= 1, "
                         f"got {task.generation_kwargs.max_gen_toks}")
@@ -259,8 +282,22 @@ def _normalise_raw(raw: dict[str, Any], base_dir: Path, where: Callable[[str], s
         if arena_metrics is not None:
             # Written by export_lm_eval: the full list, including metrics lm-eval lacks.
             raw["metric_list"] = arena_metrics
+        arena_chat = metadata.pop("arena_chat", None)
+        if isinstance(arena_chat, dict):
+            # Written by export_lm_eval: lm-eval takes these as command-line flags, not task keys.
+            raw.update({k: v for k, v in arena_chat.items() if k in _CHAT_FIELDS and k not in raw})
         version = metadata.pop("version", 1.0)
         raw["metadata"] = {"version": version, "extra": metadata}
+    generation = raw.get("generation_kwargs")
+    if isinstance(generation, dict) and "max_new_tokens" in generation:
+        # Hugging Face's name for lm-eval's max_gen_toks: what users write from habit.
+        generation = dict(generation)
+        value = generation.pop("max_new_tokens")
+        if "max_gen_toks" in generation and generation["max_gen_toks"] != value:
+            raise TaskError(f"{where('generation_kwargs')}: max_new_tokens={value!r} and max_gen_toks="
+                            f"{generation['max_gen_toks']!r} disagree; give one (max_gen_toks is lm-eval's name)")
+        generation["max_gen_toks"] = value
+        raw["generation_kwargs"] = generation
     metric_list = raw.get("metric_list")
     if isinstance(metric_list, list):
         entries = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,9 @@ import yaml
 
 from evaluators.metrics import DEFAULT_METRICS, METRICS
 from evaluators.records import EOS, TURN_SEP, USER_PREFIX, Conversation, render_plain
-from evaluators.task_config import GenerationKwargs, MetricConfig, TaskConfig, TaskError
+from evaluators.task_config import _CHAT_FIELDS, GenerationKwargs, MetricConfig, TaskConfig, TaskError
+
+_PLAIN = TaskConfig(task="plain", dataset="plain.jsonl", doc_to_target="")
 
 
 # --- lm-eval export and tasks from records -----------------------------------------------
@@ -67,6 +69,11 @@ def lm_eval_config(task: TaskConfig, data_path: str) -> tuple[dict[str, Any], li
                                                       ("higher_is_better", m.higher_is_better)) if v is not None},
              **m.kwargs}
             for m in task.metrics]
+    chat = {k: getattr(task, k) for k in _CHAT_FIELDS if getattr(task, k) != getattr(_PLAIN, k)}
+    if chat:
+        # lm-eval takes these as run flags (--apply_chat_template, --system_instruction,
+        # --fewshot_as_multiturn); kept here so reloading the YAML restores them.
+        config["metadata"]["arena_chat"] = chat
     return config, [m.metric for m in dropped]
 
 
@@ -98,6 +105,22 @@ def export_lm_eval(task: TaskConfig, docs: Sequence[dict[str, Any]], out_dir: st
     return LmEvalExport(str(yaml_path), str(data_path), dropped)
 
 
+def record_doc(record: Conversation) -> dict[str, Any]:
+    """A task document of a conversation: `question` (its last user turn), `history` (every
+    turn before that, as `{"role", "content"}`), `answer` (its final assistant turn) and
+    `prompt` (the turns before the answer in the plain `User:…</s>` format ending
+    `Assistant:`, for task files written against it)."""
+    before = record.prompt_messages
+    last_user = max((k for k, m in enumerate(before) if m.role == "user"), default=None)
+    history = before[:last_user] if last_user is not None else before
+    return {
+        "prompt": render_plain(Conversation(messages=before), add_generation_prompt=True),
+        "question": record.prompt,
+        "history": [{"role": m.role, "content": m.content} for m in history],
+        "answer": record.answer,
+    }
+
+
 def task_from_records(
     name: str,
     records: Sequence[Conversation],
@@ -105,29 +128,27 @@ def task_from_records(
     dataset: str | None = None,
     metric_list: Sequence[str] = ("exact_match", "token_f1", "rouge_l"),
     max_gen_toks: int = 256,
-    render_prompt: Callable[[Conversation], str] | None = None,
 ) -> tuple[TaskConfig, list[dict[str, Any]]]:
-    """A generate_until task over conversations: prompt = the turns before the final
-    answer, rendered (default: the plain `User:…</s>` format with `Assistant:` appended),
-    target = the final answer. Returns the task and its documents ({"prompt", "answer"});
-    the caller stores the documents where `dataset` (default `<name>.jsonl`) says.
-    Records without an answer raise `TaskError`."""
-    render_prompt = render_prompt or (
-        lambda c: render_plain(Conversation(messages=c.prompt_messages), add_generation_prompt=True))
+    """A generate_until chat task over conversations: each record's last user turn is asked
+    after its earlier turns (`doc_to_history`), rendered with the candidate's chat
+    template (`apply_chat_template`), exactly as the record was trained; the target is
+    its final answer. Returns the task and its documents (`record_doc`); the caller
+    stores the documents where `dataset` (default `<name>.jsonl`) says. Records without
+    an answer raise `TaskError`."""
     docs = []
     for i, record in enumerate(records):
         if not record.answer:
             raise TaskError(f"task {name}: record {i} has no final assistant answer to use as the target")
-        docs.append({"prompt": render_prompt(record), "answer": record.answer})
+        docs.append(record_doc(record))
     task = TaskConfig(
         task=name,
         dataset=dataset or f"{name}.jsonl",
-        doc_to_text="{{prompt}}",
+        doc_to_text="{{question}}",
         doc_to_target="{{answer}}",
         output_type="generate_until",
         metric_list=[MetricConfig(m) for m in metric_list],
         generation_kwargs=GenerationKwargs(until=[EOS, TURN_SEP + USER_PREFIX], max_gen_toks=max_gen_toks),
+        apply_chat_template=True,
+        doc_to_history="history",
     )
     return task, docs
-
-

@@ -17,6 +17,7 @@ import jinja2
 import msgspec
 
 from evaluators.metrics import OutputType
+from evaluators.records import Conversation, Message, render_plain
 from evaluators.task_config import (
     GenerationKwargs,
     MetricConfig,
@@ -128,6 +129,10 @@ class Request(msgspec.Struct, frozen=True):
     generate_until: generate from `prompt`, compare with `references`.
     multiple_choice: score `prompt` + each of `continuations`; `gold` indexes `choices`.
     loglikelihood_rolling: score the whole of `references[0]`; `prompt` is ''.
+
+    A chat task's request also carries `messages`, the conversation sent (system, few-shot,
+    history and user turns, without the answer); its `prompt` is then that conversation in
+    the plain format, and each candidate renders `messages` with its own chat template.
     """
 
     doc_id: int
@@ -139,9 +144,10 @@ class Request(msgspec.Struct, frozen=True):
     continuations: tuple[str, ...] = ()
     gold: tuple[int, ...] = ()
     doc: dict[str, Any] = {}
+    messages: tuple[Message, ...] = ()
 
 
-def _fewshot_block(task: TaskConfig, doc_key: str, pool: Sequence[tuple[str, dict[str, Any]]]) -> str:
+def _fewshot_docs(task: TaskConfig, doc_key: str, pool: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
     # Sorted by hash, so the choice does not depend on the order of the dataset.
     candidates = [d for h, d in sorted(pool, key=lambda item: item[0]) if h != doc_key]
     if len(candidates) < task.num_fewshot:
@@ -149,10 +155,49 @@ def _fewshot_block(task: TaskConfig, doc_key: str, pool: Sequence[tuple[str, dic
                         "other documents can serve as examples")
     # Seeded by the document itself: the same doc gets the same examples whatever the
     # order of the dataset or the `limit` of the run.
-    rng = random.Random(f"fewshot:{doc_key}")
-    shots = rng.sample(candidates, task.num_fewshot)
+    return random.Random(f"fewshot:{doc_key}").sample(candidates, task.num_fewshot)
+
+
+def _fewshot_block(task: TaskConfig, shots: Sequence[dict[str, Any]]) -> str:
     parts = [doc_to_text(task, s) + task.target_delimiter + _references(task, s)[0] for s in shots]
-    return task.fewshot_delimiter.join(parts) + task.fewshot_delimiter
+    return task.fewshot_delimiter.join(parts) + task.fewshot_delimiter if parts else ""
+
+
+def _history(task: TaskConfig, doc: dict[str, Any]) -> list[Message]:
+    """The document's earlier turns (`doc_to_history`), checked."""
+    if task.doc_to_history is None:
+        return []
+    turns = doc.get(task.doc_to_history, [])
+    if not isinstance(turns, list):
+        raise TaskError(f"field 'doc_to_history': document field {task.doc_to_history!r} should be a list of "
+                        f"{{role, content}} turns, got {type(turns).__name__}")
+    out = []
+    for i, turn in enumerate(turns):
+        if (not isinstance(turn, dict) or turn.get("role") not in ("system", "user", "assistant")
+                or not isinstance(turn.get("content"), str)):
+            raise TaskError(f"field 'doc_to_history': turn {i} should be {{role: system|user|assistant, "
+                            f"content: text}}, got {turn!r}")
+        out.append(Message(turn["role"], turn["content"]))
+    return out
+
+
+def _chat_messages(task: TaskConfig, doc: dict[str, Any], shots: Sequence[dict[str, Any]]) -> tuple[Message, ...]:
+    """The conversation a chat task sends, as lm-eval builds it: one system turn
+    (`system_instruction`, then `description`, then the document's own system turn), the
+    few-shot examples (as exchanges with `fewshot_as_multiturn`, else inside the user
+    turn), the document's history, and the user turn."""
+    history = _history(task, doc)
+    system = [task.system_instruction, render(task.description, doc) if task.description else ""]
+    if history and history[0].role == "system":
+        system.append(history.pop(0).content)
+    messages = [Message("system", "\n\n".join(p for p in system if p))] if any(system) else []
+    user = doc_to_text(task, doc)
+    if task.fewshot_as_multiturn:
+        for shot in shots:
+            messages += [Message("user", doc_to_text(task, shot)), Message("assistant", _references(task, shot)[0])]
+    else:
+        user = _fewshot_block(task, shots) + user
+    return (*messages, *history, Message("user", user))
 
 
 def build_requests(
@@ -187,18 +232,24 @@ def _build_one(task: TaskConfig, doc_id: int, key: str, doc: dict[str, Any], poo
         target = doc_to_target(task, doc)
         text = target[0] if isinstance(target, list) else str(target)
         return Request(doc_id, key, task.output_type, "", (text,), doc=doc)
-    prompt = render(task.description, doc) if task.description else ""
-    if task.num_fewshot:
-        prompt += _fewshot_block(task, key, pool)
-    prompt += doc_to_text(task, doc)
+    shots = _fewshot_docs(task, key, pool) if task.num_fewshot else []
+    messages: tuple[Message, ...] = ()
+    if task.apply_chat_template:
+        messages = _chat_messages(task, doc, shots)
+        prompt = render_plain(Conversation(messages=messages), add_generation_prompt=True)
+    else:
+        # Without a chat template, lm-eval puts the system instruction in front of the text.
+        prompt = task.system_instruction + task.fewshot_delimiter if task.system_instruction else ""
+        prompt += render(task.description, doc) if task.description else ""
+        prompt += _fewshot_block(task, shots) + doc_to_text(task, doc)
     if task.output_type == "generate_until":
-        return Request(doc_id, key, task.output_type, prompt, _references(task, doc), doc=doc)
+        return Request(doc_id, key, task.output_type, prompt, _references(task, doc), doc=doc, messages=messages)
     choices = doc_to_choice(task, doc)
     if not choices:
         raise TaskError("field 'doc_to_choice': the document has no choices")
     gold = _gold_indices(doc_to_target(task, doc), choices)
     return Request(doc_id, key, task.output_type, prompt, tuple(choices[i] for i in gold), tuple(choices),
-                   tuple(task.target_delimiter + c for c in choices), gold, doc=doc)
+                   tuple(task.target_delimiter + c for c in choices), gold, doc=doc, messages=messages)
 
 
 __all__ = [

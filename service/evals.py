@@ -79,6 +79,20 @@ def load_task_file(path: str | Path) -> TaskConfig:
         raise InvalidInput(str(exc)) from None
 
 
+def with_chat_options(task: TaskConfig, *, apply_chat_template: bool | None = None,
+                      system_instruction: str | None = None, fewshot_as_multiturn: bool | None = None) -> TaskConfig:
+    """The task with lm-eval's run flags applied over its own fields (None leaves a field
+    as the task has it); an invalid combination is `InvalidInput` naming the flag."""
+    changes = {k: v for k, v in (("apply_chat_template", apply_chat_template), ("system_instruction", system_instruction),
+                                 ("fewshot_as_multiturn", fewshot_as_multiturn)) if v is not None}
+    if changes.get("fewshot_as_multiturn") and not changes.get("apply_chat_template", task.apply_chat_template):
+        raise InvalidInput("--fewshot-as-multiturn needs --apply-chat-template (as in lm-eval)")
+    try:
+        return msgspec.structs.replace(task, **changes) if changes else task
+    except TaskError as exc:
+        raise InvalidInput(f"task {task.task}: {exc}") from None
+
+
 def parse_task_text(text: str) -> TaskConfig:
     """A task from YAML text (the API's request body), errors naming `task:LINE: field`.
 
@@ -326,8 +340,21 @@ class BackendModel:
         for r in requests:
             stops = list(dict.fromkeys(s for s in r.stop if s))[: self.MAX_STOPS]
             params = GenerationParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature, stop=stops)
-            items.append(GenItem(model=r.adapter, prompt=r.prompt, params=params))
+            # A chat request goes as its conversation: the backend renders it with the
+            # candidate's template and its special tokens, exactly as training did.
+            prompt = Conversation(messages=r.messages) if r.messages else r.prompt
+            items.append(GenItem(model=r.adapter, prompt=prompt, params=params))
         return [g.text for g in self.backend.generate(items)]
+
+    def apply_chat_template(self, adapter: str, messages) -> str:
+        """The text the in-process backend gives `adapter` for `messages`; a remote server
+        applies its own template, so there the logs keep the plain rendering."""
+        from evaluators.records import render_plain
+
+        conversation = Conversation(messages=tuple(messages))
+        if hasattr(self.backend, "register"):
+            return self.backend.render(adapter, conversation)
+        return render_plain(conversation, add_generation_prompt=True)
 
     def _scorer(self, name: str):
         fn = getattr(self.backend, name, None)

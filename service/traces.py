@@ -11,6 +11,7 @@ the dataset checks, and writes report.json / report.html / report.md under
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import time
 from pathlib import Path
@@ -23,6 +24,8 @@ from service.config import Settings
 from service.errors import InvalidInput, NotFound
 from service.jobs import JobContext, enqueue, job_handler
 
+#: Checkpoints a trace uses when neither the run nor the request says.
+DEFAULT_CHECKPOINTS = 5
 PRIMARY_METRICS = ("exact_match", "acc", "acc_norm", "token_f1", "rouge_l", "chrf")
 
 
@@ -30,18 +33,54 @@ def report_dir(settings: Settings, report_id: str) -> Path:
     return settings.data_dir / "reports" / report_id
 
 
-def eval_failures(settings: Settings, eval_id: str, candidate: str, *, metric: str | None = None, threshold: float = 1.0):
-    """(failures, passes) of `candidate` in eval `eval_id`: samples whose metric is below
-    `threshold` fail; the others are the contrast set."""
-    from evaluators.attribution import Failure
+class FailureSet(msgspec.Struct):
+    """Failures and passes read from an eval's samples, and how their prompts were recovered:
+    `from_messages` kept the conversation sent, `parsed` were read back from the rendered
+    prompt with the base's template, `as_text` could be neither and are traced as one
+    user turn holding the whole prompt (the report says so)."""
 
-    directory = settings.data_dir / "evals" / eval_id
-    files = sorted(directory.glob("**/samples_*.jsonl"))
+    failures: list[Any]
+    passes: list[Any]
+    from_messages: int = 0
+    parsed: int = 0
+    as_text: int = 0
+
+
+def _sample_prompt(row: dict[str, Any], parse) -> tuple[Conversation, str]:
+    """The conversation a sample was asked in, and how it was recovered."""
+    messages = row.get("messages")
+    if isinstance(messages, list) and messages:
+        try:
+            turns = tuple(Message(m["role"], str(m["content"])) for m in messages
+                          if m.get("role") in ("system", "user", "assistant"))
+        except (TypeError, KeyError, AttributeError):
+            turns = ()
+        if turns and turns[-1].role == "user":
+            return Conversation(messages=turns), "from_messages"
+    text = str(row.get("prompt", ""))
+    conversation = parse(text) if parse is not None else None
+    if conversation is not None:
+        return conversation, "parsed"
+    return user_turn(text), "as_text"
+
+
+def eval_failures(settings: Settings, eval_id: str, candidate: str, *, metric: str | None = None,
+                  threshold: float = 1.0, parse=None, gold: bool = True) -> FailureSet:
+    """Failures and passes of `candidate` in eval `eval_id`: samples whose metric is below
+    `threshold` fail; the others are the contrast set. Each keeps the conversation it was
+    asked in: the sample's `messages`, else its prompt read back by `parse` (see
+    `evaluators.chat_format.prompt_parser`). `gold=False` drops the gold answers (the
+    trace then rests on the bad outputs alone)."""
+    from evaluators.attribution import Failure
+    from service.evals import eval_dir
+
+    directory = eval_dir(settings, eval_id)
+    files = sorted(directory.glob("*/samples_*.jsonl"))
     if not files:
-        raise NotFound(f"eval {eval_id!r} has no per-sample results under {directory}")
-    failures, passes = [], []
+        raise NotFound(f"eval {eval_id!r} has no per-sample results")
+    found = FailureSet(failures=[], passes=[])
     for path in files:
-        for line in path.read_text().splitlines():
+        for line in path.read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
             if row.get("candidate") not in (None, candidate):
                 continue
@@ -49,25 +88,39 @@ def eval_failures(settings: Settings, eval_id: str, candidate: str, *, metric: s
             if name is None or not isinstance(row.get(name), (int, float)):
                 raise InvalidInput(f"eval {eval_id}: samples have no numeric metric {metric or PRIMARY_METRICS}")
             target = row.get("target")
-            gold = target[0] if isinstance(target, list) and target else target
-            item = Failure(prompt=user_turn(str(row.get("prompt", ""))), output=str(row.get("response", "")),
-                           gold=None if gold is None else str(gold), id=f"{eval_id}:{row.get('doc_id')}")
-            (failures if float(row[name]) < threshold else passes).append(item)
-    return failures, passes
+            answer = target[0] if isinstance(target, list) and target else target
+            prompt, how = _sample_prompt(row, parse)
+            item = Failure(prompt=prompt, output=str(row.get("response", "")),
+                           gold=None if answer is None or not gold else str(answer), id=f"{eval_id}:{row.get('doc_id')}")
+            failing = float(row[name]) < threshold
+            (found.failures if failing else found.passes).append(item)
+            if failing:
+                setattr(found, how, getattr(found, how) + 1)
+    return found
 
 
-def _side(vote: dict[str, Any], side: str) -> tuple[str, str]:
-    """(prompt, answer) of one side of a logged vote (FastChat conversation or answer fields)."""
-    conversation = vote.get(f"conversation_{side}") or []
-    prompt = vote.get("prompt") or next((t.get("content", "") for t in conversation if t.get("role") == "user"), "")
+def _side(vote: dict[str, Any], side: str) -> tuple[Conversation | None, str]:
+    """(the conversation a side answered, its answer) of a logged vote: the turns of its
+    FastChat `conversation_<side>` before the final answer, else the vote's `prompt` as one
+    user turn."""
+    conversation = [t for t in vote.get(f"conversation_{side}") or []
+                    if isinstance(t, dict) and t.get("role") in ("system", "user", "assistant")]
     answer = vote.get(f"answer_{side}")
+    if conversation and conversation[-1].get("role") == "assistant":
+        answer = conversation[-1].get("content", "") if answer is None else answer
+        conversation = conversation[:-1]
+    turns = tuple(Message(t["role"], str(t.get("content", ""))) for t in conversation)
+    if not turns or turns[-1].role != "user":
+        prompt = vote.get("prompt")
+        turns = (Message("user", str(prompt)),) if prompt else ()
     if answer is None:
-        answer = "\n".join(t.get("content", "") for t in conversation if t.get("role") == "assistant")
-    return str(prompt), str(answer)
+        answer = ""
+    return (Conversation(messages=turns) if turns else None), str(answer)
 
 
 async def battle_failures(store, candidate: str):
-    """Arena failures of `candidate`: battles it lost or that were voted both-bad (human and judge)."""
+    """Arena failures of `candidate`: battles it lost or that were voted both-bad (human and
+    judge), each in the conversation the candidate answered."""
     from evaluators.attribution import Failure
 
     failures = []
@@ -77,23 +130,52 @@ async def battle_failures(store, candidate: str):
                 continue
             lost = vote.get("winner") == f"model_{other}" or vote.get("winner") == "tie (bothbad)"
             prompt, answer = _side(vote, side)
-            if lost and prompt and answer:
-                failures.append(Failure(prompt=user_turn(prompt), output=answer, gold=vote.get("reference"), id=f"vote:{vote_id}"))
+            if lost and prompt is not None and answer:
+                failures.append(Failure(prompt=prompt, output=answer, gold=vote.get("reference"), id=f"vote:{vote_id}"))
     return failures
 
 
 async def start_trace(store, queue, settings: Settings, *, candidate: str, evals: list[str], battles: bool, top: int = 50,
-                      threshold: float = 1.0, metric: str | None = None) -> Any:
-    """Validate and enqueue a trace job; its id is the report id."""
+                      threshold: float = 1.0, metric: str | None = None, gold: bool = True,
+                      checkpoints: int | None = None) -> Any:
+    """Validate and enqueue a trace job; its id is the report id. `checkpoints` caps the
+    checkpoints traced (default: the run's `attribution_checkpoints`, else 5)."""
+    from service.evals import eval_dir
+
     await store.get_candidate(candidate)
     if not evals and not battles:
         raise InvalidInput("nothing to trace: give eval ids (--eval) and/or --battles")
+    if checkpoints is not None and (isinstance(checkpoints, bool) or not isinstance(checkpoints, int) or checkpoints < 1):
+        raise InvalidInput(f"checkpoints: expected an integer >= 1, got {checkpoints!r}")
     for eval_id in evals:
-        if not (settings.data_dir / "evals" / eval_id).exists():
+        if not eval_dir(settings, eval_id).exists():
             raise NotFound(f"no eval {eval_id!r}")
     report_id = f"rep_{secrets.token_hex(8)}"
-    params = {"candidate": candidate, "evals": evals, "battles": battles, "top": top, "threshold": threshold, "metric": metric}
+    params = {"candidate": candidate, "evals": evals, "battles": battles, "top": top, "threshold": threshold,
+              "metric": metric, "gold": gold, "checkpoints": checkpoints}
     return await enqueue(store, queue, settings, "trace", params, job_id=report_id)
+
+
+def spread(items: list, n: int) -> list:
+    """At most `n` of `items`, evenly spread and ending with the last (LESS's epoch checkpoints)."""
+    if len(items) <= n:
+        return list(items)
+    return [items[math.ceil((k + 1) * len(items) / n) - 1] for k in range(n)]
+
+
+def _prompt_parser(base_path: str, adapter_dir: str):
+    """Reads prompts back in the format the candidate was served with: the adapter's own
+    chat template when it ships one, else its base's."""
+    from transformers import AutoTokenizer
+
+    from evaluators.chat_format import prompt_parser
+    from service.generation._models import _adapter_chat_template
+
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    template = _adapter_chat_template(Path(adapter_dir))
+    if template is not None:
+        tokenizer.chat_template = template
+    return prompt_parser(tokenizer)
 
 
 @job_handler("trace")
@@ -119,27 +201,41 @@ def trace_job(ctx: JobContext) -> dict[str, Any]:
     trained = set(result.train_indices)
     in_training = [j in trained for j in range(len(train_records))]
 
+    cost: dict[str, float] = {}
+    t0 = time.perf_counter()
     failures, passes, sources = [], [], []
+    recovered = {"from_messages": 0, "parsed": 0, "as_text": 0}
+    parse = _prompt_parser(base.path, cand.adapter_dir) if p["evals"] else None
     for eval_id in p["evals"]:
-        f, ok = eval_failures(settings, eval_id, cand.name, metric=p.get("metric"), threshold=p.get("threshold", 1.0))
-        failures += f
-        passes += ok
-        sources += [f"eval {eval_id}"] * len(f)
+        found = eval_failures(settings, eval_id, cand.name, metric=p.get("metric"), threshold=p.get("threshold", 1.0),
+                              parse=parse, gold=p.get("gold", True))
+        failures += found.failures
+        passes += found.passes
+        sources += [f"eval {eval_id}"] * len(found.failures)
+        for how in recovered:
+            recovered[how] += getattr(found, how)
     if p["battles"]:
         f = ctx.call(battle_failures(store, cand.name))
         failures += f
         sources += ["arena"] * len(f)
+        recovered["from_messages"] += len(f)
     if not failures:
         raise InvalidInput(f"no failures to trace for {cand.name}: every sample passed and no battle was lost")
-    ctx.progress(0.02, f"{len(failures)} failures, {len(passes)} passes, {len(train_records)} records")
+    cost["read_failures_s"] = time.perf_counter() - t0
+    limit = p.get("checkpoints") or cand.config.get("attribution_checkpoints") or DEFAULT_CHECKPOINTS
+    checkpoints = spread(result.checkpoints, int(limit))
+    ctx.progress(0.02, f"{len(failures)} failures, {len(passes)} passes, {len(train_records)} records, "
+                       f"{len(checkpoints)} of {len(result.checkpoints)} checkpoints")
+    t0 = time.perf_counter()
     checks = check_dataset(train_records, line_numbers=[lines[i] for i in version_index])
+    cost["dataset_checks_s"] = time.perf_counter() - t0
 
     def progress(stage: str, done: int, total: int) -> None:
         ctx.check_cancelled()
         ctx.progress(0.05 + 0.9 * done / max(total, 1), f"{stage} {done}/{total}")
 
     attribution = trace_failures(
-        base.path, [c.path for c in result.checkpoints], train_records, failures, passes,
+        base.path, [c.path for c in checkpoints], train_records, failures, passes,
         store_dir=settings.data_dir / "features" / cand.name / dsv.id, progress=progress,
         max_length=int(cand.config.get("max_length", 512)),
     )
@@ -157,13 +253,25 @@ def trace_job(ctx: JobContext) -> dict[str, Any]:
     in_version_training = [False] * len(records)
     for j, i in enumerate(version_index):
         in_version_training[i] = in_training[j]
+    cost.update({k: v for k, v in attribution.timings.items() if k != "total_s"})
+    prompts: dict[str, Any] = dict(recovered)
+    if recovered["as_text"]:
+        prompts["note"] = (f"{recovered['as_text']} failing prompts were neither kept as a conversation by the eval nor "
+                           "written in the base's chat format, so they were traced as one user turn holding the whole "
+                           "prompt; re-run the eval with apply_chat_template: true (arena eval --apply-chat-template) "
+                           "to trace them in the context the model answered in.")
+    t0 = time.perf_counter()
     report = build_report(
         report_id=ctx.job_id,
         candidate={"name": cand.name, "run_id": cand.run_id, "base": cand.base},
         dataset={"ref": dsv.ref, "id": dsv.id, "name": dsv.name},
         records=records, line_numbers=lines, in_training=in_version_training, attribution=attribution,
         failures=failures, failure_sources=sources, checks=checks, top=int(p.get("top", 50)),
+        method={"prompts": prompts, "cost": cost, "checkpoints_available": len(result.checkpoints),
+                "gold": bool(p.get("gold", True))},
     )
+    cost["report_s"] = time.perf_counter() - t0  # building it; writing the HTML's plot is not counted
+    report["method"]["cost"] = {k: round(v, 3) for k, v in cost.items()}
     paths = write_report(report, report_dir(settings, ctx.job_id))
     top = report["examples"][: min(10, len(report["examples"]))]
     return {"report_dir": str(report_dir(settings, ctx.job_id)), "paths": {k: str(v) for k, v in paths.items()},

@@ -5,7 +5,8 @@
 written for a job queue with at-least-once delivery:
 
 - everything lands under one `out_dir`: `adapter/` (PEFT format), `checkpoints/checkpoint-N`
-  (adapter + optimizer + scheduler + RNG state, all kept: attribution reads them),
+  (adapter + optimizer + scheduler + RNG state; `attribution_checkpoints` of them, spread
+  over training, are kept for attribution, see `service.checkpoints`),
   `run.json` (what this run is) and `metrics.json` (the `TrainResult`, written last);
 - a rerun of the same run resumes from its last complete checkpoint, and a rerun of a
   finished run returns the stored result without training;
@@ -18,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -49,6 +49,9 @@ from evaluators.chat_format import (
     uses_chat_template,
 )
 from evaluators.records import Conversation
+from service.checkpoints import CheckpointInfo, SpreadCheckpoints
+from service.checkpoints import complete_checkpoints as _checkpoints
+from service.checkpoints import last_complete_checkpoint as _last_complete_checkpoint
 from service.errors import ArenaError, Conflict, InvalidInput
 
 __all__ = [
@@ -73,7 +76,6 @@ ADAPTER_DIR = "adapter"
 CHECKPOINTS_DIR = "checkpoints"
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
-_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
 # --- errors -------------------------------------------------------------------------------
@@ -115,8 +117,12 @@ class TrainConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
 
     `target_modules` is a comma-separated list of module names ("q_proj,v_proj") or
     "all-linear". `save_steps=None` saves a checkpoint at the end of every epoch;
-    the last step is always saved. `save_total_limit=None` keeps every checkpoint,
-    which data attribution needs. `eval_fraction` of the records (rounded down) is
+    the last step is always saved. `attribution_checkpoints` (default 5) bounds what a
+    finished run keeps: that many checkpoints with their optimizer state, spread evenly
+    over training (LESS's epoch checkpoints), which is what data attribution reads; the
+    other saves only serve resuming and are removed once a newer one exists. With
+    `attribution_checkpoints=None` every checkpoint is kept, or the newest
+    `save_total_limit` of them. `eval_fraction` of the records (rounded down) is
     held out, chosen by `seed`; with none held out there is no eval loss.
     """
 
@@ -135,6 +141,7 @@ class TrainConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     logging_steps: int = 10
     save_steps: int | None = None
     save_total_limit: int | None = None
+    attribution_checkpoints: int | None = 5
     warmup_steps: int = 0
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     weight_decay: float = 0.0
@@ -145,10 +152,15 @@ class TrainConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise InvalidTrainingInput(f"config.{name}={getattr(self, name)}: expected an integer >= 1")
-        for name in ("max_steps", "save_steps", "save_total_limit"):
+        for name in ("max_steps", "save_steps", "save_total_limit", "attribution_checkpoints"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InvalidTrainingInput(f"config.{name}={value}: expected an integer >= 1 or null")
+        if self.save_total_limit is not None and self.attribution_checkpoints is not None:
+            raise InvalidTrainingInput(
+                "config.save_total_limit and config.attribution_checkpoints both bound the checkpoints kept; "
+                "give save_total_limit only with attribution_checkpoints=null"
+            )
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise InvalidTrainingInput(f"config.lr={self.lr}: expected a positive number")
         if not self.epochs > 0:
@@ -180,13 +192,6 @@ class LossPoint(msgspec.Struct, frozen=True):
     loss: float | None
     eval_loss: float | None
     lr: float | None
-
-
-class CheckpointInfo(msgspec.Struct, frozen=True):
-    """A saved checkpoint: adapter weights plus optimizer/scheduler/RNG state at `step`."""
-
-    step: int
-    path: str
 
 
 class TrainResult(msgspec.Struct, kw_only=True, frozen=True):
@@ -324,7 +329,8 @@ def train_adapter(
         train_dataset=[examples[i] for i in train_idx],
         eval_dataset=[examples[i] for i in eval_idx] or None,
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=IGNORE_INDEX),
-        callbacks=[progress],
+        callbacks=[progress] + ([SpreadCheckpoints(config.attribution_checkpoints, checkpoints_dir)]
+                                if config.attribution_checkpoints else []),
     )
     trainer.remove_callback(PrinterCallback)  # progress goes to `on_log`, not stdout
     resume = _last_complete_checkpoint(checkpoints_dir)
@@ -484,35 +490,6 @@ def _claim_out_dir(out: Path, identity: _RunIdentity) -> None:
     shutil.rmtree(out / ADAPTER_DIR, ignore_errors=True)
     (out / METRICS_FILE).unlink(missing_ok=True)
     _write_atomic(run_file, encoded)
-
-
-def _checkpoint_complete(path: Path) -> bool:
-    # Trainer writes trainer_state.json after weights, optimizer and RNG state.
-    return (path / "trainer_state.json").is_file() and (path / "adapter_model.safetensors").is_file()
-
-
-def _checkpoints(checkpoints_dir: Path) -> list[CheckpointInfo]:
-    """Complete checkpoints under `checkpoints_dir`, by step."""
-    if not checkpoints_dir.is_dir():
-        return []
-    found = []
-    for child in checkpoints_dir.iterdir():
-        match = _CHECKPOINT_RE.match(child.name)
-        if match and child.is_dir() and _checkpoint_complete(child):
-            found.append(CheckpointInfo(step=int(match.group(1)), path=str(child)))
-    return sorted(found, key=lambda c: c.step)
-
-
-def _last_complete_checkpoint(checkpoints_dir: Path) -> Path | None:
-    """The newest complete checkpoint; incomplete ones (a worker killed mid-save) are removed,
-    since training will write that step again."""
-    if not checkpoints_dir.is_dir():
-        return None
-    for child in checkpoints_dir.iterdir():
-        if _CHECKPOINT_RE.match(child.name) and child.is_dir() and not _checkpoint_complete(child):
-            shutil.rmtree(child, ignore_errors=True)
-    complete = _checkpoints(checkpoints_dir)
-    return Path(complete[-1].path) if complete else None
 
 
 def _save_adapter(model: Any, tokenizer: Any, adapter_dir: Path) -> None:

@@ -8,15 +8,12 @@ use (always so in embedded mode), a worker runs in this process, as `arena train
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
-import msgspec
 import yaml
 
 from service.cli.common import call_with_queue, echo_json, follow_job, open_store, settings
@@ -56,19 +53,11 @@ def _task_file(path: str):
     return load_task_file(path)
 
 
-@contextlib.contextmanager
-def _worker_here(store, s) -> Iterator[None]:
-    """Run a worker in this process unless one is live on this Redis."""
+def _worker_here(store, s):
+    """A worker in this process unless one is live on this Redis (see `_local_worker`)."""
     from service.cli.train import _local_worker
 
-    if store.live_workers(within_s=15):
-        yield
-        return
-    if not s.embedded:
-        click.echo("no live worker on this Redis: running the eval in this process", err=True)
-    # `_local_worker` starts only in embedded mode; here the reason is the missing worker.
-    with _local_worker(store, msgspec.structs.replace(s, redis_url=None)):
-        yield
+    return _local_worker(store, s)
 
 
 def _start(store, s, **kw):
@@ -105,11 +94,20 @@ def _print_eval(record) -> None:
 @click.option("--candidate", "candidates", required=True, help="Candidate name, or several: C[,D,...] (they share batches).")
 @click.option("--task", "task_file", required=True, help="Task YAML file (lm-eval style).")
 @click.option("--limit", type=LIMIT, default=None, help="Evaluate the first N documents (or a fraction in (0, 1)).")
+@click.option("--apply-chat-template", is_flag=True, default=None,
+              help="doc_to_text is the user turn, rendered with each candidate's chat template (lm-eval's flag).")
+@click.option("--system-instruction", default=None, help="A system turn for every prompt (lm-eval's flag).")
+@click.option("--fewshot-as-multiturn", is_flag=True, default=None,
+              help="Few-shot examples as user/assistant exchanges (needs --apply-chat-template).")
 @click.option("--no-wait", is_flag=True, help="Enqueue and return the eval id.")
 @click.option("--json", "json_out", is_flag=True, help="Print the eval record as JSON.")
-def eval_cmd(candidates: str, task_file: str, limit, no_wait: bool, json_out: bool) -> None:
+def eval_cmd(candidates: str, task_file: str, limit, apply_chat_template, system_instruction, fewshot_as_multiturn,
+             no_wait: bool, json_out: bool) -> None:
     """Run a benchmark task on one or more candidates, as a job with a progress bar."""
-    task = _task_file(task_file)
+    from service.evals import with_chat_options
+
+    task = with_chat_options(_task_file(task_file), apply_chat_template=apply_chat_template,
+                             system_instruction=system_instruction, fewshot_as_multiturn=fewshot_as_multiturn)
     s = settings()
     with open_store(s) as store:
         job = _start(store, s, task=task, candidates=_names(candidates), limit=limit)
@@ -320,7 +318,7 @@ def task_cmd() -> None:
 @click.option("--metrics", default="exact_match,token_f1,rouge_l", show_default=True, help="Comma-separated metrics.")
 @click.option("--max-gen-toks", type=int, default=64, show_default=True)
 def task_from_data(dataset: str, split: str, name: str | None, out: Path | None, metrics: str, max_gen_toks: int) -> None:
-    """A generation task over DATASET's held-out split (NAME[@VERSION]); prompts in the plain chat format."""
+    """A chat generation task over DATASET's held-out split (NAME[@VERSION]), in each candidate's chat template."""
     from evaluators.tasks import TaskError, task_from_records
     from service.evals import resolve_dataset_docs
 
@@ -335,7 +333,10 @@ def task_from_data(dataset: str, split: str, name: str | None, out: Path | None,
     except TaskError as exc:
         raise InvalidInput(str(exc)) from None
     config = {
-        "task": task.task, "dataset": ref, "output_type": task.output_type, "doc_to_text": task.doc_to_text,
+        "task": task.task, "dataset": ref, "output_type": task.output_type,
+        # Each record's last user turn, after its earlier turns, in each candidate's own chat
+        # template: the prompt the record was trained on, and what a trace reads back.
+        "apply_chat_template": True, "doc_to_history": task.doc_to_history, "doc_to_text": task.doc_to_text,
         "doc_to_target": task.doc_to_target, "generation_kwargs": {"until": task.generation_kwargs.until,
                                                                    "max_gen_toks": max_gen_toks},
         "metric_list": [{"metric": m.metric} for m in task.metric_list],

@@ -17,9 +17,13 @@ from service.cli.common import call_with_queue, echo_json, follow_job, open_stor
 @click.option("--top", default=50, show_default=True, help="Records shown in the report.")
 @click.option("--threshold", default=1.0, show_default=True, help="A sample scoring below this fails.")
 @click.option("--metric", default=None, help="Per-sample metric to threshold (default: the task's first).")
+@click.option("--no-gold", is_flag=True,
+              help="Ignore the evals' gold answers: trace the bad outputs alone (no reference conflicts).")
+@click.option("--checkpoints", type=click.IntRange(min=1), default=None,
+              help="Trace at most N checkpoints, spread over training (default: the run's --attribution-checkpoints).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Also copy the report here.")
 @click.option("--json", "json_out", is_flag=True)
-def trace_cmd(candidate, evals, battles, top, threshold, metric, out, json_out) -> None:
+def trace_cmd(candidate, evals, battles, top, threshold, metric, no_gold, checkpoints, out, json_out) -> None:
     """Trace a candidate's failures to the training records that caused them; write the report."""
     from service import traces
     from service.cli.train import _local_worker
@@ -27,7 +31,7 @@ def trace_cmd(candidate, evals, battles, top, threshold, metric, out, json_out) 
     s = settings()
     with open_store(s) as store:
         job = call_with_queue(store, s, traces.start_trace, candidate=candidate, evals=list(evals), battles=battles,
-                              top=top, threshold=threshold, metric=metric)
+                              top=top, threshold=threshold, metric=metric, gold=not no_gold, checkpoints=checkpoints)
         with _local_worker(store, s):
             final = follow_job(store, job.id, f"trace {candidate}", json_out)
     report = traces.load_report(s, job.id)
@@ -38,12 +42,19 @@ def trace_cmd(candidate, evals, battles, top, threshold, metric, out, json_out) 
     if json_out:
         echo_json({"report": job.id, "dir": str(out or traces.report_dir(s, job.id)), "result": final["result"]})
         return
-    click.echo(f"report {job.id}: {report['n_failures']} failures traced over {report['n_records']} records")
+    method = report["method"]
+    click.echo(f"report {job.id}: {report['n_failures']} failures traced over {report['n_records']} records "
+               f"at {len(method['checkpoints'])} checkpoints")
+    if (method.get("prompts") or {}).get("note"):
+        click.echo(f"note: {method['prompts']['note']}", err=True)
     for e in report["examples"][:10]:
         flags = ("; contradicts gold" if e["reference_conflict"] else "") + ("; " + e["checks"][0][:50] if e["checks"] else "")
         turns = e.get("exchanges") or [[e["prompt"], e["answer"]]]  # a chat shows each exchange
         said = " / ".join(f"{q[:50]!r} -> {a[:30]!r}" for q, a in turns[:3]) + (" / …" if len(turns) > 3 else "")
         click.echo(f"  #{e['rank']:<3} record {e['index']:<5} score {e['score']:+.3f}  {said}{flags}")
+    cost = method.get("cost") or {}
+    if cost:
+        click.echo("cost: " + ", ".join(f"{k.removesuffix('_s').replace('_', ' ')} {v:.1f}s" for k, v in cost.items()))
     click.echo(f"written to {out or traces.report_dir(s, job.id)} (report.html, report.json, report.md)")
 
 

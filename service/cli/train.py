@@ -30,17 +30,20 @@ def _enqueue(store, s, **kw):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--eval-fraction", type=float, default=0.1, show_default=True)
 @click.option("--logging-steps", type=int, default=10, show_default=True)
+@click.option("--attribution-checkpoints", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Checkpoints (with optimizer state) kept for tracing, spread over training; 0 keeps every one.")
 @click.option("--sweep", default=None, help='One run per combination, e.g. "lora_r=8,16 lr=1e-4,3e-4".')
 @click.option("--wait", is_flag=True, help="Run here (embedded mode) or wait for a worker, with a progress bar.")
 @click.option("--json", "json_out", is_flag=True)
 def train_cmd(base, data, name, lora_r, lora_alpha, lora_dropout, target_modules, lr, epochs, max_steps, batch_size, grad_accum,
-              max_length, seed, eval_fraction, logging_steps, sweep, wait, json_out) -> None:
+              max_length, seed, eval_fraction, logging_steps, attribution_checkpoints, sweep, wait, json_out) -> None:
     """Enqueue a LoRA training run (one per --sweep combination)."""
     from service.runs import parse_sweep
 
     config = dict(lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules, lr=lr,
                   epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
-                  seed=seed, eval_fraction=eval_fraction, logging_steps=logging_steps)
+                  seed=seed, eval_fraction=eval_fraction, logging_steps=logging_steps,
+                  attribution_checkpoints=attribution_checkpoints or None)
     combos = parse_sweep(sweep) if sweep else [{}]
     s = settings()
     with open_store(s) as store:
@@ -66,14 +69,17 @@ def train_cmd(base, data, name, lora_r, lora_alpha, lora_dropout, target_modules
 
 
 class _local_worker:
-    """In embedded mode nobody else runs a worker: `--wait` runs one in this process."""
+    """`--wait` with no live worker on this Redis (always so in embedded mode) runs one in
+    this process for the duration, instead of waiting for a worker that never comes."""
 
     def __init__(self, store, s) -> None:
         self.store, self.s, self.thread = store, s, None
 
     def __enter__(self):
-        if not self.s.embedded or self.store.live_workers(within_s=15):
+        if self.store.live_workers(within_s=15):
             return self
+        if not self.s.embedded:
+            click.echo("no live worker on this Redis: running the job in this process", err=True)
         import asyncio
         import threading
 

@@ -331,16 +331,19 @@ class InProcessBackend:
 
     def loglikelihood(self, items: Sequence[LoglikelihoodItem]) -> list[Loglikelihood]:
         """log p(continuation | context) per item, in order (lm-eval's `loglikelihood`),
-        in mixed-adapter batches. Contexts are raw text (render a conversation with `render`
-        first); plain text gets the base's leading special tokens, as in training. A context
+        in mixed-adapter batches. A context is raw text, which gets the base's leading special
+        tokens as in training, or a `Conversation`, rendered with the candidate's template. A context
         too long for the model is cut from the left."""
         pairs = []
         for item in items:
-            base = self._models.prepared_base(self._models.get(item.model))
+            candidate = self._models.get(item.model)
+            base = self._models.prepared_base(candidate)
+            context, templated = self._render(candidate, item.context)
+            prefix = [] if templated else base.prefix_ids
             with base.tokenizer_lock:
                 pair = _scoring.encode_pair(
-                    lambda text: base.prefix_ids + base.tokenizer(text, add_special_tokens=False)["input_ids"],
-                    item.context,
+                    lambda text: prefix + base.tokenizer(text, add_special_tokens=False)["input_ids"],
+                    context,
                     item.continuation,
                 )
             pairs.append(_scoring.fit_to_context(pair, base.context_length, base.prefix_id, item.model))

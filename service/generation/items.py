@@ -36,10 +36,11 @@ class Generation(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class LoglikelihoodItem(msgspec.Struct, frozen=True, kw_only=True):
-    """Score `continuation` given `context` (lm-eval's `loglikelihood` request)."""
+    """Score `continuation` given `context` (lm-eval's `loglikelihood` request); a
+    `Conversation` context is rendered with the candidate's chat template."""
 
     model: str
-    context: str
+    context: Conversation | str
     continuation: str
 
 

@@ -25,6 +25,9 @@ class EvalRequest(msgspec.Struct, forbid_unknown_fields=True):
     task: str | dict[str, Any]
     docs: list[dict[str, Any]] | None = None
     limit: int | float | None = None
+    apply_chat_template: bool | None = None  # lm-eval's run flags, over the task's own fields
+    system_instruction: str | None = None
+    fewshot_as_multiturn: bool | None = None
 
 
 def _summary(record: EvalRecord) -> dict[str, Any]:
@@ -62,7 +65,9 @@ async def create_eval(request: Request, store: Store, data: EvalRequest) -> dict
         text = yaml.safe_dump(data.task, sort_keys=False) if isinstance(data.task, dict) else data.task
     except yaml.YAMLError as exc:
         raise InvalidInput(f"task: cannot be written as YAML: {exc}") from None
-    task = evals.parse_task_text(text)
+    task = evals.with_chat_options(evals.parse_task_text(text), apply_chat_template=data.apply_chat_template,
+                                   system_instruction=data.system_instruction,
+                                   fewshot_as_multiturn=data.fewshot_as_multiturn)
     names = data.candidates.split(",") if isinstance(data.candidates, str) else data.candidates
     names = [n.strip() for n in names if n.strip()]
     if not names:

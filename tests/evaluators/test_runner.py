@@ -213,3 +213,36 @@ def test_evaluate_on_the_tiny_model_mixes_adapters_and_matches_single_runs(tiny_
         alone = evaluate(task, DOCS, backend, [name])[name]
         assert [s.response for s in together[name].samples] == [s.response for s in alone.samples]
         assert together[name].metrics["token_f1"].value == alone.metrics["token_f1"].value
+
+
+class ChatBackend(FakeBackend):
+    """Answers from the conversation it is sent; renders it in a template of its own."""
+
+    def generate(self, requests: list[GenRequest]) -> list[str]:
+        self.calls.append(("generate", [(r.adapter, r.messages, r.prompt) for r in requests]))
+        return [" Paris" if r.messages and r.messages[-1].content == "France" else " ?" for r in requests]
+
+    def apply_chat_template(self, adapter, messages):
+        return f"<{adapter}>" + "".join(f"[{m.role}]{m.content}" for m in messages) + "[assistant]"
+
+
+def test_chat_tasks_send_the_conversation_and_samples_keep_it():
+    from evaluators.records import Message
+
+    task = TaskConfig(task="capitals", dataset="c.jsonl", doc_to_text="{{country}}", doc_to_target="{{capital}}",
+                      apply_chat_template=True, system_instruction="Name the capital.",
+                      metric_list=[MetricConfig("exact_match", kwargs={"strip": True})])
+    backend = ChatBackend()
+    results = evaluate(task, DOCS[:2], backend, ["good", "bad"])
+    (_, sent), = backend.calls
+    assert sent[0][1] == (Message("system", "Name the capital."), Message("user", "France"))
+    # Each candidate's samples show the prompt in its own rendering, and the messages sent.
+    row = results["bad"].sample_rows()[0]
+    assert row["prompt"] == "<bad>[system]Name the capital.[user]France[assistant]"
+    assert row["arguments"][0][0] == row["prompt"]
+    assert row["messages"] == [{"role": "system", "content": "Name the capital."}, {"role": "user", "content": "France"}]
+    assert results["good"].sample_rows()[0]["prompt"].startswith("<good>")
+    assert results["good"].metrics["exact_match"].value == 0.5
+    # A task without chat structure keeps no messages.
+    plain = evaluate(QA, DOCS[:1], FakeBackend(), ["good"])["good"].sample_rows()[0]
+    assert "messages" not in plain

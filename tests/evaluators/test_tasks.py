@@ -191,16 +191,86 @@ def test_load_docs_names_the_bad_line(tmp_path):
         load_docs(path)
 
 
-def test_task_from_records_uses_rendered_prompts_and_answers():
+def test_task_from_records_asks_each_record_as_it_was_trained():
     records = [
         Conversation(messages=(Message("system", "Be brief."), Message("user", "Hi?"), Message("assistant", "Hello."))),
-        Conversation(messages=(Message("user", "2+2?"), Message("assistant", "4"))),
+        Conversation(messages=(Message("user", "2+2?"), Message("assistant", "4"), Message("user", "And 3+3?"),
+                               Message("assistant", "6"))),
     ]
     task, docs = task_from_records("chat", records)
     assert task.output_type == "generate_until" and task.dataset == "chat.jsonl"
+    assert task.apply_chat_template and task.doc_to_history == "history"
     requests = build_requests(task, docs)
+    # The conversation sent, turn by turn: what a trace takes its gradient in.
+    assert requests[0].messages == (Message("system", "Be brief."), Message("user", "Hi?"))
+    assert requests[1].messages == (Message("user", "2+2?"), Message("assistant", "4"), Message("user", "And 3+3?"))
+    # The plain rendering (what the tiny base's template writes) is the request's prompt.
     assert requests[0].prompt == "System:Be brief.</s>\n User:Hi?</s>\n Assistant:"
-    assert requests[1].references == ("4",)
+    assert docs[0]["prompt"] == requests[0].prompt and docs[1]["question"] == "And 3+3?"
+    assert requests[1].references == ("6",)
     assert "</s>" in task.generation_kwargs.until
     with pytest.raises(TaskError, match="record 0 has no final assistant answer"):
         task_from_records("chat", [Conversation(messages=(Message("user", "Hi?"),))])
+
+
+CHAT_DOCS = [{"q": f"What is {i}+{i}?", "a": str(2 * i)} for i in range(1, 6)]
+
+
+def test_chat_task_builds_the_conversation_as_lm_eval_does():
+    task = TaskConfig(task="sums", dataset="d.jsonl", doc_to_text="{{q}}", doc_to_target="{{a}}",
+                      apply_chat_template=True, system_instruction="You add numbers.", description="Answer briefly.",
+                      num_fewshot=2)
+    r = build_requests(task, CHAT_DOCS)[0]
+    assert r.messages[0] == Message("system", "You add numbers.\n\nAnswer briefly.")
+    # Few-shot examples go into the user turn unless fewshot_as_multiturn.
+    assert len(r.messages) == 2 and r.messages[1].role == "user"
+    assert r.messages[1].content.endswith("What is 1+1?") and r.messages[1].content.count("What is") == 3
+    multi = build_requests(msgspec.structs.replace(task, fewshot_as_multiturn=True), CHAT_DOCS)[0]
+    assert [m.role for m in multi.messages] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert multi.messages[-1] == Message("user", "What is 1+1?")
+    assert multi.messages[2].content in {d["a"] for d in CHAT_DOCS[1:]}
+    # Without a chat template the system instruction leads the text, as in lm-eval.
+    plain = build_requests(TaskConfig(task="sums", dataset="d.jsonl", doc_to_text="{{q}}", doc_to_target="{{a}}",
+                                      system_instruction="You add numbers."), CHAT_DOCS)[0]
+    assert plain.messages == () and plain.prompt == "You add numbers.\n\nWhat is 1+1?"
+
+
+def test_chat_fields_are_checked_and_survive_lm_eval_export(tmp_path):
+    with pytest.raises(TaskError, match="fewshot_as_multiturn.*apply_chat_template"):
+        TaskConfig(task="t", dataset="d.jsonl", doc_to_target="x", fewshot_as_multiturn=True)
+    with pytest.raises(TaskError, match="loglikelihood_rolling"):
+        TaskConfig(task="t", dataset="d.jsonl", doc_to_target="x", output_type="loglikelihood_rolling",
+                   apply_chat_template=True)
+    task = TaskConfig(task="sums", dataset="d.jsonl", doc_to_text="{{q}}", doc_to_target="{{a}}",
+                      apply_chat_template=True, system_instruction="Add.")
+    export = export_lm_eval(task, CHAT_DOCS, tmp_path)
+    config = yaml.safe_load(Path(export.yaml_path).read_text())
+    assert "apply_chat_template" not in config  # lm-eval takes it as a run flag
+    assert config["metadata"]["arena_chat"] == {"apply_chat_template": True, "system_instruction": "Add."}
+    again = load_task(export.yaml_path)
+    assert again.apply_chat_template and again.system_instruction == "Add."
+
+
+def test_history_field_must_hold_turns():
+    task = TaskConfig(task="t", dataset="d.jsonl", doc_to_text="{{q}}", doc_to_target="{{a}}",
+                      apply_chat_template=True, doc_to_history="history")
+    with pytest.raises(TaskError, match=r"doc 0 .*turn 0 should be"):
+        build_requests(task, [{"q": "x", "a": "y", "history": [{"role": "robot", "content": "hi"}]}])
+
+
+def test_max_new_tokens_is_read_as_max_gen_toks(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("task: t\ndataset: d.jsonl\ndoc_to_text: '{{q}}'\ndoc_to_target: '{{a}}'\n"
+                    "generation_kwargs: {max_new_tokens: 12, until: ['</s>']}\n")
+    assert load_task(path).generation_kwargs.max_gen_toks == 12
+    path.write_text("task: t\ndataset: d.jsonl\ndoc_to_text: '{{q}}'\ndoc_to_target: '{{a}}'\n"
+                    "generation_kwargs: {max_new_tokens: 12, max_gen_toks: 16}\n")
+    with pytest.raises(TaskError, match=r"t\.yaml:5: field 'generation_kwargs': max_new_tokens=12 and max_gen_toks=16"):
+        load_task(path)
+
+
+def test_templates_render_in_a_sandbox():
+    task = TaskConfig(task="t", dataset="d.jsonl", doc_to_text="{{ cycler.__init__.__globals__.os.getcwd() }}",
+                      doc_to_target="{{a}}")
+    with pytest.raises(TaskError, match="doc 0"):
+        build_requests(task, [{"a": "x"}])

@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from evaluators.chat_format import IGNORE_INDEX
 from evaluators.records import Conversation, Message, render_plain, user_turn
+from service.checkpoints import attribution_steps, spread_steps
 from service.models.corpus import word_task
 from service.training import (
     InvalidTrainingInput,
@@ -296,3 +297,27 @@ def test_lora_learns_a_rule_that_holds_on_unseen_records(tiny_small_base, tmp_pa
     for gold in {r.answer for r in held_out}:
         rows = [a == r.answer for a, r in zip(answers, held_out) if r.answer == gold]
         assert sum(rows) / len(rows) >= 0.5, gold
+
+
+def test_a_long_run_keeps_a_bounded_spread_of_checkpoints(tiny_base, tmp_path):
+    records = word_task("reverse", 24, seed=3)
+    # 3 steps an epoch, 8 epochs: 8 epoch saves, more than the 5 kept for attribution.
+    config = msgspec.structs.replace(FAST, epochs=8, batch_size=8, eval_fraction=0.0, attribution_checkpoints=5)
+    seen: list[int] = []
+    result = train_adapter(tiny_base, records, config, tmp_path / "run",
+                           on_log=lambda _: seen.append(len(list((tmp_path / "run" / "checkpoints").glob("checkpoint-*")))))
+    assert result.global_step == 24
+    assert [c.step for c in result.checkpoints] == spread_steps(24, 5) == [5, 10, 15, 20, 24]
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
+        f"checkpoint-{s}" for s in (10, 15, 20, 24, 5)]
+    for checkpoint in result.checkpoints:  # each with the optimizer state attribution reads
+        assert (Path(checkpoint.path) / "optimizer.pt").is_file()
+    assert max(seen) <= 5 + 1  # never more than the kept ones and the newest save, while training
+
+    # Short runs keep their epoch saves (LESS's checkpoints); null keeps every save.
+    assert attribution_steps(12, 6, 5) == [6, 12] and attribution_steps(24, 3, 5) == [5, 10, 15, 20, 24]
+    every = train_adapter(tiny_base, records, msgspec.structs.replace(config, attribution_checkpoints=None),
+                          tmp_path / "every")
+    assert [c.step for c in every.checkpoints] == [3, 6, 9, 12, 15, 18, 21, 24]
+    with pytest.raises(InvalidTrainingInput, match="save_total_limit and config.attribution_checkpoints"):
+        TrainConfig(save_total_limit=2)
