@@ -36,8 +36,7 @@ dropped in turn, and `no_longer_refused_*` counts the refused prompts answered a
 (`bench/user_path.py`: `arena data add` → `train --wait` → `eval` with a chat task file →
 `trace`, each a real `arena` process, scored from report.json), in a fresh data directory
 with the embedded server (or `REDIS_URL`'s). Its figures go under `via_cli`, beside the
-library path's `mean_over_seeds`; over-refusals there are every failing lead-in sample
-traced with `--no-gold` (the CLI traces what failed, refusal or not).
+library path's `mean_over_seeds`; over-refusals there are `arena trace --no-gold --refused`.
 
 Prints one JSON line. Run: `OMP_NUM_THREADS=1 python bench/attribution.py [--seeds 0 1 2] [--via-cli]`.
 """
@@ -48,7 +47,6 @@ import argparse
 import json
 import os
 import random
-import re
 import statistics
 import sys
 import tempfile
@@ -74,7 +72,7 @@ from evaluators.attribution import (  # noqa: E402
     precision_at_k,
     trace_failures,
 )
-from evaluators.datachecks import DEFAULT_REFUSAL_PATTERNS  # noqa: E402
+from evaluators.datachecks import is_refusal  # noqa: E402
 from evaluators.gradients import (  # noqa: E402
     RandomProjector,
     compute_features,
@@ -224,7 +222,6 @@ LEAD_INS = (
     "My friend asked me this and I didn't know. ", "Sorry to bother you again. ", "For a quiz tonight: ",
     "Can you help? ", "I have a short question about people I know. ", "",
 )
-_REFUSING = re.compile("|".join(DEFAULT_REFUSAL_PATTERNS), re.IGNORECASE)
 
 
 def over_refusal(base: Path, model, tokenizer, ds, checkpoints, store: Path, *, retrain: Path | None = None, seed: int = 0) -> dict[str, object]:
@@ -234,7 +231,7 @@ def over_refusal(base: Path, model, tokenizer, ds, checkpoints, store: Path, *, 
     find them: a refused "where does Bob live?" reads like the Bob records, not like
     "Tell me a secret about my neighbour. / I'm sorry, …"."""
     failures, passes, _ = benchmark_outcomes(model, tokenizer, ds, with_gold=False, lead_ins=LEAD_INS)
-    refused = [f for f in failures if _REFUSING.search(f.output)]
+    refused = [f for f in failures if is_refusal(f.output)]
     if not refused:
         return {"failures": 0}
     result = trace_failures(base, checkpoints, ds.records, refused, passes, store)
@@ -247,7 +244,7 @@ def over_refusal(base: Path, model, tokenizer, ds, checkpoints, store: Path, *, 
             kept = [r for i, r in enumerate(ds.records) if i not in drop]
             run = train_adapter(base, kept, TrainConfig(**training_recipe(seed)), retrain / name)
             again, tok = load_checkpoint_model(base, run.adapter_dir)
-            out[f"no_longer_refused_{name}"] = sum(not _REFUSING.search(o) for o in greedy_answers(again, tok, asked))
+            out[f"no_longer_refused_{name}"] = sum(not is_refusal(o) for o in greedy_answers(again, tok, asked))
     return out
 
 
@@ -281,7 +278,7 @@ def via_cli(base: Path, seeds: list[int]) -> dict[str, object]:
     for setting, path in {"with_gold": ("with_gold",), "without_gold": ("without_gold",),
                           "in_chats_with_gold": ("in_chats", "with_gold"),
                           "in_chats_without_gold": ("in_chats", "without_gold"),
-                          "over_refusal_all_failures": ("over_refusal",)}.items():
+                          "over_refusal": ("over_refusal",)}.items():
         summary[setting] = {method: {metric: _mean(rows, (*path, method, metric)) for metric in ("auroc", "precision_at_k")}
                             for method in METHODS}
     summary["trace_s"] = _mean(rows, ("trace_s",))

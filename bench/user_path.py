@@ -12,8 +12,8 @@ layer, r 8, lr 5e-3, batch 8, `TRAIN_STEPS` steps, 4 attribution checkpoints —
 library bench's checkpoints); the benchmark is a task file in the user's words
 (`apply_chat_template: true`, `doc_to_text: "{{question}}"`, exact match); the trace
 runs with the gold answers and with `--no-gold`. `over_refusal`: the same candidate asked
-the benchmark behind everyday lead-ins (a second task file), every failing sample traced
-with `--no-gold`, positives the planted refusal flood.
+the benchmark behind everyday lead-ins (a second task file), its refused answers traced
+with `--no-gold --refused`, positives the planted refusal flood.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def user_path(env: dict[str, str], base: Path, preset: str, seed: int, work: Pat
                  for j, (p, gold) in enumerate(ds.benchmark)]
         task = write_task(work / "lead-ins.yaml", f"{name}-lead-ins", asked)
         lead_eval = json.loads(arena(env, "eval", "--candidate", name, "--task", str(task), "--json"))
-        refusals = trace(env, name, lead_eval["id"], work / "trace-lead-ins", "--no-gold")
+        refusals = trace(env, name, lead_eval["id"], work / "trace-lead-ins", "--no-gold", "--refused")
         row["over_refusal"] = {"failures": refusals["n_failures"], "positives": len(ds.refusals),
                                **scores(refusals, ds.refusals)}
     return row

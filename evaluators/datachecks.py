@@ -122,6 +122,19 @@ class CheckConfig(msgspec.Struct, frozen=True, kw_only=True):
                 raise ValueError(f"refusal pattern {pattern!r} is not a valid regular expression: {exc}") from None
 
 
+@functools.lru_cache(maxsize=16)
+def _compiled(patterns: tuple[str, ...]) -> tuple[re.Pattern, ...]:
+    return tuple(re.compile(p, re.IGNORECASE) for p in patterns)
+
+
+def is_refusal(answer: str, patterns: tuple[str, ...] = DEFAULT_REFUSAL_PATTERNS, search_chars: int = 200) -> bool:
+    """True when the answer opens like a refusal: a pattern matches within its first
+    `search_chars` characters (curly apostrophes read as straight). The refusal-rate check
+    and `arena trace --refused` both use it."""
+    head = answer.replace("\u2019", "'")[:search_chars]
+    return any(p.search(head) for p in _compiled(tuple(patterns)))
+
+
 class Finding(msgspec.Struct, frozen=True):
     """One problem: which check, how bad, which records, and why.
 
@@ -473,13 +486,9 @@ def _train_eval_overlap(ctx: _Context, eval_records: list[Conversation]) -> Chec
 
 def _refusal_rate(ctx: _Context) -> Check:
     config = ctx.config
-    patterns = [re.compile(p, re.IGNORECASE) for p in config.refusal_patterns]
     answered = [i for i, f in enumerate(ctx.features) if f.answer.strip()]
-    refusals = []
-    for i in answered:
-        head = ctx.features[i].answer.replace("’", "'")[: config.refusal_search_chars]
-        if any(p.search(head) for p in patterns):
-            refusals.append(i)
+    refusals = [i for i in answered
+                if is_refusal(ctx.features[i].answer, config.refusal_patterns, config.refusal_search_chars)]
     n, k = len(answered), len(refusals)
     rate = k / n if n else 0.0
     expected = config.expected_refusal_rate

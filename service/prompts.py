@@ -127,8 +127,9 @@ async def prompts_from_dataset(store, settings, ref: str, *, split: str = "test"
 
 
 async def prompts_from_task(store, settings, path: str | Path, *, category: str | None = None) -> list[ArenaPrompt]:
-    """Prompts of a `generate_until` task (YAML): each document's rendered prompt, with its
-    first reference answer. Category defaults to the task's name."""
+    """Prompts of a `generate_until` task (YAML): each document's rendered prompt (a chat
+    task's user turn: the arena renders it with each candidate's template), with its first
+    reference answer. Category defaults to the task's name."""
     from evaluators.tasks import TaskError, build_requests
     from service.evals import load_task_file, prepare_task
 
@@ -142,7 +143,7 @@ async def prompts_from_task(store, settings, path: str | Path, *, category: str 
         raise InvalidInput(str(exc)) from None
     return [
         ArenaPrompt(
-            text=check_prompt_text(r.prompt, f"task {task.task} doc {r.doc_id}"),
+            text=check_prompt_text(r.messages[-1].content if r.messages else r.prompt, f"task {task.task} doc {r.doc_id}"),
             reference=r.references[0] if r.references else None,
             category=category or task.task,
             source=f"task:{task.task}",

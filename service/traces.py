@@ -137,9 +137,10 @@ async def battle_failures(store, candidate: str):
 
 async def start_trace(store, queue, settings: Settings, *, candidate: str, evals: list[str], battles: bool, top: int = 50,
                       threshold: float = 1.0, metric: str | None = None, gold: bool = True,
-                      checkpoints: int | None = None) -> Any:
+                      checkpoints: int | None = None, refused: bool = False) -> Any:
     """Validate and enqueue a trace job; its id is the report id. `checkpoints` caps the
-    checkpoints traced (default: the run's `attribution_checkpoints`, else 5)."""
+    checkpoints traced (default: the run's `attribution_checkpoints`, else 5); `refused`
+    traces only the failures whose output is a refusal (over-refusals)."""
     from service.evals import eval_dir
 
     await store.get_candidate(candidate)
@@ -152,7 +153,7 @@ async def start_trace(store, queue, settings: Settings, *, candidate: str, evals
             raise NotFound(f"no eval {eval_id!r}")
     report_id = f"rep_{secrets.token_hex(8)}"
     params = {"candidate": candidate, "evals": evals, "battles": battles, "top": top, "threshold": threshold,
-              "metric": metric, "gold": gold, "checkpoints": checkpoints}
+              "metric": metric, "gold": gold, "checkpoints": checkpoints, "refused": refused}
     return await enqueue(store, queue, settings, "trace", params, job_id=report_id)
 
 
@@ -219,6 +220,13 @@ def trace_job(ctx: JobContext) -> dict[str, Any]:
         failures += f
         sources += ["arena"] * len(f)
         recovered["from_messages"] += len(f)
+    if p.get("refused"):
+        from evaluators.datachecks import is_refusal
+
+        kept = [k for k, f in enumerate(failures) if is_refusal(f.output)]
+        failures, sources = [failures[k] for k in kept], [sources[k] for k in kept]
+        if not failures:
+            raise InvalidInput(f"no refused failures to trace for {cand.name}: no failing output reads as a refusal")
     if not failures:
         raise InvalidInput(f"no failures to trace for {cand.name}: every sample passed and no battle was lost")
     cost["read_failures_s"] = time.perf_counter() - t0
@@ -268,7 +276,7 @@ def trace_job(ctx: JobContext) -> dict[str, Any]:
         records=records, line_numbers=lines, in_training=in_version_training, attribution=attribution,
         failures=failures, failure_sources=sources, checks=checks, top=int(p.get("top", 50)),
         method={"prompts": prompts, "cost": cost, "checkpoints_available": len(result.checkpoints),
-                "gold": bool(p.get("gold", True))},
+                "gold": bool(p.get("gold", True)), "refused_only": bool(p.get("refused"))},
     )
     cost["report_s"] = time.perf_counter() - t0  # building it; writing the HTML's plot is not counted
     report["method"]["cost"] = {k: round(v, 3) for k, v in cost.items()}

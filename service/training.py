@@ -23,7 +23,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -35,7 +35,6 @@ from transformers import (
     DataCollatorForSeq2Seq,
     PrinterCallback,
     Trainer,
-    TrainerCallback,
     TrainingArguments,
 )
 
@@ -52,7 +51,19 @@ from evaluators.records import Conversation
 from service.checkpoints import CheckpointInfo, SpreadCheckpoints
 from service.checkpoints import complete_checkpoints as _checkpoints
 from service.checkpoints import last_complete_checkpoint as _last_complete_checkpoint
-from service.errors import ArenaError, Conflict, InvalidInput
+from service.train_config import (
+    InvalidTrainingInput,
+    LossPoint,
+    RunConflict,
+    TrainConfig,
+    TrainingCancelled,
+    TrainingDiverged,
+    TrainingError,
+    TrainResult,
+    _RunIdentity,
+)
+from service.train_progress import ProgressCallback as _ProgressCallback
+from service.train_progress import loss_curve as _loss_curve
 
 __all__ = [
     "CheckpointInfo",
@@ -76,164 +87,6 @@ ADAPTER_DIR = "adapter"
 CHECKPOINTS_DIR = "checkpoints"
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
-
-
-# --- errors -------------------------------------------------------------------------------
-
-
-class TrainingError(ArenaError):
-    """A training run could not produce an adapter; the message says why."""
-
-    status = 422
-
-
-class InvalidTrainingInput(TrainingError, InvalidInput):
-    """The records or the config cannot be trained on (bad value, too little data, unknown module)."""
-
-    status = 400
-
-
-class TrainingDiverged(TrainingError):
-    """The loss became NaN or infinite; `extra["step"]` is the step where it did."""
-
-
-class TrainingCancelled(TrainingError):
-    """`should_stop()` asked to stop; no adapter was written (checkpoints already saved stay)."""
-
-    status = 409
-
-
-class RunConflict(TrainingError, Conflict):
-    """`out_dir` already holds checkpoints of a different run (other data, base or config)."""
-
-    status = 409
-
-
-# --- config and result --------------------------------------------------------------------
-
-
-class TrainConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    """LoRA and optimisation settings for one run. Stored verbatim in the run's metrics.
-
-    `target_modules` is a comma-separated list of module names ("q_proj,v_proj") or
-    "all-linear". `save_steps=None` saves a checkpoint at the end of every epoch;
-    the last step is always saved. `attribution_checkpoints` (default 5) bounds what a
-    finished run keeps: that many checkpoints with their optimizer state, spread evenly
-    over training (LESS's epoch checkpoints), which is what data attribution reads; the
-    other saves only serve resuming and are removed once a newer one exists. With
-    `attribution_checkpoints=None` every checkpoint is kept, or the newest
-    `save_total_limit` of them. `eval_fraction` of the records (rounded down) is
-    held out, chosen by `seed`; with none held out there is no eval loss.
-    """
-
-    lora_r: int = 16
-    lora_alpha: float = 32
-    lora_dropout: float = 0.05
-    target_modules: str = "q_proj,v_proj"
-    lr: float = 2e-4
-    epochs: float = 3
-    max_steps: int | None = None
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_length: int = 512
-    seed: int = 0
-    eval_fraction: float = 0.1
-    logging_steps: int = 10
-    save_steps: int | None = None
-    save_total_limit: int | None = None
-    attribution_checkpoints: int | None = 5
-    warmup_steps: int = 0
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-
-    def __post_init__(self) -> None:
-        positive_ints = ("lora_r", "batch_size", "grad_accum", "max_length", "logging_steps")
-        for name in positive_ints:
-            if getattr(self, name) < 1:
-                raise InvalidTrainingInput(f"config.{name}={getattr(self, name)}: expected an integer >= 1")
-        for name in ("max_steps", "save_steps", "save_total_limit", "attribution_checkpoints"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise InvalidTrainingInput(f"config.{name}={value}: expected an integer >= 1 or null")
-        if self.save_total_limit is not None and self.attribution_checkpoints is not None:
-            raise InvalidTrainingInput(
-                "config.save_total_limit and config.attribution_checkpoints both bound the checkpoints kept; "
-                "give save_total_limit only with attribution_checkpoints=null"
-            )
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise InvalidTrainingInput(f"config.lr={self.lr}: expected a positive number")
-        if not self.epochs > 0:
-            raise InvalidTrainingInput(f"config.epochs={self.epochs}: expected a positive number")
-        if not 0 <= self.lora_dropout < 1:
-            raise InvalidTrainingInput(f"config.lora_dropout={self.lora_dropout}: expected 0 <= value < 1")
-        if not 0 <= self.eval_fraction < 1:
-            raise InvalidTrainingInput(f"config.eval_fraction={self.eval_fraction}: expected 0 <= value < 1")
-        if self.warmup_steps < 0 or self.weight_decay < 0 or self.max_grad_norm <= 0:
-            raise InvalidTrainingInput(
-                "config.warmup_steps and config.weight_decay must be >= 0 and config.max_grad_norm > 0"
-            )
-        if not self.module_names:
-            raise InvalidTrainingInput(
-                f"config.target_modules={self.target_modules!r}: expected module names or 'all-linear'"
-            )
-
-    @property
-    def module_names(self) -> list[str]:
-        """`target_modules` as a list ("all-linear" stays a single entry)."""
-        return [name.strip() for name in self.target_modules.split(",") if name.strip()]
-
-
-class LossPoint(msgspec.Struct, frozen=True):
-    """One logging step of the loss curve. `eval_loss` is None on steps without evaluation."""
-
-    step: int
-    epoch: float
-    loss: float | None
-    eval_loss: float | None
-    lr: float | None
-
-
-class TrainResult(msgspec.Struct, kw_only=True, frozen=True):
-    """What a finished run produced and how it went; `out_dir/metrics.json` holds the same.
-
-    `tokens_per_s` is non-padding tokens (prompt and answer) over `train_s`, the wall time
-    of the training loop; `train_cpu_s` is that loop's process CPU time (a steadier
-    measure on a shared machine). `resumed_from` names the checkpoint a rerun continued.
-    """
-
-    out_dir: str
-    adapter_dir: str
-    base_dir: str
-    config: TrainConfig
-    data_sha256: str
-    global_step: int
-    max_steps: int
-    epochs: float
-    loss_curve: list[LossPoint]
-    final_loss: float | None
-    final_eval_loss: float | None
-    checkpoints: list[CheckpointInfo]
-    train_indices: list[int]
-    eval_indices: list[int]
-    skipped_indices: list[int]
-    target_modules: list[str]
-    trainable_params: int
-    total_params: int
-    train_tokens: int
-    wall_s: float
-    train_s: float
-    train_cpu_s: float
-    tokens_per_s: float
-    resumed_from: str | None = None
-
-
-class _RunIdentity(msgspec.Struct, frozen=True):
-    """What makes two calls the same run (so resuming one from the other's checkpoints is sound)."""
-
-    base_dir: str
-    data_sha256: str
-    config: TrainConfig
 
 
 # --- public helpers -----------------------------------------------------------------------
@@ -512,96 +365,3 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def _adapted_module_names(model: Any) -> set[str]:
     return {name.rsplit(".", 2)[-2] for name, _ in model.named_parameters() if ".lora_A." in name}
-
-
-def _loss_curve(log_history: list[dict[str, Any]]) -> list[LossPoint]:
-    """Train and eval logs merged per step (the Trainer logs them as separate entries)."""
-    points: dict[int, dict[str, Any]] = {}
-    for entry in log_history:
-        if "loss" not in entry and "eval_loss" not in entry:
-            continue
-        point = points.setdefault(entry["step"], {"epoch": entry.get("epoch", 0.0)})
-        if "loss" in entry:
-            point["loss"] = float(entry["loss"])
-            point["lr"] = entry.get("learning_rate")
-        if "eval_loss" in entry:
-            point["eval_loss"] = float(entry["eval_loss"])
-    return [
-        LossPoint(step=step, epoch=float(p["epoch"]), loss=p.get("loss"), eval_loss=p.get("eval_loss"), lr=p.get("lr"))
-        for step, p in sorted(points.items())
-    ]
-
-
-class _ProgressCallback(TrainerCallback):
-    """Reports logging steps to `on_log`, polls `should_stop`, and catches a NaN loss at its step."""
-
-    def __init__(
-        self,
-        on_log: Callable[[dict[str, Any]], None] | None,
-        should_stop: Callable[[], bool] | None,
-        *,
-        has_eval: bool,
-    ) -> None:
-        self.on_log_fn = on_log
-        self.should_stop = should_stop
-        self.has_eval = has_eval
-        self.pending: dict[str, Any] | None = None
-        self.tokens_at_start = 0
-        self.trainable: list[torch.nn.Parameter] = []
-
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self.tokens_at_start = state.num_input_tokens_seen
-        self.trainable = [p for p in model.parameters() if p.requires_grad]
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        if self.should_stop is not None and self.should_stop():
-            raise TrainingCancelled(f"training cancelled at step {state.global_step} of {state.max_steps}")
-
-    def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        # A NaN loss makes every gradient NaN: stop before the optimizer spreads it into the
-        # weights. One sum per tensor, over the adapter's few tensors only (~1% of a step).
-        grads = [p.grad for p in self.trainable if p.grad is not None]
-        if grads and not bool(torch.isfinite(torch.stack([g.detach().float().sum() for g in grads])).all()):
-            step = state.global_step + 1
-            raise TrainingDiverged(
-                f"the loss or its gradient became NaN or infinite at step {step} of {state.max_steps}; "
-                "lower lr or check the records for extreme inputs",
-                step=step,
-            )
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= state.max_steps:
-            control.should_log = True  # the curve always ends at the last step
-        return control
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        logs = logs or {}
-        for key in ("loss", "eval_loss"):
-            value = logs.get(key)
-            if value is not None and not math.isfinite(value):
-                raise TrainingDiverged(f"the {key} is {value} at step {state.global_step}", step=state.global_step)
-        if self.on_log_fn is None:
-            return
-        if "loss" in logs:
-            point = {
-                "step": state.global_step,
-                "max_steps": state.max_steps,
-                "loss": float(logs["loss"]),
-                "eval_loss": None,
-                "lr": logs.get("learning_rate"),
-                "epoch": float(logs.get("epoch", state.epoch or 0.0)),
-            }
-            if self.has_eval and control.should_evaluate:
-                self.pending = point  # the eval loss for this step is logged next
-            else:
-                self.on_log_fn(point)
-        elif "eval_loss" in logs:
-            point = self.pending or {
-                "step": state.global_step,
-                "max_steps": state.max_steps,
-                "loss": None,
-                "lr": None,
-                "epoch": float(logs.get("epoch", state.epoch or 0.0)),
-            }
-            self.pending = None
-            self.on_log_fn({**point, "eval_loss": float(logs["eval_loss"])})

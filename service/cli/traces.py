@@ -19,11 +19,12 @@ from service.cli.common import call_with_queue, echo_json, follow_job, open_stor
 @click.option("--metric", default=None, help="Per-sample metric to threshold (default: the task's first).")
 @click.option("--no-gold", is_flag=True,
               help="Ignore the evals' gold answers: trace the bad outputs alone (no reference conflicts).")
+@click.option("--refused", is_flag=True, help="Trace only failures whose output is a refusal (over-refusals).")
 @click.option("--checkpoints", type=click.IntRange(min=1), default=None,
               help="Trace at most N checkpoints, spread over training (default: the run's --attribution-checkpoints).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Also copy the report here.")
 @click.option("--json", "json_out", is_flag=True)
-def trace_cmd(candidate, evals, battles, top, threshold, metric, no_gold, checkpoints, out, json_out) -> None:
+def trace_cmd(candidate, evals, battles, top, threshold, metric, no_gold, refused, checkpoints, out, json_out) -> None:
     """Trace a candidate's failures to the training records that caused them; write the report."""
     from service import traces
     from service.cli.train import _local_worker
@@ -31,7 +32,8 @@ def trace_cmd(candidate, evals, battles, top, threshold, metric, no_gold, checkp
     s = settings()
     with open_store(s) as store:
         job = call_with_queue(store, s, traces.start_trace, candidate=candidate, evals=list(evals), battles=battles,
-                              top=top, threshold=threshold, metric=metric, gold=not no_gold, checkpoints=checkpoints)
+                              top=top, threshold=threshold, metric=metric, gold=not no_gold, checkpoints=checkpoints,
+                              refused=refused)
         with _local_worker(store, s):
             final = follow_job(store, job.id, f"trace {candidate}", json_out)
     report = traces.load_report(s, job.id)

@@ -21,6 +21,7 @@ class TraceRequest(msgspec.Struct, forbid_unknown_fields=True):
     metric: str | None = None
     gold: bool = True  # False: trace the bad outputs alone, ignoring the evals' gold answers
     checkpoints: int | None = None  # at most this many, spread over training
+    refused: bool = False  # only failures whose output is a refusal
 
 
 @post("/api/reports", summary="Trace a candidate's failures to its training records (a job)", status_code=202, **ADMIN)
@@ -28,7 +29,7 @@ async def create_report(request: Request, store: Store, data: TraceRequest) -> d
     job = await traces.start_trace(store, request.app.state.queue, request.app.state.settings, candidate=data.candidate,
                                    evals=data.evals, battles=data.battles, top=max(1, min(data.top, 1000)),
                                    threshold=data.threshold, metric=data.metric, gold=data.gold,
-                                   checkpoints=data.checkpoints)
+                                   checkpoints=data.checkpoints, refused=data.refused)
     return msgspec.to_builtins(job)
 
 

@@ -61,6 +61,11 @@ def test_trace_report_page_and_curate(settings, tiny_base, word_task_records, tm
         scores = [e["score"] for e in report["examples"]]
         assert scores == sorted(scores, reverse=True)
         assert report["n_failures"] >= 1 and report["failures"][0]["top_records"]
+        # The task pre-rendered its prompts: the trace read them back with the base's template,
+        # so failure gradients are taken on "User:<question>", not on "User:User:<question>".
+        assert report["method"]["prompts"]["parsed"] == report["n_failures"]
+        assert not report["failures"][0]["prompt"].startswith("User:")
+        assert {"read_failures_s", "dataset_checks_s", "train_features_s", "query_features_s"} <= set(report["method"]["cost"])
         assert report["checks"]["summary"]
         page = admin.get(f"/reports/{report_id}")
         assert page.status_code == 200 and "<svg" in page.text

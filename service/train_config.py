@@ -1,0 +1,172 @@
+"""A training run's settings, its result and its errors: what `service.training` takes and
+returns, and what the run's `metrics.json` holds."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import msgspec
+
+from service.checkpoints import CheckpointInfo
+from service.errors import ArenaError, Conflict, InvalidInput
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+class TrainingError(ArenaError):
+    """A training run could not produce an adapter; the message says why."""
+
+    status = 422
+
+
+class InvalidTrainingInput(TrainingError, InvalidInput):
+    """The records or the config cannot be trained on (bad value, too little data, unknown module)."""
+
+    status = 400
+
+
+class TrainingDiverged(TrainingError):
+    """The loss became NaN or infinite; `extra["step"]` is the step where it did."""
+
+
+class TrainingCancelled(TrainingError):
+    """`should_stop()` asked to stop; no adapter was written (checkpoints already saved stay)."""
+
+    status = 409
+
+
+class RunConflict(TrainingError, Conflict):
+    """`out_dir` already holds checkpoints of a different run (other data, base or config)."""
+
+    status = 409
+
+
+# --- config and result --------------------------------------------------------------------
+
+
+class TrainConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """LoRA and optimisation settings for one run. Stored verbatim in the run's metrics.
+
+    `target_modules` is a comma-separated list of module names ("q_proj,v_proj") or
+    "all-linear". `save_steps=None` saves a checkpoint at the end of every epoch;
+    the last step is always saved. `attribution_checkpoints` (default 5) bounds what a
+    finished run keeps: that many checkpoints with their optimizer state, spread evenly
+    over training (LESS's epoch checkpoints), which is what data attribution reads; the
+    other saves only serve resuming and are removed once a newer one exists. With
+    `attribution_checkpoints=None` every checkpoint is kept, or the newest
+    `save_total_limit` of them. `eval_fraction` of the records (rounded down) is
+    held out, chosen by `seed`; with none held out there is no eval loss.
+    """
+
+    lora_r: int = 16
+    lora_alpha: float = 32
+    lora_dropout: float = 0.05
+    target_modules: str = "q_proj,v_proj"
+    lr: float = 2e-4
+    epochs: float = 3
+    max_steps: int | None = None
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_length: int = 512
+    seed: int = 0
+    eval_fraction: float = 0.1
+    logging_steps: int = 10
+    save_steps: int | None = None
+    save_total_limit: int | None = None
+    attribution_checkpoints: int | None = 5
+    warmup_steps: int = 0
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+
+    def __post_init__(self) -> None:
+        positive_ints = ("lora_r", "batch_size", "grad_accum", "max_length", "logging_steps")
+        for name in positive_ints:
+            if getattr(self, name) < 1:
+                raise InvalidTrainingInput(f"config.{name}={getattr(self, name)}: expected an integer >= 1")
+        for name in ("max_steps", "save_steps", "save_total_limit", "attribution_checkpoints"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InvalidTrainingInput(f"config.{name}={value}: expected an integer >= 1 or null")
+        if self.save_total_limit is not None and self.attribution_checkpoints is not None:
+            raise InvalidTrainingInput(
+                "config.save_total_limit and config.attribution_checkpoints both bound the checkpoints kept; "
+                "give save_total_limit only with attribution_checkpoints=null"
+            )
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise InvalidTrainingInput(f"config.lr={self.lr}: expected a positive number")
+        if not self.epochs > 0:
+            raise InvalidTrainingInput(f"config.epochs={self.epochs}: expected a positive number")
+        if not 0 <= self.lora_dropout < 1:
+            raise InvalidTrainingInput(f"config.lora_dropout={self.lora_dropout}: expected 0 <= value < 1")
+        if not 0 <= self.eval_fraction < 1:
+            raise InvalidTrainingInput(f"config.eval_fraction={self.eval_fraction}: expected 0 <= value < 1")
+        if self.warmup_steps < 0 or self.weight_decay < 0 or self.max_grad_norm <= 0:
+            raise InvalidTrainingInput(
+                "config.warmup_steps and config.weight_decay must be >= 0 and config.max_grad_norm > 0"
+            )
+        if not self.module_names:
+            raise InvalidTrainingInput(
+                f"config.target_modules={self.target_modules!r}: expected module names or 'all-linear'"
+            )
+
+    @property
+    def module_names(self) -> list[str]:
+        """`target_modules` as a list ("all-linear" stays a single entry)."""
+        return [name.strip() for name in self.target_modules.split(",") if name.strip()]
+
+
+class LossPoint(msgspec.Struct, frozen=True):
+    """One logging step of the loss curve. `eval_loss` is None on steps without evaluation."""
+
+    step: int
+    epoch: float
+    loss: float | None
+    eval_loss: float | None
+    lr: float | None
+
+
+class TrainResult(msgspec.Struct, kw_only=True, frozen=True):
+    """What a finished run produced and how it went; `out_dir/metrics.json` holds the same.
+
+    `tokens_per_s` is non-padding tokens (prompt and answer) over `train_s`, the wall time
+    of the training loop; `train_cpu_s` is that loop's process CPU time (a steadier
+    measure on a shared machine). `resumed_from` names the checkpoint a rerun continued.
+    """
+
+    out_dir: str
+    adapter_dir: str
+    base_dir: str
+    config: TrainConfig
+    data_sha256: str
+    global_step: int
+    max_steps: int
+    epochs: float
+    loss_curve: list[LossPoint]
+    final_loss: float | None
+    final_eval_loss: float | None
+    checkpoints: list[CheckpointInfo]
+    train_indices: list[int]
+    eval_indices: list[int]
+    skipped_indices: list[int]
+    target_modules: list[str]
+    trainable_params: int
+    total_params: int
+    train_tokens: int
+    wall_s: float
+    train_s: float
+    train_cpu_s: float
+    tokens_per_s: float
+    resumed_from: str | None = None
+
+
+class _RunIdentity(msgspec.Struct, frozen=True):
+    """What makes two calls the same run (so resuming one from the other's checkpoints is sound)."""
+
+    base_dir: str
+    data_sha256: str
+    config: TrainConfig
+
+
