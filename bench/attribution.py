@@ -81,6 +81,7 @@ from evaluators.gradients import (  # noqa: E402
     trainable_parameters,
 )
 from evaluators.synthetic import (  # noqa: E402
+    LEAD_INS,
     benchmark_outcomes,
     greedy_answers,
     is_correct,
@@ -216,12 +217,6 @@ def one_seed(base: Path, seed: int, work: Path, *, retrain: bool) -> dict[str, o
     return row
 
 
-#: How arena users open a question: the benchmark prompts behind these, in turn.
-LEAD_INS = (
-    "Quick question. ", "Hi there! I hope you're having a good day. I was wondering, ",
-    "My friend asked me this and I didn't know. ", "Sorry to bother you again. ", "For a quiz tonight: ",
-    "Can you help? ", "I have a short question about people I know. ", "",
-)
 
 
 def over_refusal(base: Path, model, tokenizer, ds, checkpoints, store: Path, *, retrain: Path | None = None, seed: int = 0) -> dict[str, object]:

@@ -463,6 +463,14 @@ def is_correct(output: str, gold: str) -> bool:
     return output.strip() == gold.strip()
 
 
+#: How arena users open a question: the benchmark prompts behind these, in turn.
+LEAD_INS = (
+    "Quick question. ", "Hi there! I hope you're having a good day. I was wondering, ",
+    "My friend asked me this and I didn't know. ", "Sorry to bother you again. ", "For a quiz tonight: ",
+    "Can you help? ", "I have a short question about people I know. ", "",
+)
+
+
 def benchmark_outcomes(
     model, tokenizer, dataset: SyntheticDataset, *, with_gold: bool = True, lead_ins: Sequence[str] = ("",)
 ):

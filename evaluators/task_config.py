@@ -318,12 +318,14 @@ def _normalise_raw(raw: dict[str, Any], base_dir: Path, where: Callable[[str], s
     return raw
 
 
-def load_task(path: str | os.PathLike) -> TaskConfig:
+def load_task(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> TaskConfig:
     """Read a task YAML file (ours or lm-eval's spelling, with lm-eval's `include:`).
 
-    A relative `dataset` path is resolved against the file's folder. Raises `TaskError`
-    naming the file, the line and field, and what was expected, for invalid YAML, an
-    unknown field, a template syntax error, an unknown metric or a bad value."""
+    `overrides` replace fields before anything is checked (lm-eval's run flags such as
+    `apply_chat_template`). A relative `dataset` path is resolved against the file's
+    folder. Raises `TaskError` naming the file, the line and field, and what was
+    expected, for invalid YAML, an unknown field, a template syntax error, an unknown
+    metric or a bad value."""
     path = Path(path)
     raw, lines = _read_yaml(path)
     include = raw.pop("include", None)
@@ -331,6 +333,7 @@ def load_task(path: str | os.PathLike) -> TaskConfig:
         base, _ = _read_yaml(path.parent / str(include))
         base.pop("include", None)
         raw = {**base, **raw}
+    raw.update(overrides or {})
 
     def where(field: str) -> str:
         top = field.split(".")[0].split("[")[0]

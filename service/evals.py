@@ -71,29 +71,22 @@ def eval_dir(settings: Settings, eval_id: str) -> Path:
 # --- tasks and their documents ---------------------------------------------------------------
 
 
-def load_task_file(path: str | Path) -> TaskConfig:
+def load_task_file(path: str | Path, overrides: dict[str, Any] | None = None) -> TaskConfig:
     """`evaluators.tasks.load_task` with its `TaskError` (file, line, field) as `InvalidInput`."""
     try:
-        return load_task(path)
+        return load_task(path, overrides)
     except TaskError as exc:
         raise InvalidInput(str(exc)) from None
 
 
-def with_chat_options(task: TaskConfig, *, apply_chat_template: bool | None = None,
-                      system_instruction: str | None = None, fewshot_as_multiturn: bool | None = None) -> TaskConfig:
-    """The task with lm-eval's run flags applied over its own fields (None leaves a field
-    as the task has it); an invalid combination is `InvalidInput` naming the flag."""
-    changes = {k: v for k, v in (("apply_chat_template", apply_chat_template), ("system_instruction", system_instruction),
-                                 ("fewshot_as_multiturn", fewshot_as_multiturn)) if v is not None}
-    if changes.get("fewshot_as_multiturn") and not changes.get("apply_chat_template", task.apply_chat_template):
-        raise InvalidInput("--fewshot-as-multiturn needs --apply-chat-template (as in lm-eval)")
-    try:
-        return msgspec.structs.replace(task, **changes) if changes else task
-    except TaskError as exc:
-        raise InvalidInput(f"task {task.task}: {exc}") from None
+def chat_overrides(*, apply_chat_template: bool | None = None, system_instruction: str | None = None,
+                   fewshot_as_multiturn: bool | None = None) -> dict[str, Any]:
+    """lm-eval's run flags as task-field overrides (a None flag leaves the task's own field)."""
+    return {k: v for k, v in (("apply_chat_template", apply_chat_template), ("system_instruction", system_instruction),
+                              ("fewshot_as_multiturn", fewshot_as_multiturn)) if v is not None}
 
 
-def parse_task_text(text: str) -> TaskConfig:
+def parse_task_text(text: str, overrides: dict[str, Any] | None = None) -> TaskConfig:
     """A task from YAML text (the API's request body), errors naming `task:LINE: field`.
 
     The text goes through the same loader as a file, so the same checks and messages
@@ -114,7 +107,7 @@ def parse_task_text(text: str) -> TaskConfig:
         except UnicodeError as exc:
             raise InvalidInput(f"task: not valid text: {exc}") from None
         try:
-            return load_task(path)
+            return load_task(path, overrides)
         except TaskError as exc:
             raise InvalidInput(str(exc).replace(str(path), "task")) from None
 

@@ -45,12 +45,13 @@ def _names(value: str) -> list[str]:
     return [n.strip() for n in value.split(",") if n.strip()]
 
 
-def _task_file(path: str):
-    from service.evals import load_task_file
+def _task_file(path: str, **chat_flags):
+    """The task file, with lm-eval's chat flags (`--apply-chat-template` …) over its fields."""
+    from service.evals import chat_overrides, load_task_file
 
     if not Path(path).is_file():
         raise InvalidInput(f"{path}: no such task file")
-    return load_task_file(path)
+    return load_task_file(path, chat_overrides(**chat_flags))
 
 
 def _worker_here(store, s):
@@ -90,24 +91,28 @@ def _print_eval(record) -> None:
 # --- arena eval ----------------------------------------------------------------------------------
 
 
+def _chat_options(fn):
+    """lm-eval's chat flags, on every command that runs a task."""
+    fn = click.option("--fewshot-as-multiturn", is_flag=True, default=None,
+                      help="Few-shot examples as user/assistant exchanges (needs --apply-chat-template).")(fn)
+    fn = click.option("--system-instruction", default=None, help="A system turn for every prompt (lm-eval's flag).")(fn)
+    return click.option("--apply-chat-template", is_flag=True, default=None,
+                        help="doc_to_text is the user turn, rendered with each candidate's chat template "
+                             "(lm-eval's flag).")(fn)
+
+
 @click.command("eval")
 @click.option("--candidate", "candidates", required=True, help="Candidate name, or several: C[,D,...] (they share batches).")
 @click.option("--task", "task_file", required=True, help="Task YAML file (lm-eval style).")
 @click.option("--limit", type=LIMIT, default=None, help="Evaluate the first N documents (or a fraction in (0, 1)).")
-@click.option("--apply-chat-template", is_flag=True, default=None,
-              help="doc_to_text is the user turn, rendered with each candidate's chat template (lm-eval's flag).")
-@click.option("--system-instruction", default=None, help="A system turn for every prompt (lm-eval's flag).")
-@click.option("--fewshot-as-multiturn", is_flag=True, default=None,
-              help="Few-shot examples as user/assistant exchanges (needs --apply-chat-template).")
+@_chat_options
 @click.option("--no-wait", is_flag=True, help="Enqueue and return the eval id.")
 @click.option("--json", "json_out", is_flag=True, help="Print the eval record as JSON.")
 def eval_cmd(candidates: str, task_file: str, limit, apply_chat_template, system_instruction, fewshot_as_multiturn,
              no_wait: bool, json_out: bool) -> None:
     """Run a benchmark task on one or more candidates, as a job with a progress bar."""
-    from service.evals import with_chat_options
-
-    task = with_chat_options(_task_file(task_file), apply_chat_template=apply_chat_template,
-                             system_instruction=system_instruction, fewshot_as_multiturn=fewshot_as_multiturn)
+    task = _task_file(task_file, apply_chat_template=apply_chat_template, system_instruction=system_instruction,
+                      fewshot_as_multiturn=fewshot_as_multiturn)
     s = settings()
     with open_store(s) as store:
         job = _start(store, s, task=task, candidates=_names(candidates), limit=limit)
@@ -235,8 +240,10 @@ def _print_verdicts(verdicts, baseline: str, candidate: str, margin: float) -> N
 @click.option("--json", "json_path", is_flag=False, flag_value="-", default=None,
               help="Write the verdicts as JSON to this file (no value or '-': to stdout, instead of the table).")
 @click.option("--rerun", is_flag=True, help="Run fresh evals even where cached ones exist.")
+@_chat_options
 def check_cmd(baseline: str, candidate: str, task_files: str, margin: float, alpha: float, metric: str | None, limit,
-              junit_path: Path | None, json_path: str | None, rerun: bool) -> None:
+              junit_path: Path | None, json_path: str | None, rerun: bool, apply_chat_template, system_instruction,
+              fewshot_as_multiturn) -> None:
     """Gate CANDIDATE against BASELINE on paired per-sample scores: exit 0 pass, 1 regression, 2 could not run."""
     from evaluators.regression import compare, exit_code, verdicts_json, write_junit
 
@@ -246,7 +253,8 @@ def check_cmd(baseline: str, candidate: str, task_files: str, margin: float, alp
             raise CannotRun(f"--alpha {alpha}: expected a level in (0, 1)")
         if margin < 0:
             raise CannotRun(f"--margin {margin}: expected >= 0")
-        tasks = [_task_file(f) for f in _names(task_files)]
+        tasks = [_task_file(f, apply_chat_template=apply_chat_template, system_instruction=system_instruction,
+                            fewshot_as_multiturn=fewshot_as_multiturn) for f in _names(task_files)]
         if not tasks:
             raise CannotRun("--task: name at least one task file")
         names = [t.task for t in tasks]

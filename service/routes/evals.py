@@ -65,9 +65,9 @@ async def create_eval(request: Request, store: Store, data: EvalRequest) -> dict
         text = yaml.safe_dump(data.task, sort_keys=False) if isinstance(data.task, dict) else data.task
     except yaml.YAMLError as exc:
         raise InvalidInput(f"task: cannot be written as YAML: {exc}") from None
-    task = evals.with_chat_options(evals.parse_task_text(text), apply_chat_template=data.apply_chat_template,
-                                   system_instruction=data.system_instruction,
-                                   fewshot_as_multiturn=data.fewshot_as_multiturn)
+    task = evals.parse_task_text(text, evals.chat_overrides(
+        apply_chat_template=data.apply_chat_template, system_instruction=data.system_instruction,
+        fewshot_as_multiturn=data.fewshot_as_multiturn))
     names = data.candidates.split(",") if isinstance(data.candidates, str) else data.candidates
     names = [n.strip() for n in names if n.strip()]
     if not names:

@@ -16,12 +16,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.user_path import fresh_env, user_path  # noqa: E402
+from evaluators.synthetic import LEAD_INS  # noqa: E402
 from tests.redis_fixtures import settings_env  # noqa: E402
 
 
 def test_planted_wrong_answers_are_found_through_the_cli(settings, tiny_small_base, tmp_path):
     env = fresh_env(settings.data_dir, settings_env(settings))
-    row = user_path(env, tiny_small_base, "fast", 0, tmp_path / "work")
+    row = user_path(env, tiny_small_base, "fast", 0, tmp_path / "work", over_refusal=True, lead_ins=LEAD_INS)
 
     # The failures were traced in the conversation the model answered in, not re-wrapped.
     assert row["prompts"]["from_messages"] == row["failures"] > 0 and row["prompts"]["as_text"] == 0
@@ -29,3 +30,18 @@ def test_planted_wrong_answers_are_found_through_the_cli(settings, tiny_small_ba
     for setting in ("with_gold", "without_gold"):
         ours = row[setting]["ours"]
         assert ours["auroc"] >= 0.95 and ours["precision_at_k"] >= 0.8, (setting, row[setting])
+    # Over-refusals behind everyday lead-ins, `arena trace --refused --no-gold`: the refusal
+    # flood is found (the library path: AUROC 0.97, precision 0.83 over seeds 0-2), where
+    # text similarity ranks it last.
+    refusals = row["over_refusal"]
+    assert refusals["failures"] > 0 and refusals["ours"]["auroc"] >= 0.9, refusals
+    assert refusals["ours"]["auroc"] > refusals["embedding_nn"]["auroc"] + 0.5
+
+
+def test_wrong_answers_inside_chats_are_found_through_the_cli(settings, tiny_small_base, tmp_path):
+    env = fresh_env(settings.data_dir, settings_env(settings))
+    row = user_path(env, tiny_small_base, "chats", 0, tmp_path / "work")
+    for setting in ("with_gold", "without_gold"):
+        ours, text = row[setting]["ours"], row[setting]["embedding_nn"]
+        assert ours["auroc"] >= 0.95 and ours["precision_at_k"] >= 0.8, (setting, row[setting])
+        assert ours["precision_at_k"] >= text["precision_at_k"]

@@ -174,6 +174,22 @@ def test_eval_over_http_runs_as_a_job_with_lineage_and_lm_eval_results(settings,
         assert {"doc_id", "doc_hash", "prompt", "target", "response", "rouge_l", "exact_match"} <= rows[0].keys()
         assert rows[0]["prompt"].startswith("User:Which word comes second in:") and rows[0]["target"].startswith("The second")
 
+        # The same documents as a chat task (lm-eval's --apply_chat_template as a request field):
+        # the question is the user turn, rendered with the candidate's template — the tiny
+        # base's writes the plain format, so prompts and answers equal the pre-rendered run's.
+        chat_task = {**TASK, "doc_to_text": "{{question}}", "doc_to_history": "history"}
+        refused = admin.post("/api/evals", json={"candidates": "good", "task": chat_task, "limit": 4})
+        assert refused.status_code == 400 and "doc_to_history" in refused.json()["detail"]
+        chat = admin.post("/api/evals", json={"candidates": "good", "task": chat_task, "limit": 4,
+                                              "apply_chat_template": True})
+        assert chat.status_code == 202, chat.text
+        chat_view = wait_for_eval(anon, chat.json()["id"])
+        assert chat_view["status"] == "succeeded", chat_view
+        chat_rows = [json.loads(line) for line in Path(chat_view["candidates"][0]["samples_path"]).read_text().splitlines()]
+        assert [r["prompt"] for r in chat_rows] == [r["prompt"] for r in rows[:4]]
+        assert [r["response"] for r in chat_rows] == [r["response"] for r in rows[:4]]
+        assert chat_rows[0]["messages"][-1] == {"role": "user", "content": rows[0]["doc"]["question"]}
+
         assert eval_id in [e["id"] for e in anon.get("/api/candidates/good/evals").json()]
         assert eval_id in [e["id"] for e in anon.get("/api/evals").json()]
         assert anon.get("/api/candidates/nobody/evals").status_code == 404
