@@ -133,10 +133,13 @@ def parse_battles(data: bytes | str, *, skip_invalid: bool = False, source: str 
     stripped = data.lstrip()
     if not stripped:
         return BattleFile(battles=[])
-    if stripped[:1] == b"[":
-        battles, errors = _parse_array(data)
-    elif stripped[:1] == b"{":
-        battles, errors = _parse_jsonl(data)
+    if stripped[:1] in (b"[", b"{"):
+        try:
+            battles, errors = (_parse_array if stripped[:1] == b"[" else _parse_jsonl)(data)
+        except RecursionError:
+            # msgspec recurses per level: a pathologically nested file must not be a traceback.
+            raise BattleFormatError([InvalidRecord(index=0, field=None, message="nested too deeply to read")],
+                                    source) from None
     else:
         raise BattleFormatError(
             [InvalidRecord(index=0, field=None, message="expected a JSON array of battles or JSON Lines (one object per line)")],

@@ -35,6 +35,7 @@ import msgspec
 import yaml
 from jinja2.sandbox import SandboxedEnvironment
 
+from evaluators.bounded_json import TooDeep, check_depth
 from evaluators.metrics import AGGREGATIONS, DEFAULT_METRICS, METRICS, OUTPUT_TYPES, OutputType, metrics_for
 
 
@@ -213,7 +214,7 @@ def _key_lines(text: str) -> dict[str, int]:
     # Line (1-based) of each top-level key, so errors can point into the file.
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return {}
     if not isinstance(node, yaml.MappingNode):
         return {}
@@ -226,7 +227,12 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     except OSError as exc:
         raise TaskError(f"{path}: cannot read task file: {exc.strerror}") from None
     try:
+        check_depth(text)
         raw = yaml.safe_load(text)
+    except TooDeep as exc:
+        raise TaskError(f"{path}:{exc.line}: nested deeper than {exc.limit} levels") from None
+    except RecursionError:  # block-style nesting, which has no brackets to count
+        raise TaskError(f"{path}: nested too deeply to read") from None
     except yaml.constructor.ConstructorError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else "?"
         if "!function" in str(exc):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import msgspec
 
+from evaluators.bounded_json import TooDeep, check_depth
 from evaluators.records import ASSISTANT_PREFIX, EOS, SYSTEM_PREFIX, USER_PREFIX, Conversation, Message
 from service.domain import Split
 from service.errors import InvalidInput, TooLarge
@@ -161,6 +162,10 @@ def parse_dataset(raw: bytes, filename: str = "<upload>", fmt: str | None = None
     text = text.lstrip("\ufeff")
     if not text.strip():
         raise InvalidInput(f"{filename}: the file is empty")
+    try:
+        check_depth(text)
+    except TooDeep as exc:
+        raise InvalidInput(f"{filename}: {exc}") from None
     records: list[Conversation] = []
     lines: list[int] = []
     if text.lstrip().startswith("["):

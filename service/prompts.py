@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 
+from evaluators.bounded_json import TooDeep, check_depth
 from service.errors import InvalidInput
 
 #: Longest prompt accepted (characters): a pasted essay, not a file.
@@ -96,9 +97,12 @@ def parse_prompt_file(path: Path, *, category: str | None = None, source: str | 
         where = f"{path}:{n}"
         if json_lines:
             try:
+                check_depth(line)
                 obj = msgspec.json.decode(line)
             except msgspec.DecodeError as exc:
                 raise InvalidInput(f"{where}: not valid JSON ({exc})") from None
+            except TooDeep as exc:
+                raise InvalidInput(f"{where}: nested deeper than {exc.limit} levels") from None
             prompts.append(parse_prompt_record(obj, where, source=source, category=category))
         else:
             prompts.append(ArenaPrompt(text=check_prompt_text(line, where), category=category, source=source))

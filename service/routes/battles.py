@@ -67,6 +67,8 @@ async def import_battles(request: Request, store: Store, board: Literal["human",
         records = msgspec.json.decode(await request.body())
     except msgspec.DecodeError as exc:
         raise InvalidInput(f"body: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise InvalidInput("body: nested too deeply to read") from None
     if not isinstance(records, list):
         raise InvalidInput("body: expected a JSON array of FastChat battles")
     return await battles.import_battles(store, records, board=board, skip_invalid=skip_invalid)

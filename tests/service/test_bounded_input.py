@@ -1,0 +1,52 @@
+"""Deeply nested files are refused with the line, never a traceback or a 500; nothing stored is lost."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from arena.battles import BattleFormatError, parse_battles
+from evaluators.bounded_json import MAX_DEPTH, TooDeep, check_depth
+from evaluators.tasks import TaskError, load_task
+from tests.service.test_cli import arena, embedded_env
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def test_depth_check_counts_brackets_outside_strings_only():
+    check_depth(json.dumps({"messages": [{"role": "user", "content": "[" * 10_000}]}))
+    check_depth("[" * MAX_DEPTH + "]" * MAX_DEPTH)
+    with pytest.raises(TooDeep, match=f"line 2: nested deeper than {MAX_DEPTH} levels"):
+        check_depth('{"a": 1}\n' + "[" * (MAX_DEPTH + 1))
+
+
+def test_cli_refuses_a_100k_deep_file_in_one_line_and_keeps_what_was_stored(tmp_path):
+    env = embedded_env(tmp_path)
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps({"prompt": "q", "completion": "a"}) + "\n")
+    assert arena("data", "add", str(good), "--name", "qa", env=env).returncode == 0
+    deep = tmp_path / "deep.json"
+    deep.write_text(DEEP)
+    result = arena("data", "add", str(deep), "--name", "qa", env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: deep.json: line 1: nested deeper than {MAX_DEPTH} levels"
+    lines = tmp_path / "deep.jsonl"
+    lines.write_text(good.read_text() + '{"prompt": ' + DEEP + "}\n")
+    result = arena("data", "add", str(lines), "--name", "qa", env=env)
+    assert result.returncode == 1 and "line 2: nested deeper than" in result.stderr and "Traceback" not in result.stderr
+    listed = json.loads(arena("data", "list", "--json", env=env).stdout)
+    assert [(d["name"], len(d["versions"])) for d in listed] == [("qa", 1)]
+
+
+def test_deep_task_files_and_battle_files_are_errors(tmp_path):
+    task = tmp_path / "t.yaml"
+    task.write_text("task: t\ndataset: d.jsonl\ndoc_to_target: x\ndoc_to_text: " + DEEP + "\n")
+    with pytest.raises(TaskError, match=r"t\.yaml:4: nested deeper than"):
+        load_task(task)
+    nested = "task: t\n" + "".join("  " * i + f"k{i}:\n" for i in range(3000))
+    task.write_text(nested)
+    with pytest.raises(TaskError, match="nested too deeply|unknown field"):
+        load_task(task)
+    with pytest.raises(BattleFormatError, match="nested too deeply"):
+        parse_battles(DEEP)
