@@ -103,6 +103,12 @@ async def _secret(store: Store) -> bytes:
     return secret
 
 
+def anonymous_cookie(reviewer: str, secret: bytes) -> str:
+    """The `arena_reviewer` cookie value that identifies anonymous `reviewer` (signed with
+    the store's `reviewer_secret()`): for load generators that deal battles themselves."""
+    return _sign(reviewer, secret)
+
+
 def _sign(reviewer: str, secret: bytes) -> str:
     mac = hmac.new(secret, reviewer.encode(), hashlib.sha256).hexdigest()[:32]
     return f"{reviewer}.{mac}"
