@@ -245,7 +245,7 @@ def main() -> None:
            "OMP_NUM_THREADS": "1"}
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "bench.votes:app", "--factory", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", str(args.workers), "--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"],
+         "--workers", str(args.workers), "--log-level", "warning", "--no-access-log", "--no-proxy-headers", "--loop", "uvloop", "--http", "httptools"],
         cwd=ROOT, env=env,
     )
     try:
