@@ -133,6 +133,8 @@ def test_typed_prompt_pool_and_activation_errors(settings, scripted):
         assert admin.post("/api/arena/active", json={"models": ["alpha", "nope"]}).status_code == 404
         assert client.post("/api/arena/active", json={"models": ["alpha"]}).status_code == 401
         assert admin.post("/api/arena/active", json={"models": ["alpha", "beta"]}).json() == {"active": ["alpha", "beta"]}
+        assert admin.get("/api/arena/active").json() == {"active": ["alpha", "beta"]}
+        assert client.get("/api/arena").json()["active_count"] == 2  # reviewers get a count, never the names
         r = client.post("/api/battles")
         assert r.status_code == 409 and "prompt pool is empty" in r.json()["detail"]
         battle, reveal = play(client, "tie", prompt="My own question?")
