@@ -196,7 +196,8 @@ class ArenaStore:
         return value, result[2].decode(), result[3].decode()
 
     async def record_observation(self, vote: dict[str, Any], *, board: str) -> str:
-        """Log and count one vote that has no battle (e.g. an LLM judge's verdict, an import)."""
+        """Log and count one vote that has no battle (e.g. an LLM judge's verdict, an import).
+        An excluded reviewer's is logged but not counted, as `rebuild_pair_counts` would."""
         if self._obs_script is None:
             self._obs_script = self.redis.register_script(OBSERVATION_LUA)
         field = count_field(vote["model_a"], vote["model_b"], vote["winner"])
