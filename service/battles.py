@@ -17,6 +17,7 @@ an import restores them exactly.
 
 from __future__ import annotations
 
+import logging
 import random
 import secrets
 import time
@@ -30,7 +31,7 @@ from arena.judge import CHOICES, WINNER_OF, match_id
 from arena.markdown import render_markdown
 from arena.matchmaking import choose_pair
 from service.config import Settings
-from service.errors import Conflict, InvalidInput
+from service.errors import ArenaError, Conflict, InvalidInput
 from service.prompts import ArenaPrompt, check_prompt_text
 
 #: How long a battle waits for its vote (seconds).
@@ -45,6 +46,7 @@ OUR_FIELDS = (
 )
 
 _rng = random.Random()
+log = logging.getLogger("arena.battles")
 
 
 class Reveal(msgspec.Struct, kw_only=True):
@@ -134,10 +136,13 @@ async def create_battle(store, serving, settings: Settings, *, reviewer: str, pr
     # Sampled as the public arena does, with a seed only the server knows, and never through
     # the answer cache: nobody can reproduce a battle's answers with a named model's output.
     seed = secrets.randbits(63)
-    answer_a, answer_b = await serving.generate([
-        GenItem(model=matchup.model_a, prompt=user_turn(prompt.text), params=battle_params(settings, seed)),
-        GenItem(model=matchup.model_b, prompt=user_turn(prompt.text), params=battle_params(settings, seed ^ 1)),
-    ], use_cache=False)
+    try:
+        answer_a, answer_b = await serving.generate([
+            GenItem(model=matchup.model_a, prompt=user_turn(prompt.text), params=battle_params(settings, seed)),
+            GenItem(model=matchup.model_b, prompt=user_turn(prompt.text), params=battle_params(settings, seed ^ 1)),
+        ], use_cache=False)
+    except ArenaError as exc:
+        raise _anonymous(exc) from None
     battle = {
         "id": secrets.token_urlsafe(16),  # 128 random bits: the id is the capability to vote
         "question_id": match_id(prompt.text, matchup.model_a, matchup.model_b),
@@ -155,6 +160,18 @@ async def create_battle(store, serving, settings: Settings, *, reviewer: str, pr
     }
     await store_battle(store, battle)
     return battle
+
+
+def _anonymous(exc: ArenaError) -> ArenaError:
+    """A generation error as a reviewer may see it: same status, but no model names (the
+    generation errors name the model, and would tell the reviewer who was drawn). The
+    original goes to the service log."""
+    log.warning("battle generation failed: %s", exc.message)
+    if isinstance(exc, InvalidInput) and "limit" in exc.extra:
+        message = "the prompt is too long for the candidates drawn for this battle: shorten it and try again"
+    else:
+        message = "the candidates drawn for this battle could not answer (the service log says why); try again"
+    return type(exc)(message)
 
 
 def battle_params(settings: Settings, seed: int):

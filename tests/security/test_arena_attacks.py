@@ -24,6 +24,7 @@ from tests.redis_fixtures import LiveServer
 
 MODELS = ("tiny", "words")
 PROMPT = "Second word of: amber birch cedar"
+LONG_PROMPT = " ".join(f"{i:x}q" for i in range(1200))  # under the 8000 characters, over the models' context
 MIN_VOTE_S = 2.0  # the default; asserted below, never lowered here
 
 
@@ -134,6 +135,11 @@ def test_no_public_endpoint_unmasks_a_battle(arena):
     deal(reviewer)
     assert len(list(cached.scan_iter(match=Keys(server.settings.key_prefix).generation_cache("*")))) == 1
     cached.close()
+    # A prompt too long for the drawn candidates: the error says so without naming them.
+    for r in (reviewer.post("/api/battles", json={"prompt": LONG_PROMPT}),
+              reviewer.post("/arena", data={"prompt": LONG_PROMPT})):
+        refused(r, 400, "too long for the candidates drawn for this battle")
+        assert not any(name in r.text for name in MODELS)
     assert boards(server) == before
 
 
