@@ -5,10 +5,10 @@ Starts a Redis (REDIS_URL, else the embedded server with append-only persistence
 real app under uvicorn (`--workers`, default 2) as a subprocess, stores `--votes` battles
 (the same record `service.battles.create_battle` stores, answers included, so no model
 runs), then `--clients` concurrent reviewers each vote over keep-alive HTTP/1.1 on
-`POST /api/battles/{id}/vote` until every battle has its vote. Each reviewer is an
-anonymous open-mode reviewer with its signed cookie; the rate limit is on (high), so the
-full vote path runs: reviewer check, battle read, one Lua call that checks, logs (XADD)
-and counts (HINCRBY).
+`POST /api/battles/{id}/vote` until every battle dealt to it has its vote. Each reviewer
+is an anonymous open-mode reviewer with its signed cookie; the rate limit is on (high), so
+the full vote path runs: reviewer check, battle read, one Lua call that checks (first vote,
+the battle's own reviewer, exclusion, rate), logs (XADD) and counts (HINCRBY).
 
 Afterwards it reads the stream and the human board's pair counts and checks that every
 acknowledged (200) vote is in the stream exactly once, nothing else is, and the counts add
@@ -125,7 +125,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def battle_record(i: int) -> dict:
+def battle_record(i: int, reviewer: str) -> dict:
     """What `create_battle` stores (see service/battles.py), with fixed answers."""
     from arena.judge import match_id
 
@@ -136,26 +136,34 @@ def battle_record(i: int) -> dict:
         "category": "bench", "source": "bench", "model_a": models[0], "model_b": models[1],
         "answer_a": "Use `items.reverse()` to reverse in place, or `items[::-1]` for a copy.",
         "answer_b": "Call `reversed(items)` and wrap it in `list(...)` if you need a list.",
-        "created_at": time.time(), "reviewer": "bench",
+        "created_at": time.time(), "reviewer": reviewer,
     }
 
 
-async def seed(url: str, prefix: str, n: int) -> list[str]:
+async def seed(url: str, prefix: str, n: int, clients: int) -> tuple[list[tuple[str, int]], list[str]]:
+    """Store `n` battles, battle i dealt to client i % `clients` (a battle takes only its own
+    reviewer's vote). Returns (battle id, client) pairs and each client's signed cookie."""
     from service.battles import store_battle
+    from service.reviewers import ANON_COOKIE, ANON_PREFIX, anonymous_cookie
     from service.store import Store
 
     store = Store.from_url(url, prefix)
+    secret = await store.reviewer_secret()
+    names = [f"{ANON_PREFIX}bench{k}" for k in range(clients)]
+    cookies = [f"{ANON_COOKIE}={anonymous_cookie(name, secret)}" for name in names]
     ids = []
     for start in range(0, n, 50):  # the store's connection pool holds 100
-        batch = [battle_record(i) for i in range(start, min(n, start + 50))]
-        await asyncio.gather(*(store_battle(store, b) for b in batch))
-        ids.extend(b["id"] for b in batch)
+        batch = [(battle_record(i, names[i % clients]), i % clients) for i in range(start, min(n, start + 50))]
+        await asyncio.gather(*(store_battle(store, b) for b, _ in batch))
+        ids.extend((b["id"], k) for b, k in batch)
     await store.close()
-    return ids
+    return ids, cookies
 
 
-async def load(port: int, ids: list[str], clients: int) -> tuple[float, list[float], dict[int, int], dict[str, str]]:
-    queue = list(reversed(ids))
+async def load(port: int, ids: list[tuple[str, int]], cookies: list[str]) -> tuple[float, list[float], dict[int, int], dict[str, str]]:
+    queues: list[list[str]] = [[] for _ in cookies]
+    for battle_id, k in reversed(ids):
+        queues[k].append(battle_id)
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     acknowledged: dict[str, str] = {}
@@ -163,6 +171,8 @@ async def load(port: int, ids: list[str], clients: int) -> tuple[float, list[flo
 
     async def reviewer(k: int) -> None:
         conn = Connection("127.0.0.1", port)
+        conn.cookie = cookies[k]
+        queue = queues[k]
         n = 0
         while queue:
             battle_id = queue.pop()
@@ -177,7 +187,7 @@ async def load(port: int, ids: list[str], clients: int) -> tuple[float, list[flo
             conn.writer.close()
 
     start = time.perf_counter()
-    await asyncio.gather(*(reviewer(k) for k in range(clients)))
+    await asyncio.gather(*(reviewer(k) for k in range(len(cookies))))
     return time.perf_counter() - start, latencies, statuses, acknowledged
 
 
@@ -229,10 +239,13 @@ def main() -> None:
     port = free_port()
     env = {**os.environ, "REDIS_URL": url, "ARENA_KEY_PREFIX": prefix, "ARENA_DATA_DIR": str(tmp / "data"),
            "ARENA_ADMIN_TOKEN": "bench", "ARENA_VOTES_PER_MINUTE": "100000000", "PYTHONPATH": str(ROOT),
+           # Every client is on 127.0.0.1 and votes on battles dealt moments ago: the limits
+           # meant for people would refuse the load itself (the checks still run in the script).
+           "ARENA_VOTES_PER_MINUTE_PER_ADDRESS": "0", "ARENA_MIN_VOTE_S": "0",
            "OMP_NUM_THREADS": "1"}
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "bench.votes:app", "--factory", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", str(args.workers), "--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"],
+         "--workers", str(args.workers), "--log-level", "warning", "--no-access-log", "--no-proxy-headers", "--loop", "uvloop", "--http", "httptools"],
         cwd=ROOT, env=env,
     )
     try:
@@ -248,10 +261,10 @@ def main() -> None:
             if time.monotonic() > deadline or server.poll() is not None:
                 raise SystemExit("the server did not start")
             time.sleep(0.25)
-        ids = asyncio.run(seed(url, prefix, args.warmup + args.votes))
-        _, _, warm_statuses, warm_ack = asyncio.run(load(port, ids[: args.warmup], args.clients))
+        ids, cookies = asyncio.run(seed(url, prefix, args.warmup + args.votes, args.clients))
+        _, _, warm_statuses, warm_ack = asyncio.run(load(port, ids[: args.warmup], cookies))
         cpu_before = cpu_seconds(server.pid) + redis_cpu_seconds(url)
-        wall, latencies, statuses, acknowledged = asyncio.run(load(port, ids[args.warmup :], args.clients))
+        wall, latencies, statuses, acknowledged = asyncio.run(load(port, ids[args.warmup :], cookies))
         server_cpu = cpu_seconds(server.pid) + redis_cpu_seconds(url) - cpu_before
         checks = asyncio.run(verify(url, prefix, {**warm_ack, **acknowledged}))
     finally:

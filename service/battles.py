@@ -1,9 +1,12 @@
 """Battles and votes: create a battle, record the one vote on it, export and import the log.
 
 A battle is stored (with a TTL) under an unguessable id: the prompt, the two models in
-their randomised sides, and both answers. What a reviewer sees before voting
-(`public_view`) has no model names; `cast_vote` records the vote atomically (first vote
-wins, rate limit, counted into the human board) and only then returns the names.
+their randomised sides, both answers (sampled with a secret seed, never cached) and the
+reviewer it was dealt to. What a reviewer sees before voting (`public_view`) has no model
+names; `cast_vote` records the vote atomically (the store's vote script checks every rule:
+first vote wins, the battle's own reviewer, not excluded, minimum time to vote, rate limits
+per reviewer and per address; then counts it into the human board) and only then returns
+the names.
 
 The log keeps FastChat's battle fields (`model_a`, `model_b`, `winner`, `judge` = the
 reviewer, `tstamp`, `anony`, `question_id`, `conversation_a/b`) plus ours at the top
@@ -14,6 +17,7 @@ an import restores them exactly.
 
 from __future__ import annotations
 
+import logging
 import random
 import secrets
 import time
@@ -27,7 +31,7 @@ from arena.judge import CHOICES, WINNER_OF, match_id
 from arena.markdown import render_markdown
 from arena.matchmaking import choose_pair
 from service.config import Settings
-from service.errors import Conflict, InvalidInput
+from service.errors import ArenaError, Conflict, InvalidInput
 from service.prompts import ArenaPrompt, check_prompt_text
 
 #: How long a battle waits for its vote (seconds).
@@ -42,6 +46,7 @@ OUR_FIELDS = (
 )
 
 _rng = random.Random()
+log = logging.getLogger("arena.battles")
 
 
 class Reveal(msgspec.Struct, kw_only=True):
@@ -103,21 +108,22 @@ async def set_active(store, settings: Settings, names: Iterable[str], active: bo
 async def create_battle(store, serving, settings: Settings, *, reviewer: str, prompt_text: str | None = None,
                         rng: random.Random | None = None) -> dict[str, Any]:
     """Pick a prompt (the reviewer's, else one from the pool) and a pair (matchmaking over
-    the active candidates), generate both answers (cached), and store the battle. Returns
-    the stored record, which holds the model names: show callers `public_view` of it.
+    the active candidates), sample both answers (`battle_params`, a secret per-battle seed,
+    no answer cache), and store the battle, bound to `reviewer`. Returns the stored record,
+    which holds the model names and the seed: show callers `public_view` of it.
 
     Raises `Conflict` when fewer than two candidates are active or the pool is empty and
     no prompt was typed."""
     from evaluators.records import user_turn
-    from service.generation import GenerationParams, GenItem
+    from service.generation import GenItem
     from service.leaderboards import model_states
 
     rng = rng or _rng
     active = await store.active_models()
-    if len(active) < 2:
+    if len(active) < 2:  # a count only: reviewers never learn which candidates compete
         raise Conflict(
-            f"the arena needs at least two active candidates, it has {len(active)}"
-            f"{' (' + ', '.join(active) + ')' if active else ''}: an admin activates them with `arena activate NAME...`"
+            f"the arena needs at least two active candidates, it has {len(active)}: "
+            "an admin activates them with `arena activate NAME...`"
         )
     if prompt_text is not None:
         prompt = ArenaPrompt(text=check_prompt_text(prompt_text), category="typed", source="reviewer")
@@ -127,11 +133,16 @@ async def create_battle(store, serving, settings: Settings, *, reviewer: str, pr
             raise Conflict("the prompt pool is empty: type a prompt, or an admin adds some with `arena prompts add FILE`")
         prompt = msgspec.convert(await store.prompt_at(rng.randrange(count)), ArenaPrompt)
     matchup = choose_pair(await model_states(store, active), rng)
-    params = GenerationParams(max_new_tokens=min(ANSWER_TOKENS, settings.max_new_tokens_cap))
-    answer_a, answer_b = await serving.generate([
-        GenItem(model=matchup.model_a, prompt=user_turn(prompt.text), params=params),
-        GenItem(model=matchup.model_b, prompt=user_turn(prompt.text), params=params),
-    ])
+    # Sampled as the public arena does, with a seed only the server knows, and never through
+    # the answer cache: nobody can reproduce a battle's answers with a named model's output.
+    seed = secrets.randbits(63)
+    try:
+        answer_a, answer_b = await serving.generate([
+            GenItem(model=matchup.model_a, prompt=user_turn(prompt.text), params=battle_params(settings, seed)),
+            GenItem(model=matchup.model_b, prompt=user_turn(prompt.text), params=battle_params(settings, seed ^ 1)),
+        ], use_cache=False)
+    except ArenaError as exc:
+        raise _anonymous(exc) from None
     battle = {
         "id": secrets.token_urlsafe(16),  # 128 random bits: the id is the capability to vote
         "question_id": match_id(prompt.text, matchup.model_a, matchup.model_b),
@@ -145,9 +156,31 @@ async def create_battle(store, serving, settings: Settings, *, reviewer: str, pr
         "answer_b": answer_b.text,
         "created_at": time.time(),
         "reviewer": reviewer,
+        "seed": seed,  # never shown: with it, the answers could be reproduced
     }
     await store_battle(store, battle)
     return battle
+
+
+def _anonymous(exc: ArenaError) -> ArenaError:
+    """A generation error as a reviewer may see it: same status, but no model names (the
+    generation errors name the model, and would tell the reviewer who was drawn). The
+    original goes to the service log."""
+    log.warning("battle generation failed: %s", exc.message)
+    if isinstance(exc, InvalidInput) and "limit" in exc.extra:
+        message = "the prompt is too long for the candidates drawn for this battle: shorten it and try again"
+    else:
+        message = "the candidates drawn for this battle could not answer (the service log says why); try again"
+    return type(exc)(message)
+
+
+def battle_params(settings: Settings, seed: int):
+    """How a battle's answers are sampled: `ARENA_BATTLE_TEMPERATURE` (0.7) and
+    `ARENA_BATTLE_TOP_P` (1.0), as the public arena does, with `seed`."""
+    from service.generation import GenerationParams
+
+    return GenerationParams(max_new_tokens=min(ANSWER_TOKENS, settings.max_new_tokens_cap),
+                            temperature=settings.battle_temperature, top_p=settings.battle_top_p, seed=seed)
 
 
 async def store_battle(store, battle: dict[str, Any]) -> None:
@@ -177,11 +210,15 @@ def public_view(battle: dict[str, Any]) -> dict[str, Any]:
 # --- voting -----------------------------------------------------------------------------
 
 
-async def cast_vote(store, settings: Settings, battle_id: str, choice: str, *, reviewer: str, reason: str | None = None) -> Reveal:
+async def cast_vote(store, settings: Settings, battle_id: str, choice: str, *, reviewer: str, reason: str | None = None,
+                    address: str | None = None) -> Reveal:
     """Record `choice` ("a", "b", "tie", "both_bad") on the battle and reveal the names.
+    `address` is the client's (`reviewers.client_address`), for the per-address limit.
 
     Raises `NotFound` (unknown or expired battle), `Conflict` (it already has a vote: the
-    first one counts), `RateLimited` (the reviewer's votes per minute are used up)."""
+    first one counts), `Forbidden` (the battle was dealt to another reviewer, or this one
+    is excluded), `RateLimited` (sooner than `ARENA_MIN_VOTE_S` after the battle was dealt,
+    or the reviewer's or the address's votes per minute are used up)."""
     if choice not in CHOICES:
         raise InvalidInput(f"choice {choice!r}: expected one of {', '.join(CHOICES)}")
     if reason is not None and len(reason) > MAX_REASON_CHARS:
@@ -190,9 +227,17 @@ async def cast_vote(store, settings: Settings, battle_id: str, choice: str, *, r
     # template and these fields, logs and counts it, and returns the names.
     vote_id, model_a, model_b = await store.record_battle_vote(
         battle_id, choice, vote_fields(choice, reviewer=reviewer, reason=reason, tstamp=time.time()), board="human",
-        reviewer=reviewer, rate_limit=settings.votes_per_minute, rate_window_s=60,
+        reviewer=reviewer, rules=vote_rules(settings, address),
     )
     return Reveal(battle_id=battle_id, choice=choice, winner=WINNER_OF[choice], model_a=model_a, model_b=model_b, vote_id=vote_id)
+
+
+def vote_rules(settings: Settings, address: str | None):
+    """The limits the store's vote script enforces, from the settings."""
+    from service.store import VoteRules
+
+    return VoteRules(rate_limit=settings.votes_per_minute, rate_window_s=60, min_vote_s=settings.min_vote_s,
+                     address=address, address_limit=settings.votes_per_minute_per_address)
 
 
 def vote_base(battle: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -29,6 +30,24 @@ class Settings(msgspec.Struct, kw_only=True):
     adapter_cache_size: int = 8
     reviewer_mode: str = "open"  # "open" (cookie-bound anonymous id) or "invite"
     votes_per_minute: int = 60
+    # Arena integrity (see README "Threat model").
+    api_keys: str | None = None  # comma-separated keys for /v1/* and /api/compare, besides the admin token
+    battle_temperature: float = 0.7
+    battle_top_p: float = 1.0
+    min_vote_s: float = 2.0  # votes sooner than this after the battle was dealt are refused
+    votes_per_minute_per_address: int = 60
+    trusted_proxy_header: str | None = None  # e.g. X-Forwarded-For; read only from trusted_proxies
+    trusted_proxies: str | None = None  # comma-separated peer addresses allowed to set that header
+
+    @property
+    def api_key_list(self) -> list[str]:
+        """The keys of `ARENA_API_KEYS` (the admin token is accepted besides them)."""
+        return [k.strip() for k in (self.api_keys or "").split(",") if k.strip()]
+
+    @property
+    def trusted_proxy_list(self) -> frozenset[str]:
+        """Peer addresses whose `trusted_proxy_header` is believed."""
+        return frozenset(a.strip() for a in (self.trusted_proxies or "").split(",") if a.strip())
 
     @property
     def embedded(self) -> bool:
@@ -41,7 +60,7 @@ class Settings(msgspec.Struct, kw_only=True):
         for field in msgspec.structs.fields(self):
             value = getattr(self, field.name)
             name = "REDIS_URL" if field.name == "redis_url" else f"ARENA_{field.name.upper()}"
-            if field.name in ("admin_token", "generation_api_key") and value:
+            if field.name in ("admin_token", "generation_api_key", "api_keys") and value:
                 value = "***"
             out[name] = "" if value is None else str(value)
         return out
@@ -73,8 +92,20 @@ def load_settings() -> Settings:
                 kwargs[field.name] = int(raw)
             except ValueError:
                 raise ValueError(f"ARENA_{field.name.upper()}={raw!r}: expected an integer") from None
+        elif isinstance(current, float):
+            try:
+                kwargs[field.name] = float(raw)
+            except ValueError:
+                raise ValueError(f"ARENA_{field.name.upper()}={raw!r}: expected a number") from None
+            if not math.isfinite(kwargs[field.name]) or kwargs[field.name] < 0:
+                raise ValueError(f"ARENA_{field.name.upper()}={raw!r}: expected a number >= 0")
         else:
             kwargs[field.name] = raw
     if kwargs.get("reviewer_mode", "open") not in ("open", "invite"):
         raise ValueError(f"ARENA_REVIEWER_MODE={kwargs['reviewer_mode']!r}: expected 'open' or 'invite'")
+    if kwargs.get("trusted_proxy_header") and not kwargs.get("trusted_proxies"):
+        raise ValueError("ARENA_TRUSTED_PROXY_HEADER is set but ARENA_TRUSTED_PROXIES is empty: "
+                         "name the proxy addresses whose header is believed")
+    if not 0 < float(kwargs.get("battle_top_p", 1.0)) <= 1:  # type: ignore[arg-type]
+        raise ValueError(f"ARENA_BATTLE_TOP_P={kwargs['battle_top_p']!r}: expected a number in (0, 1]")
     return Settings(**kwargs)  # type: ignore[arg-type]

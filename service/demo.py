@@ -341,4 +341,4 @@ class Demo:
         self.console.rule("[bold]Arena[/]")
         self.console.print(f"vote at [bold]{base}/arena[/]  ·  leaderboard {base}/leaderboard  ·  report {base}/reports/{self.report_id}")
         self.console.print(f"admin token: {app.state.admin_token} (in {self.settings.data_dir / 'admin_token'}); Ctrl-C to stop")
-        uvicorn.run(app, host="127.0.0.1", port=self.port, log_level="warning")
+        uvicorn.run(app, host="127.0.0.1", port=self.port, log_level="warning", proxy_headers=False)

@@ -46,3 +46,7 @@ class RateLimited(ArenaError):
 class Unavailable(ArenaError):
     status = 503
     exit_code = 2
+
+
+class Forbidden(ArenaError):
+    status = 403

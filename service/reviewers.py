@@ -7,8 +7,12 @@
   `open` (the default): without a token a reviewer gets an anonymous id `anon-…` in a
   signed cookie (HMAC with a key kept in Redis), so ids cannot be forged to act as someone
   else; clearing cookies gives a new id, which is why `invite` exists.
-- Votes carry the reviewer id; the rate limit is per reviewer; an admin can exclude a
-  reviewer, which recomputes the pair counts without their votes.
+- A battle is dealt to one reviewer id and takes only that id's vote; a vote with no
+  identity is refused (401), so dropping cookies gets new battles but no extra votes on
+  them beyond the per-address limit (`client_address`).
+- Votes carry the reviewer id; the rate limit is per reviewer and per client address; an
+  admin can exclude a reviewer (their later votes are refused, the pair counts recomputed
+  without their earlier ones) or revoke their invite tokens.
 """
 
 from __future__ import annotations
@@ -61,11 +65,13 @@ async def create_invite(store: Store, reviewer: str) -> str:
     return token
 
 
-async def identify(connection: ASGIConnection, store: Store, settings: Settings, *, url_token: str | None = None) -> Reviewer:
+async def identify(connection: ASGIConnection, store: Store, settings: Settings, *, url_token: str | None = None,
+                   new: bool = True) -> Reviewer:
     """The reviewer of a request: by invite token (query `token` on pages, the
     `X-Reviewer-Token` header or the token cookie), else by the signed anonymous cookie in
-    open mode, else a new anonymous id in open mode. Raises `Unauthorized` for an unknown
-    token, and for no token in invite mode."""
+    open mode, else (when `new`) a new anonymous id in open mode. Raises `Unauthorized` for
+    an unknown or revoked token, for no token in invite mode, and for no identity at all
+    when not `new` (a vote: the battle was dealt to the id its cookie carries)."""
     token = url_token or connection.headers.get(TOKEN_HEADER) or connection.cookies.get(TOKEN_COOKIE)
     if token:
         name = await store.reviewer_for_token(hash_token(token.strip()))
@@ -81,6 +87,11 @@ async def identify(connection: ASGIConnection, store: Store, settings: Settings,
     anon = _verify(connection.cookies.get(ANON_COOKIE, ""), secret)
     if anon is not None:
         return Reviewer(anon, False)
+    if not new:
+        raise Unauthorized(
+            "no reviewer identity: a vote needs the cookie set when the battle was dealt "
+            "(or an invite token); enable cookies and ask for a new battle"
+        )
     anon = f"{ANON_PREFIX}{secrets.token_hex(8)}"
     return Reviewer(anon, False, (_cookie(ANON_COOKIE, _sign(anon, secret)),))
 
@@ -90,6 +101,12 @@ async def _secret(store: Store) -> bytes:
     if secret is None:
         secret = _secrets[store] = await store.reviewer_secret()
     return secret
+
+
+def anonymous_cookie(reviewer: str, secret: bytes) -> str:
+    """The `arena_reviewer` cookie value that identifies anonymous `reviewer` (signed with
+    the store's `reviewer_secret()`): for load generators that deal battles themselves."""
+    return _sign(reviewer, secret)
 
 
 def _sign(reviewer: str, secret: bytes) -> str:
@@ -103,6 +120,23 @@ def _verify(value: str, secret: bytes) -> str | None:
         return None
     expected = _sign(reviewer, secret).rpartition(".")[2]
     return reviewer if hmac.compare_digest(mac, expected) else None
+
+
+def client_address(connection: ASGIConnection, settings: Settings) -> str:
+    """The client's address, for the per-address vote limit: the socket peer, unless the
+    peer is one of `ARENA_TRUSTED_PROXIES` and `ARENA_TRUSTED_PROXY_HEADER` is set; then the
+    header's last address that is not a trusted proxy (for `X-Forwarded-For` chains).
+    A header from any other peer is ignored: a client could write anything there."""
+    peer = connection.client.host if connection.client else "unknown"
+    header = settings.trusted_proxy_header
+    trusted = settings.trusted_proxy_list
+    if not header or peer not in trusted:
+        return peer
+    hops = [hop.strip() for hop in connection.headers.get(header, "").split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if hop not in trusted:
+            return hop
+    return peer
 
 
 def _cookie(key: str, value: str) -> Cookie:

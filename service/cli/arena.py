@@ -144,7 +144,7 @@ def battles_import(file: Path, board: str | None, skip_invalid: bool) -> None:
 
 @click.group("reviewers")
 def reviewers_cmd() -> None:
-    """Invite reviewers, list them, exclude (or re-include) one's votes."""
+    """Invite reviewers, revoke their tokens, list them, exclude (or re-include) one's votes."""
 
 
 @reviewers_cmd.command("invite")
@@ -158,6 +158,20 @@ def reviewers_invite(reviewer: str) -> None:
         token = store._run(create_invite(store.store, reviewer))
     click.echo(f"reviewer {reviewer}: token {token}")
     click.echo(f"link: http://{s.host}:{s.port}/arena?token={token}")
+
+
+@reviewers_cmd.command("revoke")
+@click.argument("reviewer")
+def reviewers_revoke(reviewer: str) -> None:
+    """Revoke every invite token of REVIEWER: their link and cookie stop working at once.
+    Their past votes still count; `arena reviewers exclude` removes those."""
+    from service.errors import NotFound
+
+    with open_store() as store:
+        revoked = store.revoke_invites(reviewer)
+    if not revoked:
+        raise NotFound(f"reviewer {reviewer!r} holds no invite token (nothing revoked)")
+    click.echo(f"revoked {revoked} invite token{'s' if revoked != 1 else ''} of {reviewer}")
 
 
 @reviewers_cmd.command("list")
@@ -178,7 +192,8 @@ def reviewers_list(json_out: bool) -> None:
 @reviewers_cmd.command("exclude")
 @click.argument("reviewer")
 def reviewers_exclude(reviewer: str) -> None:
-    """Leave REVIEWER's votes out of the counts (recounted from the log now)."""
+    """Leave REVIEWER's votes out of the counts (recounted from the log now); their later
+    votes are refused."""
     _set_excluded(reviewer, True)
 
 

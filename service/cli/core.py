@@ -41,7 +41,9 @@ def serve_cmd(host: str | None, port: int | None, worker: bool | None) -> None:
             click.echo(f"admin token (generated, kept in {s.data_dir / 'admin_token'}): {app.state.admin_token}")
         where = "embedded Redis" if s.embedded else "REDIS_URL"
         click.echo(f"serving on http://{host or s.host}:{port or s.port}  ({where} {url}; worker {'on' if in_process else 'off'})")
-        uvicorn.run(app, host=host or s.host, port=port or s.port, log_level="warning")
+        # The client's address is the socket peer unless ARENA_TRUSTED_PROXY_HEADER says
+        # otherwise: uvicorn must not rewrite it from X-Forwarded-For on its own.
+        uvicorn.run(app, host=host or s.host, port=port or s.port, log_level="warning", proxy_headers=False)
 
 
 @click.command("worker")

@@ -18,7 +18,8 @@ def cache_key(candidate_id: str, rendered_prompt: str, params: GenerationParams)
 
     Pass the prompt as the backend renders it (`backend.render(model, prompt)`), so a change
     of chat template is a different key. An unseeded sampled answer has a key too: caching
-    it memoises one draw, which is what the arena wants (both reviewers see the same answer).
+    it memoises one draw. Battles never use this cache (their answers must not be
+    reproducible through the generation endpoints that read it).
     """
     payload = [_KEY_VERSION, candidate_id, rendered_prompt, params.canonical()]
     return hashlib.sha256(msgspec.json.encode(payload, order="sorted")).hexdigest()

@@ -20,8 +20,9 @@ MIN_TOP_P = 1e-6
 class GenerationParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Sampling parameters for one generation.
 
-    `temperature == 0` is greedy decoding (the default: arena answers are reproducible);
-    `seed` fixes a sampled answer (it is ignored when greedy). Invalid values raise
+    `temperature == 0` is greedy decoding (the default for benchmarks and the generation
+    endpoints; battles sample, see `service.battles.battle_params`); `seed` fixes a sampled
+    answer (it is ignored when greedy). Invalid values raise
     `InvalidInput` at construction and when decoded from JSON.
     """
 

@@ -30,11 +30,17 @@ class PromptsRequest(msgspec.Struct, forbid_unknown_fields=True):
     source: str | None = None
 
 
-@get("/api/arena", summary="Active candidates, prompt pool size, reviewer mode and rate limit")
+@get("/api/arena", summary="How many candidates compete (never which), prompt pool size, reviewer mode and vote limits")
 async def arena_state(request: Request, store: Store) -> dict:
     settings = request.app.state.settings
-    return {"active": await store.active_models(), "prompts": await store.prompt_count(),
-            "reviewer_mode": settings.reviewer_mode, "votes_per_minute": settings.votes_per_minute}
+    return {"active_count": len(await store.active_models()), "prompts": await store.prompt_count(),
+            "reviewer_mode": settings.reviewer_mode, "votes_per_minute": settings.votes_per_minute,
+            "votes_per_minute_per_address": settings.votes_per_minute_per_address, "min_vote_s": settings.min_vote_s}
+
+
+@get("/api/arena/active", summary="Which candidates compete (admin: reviewers see only a count)", **ADMIN)
+async def active_models(store: Store) -> dict:
+    return {"active": await store.active_models()}
 
 
 @post("/api/arena/active", summary="Mark candidates as competing (or not)", status_code=200, **ADMIN)

@@ -80,10 +80,11 @@ async def arena_vote_form(
     battle_id = data.get("battle_id", "")
     context: dict[str, Any] = {"battle": None, "reveal": None, "error": None, "allow_prompt": True}
     try:
-        reviewer = await reviewers.identify(request, store, settings)
         record = await store.get_battle(battle_id)
         context["battle"] = battles.public_view(record)
-        reveal = await battles.cast_vote(store, settings, battle_id, data.get("choice", ""), reviewer=reviewer.id, reason=data.get("reason") or None)
+        reviewer = await reviewers.identify(request, store, settings, new=False)
+        reveal = await battles.cast_vote(store, settings, battle_id, data.get("choice", ""), reviewer=reviewer.id,
+                                         reason=data.get("reason") or None, address=reviewers.client_address(request, settings))
         context["reveal"] = {"model_a": reveal.model_a, "model_b": reveal.model_b, "choice": reveal.choice}
     except ArenaError as exc:
         context["error"] = exc.message

@@ -43,11 +43,12 @@ async def get_battle(store: Store, battle_id: str) -> dict:
     return view
 
 
-@post("/api/battles/{battle_id:str}/vote", summary="Vote once (a, b, tie, both_bad); reveals the models", status_code=200)
+@post("/api/battles/{battle_id:str}/vote", summary="Vote once on your own battle (a, b, tie, both_bad); reveals the models", status_code=200)
 async def vote(request: Request, store: Store, battle_id: str, data: VoteRequest) -> Response:
     settings = request.app.state.settings
-    reviewer = await reviewers.identify(request, store, settings)
-    reveal = await battles.cast_vote(store, settings, battle_id, data.choice, reviewer=reviewer.id, reason=data.reason)
+    reviewer = await reviewers.identify(request, store, settings, new=False)
+    reveal = await battles.cast_vote(store, settings, battle_id, data.choice, reviewer=reviewer.id, reason=data.reason,
+                                     address=reviewers.client_address(request, settings))
     return Response(msgspec.to_builtins(reveal), cookies=list(reviewer.cookies))
 
 

@@ -2,14 +2,13 @@
 `POST /v1/chat/completions`, `POST /v1/completions` (non-streaming and `stream: true`).
 
 `model` is a candidate (or base) name. The official `openai` client works unchanged with
-`base_url="http://HOST:PORT/v1"` and any `api_key`; so does `RemoteBackend`, which is how
-one service can generate through another.
+`base_url="http://HOST:PORT/v1"` and `api_key=` an API key; so does `RemoteBackend`, which
+is how one service can generate through another.
 
-No token is needed, for listing or for generating. Generating stores nothing but the
-answer cache, the voting pages already show answers to anonymous reviewers, and the cost
-of one request is bounded by `ARENA_MAX_NEW_TOKENS_CAP` and the context length. The
-service binds 127.0.0.1 by default; expose it through a proxy that authenticates if the
-compute matters.
+Every route needs an API key (`Authorization: Bearer`: the admin token or one of
+`ARENA_API_KEYS`), as vLLM's `--api-key` does: an answer from a named candidate is what a
+reviewer would need to unmask a battle. Battle answers are sampled with a secret seed and
+never go through the answer cache these routes read, so even a key holder cannot replay one.
 
 Streaming sends the finished answer as SSE chunks (word-sized pieces, then the finish
 reason, then `data: [DONE]`): the in-process backend batches every caller's rows together,
@@ -31,6 +30,7 @@ from litestar.response import Stream
 
 from service import openai_compat as oa
 from service.errors import ArenaError, NotFound
+from service.routes.auth import API_KEY
 
 if TYPE_CHECKING:
     from service.serving import Serving
@@ -62,13 +62,13 @@ async def _model_entries(request: Request) -> list[dict]:
     return sorted(entries, key=lambda e: e["id"])
 
 
-@get("/v1/models", summary="OpenAI-compatible: the candidates and bases that can be asked for answers")
+@get("/v1/models", summary="OpenAI-compatible: the candidates and bases that can be asked for answers", **API_KEY)
 async def list_models(request: Request) -> dict:
     with _openai_errors():
         return {"object": "list", "data": await _model_entries(request)}
 
 
-@get("/v1/models/{model:str}", summary="OpenAI-compatible: one model")
+@get("/v1/models/{model:str}", summary="OpenAI-compatible: one model", **API_KEY)
 async def get_model(request: Request, model: FromPath[str]) -> dict:
     with _openai_errors():
         entries = await _model_entries(request)
@@ -79,7 +79,7 @@ async def get_model(request: Request, model: FromPath[str]) -> dict:
         raise NotFound(f"unknown model {model!r}; available: {', '.join(names) or 'none'}", available=names)
 
 
-@post("/v1/chat/completions", summary="OpenAI-compatible chat completion from a candidate", status_code=200)
+@post("/v1/chat/completions", summary="OpenAI-compatible chat completion from a candidate", status_code=200, **API_KEY)
 async def chat_completions(request: Request, data: JSONBody[oa.ChatCompletionRequest]) -> Response:
     with _openai_errors():
         serving: Serving = request.app.state.serving
@@ -92,7 +92,7 @@ async def chat_completions(request: Request, data: JSONBody[oa.ChatCompletionReq
     return Response(oa.chat_response(reply, gen))
 
 
-@post("/v1/completions", summary="OpenAI-compatible text completion from a candidate (prompt sent as is)", status_code=200)
+@post("/v1/completions", summary="OpenAI-compatible text completion from a candidate (prompt sent as is)", status_code=200, **API_KEY)
 async def completions(request: Request, data: JSONBody[oa.CompletionRequest]) -> Response:
     with _openai_errors():
         serving: Serving = request.app.state.serving

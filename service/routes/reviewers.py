@@ -1,4 +1,4 @@
-"""Reviewers (admin): invites, the list with vote counts, exclusion (and the recount it needs)."""
+"""Reviewers (admin): invites and their revocation, the list with vote counts, exclusion (and the recount it needs)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ async def list_reviewers(store: Store) -> list[dict]:
     return await leaderboards.reviewer_stats(store)
 
 
-@post("/api/reviewers/{reviewer:str}/exclude", summary="Exclude a reviewer's votes and recount the boards", status_code=200, **ADMIN)
+@post("/api/reviewers/{reviewer:str}/exclude", summary="Refuse a reviewer's votes from now on and recount the boards without their past ones", status_code=200, **ADMIN)
 async def exclude_reviewer(store: Store, reviewer: str) -> dict:
     await store.exclude_reviewer(reviewer)
     return {"reviewer": reviewer, "excluded": True, "counted": await store.rebuild_pair_counts()}
@@ -35,3 +35,8 @@ async def exclude_reviewer(store: Store, reviewer: str) -> dict:
 async def include_reviewer(store: Store, reviewer: str) -> dict:
     await store.include_reviewer(reviewer)
     return {"reviewer": reviewer, "excluded": False, "counted": await store.rebuild_pair_counts()}
+
+
+@delete("/api/reviewers/{reviewer:str}/invites", summary="Revoke every invite token of a reviewer", status_code=200, **ADMIN)
+async def revoke_invites(store: Store, reviewer: str) -> dict:
+    return {"reviewer": reviewer, "revoked": await store.revoke_invites(reviewer)}

@@ -7,6 +7,7 @@ shared Redis is safe; the job queue library (SAQ) keeps its own keys under
 `saq:<prefix>-jobs:*`.
 """
 
+from service.store.vote_scripts import VoteRules
 from service.store.core import Store, SyncStore, connect_store
 
-__all__ = ["Store", "SyncStore", "connect_store"]
+__all__ = ["Store", "SyncStore", "VoteRules", "connect_store"]

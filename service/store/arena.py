@@ -2,8 +2,9 @@
 
 A vote is appended to the votes stream (the durable, ordered log, in FastChat's battle
 schema plus our fields) and counted into its board's pair counts in ONE Lua call, which
-also enforces "first vote wins" and the reviewer's rate limit: no vote can be logged
-without being counted, or counted twice. `rebuild_pair_counts` recomputes the counts
+also enforces the vote rules (`service.store.vote_scripts`: first vote wins, the battle's
+own reviewer only, no excluded reviewer, a minimum time to vote, rate limits per reviewer
+and per address): no vote can be logged without being counted, or counted twice. `rebuild_pair_counts` recomputes the counts
 from the log (skipping excluded reviewers) and swaps them in atomically.
 
 Each stream entry holds the vote JSON (`v`) and, for the rebuild, its count field (`c`),
@@ -20,74 +21,12 @@ from typing import Any
 
 import msgspec
 
-from service.errors import Conflict, InvalidInput, NotFound, RateLimited
+from service.errors import Conflict, InvalidInput, NotFound
+from service.store.vote_scripts import BATTLE_VOTE_LUA, OBSERVATION_LUA, VOTE_LUA, VoteRules, raise_refused_vote
 
 _enc = msgspec.json.Encoder()
 SEP = "\x1f"
 
-
-def _first_vote_within_rate_lua(limit_arg: int, window_arg: int) -> str:
-    """The checks every vote script makes after finding its battle: a battle keeps its
-    first vote (-2 and that vote's id), and a reviewer's votes are rate limited (-3 and the
-    seconds left; limit 0 = none). KEYS[2] is the voted flag, KEYS[5] the rate counter;
-    the limit and window are ARGV[limit_arg] and ARGV[window_arg]."""
-    return f"""
-if redis.call('EXISTS', KEYS[2]) == 1 then return {{-2, redis.call('GET', KEYS[2])}} end
-local limit = tonumber(ARGV[{limit_arg}])
-if limit > 0 then
-  local n = redis.call('INCR', KEYS[5])
-  if n == 1 then redis.call('EXPIRE', KEYS[5], tonumber(ARGV[{window_arg}])) end
-  if n > limit then return {{-3, tostring(redis.call('TTL', KEYS[5]))}} end
-end
-"""
-
-
-def _raise_refused_vote(status: int, value: str, rate_limit: int, rate_window_s: int) -> None:
-    """The error for a vote script's refusal codes (-1 no battle, -2 already voted, -3 rate
-    limited, with `value` the seconds left); nothing for other codes."""
-    if status == -1:
-        raise NotFound("no such battle (unknown id, or it expired)")
-    if status == -2:
-        raise Conflict("this battle already has a vote; the first vote counts")
-    if status == -3:
-        raise RateLimited(f"too many votes: the limit is {rate_limit} per {rate_window_s} s; try again in {value} s")
-
-
-# KEYS: battle, voted flag, stream, board counts, rate counter
-# ARGV: vote JSON, count field, voted-flag TTL, rate limit (0 = none), rate window (s), board, reviewer
-_VOTE_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, ''} end
-""" + _first_vote_within_rate_lua(4, 5) + """local id = redis.call('XADD', KEYS[3], '*', 'v', ARGV[1], 'c', ARGV[2], 'b', ARGV[6], 'r', ARGV[7])
-redis.call('SET', KEYS[2], id, 'EX', tonumber(ARGV[3]))
-redis.call('HINCRBY', KEYS[4], ARGV[2], 1)
-return {1, id}
-"""
-
-# A vote on a battle stored with its vote template (`put_battle(..., vote_base=...)`): the
-# same checks and writes as _VOTE_LUA, but the vote record is assembled here from the
-# battle's static part and the vote's own fields, so a vote costs one round trip.
-# KEYS: battle, voted flag, stream, board counts, rate counter
-# ARGV: choice, vote fields JSON, tstamp, voted-flag TTL, rate limit, rate window, board, reviewer
-_BATTLE_VOTE_LUA = """
-local b = redis.call('HMGET', KEYS[1], 'vote_base', 'created_at', 'model_a', 'model_b', 'count:' .. ARGV[1])
-if not b[1] or not b[5] then
-  if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, ''} end
-  return {-4, ''}
-end
-""" + _first_vote_within_rate_lua(5, 6) + """local waited = math.max(0, tonumber(ARGV[3]) - tonumber(b[2]))
-local vote = string.sub(b[1], 1, -2) .. ',' .. string.sub(ARGV[2], 2, -2) .. ',"time_to_vote_s":' .. string.format('%.3f', waited) .. '}'
-local id = redis.call('XADD', KEYS[3], '*', 'v', vote, 'c', b[5], 'b', ARGV[7], 'r', ARGV[8])
-redis.call('SET', KEYS[2], id, 'EX', tonumber(ARGV[4]))
-redis.call('HINCRBY', KEYS[4], b[5], 1)
-return {1, id, b[3], b[4]}
-"""
-
-# KEYS: stream, board counts; ARGV: vote JSON, count field, board, reviewer
-_OBSERVATION_LUA = """
-local id = redis.call('XADD', KEYS[1], '*', 'v', ARGV[1], 'c', ARGV[2], 'b', ARGV[3], 'r', ARGV[4])
-redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
-return id
-"""
 
 # The rebuild's last step: count the log's tail (entries after the scanned id) into the
 # rebuilt hashes, then swap them in, in one atomic call.
@@ -167,13 +106,16 @@ class ArenaStore:
     async def put_battle(self, battle_id: str, battle: dict[str, Any], ttl_s: int, *, vote_base: dict[str, Any] | None = None) -> None:
         """Store a battle for `ttl_s` seconds. With `vote_base` (the static fields of a vote
         on it, including `model_a`/`model_b`) and `battle["created_at"]`, it can take
-        `record_battle_vote`, which needs one round trip."""
+        `record_battle_vote`, which needs one round trip. A battle with a `reviewer` takes
+        only that reviewer's vote."""
         mapping: dict[str, Any] = {"json": _enc.encode(battle)}
         if vote_base is not None:
             mapping.update(vote_base=_enc.encode(vote_base), created_at=repr(float(battle["created_at"])),
                            model_a=vote_base["model_a"], model_b=vote_base["model_b"])
             for choice, winner in (("a", "model_a"), ("b", "model_b"), ("tie", "tie"), ("both_bad", "tie (bothbad)")):
                 mapping[f"count:{choice}"] = count_field(vote_base["model_a"], vote_base["model_b"], winner)
+        if battle.get("reviewer"):
+            mapping["reviewer"] = battle["reviewer"]  # only they may vote on it
         key = self.keys.battle(battle_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=mapping)
@@ -206,54 +148,61 @@ class ArenaStore:
 
     # --- votes ---------------------------------------------------------------------------
 
+    def _vote_keys(self, battle_id: str, board: str, reviewer: str | None, rules: VoteRules) -> list[str]:
+        return [self.keys.battle(battle_id), self.keys.battle_voted(battle_id), self.keys.votes, self.keys.board_counts(board),
+                self.keys.reviewer_rate(reviewer or "anonymous"), self.keys.address_rate(rules.address or "unknown"),
+                self.keys.excluded_reviewers]
+
     async def record_vote(self, battle_id: str, vote: dict[str, Any], *, board: str = "human", reviewer: str | None = None,
-                          rate_limit: int = 0, rate_window_s: int = 60, voted_ttl_s: int = 30 * 86400) -> str:
+                          rules: VoteRules = VoteRules(), voted_ttl_s: int = 30 * 86400) -> str:
         """Log and count one vote on a battle, atomically. Returns the stream id.
 
         Raises NotFound (unknown or expired battle), Conflict (already voted: the first
-        vote wins), RateLimited (the reviewer's votes per window are used up)."""
+        vote wins), Forbidden (the battle was dealt to another reviewer, or this one is
+        excluded), RateLimited (too soon after the battle was dealt, or the reviewer's or
+        the address's votes per window are used up)."""
         if self._vote_script is None:
-            self._vote_script = self.redis.register_script(_VOTE_LUA)
+            self._vote_script = self.redis.register_script(VOTE_LUA)
         field = count_field(vote["model_a"], vote["model_b"], vote["winner"])
-        rate_key = self.keys.reviewer_rate(reviewer or "anonymous")
         status, value = await self._vote_script(
-            keys=[self.keys.battle(battle_id), self.keys.battle_voted(battle_id), self.keys.votes, self.keys.board_counts(board), rate_key],
-            args=[_enc.encode({**vote, "board": board}), field, voted_ttl_s, rate_limit, rate_window_s, board, vote.get("reviewer") or ""],
+            keys=self._vote_keys(battle_id, board, reviewer, rules),
+            args=[_enc.encode({**vote, "board": board}), field, voted_ttl_s, rules.rate_limit, rules.rate_window_s, board,
+                  vote.get("reviewer") or reviewer or "", repr(time.time()), repr(float(rules.min_vote_s)), rules.address_limit],
         )
         value = value.decode() if isinstance(value, bytes) else str(value)
-        _raise_refused_vote(status, value, rate_limit, rate_window_s)
+        raise_refused_vote(status, value, rules)
         return value
 
     async def record_battle_vote(self, battle_id: str, choice: str, fields: dict[str, Any], *, board: str = "human",
-                                 reviewer: str | None = None, rate_limit: int = 0, rate_window_s: int = 60,
+                                 reviewer: str | None = None, rules: VoteRules = VoteRules(),
                                  voted_ttl_s: int = 30 * 86400) -> tuple[str, str, str]:
         """`record_vote` for a battle stored with `vote_base`: the logged vote is its vote
         base + `fields` (which must hold `tstamp`) + `time_to_vote_s`. `choice` is "a", "b",
         "tie" or "both_bad". Returns (stream id, model_a, model_b); raises as `record_vote`."""
         if self._battle_vote_script is None:
-            self._battle_vote_script = self.redis.register_script(_BATTLE_VOTE_LUA)
+            self._battle_vote_script = self.redis.register_script(BATTLE_VOTE_LUA)
         if choice not in ("a", "b", "tie", "both_bad"):
             raise InvalidInput(f"choice {choice!r}: expected one of a, b, tie, both_bad")
         result = await self._battle_vote_script(
-            keys=[self.keys.battle(battle_id), self.keys.battle_voted(battle_id), self.keys.votes, self.keys.board_counts(board),
-                  self.keys.reviewer_rate(reviewer or "anonymous")],
-            args=[choice, _enc.encode({**fields, "board": board}), repr(float(fields["tstamp"])), voted_ttl_s, rate_limit,
-                  rate_window_s, board, reviewer or ""],
+            keys=self._vote_keys(battle_id, board, reviewer, rules),
+            args=[choice, _enc.encode({**fields, "board": board}), repr(float(fields["tstamp"])), voted_ttl_s, rules.rate_limit,
+                  rules.rate_window_s, board, reviewer or "", repr(float(rules.min_vote_s)), rules.address_limit],
         )
         status = result[0]
         value = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
-        _raise_refused_vote(status, value, rate_limit, rate_window_s)
+        raise_refused_vote(status, value, rules)
         if status == -4:
             raise InvalidInput("this battle was stored without its vote template; vote with record_vote")
         return value, result[2].decode(), result[3].decode()
 
     async def record_observation(self, vote: dict[str, Any], *, board: str) -> str:
-        """Log and count one vote that has no battle (e.g. an LLM judge's verdict, an import)."""
+        """Log and count one vote that has no battle (e.g. an LLM judge's verdict, an import).
+        An excluded reviewer's is logged but not counted, as `rebuild_pair_counts` would."""
         if self._obs_script is None:
-            self._obs_script = self.redis.register_script(_OBSERVATION_LUA)
+            self._obs_script = self.redis.register_script(OBSERVATION_LUA)
         field = count_field(vote["model_a"], vote["model_b"], vote["winner"])
         raw = await self._obs_script(
-            keys=[self.keys.votes, self.keys.board_counts(board)],
+            keys=[self.keys.votes, self.keys.board_counts(board), self.keys.excluded_reviewers],
             args=[_enc.encode({**vote, "board": board}), field, board, vote.get("reviewer") or ""],
         )
         return raw.decode() if isinstance(raw, bytes) else str(raw)
@@ -263,13 +212,13 @@ class ArenaStore:
         logged and counted atomically. Every vote is validated before any is written.
         Returns how many were recorded."""
         if self._obs_script is None:
-            self._obs_script = self.redis.register_script(_OBSERVATION_LUA)
+            self._obs_script = self.redis.register_script(OBSERVATION_LUA)
         fields = [count_field(v["model_a"], v["model_b"], v["winner"]) for v in votes]
         for start in range(0, len(votes), batch):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for vote, field in zip(votes[start : start + batch], fields[start : start + batch]):
                     await self._obs_script(
-                        keys=[self.keys.votes, self.keys.board_counts(board)],
+                        keys=[self.keys.votes, self.keys.board_counts(board), self.keys.excluded_reviewers],
                         args=[_enc.encode({**vote, "board": board}), field, board, vote.get("reviewer") or ""],
                         client=pipe,
                     )
@@ -342,6 +291,13 @@ class ArenaStore:
     async def reviewer_for_token(self, token_hash: str) -> str | None:
         raw = await self.redis.hget(self.keys.reviewer_tokens, token_hash)
         return raw.decode() if raw else None
+
+    async def revoke_invites(self, reviewer: str) -> int:
+        """Forget every invite token of `reviewer`, so none identifies them again. Returns
+        how many were revoked (0: they held none)."""
+        tokens = await self.redis.hgetall(self.keys.reviewer_tokens)
+        mine = [token for token, name in tokens.items() if name.decode() == reviewer]
+        return int(await self.redis.hdel(self.keys.reviewer_tokens, *mine)) if mine else 0
 
     async def invited_reviewers(self) -> list[str]:
         """Reviewers who hold an invite token, sorted (one name may hold several tokens)."""

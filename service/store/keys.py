@@ -68,6 +68,9 @@ class Keys:
     def reviewer_rate(self, reviewer: str) -> str:
         return f"{self.p}:rate:{reviewer}"
 
+    def address_rate(self, address: str) -> str:
+        return f"{self.p}:rate-address:{address}"  # votes from one client address in the window
+
     @property
     def reviewer_tokens(self) -> str:
         return f"{self.p}:reviewers:tokens"  # hash sha256(token) -> reviewer id

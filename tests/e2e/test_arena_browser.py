@@ -67,7 +67,9 @@ def browser():
 
 
 def start(settings, scripted, models, worker=False) -> LiveServer:
-    server = LiveServer(msgspec.structs.replace(settings, generation_url=scripted.url), worker=worker).start()
+    # The browser votes as soon as the page shows the answers: no minimum time to vote here
+    # (tests/security tests the default).
+    server = LiveServer(msgspec.structs.replace(settings, generation_url=scripted.url, min_vote_s=0.0), worker=worker).start()
     admin = server.client(admin=True)
     assert admin.post("/api/arena/active", json={"models": models}).status_code == 200
     prompts = [{"prompt": "How do I reverse a list in Python?", "category": "code"},

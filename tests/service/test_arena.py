@@ -53,6 +53,9 @@ def scripted():
 
 
 def start(settings, scripted, *, worker=False, **overrides) -> LiveServer:
+    """The service generating through `scripted`. These tests vote at once, so the minimum
+    time to vote is off unless asked for; tests/security tests the default."""
+    overrides.setdefault("min_vote_s", 0.0)
     s = msgspec.structs.replace(settings, generation_url=scripted.url, **overrides)
     return LiveServer(s, worker=worker).start()
 
@@ -130,6 +133,8 @@ def test_typed_prompt_pool_and_activation_errors(settings, scripted):
         assert admin.post("/api/arena/active", json={"models": ["alpha", "nope"]}).status_code == 404
         assert client.post("/api/arena/active", json={"models": ["alpha"]}).status_code == 401
         assert admin.post("/api/arena/active", json={"models": ["alpha", "beta"]}).json() == {"active": ["alpha", "beta"]}
+        assert admin.get("/api/arena/active").json() == {"active": ["alpha", "beta"]}
+        assert client.get("/api/arena").json()["active_count"] == 2  # reviewers get a count, never the names
         r = client.post("/api/battles")
         assert r.status_code == 409 and "prompt pool is empty" in r.json()["detail"]
         battle, reveal = play(client, "tie", prompt="My own question?")
@@ -153,7 +158,9 @@ def test_rate_limit_per_reviewer(settings, scripted):
         r = one.post(f"/api/battles/{battle['id']}/vote", json={"choice": "a"})
         assert r.status_code == 429 and "limit is 2 per 60 s" in r.json()["detail"]
         play(two)  # another reviewer is not limited by the first
-        assert two.post(f"/api/battles/{battle['id']}/vote", json={"choice": "b"}).status_code == 200  # not voted yet
+        r = two.post(f"/api/battles/{battle['id']}/vote", json={"choice": "b"})  # ... but cannot vote on its battle
+        assert r.status_code == 403 and "dealt to another reviewer" in r.json()["detail"]
+        assert one.get(f"/api/battles/{battle['id']}").json()["reveal"] is None
     finally:
         srv.stop()
 
@@ -201,6 +208,11 @@ def test_excluding_a_reviewer_recounts_the_board(server):
     assert r.status_code == 200 and r.json()["counted"]["human"] == 3
     after = admin.get("/api/leaderboard").json()
     assert {row["model"]: row["votes"] for row in after["rows"]} == {"alpha": 3, "beta": 3}
+    # Their later votes are refused, so the counts and the log (Elo, matchmaking) agree.
+    battle = spammer.post("/api/battles").json()
+    refused = spammer.post(f"/api/battles/{battle['id']}/vote", json={"choice": "a"})
+    assert refused.status_code == 403 and "excluded" in refused.json()["detail"]
+    assert admin.get("/api/leaderboard").json()["rows"] == after["rows"]
     assert after["rows"][0]["model"] == "alpha" and after["rows"][0]["win_rate"] == 1.0
     assert after["votes"]["excluded_reviewers"] == 1
     # The log is untouched; the CLI rebuild gives the same counts; re-including restores them.
@@ -385,12 +397,13 @@ def test_rebuild_while_votes_arrive_loses_nothing(settings):
 
 
 @pytest.mark.slow
-def test_real_candidates_battle_and_the_services_own_v1_as_judge(settings, tiny_base, trained_adapter):
+def test_real_candidates_battle_and_the_services_own_v1_as_judge(settings, tiny_base, trained_adapter, monkeypatch):
     from service.bases import make_base
     from service.domain import Candidate
     from service.store import SyncStore
 
-    s = msgspec.structs.replace(settings, max_new_tokens_cap=24)
+    s = msgspec.structs.replace(settings, max_new_tokens_cap=24, min_vote_s=0.0)
+    monkeypatch.setenv("ARENA_JUDGE_API_KEY", s.admin_token)  # the worker's key for our own /v1
     store = SyncStore(s.redis_url, s.key_prefix)
     store.put_base(make_base("tiny", tiny_base, "tiny"))
     store.add_candidate(Candidate(name="words", base="tiny", dataset="words@1", dataset_id="0" * 16, run_id="run_test",

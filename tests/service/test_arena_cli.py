@@ -22,7 +22,7 @@ def arena(env, *args):
 @pytest.fixture
 def running(settings):
     scripted = ScriptedOpenAI(ANSWERS).start()
-    s = msgspec.structs.replace(settings, generation_url=scripted.url)
+    s = msgspec.structs.replace(settings, generation_url=scripted.url, min_vote_s=0.0)  # votes come at once here
     server = LiveServer(s, worker=True).start()
     yield server, settings_env(s)
     server.stop()
@@ -68,6 +68,14 @@ def test_prompts_activation_reviewers_and_judge_from_the_cli(running, tmp_path):
     out = arena(env, "reviewers", "exclude", "ann")
     assert out.returncode == 0 and "counted 0 human" in out.stdout
     assert admin.get("/api/leaderboard").json()["n_battles"] == 0
+    # Revoking the invite: the token stops working at once, for battles and votes alike.
+    battle = ann.post("/api/battles").json()
+    out = arena(env, "reviewers", "revoke", "ann")
+    assert out.returncode == 0 and "revoked 1 invite token of ann" in out.stdout, out.stderr
+    for r in (ann.post("/api/battles"), ann.post(f"/api/battles/{battle['id']}/vote", json={"choice": "a"})):
+        assert r.status_code == 401 and "revoked" in r.json()["detail"]
+    out = arena(env, "reviewers", "revoke", "ann")
+    assert out.returncode == 1 and "holds no invite token" in out.stderr
 
     out = arena(env, "judge", "--judge", "reference", "--candidates", "alpha,beta", "--prompts", str(prompts), "--wait", "--json")
     assert out.returncode == 0, out.stderr

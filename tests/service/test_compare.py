@@ -23,7 +23,7 @@ def test_compare_returns_every_answer_and_caches_them(live_server, served, alone
     calls = []
     generate = serving.backend.generate
     serving.backend.generate = lambda items: calls.append([i.model for i in items]) or generate(items)
-    client = live_server.client()
+    client = live_server.client(admin=True)  # the admin token is an API key
 
     request = {"prompt": PROMPT, "candidates": MODELS, "params": {"max_new_tokens": 10}}
     r = client.post("/api/compare", json=request)
@@ -46,6 +46,9 @@ def test_compare_returns_every_answer_and_caches_them(live_server, served, alone
 
 def test_compare_bad_input(live_server, served):
     client = live_server.client()
+    r = client.post("/api/compare", json={"prompt": "hi", "candidates": ["cand-a"]})
+    assert r.status_code == 401 and "need an API key" in r.json()["detail"]  # a named candidate's answer unmasks battles
+    client = live_server.client(admin=True)
     missing = client.post("/api/compare", json={"prompt": "hi", "candidates": ["cand-a", "nope"]})
     assert missing.status_code == 404 and missing.json()["available"] == MODELS
     for body, says in (({"prompt": " ", "candidates": ["cand-a"]}, "prompt is empty"),

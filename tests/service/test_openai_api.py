@@ -45,13 +45,44 @@ def sse_data(response: httpx.Response) -> list[str]:
     return [line[len("data: "):] for line in response.iter_lines() if line.startswith("data: ")]
 
 
+API_KEY = "key-for-tests"
+
+
+@pytest.fixture
+def settings(settings):
+    """The shared settings plus an `ARENA_API_KEYS` key: every /v1 route needs a key."""
+    return msgspec.structs.replace(settings, api_keys=f"other-key, {API_KEY}")
+
+
 @pytest.fixture
 def server(live_server, served):
     return live_server
 
 
-def test_models_lists_candidates_and_bases(server):
+def keyed(server) -> httpx.Client:
+    """A client sending one of `ARENA_API_KEYS`, as any OpenAI client would."""
     client = server.client()
+    client.headers["Authorization"] = f"Bearer {API_KEY}"
+    return client
+
+
+def test_every_route_needs_an_api_key(server):
+    anonymous = server.client()
+    routes = [("GET", "/v1/models", None), ("GET", "/v1/models/cand-a", None),
+              ("POST", "/v1/chat/completions", chat_body("cand-a", "hi")),
+              ("POST", "/v1/completions", {"model": "cand-a", "prompt": "hi", "max_tokens": 4})]
+    for method, path, body in routes:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {API_KEY}"}):
+            r = anonymous.request(method, path, json=body, headers=headers)
+            assert r.status_code == 401, (path, headers, r.text)
+            assert "need an API key" in r.json()["detail"] and r.json()["error"]["code"] == "invalid_api_key"
+    # The admin token is a key too.
+    assert server.client(admin=True).get("/v1/models").status_code == 200
+    assert keyed(server).get("/v1/models").status_code == 200
+
+
+def test_models_lists_candidates_and_bases(server):
+    client = keyed(server)
     listing = client.get("/v1/models").json()
     assert listing["object"] == "list"
     assert [m["id"] for m in listing["data"]] == MODELS
@@ -64,7 +95,7 @@ def test_models_lists_candidates_and_bases(server):
 
 
 def test_chat_and_completions_plain_and_streamed_give_the_answer_generated_alone(server, alone):
-    client = server.client()
+    client = keyed(server)
     for model in MODELS:
         expected = alone(GenItem(model=model, prompt=user_turn(PROMPTS[0]), params=GREEDY))
         # Streamed first, so the stream is not just the cached answer replayed.
@@ -107,7 +138,9 @@ def test_chat_and_completions_plain_and_streamed_give_the_answer_generated_alone
 
 
 def test_the_official_openai_client_works_unchanged(server, alone):
-    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="not-needed", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong", max_retries=0).models.list()
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0)
     assert sorted(m.id for m in client.models.list()) == MODELS
     conversation = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": PROMPTS[1]}]
     expected = alone(GenItem(model="cand-b", params=GREEDY, prompt=Conversation(
@@ -134,7 +167,7 @@ def test_the_official_openai_client_works_unchanged(server, alone):
 
 
 def test_bad_input_gets_the_right_status_and_says_what_is_wrong(server):
-    client = server.client()
+    client = keyed(server)
     for path, body in (("/v1/chat/completions", chat_body("nope", "hi")),
                        ("/v1/completions", {"model": "nope", "prompt": "hi"})):
         r = client.post(path, json=body)
@@ -177,7 +210,7 @@ def test_answers_are_cached_in_redis_and_no_cache_regenerates(server, settings):
     calls = []
     generate = serving.backend.generate
     serving.backend.generate = lambda items: calls.append([i.model for i in items]) or generate(items)
-    client = server.client()
+    client = keyed(server)
 
     first = client.post("/v1/chat/completions", json=chat_body("cand-a", PROMPTS[2])).json()
     assert calls == [["cand-a"]]
@@ -209,7 +242,7 @@ async def test_32_concurrent_requests_over_3_models_each_get_the_answer_generate
     generate_rows = backend._generate_rows
     backend._generate_rows = lambda base, rows: batches.append([r.item.model for r in rows]) or generate_rows(base, rows)
     jobs = [(MODELS[i % 3], f"{PROMPTS[i % 4]} {i}") for i in range(32)]
-    async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+    async with httpx.AsyncClient(base_url=server.url, timeout=120, headers={"Authorization": f"Bearer {API_KEY}"}) as client:
         responses = await asyncio.gather(*(
             client.post("/v1/chat/completions", json=chat_body(model, prompt, no_cache=True)) for model, prompt in jobs
         ))
@@ -240,7 +273,8 @@ async def test_remote_backend_against_arena_serve_in_another_process(settings, s
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
             await asyncio.sleep(0.2)
 
-        remote = Serving(msgspec.structs.replace(settings, generation_url=f"{url}/v1"), store)
+        # The other process knows the admin token (ARENA_ADMIN_TOKEN), a valid API key there.
+        remote = Serving(msgspec.structs.replace(settings, generation_url=f"{url}/v1", generation_api_key=settings.admin_token), store)
         assert isinstance(remote.backend, RemoteBackend)
         assert await remote.model_names() == MODELS
         assert remote.backend.context_length("cand-b") == 1024

@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
-from service.errors import Conflict, NotFound, RateLimited
-from service.store import SyncStore
+from service.errors import Conflict, Forbidden, NotFound, RateLimited
+from service.store import SyncStore, VoteRules
 
 
 @pytest.fixture
@@ -40,10 +40,10 @@ def test_counts_are_relative_to_sorted_pair(store):
 def test_rate_limit(store):
     for i in range(3):
         store.put_battle(f"b{i}", {}, ttl_s=60)
-    store.record_vote("b0", vote(), reviewer="fast", rate_limit=2)
-    store.record_vote("b1", vote(), reviewer="fast", rate_limit=2)
+    store.record_vote("b0", vote(), reviewer="fast", rules=VoteRules(rate_limit=2))
+    store.record_vote("b1", vote(), reviewer="fast", rules=VoteRules(rate_limit=2))
     with pytest.raises(RateLimited, match="limit is 2 per 60 s"):
-        store.record_vote("b2", vote(), reviewer="fast", rate_limit=2)
+        store.record_vote("b2", vote(), reviewer="fast", rules=VoteRules(rate_limit=2))
     assert store.vote_count() == 2
 
 
@@ -83,3 +83,62 @@ def test_rebuild_from_the_log_and_exclude_a_reviewer(store):
     assert store.rebuild_pair_counts() == {"human": 2, "judge": 1}
     assert store.pair_counts("human") == {("m1", "m2"): [2, 0, 0, 0]}
     assert store.pair_counts("judge") == {("m1", "m3"): [1, 0, 0, 0]}
+
+
+def _dealt(store, battle_id: str, reviewer: str, age_s: float = 60.0) -> None:
+    import time
+
+    battle = {"id": battle_id, "reviewer": reviewer, "created_at": time.time() - age_s}
+    store.put_battle(battle_id, battle, ttl_s=60, vote_base={"model_a": "m1", "model_b": "m2"})
+
+
+def _fields(reviewer: str) -> dict:
+    import time
+
+    return {"winner": "model_a", "choice": "a", "judge": reviewer, "reviewer": reviewer, "tstamp": time.time()}
+
+
+def test_vote_rules_refuse_in_the_script_and_count_nothing(store):
+    _dealt(store, "mine", "ann")
+    with pytest.raises(Forbidden, match="dealt to another reviewer"):
+        store.record_battle_vote("mine", "a", _fields("bob"), reviewer="bob")
+    _dealt(store, "fresh", "ann", age_s=0.0)
+    with pytest.raises(RateLimited, match=r"too fast: a vote counts only 2 s after"):
+        store.record_battle_vote("fresh", "a", _fields("ann"), reviewer="ann", rules=VoteRules(min_vote_s=2))
+    store.exclude_reviewer("ann")
+    with pytest.raises(Forbidden, match="excluded"):
+        store.record_battle_vote("mine", "a", _fields("ann"), reviewer="ann")
+    assert store.vote_count() == 0 and store.pair_counts("human") == {}
+    store.include_reviewer("ann")
+    assert store.record_battle_vote("mine", "a", _fields("ann"), reviewer="ann")[1:] == ("m1", "m2")
+    assert store.pair_counts("human") == {("m1", "m2"): [1, 0, 0, 0]}
+
+
+def test_per_address_limit_across_reviewers(store):
+    rules = VoteRules(address="10.0.0.7", address_limit=2)
+    for i in range(3):
+        _dealt(store, f"b{i}", f"anon-{i}")
+    store.record_battle_vote("b0", "a", _fields("anon-0"), reviewer="anon-0", rules=rules)
+    store.record_battle_vote("b1", "a", _fields("anon-1"), reviewer="anon-1", rules=rules)
+    with pytest.raises(RateLimited, match="too many votes from this address: the limit is 2 per 60 s"):
+        store.record_battle_vote("b2", "a", _fields("anon-2"), reviewer="anon-2", rules=rules)
+    other = VoteRules(address="10.0.0.8", address_limit=2)
+    store.record_battle_vote("b2", "a", _fields("anon-2"), reviewer="anon-2", rules=other)
+    assert store.vote_count() == 2 + 1
+
+
+def test_excluded_observations_are_logged_not_counted(store):
+    store.exclude_reviewer("judge-bad")
+    store.record_observation(vote("m1", "m3", "model_a", reviewer="judge-bad"), board="judge")
+    store.record_observations([vote("m1", "m3", "model_b", reviewer="judge-ok")], board="judge")
+    assert store.vote_count() == 2
+    assert store.pair_counts("judge") == {("m1", "m3"): [0, 1, 0, 0]}
+    assert store.rebuild_pair_counts()["judge"] == 1 and store.pair_counts("judge") == {("m1", "m3"): [0, 1, 0, 0]}
+
+
+def test_revoke_invites(store):
+    store.create_invite("h1", "ann")
+    store.create_invite("h2", "ann")
+    store.create_invite("h3", "bob")
+    assert store.revoke_invites("ann") == 2 and store.revoke_invites("ann") == 0
+    assert store.reviewer_for_token("h1") is None and store.reviewer_for_token("h3") == "bob"
