@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from service.errors import Conflict, InvalidInput, NotFound
+from service.errors import InvalidInput, NotFound
 from service.store.vote_scripts import BATTLE_VOTE_LUA, OBSERVATION_LUA, VOTE_LUA, VoteRules, raise_refused_vote
 
 _enc = msgspec.json.Encoder()
