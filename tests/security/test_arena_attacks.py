@@ -22,7 +22,8 @@ from service.domain import Candidate
 from service.store.keys import Keys
 from tests.redis_fixtures import LiveServer
 
-MODELS = ("tiny", "words")
+# Names no answer would contain by chance: a page or response naming one has unmasked it.
+MODELS = ("base-q9zv", "lora-x4kw")
 PROMPT = "Second word of: amber birch cedar"
 LONG_PROMPT = " ".join(f"{i:x}q" for i in range(1200))  # under the 8000 characters, over the models' context
 MIN_VOTE_S = 2.0  # the default; asserted below, never lowered here
@@ -35,8 +36,8 @@ def start_arena(settings, tiny_base, trained_adapter, **overrides) -> LiveServer
 
     s = msgspec.structs.replace(settings, max_new_tokens_cap=24, **overrides)
     store = SyncStore(s.redis_url, s.key_prefix)
-    store.put_base(make_base("tiny", tiny_base, "tiny"))
-    store.add_candidate(Candidate(name="words", base="tiny", dataset="words@1", dataset_id="0" * 16, run_id="run_attacks",
+    store.put_base(make_base(MODELS[0], tiny_base, "tiny"))
+    store.add_candidate(Candidate(name=MODELS[1], base=MODELS[0], dataset="words@1", dataset_id="0" * 16, run_id="run_attacks",
                                   adapter_dir=str(trained_adapter.adapter_dir), config={}, metrics={}, created_at=time.time()))
     store.close()
     server = LiveServer(s).start()
@@ -112,9 +113,9 @@ def test_no_public_endpoint_unmasks_a_battle(arena):
 
     # Every endpoint that returns a named candidate's output needs an API key: with the
     # reviewer's cookie, with no credentials, with a made-up key, it answers 401 and nothing else.
-    chat = {"model": "words", "messages": [{"role": "user", "content": PROMPT}], "temperature": 0, "max_tokens": 24}
+    chat = {"model": MODELS[1], "messages": [{"role": "user", "content": PROMPT}], "temperature": 0, "max_tokens": 24}
     attempts = [("GET", "/v1/models", None), ("GET", "/v1/models/words", None), ("POST", "/v1/chat/completions", chat),
-                ("POST", "/v1/completions", {"model": "words", "prompt": PROMPT, "max_tokens": 24}),
+                ("POST", "/v1/completions", {"model": MODELS[1], "prompt": PROMPT, "max_tokens": 24}),
                 ("POST", "/api/compare", {"prompt": PROMPT, "candidates": list(MODELS)})]
     for client in (reviewer, httpx.Client(base_url=server.url, headers={"Authorization": "Bearer guessed"})):
         for method, path, body in attempts:
