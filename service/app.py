@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from urllib.parse import urlencode
 from collections.abc import AsyncIterator
 
 from litestar import Litestar, Request, Response
+from litestar.response import Redirect
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -25,6 +27,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from service import jobs
 from service.config import Settings
 from service.errors import ArenaError
+from service.routes.auth import LoginRequired
 from service.routes import ROUTE_HANDLERS
 from service.routes.pages import TEMPLATES
 from service.runtime import admin_token
@@ -40,6 +43,8 @@ def _problem(status: int, title: str, detail: str, **extra: object) -> Response:
 
 
 def _arena_error(_: Request, exc: ArenaError) -> Response:
+    if isinstance(exc, LoginRequired):  # a page: send the browser to sign in, then back
+        return Redirect(f"/login?{urlencode({'next': exc.extra.get('next', '/')})}", status_code=303)
     return _problem(exc.status, type(exc).__name__, exc.message, **exc.extra)
 
 
@@ -106,8 +111,14 @@ def create_app(settings: Settings, redis_url: str, *, worker: bool = False) -> L
             title="Adapter Arena",
             version="0.1.0",
             path="/schema",
-            components=Components(security_schemes={"admin": SecurityScheme(type="http", scheme="bearer"),
-                                                  "api_key": SecurityScheme(type="http", scheme="bearer")}),
+            components=Components(security_schemes={
+                "admin": SecurityScheme(type="http", scheme="bearer", description="ARENA_ADMIN_TOKEN: every write"),
+                "viewer": SecurityScheme(type="http", scheme="bearer",
+                                         description="the admin token or one of ARENA_VIEWER_TOKENS: reads of datasets, "
+                                                     "runs, candidates, evals, reports and jobs"),
+                "api_key": SecurityScheme(type="http", scheme="bearer",
+                                          description="the admin token or one of ARENA_API_KEYS: generation endpoints"),
+            }),
         ),
         cors_config=CORSConfig(allow_origins=[]),
         template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),

@@ -38,11 +38,19 @@ class Settings(msgspec.Struct, kw_only=True):
     votes_per_minute_per_address: int = 60
     trusted_proxy_header: str | None = None  # e.g. X-Forwarded-For; read only from trusted_proxies
     trusted_proxies: str | None = None  # comma-separated peer addresses allowed to set that header
+    # Who may read (see README "Roles"): viewer tokens besides the admin token, or everyone.
+    viewer_tokens: str | None = None  # comma-separated read-only tokens
+    public_reads: bool = False  # 1: datasets, runs, evals, reports and jobs readable without a token
 
     @property
     def api_key_list(self) -> list[str]:
         """The keys of `ARENA_API_KEYS` (the admin token is accepted besides them)."""
         return [k.strip() for k in (self.api_keys or "").split(",") if k.strip()]
+
+    @property
+    def viewer_token_list(self) -> list[str]:
+        """The read-only tokens of `ARENA_VIEWER_TOKENS` (the admin token reads too)."""
+        return [k.strip() for k in (self.viewer_tokens or "").split(",") if k.strip()]
 
     @property
     def trusted_proxy_list(self) -> frozenset[str]:
@@ -60,7 +68,7 @@ class Settings(msgspec.Struct, kw_only=True):
         for field in msgspec.structs.fields(self):
             value = getattr(self, field.name)
             name = "REDIS_URL" if field.name == "redis_url" else f"ARENA_{field.name.upper()}"
-            if field.name in ("admin_token", "generation_api_key", "api_keys") and value:
+            if field.name in ("admin_token", "generation_api_key", "api_keys", "viewer_tokens") and value:
                 value = "***"
             out[name] = "" if value is None else str(value)
         return out

@@ -41,6 +41,12 @@ def serve_cmd(host: str | None, port: int | None, worker: bool | None) -> None:
             click.echo(f"admin token (generated, kept in {s.data_dir / 'admin_token'}): {app.state.admin_token}")
         where = "embedded Redis" if s.embedded else "REDIS_URL"
         click.echo(f"serving on http://{host or s.host}:{port or s.port}  ({where} {url}; worker {'on' if in_process else 'off'})")
+        if s.public_reads:
+            click.echo("reads: public (ARENA_PUBLIC_READS=1): datasets, runs, evals and reports need no token")
+        else:
+            viewers = len(s.viewer_token_list)
+            click.echo(f"reads: datasets, runs, evals and reports need the admin token{f' or one of {viewers} viewer tokens' if viewers else ''} "
+                       "(sign in at /login; ARENA_PUBLIC_READS=1 opens them on a private install)")
         # The client's address is the socket peer unless ARENA_TRUSTED_PROXY_HEADER says
         # otherwise: uvicorn must not rewrite it from X-Forwarded-For on its own.
         uvicorn.run(app, host=host or s.host, port=port or s.port, log_level="warning", proxy_headers=False)

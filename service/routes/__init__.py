@@ -2,11 +2,13 @@
 
 from service.routes import datasets, health, jobs, pages, reports, runs
 from service.routes import compare, openai
-from service.routes import evals
+from service.routes import evals, login
 from service.routes import arena, arena_pages, battles, judging, leaderboard, reviewers
 
 ROUTE_HANDLERS = [
     health.health,
+    login.login_page,
+    login.login,
     datasets.add_dataset,
     datasets.list_datasets,
     datasets.show_dataset,

@@ -14,7 +14,7 @@ from litestar.params import Body, Parameter
 from service import datasets
 from service.domain import DatasetVersion
 from service.errors import InvalidInput
-from service.routes.auth import ADMIN
+from service.routes.auth import ADMIN, VIEWER
 from service.store import Store
 
 
@@ -43,7 +43,7 @@ async def add_dataset(request: Request, store: Store, data: Annotated[DatasetUpl
     return {"created": created, "dataset": msgspec.to_builtins(dsv)}
 
 
-@get("/api/datasets", summary="List datasets with their latest version")
+@get("/api/datasets", summary="List datasets with their latest version", **VIEWER)
 async def list_datasets(store: Store) -> list[dict]:
     out = []
     for name in await store.list_dataset_names():
@@ -53,7 +53,7 @@ async def list_datasets(store: Store) -> list[dict]:
     return out
 
 
-@get("/api/datasets/{name:str}", summary="A dataset's versions (or one with ?version=)")
+@get("/api/datasets/{name:str}", summary="A dataset's versions (or one with ?version=)", **VIEWER)
 async def show_dataset(store: Store, name: str, version: str | None = None) -> dict:
     if version:
         dsv = await store.resolve_dataset(f"{name}@{version}")
@@ -61,7 +61,7 @@ async def show_dataset(store: Store, name: str, version: str | None = None) -> d
     return {"name": name, "versions": [msgspec.to_builtins(v) for v in await store.list_dataset_versions(name)]}
 
 
-@get("/api/datasets/{name:str}/records", summary="Page through a version's normalised records")
+@get("/api/datasets/{name:str}/records", summary="Page through a version's normalised records", **VIEWER)
 async def dataset_records(
     request: Request,
     store: Store,

@@ -11,7 +11,7 @@ from litestar.response import Template
 
 from service import evals, jobs
 from service.errors import InvalidInput, NotFound
-from service.routes.auth import ADMIN
+from service.routes.auth import ADMIN, PAGE_VIEWER, VIEWER
 from service.store import Store
 from service.store.evals import EvalRecord
 
@@ -77,23 +77,23 @@ async def create_eval(request: Request, store: Store, data: EvalRequest) -> dict
     return {**msgspec.to_builtins(job), "page": f"/evals/{job.id}"}
 
 
-@get("/api/evals", summary="Finished evals, newest first (scores and lineage; no samples)")
+@get("/api/evals", summary="Finished evals, newest first (scores and lineage; no samples)", **VIEWER)
 async def list_evals(store: Store) -> list[dict]:
     return [_summary(r) for r in await store.list_evals(limit=100)]
 
 
-@get("/api/evals/{eval_id:str}", summary="One eval: scores with standard errors, lineage, files and worst samples")
+@get("/api/evals/{eval_id:str}", summary="One eval: scores with standard errors, lineage, files and worst samples", **VIEWER)
 async def get_eval(request: Request, store: Store, eval_id: str) -> dict:
     return await eval_view(request, store, eval_id)
 
 
-@get("/api/candidates/{name:str}/evals", summary="Evals that scored a candidate, newest first")
+@get("/api/candidates/{name:str}/evals", summary="Evals that scored a candidate, newest first", **VIEWER)
 async def candidate_evals(store: Store, name: str) -> list[dict]:
     await store.get_candidate(name)  # 404 names the known candidates
     return [_summary(r) for r in await store.list_candidate_evals(name)]
 
 
-@get("/evals/{eval_id:str}", include_in_schema=False)
+@get("/evals/{eval_id:str}", include_in_schema=False, **PAGE_VIEWER)
 async def eval_page(request: Request, store: Store, eval_id: str) -> Template:
     view = await eval_view(request, store, eval_id)
     metrics: list[str] = []

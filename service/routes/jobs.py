@@ -12,16 +12,16 @@ from litestar.response import ServerSentEvent
 
 from service import jobs
 from service.domain import TERMINAL
-from service.routes.auth import ADMIN
+from service.routes.auth import ADMIN, VIEWER
 from service.store import Store
 
 
-@get("/api/jobs", summary="Recent jobs, newest first")
+@get("/api/jobs", summary="Recent jobs, newest first", **VIEWER)
 async def list_jobs(store: Store, kind: str | None = None, limit: Annotated[int, Parameter(ge=1, le=500)] = 50) -> list[dict]:
     return [msgspec.to_builtins(j) for j in await store.list_jobs(limit=limit, kind=kind)]
 
 
-@get("/api/jobs/{job_id:str}", summary="One job's status, progress and result")
+@get("/api/jobs/{job_id:str}", summary="One job's status, progress and result", **VIEWER)
 async def get_job(request: Request, store: Store, job_id: str) -> dict:
     await store.get_job(job_id)  # 404 first
     await jobs.reconcile_jobs(store, request.app.state.queue, request.app.state.settings, [job_id])
@@ -46,7 +46,7 @@ async def job_event_stream(store: Store, job_id: str, after: str = "0") -> Async
                 return
 
 
-@get("/api/jobs/{job_id:str}/events", summary="Server-sent events of a job's progress")
+@get("/api/jobs/{job_id:str}/events", summary="Server-sent events of a job's progress", **VIEWER)
 async def job_events(store: Store, job_id: str) -> ServerSentEvent:
     await store.get_job(job_id)
 

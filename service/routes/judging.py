@@ -9,7 +9,7 @@ from litestar import Request, get, post
 
 from service import judging
 from service.prompts import parse_prompt_record
-from service.routes.auth import ADMIN
+from service.routes.auth import ADMIN, VIEWER
 from service.store import Store
 
 
@@ -42,6 +42,6 @@ async def start_judge(request: Request, store: Store, data: JudgeRequest) -> dic
     return msgspec.to_builtins(job)
 
 
-@get("/api/judge", summary="Judging jobs, newest first, with their results (inconsistent pairs, errors, agreement)")
+@get("/api/judge", summary="Judging jobs, newest first, with their results (inconsistent pairs, errors, agreement)", **VIEWER)
 async def list_judge_jobs(store: Store) -> list[dict]:
     return [msgspec.to_builtins(j) for j in await store.list_jobs(limit=50, kind="judge")]

@@ -11,16 +11,17 @@ from litestar.response import Template
 from service.plots import line_chart
 from service.routes.runs import _run_view
 from service.store import Store
+from service.routes.auth import PAGE_VIEWER
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 
 
-@get("/runs", include_in_schema=False)
+@get("/runs", include_in_schema=False, **PAGE_VIEWER)
 async def runs_page(store: Store) -> Template:
     return Template("runs.html", context={"runs": await store.list_jobs(limit=100, kind="train")})
 
 
-@get("/runs/{run_id:str}", include_in_schema=False)
+@get("/runs/{run_id:str}", include_in_schema=False, **PAGE_VIEWER)
 async def run_page(request: Request, store: Store, run_id: str) -> Template:
     run = await _run_view(request, store, run_id)
     curve = run["loss_curve"]

@@ -8,7 +8,7 @@ from litestar.response import Response
 
 from service import traces
 from service.errors import NotFound
-from service.routes.auth import ADMIN
+from service.routes.auth import ADMIN, PAGE_VIEWER, VIEWER
 from service.store import Store
 
 
@@ -33,12 +33,12 @@ async def create_report(request: Request, store: Store, data: TraceRequest) -> d
     return msgspec.to_builtins(job)
 
 
-@get("/api/reports", summary="Reports (trace jobs), newest first")
+@get("/api/reports", summary="Reports (trace jobs), newest first", **VIEWER)
 async def list_reports(store: Store) -> list[dict]:
     return [msgspec.to_builtins(j) for j in await store.list_jobs(limit=100, kind="trace")]
 
 
-@get("/api/reports/{report_id:str}", summary="A report's job status and, when done, report.json")
+@get("/api/reports/{report_id:str}", summary="A report's job status and, when done, report.json", **VIEWER)
 async def get_report(request: Request, store: Store, report_id: str) -> dict:
     job = await store.get_job(report_id)
     if job.kind != "trace":
@@ -49,7 +49,7 @@ async def get_report(request: Request, store: Store, report_id: str) -> dict:
     return view
 
 
-@get("/reports/{report_id:str}", include_in_schema=False)
+@get("/reports/{report_id:str}", include_in_schema=False, **PAGE_VIEWER)
 async def report_page(request: Request, store: Store, report_id: str) -> Response:
     job = await store.get_job(report_id)
     if job.kind != "trace":

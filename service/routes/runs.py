@@ -11,7 +11,7 @@ from litestar.response import ServerSentEvent
 
 from service import jobs, runs
 from service.errors import NotFound
-from service.routes.auth import ADMIN
+from service.routes.auth import ADMIN, VIEWER
 from service.routes.jobs import job_event_stream
 from service.store import Store
 
@@ -42,12 +42,12 @@ async def create_run(request: Request, store: Store, data: RunRequest) -> dict:
     return msgspec.to_builtins(job)
 
 
-@get("/api/runs", summary="Training runs, newest first")
+@get("/api/runs", summary="Training runs, newest first", **VIEWER)
 async def list_runs(store: Store) -> list[dict]:
     return [msgspec.to_builtins(j) for j in await store.list_jobs(limit=100, kind="train")]
 
 
-@get("/api/runs/{run_id:str}", summary="A run's status, step, loss and loss curve")
+@get("/api/runs/{run_id:str}", summary="A run's status, step, loss and loss curve", **VIEWER)
 async def get_run(request: Request, store: Store, run_id: str) -> dict:
     return await _run_view(request, store, run_id)
 
@@ -60,7 +60,7 @@ async def cancel_run(request: Request, store: Store, run_id: str) -> dict:
     return msgspec.to_builtins(await jobs.cancel(store, request.app.state.queue, run_id))
 
 
-@get("/api/runs/{run_id:str}/events", summary="Server-sent events: one per logging step, then the final status")
+@get("/api/runs/{run_id:str}/events", summary="Server-sent events: one per logging step, then the final status", **VIEWER)
 async def run_events(store: Store, run_id: str) -> ServerSentEvent:
     await store.get_job(run_id)
 
@@ -71,16 +71,16 @@ async def run_events(store: Store, run_id: str) -> ServerSentEvent:
     return ServerSentEvent(gen())
 
 
-@get("/api/candidates", summary="Candidates: name, base, dataset version, key metrics")
+@get("/api/candidates", summary="Candidates: name, base, dataset version, key metrics", **VIEWER)
 async def list_candidates(store: Store) -> list[dict]:
     return [msgspec.to_builtins(c) for c in await store.list_candidates()]
 
 
-@get("/api/candidates/{name:str}", summary="One candidate with its lineage")
+@get("/api/candidates/{name:str}", summary="One candidate with its lineage", **VIEWER)
 async def get_candidate(store: Store, name: str) -> dict:
     return msgspec.to_builtins(await store.get_candidate(name))
 
 
-@get("/api/bases", summary="Registered base models")
+@get("/api/bases", summary="Registered base models", **VIEWER)
 async def list_bases(store: Store) -> list[dict]:
     return [msgspec.to_builtins(b) for b in await store.list_bases()]

@@ -1,0 +1,54 @@
+"""`/login`: a browser opens a read session for the viewer pages (runs, evals, reports).
+
+The form takes the admin token or a viewer token; a right one sets the signed, HttpOnly
+`arena_read` cookie (`auth.read_session`: it never holds the token, and it stops working
+when that token is removed from the settings) and redirects to the page asked for. The
+cookie authorises reads only: every write still needs the admin bearer header, so a
+forged cross-site form cannot write with it.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Annotated
+
+from litestar import Request, get, post
+from litestar.datastructures import Cookie
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
+from litestar.response import Redirect, Response
+
+from service.routes.auth import READ_COOKIE, READ_SESSION_S, is_read_token, read_session
+
+_FORM = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Sign in · Adapter Arena</title>
+<style>body{{font-family:system-ui,"Noto Sans CJK SC",sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem}}
+input{{font:inherit;padding:.4rem;width:100%;box-sizing:border-box;margin:.4rem 0}}.err{{color:#b91c1c}}</style></head>
+<body><h1>Sign in to read</h1><p>Runs, evals and reports need the admin token or a viewer token.</p>{error}
+<form method="post" action="/login"><input type="hidden" name="next" value="{next}">
+<label>Token <input type="password" name="token" autocomplete="current-password" required autofocus></label>
+<button type="submit">Sign in</button></form></body></html>"""
+
+
+def _local(next_path: str | None) -> str:
+    """Only a path on this site (no scheme, no `//host`): the redirect cannot leave it."""
+    path = next_path or "/runs"
+    return path if path.startswith("/") and not path.startswith("//") and "\\" not in path else "/runs"
+
+
+@get("/login", include_in_schema=False)
+async def login_page(next: str | None = None) -> Response:
+    return Response(_FORM.format(error="", next=escape(_local(next))), media_type="text/html")
+
+
+@post("/login", include_in_schema=False, status_code=303)
+async def login(request: Request, data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]) -> Response:
+    target = _local(data.get("next"))
+    token = data.get("token", "")
+    if not token or not is_read_token(request, token):
+        page = _FORM.format(error='<p class="err">That token does not open read access.</p>', next=escape(target))
+        return Response(page, media_type="text/html", status_code=401)
+    secret = await request.app.state.store.reviewer_secret()
+    secure = request.url.scheme == "https"
+    cookie = Cookie(key=READ_COOKIE, value=read_session(token, secret), httponly=True, samesite="strict",
+                    secure=secure, max_age=READ_SESSION_S, path="/")
+    return Redirect(target, status_code=303, cookies=[cookie])
