@@ -36,11 +36,11 @@ def test_upload_list_show_records(live_server):
     again = upload(admin, GOOD)
     assert again.json()["created"] is False and again.json()["dataset"]["id"] == body["dataset"]["id"]
 
-    listed = live_server.client().get("/api/datasets").json()
+    listed = live_server.client(admin=True).get("/api/datasets").json()
     assert [d["name"] for d in listed] == ["greet"]
-    shown = live_server.client().get("/api/datasets/greet").json()
+    shown = live_server.client(admin=True).get("/api/datasets/greet").json()
     assert len(shown["versions"]) == 1
-    page = live_server.client().get("/api/datasets/greet/records", params={"offset": 1, "limit": 5}).json()
+    page = live_server.client(admin=True).get("/api/datasets/greet/records", params={"offset": 1, "limit": 5}).json()
     assert page["total"] == 2 and page["records"][0]["index"] == 1
     assert page["records"][0]["messages"][-1]["content"] == "Bye."
 
@@ -56,7 +56,7 @@ def test_bad_upload_is_a_clear_400_and_stores_nothing(live_server):
     assert r.status_code == 400 and "not valid" in r.json()["detail"]
     r = upload(admin, b"\xff\xfe", name="greet")
     assert r.status_code == 400 and "UTF-8" in r.json()["detail"]
-    shown = live_server.client().get("/api/datasets/greet").json()
+    shown = live_server.client(admin=True).get("/api/datasets/greet").json()
     assert len(shown["versions"]) == 1  # the good version is still the only one
 
 
@@ -75,9 +75,9 @@ def test_oversized_upload_is_413(settings):
 
 
 def test_unknown_dataset_is_404_problem(live_server):
-    r = live_server.client().get("/api/datasets/nope")
+    r = live_server.client(admin=True).get("/api/datasets/nope")
     assert r.status_code == 404 and "no dataset named 'nope'" in r.json()["detail"]
-    r = live_server.client().get("/api/datasets/nope/records", params={"limit": 0})
+    r = live_server.client(admin=True).get("/api/datasets/nope/records", params={"limit": 0})
     assert r.status_code == 400
 
 

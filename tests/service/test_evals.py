@@ -149,7 +149,7 @@ def test_eval_over_http_runs_as_a_job_with_lineage_and_lm_eval_results(settings,
         started = admin.post("/api/evals", json={"candidates": "good,bad", "task": TASK, "limit": 12})
         assert started.status_code == 202, started.text
         eval_id = started.json()["id"]
-        view = wait_for_eval(anon, eval_id)
+        view = wait_for_eval(admin, eval_id)
         assert view["status"] == "succeeded", view
         dsv = arena_setup["words"]
         assert (view["dataset"], view["dataset_id"], view["n_docs"], view["n_original"]) == ("words@1:test", dsv.id, 12, 24)
@@ -183,18 +183,18 @@ def test_eval_over_http_runs_as_a_job_with_lineage_and_lm_eval_results(settings,
         chat = admin.post("/api/evals", json={"candidates": "good", "task": chat_task, "limit": 4,
                                               "apply_chat_template": True})
         assert chat.status_code == 202, chat.text
-        chat_view = wait_for_eval(anon, chat.json()["id"])
+        chat_view = wait_for_eval(admin, chat.json()["id"])
         assert chat_view["status"] == "succeeded", chat_view
         chat_rows = [json.loads(line) for line in Path(chat_view["candidates"][0]["samples_path"]).read_text().splitlines()]
         assert [r["prompt"] for r in chat_rows] == [r["prompt"] for r in rows[:4]]
         assert [r["response"] for r in chat_rows] == [r["response"] for r in rows[:4]]
         assert chat_rows[0]["messages"][-1] == {"role": "user", "content": rows[0]["doc"]["question"]}
 
-        assert eval_id in [e["id"] for e in anon.get("/api/candidates/good/evals").json()]
-        assert eval_id in [e["id"] for e in anon.get("/api/evals").json()]
-        assert anon.get("/api/candidates/nobody/evals").status_code == 404
-        assert anon.get("/api/evals/eval_0000000000000000").status_code == 404
-        page = anon.get(f"/evals/{eval_id}")
+        assert eval_id in [e["id"] for e in admin.get("/api/candidates/good/evals").json()]
+        assert eval_id in [e["id"] for e in admin.get("/api/evals").json()]
+        assert admin.get("/api/candidates/nobody/evals").status_code == 404
+        assert admin.get("/api/evals/eval_0000000000000000").status_code == 404
+        page = admin.get(f"/evals/{eval_id}")
         assert page.status_code == 200
         assert f"{good['metrics']['rouge_l']['value']:.4f}" in page.text and "± " in page.text
         assert "Worst samples: bad" in page.text and sha[:16] in page.text
@@ -205,8 +205,8 @@ def test_eval_over_http_runs_as_a_job_with_lineage_and_lm_eval_results(settings,
         inline = {**TASK, "dataset": "inline.jsonl", "doc_to_text": "User:{{q}}</s>\n Assistant:", "doc_to_target": "{{a}}"}
         started = admin.post("/api/evals", json={"candidates": ["same"], "task": inline, "docs": docs})
         assert started.status_code == 202, started.text
-        assert wait_for_eval(anon, started.json()["id"])["status"] == "succeeded"
-        page = anon.get(f"/evals/{started.json()['id']}").text
+        assert wait_for_eval(admin, started.json()["id"])["status"] == "succeeded"
+        page = admin.get(f"/evals/{started.json()['id']}").text
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert" not in page
     finally:
         server.stop()
