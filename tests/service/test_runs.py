@@ -58,7 +58,7 @@ def test_run_trains_registers_a_candidate_with_lineage(server):
     run_id = r.json()["id"]
     # SSE: one event per logging step, ending with the final status.
     events = []
-    with httpx.stream("GET", f"{server.url}/api/runs/{run_id}/events", timeout=300) as stream:
+    with admin.stream("GET", f"/api/runs/{run_id}/events", timeout=300) as stream:
         for line in stream.iter_lines():
             if line.startswith("data:"):
                 events.append(json.loads(line[5:].strip()))
