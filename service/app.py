@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 from collections.abc import AsyncIterator
 
 from litestar import Litestar, Request, Response
+from redis import exceptions as redis_errors
 from litestar.response import Redirect
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
@@ -54,6 +55,12 @@ def _validation_error(_: Request, exc: ValidationException) -> Response:
 
 def _http_error(_: Request, exc: HTTPException) -> Response:
     return _problem(exc.status_code, type(exc).__name__, str(exc.detail))
+
+
+def _store_unreachable(request: Request, exc: Exception) -> Response:
+    # Redis restarting or gone: nothing was acknowledged, so the client may retry.
+    log.warning("store unreachable on %s %s: %s", request.method, request.url.path, exc)
+    return _problem(503, "Unavailable", "the store (Redis) is unreachable or restarting; nothing was saved, try again")
 
 
 def _internal_error(request: Request, exc: Exception) -> Response:
@@ -105,6 +112,8 @@ def create_app(settings: Settings, redis_url: str, *, worker: bool = False) -> L
             ValidationException: _validation_error,
             NotFoundException: _http_error,
             HTTPException: _http_error,
+            redis_errors.ConnectionError: _store_unreachable,
+            redis_errors.TimeoutError: _store_unreachable,
             500: _internal_error,
         },
         openapi_config=OpenAPIConfig(

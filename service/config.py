@@ -70,8 +70,27 @@ class Settings(msgspec.Struct, kw_only=True):
             name = "REDIS_URL" if field.name == "redis_url" else f"ARENA_{field.name.upper()}"
             if field.name in ("admin_token", "generation_api_key", "api_keys", "viewer_tokens") and value:
                 value = "***"
+            elif field.name in ("redis_url", "generation_url") and value:
+                value = redact_url(value)
             out[name] = "" if value is None else str(value)
         return out
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password (and a username-only secret) shown as `***`, for printing."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"
+    if parts.password is None and not (parts.username and "@" in parts.netloc):
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = parts.username if parts.password is not None and parts.username else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}" if parts.password is not None else f"***@{host}"))
 
 
 def _env(name: str, default: str | None = None) -> str | None:

@@ -13,19 +13,19 @@ from service.redis_server import EmbeddedRedis
 
 
 @contextlib.contextmanager
-def redis_url(settings: Settings, keep: bool = False) -> Iterator[str]:
-    """The Redis URL to use: `REDIS_URL`, or the embedded server for the data dir (started if
-    needed and, unless `keep`, stopped again on exit when this call started it)."""
+def redis_url(settings: Settings) -> Iterator[str]:
+    """The Redis URL to use: `REDIS_URL`, or the data dir's embedded server, started if
+    needed and leased for the duration: it stops when its last user is done (see
+    `service.redis_server`), never under another process still using it."""
     if settings.redis_url:
         yield settings.redis_url
         return
     server = EmbeddedRedis(settings.data_dir)
-    url = server.start()
+    url = server.acquire()
     try:
         yield url
     finally:
-        if server.started_here and not keep:
-            server.stop()
+        server.release()
 
 
 def admin_token(settings: Settings) -> tuple[str, bool]:

@@ -61,6 +61,8 @@ def settings_env(s: Settings) -> dict[str, str]:
     env.update({name: value for name, value in s.describe().items() if value and value != "***"})
     env["ARENA_ADMIN_TOKEN"] = s.admin_token or ""
     env["OMP_NUM_THREADS"] = "1"
+    if s.redis_url:
+        env["REDIS_URL"] = s.redis_url  # describe() masks its password
     if not s.redis_url:
         env.pop("REDIS_URL", None)
     return env

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("service.cli.core", "serve_cmd", "Run the HTTP service (and, by default in embedded mode, a worker)."),
     "worker": ("service.cli.core", "worker_cmd", "Run a job worker on the queue."),
     "jobs": ("service.cli.core", "jobs_cmd", "List, show and cancel jobs."),
+    "server": ("service.cli.core", "server_cmd", "Status of the data dir's embedded Redis server, or stop it."),
     "data": ("service.cli.data", "data_cmd", "Add, list, show, split and check datasets."),
     "base": ("service.cli.models", "base_cmd", "Register base models, or build the offline tiny base."),
     "candidates": ("service.cli.models", "candidates_cmd", "List candidates (trained adapters) with lineage and metrics."),

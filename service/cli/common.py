@@ -11,7 +11,7 @@ from typing import Any
 import click
 import msgspec
 
-from service.config import Settings, load_settings
+from service.config import Settings, load_settings, redact_url
 from service.errors import ArenaError, InvalidInput
 from service.runtime import redis_url
 from service.store import SyncStore
@@ -34,7 +34,7 @@ def open_store(s: Settings | None = None) -> Iterator[SyncStore]:
             store.ping()
         except Exception as exc:  # noqa: BLE001
             store.close()
-            raise ArenaError(f"cannot reach Redis at {url}: {exc}") from None
+            raise ArenaError(f"cannot reach Redis at {redact_url(url)}: {exc}") from None
         try:
             yield store
         finally:

@@ -6,6 +6,7 @@ import asyncio
 
 import click
 
+from service.config import redact_url
 from service.cli.common import call_with_queue, echo_json, open_store, settings
 
 
@@ -40,7 +41,10 @@ def serve_cmd(host: str | None, port: int | None, worker: bool | None) -> None:
         if app.state.token_generated:
             click.echo(f"admin token (generated, kept in {s.data_dir / 'admin_token'}): {app.state.admin_token}")
         where = "embedded Redis" if s.embedded else "REDIS_URL"
-        click.echo(f"serving on http://{host or s.host}:{port or s.port}  ({where} {url}; worker {'on' if in_process else 'off'})")
+        click.echo(f"serving on http://{host or s.host}:{port or s.port}  ({where} {redact_url(url)}; worker {'on' if in_process else 'off'})")
+        if not _aof_enabled(url):
+            click.echo("warning: this Redis keeps no append-only file (appendonly no): votes are acknowledged "
+                       "without being on disk, and a crash loses the latest ones", err=True)
         if s.public_reads:
             click.echo("reads: public (ARENA_PUBLIC_READS=1): datasets, runs, evals and reports need no token")
         else:
@@ -62,7 +66,7 @@ def worker_cmd(concurrency: int) -> None:
     s = settings()
     with redis_url(s) as url:
         w = build_worker(url, s, concurrency=concurrency)
-        click.echo(f"worker {w.id} on {url}")
+        click.echo(f"worker {w.id} on {redact_url(url)}")
         asyncio.run(run_worker(w))
 
 
@@ -109,3 +113,55 @@ def jobs_cancel(job_id: str) -> None:
     with open_store(s) as store:
         job = call_with_queue(store, s, cancel, job_id)
     click.echo(f"{job.id}: {job.status}{' (stopping at the next step)' if job.status == 'running' else ''}")
+
+
+@click.group("server")
+def server_cmd() -> None:
+    """The data dir's embedded Redis-compatible server (used when REDIS_URL is unset)."""
+
+
+@server_cmd.command("status")
+@click.option("--json", "json_out", is_flag=True)
+def server_status(json_out: bool) -> None:
+    """Whether the embedded server runs, on which port, and which processes hold it."""
+    from service.redis_server import EmbeddedRedis
+
+    s = settings()
+    if s.redis_url:
+        raise click.ClickException("REDIS_URL is set: this install uses that server, not an embedded one")
+    server = EmbeddedRedis(s.data_dir)
+    state = {"running": server.running(), "pid": server.pid(), "leases": server.live_leases(),
+             "dir": str(server.dir)}
+    if json_out:
+        echo_json(state)
+        return
+    if not state["running"]:
+        click.echo(f"embedded server: not running ({server.dir})")
+        return
+    click.echo(f"embedded server: running, pid {state['pid']}, {len(state['leases'])} process(es) using it")
+
+
+@server_cmd.command("stop")
+def server_stop() -> None:
+    """Stop the embedded server (flushing its append-only file), whoever still uses it."""
+    from service.redis_server import EmbeddedRedis
+
+    s = settings()
+    if s.redis_url:
+        raise click.ClickException("REDIS_URL is set: this install uses that server, not an embedded one")
+    server = EmbeddedRedis(s.data_dir)
+    if not server.running():
+        click.echo("embedded server: not running")
+        return
+    users = server.live_leases()
+    server.stop()
+    click.echo(f"embedded server stopped{f' ({len(users)} process(es) were still using it)' if users else ''}")
+
+
+def _aof_enabled(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(int(redis.Redis.from_url(url, socket_timeout=5).info("persistence").get("aof_enabled", 0)))
+    except redis.RedisError:
+        return True  # unreachable: the app says so at the first request; do not warn wrongly

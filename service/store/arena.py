@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from service.errors import InvalidInput, NotFound
+from service.errors import InvalidInput, NotFound, Unavailable
 from service.store.vote_scripts import BATTLE_VOTE_LUA, OBSERVATION_LUA, VOTE_LUA, VoteRules, raise_refused_vote
 
 _enc = msgspec.json.Encoder()
@@ -93,6 +93,10 @@ def parse_counts(raw: dict[bytes, bytes]) -> dict[tuple[str, str], list[int]]:
     return out
 
 
+#: How long a vote waits for its fsync before the request fails (it is usually < 10 ms).
+WAITAOF_TIMEOUT_MS = 5000
+
+
 class ArenaStore:
     redis: object
     keys: object
@@ -100,6 +104,36 @@ class ArenaStore:
     _obs_script = None
     _rebuild_script = None
     _battle_vote_script = None
+    _aof: bool | None = None
+
+    # --- durability -----------------------------------------------------------------------
+
+    async def votes_durable(self) -> bool:
+        """Whether the server keeps an append-only file, so a vote can be confirmed on disk
+        before it is acknowledged (asked once per store)."""
+        if self._aof is None:
+            info = await self.redis.info("persistence")
+            self._aof = bool(int(info.get("aof_enabled", 0)))
+        return self._aof
+
+    async def _run_vote_script(self, script, keys: list[str], args: list[Any]) -> Any:
+        """Run a vote script; when the server keeps an AOF, `WAITAOF 1 0` in the same round
+        trip (same connection: it waits for that connection's writes) confirms the vote is
+        fsynced before this returns. Under `appendfsync always` (the embedded server's
+        setting) that is already so and costs nothing; under `everysec` it waits for the
+        next fsync. Raises `Unavailable` when the fsync is not confirmed in time: the vote
+        may still count, but it was not acknowledged as durable."""
+        if not await self.votes_durable():
+            return await script(keys=keys, args=args)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await script(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS)
+            result, fsynced = await pipe.execute()
+        refused = isinstance(result, list) and result and isinstance(result[0], int) and result[0] < 0
+        if not refused and int(fsynced[0]) < 1:
+            raise Unavailable(f"the vote was not confirmed on disk within {WAITAOF_TIMEOUT_MS} ms; it may have counted, "
+                              "do not vote again on this battle")
+        return result
 
     # --- battles -------------------------------------------------------------------------
 
@@ -164,7 +198,8 @@ class ArenaStore:
         if self._vote_script is None:
             self._vote_script = self.redis.register_script(VOTE_LUA)
         field = count_field(vote["model_a"], vote["model_b"], vote["winner"])
-        status, value = await self._vote_script(
+        status, value = await self._run_vote_script(
+            self._vote_script,
             keys=self._vote_keys(battle_id, board, reviewer, rules),
             args=[_enc.encode({**vote, "board": board}), field, voted_ttl_s, rules.rate_limit, rules.rate_window_s, board,
                   vote.get("reviewer") or reviewer or "", repr(time.time()), repr(float(rules.min_vote_s)), rules.address_limit],
@@ -183,7 +218,8 @@ class ArenaStore:
             self._battle_vote_script = self.redis.register_script(BATTLE_VOTE_LUA)
         if choice not in ("a", "b", "tie", "both_bad"):
             raise InvalidInput(f"choice {choice!r}: expected one of a, b, tie, both_bad")
-        result = await self._battle_vote_script(
+        result = await self._run_vote_script(
+            self._battle_vote_script,
             keys=self._vote_keys(battle_id, board, reviewer, rules),
             args=[choice, _enc.encode({**fields, "board": board}), repr(float(fields["tstamp"])), voted_ttl_s, rules.rate_limit,
                   rules.rate_window_s, board, reviewer or "", repr(float(rules.min_vote_s)), rules.address_limit],
