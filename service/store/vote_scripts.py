@@ -40,18 +40,15 @@ if min_wait > 0 then
     return {{-7, string.format('%.1f', dealt + min_wait - tonumber(ARGV[{now}]))}}
   end
 end
-local limit = tonumber(ARGV[{limit}])
-if limit > 0 then
-  local n = redis.call('INCR', KEYS[5])
-  if n == 1 then redis.call('EXPIRE', KEYS[5], tonumber(ARGV[{window}])) end
-  if n > limit then return {{-3, tostring(redis.call('TTL', KEYS[5]))}} end
+local function over_limit(key, limit, code)
+  if limit > 0 then
+    local n = redis.call('INCR', key)
+    if n == 1 then redis.call('EXPIRE', key, tonumber(ARGV[{window}])) end
+    if n > limit then return {{code, tostring(redis.call('TTL', key))}} end
+  end
 end
-local address_limit = tonumber(ARGV[{address_limit}])
-if address_limit > 0 then
-  local n = redis.call('INCR', KEYS[6])
-  if n == 1 then redis.call('EXPIRE', KEYS[6], tonumber(ARGV[{window}])) end
-  if n > address_limit then return {{-8, tostring(redis.call('TTL', KEYS[6]))}} end
-end
+local limited = over_limit(KEYS[5], tonumber(ARGV[{limit}]), -3) or over_limit(KEYS[6], tonumber(ARGV[{address_limit}]), -8)
+if limited then return limited end
 """
 
 
