@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -210,9 +210,16 @@ def leaderboard(
     init_rating: float = 1000.0,
     scale: float = 400.0,
     base: float = 10.0,
+    units: Sequence[Sequence[tuple[str, str, str]]] | None = None,
 ) -> Leaderboard:
     """The leaderboard from pair counts: BT rating, 95% bootstrap CI, rank upper bound,
     votes, win rate and (if given) online Elo per model.
+
+    `units` (the judge board's) groups votes that are one observation: each unit lists its
+    votes as `(model_a, model_b, winner)` — an LLM judge's verdicts on one (prompt, pair)
+    in both orders. The bootstrap then redraws units, not votes, so two verdicts that always
+    agree are not counted as two independent votes (their CI would be ~√2 too narrow).
+    The units must hold exactly the votes of `counts`; the ratings do not change.
 
     With `style` (from `arena.style.style_control` on the same battles) the ratings, CIs and
     ranks are the style-adjusted ones and the style coefficients are attached. Zero battles
@@ -224,6 +231,8 @@ def leaderboard(
         notes, components, rounds = list(style.notes), style.components, style.rounds
     else:
         setup = _Setup.build(counts, anchor, DEFAULT_PRIOR_TIES)
+        if units is not None:
+            setup.use_units(units)
         theta_hat = setup.fit_point()
         fit = setup.ratings(theta_hat, anchor, init_rating, scale, base)
         models, rating, notes, components = fit.models, fit.ratings, list(fit.notes), fit.components
@@ -340,6 +349,48 @@ class _Setup:
                 "per model against an average model keeps them finite"
             )
 
+    def use_units(self, units: Sequence[Sequence[tuple[str, str, str]]]) -> None:
+        """Resample `units` (groups of votes) instead of single votes; see `leaderboard`."""
+        row_of = {(int(a), int(b)): r for r, (a, b) in enumerate(zip(self.data.first, self.data.second))}
+        index = {m: i for i, m in enumerate(self.models)}
+        cells: dict[tuple[int, int, int, int], int] = {}
+        for unit in units:
+            row, vec = None, [0, 0, 0]
+            for model_a, model_b, winner in unit:
+                a, b = index[model_a], index[model_b]
+                this = row_of[(min(a, b), max(a, b))]
+                if row is not None and this != row:
+                    raise ValueError("a unit's votes must all be on one model pair")
+                row = this
+                if winner in ("model_a", "model_b"):
+                    first_won = (winner == "model_a") == (a < b)
+                    vec[0 if first_won else 1] += 1
+                else:
+                    vec[2] += 1
+            if row is not None:
+                key = (row, *vec)
+                cells[key] = cells.get(key, 0) + 1
+        keys = np.array(sorted(cells), dtype=np.int64).reshape(-1, 4)
+        n_cells = np.array([cells[tuple(k)] for k in keys.tolist()], dtype=np.int64)
+        for column, total in ((1, self.wins_first), (2, self.wins_second), (3, self.ties)):
+            got = np.bincount(keys[:, 0], weights=keys[:, column] * n_cells, minlength=len(total))
+            if not np.array_equal(got.astype(np.int64), np.asarray(total, dtype=np.int64)):
+                raise ValueError("the units do not hold exactly the votes of the counts")
+        self.units = (keys, n_cells)
+
+    def _draw_units(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        keys, n_cells = self.units
+        draws = _solver.MultinomialSampler(n_cells).draw(rng, size).astype(np.int64)  # cells × size
+        p = len(self.score)
+        out = []
+        for column in (1, 2, 3):
+            totals = np.zeros((p, size), dtype=np.int64)
+            np.add.at(totals, keys[:, 0], draws * keys[:, column][:, None])
+            out.append(totals)
+        return out[0], out[1], out[2]
+
+    units: tuple[np.ndarray, np.ndarray] | None = None
+
     def fit_point(self) -> np.ndarray:
         if not self.models:
             return np.zeros(0)
@@ -391,8 +442,11 @@ class _Setup:
         def run_chunk(k: int) -> None:
             start = starts[k]
             size = min(_CHUNK, rounds - start)
-            draws = sampler.draw(generators[k], size)  # 3P × size
-            wins_first, wins_second, ties = draws[:p], draws[p : 2 * p], draws[2 * p :]
+            if self.units is not None:
+                wins_first, wins_second, ties = self._draw_units(generators[k], size)
+            else:
+                draws = sampler.draw(generators[k], size)  # 3P × size
+                wins_first, wins_second, ties = draws[:p], draws[p : 2 * p], draws[2 * p :]
             score = ties.astype(np.float32)
             score *= 0.5
             score += wins_first

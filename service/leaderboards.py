@@ -115,7 +115,15 @@ async def board_view(store, board: str, *, category: str | None = None, source: 
     if cached is not None:
         return cached
     selected = _selected(rows, board, excluded, category, source)
-    if category is None and source is None:
+    units = None
+    if board == "judge":
+        # A judged (prompt, pair) is one observation, whatever the number of orders judged:
+        # its verdicts share a `judgement` id and are resampled together.
+        grouped: dict[str, list[tuple[str, str, str]]] = {}
+        for k, r in enumerate(selected):
+            grouped.setdefault(r.judgement or f"vote-{k}", []).append((r.model_a, r.model_b, r.winner))
+        units = list(grouped.values())
+    if category is None and source is None and board != "judge":
         counts = PairCounts.from_pairs(await store.pair_counts(board))
     else:
         counts = PairCounts()
@@ -126,7 +134,7 @@ async def board_view(store, board: str, *, category: str | None = None, source: 
         score = 1.0 if r.winner == "model_a" else 0.0 if r.winner == "model_b" else 0.5
         elo[r.model_a], elo[r.model_b] = elo_update(elo.get(r.model_a, 1000.0), elo.get(r.model_b, 1000.0), score)
     # The fit is numpy work: off the event loop, so voting stays responsive meanwhile.
-    board_fit = await asyncio.to_thread(leaderboard, counts, elo=elo, bootstrap=BOOTSTRAP_ROUNDS, seed=0)
+    board_fit = await asyncio.to_thread(leaderboard, counts, elo=elo, bootstrap=BOOTSTRAP_ROUNDS, seed=0, units=units)
     models = [row.model for row in board_fit.rows]
     matrix = win_rate_matrix(counts) if models else np.zeros((0, 0))
     order = [counts.models.index(m) for m in models]

@@ -531,3 +531,37 @@ def test_style_control_needs_lengths_and_drops_constant_features() -> None:
     result = style_control(same_style, bootstrap=20)
     assert result.features == ["length"]
     assert any("'headers' has no variation" in note for note in result.notes)
+
+
+def _consistent_judge(n: int = 400, seed: int = 0):
+    """A judge that gives the same verdict in both orders: (units, counts)."""
+    rng = np.random.default_rng(seed)
+    strength = {"a": 0.0, "b": 60.0, "c": 120.0, "d": 180.0}
+    names = list(strength)
+    units, counts = [], PairCounts()
+    for _ in range(n):
+        x, y = (names[i] for i in rng.choice(4, 2, replace=False))
+        won = rng.random() < 1 / (1 + 10 ** ((strength[y] - strength[x]) / 400))
+        first = (x, y, "model_a" if won else "model_b")
+        second = (y, x, "model_b" if won else "model_a")
+        units.append([first, second])
+        for a, b, w in (first, second):
+            counts.add(a, b, w)
+    return units, counts
+
+
+def test_a_judges_two_orders_are_one_observation_in_the_bootstrap():
+    units, counts = _consistent_judge()
+    independent = leaderboard(counts, bootstrap=1000, seed=0)
+    paired = leaderboard(counts, bootstrap=1000, seed=0, units=units)
+    # The ratings are the same fit; only the intervals widen, by about sqrt(2).
+    assert [(r.model, r.rating) for r in paired.rows] == [(r.model, r.rating) for r in independent.rows]
+    ratios = [(p.ci_high - p.ci_low) / (i.ci_high - i.ci_low) for p, i in zip(paired.rows, independent.rows)]
+    assert 1.25 < float(np.mean(ratios)) < 1.6, ratios
+    # Units that are single votes give the independent bootstrap back (the same resampling).
+    singles = [[vote] for unit in units for vote in unit]
+    again = leaderboard(counts, bootstrap=1000, seed=0, units=singles)
+    widths = [(r.ci_high - r.ci_low) for r in again.rows]
+    assert np.allclose(widths, [(r.ci_high - r.ci_low) for r in independent.rows], rtol=0.25)
+    with pytest.raises(ValueError, match="exactly the votes"):
+        leaderboard(counts, bootstrap=10, units=units[:-1])

@@ -315,6 +315,27 @@ def test_llm_judges_both_orders_separate_board_and_agreement(settings, scripted)
         judged = admin.get("/api/leaderboard?board=judge").json()
         assert judged["n_battles"] == 2 * matched + 12 and judged["votes"]["judge"] == 2 * matched + 12
         assert judged["judge_consistency"] == {"judged_both_orders": matched + 6, "inconsistent": 6}
+        # The two orders of a judgement are one observation in the bootstrap: the served board is
+        # the paired fit of the logged verdicts, grouped by their judgement id.
+        from arena.counts import PairCounts
+        from arena.ratings import leaderboard
+        from service.store import SyncStore
+
+        logged = SyncStore(settings.redis_url, settings.key_prefix)
+        async def read_log():
+            return [v async for _, v in logged.store.iter_votes() if v.get("board") == "judge"]
+
+        verdicts = logged._run(read_log())
+        logged.close()
+        units: dict[str, list] = {}
+        for v in verdicts:
+            units.setdefault(v["judgement"], []).append((v["model_a"], v["model_b"], v["winner"]))
+        counts = PairCounts()
+        for v in verdicts:
+            counts.add(v["model_a"], v["model_b"], v["winner"])
+        paired = leaderboard(counts, bootstrap=500, seed=0, units=list(units.values()))
+        assert [(r["model"], round(r["ci_low"], 6), round(r["ci_high"], 6)) for r in judged["rows"]] == \
+            [(r.model, round(r.ci_low, 6), round(r.ci_high, 6)) for r in paired.rows]
         assert judged["agreement"]["matched"] >= matched
         page = client.get("/leaderboard").text
         assert "judge–human agreement" in page and "LLM / reference judges" in page and "llm:judge-garbage" in page
