@@ -141,3 +141,28 @@ def client_address(connection: ASGIConnection, settings: Settings) -> str:
 
 def _cookie(key: str, value: str) -> Cookie:
     return Cookie(key=key, value=value, httponly=True, samesite="lax", max_age=_COOKIE_AGE_S, path="/")
+
+
+async def suspicious_reviewers(store: Store, *, min_votes: int = 20) -> list[dict]:
+    """`arena.screening.screen_reviewers` over the human board's logged votes: the flagged
+    reviewers with their reasons (figure, crowd figure, Holm-corrected p-value), and
+    whether each is already excluded. The screening is numpy work: off the event loop."""
+    import asyncio
+
+    import msgspec
+
+    from arena.screening import ScreenVote, screen_reviewers
+
+    votes = []
+    async for _, vote in store.iter_votes():
+        if vote.get("board", "human") != "human" or not vote.get("reviewer"):
+            continue
+        chars = sum(len(str(t.get("content", ""))) for side in ("conversation_a", "conversation_b")
+                    for t in vote.get(side) or [] if isinstance(t, dict) and t.get("role") == "assistant")
+        ttv = vote.get("time_to_vote_s")
+        votes.append(ScreenVote(reviewer=str(vote["reviewer"]), model_a=str(vote["model_a"]), model_b=str(vote["model_b"]),
+                                winner=str(vote["winner"]), answer_chars=chars or None,
+                                time_to_vote_s=float(ttv) if isinstance(ttv, (int, float)) else None))
+    flagged = await asyncio.to_thread(screen_reviewers, votes, min_votes=min_votes)
+    excluded = await store.excluded_reviewers()
+    return [{**msgspec.to_builtins(f), "excluded": f.reviewer in excluded} for f in flagged]

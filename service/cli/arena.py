@@ -189,6 +189,28 @@ def reviewers_list(json_out: bool) -> None:
         click.echo(f"{r['reviewer']:<24} {r['votes']:>6} votes{'  (excluded)' if r['excluded'] else ''}")
 
 
+@reviewers_cmd.command("suspicious")
+@click.option("--min-votes", default=20, show_default=True, help="Reviewers with fewer votes are not judged.")
+@click.option("--json", "json_out", is_flag=True)
+def reviewers_suspicious(min_votes: int, json_out: bool) -> None:
+    """Reviewers whose votes look unlike honest ones: improbable under the crowd's board,
+    always one side, faster than reading, or ties everywhere; with the figures."""
+    from service.reviewers import suspicious_reviewers
+
+    with open_store() as store:
+        rows = store._run(suspicious_reviewers(store.store, min_votes=min_votes))
+    if json_out:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo(f"no reviewer looks suspicious (reviewers with fewer than {min_votes} votes are not judged)")
+        return
+    for row in rows:
+        click.echo(f"{row['reviewer']} ({row['votes']} votes{', excluded' if row['excluded'] else ''}):")
+        for reason in row["reasons"]:
+            click.echo(f"  {reason['check']}: {reason['message']} (p = {reason['p_value']:.2g})")
+
+
 @reviewers_cmd.command("exclude")
 @click.argument("reviewer")
 def reviewers_exclude(reviewer: str) -> None:

@@ -44,7 +44,7 @@ ROUTE_HANDLERS = [
     compare.compare_candidates,
     battles.create_battle, battles.export_battles, battles.import_battles, battles.get_battle, battles.vote,
     leaderboard.get_leaderboard, leaderboard.leaderboard_status,
-    reviewers.create_invite, reviewers.list_reviewers, reviewers.exclude_reviewer, reviewers.include_reviewer,
+    reviewers.create_invite, reviewers.list_reviewers, reviewers.suspicious_reviewers, reviewers.exclude_reviewer, reviewers.include_reviewer,
     reviewers.revoke_invites,
     arena.arena_state, arena.active_models, arena.set_active, arena.add_prompts, judging.start_judge, judging.list_judge_jobs,
     arena_pages.arena_page, arena_pages.arena_own_prompt, arena_pages.arena_vote_form, arena_pages.leaderboard_page,

@@ -25,6 +25,11 @@ async def list_reviewers(store: Store) -> list[dict]:
     return await leaderboards.reviewer_stats(store)
 
 
+@get("/api/reviewers/suspicious", summary="Reviewers whose votes look unlike honest ones (improbable under the board, one side, too fast, all ties), with the figures", **ADMIN)
+async def suspicious_reviewers(store: Store, min_votes: int = 20) -> list[dict]:
+    return await reviewers.suspicious_reviewers(store, min_votes=max(1, min_votes))
+
+
 @post("/api/reviewers/{reviewer:str}/exclude", summary="Refuse a reviewer's votes from now on and recount the boards without their past ones", status_code=200, **ADMIN)
 async def exclude_reviewer(store: Store, reviewer: str) -> dict:
     await store.exclude_reviewer(reviewer)

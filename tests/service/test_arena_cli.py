@@ -88,3 +88,31 @@ def test_prompts_activation_reviewers_and_judge_from_the_cli(running, tmp_path):
     assert out.returncode == 1 and "--judge-model" in out.stderr
     out = arena(env, "judge", "--judge", "reference:bleu", "--candidates", "alpha,beta")
     assert out.returncode == 1 and "not one of token_f1" in out.stderr
+
+
+def test_suspicious_reviewers_from_the_log_cli_and_api(settings):
+    from service.store import SyncStore
+    from tests.arena.test_screening import _simulate
+
+    store = SyncStore(settings.redis_url, settings.key_prefix)
+    logged = [{"model_a": v.model_a, "model_b": v.model_b, "winner": v.winner, "judge": v.reviewer, "reviewer": v.reviewer,
+               "tstamp": 1.0, "time_to_vote_s": v.time_to_vote_s,
+               "conversation_a": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "x" * (v.answer_chars // 2)}],
+               "conversation_b": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "y" * (v.answer_chars // 2)}]}
+              for v in _simulate(0, honest=12)]
+    store.record_observations(logged, board="human")
+    store.close()
+    out = arena(settings_env(settings), "reviewers", "suspicious", "--json")
+    assert out.returncode == 0, out.stderr
+    flagged = {row["reviewer"]: {r["check"] for r in row["reasons"]} for row in json.loads(out.stdout)}
+    assert {"random", "always-a", "contrarian", "tie-all", "speed"} <= set(flagged), flagged
+    assert not [r for r in flagged if r.startswith("honest-")]
+    text = arena(settings_env(settings), "reviewers", "suspicious").stdout
+    assert "always-a (100 votes):" in text and "side A in 100%" in text
+    server = LiveServer(settings).start()
+    try:
+        assert server.client().get("/api/reviewers/suspicious").status_code == 401
+        rows = server.client(admin=True).get("/api/reviewers/suspicious").json()
+        assert {row["reviewer"] for row in rows} == set(flagged)
+    finally:
+        server.stop()
