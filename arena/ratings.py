@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import msgspec
 import numpy as np
 
-from arena import _solver
+from arena import _paired, _solver
 from arena.counts import PairCounts, battle_count_matrix, win_rate_matrix
 from arena.elo import elo_update, online_elo
 
@@ -351,43 +351,11 @@ class _Setup:
 
     def use_units(self, units: Sequence[Sequence[tuple[str, str, str]]]) -> None:
         """Resample `units` (groups of votes) instead of single votes; see `leaderboard`."""
-        row_of = {(int(a), int(b)): r for r, (a, b) in enumerate(zip(self.data.first, self.data.second))}
-        index = {m: i for i, m in enumerate(self.models)}
-        cells: dict[tuple[int, int, int, int], int] = {}
-        for unit in units:
-            row, vec = None, [0, 0, 0]
-            for model_a, model_b, winner in unit:
-                a, b = index[model_a], index[model_b]
-                this = row_of[(min(a, b), max(a, b))]
-                if row is not None and this != row:
-                    raise ValueError("a unit's votes must all be on one model pair")
-                row = this
-                if winner in ("model_a", "model_b"):
-                    first_won = (winner == "model_a") == (a < b)
-                    vec[0 if first_won else 1] += 1
-                else:
-                    vec[2] += 1
-            if row is not None:
-                key = (row, *vec)
-                cells[key] = cells.get(key, 0) + 1
-        keys = np.array(sorted(cells), dtype=np.int64).reshape(-1, 4)
-        n_cells = np.array([cells[tuple(k)] for k in keys.tolist()], dtype=np.int64)
-        for column, total in ((1, self.wins_first), (2, self.wins_second), (3, self.ties)):
-            got = np.bincount(keys[:, 0], weights=keys[:, column] * n_cells, minlength=len(total))
-            if not np.array_equal(got.astype(np.int64), np.asarray(total, dtype=np.int64)):
-                raise ValueError("the units do not hold exactly the votes of the counts")
-        self.units = (keys, n_cells)
+        self.units = _paired.unit_cells(self.models, self.data.first, self.data.second,
+                                        (self.wins_first, self.wins_second, self.ties), units)
 
     def _draw_units(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        keys, n_cells = self.units
-        draws = _solver.MultinomialSampler(n_cells).draw(rng, size).astype(np.int64)  # cells × size
-        p = len(self.score)
-        out = []
-        for column in (1, 2, 3):
-            totals = np.zeros((p, size), dtype=np.int64)
-            np.add.at(totals, keys[:, 0], draws * keys[:, column][:, None])
-            out.append(totals)
-        return out[0], out[1], out[2]
+        return _paired.draw_units(self.units, len(self.score), rng, size)
 
     units: tuple[np.ndarray, np.ndarray] | None = None
 
