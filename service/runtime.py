@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import signal
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,9 +26,26 @@ def redis_url(settings: Settings) -> Iterator[str]:
     server = EmbeddedRedis(settings.data_dir)
     url = server.acquire()
     try:
-        yield url
+        with _sigterm_exits():
+            yield url
     finally:
         server.release()
+
+
+@contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """While a lease is held, SIGTERM (docker stop, systemd, compose) exits through Python, so
+    the lease is dropped. Its default action ends the process on the spot, and uvicorn
+    re-raises a SIGTERM it caught once its graceful shutdown is done: without this,
+    `arena serve` stopped that way left its lease and, as the last user, an orphaned server."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield  # someone else handles SIGTERM here (or cannot, off the main thread)
+        return
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def admin_token(settings: Settings) -> tuple[str, bool]:

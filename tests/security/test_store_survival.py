@@ -120,3 +120,33 @@ def test_stopping_a_worker_never_stops_the_server_under_serve(tmp_path):
     assert not EmbeddedRedis(tmp_path / "data").running()
     listed = subprocess.run([*cli, "data", "list", "--json"], env=env, capture_output=True, text=True, timeout=120)
     assert sorted(d["name"] for d in json.loads(listed.stdout)) == ["more", "qa"]
+
+
+def test_serve_stopped_by_sigterm_stops_the_server_it_was_the_last_user_of(tmp_path):
+    """SIGTERM is how docker stop, systemd and compose stop `arena serve`: its lease is
+    dropped and, as the last user, it stops the server (none left running orphaned)."""
+    port = free_port()
+    env = embedded_env(tmp_path) | {"ARENA_PORT": str(port), "ARENA_ADMIN_TOKEN": "t"}
+    serve = subprocess.Popen([sys.executable, "-m", "service.cli.__main__", "serve", "--no-worker"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = EmbeddedRedis(tmp_path / "data")
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if _health(port)["status"] == "ok":
+                    break
+            except httpx.HTTPError:
+                pass
+            assert serve.poll() is None and time.monotonic() < deadline, serve.stderr.read() if serve.poll() else "slow"
+            time.sleep(0.2)
+        pid = server.pid()
+        serve.send_signal(signal.SIGTERM)
+        _, stderr = serve.communicate(timeout=60)
+        assert serve.returncode == 128 + signal.SIGTERM and "Traceback" not in stderr, stderr
+        assert not server.running() and not _pid_alive(pid), "the server outlived its last user"
+        assert list(server.leases.iterdir()) == []
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+        server.stop()
