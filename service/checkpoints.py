@@ -67,6 +67,15 @@ def spread_steps(max_steps: int, n: int) -> list[int]:
     return sorted({max(1, math.ceil(k * max_steps / n)) for k in range(1, n + 1)})
 
 
+def spread(items: list, n: int) -> list:
+    """At most `n` of `items`, picked at the positions `spread_steps` picks among steps
+    1..len(items): evenly spread, ending with the last (a trace over an older run that kept
+    every checkpoint uses these)."""
+    if len(items) <= n:
+        return list(items)
+    return [items[position - 1] for position in spread_steps(len(items), n)]
+
+
 def attribution_steps(max_steps: int, save_steps: int, n: int) -> list[int]:
     """The steps whose checkpoints a run keeps for attribution: its regular saves (every
     `save_steps`, and the last step) when there are at most `n` of them, as LESS keeps

@@ -11,7 +11,6 @@ the dataset checks, and writes report.json / report.html / report.md under
 from __future__ import annotations
 
 import json
-import math
 import secrets
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import msgspec
 
 from evaluators.records import Conversation, Message, user_turn
+from service.checkpoints import spread
 from service.config import Settings
 from service.errors import InvalidInput, NotFound
 from service.jobs import JobContext, enqueue, job_handler
@@ -157,13 +157,6 @@ async def start_trace(store, queue, settings: Settings, *, candidate: str, evals
     return await enqueue(store, queue, settings, "trace", params, job_id=report_id)
 
 
-def spread(items: list, n: int) -> list:
-    """At most `n` of `items`, evenly spread and ending with the last (LESS's epoch checkpoints)."""
-    if len(items) <= n:
-        return list(items)
-    return [items[math.ceil((k + 1) * len(items) / n) - 1] for k in range(n)]
-
-
 def _prompt_parser(base_path: str, adapter_dir: str):
     """Reads prompts back in the format the candidate was served with: the adapter's own
     chat template when it ships one, else its base's."""
@@ -231,7 +224,7 @@ def trace_job(ctx: JobContext) -> dict[str, Any]:
         raise InvalidInput(f"no failures to trace for {cand.name}: every sample passed and no battle was lost")
     cost["read_failures_s"] = time.perf_counter() - t0
     limit = p.get("checkpoints") or cand.config.get("attribution_checkpoints") or DEFAULT_CHECKPOINTS
-    checkpoints = spread(result.checkpoints, int(limit))
+    checkpoints = spread(result.checkpoints, int(limit))  # runs from before the bound kept them all
     ctx.progress(0.02, f"{len(failures)} failures, {len(passes)} passes, {len(train_records)} records, "
                        f"{len(checkpoints)} of {len(result.checkpoints)} checkpoints")
     t0 = time.perf_counter()

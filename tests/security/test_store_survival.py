@@ -74,22 +74,27 @@ def _health(port: int) -> dict:
     return httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json()
 
 
-def test_stopping_a_worker_never_stops_the_server_under_serve(tmp_path):
+def _start_serve(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
+    """`arena serve --no-worker` on a free port, once its health is ok: (process, port)."""
     port = free_port()
-    env = embedded_env(tmp_path) | {"ARENA_PORT": str(port), "ARENA_ADMIN_TOKEN": "t"}
+    serve = subprocess.Popen([sys.executable, "-m", "service.cli.__main__", "serve", "--no-worker"],
+                             env=env | {"ARENA_PORT": str(port)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if _health(port)["status"] == "ok":
+                return serve, port
+        except httpx.HTTPError:
+            pass
+        assert serve.poll() is None and time.monotonic() < deadline, serve.stderr.read() if serve.poll() else "slow"
+        time.sleep(0.2)
+
+
+def test_stopping_a_worker_never_stops_the_server_under_serve(tmp_path):
+    env = embedded_env(tmp_path) | {"ARENA_ADMIN_TOKEN": "t"}
     cli = [sys.executable, "-m", "service.cli.__main__"]
-    serve = subprocess.Popen([*cli, "serve", "--no-worker"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+    serve, port = _start_serve(env)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if _health(port)["status"] == "ok":
-                    break
-            except httpx.HTTPError:
-                pass
-            assert serve.poll() is None and time.monotonic() < deadline, serve.stderr.read() if serve.poll() else "slow"
-            time.sleep(0.2)
         worker = subprocess.Popen([*cli, "worker"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
         while not _health(port)["workers"]:
@@ -125,21 +130,9 @@ def test_stopping_a_worker_never_stops_the_server_under_serve(tmp_path):
 def test_serve_stopped_by_sigterm_stops_the_server_it_was_the_last_user_of(tmp_path):
     """SIGTERM is how docker stop, systemd and compose stop `arena serve`: its lease is
     dropped and, as the last user, it stops the server (none left running orphaned)."""
-    port = free_port()
-    env = embedded_env(tmp_path) | {"ARENA_PORT": str(port), "ARENA_ADMIN_TOKEN": "t"}
-    serve = subprocess.Popen([sys.executable, "-m", "service.cli.__main__", "serve", "--no-worker"], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    serve, _ = _start_serve(embedded_env(tmp_path) | {"ARENA_ADMIN_TOKEN": "t"})
     server = EmbeddedRedis(tmp_path / "data")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if _health(port)["status"] == "ok":
-                    break
-            except httpx.HTTPError:
-                pass
-            assert serve.poll() is None and time.monotonic() < deadline, serve.stderr.read() if serve.poll() else "slow"
-            time.sleep(0.2)
         pid = server.pid()
         serve.send_signal(signal.SIGTERM)
         _, stderr = serve.communicate(timeout=60)

@@ -5,7 +5,8 @@ import json
 from evaluators.chat_format import prompt_parser
 from evaluators.records import Message
 from service.config import Settings
-from service.traces import _side, eval_failures, spread
+from service.checkpoints import spread
+from service.traces import _side, eval_failures
 
 
 class PlainTokenizer:
