@@ -133,9 +133,9 @@ def tokenize_conversation(
 # --- reading a rendered prompt back into turns ------------------------------------------------
 
 _SENTINEL = "ArenaTurn{}Sentinel"
-#: Role sequences tried when reading a prompt back: an optional system turn, then
-#: exchanges, then the user turn being answered.
-_MAX_EXCHANGES = 8
+#: Role sequences tried when reading a prompt back: an optional system turn, then up to
+#: this many exchanges, then the user turn being answered.
+_MAX_EXCHANGES = 32
 
 
 def _role_shapes() -> list[tuple[str, ...]]:
@@ -146,36 +146,82 @@ def _role_shapes() -> list[tuple[str, ...]]:
     return shapes  # most turns first: a shorter shape would swallow turns into one
 
 
+def _template_pieces(text: str, n: int) -> tuple[list[str], list[int]] | None:
+    """A probe rendering cut at its sentinels: the literal texts around them and the turn
+    index of each sentinel in order of appearance (a template may write turns out of
+    order, e.g. Mistral puts the system turn inside the last user turn). None when a
+    sentinel is missing or repeated, or two are adjacent (the cut would be ambiguous)."""
+    found = []
+    for i in range(n):
+        token = _SENTINEL.format(i)
+        if text.count(token) != 1:
+            return None
+        found.append((text.index(token), i))
+    found.sort()
+    literals, order, pos = [], [], 0
+    for at, i in found:
+        literals.append(text[pos:at])
+        order.append(i)
+        pos = at + len(_SENTINEL.format(i))
+    literals.append(text[pos:])
+    if any(not lit for lit in literals[1:-1]):
+        return None
+    return literals, order
+
+
 def prompt_parser(tokenizer: Any):
     """A function that reads a prompt rendered in the tokenizer's format (its chat template,
     else the plain format) back into its turns: `parse(text) -> Conversation | None`.
 
     It renders probe conversations whose turns are sentinels, in every shape of an
-    optional system turn, up to eight exchanges and a final user turn, and matches the
-    text against each with the sentinels as wildcards; None when no shape matches (the
-    prompt was not written in this format, e.g. a task's bare question). A trace uses it
-    for samples that kept only the rendered prompt."""
-    import re
-
-    patterns = []
+    optional system turn, up to `_MAX_EXCHANGES` exchanges and a final user turn, and
+    cuts the text at each shape's literal pieces (leftmost first: linear time, no
+    regular expression to backtrack on untrusted text), labelling turns by the probe's
+    order (a template may write them out of order). A reading counts only when no turn
+    holds one of the template's separators and rendering it again gives the text back
+    exactly, so a turn quoting the template or more exchanges than the probes have is
+    never read as a merged turn: it is None, like a prompt not
+    written in this format (e.g. a task's bare question). A trace uses it for samples
+    that kept only the rendered prompt."""
+    shapes = []
     for shape in _role_shapes():
         probe = [Message(role, _SENTINEL.format(i)) for i, role in enumerate(shape)]  # type: ignore[arg-type]
         try:
             text = render(tokenizer, probe, add_generation_prompt=True)
         except Exception:  # a template may refuse a shape (e.g. a system turn); skip it
             continue
-        pattern = re.escape(text)
-        if not all(re.escape(m.content) in pattern for m in probe):
-            continue
-        for m in probe:
-            pattern = pattern.replace(re.escape(m.content), "(.*?)", 1)
-        patterns.append((re.compile(pattern, re.DOTALL), shape))
+        pieces = _template_pieces(text, len(shape))
+        if pieces is not None:
+            shapes.append((shape, *pieces))
+
+    def cut(text: str, literals: list[str], order: list[int]) -> dict[int, str] | None:
+        head, tail = literals[0], literals[-1]
+        if not (text.startswith(head) and text.endswith(tail)) or len(text) < len(head) + len(tail):
+            return None
+        body_end = len(text) - len(tail)
+        contents, pos = {}, len(head)
+        for index, literal in zip(order[:-1], literals[1:-1]):
+            at = text.find(literal, pos, body_end)
+            if at < 0:
+                return None
+            contents[index], pos = text[pos:at], at + len(literal)
+        contents[order[-1]] = text[pos:body_end]
+        return contents
 
     def parse(text: str) -> Conversation | None:
-        for pattern, shape in patterns:
-            match = pattern.fullmatch(text)
-            if match:
-                return Conversation(messages=tuple(Message(r, c) for r, c in zip(shape, match.groups())))
+        for shape, literals, order in shapes:
+            contents = cut(text, literals, order)
+            if contents is None:
+                continue
+            separators = [lit.strip() for lit in literals[1:-1] if lit.strip()]
+            if any(sep in content for sep in separators for content in contents.values()):
+                return None  # a turn holding the template's separators: which cut is right is unknowable
+            conversation = Conversation(messages=tuple(Message(r, contents[i]) for i, r in enumerate(shape)))
+            try:
+                if render(tokenizer, conversation.messages, add_generation_prompt=True) == text:
+                    return conversation
+            except Exception:  # a reading the template refuses (e.g. an empty turn) is no reading
+                continue
         return None
 
     return parse

@@ -55,6 +55,7 @@ async def start_run(store, queue, settings: Settings, *, base: str, data: str, n
     await store.get_base(base)
     dsv = await store.resolve_dataset(data)
     try:
+        TrainConfig.check_request(config)
         cfg = msgspec.convert(config, TrainConfig)
     except msgspec.ValidationError as exc:
         raise InvalidInput(f"training config: {exc}") from None

@@ -4,7 +4,7 @@ returns, and what the run's `metrics.json` holds."""
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -55,8 +55,10 @@ class TrainConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     finished run keeps: that many checkpoints with their optimizer state, spread evenly
     over training (LESS's epoch checkpoints), which is what data attribution reads; the
     other saves only serve resuming and are removed once a newer one exists. With
-    `attribution_checkpoints=None` every checkpoint is kept, or the newest
-    `save_total_limit` of them. `eval_fraction` of the records (rounded down) is
+    `attribution_checkpoints` 0 or null every checkpoint is kept, or the newest
+    `save_total_limit` of them: a run that sets `save_total_limit` uses Trainer's rule
+    instead (runs from before the bound stored it without `attribution_checkpoints`, so
+    the two are not refused together here but by `check_request`, for new runs only). `eval_fraction` of the records (rounded down) is
     held out, chosen by `seed`; with none held out there is no eval loss.
     """
 
@@ -86,14 +88,14 @@ class TrainConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise InvalidTrainingInput(f"config.{name}={getattr(self, name)}: expected an integer >= 1")
-        for name in ("max_steps", "save_steps", "save_total_limit", "attribution_checkpoints"):
+        for name in ("max_steps", "save_steps", "save_total_limit"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InvalidTrainingInput(f"config.{name}={value}: expected an integer >= 1 or null")
-        if self.save_total_limit is not None and self.attribution_checkpoints is not None:
+        if self.attribution_checkpoints is not None and self.attribution_checkpoints < 0:
             raise InvalidTrainingInput(
-                "config.save_total_limit and config.attribution_checkpoints both bound the checkpoints kept; "
-                "give save_total_limit only with attribution_checkpoints=null"
+                f"config.attribution_checkpoints={self.attribution_checkpoints}: "
+                "expected an integer >= 0 (0 or null keeps every checkpoint)"
             )
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise InvalidTrainingInput(f"config.lr={self.lr}: expected a positive number")
@@ -111,6 +113,25 @@ class TrainConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
             raise InvalidTrainingInput(
                 f"config.target_modules={self.target_modules!r}: expected module names or 'all-linear'"
             )
+
+    @staticmethod
+    def check_request(config: dict[str, Any]) -> None:
+        """Refuse what a NEW run's request may not combine (stored configs are not re-judged):
+        `save_total_limit` keeps the newest checkpoints, `attribution_checkpoints` keeps
+        ones spread over training; asking for both is ambiguous."""
+        if config.get("save_total_limit") is not None and config.get("attribution_checkpoints"):
+            raise InvalidTrainingInput(
+                "config.save_total_limit and config.attribution_checkpoints both bound the checkpoints kept; "
+                "give save_total_limit only with attribution_checkpoints=0 (keep every checkpoint)"
+            )
+
+    @property
+    def attribution_limit(self) -> int | None:
+        """How many spread checkpoints the run keeps for attribution; None keeps every one
+        (or Trainer's newest `save_total_limit`)."""
+        if self.save_total_limit is not None or not self.attribution_checkpoints:
+            return None
+        return self.attribution_checkpoints
 
     @property
     def module_names(self) -> list[str]:

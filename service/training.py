@@ -182,8 +182,8 @@ def train_adapter(
         train_dataset=[examples[i] for i in train_idx],
         eval_dataset=[examples[i] for i in eval_idx] or None,
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=IGNORE_INDEX),
-        callbacks=[progress] + ([SpreadCheckpoints(config.attribution_checkpoints, checkpoints_dir)]
-                                if config.attribution_checkpoints else []),
+        callbacks=[progress] + ([SpreadCheckpoints(config.attribution_limit, checkpoints_dir)]
+                                if config.attribution_limit else []),
     )
     trainer.remove_callback(PrinterCallback)  # progress goes to `on_log`, not stdout
     resume = _last_complete_checkpoint(checkpoints_dir)

@@ -43,7 +43,7 @@ def train_cmd(base, data, name, lora_r, lora_alpha, lora_dropout, target_modules
     config = dict(lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules, lr=lr,
                   epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
                   seed=seed, eval_fraction=eval_fraction, logging_steps=logging_steps,
-                  attribution_checkpoints=attribution_checkpoints or None)
+                  attribution_checkpoints=attribution_checkpoints)
     combos = parse_sweep(sweep) if sweep else [{}]
     s = settings()
     with open_store(s) as store:

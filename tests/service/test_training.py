@@ -319,5 +319,11 @@ def test_a_long_run_keeps_a_bounded_spread_of_checkpoints(tiny_base, tmp_path):
     every = train_adapter(tiny_base, records, msgspec.structs.replace(config, attribution_checkpoints=None),
                           tmp_path / "every")
     assert [c.step for c in every.checkpoints] == [3, 6, 9, 12, 15, 18, 21, 24]
+    # A new request may not ask for both bounds; a stored config from before the bound may hold
+    # save_total_limit alone and must still decode (its run keeps Trainer's newest-N rule).
     with pytest.raises(InvalidTrainingInput, match="save_total_limit and config.attribution_checkpoints"):
-        TrainConfig(save_total_limit=2)
+        TrainConfig.check_request({"save_total_limit": 2, "attribution_checkpoints": 5})
+    TrainConfig.check_request({"save_total_limit": 2, "attribution_checkpoints": 0})
+    old = msgspec.json.decode(b'{"lora_r": 8, "save_total_limit": 2}', type=TrainConfig)
+    assert old.attribution_limit is None and TrainConfig().attribution_limit == 5
+    assert TrainConfig(attribution_checkpoints=0).attribution_limit is None
