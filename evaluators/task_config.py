@@ -377,7 +377,10 @@ def load_docs(path: str | os.PathLike) -> list[dict[str, Any]]:
             if not line.strip():
                 continue
             try:
+                check_depth(line)
                 doc = json.loads(line)
+            except TooDeep as exc:
+                raise TaskError(f"{path}:{number}: nested deeper than {exc.limit} levels") from None
             except json.JSONDecodeError as exc:
                 raise TaskError(f"{path}:{number}: invalid JSON: {exc.msg} (column {exc.colno})") from None
             if not isinstance(doc, dict):

@@ -248,8 +248,11 @@ def _build_one(task: TaskConfig, doc_id: int, key: str, doc: dict[str, Any], poo
     if not choices:
         raise TaskError("field 'doc_to_choice': the document has no choices")
     gold = _gold_indices(doc_to_target(task, doc), choices)
+    # As lm-eval: after a chat template's assistant cue the answer starts bare, so a chat
+    # task's continuations carry no target_delimiter (a base model's prompt ends in text).
+    delimiter = "" if task.apply_chat_template else task.target_delimiter
     return Request(doc_id, key, task.output_type, prompt, tuple(choices[i] for i in gold), tuple(choices),
-                   tuple(task.target_delimiter + c for c in choices), gold, doc=doc, messages=messages)
+                   tuple(delimiter + c for c in choices), gold, doc=doc, messages=messages)
 
 
 __all__ = [

@@ -34,16 +34,40 @@ def report_dir(settings: Settings, report_id: str) -> Path:
 
 
 class FailureSet(msgspec.Struct):
-    """Failures and passes read from an eval's samples, and how their prompts were recovered:
-    `from_messages` kept the conversation sent, `parsed` were read back from the rendered
-    prompt with the base's template, `as_text` could be neither and are traced as one
-    user turn holding the whole prompt (the report says so)."""
+    """Failures and passes read from an eval's samples, and how each failure's prompt was
+    recovered (`how`, parallel to `failures`): `from_messages` kept the conversation sent,
+    `parsed` was read back from the rendered prompt with the base's template, `as_text`
+    could be neither and is traced as one user turn holding the whole prompt (the report
+    says so)."""
 
     failures: list[Any]
     passes: list[Any]
-    from_messages: int = 0
-    parsed: int = 0
-    as_text: int = 0
+    how: list[str] = msgspec.field(default_factory=list)
+
+    @property
+    def from_messages(self) -> int:
+        return self.how.count("from_messages")
+
+    @property
+    def parsed(self) -> int:
+        return self.how.count("parsed")
+
+    @property
+    def as_text(self) -> int:
+        return self.how.count("as_text")
+
+
+class LazyParser:
+    """`prompt_parser` for a candidate, built on first use: loading the tokenizer and
+    rendering the probes is skipped when every sample kept its conversation."""
+
+    def __init__(self, base_path: str, adapter_dir: str) -> None:
+        self._args, self._parse = (base_path, adapter_dir), None
+
+    def __call__(self, text: str) -> Conversation | None:
+        if self._parse is None:
+            self._parse = _prompt_parser(*self._args)
+        return self._parse(text)
 
 
 def _sample_prompt(row: dict[str, Any], parse) -> tuple[Conversation, str]:
@@ -92,17 +116,18 @@ def eval_failures(settings: Settings, eval_id: str, candidate: str, *, metric: s
             prompt, how = _sample_prompt(row, parse)
             item = Failure(prompt=prompt, output=str(row.get("response", "")),
                            gold=None if answer is None or not gold else str(answer), id=f"{eval_id}:{row.get('doc_id')}")
-            failing = float(row[name]) < threshold
-            (found.failures if failing else found.passes).append(item)
-            if failing:
-                setattr(found, how, getattr(found, how) + 1)
+            if float(row[name]) < threshold:
+                found.failures.append(item)
+                found.how.append(how)
+            else:
+                found.passes.append(item)
     return found
 
 
-def _side(vote: dict[str, Any], side: str) -> tuple[Conversation | None, str]:
-    """(the conversation a side answered, its answer) of a logged vote: the turns of its
-    FastChat `conversation_<side>` before the final answer, else the vote's `prompt` as one
-    user turn."""
+def _side(vote: dict[str, Any], side: str) -> tuple[Conversation | None, str, str]:
+    """(the conversation a side answered, its answer, how it was recovered) of a logged
+    vote: the turns of its FastChat `conversation_<side>` before the final answer
+    ("from_messages"), else the vote's `prompt` as one user turn ("as_text")."""
     conversation = [t for t in vote.get(f"conversation_{side}") or []
                     if isinstance(t, dict) and t.get("role") in ("system", "user", "assistant")]
     answer = vote.get(f"answer_{side}")
@@ -110,29 +135,33 @@ def _side(vote: dict[str, Any], side: str) -> tuple[Conversation | None, str]:
         answer = conversation[-1].get("content", "") if answer is None else answer
         conversation = conversation[:-1]
     turns = tuple(Message(t["role"], str(t.get("content", ""))) for t in conversation)
+    how = "from_messages"
     if not turns or turns[-1].role != "user":
         prompt = vote.get("prompt")
-        turns = (Message("user", str(prompt)),) if prompt else ()
+        turns, how = ((Message("user", str(prompt)),) if prompt else ()), "as_text"
     if answer is None:
         answer = ""
-    return (Conversation(messages=turns) if turns else None), str(answer)
+    return (Conversation(messages=turns) if turns else None), str(answer), how
 
 
-async def battle_failures(store, candidate: str):
+async def battle_failures(store, candidate: str, *, gold: bool = True) -> FailureSet:
     """Arena failures of `candidate`: battles it lost or that were voted both-bad (human and
-    judge), each in the conversation the candidate answered."""
+    judge), each in the conversation the candidate answered. `gold=False` drops a pool
+    prompt's reference answer, as for evals."""
     from evaluators.attribution import Failure
 
-    failures = []
+    found = FailureSet(failures=[], passes=[])
     async for vote_id, vote in store.iter_votes():
         for side, other in (("a", "b"), ("b", "a")):
             if vote.get(f"model_{side}") != candidate:
                 continue
             lost = vote.get("winner") == f"model_{other}" or vote.get("winner") == "tie (bothbad)"
-            prompt, answer = _side(vote, side)
+            prompt, answer, how = _side(vote, side)
             if lost and prompt is not None and answer:
-                failures.append(Failure(prompt=prompt, output=answer, gold=vote.get("reference"), id=f"vote:{vote_id}"))
-    return failures
+                reference = vote.get("reference") if gold else None
+                found.failures.append(Failure(prompt=prompt, output=answer, gold=reference, id=f"vote:{vote_id}"))
+                found.how.append(how)
+    return found
 
 
 async def start_trace(store, queue, settings: Settings, *, candidate: str, evals: list[str], battles: bool, top: int = 50,
@@ -197,29 +226,28 @@ def trace_job(ctx: JobContext) -> dict[str, Any]:
 
     cost: dict[str, float] = {}
     t0 = time.perf_counter()
-    failures, passes, sources = [], [], []
-    recovered = {"from_messages": 0, "parsed": 0, "as_text": 0}
-    parse = _prompt_parser(base.path, cand.adapter_dir) if p["evals"] else None
+    failures, passes, sources, hows = [], [], [], []
+    parse = LazyParser(base.path, cand.adapter_dir)
     for eval_id in p["evals"]:
         found = eval_failures(settings, eval_id, cand.name, metric=p.get("metric"), threshold=p.get("threshold", 1.0),
                               parse=parse, gold=p.get("gold", True))
         failures += found.failures
         passes += found.passes
         sources += [f"eval {eval_id}"] * len(found.failures)
-        for how in recovered:
-            recovered[how] += getattr(found, how)
+        hows += found.how
     if p["battles"]:
-        f = ctx.call(battle_failures(store, cand.name))
-        failures += f
-        sources += ["arena"] * len(f)
-        recovered["from_messages"] += len(f)
+        found = ctx.call(battle_failures(store, cand.name, gold=p.get("gold", True)))
+        failures += found.failures
+        sources += ["arena"] * len(found.failures)
+        hows += found.how
     if p.get("refused"):
         from evaluators.datachecks import is_refusal
 
         kept = [k for k, f in enumerate(failures) if is_refusal(f.output)]
-        failures, sources = [failures[k] for k in kept], [sources[k] for k in kept]
+        failures, sources, hows = [failures[k] for k in kept], [sources[k] for k in kept], [hows[k] for k in kept]
         if not failures:
             raise InvalidInput(f"no refused failures to trace for {cand.name}: no failing output reads as a refusal")
+    recovered = {how: hows.count(how) for how in ("from_messages", "parsed", "as_text")}
     if not failures:
         raise InvalidInput(f"no failures to trace for {cand.name}: every sample passed and no battle was lost")
     cost["read_failures_s"] = time.perf_counter() - t0
@@ -257,10 +285,10 @@ def trace_job(ctx: JobContext) -> dict[str, Any]:
     cost.update({k: v for k, v in attribution.timings.items() if k != "total_s"})
     prompts: dict[str, Any] = dict(recovered)
     if recovered["as_text"]:
-        prompts["note"] = (f"{recovered['as_text']} failing prompts were neither kept as a conversation by the eval nor "
-                           "written in the base's chat format, so they were traced as one user turn holding the whole "
-                           "prompt; re-run the eval with apply_chat_template: true (arena eval --apply-chat-template) "
-                           "to trace them in the context the model answered in.")
+        prompts["note"] = (f"{recovered['as_text']} failing prompts were neither kept as a conversation (by the eval or "
+                           "the arena vote) nor written in the base's chat format, so they were traced as one user turn "
+                           "holding the whole prompt; re-run the eval with apply_chat_template: true (arena eval "
+                           "--apply-chat-template) to trace them in the context the model answered in.")
     t0 = time.perf_counter()
     report = build_report(
         report_id=ctx.job_id,

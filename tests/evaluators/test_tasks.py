@@ -235,6 +235,17 @@ def test_chat_task_builds_the_conversation_as_lm_eval_does():
     assert plain.messages == () and plain.prompt == "You add numbers.\n\nWhat is 1+1?"
 
 
+def test_chat_multiple_choice_continuations_start_bare():
+    docs = [{"q": "2+2?", "choices": ["3", "4"], "a": 1}]
+    mc = dict(task="mc", dataset="d.jsonl", output_type="multiple_choice", doc_to_text="{{q}}",
+              doc_to_choice="{{choices}}", doc_to_target="{{a}}")
+    # After the assistant cue the answer starts bare (lm-eval drops target_delimiter there) ...
+    chat = build_requests(TaskConfig(**mc, apply_chat_template=True), docs)[0]
+    assert chat.continuations == ("3", "4") and chat.prompt.endswith("Assistant:")
+    # ... while a base model's prompt is continued after the delimiter, as before.
+    assert build_requests(TaskConfig(**mc), docs)[0].continuations == (" 3", " 4")
+
+
 def test_chat_fields_are_checked_and_survive_lm_eval_export(tmp_path):
     with pytest.raises(TaskError, match="fewshot_as_multiturn.*apply_chat_template"):
         TaskConfig(task="t", dataset="d.jsonl", doc_to_target="x", fewshot_as_multiturn=True)

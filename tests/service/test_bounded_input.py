@@ -8,7 +8,7 @@ import pytest
 
 from arena.battles import BattleFormatError, parse_battles
 from evaluators.bounded_json import MAX_DEPTH, TooDeep, check_depth
-from evaluators.tasks import TaskError, load_task
+from evaluators.tasks import TaskError, load_docs, load_task
 from tests.service.test_cli import arena, embedded_env
 
 DEEP = "[" * 100_000 + "]" * 100_000
@@ -50,3 +50,7 @@ def test_deep_task_files_and_battle_files_are_errors(tmp_path):
         load_task(task)
     with pytest.raises(BattleFormatError, match="nested too deeply"):
         parse_battles(DEEP)
+    docs = tmp_path / "docs.jsonl"  # a task's own documents: line-numbered, no RecursionError
+    docs.write_text('{"q": "x"}\n{"q": ' + DEEP + "}\n")
+    with pytest.raises(TaskError, match=rf"docs\.jsonl:2: nested deeper than {MAX_DEPTH} levels"):
+        load_docs(docs)

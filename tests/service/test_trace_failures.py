@@ -6,7 +6,7 @@ from evaluators.chat_format import prompt_parser
 from evaluators.records import Message
 from service.config import Settings
 from service.checkpoints import spread
-from service.traces import _side, eval_failures
+from service.traces import _side, battle_failures, eval_failures
 
 
 class PlainTokenizer:
@@ -48,8 +48,30 @@ def test_failures_come_from_messages_else_the_template_else_say_so(tmp_path):
 def test_battle_failures_keep_the_conversation():
     vote = {"conversation_a": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q?"},
                                {"role": "assistant", "content": "A."}], "prompt": "Q?"}
-    prompt, answer = _side(vote, "a")
+    prompt, answer, how = _side(vote, "a")
     assert prompt.messages == (Message("system", "S"), Message("user", "Q?")) and answer == "A."
+    assert how == "from_messages" and _side({"prompt": "Q?", "answer_a": "A."}, "a")[2] == "as_text"
+
+
+def test_battle_failures_without_gold_drop_the_pool_reference(settings):
+    import asyncio
+
+    from service.store import Store
+
+    lost = {"model_a": "cand", "model_b": "other", "winner": "model_b", "prompt": "Capital of Peru?",
+            "answer_a": "Rome", "answer_b": "Lima", "reference": "Lima", "reviewer": "r"}
+
+    async def main():
+        store = Store.from_url(settings.redis_url, settings.key_prefix)
+        await store.record_observation(lost, board="human")
+        try:
+            return await battle_failures(store, "cand"), await battle_failures(store, "cand", gold=False)
+        finally:
+            await store.close()
+
+    with_gold, without = asyncio.run(main())
+    assert [f.gold for f in with_gold.failures] == ["Lima"] and with_gold.as_text == 1
+    assert [f.gold for f in without.failures] == [None] and without.failures[0].output == "Rome"
 
 
 def test_checkpoints_are_spread_and_end_with_the_last():
