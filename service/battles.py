@@ -114,7 +114,6 @@ async def create_battle(store, serving, settings: Settings, *, reviewer: str, pr
 
     Raises `Conflict` when fewer than two candidates are active or the pool is empty and
     no prompt was typed."""
-    from evaluators.records import user_turn
     from service.generation import GenItem
     from service.leaderboards import model_states
 
@@ -136,10 +135,11 @@ async def create_battle(store, serving, settings: Settings, *, reviewer: str, pr
     # Sampled as the public arena does, with a seed only the server knows, and never through
     # the answer cache: nobody can reproduce a battle's answers with a named model's output.
     seed = secrets.randbits(63)
+    asked = prompt.conversation()
     try:
         answer_a, answer_b = await serving.generate([
-            GenItem(model=matchup.model_a, prompt=user_turn(prompt.text), params=battle_params(settings, seed)),
-            GenItem(model=matchup.model_b, prompt=user_turn(prompt.text), params=battle_params(settings, seed ^ 1)),
+            GenItem(model=matchup.model_a, prompt=asked, params=battle_params(settings, seed)),
+            GenItem(model=matchup.model_b, prompt=asked, params=battle_params(settings, seed ^ 1)),
         ], use_cache=False)
     except ArenaError as exc:
         raise _anonymous(exc) from None
@@ -147,6 +147,7 @@ async def create_battle(store, serving, settings: Settings, *, reviewer: str, pr
         "id": secrets.token_urlsafe(16),  # 128 random bits: the id is the capability to vote
         "question_id": match_id(prompt.text, matchup.model_a, matchup.model_b),
         "prompt": prompt.text,
+        "context": prompt.context or None,  # the turns before the prompt (system, history)
         "reference": prompt.reference,
         "category": prompt.category,
         "source": prompt.source,
@@ -196,6 +197,7 @@ def public_view(battle: dict[str, Any]) -> dict[str, Any]:
         "id": battle["id"],
         "prompt": battle["prompt"],
         "prompt_html": render_markdown(battle["prompt"]),
+        "context": [{**t, "html": render_markdown(t["content"])} for t in battle.get("context") or []],
         "answer_a": battle["answer_a"],
         "answer_b": battle["answer_b"],
         "answer_a_html": render_markdown(battle["answer_a"]),
@@ -242,14 +244,15 @@ def vote_rules(settings: Settings, address: str | None):
 
 def vote_base(battle: dict[str, Any]) -> dict[str, Any]:
     """The fields of a human vote that depend only on the battle (FastChat's + ours)."""
+    asked = [*(battle.get("context") or []), {"role": "user", "content": battle["prompt"]}]
     base = {
         "model_a": battle["model_a"],
         "model_b": battle["model_b"],
         "anony": True,
         "question_id": battle["question_id"],
         "turn": 1,
-        "conversation_a": [{"role": "user", "content": battle["prompt"]}, {"role": "assistant", "content": battle["answer_a"]}],
-        "conversation_b": [{"role": "user", "content": battle["prompt"]}, {"role": "assistant", "content": battle["answer_b"]}],
+        "conversation_a": [*asked, {"role": "assistant", "content": battle["answer_a"]}],
+        "conversation_b": [*asked, {"role": "assistant", "content": battle["answer_b"]}],
         "battle_id": battle["id"],
         "category": battle.get("category"),
         "source": battle.get("source"),

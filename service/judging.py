@@ -213,7 +213,6 @@ def _prompts(ctx: JobContext, source: dict[str, Any]) -> list[ArenaPrompt]:
 
 
 def _generate(ctx: JobContext, serving, prompts: list[ArenaPrompt], candidates: list[str]) -> list[dict[str, str]]:
-    from evaluators.records import user_turn
     from service.generation import GenerationParams, GenItem
 
     params = GenerationParams(max_new_tokens=min(_ANSWER_TOKENS, ctx.settings.max_new_tokens_cap))
@@ -222,7 +221,7 @@ def _generate(ctx: JobContext, serving, prompts: list[ArenaPrompt], candidates: 
     for start in range(0, len(prompts), chunk):
         ctx.check_cancelled()
         part = prompts[start : start + chunk]
-        items = [GenItem(model=c, prompt=user_turn(pr.text), params=params) for pr in part for c in candidates]
+        items = [GenItem(model=c, prompt=pr.conversation(), params=params) for pr in part for c in candidates]
         results = ctx.call(serving.generate(items))
         for k, gen in enumerate(results):
             answers[start + k // len(candidates)][candidates[k % len(candidates)]] = gen.text

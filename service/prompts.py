@@ -20,12 +20,37 @@ _REFERENCE_KEYS = ("reference", "answer", "completion", "output", "target")
 
 
 class ArenaPrompt(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """One prompt of the pool."""
+    """One prompt of the pool. `context` holds the turns before the user turn `text` (a
+    system turn, earlier exchanges) as `{"role", "content"}` dicts: candidates answer in
+    that conversation, and reviewers see it."""
 
     text: str
     reference: str | None = None
     category: str | None = None
     source: str | None = None
+    context: list[dict[str, str]] = msgspec.field(default_factory=list)
+
+    def conversation(self):
+        """What candidates answer: the context turns, then the user turn `text`."""
+        from evaluators.records import Conversation, Message
+
+        turns = (*(Message(t["role"], t["content"]) for t in self.context), Message("user", self.text))
+        return Conversation(messages=turns)  # type: ignore[arg-type]
+
+
+def prompt_context(turns: Any, where: str) -> list[dict[str, str]]:
+    """The turns before a prompt's user turn, checked: system/user/assistant roles with
+    string contents, at most `MAX_PROMPT_CHARS` characters together."""
+    context = []
+    for k, turn in enumerate(turns):
+        role = turn.get("role") if isinstance(turn, dict) else getattr(turn, "role", None)
+        content = turn.get("content") if isinstance(turn, dict) else getattr(turn, "content", None)
+        if role not in ("system", "user", "assistant") or not isinstance(content, str):
+            raise InvalidInput(f"{where}: turn {k}: expected role system/user/assistant and a string content")
+        context.append({"role": role, "content": content})
+    if sum(len(t["content"]) for t in context) > MAX_PROMPT_CHARS:
+        raise InvalidInput(f"{where}: the turns before the prompt are over the limit of {MAX_PROMPT_CHARS} characters")
+    return context
 
 
 def check_prompt_text(text: Any, where: str = "prompt") -> str:
@@ -41,19 +66,21 @@ def check_prompt_text(text: Any, where: str = "prompt") -> str:
 
 def parse_prompt_record(obj: Any, where: str, *, source: str | None = None, category: str | None = None) -> ArenaPrompt:
     """One prompt from a JSON object: text from `prompt`/`text`/`question`/`instruction`
-    (+ `input`) or a chat `messages` list (its last user turn; a final assistant turn is the
-    reference); reference from `reference`/`answer`/`completion`/`output`/`target`;
+    (+ `input`) or a chat `messages` list (its last user turn, the turns before it as
+    `context`; a final assistant turn is the reference); reference from `reference`/`answer`/`completion`/`output`/`target`;
     optional `category` and `source`."""
     if not isinstance(obj, dict):
         raise InvalidInput(f"{where}: expected a JSON object, got {type(obj).__name__}")
     text = reference = None
+    context: list[dict[str, str]] = []
     if isinstance(obj.get("messages"), list):
         messages = [m for m in obj["messages"] if isinstance(m, dict)]
         if messages and messages[-1].get("role") == "assistant":
             reference = messages[-1].get("content")
             messages = messages[:-1]
-        users = [m.get("content") for m in messages if m.get("role") == "user"]
-        text = users[-1] if users else None
+        last_user = max((k for k, m in enumerate(messages) if m.get("role") == "user"), default=None)
+        if last_user is not None:
+            text, context = messages[last_user].get("content"), prompt_context(messages[:last_user], where)
     else:
         key = next((k for k in _TEXT_KEYS if k in obj), None)
         if key is None:
@@ -75,6 +102,7 @@ def parse_prompt_record(obj: Any, where: str, *, source: str | None = None, cate
         reference=reference.strip() if reference and reference.strip() else None,
         category=obj.get("category") or category,
         source=obj.get("source") or source,
+        context=context,
     )
 
 
@@ -111,8 +139,8 @@ def parse_prompt_file(path: Path, *, category: str | None = None, source: str | 
 
 async def prompts_from_dataset(store, settings, ref: str, *, split: str = "test", category: str | None = None) -> list[ArenaPrompt]:
     """Prompts from a registered dataset (`NAME[@VERSION]`): its held-out split by default
-    (`split="all"` for every record). Text is each record's last user turn, the reference
-    its final assistant turn."""
+    (`split="all"` for every record). Text is each record's last user turn, the turns
+    before it its context, the reference its final assistant turn."""
     from service import datasets
 
     dsv = await store.resolve_dataset(ref)
@@ -124,16 +152,23 @@ async def prompts_from_dataset(store, settings, ref: str, *, split: str = "test"
     elif split != "all":
         raise InvalidInput(f"split {split!r}: expected 'test' (the held-out split) or 'all'")
     return [
-        ArenaPrompt(text=check_prompt_text(r.prompt, f"{dsv.ref} record"), reference=r.answer or None, category=category, source=dsv.ref)
+        ArenaPrompt(text=check_prompt_text(r.prompt, f"{dsv.ref} record"), reference=r.answer or None, category=category,
+                    source=dsv.ref, context=prompt_context(_before_last_user(r.prompt_messages), f"{dsv.ref} record"))
         for r in records
         if r.prompt.strip()
     ]
 
 
+def _before_last_user(messages) -> tuple:
+    last = max((k for k, m in enumerate(messages) if m.role == "user"), default=0)
+    return tuple(messages[:last])
+
+
 async def prompts_from_task(store, settings, path: str | Path, *, category: str | None = None) -> list[ArenaPrompt]:
-    """Prompts of a `generate_until` task (YAML): each document's rendered prompt (a chat
-    task's user turn: the arena renders it with each candidate's template), with its first
-    reference answer. Category defaults to the task's name."""
+    """Prompts of a `generate_until` task (YAML): each document's rendered prompt, or a chat
+    task's user turn with its system turn and history as context (the arena renders the
+    conversation with each candidate's template), with its first reference answer.
+    Category defaults to the task's name."""
     from evaluators.tasks import TaskError, build_requests
     from service.evals import load_task_file, prepare_task
 
@@ -151,6 +186,7 @@ async def prompts_from_task(store, settings, path: str | Path, *, category: str 
             reference=r.references[0] if r.references else None,
             category=category or task.task,
             source=f"task:{task.task}",
+            context=prompt_context(r.messages[:-1], f"task {task.task} doc {r.doc_id}"),
         )
         for r in requests
     ]

@@ -444,3 +444,32 @@ def test_real_candidates_battle_and_the_services_own_v1_as_judge(settings, tiny_
         assert admin.get("/api/leaderboard?board=human").json()["n_battles"] == 1
     finally:
         srv.stop()
+
+
+def test_chat_prompts_keep_their_system_turn_and_history(settings, scripted):
+    """A pool prompt from a chat record is answered in its whole conversation (system turn,
+    earlier exchanges), reviewers see that conversation, and the vote log keeps it."""
+    srv = start(settings, scripted)
+    try:
+        admin, client = srv.client(admin=True), srv.client()
+        admin.post("/api/arena/active", json={"models": ["alpha", "beta"]})
+        chat = {"messages": [{"role": "system", "content": "Answer in French."},
+                             {"role": "user", "content": "What is 1 + 1?"}, {"role": "assistant", "content": "Deux."},
+                             {"role": "user", "content": "And 2 + 2?"}, {"role": "assistant", "content": "Quatre."}]}
+        assert admin.post("/api/arena/prompts", json={"prompts": [chat]}).status_code == 201
+        scripted.calls.clear()
+        battle = client.post("/api/battles").json()
+        assert battle["prompt"] == "And 2 + 2?"
+        assert [t["role"] for t in battle["context"]] == ["system", "user", "assistant"]
+        sent = [c["body"]["messages"] for c in scripted.calls if c["path"] == "/v1/chat/completions"]
+        assert len(sent) == 2 and all(m == chat["messages"][:-1] for m in sent)
+        assert "Answer in French." in client.get("/arena").text  # the reviewer sees the conversation
+        assert client.post(f"/api/battles/{battle['id']}/vote", json={"choice": "a"}).status_code == 200
+        logged = admin.get("/api/battles/export").json()[0]
+        assert logged["conversation_a"][:4] == chat["messages"][:-1]
+        assert logged["conversation_a"][4] == {"role": "assistant", "content": battle["answer_a"]}
+        bad = {"messages": [{"role": "robot", "content": "x"}, {"role": "user", "content": "q"}]}
+        r = admin.post("/api/arena/prompts", json={"prompts": [bad]})
+        assert r.status_code in (400, 422) and "turn 0" in r.json()["detail"]
+    finally:
+        srv.stop()
