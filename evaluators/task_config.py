@@ -47,12 +47,47 @@ class TaskError(ValueError):
 # --- templates ---------------------------------------------------------------------------
 
 # Task files are untrusted: templates render in Jinja's sandbox, so `{{ cycler.__init__
-# .__globals__ }}` and friends raise `SecurityError` instead of reaching Python objects.
+# .__globals__ }}` and friends raise `SecurityError` instead of reaching Python objects,
+# `range` is capped by the sandbox, and `*`/`**` and `regex_replace` are bounded here.
+#: The longest string or list a template's `*` may build, and the largest `**` exponent.
+MAX_TEMPLATE_ITEMS = 1_000_000
+MAX_EXPONENT = 1024
+#: Seconds a `regex_replace` pattern may run (the `regex` engine's timeout) before the
+#: template fails: a task's pattern is untrusted and may backtrack catastrophically.
+REGEX_TIMEOUT_S = 1.0
+
+
 def _regex_replace(text: str, pattern: str, replacement: str = "", count: int = 0) -> str:
-    return re.sub(pattern, replacement, text, count=count)
+    import regex
+
+    try:
+        return regex.sub(pattern, replacement, text, count=count, timeout=REGEX_TIMEOUT_S)
+    except TimeoutError:
+        raise jinja2.sandbox.SecurityError(
+            f"regex_replace pattern {pattern[:60]!r} ran over {REGEX_TIMEOUT_S:g} s") from None
+    except regex.error as exc:
+        raise jinja2.TemplateError(f"regex_replace pattern {pattern[:60]!r}: {exc}") from None
 
 
-_ENV = SandboxedEnvironment(loader=jinja2.BaseLoader(), undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+class _BoundedSandbox(SandboxedEnvironment):
+    """Jinja's sandbox with `*` and `**` bounded: `{{ 'x' * 10**10 }}` fails instead of
+    filling the worker's memory."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, (int, float)) and (
+                abs(right) > MAX_EXPONENT or isinstance(left, int) and left.bit_length() * abs(right) > 64 * MAX_EXPONENT):
+            raise jinja2.sandbox.SecurityError(f"a power {right} is over the template limit")
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(times, int) and len(seq) * times > MAX_TEMPLATE_ITEMS:
+                    raise jinja2.sandbox.SecurityError(
+                        f"a repetition of {len(seq) * times} items is over the template limit of {MAX_TEMPLATE_ITEMS}")
+        return super().call_binop(context, operator, left, right)
+
+
+_ENV = _BoundedSandbox(loader=jinja2.BaseLoader(), undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 _ENV.filters["regex_replace"] = _regex_replace
 
 

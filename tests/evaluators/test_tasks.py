@@ -285,3 +285,19 @@ def test_templates_render_in_a_sandbox():
                       doc_to_target="{{a}}")
     with pytest.raises(TaskError, match="doc 0"):
         build_requests(task, [{"a": "x"}])
+
+
+@pytest.mark.parametrize("template, message", [
+    ("{{ 'x' * 10**10 }}", "over the template limit"),
+    ("{{ [1] * 2000000 }}", "over the template limit"),
+    ("{{ ((2 ** 1000) ** 1000) ** 1000 }}", "over the template limit"),
+    ("{{ a | regex_replace('(', '') }}", "regex_replace pattern"),
+])
+def test_templates_cannot_exhaust_the_worker(template, message):
+    """Untrusted task templates are bounded in memory and time, each failure a task error."""
+    task = TaskConfig(task="t", dataset="d.jsonl", doc_to_text=template, doc_to_target="{{a}}")
+    with pytest.raises(TaskError, match=rf"doc 0 .*{message}"):
+        build_requests(task, [{"a": "x"}])
+    ok = TaskConfig(task="t", dataset="d.jsonl", doc_to_text="{{ a * 3 }}{{ 2 ** 10 }}{{ a | regex_replace('x', 'y') }}",
+                    doc_to_target="{{a}}")
+    assert build_requests(ok, [{"a": "x"}])[0].prompt == "xxx1024y"
