@@ -345,9 +345,8 @@ class BackendModel:
         from evaluators.records import render_plain
 
         conversation = Conversation(messages=tuple(messages))
-        if hasattr(self.backend, "register"):
-            return self.backend.render(adapter, conversation)
-        return render_plain(conversation, add_generation_prompt=True)
+        render = getattr(self.backend, "render", None)  # only a backend that holds the tokenizers has it
+        return render(adapter, conversation) if render else render_plain(conversation, add_generation_prompt=True)
 
     def _scorer(self, name: str):
         fn = getattr(self.backend, name, None)

@@ -3,7 +3,7 @@
 Failures come from benchmark samples below a threshold (eval runs) and from arena votes
 the candidate lost or that were voted both-bad. The job scores every training record of
 the candidate's dataset version (`evaluators.attribution.trace_failures`, with gradient
-features cached per candidate and dataset version under `<data dir>/features/`), runs
+features cached per run and dataset version under `<data dir>/features/`), runs
 the dataset checks, and writes report.json / report.html / report.md under
 `<data dir>/reports/<report id>/`.
 """
@@ -265,7 +265,7 @@ def trace_job(ctx: JobContext) -> dict[str, Any]:
 
     attribution = trace_failures(
         base.path, [c.path for c in checkpoints], train_records, failures, passes,
-        store_dir=settings.data_dir / "features" / cand.name / dsv.id, progress=progress,
+        store_dir=settings.data_dir / "features" / cand.run_id / dsv.id, progress=progress,
         max_length=int(cand.config.get("max_length", 512)),
     )
     # Report in the version's own numbering: record i of the trace is version record version_index[i].
