@@ -49,8 +49,10 @@ def _arena_error(_: Request, exc: ArenaError) -> Response:
     return _problem(exc.status, type(exc).__name__, exc.message, **exc.extra)
 
 
-def _validation_error(_: Request, exc: ValidationException) -> Response:
-    return _problem(400, "InvalidInput", str(exc.detail), errors=exc.extra or [])
+def _validation_error(request: Request, exc: ValidationException) -> Response:
+    # A body or parameter that does not fit the schema: 422, as InvalidInput; /v1 answers 400 as OpenAI does.
+    status = 400 if request.url.path.startswith("/v1/") else 422
+    return _problem(status, "InvalidInput", str(exc.detail), errors=exc.extra or [])
 
 
 def _http_error(_: Request, exc: HTTPException) -> Response:

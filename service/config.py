@@ -41,6 +41,20 @@ class Settings(msgspec.Struct, kw_only=True):
     # Who may read (see README "Roles"): viewer tokens besides the admin token, or everyone.
     viewer_tokens: str | None = None  # comma-separated read-only tokens
     public_reads: bool = False  # 1: datasets, runs, evals, reports and jobs readable without a token
+    # LLM judges at a URL: the key is the server's, never named by a request (see README "Judges").
+    judge_api_key: str | None = None  # sent to URL judges that no profile names
+    judge_profiles: str | None = None  # JSON {"name": {"url": ..., "model": ..., "api_key": ...}}
+    judge_allowed_hosts: str | None = None  # comma-separated host[:port]; unset: any host
+
+    @property
+    def judge_host_list(self) -> frozenset[str]:
+        """Hosts (`host` or `host:port`, lower case) URL judges may be on; empty: any."""
+        return frozenset(h.strip().lower() for h in (self.judge_allowed_hosts or "").split(",") if h.strip())
+
+    @property
+    def judge_profile_map(self) -> dict[str, dict[str, str]]:
+        """`ARENA_JUDGE_PROFILES` decoded (checked by `load_settings`)."""
+        return parse_judge_profiles(self.judge_profiles) if self.judge_profiles else {}
 
     @property
     def api_key_list(self) -> list[str]:
@@ -68,12 +82,32 @@ class Settings(msgspec.Struct, kw_only=True):
         for field in msgspec.structs.fields(self):
             value = getattr(self, field.name)
             name = "REDIS_URL" if field.name == "redis_url" else f"ARENA_{field.name.upper()}"
-            if field.name in ("admin_token", "generation_api_key", "api_keys", "viewer_tokens") and value:
+            if field.name in ("admin_token", "generation_api_key", "api_keys", "viewer_tokens", "judge_api_key",
+                              "judge_profiles") and value:
                 value = "***"
             elif field.name in ("redis_url", "generation_url") and value:
                 value = redact_url(value)
             out[name] = "" if value is None else str(value)
         return out
+
+
+def parse_judge_profiles(raw: str) -> dict[str, dict[str, str]]:
+    """`ARENA_JUDGE_PROFILES`: a JSON object of profile name → {"url", "model"[, "api_key"]}.
+    Raises `ValueError` naming what is wrong (never echoing a key)."""
+    import json
+
+    try:
+        profiles = json.loads(raw)
+    except ValueError:
+        raise ValueError("ARENA_JUDGE_PROFILES: not valid JSON; expected {\"name\": {\"url\": ..., \"model\": ...}}") from None
+    if not isinstance(profiles, dict):
+        raise ValueError("ARENA_JUDGE_PROFILES: expected a JSON object of profile names")
+    for name, profile in profiles.items():
+        if not isinstance(profile, dict) or not all(isinstance(profile.get(k), str) for k in ("url", "model")) or \
+                not str(profile["url"]).startswith(("http://", "https://")) or set(profile) - {"url", "model", "api_key"}:
+            raise ValueError(f"ARENA_JUDGE_PROFILES: profile {name!r}: expected url (http/https), model and "
+                             "optionally api_key, all strings")
+    return profiles
 
 
 def redact_url(url: str) -> str:
@@ -133,6 +167,8 @@ def load_settings() -> Settings:
     if kwargs.get("trusted_proxy_header") and not kwargs.get("trusted_proxies"):
         raise ValueError("ARENA_TRUSTED_PROXY_HEADER is set but ARENA_TRUSTED_PROXIES is empty: "
                          "name the proxy addresses whose header is believed")
+    if kwargs.get("judge_profiles"):
+        parse_judge_profiles(str(kwargs["judge_profiles"]))
     if not 0 < float(kwargs.get("battle_top_p", 1.0)) <= 1:  # type: ignore[arg-type]
         raise ValueError(f"ARENA_BATTLE_TOP_P={kwargs['battle_top_p']!r}: expected a number in (0, 1]")
     return Settings(**kwargs)  # type: ignore[arg-type]

@@ -20,7 +20,10 @@ class ArenaError(Exception):
 
 
 class InvalidInput(ArenaError):
-    status = 400
+    """Well-formed request, content that cannot be used (422 Unprocessable Content; the
+    OpenAI-compatible `/v1` answers 400 as OpenAI does)."""
+
+    status = 422
 
 
 class NotFound(ArenaError):

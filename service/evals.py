@@ -49,6 +49,7 @@ from evaluators.tasks import (
 )
 from service import datasets
 from service.config import Settings
+from service.ids import check_id, under
 from service.domain import Candidate, DatasetVersion, JobRecord, check_name
 from service.errors import InvalidInput, NotFound
 from service.jobs import JobCancelled, JobContext, enqueue, job_handler
@@ -63,9 +64,7 @@ _TEXT_KEPT = 2000
 
 def eval_dir(settings: Settings, eval_id: str) -> Path:
     """Where an eval's files live (ids, never user strings, make paths)."""
-    if not re.fullmatch(r"eval_[0-9a-f]{16}", eval_id):
-        raise InvalidInput(f"bad eval id {eval_id!r}")
-    return settings.data_dir / "evals" / eval_id
+    return under(settings.data_dir, "evals", check_id("eval", eval_id))
 
 
 # --- tasks and their documents ---------------------------------------------------------------

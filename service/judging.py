@@ -3,8 +3,9 @@ and battles.
 
 Judges (`--judge`):
 - `http(s)://HOST[/v1]` with `--judge-model M`: any OpenAI-compatible chat endpoint; the
-  API key comes from the environment variable named by `api_key_env` (default
-  `ARENA_JUDGE_API_KEY`) of the worker that runs the job, never from the job's params.
+  API key is the server's `ARENA_JUDGE_API_KEY`, read by the worker that runs the job,
+  never named or sent by a request. `ARENA_JUDGE_ALLOWED_HOSTS` restricts the hosts.
+- a profile of `ARENA_JUDGE_PROFILES` by name: its URL, model and key (server-side).
 - `reference[:METRIC]`: no LLM; prefers the answer closer to the prompt's gold reference
   by `token_f1` (default), `rouge_l`, `chrf` or `exact_match`. Works offline.
 - any other name: a candidate or base served by this service (the generation `/v1` uses).
@@ -22,7 +23,6 @@ errors in the job's result, never logged as votes.
 from __future__ import annotations
 
 import itertools
-import os
 import secrets
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
@@ -37,19 +37,19 @@ from service.jobs import JobCancelled, JobContext, enqueue, job_handler
 from service.prompts import ArenaPrompt
 
 REFERENCE_METRICS = ("token_f1", "rouge_l", "chrf", "exact_match")
-DEFAULT_API_KEY_ENV = "ARENA_JUDGE_API_KEY"
 _ERROR_SAMPLES = 20
 _ANSWER_TOKENS = 256
 
 
 class JudgeSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """Which judge, as stored in a job's params (no secrets: only the env var's name)."""
+    """Which judge, as stored in a job's params (no secrets: a URL judge's key is looked up
+    by the worker, from its profile or `ARENA_JUDGE_API_KEY`)."""
 
     kind: str  # "url" | "model" | "reference"
     url: str | None = None
     model: str | None = None
     metric: str | None = None
-    api_key_env: str = DEFAULT_API_KEY_ENV
+    profile: str | None = None
     allow_both_bad: bool = False
     max_tokens: int = 512  # the judge's reply: explanation + verdict
 
@@ -61,25 +61,61 @@ class JudgeSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
         return f"llm:{self.model}"
 
 
-def parse_judge_spec(text: str, *, model: str | None = None, api_key_env: str | None = None, allow_both_bad: bool = False,
-                     max_tokens: int = 512) -> JudgeSpec:
-    """`--judge URL_OR_CANDIDATE` (+ `--judge-model`) as a `JudgeSpec`; `InvalidInput` says what is missing."""
+def parse_judge_spec(text: str, *, model: str | None = None, allow_both_bad: bool = False, max_tokens: int = 512,
+                     settings: Settings | None = None) -> JudgeSpec:
+    """`--judge URL_OR_PROFILE_OR_CANDIDATE` (+ `--judge-model`) as a `JudgeSpec`;
+    `InvalidInput` says what is missing or not allowed (a host off `ARENA_JUDGE_ALLOWED_HOSTS`)."""
     text = (text or "").strip()
     if max_tokens < 1:
         raise InvalidInput(f"judge max_tokens={max_tokens}: expected at least 1")
-    if text.startswith(("http://", "https://")):
+    profiles = settings.judge_profile_map if settings is not None else {}
+    if text in profiles:
+        profile = profiles[text]
+        spec = JudgeSpec(kind="url", url=profile["url"], model=model or profile["model"], profile=text,
+                         allow_both_bad=allow_both_bad, max_tokens=max_tokens)
+    elif text.startswith(("http://", "https://")):
         if not model:
             raise InvalidInput(f"judge {text}: name the model to ask with --judge-model (the endpoint's model id)")
-        return JudgeSpec(kind="url", url=text, model=model, api_key_env=api_key_env or DEFAULT_API_KEY_ENV,
-                         allow_both_bad=allow_both_bad, max_tokens=max_tokens)
-    if text == "reference" or text.startswith("reference:"):
+        spec = JudgeSpec(kind="url", url=text, model=model, allow_both_bad=allow_both_bad, max_tokens=max_tokens)
+    elif text == "reference" or text.startswith("reference:"):
         metric = text.partition(":")[2] or "token_f1"
         if metric not in REFERENCE_METRICS:
             raise InvalidInput(f"judge {text}: metric {metric!r} is not one of {', '.join(REFERENCE_METRICS)}")
         return JudgeSpec(kind="reference", metric=metric, allow_both_bad=allow_both_bad)
-    if not text:
-        raise InvalidInput("judge: give a URL of an OpenAI-compatible endpoint, `reference[:METRIC]`, or a candidate name")
-    return JudgeSpec(kind="model", model=text, allow_both_bad=allow_both_bad, max_tokens=max_tokens)
+    elif not text:
+        raise InvalidInput("judge: give a URL of an OpenAI-compatible endpoint, a judge profile, `reference[:METRIC]`, "
+                           "or a candidate name")
+    else:
+        return JudgeSpec(kind="model", model=text, allow_both_bad=allow_both_bad, max_tokens=max_tokens)
+    if settings is not None:
+        check_judge_host(settings, spec.url or "")
+    return spec
+
+
+def check_judge_host(settings: Settings, url: str) -> None:
+    """`InvalidInput` when `ARENA_JUDGE_ALLOWED_HOSTS` is set and `url`'s host is not on it."""
+    from urllib.parse import urlsplit
+
+    allowed = settings.judge_host_list
+    if not allowed:
+        return
+    try:
+        parts = urlsplit(url)
+        host, port = (parts.hostname or "").lower(), parts.port
+    except ValueError:
+        raise InvalidInput("judge URL: not a valid URL") from None
+    if host not in allowed and f"{host}:{port}" not in allowed:
+        raise InvalidInput(f"judge host {host!r} is not allowed on this server (ARENA_JUDGE_ALLOWED_HOSTS)")
+
+
+def judge_api_key(settings: Settings, spec: JudgeSpec) -> str | None:
+    """The key a URL judge is called with: its profile's, else `ARENA_JUDGE_API_KEY`."""
+    if spec.profile:
+        profile = settings.judge_profile_map.get(spec.profile)
+        if profile is None:
+            raise InvalidInput(f"judge profile {spec.profile!r} is no longer configured on this worker")
+        return profile.get("api_key")
+    return settings.judge_api_key
 
 
 def parse_prompt_source(text: str) -> dict[str, Any]:
@@ -155,7 +191,8 @@ def judge_job(ctx: JobContext) -> dict[str, Any]:
 
 def _make_judge(ctx: JobContext, spec: JudgeSpec, serving) -> Judge:
     if spec.kind == "url":
-        client = OpenAIChatClient(spec.url, spec.model, api_key=os.environ.get(spec.api_key_env), max_tokens=spec.max_tokens)
+        check_judge_host(ctx.settings, spec.url or "")  # the worker's own rule, too
+        client = OpenAIChatClient(spec.url, spec.model, api_key=judge_api_key(ctx.settings, spec), max_tokens=spec.max_tokens)
         return LLMJudge(client, allow_both_bad=spec.allow_both_bad, name=spec.name)
     if spec.kind == "reference":
         from evaluators.metrics import GenerationOutcome, score_sample

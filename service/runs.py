@@ -19,6 +19,7 @@ import msgspec
 
 from service import datasets
 from service.config import Settings
+from service.ids import check_id, under
 from service.domain import Candidate, JobRecord, check_name
 from service.errors import Conflict, InvalidInput
 from service.jobs import JobCancelled, JobContext, enqueue, job_handler
@@ -28,7 +29,7 @@ SWEEPABLE = {"lora_r": int, "lora_alpha": float, "lora_dropout": float, "lr": fl
 
 
 def run_dir(settings: Settings, run_id: str) -> Path:
-    return settings.data_dir / "runs" / run_id
+    return under(settings.data_dir, "runs", check_id("run", run_id))
 
 
 def parse_sweep(spec: str) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ import msgspec
 from evaluators.records import Conversation, Message, user_turn
 from service.checkpoints import spread
 from service.config import Settings
+from service.ids import check_id, under
 from service.errors import InvalidInput, NotFound
 from service.jobs import JobContext, enqueue, job_handler
 
@@ -30,7 +31,7 @@ PRIMARY_METRICS = ("exact_match", "acc", "acc_norm", "token_f1", "rouge_l", "chr
 
 
 def report_dir(settings: Settings, report_id: str) -> Path:
-    return settings.data_dir / "reports" / report_id
+    return under(settings.data_dir, "reports", check_id("report", report_id))
 
 
 class FailureSet(msgspec.Struct):
@@ -318,13 +319,14 @@ def _reindex_checks(checks, version_index: list[int], n: int):
     return CheckReport(n_records=n, summary=checks.summary, findings=findings) if hasattr(checks, "summary") else checks
 
 
-def load_report(settings: Settings, report: str) -> dict[str, Any]:
-    """A report by id, or by a path to a report directory / report.json."""
+def load_report(settings: Settings, report: str, *, allow_path: bool = False) -> dict[str, Any]:
+    """A report by id; with `allow_path` (the CLI, on the user's own files) also by a path
+    to a report directory or report.json."""
     path = Path(report)
-    if path.is_dir():
+    if allow_path and path.is_dir():
         path = path / "report.json"
-    if not path.exists():
-        if not report.startswith("rep_") or "/" in report:
+    if not (allow_path and path.is_file()):
+        if allow_path and not report.startswith("rep_"):
             raise NotFound(f"no report {report!r} (give a report id or a report directory)")
         path = report_dir(settings, report) / "report.json"
     if not path.exists():

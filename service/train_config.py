@@ -24,8 +24,6 @@ class TrainingError(ArenaError):
 class InvalidTrainingInput(TrainingError, InvalidInput):
     """The records or the config cannot be trained on (bad value, too little data, unknown module)."""
 
-    status = 400
-
 
 class TrainingDiverged(TrainingError):
     """The loss became NaN or infinite; `extra["step"]` is the step where it did."""

@@ -238,10 +238,10 @@ def _set_excluded(reviewer: str, excluded: bool) -> None:
 
 
 @click.command("judge")
-@click.option("--judge", "judge_spec", required=True, metavar="URL_OR_CANDIDATE",
-              help="OpenAI-compatible base URL (with --judge-model), reference[:METRIC], or a candidate name.")
+@click.option("--judge", "judge_spec", required=True, metavar="URL_PROFILE_OR_CANDIDATE",
+              help="OpenAI-compatible base URL (with --judge-model; key: the server's ARENA_JUDGE_API_KEY), a profile "
+                   "of ARENA_JUDGE_PROFILES, reference[:METRIC], or a candidate name.")
 @click.option("--judge-model", default=None, help="The endpoint's model id (with a URL judge).")
-@click.option("--api-key-env", default=None, help="Environment variable of the worker holding the API key (default ARENA_JUDGE_API_KEY).")
 @click.option("--candidates", required=True, help="Comma-separated candidates to compare pairwise.")
 @click.option("--prompts", "source", default="pool", show_default=True, metavar="SOURCE",
               help="pool, human (the human-voted battles), dataset:NAME[@V], task:FILE.yaml, or a prompts file.")
@@ -251,7 +251,7 @@ def _set_excluded(reviewer: str, excluded: bool) -> None:
 @click.option("--concurrency", default=4, show_default=True, type=click.IntRange(min=1, max=64), help="Judge requests at once.")
 @click.option("--wait", is_flag=True, help="Follow the job (run it here in embedded mode) and print its result.")
 @click.option("--json", "json_out", is_flag=True)
-def judge_cmd(judge_spec: str, judge_model: str | None, api_key_env: str | None, candidates: str, source: str, n: int,
+def judge_cmd(judge_spec: str, judge_model: str | None, candidates: str, source: str, n: int,
               both_bad: bool, max_tokens: int, concurrency: int, wait: bool, json_out: bool) -> None:
     """Judge candidates pairwise, each pair in both orders, as a job; verdicts go to the judge board."""
     import msgspec
@@ -259,9 +259,9 @@ def judge_cmd(judge_spec: str, judge_model: str | None, api_key_env: str | None,
     from service import judging
     from service.prompts import parse_prompt_file, prompts_from_task
 
-    spec = judging.parse_judge_spec(judge_spec, model=judge_model, api_key_env=api_key_env, allow_both_bad=both_bad, max_tokens=max_tokens)
-    names = [c.strip() for c in candidates.split(",") if c.strip()]
     s = settings()
+    spec = judging.parse_judge_spec(judge_spec, model=judge_model, allow_both_bad=both_bad, max_tokens=max_tokens, settings=s)
+    names = [c.strip() for c in candidates.split(",") if c.strip()]
     with open_store(s) as store:
         if source.startswith("task:"):
             items = store._run(prompts_from_task(store.store, s, source.partition(":")[2]))

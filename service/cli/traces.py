@@ -81,7 +81,7 @@ def curate_cmd(report_ref, out, drop_top, drop_flagged, budget, seed, add_as, js
     if not drop_top and not drop_flagged and not budget:
         raise InvalidInput("say what to drop: --drop-top K, --drop-flagged and/or --budget N")
     s = settings()
-    report = traces.load_report(s, report_ref)
+    report = traces.load_report(s, report_ref, allow_path=True)
     result = traces.curate_from_report(s, report, drop_top=drop_top, drop_flagged=drop_flagged, budget=budget, seed=seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as f:

@@ -14,14 +14,15 @@ from service.store import Store
 
 
 class JudgeRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """`judge`: an OpenAI-compatible URL (with `judge_model`), `reference[:METRIC]` or a
-    candidate name. `prompts`: "pool", "human", "dataset:NAME[@V]" or a list of prompt objects."""
+    """`judge`: an OpenAI-compatible URL (with `judge_model`), a judge profile of the server's
+    settings, `reference[:METRIC]` or a candidate name. `prompts`: "pool", "human",
+    "dataset:NAME[@V]" or a list of prompt objects. A URL judge's API key is the server's
+    (`ARENA_JUDGE_API_KEY` or the profile's); a request cannot name or send one."""
 
     judge: str
     candidates: list[str]
     prompts: str | list[Any] = "pool"
     judge_model: str | None = None
-    api_key_env: str | None = None
     allow_both_bad: bool = False
     max_tokens: int = 512
     n: int = 200
@@ -30,8 +31,8 @@ class JudgeRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 @post("/api/judge", summary="Judge candidates pairwise (both orders) as a job; verdicts go to the judge board", status_code=202, **ADMIN)
 async def start_judge(request: Request, store: Store, data: JudgeRequest) -> dict:
-    spec = judging.parse_judge_spec(data.judge, model=data.judge_model, api_key_env=data.api_key_env,
-                                     allow_both_bad=data.allow_both_bad, max_tokens=data.max_tokens)
+    spec = judging.parse_judge_spec(data.judge, model=data.judge_model, allow_both_bad=data.allow_both_bad,
+                                     max_tokens=data.max_tokens, settings=request.app.state.settings)
     if isinstance(data.prompts, str):
         source = judging.parse_prompt_source(data.prompts)
     else:

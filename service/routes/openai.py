@@ -40,10 +40,13 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 @contextlib.contextmanager
 def _openai_errors() -> Iterator[None]:
-    """Add the OpenAI `error` object to an `ArenaError`'s problem details; keep its status."""
+    """Add the OpenAI `error` object to an `ArenaError`'s problem details; keep its status,
+    except that unusable input is 400 as OpenAI answers it (clients raise BadRequestError)."""
     try:
         yield
     except ArenaError as exc:
+        if exc.status == 422:
+            exc.status = 400
         exc.extra.setdefault("error", oa.openai_error(exc.status, exc.message, exc.extra.get("param")))
         raise
 

@@ -1,6 +1,10 @@
-"""Every Redis key the service uses, in one place."""
+"""Every Redis key the service uses, in one place. A key built from an id or a name
+checks its format first (`service.ids.check_id`): nothing from a request reaches Redis
+unvalidated, and a malformed id is "not found"."""
 
 from __future__ import annotations
+
+from service.ids import check_id
 
 
 class Keys:
@@ -13,10 +17,13 @@ class Keys:
         return f"{self.p}:datasets"  # set of dataset names
 
     def dataset_versions(self, name: str) -> str:
+        check_id("name", name)
         return f"{self.p}:dataset:{name}:versions"  # list of version ids, oldest first
 
-    def dataset_version(self, version_id: str) -> str:
-        return f"{self.p}:dsv:{version_id}"  # JSON DatasetVersion
+    def dataset_version(self, name_and_version: str) -> str:
+        name, _, version_id = name_and_version.rpartition(":")
+        check_id("name", name), check_id("dataset version", version_id)
+        return f"{self.p}:dsv:{name_and_version}"  # JSON DatasetVersion
 
     # jobs
     @property
@@ -24,12 +31,15 @@ class Keys:
         return f"{self.p}:jobs"  # zset job id -> created ts
 
     def job(self, job_id: str) -> str:
+        check_id("job", job_id)
         return f"{self.p}:job:{job_id}"  # JSON JobRecord
 
     def job_events(self, job_id: str) -> str:
+        check_id("job", job_id)
         return f"{self.p}:job:{job_id}:events"  # stream of progress events
 
     def job_cancel(self, job_id: str) -> str:
+        check_id("job", job_id)
         return f"{self.p}:job:{job_id}:cancel"
 
     @property
@@ -46,16 +56,19 @@ class Keys:
         return f"{self.p}:candidates"  # hash name -> JSON Candidate
 
     def candidate_reservation(self, name: str) -> str:
+        check_id("name", name)
         return f"{self.p}:candidate:{name}:reserved"  # run id holding the name
 
     # arena
     def battle(self, battle_id: str) -> str:
+        check_id("battle", battle_id)
         return f"{self.p}:battle:{battle_id}"  # JSON battle, with a TTL
 
     def pending_battle(self, reviewer: str) -> str:
         return f"{self.p}:reviewer:{reviewer}:pending"  # the battle the arena page last showed them
 
     def battle_voted(self, battle_id: str) -> str:
+        check_id("battle", battle_id)
         return f"{self.p}:battle:{battle_id}:voted"  # stream id of its vote
 
     @property
@@ -100,9 +113,11 @@ class Keys:
         return f"{self.p}:evals"  # zset eval id -> created ts
 
     def eval(self, eval_id: str) -> str:
+        check_id("eval", eval_id)
         return f"{self.p}:eval:{eval_id}"  # JSON EvalRecord
 
     def candidate_evals(self, name: str) -> str:
+        check_id("name", name)
         return f"{self.p}:candidate:{name}:evals"  # zset eval id -> created ts
 
     def eval_cache(self, key: str) -> str:

@@ -139,7 +139,7 @@ def test_no_public_endpoint_unmasks_a_battle(arena):
     # A prompt too long for the drawn candidates: the error says so without naming them.
     for r in (reviewer.post("/api/battles", json={"prompt": LONG_PROMPT}),
               reviewer.post("/arena", data={"prompt": LONG_PROMPT})):
-        refused(r, 400, "too long for the candidates drawn for this battle")
+        refused(r, 422, "too long for the candidates drawn for this battle")
         assert not any(name in r.text for name in MODELS)
     assert boards(server) == before
 

@@ -50,12 +50,12 @@ def test_bad_upload_is_a_clear_400_and_stores_nothing(live_server):
     assert upload(admin, GOOD).status_code == 201
     bad = GOOD + b'{"instruction": "x", "input": "", "output": ""}\n'
     r = upload(admin, bad)
-    assert r.status_code == 400
+    assert r.status_code == 422
     assert "line 3" in r.json()["detail"] and "'output' is empty" in r.json()["detail"]
     r = upload(admin, GOOD, name="../etc/passwd")
-    assert r.status_code == 400 and "not valid" in r.json()["detail"]
+    assert r.status_code == 422 and "not valid" in r.json()["detail"]
     r = upload(admin, b"\xff\xfe", name="greet")
-    assert r.status_code == 400 and "UTF-8" in r.json()["detail"]
+    assert r.status_code == 422 and "UTF-8" in r.json()["detail"]
     shown = live_server.client(admin=True).get("/api/datasets/greet").json()
     assert len(shown["versions"]) == 1  # the good version is still the only one
 
@@ -78,7 +78,7 @@ def test_unknown_dataset_is_404_problem(live_server):
     r = live_server.client(admin=True).get("/api/datasets/nope")
     assert r.status_code == 404 and "no dataset named 'nope'" in r.json()["detail"]
     r = live_server.client(admin=True).get("/api/datasets/nope/records", params={"limit": 0})
-    assert r.status_code == 400
+    assert r.status_code == 422
 
 
 def test_split_over_http(live_server):

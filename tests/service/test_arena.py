@@ -111,7 +111,7 @@ def test_identities_hidden_until_the_vote_then_revealed_once(server):
     assert again.status_code == 409 and "first vote counts" in again.json()["detail"]
     assert client.post("/api/battles/no-such-battle/vote", json={"choice": "a"}).status_code == 404
     bad = client.post(f"/api/battles/{battle['id']}/vote", json={"choice": "left"})
-    assert bad.status_code == 400
+    assert bad.status_code == 422
 
     exported = server.client(admin=True).get("/api/battles/export").json()
     assert len(exported) == 1
@@ -139,8 +139,8 @@ def test_typed_prompt_pool_and_activation_errors(settings, scripted):
         assert r.status_code == 409 and "prompt pool is empty" in r.json()["detail"]
         battle, reveal = play(client, "tie", prompt="My own question?")
         assert battle["prompt"] == "My own question?" and battle["category"] == "typed"
-        assert client.post("/api/battles", json={"prompt": "   "}).status_code == 400
-        assert client.post("/api/battles", json={"prompt": "x" * 9000}).status_code == 400
+        assert client.post("/api/battles", json={"prompt": "   "}).status_code == 422
+        assert client.post("/api/battles", json={"prompt": "x" * 9000}).status_code == 422
         page = client.get("/arena")
         assert page.status_code == 200 and "the prompt pool is empty" in page.text
     finally:
@@ -177,7 +177,7 @@ def test_invite_mode_needs_a_token(settings, scripted):
         assert anonymous.post("/api/reviewers/invites", json={"reviewer": "ann"}).status_code == 401
         invite = admin.post("/api/reviewers/invites", json={"reviewer": "ann"}).json()
         assert invite["link"].endswith(f"/arena?token={invite['token']}")
-        assert admin.post("/api/reviewers/invites", json={"reviewer": "anon-1"}).status_code == 400
+        assert admin.post("/api/reviewers/invites", json={"reviewer": "anon-1"}).status_code == 422
         ann = srv.client()
         ann.headers["X-Reviewer-Token"] = invite["token"]
         play(ann, "b")
@@ -341,7 +341,7 @@ def test_llm_judges_both_orders_separate_board_and_agreement(settings, scripted)
         assert "judge–human agreement" in page and "LLM / reference judges" in page and "llm:judge-garbage" in page
 
         bad = admin.post("/api/judge", json={"judge": scripted.url, "candidates": ["alpha", "beta"]})
-        assert bad.status_code == 400 and "--judge-model" in bad.json()["detail"]
+        assert bad.status_code == 422 and "--judge-model" in bad.json()["detail"]
         bad = admin.post("/api/judge", json={"judge": "judge-fair-typo", "candidates": ["alpha", "beta"]})
         assert bad.status_code == 404
     finally:
@@ -423,8 +423,8 @@ def test_real_candidates_battle_and_the_services_own_v1_as_judge(settings, tiny_
     from service.domain import Candidate
     from service.store import SyncStore
 
-    s = msgspec.structs.replace(settings, max_new_tokens_cap=24, min_vote_s=0.0)
-    monkeypatch.setenv("ARENA_JUDGE_API_KEY", s.admin_token)  # the worker's key for our own /v1
+    # The server's judge key (settings, never the request) opens our own /v1.
+    s = msgspec.structs.replace(settings, max_new_tokens_cap=24, min_vote_s=0.0, judge_api_key=settings.admin_token)
     store = SyncStore(s.redis_url, s.key_prefix)
     store.put_base(make_base("tiny", tiny_base, "tiny"))
     store.add_candidate(Candidate(name="words", base="tiny", dataset="words@1", dataset_id="0" * 16, run_id="run_test",
@@ -470,6 +470,6 @@ def test_chat_prompts_keep_their_system_turn_and_history(settings, scripted):
         assert logged["conversation_a"][4] == {"role": "assistant", "content": battle["answer_a"]}
         bad = {"messages": [{"role": "robot", "content": "x"}, {"role": "user", "content": "q"}]}
         r = admin.post("/api/arena/prompts", json={"prompts": [bad]})
-        assert r.status_code in (400, 422) and "turn 0" in r.json()["detail"]
+        assert r.status_code == 422 and "turn 0" in r.json()["detail"]
     finally:
         srv.stop()

@@ -59,7 +59,7 @@ def test_compare_bad_input(live_server, served):
                        ({"prompt": "hi", "candidates": ["cand-a"], "params": {"beams": 4}}, "beams"),
                        ({"prompt": "word " * 1500, "candidates": ["cand-a"]}, "the limit for cand-a is 896")):
         r = client.post("/api/compare", json=body)
-        assert r.status_code == 400, (body, r.text)
+        assert r.status_code == 422, (body, r.text)
         assert says in r.json()["detail"], (body, r.json())
 
 

@@ -133,18 +133,18 @@ def test_eval_over_http_runs_as_a_job_with_lineage_and_lm_eval_results(settings,
         assert anon.post("/api/evals", json={"candidates": ["good"], "task": TASK}).status_code == 401
 
         bad_yaml = admin.post("/api/evals", json={"candidates": ["good"], "task": "task: words\ndataset: [oops\n"})
-        assert bad_yaml.status_code == 400 and bad_yaml.json()["detail"].startswith("task:") \
+        assert bad_yaml.status_code == 422 and bad_yaml.json()["detail"].startswith("task:") \
             and "invalid YAML" in bad_yaml.json()["detail"]
         bad_template = admin.post("/api/evals", json={"candidates": ["good"], "task": {**TASK, "doc_to_text": "{{ prompt"}})
-        assert bad_template.status_code == 400 and "field 'doc_to_text'" in bad_template.json()["detail"]
+        assert bad_template.status_code == 422 and "field 'doc_to_text'" in bad_template.json()["detail"]
         no_field = admin.post("/api/evals", json={"candidates": ["good"], "task": {**TASK, "doc_to_text": "{{ nope }}"}})
-        assert no_field.status_code == 400 and "'nope' is undefined" in no_field.json()["detail"]
+        assert no_field.status_code == 422 and "'nope' is undefined" in no_field.json()["detail"]
         unknown = admin.post("/api/evals", json={"candidates": ["good", "nobody"], "task": TASK})
         assert unknown.status_code == 404 and "known: bad, good, same" in unknown.json()["detail"]
         include = admin.post("/api/evals", json={"candidates": ["good"], "task": "task: w\ninclude: /etc/passwd\n"})
-        assert include.status_code == 400 and "field 'include'" in include.json()["detail"]
+        assert include.status_code == 422 and "field 'include'" in include.json()["detail"]
         file_path = admin.post("/api/evals", json={"candidates": ["good"], "task": {**TASK, "dataset": "/etc/x.jsonl"}})
-        assert file_path.status_code == 400 and "does not read" in file_path.json()["detail"]
+        assert file_path.status_code == 422 and "does not read" in file_path.json()["detail"]
 
         started = admin.post("/api/evals", json={"candidates": "good,bad", "task": TASK, "limit": 12})
         assert started.status_code == 202, started.text
@@ -179,7 +179,7 @@ def test_eval_over_http_runs_as_a_job_with_lineage_and_lm_eval_results(settings,
         # base's writes the plain format, so prompts and answers equal the pre-rendered run's.
         chat_task = {**TASK, "doc_to_text": "{{question}}", "doc_to_history": "history"}
         refused = admin.post("/api/evals", json={"candidates": "good", "task": chat_task, "limit": 4})
-        assert refused.status_code == 400 and "doc_to_history" in refused.json()["detail"]
+        assert refused.status_code == 422 and "doc_to_history" in refused.json()["detail"]
         chat = admin.post("/api/evals", json={"candidates": "good", "task": chat_task, "limit": 4,
                                               "apply_chat_template": True})
         assert chat.status_code == 202, chat.text

@@ -120,9 +120,9 @@ def test_unknown_base_dataset_or_config_is_rejected_at_once(server):
     r = admin.post("/api/runs", json={"base": "tiny", "data": "nope", "name": "x"})
     assert r.status_code == 404 and "no dataset named 'nope'" in r.json()["detail"]
     r = admin.post("/api/runs", json={"base": "tiny", "data": "words", "name": "x", "config": {"lr": -1}})
-    assert r.status_code == 400 and "lr" in r.json()["detail"]
+    assert r.status_code == 422 and "lr" in r.json()["detail"]
     r = admin.post("/api/runs", json={"base": "tiny", "data": "words", "name": "x", "config": {"learning_rate": 1}})
-    assert r.status_code == 400
+    assert r.status_code == 422
     assert server.client().post("/api/runs", json={"base": "tiny", "data": "words", "name": "x"}).status_code == 401
 
 

@@ -71,7 +71,7 @@ def test_trace_report_page_and_curate(settings, tiny_base, word_task_records, tm
         assert page.status_code == 200 and "<svg" in page.text
         if 5 not in held:
             assert "<script>alert(1)</script>" not in page.text and "&lt;script&gt;" in page.text
-        assert admin.post("/api/reports", json={"candidate": "nobody", "evals": []}).status_code in (400, 404)
+        assert admin.post("/api/reports", json={"candidate": "nobody", "evals": []}).status_code in (422, 404)
 
         env = settings_env(settings)
         out = tmp_path / "next.jsonl"
