@@ -32,6 +32,7 @@ from service.routes.auth import LoginRequired
 from service.routes import ROUTE_HANDLERS
 from service.routes.pages import TEMPLATES
 from service.runtime import admin_token
+from service.public_paths import PathRedactor
 from service.store import Store
 
 log = logging.getLogger("arena.app")
@@ -43,16 +44,20 @@ def _problem(status: int, title: str, detail: str, **extra: object) -> Response:
     return Response({"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}, status_code=status, media_type=PROBLEM)
 
 
-def _arena_error(_: Request, exc: ArenaError) -> Response:
+def _redact(request: Request, obj):
+    return PathRedactor(request.app.state.settings.data_dir)(obj)
+
+
+def _arena_error(request: Request, exc: ArenaError) -> Response:
     if isinstance(exc, LoginRequired):  # a page: send the browser to sign in, then back
         return Redirect(f"/login?{urlencode({'next': exc.extra.get('next', '/')})}", status_code=303)
-    return _problem(exc.status, type(exc).__name__, exc.message, **exc.extra)
+    return _problem(exc.status, type(exc).__name__, _redact(request, exc.message), **_redact(request, exc.extra))
 
 
 def _validation_error(request: Request, exc: ValidationException) -> Response:
     # A body or parameter that does not fit the schema: 422, as InvalidInput; /v1 answers 400 as OpenAI does.
     status = 400 if request.url.path.startswith("/v1/") else 422
-    return _problem(status, "InvalidInput", str(exc.detail), errors=exc.extra or [])
+    return _problem(status, "InvalidInput", _redact(request, str(exc.detail)), errors=exc.extra or [])
 
 
 def _http_error(_: Request, exc: HTTPException) -> Response:
@@ -105,10 +110,19 @@ def create_app(settings: Settings, redis_url: str, *, worker: bool = False) -> L
     async def provide_store(request: Request) -> Store:
         return request.app.state.store
 
+    redactor = PathRedactor(settings.data_dir)
+
+    async def hide_server_paths(response: Response) -> Response:
+        """Every JSON answer names artifacts by id: see `service.public_paths`."""
+        if isinstance(response.content, (dict, list)):
+            response.content = redactor(response.content)
+        return response
+
     app = Litestar(
         route_handlers=ROUTE_HANDLERS,
         lifespan=[lifespan],
         dependencies={"store": Provide(provide_store)},
+        after_request=hide_server_paths,
         exception_handlers={
             ArenaError: _arena_error,
             ValidationException: _validation_error,

@@ -267,18 +267,21 @@ async def add_dataset(store, data_dir: Path, raw: bytes, *, name: str, filename:
     """Parse, store the records file, and register a version. Returns (DatasetVersion, created).
 
     Nothing is written unless the whole file is valid. Identical content under the same name
-    returns the existing version (created=False).
+    returns the existing version (created=False). Parsing and writing run in a worker
+    thread: a large upload never stalls the event loop (votes, heartbeats, other requests).
     """
     import time
+
+    import anyio.to_thread
 
     from service.domain import DatasetVersion, check_name
 
     check_name(name, "dataset name")
-    parsed = parse_dataset(raw, filename, fmt, max_bytes)
+    parsed = await anyio.to_thread.run_sync(parse_dataset, raw, filename, fmt, max_bytes)
     parent_id = None
     if parent:
         parent_id = (await store.resolve_dataset(parent)).id
-    write_records(data_dir, parsed)
+    await anyio.to_thread.run_sync(write_records, data_dir, parsed)
     dsv = DatasetVersion(
         id=parsed.content_id, name=name, version=0, source_filename=Path(filename).name[:200], format=parsed.format,
         record_count=len(parsed.records), created_at=time.time(), parent=parent_id, note=note,

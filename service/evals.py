@@ -219,11 +219,16 @@ async def prepare_task(store, settings: Settings, task: TaskConfig, docs: list[d
                            "read; send the documents in `docs`, or name a registered dataset as NAME@VERSION:SPLIT")
     if not docs:
         raise InvalidInput(f"task {task.task}: dataset {dataset} has no documents")
-    try:
-        build_requests(task, docs)  # every template on every document, now rather than in the job
+    import anyio.to_thread
+
+    try:  # every template on every document, now rather than in the job; off the event loop
+        await anyio.to_thread.run_sync(build_requests, task, docs)
     except (TaskError, ValueError, TypeError) as exc:
         raise InvalidInput(str(exc)) from None
-    docs_id = write_docs(settings, docs) if store_docs else docs_content_id(docs)
+    if store_docs:
+        docs_id = await anyio.to_thread.run_sync(write_docs, settings, docs)
+    else:
+        docs_id = docs_content_id(docs)
     if dataset == "inline":
         dataset = f"inline:{docs_id}"
     return PreparedTask(task, docs, docs_id, task_hash(task, docs_id), dataset, dataset_id or docs_id)

@@ -14,7 +14,7 @@ from service.errors import NotFound
 
 #: kind -> the full-match pattern of its ids (see where each is made).
 ID_FORMATS: dict[str, re.Pattern[str]] = {
-    "battle": re.compile(r"[A-Za-z0-9_-]{16,64}"),  # secrets.token_urlsafe(16): 22 characters
+    "battle": re.compile(r"[A-Za-z0-9_-]{1,64}"),  # made by secrets.token_urlsafe(16); no ":" or "/"
     "eval": re.compile(r"eval_[0-9a-f]{16}"),
     "run": re.compile(r"run_[0-9a-f]{16}"),
     "report": re.compile(r"rep_[0-9a-f]{16}"),

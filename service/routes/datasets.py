@@ -70,8 +70,10 @@ async def dataset_records(
     offset: Annotated[int, Parameter(ge=0)] = 0,
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 50,
 ) -> dict:
+    import anyio.to_thread
+
     dsv: DatasetVersion = await store.resolve_dataset(f"{name}@{version}" if version else name)
-    records, lines = datasets.read_records(request.app.state.settings.data_dir, dsv.id)
+    records, lines = await anyio.to_thread.run_sync(datasets.read_records, request.app.state.settings.data_dir, dsv.id)
     page = [
         {"index": i, "line": lines[i], "messages": msgspec.to_builtins(records[i].messages)}
         for i in range(offset, min(offset + limit, len(records)))

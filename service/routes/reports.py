@@ -58,6 +58,9 @@ async def report_page(request: Request, store: Store, report_id: str) -> Respons
     if job.status != "succeeded" or not path.exists():
         from html import escape
 
-        body = f"<!doctype html><meta http-equiv='refresh' content='3'><p>Report {escape(report_id)}: {escape(job.status)} ({job.progress:.0%}) {escape(job.error or '')}</p>"
+        from service.public_paths import PathRedactor
+
+        error = PathRedactor(request.app.state.settings.data_dir).text(job.error or "")
+        body = f"<!doctype html><meta http-equiv='refresh' content='3'><p>Report {escape(report_id)}: {escape(job.status)} ({job.progress:.0%}) {escape(error)}</p>"
         return Response(body, media_type="text/html")
     return Response(path.read_text(), media_type="text/html")

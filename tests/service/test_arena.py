@@ -400,12 +400,12 @@ def test_rebuild_while_votes_arrive_loses_nothing(settings):
         store = Store.from_url(settings.redis_url, settings.key_prefix)
         vote = {"model_a": "m1", "model_b": "m2", "winner": "model_a", "reviewer": "r"}
         for i in range(1200):
-            await store.put_battle(f"b{i}", {}, ttl_s=60)
+            await store.put_battle(f"battle-{i:010d}", {}, ttl_s=60)
         await store.record_observations([vote] * 2000, board="human")
 
         async def voter(start):
             for i in range(start, 1200, 4):
-                await store.record_vote(f"b{i}", vote, reviewer="r")
+                await store.record_vote(f"battle-{i:010d}", vote, reviewer="r")
 
         await asyncio.gather(store.rebuild_pair_counts(), *(voter(k) for k in range(4)), store.rebuild_pair_counts())
         counts = await store.pair_counts("human")
