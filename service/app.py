@@ -32,7 +32,7 @@ from service.routes.auth import LoginRequired
 from service.routes import ROUTE_HANDLERS
 from service.routes.pages import TEMPLATES
 from service.runtime import admin_token
-from service.public_paths import PathRedactor
+from service.public_paths import PathRedactor, register_data_dir
 from service.store import Store
 
 log = logging.getLogger("arena.app")
@@ -42,6 +42,13 @@ PROBLEM = "application/problem+json"
 
 def _problem(status: int, title: str, detail: str, **extra: object) -> Response:
     return Response({"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}, status_code=status, media_type=PROBLEM)
+
+
+async def hide_server_paths(response: Response) -> Response:
+    """Every JSON answer names artifacts by id: see `service.public_paths`."""
+    if isinstance(response.content, (dict, list)):
+        response.content = PathRedactor()(response.content)
+    return response
 
 
 def _redact(request: Request, obj):
@@ -110,13 +117,7 @@ def create_app(settings: Settings, redis_url: str, *, worker: bool = False) -> L
     async def provide_store(request: Request) -> Store:
         return request.app.state.store
 
-    redactor = PathRedactor(settings.data_dir)
-
-    async def hide_server_paths(response: Response) -> Response:
-        """Every JSON answer names artifacts by id: see `service.public_paths`."""
-        if isinstance(response.content, (dict, list)):
-            response.content = redactor(response.content)
-        return response
+    register_data_dir(settings.data_dir)
 
     app = Litestar(
         route_handlers=ROUTE_HANDLERS,

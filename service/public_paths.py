@@ -19,10 +19,24 @@ PATH_KEYS = frozenset({"path", "adapter_dir", "out_dir", "report_dir", "base_pat
 DATA_DIR_NAME = "$ARENA_DATA_DIR"
 
 
+#: Data dirs of the apps made in this process. Litestar resolves a handler's after-request
+#: hook once and keeps it on the (module-level) handler, so the hook cannot close over one
+#: app's settings: it redacts every data dir registered here (one in a deployed process).
+_ROOTS: set[str] = set()
+
+
+def register_data_dir(data_dir: Path) -> None:
+    _ROOTS.update({str(data_dir), str(data_dir.resolve())})
+
+
 class PathRedactor:
-    def __init__(self, data_dir: Path) -> None:
-        roots = {str(data_dir), str(data_dir.resolve())}
-        self.roots = sorted(roots, key=len, reverse=True)  # the longest spelling first
+    def __init__(self, data_dir: Path | None = None) -> None:
+        if data_dir is not None:
+            register_data_dir(data_dir)
+
+    @property
+    def roots(self) -> list[str]:
+        return sorted(_ROOTS, key=len, reverse=True)  # the longest spelling first
 
     def text(self, value: str) -> str:
         for root in self.roots:

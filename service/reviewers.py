@@ -72,13 +72,19 @@ async def identify(connection: ASGIConnection, store: Store, settings: Settings,
     open mode, else (when `new`) a new anonymous id in open mode. Raises `Unauthorized` for
     an unknown or revoked token, for no token in invite mode, and for no identity at all
     when not `new` (a vote: the battle was dealt to the id its cookie carries)."""
-    token = url_token or connection.headers.get(TOKEN_HEADER) or connection.cookies.get(TOKEN_COOKIE)
+    if url_token:  # an invite link: single-use, exchanged for a session kept in a cookie
+        session = secrets.token_urlsafe(24)
+        name = await store.exchange_invite(hash_token(url_token.strip()), hash_token(session))
+        if name is None:
+            raise Unauthorized("this invite link is unknown, revoked or already used (a link opens one browser "
+                               "session); ask the admin for a new one")
+        return Reviewer(name, True, (_cookie(TOKEN_COOKIE, session, connection, settings),))
+    token = connection.headers.get(TOKEN_HEADER) or connection.cookies.get(TOKEN_COOKIE)
     if token:
         name = await store.reviewer_for_token(hash_token(token.strip()))
         if name is None:
             raise Unauthorized("unknown or revoked reviewer token; ask the admin for a new invite link")
-        cookies = (_cookie(TOKEN_COOKIE, token.strip()),) if url_token else ()
-        return Reviewer(name, True, cookies)
+        return Reviewer(name, True)
     if settings.reviewer_mode == "invite":
         raise Unauthorized(
             "this arena is invite-only: open your invite link (/arena?token=...) or send the X-Reviewer-Token header"
@@ -93,7 +99,7 @@ async def identify(connection: ASGIConnection, store: Store, settings: Settings,
             "(or an invite token); enable cookies and ask for a new battle"
         )
     anon = f"{ANON_PREFIX}{secrets.token_hex(8)}"
-    return Reviewer(anon, False, (_cookie(ANON_COOKIE, _sign(anon, secret)),))
+    return Reviewer(anon, False, (_cookie(ANON_COOKIE, _sign(anon, secret), connection, settings),))
 
 
 async def _secret(store: Store) -> bytes:
@@ -139,8 +145,20 @@ def client_address(connection: ASGIConnection, settings: Settings) -> str:
     return peer
 
 
-def _cookie(key: str, value: str) -> Cookie:
-    return Cookie(key=key, value=value, httponly=True, samesite="lax", max_age=_COOKIE_AGE_S, path="/")
+def came_over_https(connection: ASGIConnection, settings: Settings) -> bool:
+    """True when the client reached us over HTTPS: directly, or through one of
+    `ARENA_TRUSTED_PROXIES` that says so in `X-Forwarded-Proto` (from anyone else the
+    header is ignored). Cookies are then `Secure`."""
+    if connection.url.scheme == "https":
+        return True
+    peer = connection.client.host if connection.client else ""
+    proto = connection.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    return peer in settings.trusted_proxy_list and proto == "https"
+
+
+def _cookie(key: str, value: str, connection: ASGIConnection, settings: Settings) -> Cookie:
+    return Cookie(key=key, value=value, httponly=True, samesite="lax", max_age=_COOKIE_AGE_S, path="/",
+                  secure=came_over_https(connection, settings))
 
 
 async def suspicious_reviewers(store: Store, *, min_votes: int = 20) -> list[dict]:

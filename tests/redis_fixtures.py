@@ -113,3 +113,11 @@ def live_server(settings: Settings) -> Iterator[LiveServer]:
     server = LiveServer(settings).start()
     yield server
     server.stop()
+
+
+def with_csrf(client: httpx.Client, form: dict) -> dict:
+    """`form` plus the CSRF token a browser would have from this site's page (`/login`
+    sets the double-submit cookie for a client that has none)."""
+    if "arena_csrf" not in client.cookies:
+        client.get("/login")
+    return {**form, "csrf_token": client.cookies["arena_csrf"]}

@@ -15,6 +15,7 @@ from litestar.params import Body
 from litestar.response import Redirect, Template
 
 from service import battles, leaderboards, reviewers
+from service.csrf import check_form, form_token
 from service.errors import ArenaError, NotFound
 from service.leaderboard_charts import ci_chart, win_rate_heatmap
 from service.store import Store
@@ -27,9 +28,11 @@ def _headers(nonce: str) -> dict[str, str]:
             "Cache-Control": "no-store"}
 
 
-def _page(name: str, context: dict[str, Any], status: int = 200, cookies: tuple = ()) -> Template:
+def _page(request: Request, name: str, context: dict[str, Any], status: int = 200, cookies: tuple = ()) -> Template:
     nonce = secrets.token_urlsafe(16)
-    return Template(name, context={**context, "nonce": nonce}, status_code=status, headers=_headers(nonce), cookies=list(cookies))
+    token, csrf_cookies = form_token(request, request.app.state.settings)
+    return Template(name, context={**context, "nonce": nonce, "csrf": token}, status_code=status, headers=_headers(nonce),
+                    cookies=list(cookies) + list(csrf_cookies))
 
 
 @get("/arena", include_in_schema=False)
@@ -38,7 +41,7 @@ async def arena_page(request: Request, store: Store, battle: str | None = None, 
     try:
         reviewer = await reviewers.identify(request, store, settings, url_token=token)
     except ArenaError as exc:
-        return _page("arena.html", {"error": exc.message, "battle": None, "allow_prompt": False}, exc.status)
+        return _page(request, "arena.html", {"error": exc.message, "battle": None, "allow_prompt": False}, exc.status)
     if token:  # keep the token in a cookie, not in the address bar or the history
         return Redirect("/arena", status_code=303, cookies=list(reviewer.cookies))
     context: dict[str, Any] = {"battle": None, "reveal": None, "error": None, "allow_prompt": True, "reviewer": reviewer.id}
@@ -55,7 +58,7 @@ async def arena_page(request: Request, store: Store, battle: str | None = None, 
         context["battle"] = battles.public_view(record)
     except ArenaError as exc:
         context["error"], status = exc.message, exc.status if isinstance(exc, NotFound) else 200
-    return _page("arena.html", context, status, reviewer.cookies)
+    return _page(request, "arena.html", context, status, reviewer.cookies)
 
 
 @post("/arena", include_in_schema=False)
@@ -64,10 +67,11 @@ async def arena_own_prompt(
 ) -> Template | Response:
     settings = request.app.state.settings
     try:
+        check_form(request, data)
         reviewer = await reviewers.identify(request, store, settings)
         record = await battles.create_battle(store, request.app.state.serving, settings, reviewer=reviewer.id, prompt_text=data.get("prompt", ""))
     except ArenaError as exc:
-        return _page("arena.html", {"error": exc.message, "battle": None, "allow_prompt": True, "prompt": data.get("prompt", "")}, exc.status)
+        return _page(request, "arena.html", {"error": exc.message, "battle": None, "allow_prompt": True, "prompt": data.get("prompt", "")}, exc.status)
     return Redirect(f"/arena?battle={record['id']}", status_code=303, cookies=list(reviewer.cookies))
 
 
@@ -80,6 +84,7 @@ async def arena_vote_form(
     battle_id = data.get("battle_id", "")
     context: dict[str, Any] = {"battle": None, "reveal": None, "error": None, "allow_prompt": True}
     try:
+        check_form(request, data)
         record = await store.get_battle(battle_id)
         context["battle"] = battles.public_view(record)
         reviewer = await reviewers.identify(request, store, settings, new=False)
@@ -88,12 +93,12 @@ async def arena_vote_form(
         context["reveal"] = {"model_a": reveal.model_a, "model_b": reveal.model_b, "choice": reveal.choice}
     except ArenaError as exc:
         context["error"] = exc.message
-        return _page("arena.html", context, exc.status)
-    return _page("arena.html", context, 200, reviewer.cookies)
+        return _page(request, "arena.html", context, exc.status)
+    return _page(request, "arena.html", context, 200, reviewer.cookies)
 
 
 @get("/leaderboard", include_in_schema=False)
-async def leaderboard_page(store: Store, category: str | None = None, source: str | None = None) -> Template:
+async def leaderboard_page(request: Request, store: Store, category: str | None = None, source: str | None = None) -> Template:
     category, source = category or None, source or None
     boards = []
     for board, title in (("human", "Human votes"), ("judge", "LLM / reference judges")):
@@ -101,5 +106,5 @@ async def leaderboard_page(store: Store, category: str | None = None, source: st
         boards.append({"view": view, "title": title, "ci_chart": ci_chart(view.rows), "heatmap": win_rate_heatmap(view.models, view.win_rates)})
     summary = await leaderboards.arena_summary(store, category=category, source=source)
     judge_runs = [j for j in await store.list_jobs(limit=10, kind="judge") if j.result]
-    return _page("leaderboard.html", {"boards": boards, "summary": summary, "category": category, "source": source,
+    return _page(request, "leaderboard.html", {"boards": boards, "summary": summary, "category": category, "source": source,
                                       "judge_runs": judge_runs, "votes": await store.vote_count()})

@@ -18,6 +18,9 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Redirect, Response
 
+from service.csrf import check_form, form_token
+from service.errors import Forbidden
+from service.reviewers import came_over_https
 from service.routes.auth import READ_COOKIE, READ_SESSION_S, is_read_token, read_session
 
 _FORM = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Sign in · Adapter Arena</title>
@@ -25,6 +28,7 @@ _FORM = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Sig
 input{{font:inherit;padding:.4rem;width:100%;box-sizing:border-box;margin:.4rem 0}}.err{{color:#b91c1c}}</style></head>
 <body><h1>Sign in to read</h1><p>Runs, evals and reports need the admin token or a viewer token.</p>{error}
 <form method="post" action="/login"><input type="hidden" name="next" value="{next}">
+<input type="hidden" name="csrf_token" value="{csrf}">
 <label>Token <input type="password" name="token" autocomplete="current-password" required autofocus></label>
 <button type="submit">Sign in</button></form></body></html>"""
 
@@ -35,20 +39,29 @@ def _local(next_path: str | None) -> str:
     return path if path.startswith("/") and not path.startswith("//") and "\\" not in path else "/runs"
 
 
+def _form(request: Request, error: str, target: str, status: int = 200) -> Response:
+    token, cookies = form_token(request, request.app.state.settings)
+    page = _FORM.format(error=error, next=escape(target), csrf=escape(token))
+    return Response(page, media_type="text/html", status_code=status, cookies=list(cookies))
+
+
 @get("/login", include_in_schema=False)
-async def login_page(next: str | None = None) -> Response:
-    return Response(_FORM.format(error="", next=escape(_local(next))), media_type="text/html")
+async def login_page(request: Request, next: str | None = None) -> Response:
+    return _form(request, "", _local(next))
 
 
 @post("/login", include_in_schema=False, status_code=303)
 async def login(request: Request, data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]) -> Response:
     target = _local(data.get("next"))
+    try:
+        check_form(request, data)
+    except Forbidden as exc:
+        return _form(request, f'<p class="err">{escape(exc.message)}</p>', target, 403)
     token = data.get("token", "")
     if not token or not is_read_token(request, token):
-        page = _FORM.format(error='<p class="err">That token does not open read access.</p>', next=escape(target))
-        return Response(page, media_type="text/html", status_code=401)
+        return _form(request, '<p class="err">That token does not open read access.</p>', target, 401)
     secret = await request.app.state.store.reviewer_secret()
-    secure = request.url.scheme == "https"
+    secure = came_over_https(request, request.app.state.settings)
     cookie = Cookie(key=READ_COOKIE, value=read_session(token, secret), httponly=True, samesite="strict",
                     secure=secure, max_age=READ_SESSION_S, path="/")
     return Redirect(target, status_code=303, cookies=[cookie])

@@ -328,6 +328,13 @@ class ArenaStore:
         raw = await self.redis.hget(self.keys.reviewer_tokens, token_hash)
         return raw.decode() if raw else None
 
+    async def exchange_invite(self, token_hash: str, session_hash: str) -> str | None:
+        """Atomically retire the invite token `token_hash` and let `session_hash` identify its
+        reviewer instead (a link is single-use: the browser keeps the session in a cookie).
+        None when the token is unknown, revoked or already used."""
+        raw = await self.redis.eval(_EXCHANGE_INVITE, 1, self.keys.reviewer_tokens, token_hash, session_hash)
+        return raw.decode() if raw else None
+
     async def revoke_invites(self, reviewer: str) -> int:
         """Forget every invite token of `reviewer`, so none identifies them again. Returns
         how many were revoked (0: they held none)."""
@@ -388,3 +395,13 @@ class ArenaStore:
 
     async def cache_put(self, key: str, value: dict[str, Any], ttl_s: int = 30 * 86400) -> None:
         await self.redis.set(self.keys.generation_cache(key), _enc.encode(value), ex=ttl_s)
+
+
+# One step, so two tabs opening the same link cannot both get a session from it.
+_EXCHANGE_INVITE = """
+local name = redis.call('HGET', KEYS[1], ARGV[1])
+if not name then return false end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[2], name)
+return name
+"""

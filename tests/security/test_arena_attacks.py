@@ -20,7 +20,7 @@ import redis
 
 from service.domain import Candidate
 from service.store.keys import Keys
-from tests.redis_fixtures import LiveServer
+from tests.redis_fixtures import LiveServer, with_csrf
 
 # Names no answer would contain by chance: a page or response naming one has unmasked it.
 MODELS = ("base-q9zv", "lora-x4kw")
@@ -138,7 +138,7 @@ def test_no_public_endpoint_unmasks_a_battle(arena):
     cached.close()
     # A prompt too long for the drawn candidates: the error says so without naming them.
     for r in (reviewer.post("/api/battles", json={"prompt": LONG_PROMPT}),
-              reviewer.post("/arena", data={"prompt": LONG_PROMPT})):
+              reviewer.post("/arena", data=with_csrf(reviewer, {"prompt": LONG_PROMPT}))):
         refused(r, 422, "too long for the candidates drawn for this battle")
         assert not any(name in r.text for name in MODELS)
     assert boards(server) == before
@@ -155,7 +155,7 @@ def test_vote_without_an_identity_is_401(arena):
     forged = httpx.Client(base_url=server.url, cookies={"arena_reviewer": "anon-0123456789abcdef.00000000000000000000000000000000"})
     refused(vote(forged, battle), 401, "no reviewer identity")
     refused(vote(bare, battle, headers={"X-Reviewer-Token": "guessed"}), 401, "unknown or revoked reviewer token")
-    refused(bare.post("/arena/vote", data={"battle_id": battle["id"], "choice": "a"}), 401, "no reviewer identity")
+    refused(bare.post("/arena/vote", data=with_csrf(bare, {"battle_id": battle["id"], "choice": "a"})), 401, "no reviewer identity")
     assert boards(server) == before
     assert vote(owner, battle).status_code == 200  # the battle was open all along
     assert boards(server)["human"]["n_battles"] == 1
@@ -169,7 +169,7 @@ def test_vote_on_another_reviewers_battle_is_403(arena):
     wait_out_min_vote_time()
     before = boards(server)
     refused(vote(other, battle), 403, "dealt to another reviewer")
-    refused(other.post("/arena/vote", data={"battle_id": battle["id"], "choice": "b"}), 403, "dealt to another reviewer")
+    refused(other.post("/arena/vote", data=with_csrf(other, {"battle_id": battle["id"], "choice": "b"})), 403, "dealt to another reviewer")
     assert boards(server) == before
     assert other.get(f"/api/battles/{battle['id']}").json()["reveal"] is None
     assert vote(owner, battle).status_code == 200

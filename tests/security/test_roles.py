@@ -10,7 +10,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from tests.redis_fixtures import LiveServer
+from tests.redis_fixtures import LiveServer, with_csrf
 
 VIEWER = "viewer-token-for-tests"
 READS = ["/api/datasets", "/api/datasets/x", "/api/datasets/x/records", "/api/jobs", "/api/jobs/job_x",
@@ -57,9 +57,9 @@ def test_pages_send_a_browser_to_sign_in_and_back(server):
         r = anon.get(page, follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"].startswith("/login?next="), page
     assert "Sign in" in anon.get("/login?next=/runs").text
-    bad = anon.post("/login", data={"token": "nope", "next": "/runs"}, follow_redirects=False)
+    bad = anon.post("/login", data=with_csrf(anon, {"token": "nope", "next": "/runs"}), follow_redirects=False)
     assert bad.status_code == 401 and "arena_read" not in bad.headers.get("set-cookie", "")
-    ok = anon.post("/login", data={"token": VIEWER, "next": "/runs"}, follow_redirects=False)
+    ok = anon.post("/login", data=with_csrf(anon, {"token": VIEWER, "next": "/runs"}), follow_redirects=False)
     assert ok.status_code == 303 and ok.headers["location"] == "/runs"
     cookie = ok.headers["set-cookie"]
     assert "arena_read=" in cookie and "HttpOnly" in cookie and VIEWER not in cookie
@@ -72,7 +72,8 @@ def test_pages_send_a_browser_to_sign_in_and_back(server):
     forged.cookies.set("arena_read", cookie.split("arena_read=")[1].split(";")[0][:-2] + "00")
     assert forged.get("/api/runs").status_code == 401
     # The redirect stays on this site.
-    away = server.client().post("/login", data={"token": VIEWER, "next": "//evil.example/x"}, follow_redirects=False)
+    elsewhere = server.client()
+    away = elsewhere.post("/login", data=with_csrf(elsewhere, {"token": VIEWER, "next": "//evil.example/x"}), follow_redirects=False)
     assert away.headers["location"] == "/runs"
 
 

@@ -17,7 +17,7 @@ import time
 import msgspec
 import pytest
 
-from tests.redis_fixtures import LiveServer, settings_env
+from tests.redis_fixtures import LiveServer, settings_env, with_csrf
 from tests.scripted_openai import ScriptedOpenAI, answers_in
 
 ANSWERS = {
@@ -185,8 +185,12 @@ def test_invite_mode_needs_a_token(settings, scripted):
         browser = srv.client()
         r = browser.get(f"/arena?token={invite['token']}", follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"] == "/arena" and "arena_token" in r.cookies
+        assert r.cookies["arena_token"] != invite["token"]  # a session of its own, not the link's token
         page = browser.get("/arena")
         assert page.status_code == 200 and "Model A" in page.text and "alpha" not in page.text
+        # Single-use: the link (from a history, a log, a referrer) opens nothing a second time.
+        again = srv.client().get(f"/arena?token={invite['token']}", follow_redirects=False)
+        assert again.status_code == 401 and "already used" in again.text
         reviewers = {r["reviewer"]: r for r in admin.get("/api/reviewers").json()}
         assert reviewers["ann"]["votes"] == 1
     finally:
@@ -380,16 +384,16 @@ def test_category_filter_and_pages(server):
     assert board.status_code == 200 and "<svg" in board.text and "category typed" in board.text
     # The no-JS vote: a plain form POST reveals the names.
     battle_id = page.text.split('data-battle="', 1)[1].split('"', 1)[0]
-    r = client.post("/arena/vote", data={"battle_id": battle_id, "choice": "b"})
+    r = client.post("/arena/vote", data=with_csrf(client, {"battle_id": battle_id, "choice": "b"}))
     assert r.status_code == 200 and ("alpha" in r.text and "beta" in r.text)
-    assert client.post("/arena/vote", data={"battle_id": battle_id, "choice": "a"}).status_code == 409
+    assert client.post("/arena/vote", data=with_csrf(client, {"battle_id": battle_id, "choice": "a"})).status_code == 409
     # A reload shows the reviewer's unvoted battle again instead of generating another.
     fresh = client.get("/arena").text.split('data-battle="', 1)[1].split('"', 1)[0]
     assert fresh != battle_id  # the last one was voted on
     assert client.get("/arena").text.split('data-battle="', 1)[1].split('"', 1)[0] == fresh
     other = server.client().get("/arena").text.split('data-battle="', 1)[1].split('"', 1)[0]
     assert other != fresh  # another reviewer gets their own
-    client.post("/arena/vote", data={"battle_id": fresh, "choice": "tie"})
+    client.post("/arena/vote", data=with_csrf(client, {"battle_id": fresh, "choice": "tie"}))
     assert client.get("/arena").text.split('data-battle="', 1)[1].split('"', 1)[0] != fresh
 
 
