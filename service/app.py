@@ -28,7 +28,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from service import jobs
 from service.config import Settings
 from service.errors import ArenaError
-from service.routes.auth import LoginRequired
+from service.routes.auth import SMALL_BODY_BYTES, LoginRequired
 from service.routes import ROUTE_HANDLERS
 from service.routes.pages import TEMPLATES
 from service.runtime import admin_token
@@ -148,7 +148,7 @@ def create_app(settings: Settings, redis_url: str, *, worker: bool = False) -> L
         ),
         cors_config=CORSConfig(allow_origins=[]),
         template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
-        request_max_body_size=settings.max_upload_bytes + 1024 * 1024,
+        request_max_body_size=SMALL_BODY_BYTES,  # the bulk routes lift it: see routes.auth.ADMIN_BULK
         state=State({"settings": settings, "admin_token": token, "token_generated": generated, "redis_url": redis_url, "worker_id": None}),
         debug=False,
     )

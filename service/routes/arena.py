@@ -10,7 +10,7 @@ from litestar import Request, get, post
 from service import battles
 from service.errors import InvalidInput
 from service.prompts import parse_prompt_record, prompts_from_dataset
-from service.routes.auth import ADMIN
+from service.routes.auth import ADMIN, ADMIN_BULK
 from service.store import Store
 
 
@@ -50,7 +50,7 @@ async def set_active(request: Request, store: Store, data: ActiveRequest) -> dic
     return {"active": await battles.set_active(store, request.app.state.settings, data.models, data.active)}
 
 
-@post("/api/arena/prompts", summary="Add prompts to the pool (a list, or a dataset's held-out split)", status_code=201, **ADMIN)
+@post("/api/arena/prompts", summary="Add prompts to the pool (a list, or a dataset's held-out split)", status_code=201, **ADMIN_BULK)
 async def add_prompts(request: Request, store: Store, data: PromptsRequest) -> dict:
     if (data.prompts is None) == (data.dataset is None):
         raise InvalidInput("send either `prompts` (a list) or `dataset` (NAME[@VERSION])")

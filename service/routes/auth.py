@@ -127,7 +127,27 @@ async def page_viewer_guard(connection: ASGIConnection, _: BaseRouteHandler) -> 
         raise LoginRequired("sign in to read this page", next=connection.url.path)
 
 
+#: The body limit of every route but the bulk ones: a vote, a prompt, a run request.
+SMALL_BODY_BYTES = 1024 * 1024
+
+
+def bulk_body_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """The body limit of the bulk routes (uploads, imports, inline documents), checked on
+    the declared length before a byte is read: `ARENA_MAX_UPLOAD_BYTES` (+1 MiB for the
+    multipart framing). A body without a length is refused rather than read unbounded."""
+    from service.errors import InvalidInput, TooLarge
+
+    limit = connection.app.state.settings.max_upload_bytes + 1024 * 1024
+    length = connection.headers.get("content-length")
+    if length is None or not length.strip().isdigit():
+        raise InvalidInput("send the body with a Content-Length header (uploads are not read unbounded)")
+    if int(length) > limit:
+        raise TooLarge(f"the body is {int(length)} bytes, over this server's limit of {limit} bytes (ARENA_MAX_UPLOAD_BYTES)")
+
+
 ADMIN = {"guards": [admin_guard], "security": [{"admin": []}]}
+#: Admin routes that take whole files (see `bulk_body_guard`); every other route takes at most SMALL_BODY_BYTES.
+ADMIN_BULK = {"guards": [admin_guard, bulk_body_guard], "security": [{"admin": []}], "request_max_body_size": None}
 VIEWER = {"guards": [viewer_guard], "security": [{"viewer": []}]}
 PAGE_VIEWER = {"guards": [page_viewer_guard]}
 API_KEY = {"guards": [api_key_guard], "security": [{"api_key": []}]}

@@ -10,7 +10,7 @@ from litestar.params import Parameter
 
 from service import battles, reviewers
 from service.errors import InvalidInput
-from service.routes.auth import ADMIN
+from service.routes.auth import ADMIN, ADMIN_BULK
 from service.store import Store
 
 
@@ -62,7 +62,7 @@ async def export_battles(
     return [msgspec.to_builtins(b) for b in await battles.export_battles(store, boards=boards, include_excluded=include_excluded)]
 
 
-@post("/api/battles/import", summary="Log and count FastChat battles (a JSON array) as observations", status_code=201, **ADMIN)
+@post("/api/battles/import", summary="Log and count FastChat battles (a JSON array) as observations", status_code=201, **ADMIN_BULK)
 async def import_battles(request: Request, store: Store, board: Literal["human", "judge"] | None = None, skip_invalid: bool = False) -> dict:
     try:
         records = msgspec.json.decode(await request.body())

@@ -14,7 +14,7 @@ from litestar.params import Body, Parameter
 from service import datasets
 from service.domain import DatasetVersion
 from service.errors import InvalidInput
-from service.routes.auth import ADMIN, VIEWER
+from service.routes.auth import ADMIN, ADMIN_BULK, VIEWER
 from service.store import Store
 
 
@@ -32,7 +32,7 @@ class SplitRequest(msgspec.Struct):
     seed: int = 0
 
 
-@post("/api/datasets", summary="Add a dataset file as a new version (multipart)", status_code=201, **ADMIN)
+@post("/api/datasets", summary="Add a dataset file as a new version (multipart)", status_code=201, **ADMIN_BULK)
 async def add_dataset(request: Request, store: Store, data: Annotated[DatasetUpload, Body(media_type=RequestEncodingType.MULTI_PART)]) -> dict:
     settings = request.app.state.settings
     raw = await data.file.read()

@@ -11,7 +11,7 @@ from litestar.response import Template
 
 from service import evals, jobs
 from service.errors import InvalidInput, NotFound
-from service.routes.auth import ADMIN, PAGE_VIEWER, VIEWER
+from service.routes.auth import ADMIN_BULK, PAGE_VIEWER, VIEWER
 from service.store import Store
 from service.store.evals import EvalRecord
 
@@ -59,7 +59,7 @@ async def eval_view(request: Request, store: Store, eval_id: str) -> dict[str, A
             "candidate_names": p.get("candidates", []), "limit": p.get("limit"), "created_at": job.created_at}
 
 
-@post("/api/evals", summary="Run a task on one or more candidates (a job; its id is the eval id)", status_code=202, **ADMIN)
+@post("/api/evals", summary="Run a task on one or more candidates (a job; its id is the eval id)", status_code=202, **ADMIN_BULK)
 async def create_eval(request: Request, store: Store, data: EvalRequest) -> dict:
     try:
         text = yaml.safe_dump(data.task, sort_keys=False) if isinstance(data.task, dict) else data.task

@@ -12,6 +12,7 @@ from litestar.response import ServerSentEvent
 
 from service import jobs
 from service.domain import TERMINAL
+from service.errors import RateLimited
 from service.routes.auth import ADMIN, VIEWER
 from service.store import Store
 
@@ -46,12 +47,34 @@ async def job_event_stream(store: Store, job_id: str, after: str = "0") -> Async
                 return
 
 
-@get("/api/jobs/{job_id:str}/events", summary="Server-sent events of a job's progress", **VIEWER)
-async def job_events(store: Store, job_id: str) -> ServerSentEvent:
+#: Live followers (SSE streams) one API process serves per job, and in all: each holds a
+#: connection and polls Redis, so an unbounded number is a cheap way to exhaust the server.
+MAX_FOLLOWERS_PER_JOB = 16
+MAX_FOLLOWERS = 256
+_followers: dict[str, int] = {}
+
+
+async def follow(store: Store, job_id: str) -> ServerSentEvent:
+    """The job's progress as server-sent events (`/api/jobs/{id}/events`, `/api/runs/{id}/events`);
+    429 past the follower caps."""
     await store.get_job(job_id)
+    if _followers.get(job_id, 0) >= MAX_FOLLOWERS_PER_JOB or sum(_followers.values()) >= MAX_FOLLOWERS:
+        raise RateLimited(f"job {job_id} already has the most live followers this server serves; "
+                          "poll GET /api/jobs/{id} instead, or try again later")
+    _followers[job_id] = _followers.get(job_id, 0) + 1
 
     async def gen() -> AsyncIterator[str]:
-        async for item in job_event_stream(store, job_id):
-            yield msgspec.json.encode(item["event"]).decode()
+        try:
+            async for item in job_event_stream(store, job_id):
+                yield msgspec.json.encode(item["event"]).decode()
+        finally:
+            _followers[job_id] -= 1
+            if not _followers[job_id]:
+                del _followers[job_id]
 
     return ServerSentEvent(gen())
+
+
+@get("/api/jobs/{job_id:str}/events", summary="Server-sent events of a job's progress", **VIEWER)
+async def job_events(store: Store, job_id: str) -> ServerSentEvent:
+    return await follow(store, job_id)

@@ -9,7 +9,7 @@ from litestar import Request, get, post
 
 from service import judging
 from service.prompts import parse_prompt_record
-from service.routes.auth import ADMIN, VIEWER
+from service.routes.auth import ADMIN_BULK, VIEWER
 from service.store import Store
 
 
@@ -29,7 +29,7 @@ class JudgeRequest(msgspec.Struct, forbid_unknown_fields=True):
     concurrency: int = 4
 
 
-@post("/api/judge", summary="Judge candidates pairwise (both orders) as a job; verdicts go to the judge board", status_code=202, **ADMIN)
+@post("/api/judge", summary="Judge candidates pairwise (both orders) as a job; verdicts go to the judge board", status_code=202, **ADMIN_BULK)
 async def start_judge(request: Request, store: Store, data: JudgeRequest) -> dict:
     spec = judging.parse_judge_spec(data.judge, model=data.judge_model, allow_both_bad=data.allow_both_bad,
                                      max_tokens=data.max_tokens, settings=request.app.state.settings)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -12,7 +11,7 @@ from litestar.response import ServerSentEvent
 from service import jobs, runs
 from service.errors import NotFound
 from service.routes.auth import ADMIN, VIEWER
-from service.routes.jobs import job_event_stream
+from service.routes.jobs import follow
 from service.store import Store
 
 
@@ -62,13 +61,7 @@ async def cancel_run(request: Request, store: Store, run_id: str) -> dict:
 
 @get("/api/runs/{run_id:str}/events", summary="Server-sent events: one per logging step, then the final status", **VIEWER)
 async def run_events(store: Store, run_id: str) -> ServerSentEvent:
-    await store.get_job(run_id)
-
-    async def gen() -> AsyncIterator[str]:
-        async for item in job_event_stream(store, run_id):
-            yield msgspec.json.encode(item["event"]).decode()
-
-    return ServerSentEvent(gen())
+    return await follow(store, run_id)
 
 
 @get("/api/candidates", summary="Candidates: name, base, dataset version, key metrics", **VIEWER)

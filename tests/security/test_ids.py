@@ -50,3 +50,29 @@ def test_ids_and_paths_are_checked_at_the_source(tmp_path):
         under(tmp_path / "data", "link", "secret")
     with pytest.raises(NotFound):
         under(tmp_path / "data", "..", "secret")
+
+
+def test_bodies_are_bounded_per_route(settings):
+    import msgspec
+
+    srv = LiveServer(msgspec.structs.replace(settings, max_upload_bytes=4096)).start()
+    try:
+        admin, anon = srv.client(admin=True), srv.client()
+        big = b'{"prompt": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+        # A vote, a battle, a run request: small routes refuse 2 MiB before reading it all.
+        for client, path in ((anon, "/api/battles"), (admin, "/api/runs"), (anon, "/v1/chat/completions")):
+            r = client.post(path, content=big, headers={"Content-Type": "application/json"})
+            assert r.status_code in (401, 413), (path, r.status_code)
+        assert admin.post("/api/runs", content=big, headers={"Content-Type": "application/json"}).status_code == 413
+        # Bulk routes follow ARENA_MAX_UPLOAD_BYTES, on the declared length.
+        r = admin.post("/api/battles/import", content=b"[" + b"{}," * 2_000_000 + b"{}]")
+        assert r.status_code == 413 and "ARENA_MAX_UPLOAD_BYTES" in r.json()["detail"]
+
+        def chunks():
+            yield b"[]"
+
+        r = admin.post("/api/battles/import", content=chunks())  # chunked: no declared length
+        assert r.status_code == 422 and "Content-Length" in r.json()["detail"]
+        assert admin.post("/api/battles/import", content=b"[]").status_code == 201
+    finally:
+        srv.stop()
