@@ -337,6 +337,8 @@ def _normalise_raw(raw: dict[str, Any], base_dir: Path, where: Callable[[str], s
         if "max_gen_toks" in generation and generation["max_gen_toks"] != value:
             raise TaskError(f"{where('generation_kwargs')}: max_new_tokens={value!r} and max_gen_toks="
                             f"{generation['max_gen_toks']!r} disagree; give one (max_gen_toks is lm-eval's name)")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise TaskError(f"{where('generation_kwargs')}: max_new_tokens={value!r}: expected an integer >= 1")
         generation["max_gen_toks"] = value
         raw["generation_kwargs"] = generation
     metric_list = raw.get("metric_list")

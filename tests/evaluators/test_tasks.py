@@ -278,6 +278,10 @@ def test_max_new_tokens_is_read_as_max_gen_toks(tmp_path):
                     "generation_kwargs: {max_new_tokens: 12, max_gen_toks: 16}\n")
     with pytest.raises(TaskError, match=r"t\.yaml:5: field 'generation_kwargs': max_new_tokens=12 and max_gen_toks=16"):
         load_task(path)
+    path.write_text("task: t\ndataset: d.jsonl\ndoc_to_text: '{{q}}'\ndoc_to_target: '{{a}}'\n"
+                    "generation_kwargs: {max_new_tokens: 0}\n")
+    with pytest.raises(TaskError, match=r"max_new_tokens=0: expected an integer >= 1"):  # the name the user wrote
+        load_task(path)
 
 
 def test_templates_render_in_a_sandbox():
