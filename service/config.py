@@ -27,6 +27,7 @@ class Settings(msgspec.Struct, kw_only=True):
     generation_url: str | None = None
     generation_api_key: str | None = None
     max_new_tokens_cap: int = 512
+    max_prompt_chars: int = 100_000  # a prompt longer than this is refused before it is tokenized
     adapter_cache_size: int = 8
     reviewer_mode: str = "open"  # "open" (cookie-bound anonymous id) or "invite"
     votes_per_minute: int = 60

@@ -195,11 +195,13 @@ class PreparedTask(msgspec.Struct):
 
 
 async def prepare_task(store, settings: Settings, task: TaskConfig, docs: list[dict[str, Any]] | None = None,
-                       *, allow_files: bool = True, store_docs: bool = True) -> PreparedTask:
+                       *, allow_files: bool = True, store_docs: bool = True, render_check: bool = True) -> PreparedTask:
     """Resolve the task's documents (`docs` given inline, a registered dataset, or — when
     `allow_files` — its JSONL file), check every document renders, and (`store_docs`)
     store them where the eval job reads them. Raises `InvalidInput` naming the task, the
-    document and the field."""
+    document and the field. Without `render_check` (a task sent over HTTP: its templates are
+    untrusted) nothing is rendered here; the worker renders them and a failing template
+    fails the job with the same message."""
     dataset = task.dataset
     dataset_id = ""
     if docs is not None:
@@ -222,7 +224,8 @@ async def prepare_task(store, settings: Settings, task: TaskConfig, docs: list[d
     import anyio.to_thread
 
     try:  # every template on every document, now rather than in the job; off the event loop
-        await anyio.to_thread.run_sync(build_requests, task, docs)
+        if render_check:
+            await anyio.to_thread.run_sync(build_requests, task, docs)
     except (TaskError, ValueError, TypeError) as exc:
         raise InvalidInput(str(exc)) from None
     if store_docs:
@@ -306,7 +309,8 @@ async def start_eval(store, queue, settings: Settings, *, task: TaskConfig, cand
     if settings.generation_url and task.output_type != "generate_until":
         raise InvalidInput(f"task {task.task}: {task.output_type} needs log-likelihoods, which the remote generation "
                            "backend (ARENA_GENERATION_URL) does not give; run it on a worker without a generation URL")
-    prepared = prepared or await prepare_task(store, settings, task, docs, allow_files=allow_files)
+    # Over HTTP (no files) the templates are rendered by the worker only, never in the API process.
+    prepared = prepared or await prepare_task(store, settings, task, docs, allow_files=allow_files, render_check=allow_files)
     params = {
         "task": msgspec.to_builtins(prepared.task), "docs_id": prepared.docs_id, "task_hash": prepared.task_hash,
         "dataset": prepared.dataset, "dataset_id": prepared.dataset_id, "candidates": list(candidates), "limit": limit,
@@ -428,6 +432,10 @@ def eval_job(ctx: JobContext) -> dict[str, Any]:
     store = ctx.store
     task = msgspec.convert(p["task"], TaskConfig)
     docs = read_docs(ctx.settings, p["docs_id"])
+    try:
+        build_requests(task, docs)  # a template that fails on a document fails the job with its message, before a model loads
+    except (TaskError, ValueError, TypeError) as exc:
+        raise InvalidInput(str(exc)) from None
     candidates = [ctx.call(store.get_candidate(name)) for name in p["candidates"]]
     bases = {c.base: ctx.call(store.get_base(c.base)) for c in candidates}
     names = [c.name for c in candidates]

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import msgspec
 
 from service.config import Settings
-from service.errors import NotFound
+from service.errors import InvalidInput, NotFound
 from service.generation import GenItem, Generation, InProcessBackend, backend_from_settings, cache_key
 from service.store import Store
 
@@ -83,6 +83,12 @@ class Serving:
 
     async def generate(self, items: Sequence[GenItem], *, use_cache: bool = True) -> list[Generation]:
         """Answers for `items` (mixed models share batches), from the cache where present."""
+        for item in items:  # before any tokenizer sees it: a huge string costs time to tokenize
+            chars = len(item.prompt) if isinstance(item.prompt, str) else sum(len(m.content) for m in item.prompt.messages)
+            if chars > self.settings.max_prompt_chars:
+                raise InvalidInput(f"the prompt is {chars} characters, over this server's limit of "
+                                   f"{self.settings.max_prompt_chars} (ARENA_MAX_PROMPT_CHARS)",
+                                   limit=self.settings.max_prompt_chars)
         ids = [await self.ensure(item.model) for item in items]
         for item in items:
             item.params.check_cap(self.settings.max_new_tokens_cap)

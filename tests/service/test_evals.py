@@ -137,8 +137,11 @@ def test_eval_over_http_runs_as_a_job_with_lineage_and_lm_eval_results(settings,
             and "invalid YAML" in bad_yaml.json()["detail"]
         bad_template = admin.post("/api/evals", json={"candidates": ["good"], "task": {**TASK, "doc_to_text": "{{ prompt"}})
         assert bad_template.status_code == 422 and "field 'doc_to_text'" in bad_template.json()["detail"]
+        # Templates sent over HTTP render in the worker only: a failing one fails the job, with the field.
         no_field = admin.post("/api/evals", json={"candidates": ["good"], "task": {**TASK, "doc_to_text": "{{ nope }}"}})
-        assert no_field.status_code == 422 and "'nope' is undefined" in no_field.json()["detail"]
+        assert no_field.status_code == 202, no_field.text
+        failed = wait_for_eval(admin, no_field.json()["id"])
+        assert failed["status"] == "failed" and "'nope' is undefined" in failed["error"], failed
         unknown = admin.post("/api/evals", json={"candidates": ["good", "nobody"], "task": TASK})
         assert unknown.status_code == 404 and "known: bad, good, same" in unknown.json()["detail"]
         include = admin.post("/api/evals", json={"candidates": ["good"], "task": "task: w\ninclude: /etc/passwd\n"})
@@ -159,7 +162,10 @@ def test_eval_over_http_runs_as_a_job_with_lineage_and_lm_eval_results(settings,
         assert good["metrics"]["rouge_l"]["value"] > 0.1 and good["metrics"]["rouge_l"]["stderr"] > 0
         assert bad["metrics"]["rouge_l"]["value"] < good["metrics"]["rouge_l"]["value"]
 
-        results = json.loads(Path(good["results_path"]).read_text())
+        # Files are named relative to the data dir in answers (no server path): resolve them here.
+        local = lambda shown: Path(shown.replace("$ARENA_DATA_DIR", str(settings.data_dir)))  # noqa: E731
+        assert good["results_path"].startswith("$ARENA_DATA_DIR/")
+        results = json.loads(local(good["results_path"]).read_text())
         entry = results["results"]["words"]
         assert entry["rouge_l,none"] == pytest.approx(good["metrics"]["rouge_l"]["value"])
         assert "rouge_l_stderr,none" in entry and "exact_match_stderr,none" in entry
@@ -169,7 +175,7 @@ def test_eval_over_http_runs_as_a_job_with_lineage_and_lm_eval_results(settings,
         assert (config["base"], config["adapter_sha256"], config["dataset"], config["dataset_id"]) == \
             ("tiny", sha, "words@1:test", dsv.id)
         assert config["task_hash"] == view["task_hash"]
-        rows = [json.loads(line) for line in Path(good["samples_path"]).read_text().splitlines()]
+        rows = [json.loads(line) for line in local(good["samples_path"]).read_text().splitlines()]
         assert len(rows) == 12
         assert {"doc_id", "doc_hash", "prompt", "target", "response", "rouge_l", "exact_match"} <= rows[0].keys()
         assert rows[0]["prompt"].startswith("User:Which word comes second in:") and rows[0]["target"].startswith("The second")
@@ -185,7 +191,7 @@ def test_eval_over_http_runs_as_a_job_with_lineage_and_lm_eval_results(settings,
         assert chat.status_code == 202, chat.text
         chat_view = wait_for_eval(admin, chat.json()["id"])
         assert chat_view["status"] == "succeeded", chat_view
-        chat_rows = [json.loads(line) for line in Path(chat_view["candidates"][0]["samples_path"]).read_text().splitlines()]
+        chat_rows = [json.loads(line) for line in local(chat_view["candidates"][0]["samples_path"]).read_text().splitlines()]
         assert [r["prompt"] for r in chat_rows] == [r["prompt"] for r in rows[:4]]
         assert [r["response"] for r in chat_rows] == [r["response"] for r in rows[:4]]
         assert chat_rows[0]["messages"][-1] == {"role": "user", "content": rows[0]["doc"]["question"]}

@@ -181,6 +181,8 @@ def test_bad_input_gets_the_right_status_and_says_what_is_wrong(server):
     assert too_long.json()["limit"] == 1024 - 16 and "the limit for cand-a is 1008" in too_long.json()["detail"]
     too_long = client.post("/v1/completions", json={"model": "tiny", "prompt": "word " * 1500, "max_tokens": 16})
     assert too_long.status_code == 400 and "limit" in too_long.json()["detail"]
+    huge = client.post("/v1/completions", json={"model": "tiny", "prompt": "w" * 200_000, "max_tokens": 16})
+    assert huge.status_code == 400 and "ARENA_MAX_PROMPT_CHARS" in huge.json()["detail"]  # refused before tokenizing
 
     over_cap = client.post("/v1/chat/completions", json=chat_body("cand-a", "hi", max_tokens=513))
     assert over_cap.status_code == 400 and over_cap.json()["limit"] == 512
