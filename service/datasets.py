@@ -1,18 +1,21 @@
 """Dataset files in the formats users bring, normalised to `Conversation`s.
 
-Formats (detected, or given explicitly):
-- `alpaca`: JSONL of `{"instruction", "input", "output"}`
-- `chat`: JSONL of `{"messages": [{"role": system|user|assistant, "content"}, ...]}`
-- `prompt_completion`: JSONL of `{"prompt", "completion"}`
-- `plain`: `User:…</s>\\n Assistant:…</s>` strings, as a JSON array of strings or JSONL of `{"text"}`
+Files: JSONL (one record per line), a JSON array, or Parquet (one record per row, read
+with pyarrow); UTF-8 unless `encoding` says otherwise (e.g. GB18030 for files from older
+Chinese tools). Record formats (detected per file from the first record, or given):
+see `service.dataset_formats` — Alpaca with LLaMA-Factory's `system`/`history`, OpenAI chat
+`messages`, ShareGPT `conversations`, XTuner `conversation`, prompt/completion, plain
+`User:…</s>` text; LLaMA-Factory's `dataset_info.json` maps other column names.
 
-Every error names where (line and column, or record and field) and what was expected,
-and nothing is stored unless the whole file parses.
+Every error names where (line and column, row, or record and field) and what was
+expected, and nothing is stored unless the whole file parses. Fields no reader uses are
+reported as warnings naming them, never dropped in silence.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import random
 import re
@@ -21,18 +24,19 @@ from pathlib import Path
 import msgspec
 
 from evaluators.bounded_json import TooDeep, check_depth
-from evaluators.records import ASSISTANT_PREFIX, EOS, SYSTEM_PREFIX, USER_PREFIX, Conversation, Message
+from evaluators.records import Conversation, Message
+from service.dataset_formats import FORMATS, READERS, ColumnMapping, FieldLog, detect, parse_plain
 from service.domain import Split
 from service.errors import InvalidInput, TooLarge
 
-FORMATS = ("alpaca", "chat", "prompt_completion", "plain")
-_ROLES = {"system", "user", "assistant"}
+__all__ = ["FORMATS", "ParsedDataset", "parse_dataset", "parse_plain", "read_records", "write_records"]
 
 
 class ParsedDataset(msgspec.Struct):
     records: list[Conversation]
     format: str
-    line_numbers: list[int]  # 1-based source line of each record
+    line_numbers: list[int]  # 1-based source line (or Parquet row) of each record
+    warnings: list[str] = msgspec.field(default_factory=list)
 
     @property
     def content_id(self) -> str:
@@ -48,161 +52,109 @@ def content_hash(records: list[Conversation]) -> str:
     return h.hexdigest()[:16]
 
 
-def _field(obj: dict, name: str, where: str, allow_empty: bool = False) -> str:
-    if name not in obj:
-        raise InvalidInput(f"{where}: missing field {name!r}")
-    value = obj[name]
-    if not isinstance(value, str):
-        raise InvalidInput(f"{where}: field {name!r} must be a string, got {type(value).__name__}")
-    if not allow_empty and not value.strip():
-        raise InvalidInput(f"{where}: field {name!r} is empty")
-    return value
+class _Reader:
+    """Reads records one by one in one format (the first record's, unless given)."""
+
+    def __init__(self, fmt: str | None, mapping: ColumnMapping | None) -> None:
+        self.fmt, self.mapping, self.log = fmt, mapping, FieldLog()
+
+    def __call__(self, item: object, where: str) -> Conversation:
+        if self.mapping is not None:
+            return self.mapping.read(item, where, self.log)  # type: ignore[arg-type]
+        kind = self.fmt or detect(item, where)
+        self.fmt = kind
+        if isinstance(item, str) and kind == "plain":
+            return parse_plain(item, where)
+        if not isinstance(item, dict):
+            raise InvalidInput(f"{where}: expected a JSON object for format {kind!r}, got {type(item).__name__}")
+        self.log.note(item, kind, where)
+        return READERS[kind](item, where)
+
+    @property
+    def format(self) -> str:
+        return self.mapping.format if self.mapping is not None else (self.fmt or "plain")
 
 
-def _from_alpaca(obj: dict, where: str) -> Conversation:
-    instruction = _field(obj, "instruction", where)
-    context = obj.get("input", "")
-    if not isinstance(context, str):
-        raise InvalidInput(f"{where}: field 'input' must be a string, got {type(context).__name__}")
-    output = _field(obj, "output", where)
-    prompt = f"{instruction}\n\n{context}" if context.strip() else instruction
-    return Conversation(messages=(Message("user", prompt), Message("assistant", output)))
+def _decode(raw: bytes, filename: str, encoding: str | None) -> str:
+    if encoding:
+        try:
+            return raw.decode(encoding)
+        except LookupError:
+            raise InvalidInput(f"unknown encoding {encoding!r}; e.g. utf-8, gb18030, gbk, big5") from None
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
+            raise InvalidInput(f"{filename}: not {encoding}: byte 0x{raw[exc.start]:02x} at line {line}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        hint = ""
+        try:
+            raw.decode("gb18030")
+            hint = "; it reads as GB18030 (Chinese): give --encoding gb18030"
+        except UnicodeDecodeError:
+            hint = "; give its encoding with --encoding"
+        raise InvalidInput(f"{filename}: not UTF-8: byte 0x{raw[exc.start]:02x} at line {line} (offset {exc.start}){hint}") from None
 
 
-def _from_chat(obj: dict, where: str) -> Conversation:
-    messages = obj.get("messages")
-    if messages is None:
-        raise InvalidInput(f"{where}: missing field 'messages'")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidInput(f"{where}: field 'messages' must be a non-empty list")
-    out = []
-    for j, m in enumerate(messages):
-        at = f"{where}, messages[{j}]"
-        if not isinstance(m, dict):
-            raise InvalidInput(f"{at}: expected an object with 'role' and 'content'")
-        role = m.get("role")
-        if role not in _ROLES:
-            raise InvalidInput(f"{at}: unknown role {role!r}; expected one of system, user, assistant")
-        content = _field(m, "content", at, allow_empty=role == "system")
-        out.append(Message(role, content))
-    if out[-1].role != "assistant":
-        raise InvalidInput(f"{where}: the last message must be from the assistant (the answer to train on)")
-    if not any(m.role == "user" for m in out):
-        raise InvalidInput(f"{where}: no user message")
-    return Conversation(messages=tuple(out))
+def _parquet_rows(raw: bytes, filename: str) -> list[dict]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(io.BytesIO(raw)).to_pylist()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise InvalidInput(f"{filename}: not a readable Parquet file ({str(exc)[:200]})") from None
 
 
-def _from_prompt_completion(obj: dict, where: str) -> Conversation:
-    return Conversation(messages=(Message("user", _field(obj, "prompt", where)), Message("assistant", _field(obj, "completion", where))))
-
-
-_TURN_RE = re.compile(r"(User:|Assistant:|System:)(.*?)</s>\s*", re.S)
-
-
-def parse_plain(text: str, where: str) -> Conversation:
-    """Parse one `User:…</s>\\n Assistant:…</s>` string (multi-turn allowed)."""
-    stripped = text.strip()
-    if not stripped:
-        raise InvalidInput(f"{where}: empty text")
-    pos, out = 0, []
-    role_of = {USER_PREFIX: "user", ASSISTANT_PREFIX: "assistant", SYSTEM_PREFIX: "system"}
-    while pos < len(stripped):
-        m = _TURN_RE.match(stripped, pos)
-        if not m:
-            snippet = stripped[pos : pos + 30]
-            raise InvalidInput(f"{where}: expected 'User:…{EOS}' / 'Assistant:…{EOS}' turns, found {snippet!r} at character {pos}")
-        role, content = role_of[m.group(1)], m.group(2)
-        if role != "system" and not content.strip():
-            raise InvalidInput(f"{where}: empty {role} turn at character {pos}")
-        out.append(Message(role, content))
-        pos = m.end()
-    if out[-1].role != "assistant":
-        raise InvalidInput(f"{where}: the text must end with an 'Assistant:…{EOS}' turn")
-    return Conversation(messages=tuple(out))
-
-
-def _from_text(obj: dict, where: str) -> Conversation:
-    return parse_plain(_field(obj, "text", where), where)
-
-
-_CONVERTERS = {"alpaca": _from_alpaca, "chat": _from_chat, "prompt_completion": _from_prompt_completion, "plain": _from_text}
-
-
-def _detect(obj: object, where: str) -> str:
-    if isinstance(obj, str):
-        return "plain"
-    if not isinstance(obj, dict):
-        raise InvalidInput(f"{where}: expected a JSON object, got {type(obj).__name__}")
-    if "messages" in obj:
-        return "chat"
-    if "instruction" in obj or "output" in obj:
-        return "alpaca"
-    if "prompt" in obj or "completion" in obj:
-        return "prompt_completion"
-    if "text" in obj:
-        return "plain"
-    raise InvalidInput(
-        f"{where}: cannot tell the format from fields {sorted(obj)[:8]}; expected Alpaca (instruction/input/output), "
-        "chat (messages), prompt/completion, or plain text (text)"
-    )
-
-
-def parse_dataset(raw: bytes, filename: str = "<upload>", fmt: str | None = None, max_bytes: int | None = None) -> ParsedDataset:
+def parse_dataset(raw: bytes, filename: str = "<upload>", fmt: str | None = None, max_bytes: int | None = None, *,
+                  encoding: str | None = None, mapping: ColumnMapping | None = None) -> ParsedDataset:
     """Parse and validate a whole dataset file. Raises `InvalidInput` at the first bad record
-    (with its line/column or field), `TooLarge` over `max_bytes`."""
+    (with its line/column, row or field), `TooLarge` over `max_bytes`."""
     if max_bytes is not None and len(raw) > max_bytes:
         raise TooLarge(f"{filename}: {len(raw)} bytes is over the limit of {max_bytes} bytes (ARENA_MAX_UPLOAD_BYTES)")
     if fmt is not None and fmt not in FORMATS:
         raise InvalidInput(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise InvalidInput(f"{filename}: not UTF-8: byte 0x{raw[exc.start]:02x} at line {line} (offset {exc.start})") from None
-    text = text.lstrip("\ufeff")
-    if not text.strip():
-        raise InvalidInput(f"{filename}: the file is empty")
-    try:
-        check_depth(text)
-    except TooDeep as exc:
-        raise InvalidInput(f"{filename}: {exc}") from None
+    read = _Reader(fmt, mapping)
     records: list[Conversation] = []
     lines: list[int] = []
-    if text.lstrip().startswith("["):
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"{filename}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
-        line_of = _array_item_lines(text, len(items))
-        for i, item in enumerate(items):
-            where = f"{filename}: record {i} (line {line_of[i]})"
-            kind = fmt or _detect(item, where)
-            if isinstance(item, str) and kind == "plain":
-                records.append(parse_plain(item, where))
-            else:
-                if not isinstance(item, dict):
-                    raise InvalidInput(f"{where}: expected a JSON object for format {kind!r}, got {type(item).__name__}")
-                records.append(_CONVERTERS[kind](item, where))
-            lines.append(line_of[i])
-            fmt = fmt or kind
+    if filename.lower().endswith(".parquet") or raw[:4] == b"PAR1":
+        for i, row in enumerate(_parquet_rows(raw, filename)):
+            records.append(read(row, f"{filename}: row {i + 1}"))
+            lines.append(i + 1)
     else:
-        for n, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
+        text = _decode(raw, filename, encoding).lstrip("\ufeff")
+        if not text.strip():
+            raise InvalidInput(f"{filename}: the file is empty")
+        try:
+            check_depth(text)
+        except TooDeep as exc:
+            raise InvalidInput(f"{filename}: {exc}") from None
+        if text.lstrip().startswith("["):
             try:
-                obj = json.loads(line)
+                items = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise InvalidInput(f"{filename}: invalid JSON at line {n}, column {exc.colno}: {exc.msg}") from None
-            where = f"{filename}: line {n}"
-            kind = fmt or _detect(obj, where)
-            if not isinstance(obj, dict):
-                raise InvalidInput(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            records.append(_CONVERTERS[kind](obj, where))
-            lines.append(n)
-            fmt = fmt or kind
+                raise InvalidInput(f"{filename}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+            line_of = _array_item_lines(text, len(items))
+            for i, item in enumerate(items):
+                records.append(read(item, f"{filename}: record {i} (line {line_of[i]})"))
+                lines.append(line_of[i])
+        else:
+            for n, line in enumerate(text.splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InvalidInput(f"{filename}: invalid JSON at line {n}, column {exc.colno}: {exc.msg}") from None
+                where = f"{filename}: line {n}"
+                if not isinstance(obj, dict):
+                    raise InvalidInput(f"{where}: expected a JSON object, got {type(obj).__name__}")
+                records.append(read(obj, where))
+                lines.append(n)
     if not records:
         raise InvalidInput(f"{filename}: no records")
-    return ParsedDataset(records=records, format=fmt or "plain", line_numbers=lines)
+    return ParsedDataset(records=records, format=read.format, line_numbers=lines, warnings=read.log.warnings())
 
 
 def _array_item_lines(text: str, n: int) -> list[int]:
@@ -263,7 +215,8 @@ def make_split(n: int, test_fraction: float, seed: int) -> Split:
 
 
 async def add_dataset(store, data_dir: Path, raw: bytes, *, name: str, filename: str, fmt: str | None = None,
-                      max_bytes: int | None = None, parent: str | None = None, note: str = ""):
+                      max_bytes: int | None = None, parent: str | None = None, note: str = "",
+                      encoding: str | None = None, mapping: ColumnMapping | None = None):
     """Parse, store the records file, and register a version. Returns (DatasetVersion, created).
 
     Nothing is written unless the whole file is valid. Identical content under the same name
@@ -277,13 +230,14 @@ async def add_dataset(store, data_dir: Path, raw: bytes, *, name: str, filename:
     from service.domain import DatasetVersion, check_name
 
     check_name(name, "dataset name")
-    parsed = await anyio.to_thread.run_sync(parse_dataset, raw, filename, fmt, max_bytes)
+    parsed = await anyio.to_thread.run_sync(
+        lambda: parse_dataset(raw, filename, fmt, max_bytes, encoding=encoding, mapping=mapping))
     parent_id = None
     if parent:
         parent_id = (await store.resolve_dataset(parent)).id
     await anyio.to_thread.run_sync(write_records, data_dir, parsed)
     dsv = DatasetVersion(
         id=parsed.content_id, name=name, version=0, source_filename=Path(filename).name[:200], format=parsed.format,
-        record_count=len(parsed.records), created_at=time.time(), parent=parent_id, note=note,
+        record_count=len(parsed.records), created_at=time.time(), parent=parent_id, note=note, warnings=parsed.warnings,
     )
     return await store.add_dataset_version(dsv)

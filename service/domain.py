@@ -50,6 +50,7 @@ class DatasetVersion(msgspec.Struct, kw_only=True):
     parent: str | None = None  # lineage: the version this one was curated from
     note: str = ""
     split: Split | None = None
+    warnings: list[str] = []  # fields the reader did not use (named), and such
 
     @property
     def ref(self) -> str:

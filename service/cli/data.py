@@ -23,11 +23,17 @@ def data_cmd() -> None:
 @click.option("--format", "fmt", type=click.Choice(datasets.FORMATS), default=None, help="Skip detection.")
 @click.option("--parent", default=None, help="NAME[@VERSION] this version was curated from (lineage).")
 @click.option("--note", default="", help="A note kept with the version.")
+@click.option("--encoding", default=None, help="The file's text encoding when not UTF-8 (e.g. gb18030, gbk, big5).")
+@click.option("--dataset-info", "dataset_info", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="LLaMA-Factory's dataset_info.json: read FILE with the column mapping of --dataset.")
+@click.option("--dataset", "info_name", default=None, help="The dataset_info.json entry to use (with --dataset-info).")
 @click.option("--json", "json_out", is_flag=True)
-def data_add(file: Path, name: str, fmt: str | None, parent: str | None, note: str, json_out: bool) -> None:
-    """Validate FILE and store it as a new version of dataset NAME."""
+def data_add(file: Path, name: str, fmt: str | None, parent: str | None, note: str, encoding: str | None,
+             dataset_info: Path | None, info_name: str | None, json_out: bool) -> None:
+    """Validate FILE (JSONL, JSON array or Parquet) and store it as a new version of dataset NAME."""
     if not file.exists():
         raise InvalidInput(f"{file}: no such file")
+    mapping = _mapping(dataset_info, info_name, fmt)
     s = settings()
     size = file.stat().st_size
     if size > s.max_upload_bytes:
@@ -38,13 +44,38 @@ def data_add(file: Path, name: str, fmt: str | None, parent: str | None, note: s
     with open_store(s) as store:
         dsv, created = store._run(
             datasets.add_dataset(store.store, s.data_dir, raw, name=name, filename=file.name, fmt=fmt,
-                                 max_bytes=s.max_upload_bytes, parent=parent, note=note)
+                                 max_bytes=s.max_upload_bytes, parent=parent, note=note, encoding=encoding,
+                                 mapping=mapping)
         )
     if json_out:
         echo_json({"created": created, "dataset": dsv})
         return
     verb = "added" if created else "already there:"
     click.echo(f"{verb} {dsv.ref} (id {dsv.id}): {dsv.record_count} records, format {dsv.format}")
+    for warning in dsv.warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
+def _mapping(dataset_info: Path | None, info_name: str | None, fmt: str | None):
+    """The column mapping of `--dataset-info FILE --dataset NAME`, or None."""
+    if dataset_info is None and info_name is None:
+        return None
+    if dataset_info is None or info_name is None:
+        raise InvalidInput("--dataset-info and --dataset go together: the file and the entry in it to use")
+    if fmt is not None:
+        raise InvalidInput("--format and --dataset-info both say how to read the file; give one")
+    from evaluators.bounded_json import TooDeep, check_depth
+    from service.dataset_formats import column_mapping
+
+    try:
+        text = dataset_info.read_text(encoding="utf-8")
+        check_depth(text)
+        info = msgspec.json.decode(text)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{dataset_info}: cannot read ({exc})") from None
+    except (msgspec.DecodeError, TooDeep) as exc:
+        raise InvalidInput(f"{dataset_info}: not valid JSON ({exc})") from None
+    return column_mapping(info, info_name)
 
 
 @data_cmd.command("list")

@@ -25,6 +25,7 @@ class DatasetUpload:
     format: str | None = None
     parent: str | None = None
     note: str = ""
+    encoding: str | None = None  # the file's text encoding when not UTF-8 (e.g. gb18030)
 
 
 class SplitRequest(msgspec.Struct):
@@ -39,6 +40,7 @@ async def add_dataset(request: Request, store: Store, data: Annotated[DatasetUpl
     dsv, created = await datasets.add_dataset(
         store, settings.data_dir, raw, name=data.name, filename=data.file.filename or "upload",
         fmt=data.format or None, max_bytes=settings.max_upload_bytes, parent=data.parent or None, note=data.note,
+        encoding=data.encoding or None,
     )
     return {"created": created, "dataset": msgspec.to_builtins(dsv)}
 

@@ -59,7 +59,7 @@ def test_one_bad_line_in_ten_thousand_is_found():
     [
         (b'{"instruction": "x", "input": "", "output": "  "}', "field 'output' is empty"),
         (b'{"messages": [{"role": "user", "content": "hi"}, {"role": "robot", "content": "x"}]}', "unknown role 'robot'"),
-        (b'{"messages": [{"role": "user", "content": "hi"}]}', "last message must be from the assistant"),
+        (b'{"messages": [{"role": "user", "content": "hi"}]}', "last turn must be from the assistant"),
         (b'{"prompt": "x", "completion": 3}', "must be a string"),
         (b'{"foo": 1}', "cannot tell the format"),
         (b'["User:hi</s>\\n Assistant:</s>"]', "empty assistant turn"),

@@ -1,0 +1,117 @@
+"""The formats of the Chinese fine-tuning ecosystem (LLaMA-Factory, XTuner, ShareGPT), their
+encodings and Parquet, read into one conversation type with nothing dropped in silence."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from evaluators.records import Message
+from service.dataset_formats import column_mapping
+from service.datasets import parse_dataset
+from service.errors import InvalidInput
+from tests.service.test_cli import arena, embedded_env
+
+
+def jsonl(*records) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+
+
+def test_llama_factory_alpaca_keeps_system_and_history():
+    record = {"instruction": "那第二个呢？", "input": "", "output": "第二个是北京。", "system": "你是一个地理助手。",
+              "history": [["中国的首都是哪里？", "北京。"], ["日本的呢？", "东京。"]]}
+    parsed = parse_dataset(jsonl(record), "zh.jsonl")
+    assert parsed.format == "alpaca" and parsed.warnings == []
+    assert parsed.records[0].messages == (
+        Message("system", "你是一个地理助手。"), Message("user", "中国的首都是哪里？"), Message("assistant", "北京。"),
+        Message("user", "日本的呢？"), Message("assistant", "东京。"), Message("user", "那第二个呢？"),
+        Message("assistant", "第二个是北京。"))
+    with pytest.raises(InvalidInput, match=r"line 1: history\[0\]: expected \[query, response\]"):
+        parse_dataset(jsonl({**record, "history": [["只有一半"]]}), "zh.jsonl")
+
+
+def test_sharegpt_xtuner_and_openai_parts():
+    sharegpt = {"system": "你是客服。", "conversations": [
+        {"from": "human", "value": "查一下订单 42。"}, {"from": "function_call", "value": '{"name": "order", "id": 42}'},
+        {"from": "observation", "value": '{"status": "已发货"}'}, {"from": "gpt", "value": "您的订单已发货。"}]}
+    got = parse_dataset(jsonl(sharegpt), "s.jsonl")
+    assert got.format == "sharegpt"
+    assert [m.role for m in got.records[0].messages] == ["system", "user", "assistant", "user", "assistant"]
+    xtuner = {"conversation": [{"system": "简洁回答。", "input": "1+1=?", "output": "2"}, {"input": "再加1呢？", "output": "3"}]}
+    got = parse_dataset(jsonl(xtuner), "x.jsonl")
+    assert got.format == "xtuner" and got.records[0].messages[-1] == Message("assistant", "3")
+    assert [m.role for m in got.records[0].messages] == ["system", "user", "assistant", "user", "assistant"]
+    parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "你好"}, {"type": "text", "text": "！"}]},
+                          {"role": "assistant", "content": "你好！"}]}
+    assert parse_dataset(jsonl(parts), "o.jsonl").records[0].messages[0] == Message("user", "你好！")
+    image = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},
+                          {"role": "assistant", "content": "一只猫"}]}
+    with pytest.raises(InvalidInput, match=r"line 1, messages\[0\]: content\[0\] is a 'image_url' part"):
+        parse_dataset(jsonl(image), "o.jsonl")
+    with pytest.raises(InvalidInput, match=r"line 2, conversations\[0\]: unknown speaker 'robot'"):
+        parse_dataset(jsonl(sharegpt, {"conversations": [{"from": "robot", "value": "x"}]}), "s.jsonl")
+
+
+def test_fields_no_reader_uses_are_named_not_dropped_in_silence():
+    records = [{"instruction": "问", "output": "答", "id": 1, "source": "web"}, {"instruction": "问2", "output": "答2", "id": 2}]
+    warnings = parse_dataset(jsonl(*records), "a.jsonl").warnings
+    assert len(warnings) == 2 and "field 'id' (in 2 records, first at a.jsonl: line 1)" in warnings[0]
+    assert "field 'source' (in 1 record," in warnings[1]
+
+
+def test_dataset_info_maps_columns_and_tags():
+    info = {"zh_qa": {"file_name": "qa.json", "columns": {"prompt": "问题", "response": "回答", "system": "设定"}},
+            "zh_chat": {"file_name": "chat.json", "formatting": "sharegpt", "columns": {"messages": "messages"},
+                        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                                 "assistant_tag": "assistant"}}}
+    qa = parse_dataset(jsonl({"问题": "天空是什么颜色？", "回答": "蓝色。", "设定": "简洁", "编号": 7}), "qa.jsonl",
+                       mapping=column_mapping(info, "zh_qa"))
+    assert qa.records[0].messages == (Message("system", "简洁"), Message("user", "天空是什么颜色？"), Message("assistant", "蓝色。"))
+    assert qa.format == "alpaca" and "field '编号'" in qa.warnings[0]
+    chat = parse_dataset(jsonl({"messages": [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "您好"}]}),
+                         "chat.jsonl", mapping=column_mapping(info, "zh_chat"))
+    assert chat.records[0].messages[-1] == Message("assistant", "您好")
+    with pytest.raises(InvalidInput, match="no dataset 'nope'; it has zh_chat, zh_qa"):
+        column_mapping(info, "nope")
+    with pytest.raises(InvalidInput, match=r"column\(s\) \['answer'\] are not alpaca columns"):
+        column_mapping({"x": {"columns": {"answer": "a"}}}, "x")
+
+
+def test_gb18030_files_and_parquet():
+    raw = jsonl({"instruction": "北京是哪国的首都？", "output": "中国。"}).decode().encode("gb18030")
+    with pytest.raises(InvalidInput, match="not UTF-8.*give --encoding gb18030"):
+        parse_dataset(raw, "gbk.jsonl")
+    assert parse_dataset(raw, "gbk.jsonl", encoding="gb18030").records[0].answer == "中国。"
+    with pytest.raises(InvalidInput, match="unknown encoding 'klingon'"):
+        parse_dataset(raw, "gbk.jsonl", encoding="klingon")
+    table = pa.table({"instruction": ["一加一？", "二加二？"], "input": ["", ""], "output": ["二", "四"]})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    parsed = parse_dataset(buffer.getvalue(), "train-00000.parquet")
+    assert parsed.format == "alpaca" and [r.answer for r in parsed.records] == ["二", "四"] and parsed.line_numbers == [1, 2]
+    bad = pa.table({"instruction": ["一加一？"], "output": [""]})
+    buffer = io.BytesIO()
+    pq.write_table(bad, buffer)
+    with pytest.raises(InvalidInput, match="train.parquet: row 1: field 'output' is empty"):
+        parse_dataset(buffer.getvalue(), "train.parquet")
+
+
+def test_cli_reads_llama_factory_files_as_users_bring_them(tmp_path):
+    env = embedded_env(tmp_path)
+    data = tmp_path / "qa.json"
+    data.write_text(json.dumps([{"问题": "天空是什么颜色？", "回答": "蓝色。", "来源": "web"}], ensure_ascii=False))
+    info = tmp_path / "dataset_info.json"
+    info.write_text(json.dumps({"zh_qa": {"file_name": "qa.json", "columns": {"prompt": "问题", "response": "回答"}}},
+                               ensure_ascii=False))
+    added = arena("data", "add", str(data), "--name", "zhqa", "--dataset-info", str(info), "--dataset", "zh_qa", env=env)
+    assert added.returncode == 0, added.stderr
+    assert "1 records, format alpaca" in added.stdout and "warning: field '来源'" in added.stderr
+    gbk = tmp_path / "gbk.jsonl"
+    gbk.write_bytes(jsonl({"instruction": "你好", "output": "您好"}).decode().encode("gb18030"))
+    refused = arena("data", "add", str(gbk), "--name", "gbk", env=env)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1 and "--encoding gb18030" in refused.stderr
+    assert arena("data", "add", str(gbk), "--name", "gbk", "--encoding", "gb18030", env=env).returncode == 0
