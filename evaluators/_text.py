@@ -1,8 +1,9 @@
 """Text features shared by the dataset checks: normalised tokens, shingles, facts.
 
-Written by hand because they are a few regular expressions tuned to what the checks
-need (e.g. "3.5" must stay one token so that "3.5" and "35" never normalise alike),
-not a tokenizer's job.
+A few regular expressions tuned to what the checks need (e.g. "3.5" must stay one token
+so that "3.5" and "35" never normalise alike), over `evaluators.lang`'s normalisation:
+CJK text is compared by character (so a one-character edit such as 很 → 非常 changes
+few shingles) and its negations are read from jieba words ("非常" is not "非").
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import json
 import re
 import unicodedata
 from collections.abc import Iterable
+
+from evaluators import lang
 
 # A number keeps its inner separators ("3.5", "1,000", "12:30"); otherwise words, or any
 # other single non-space character (kept when it is a symbol such as "×" or "+").
@@ -23,7 +26,7 @@ _WORD = re.compile(r"[^\W\d_]+")
 _SENTENCE_OPENERS = set(".!?:;\n\"'“‘(*-•#>|")
 # A period between two digits ("3.5") does not end a sentence; one without a following
 # space ("Mira.How") does.
-_SENTENCE_END = re.compile(r"\n+|[!?]+|(?<!\d)\.+|\.+(?!\d)")
+_SENTENCE_END = re.compile(r"\n+|[!?。！？]+|(?<!\d)\.+|\.+(?!\d)")
 
 #: Words too common to carry an answer's content (answers are compared on the rest).
 #: Negations are deliberately absent: "is red" and "is not red" must differ.
@@ -36,14 +39,26 @@ STOPWORDS = frozenset(
     "please tell give let get make".split()
 )
 NEGATIONS = frozenset({"not", "no", "never", "none", "nobody", "nothing", "neither", "nor", "t", "cannot"})
+#: Chinese negators, matched against jieba words (so 非常 "very" is not the negator 非).
+NEGATIONS_ZH = frozenset({"不", "没", "没有", "无", "未", "别", "非", "不是", "不能", "不会", "不要", "并非", "从未",
+                          "从不", "无法", "不可", "否"})
 _POLARITY = {"yes": "yes", "true": "yes", "correct": "yes", "no": "no", "false": "no", "incorrect": "no"}
 
 
 def normalise_tokens(text: str) -> list[str]:
-    """Case-folded NFKC tokens of `text`, punctuation dropped, symbols and numbers kept."""
-    text = unicodedata.normalize("NFKC", text).casefold()
+    """Case-folded tokens of `text` normalised by `lang.normalize` (full-width forms, CJK
+    punctuation), punctuation dropped, symbols and numbers kept, CJK by character."""
+    text = lang.normalize(text).casefold()
     # Only the one-character alternative of _TOKEN can be punctuation.
-    return [t for t in _TOKEN.findall(text) if len(t) > 1 or t.isalnum() or unicodedata.category(t)[0] != "P"]
+    tokens = [t for t in _TOKEN.findall(text) if len(t) > 1 or t.isalnum() or unicodedata.category(t)[0] != "P"]
+    return lang.split_cjk(tokens) if lang.has_cjk(text) else tokens
+
+
+def negated(text: str, tokens: list[str]) -> bool:
+    """Whether `text` (with its `normalise_tokens`) holds a negation, in English or Chinese."""
+    if set(tokens) & NEGATIONS:
+        return True
+    return lang.has_cjk(text) and bool(set(lang.words(text)) & NEGATIONS_ZH)
 
 
 def shingles(tokens: list[str], size: int) -> set[str]:
@@ -74,8 +89,10 @@ def numbers(text: str) -> set[str]:
 
 
 def words(text: str) -> set[str]:
-    """Case-folded letter runs of `text` (possessive "'s" and hyphens split off)."""
-    return {w.casefold() for w in _WORD.findall(unicodedata.normalize("NFKC", text))}
+    """Case-folded letter runs of `text` (possessive "'s" and hyphens split off); for CJK
+    text also its jieba words."""
+    found = {w.casefold() for w in _WORD.findall(unicodedata.normalize("NFKC", text))}
+    return found | set(lang.words(text)) if lang.has_cjk(text) else found
 
 
 def capitalised_words(text: str) -> set[str]:
@@ -97,8 +114,9 @@ def capitalised_words(text: str) -> set[str]:
 
 
 def key_facts(text: str) -> set[str]:
-    """Numbers and named entities of `text`: what must not change between two answers."""
-    return numbers(text) | {w.casefold() for w in capitalised_words(text)}
+    """Numbers and named entities of `text`: what must not change between two answers
+    (in Chinese, which has no capitals: its nouns, by jieba's tagger)."""
+    return numbers(text) | {w.casefold() for w in capitalised_words(text)} | set(lang.cjk_nouns(text))
 
 
 def content_tokens(tokens: Iterable[str]) -> set[str]:
@@ -153,10 +171,10 @@ def answer_ending(answer: str, min_words: int) -> str | None:
 
     None for shorter or non-prose answers: "Paris" has no punctuation style.
     """
-    text = answer.strip().rstrip(_CLOSERS)
-    if len(text.split()) < min_words or answer_structure(answer) != "prose":
+    text = answer.strip().rstrip(_CLOSERS + "”’」』》）")
+    if len(lang.words(text) if lang.has_cjk(text) else text.split()) < min_words or answer_structure(answer) != "prose":
         return None
-    return "ends with . ! ?" if text[-1] in ".!?…" else "no final punctuation"
+    return "ends with . ! ?" if text[-1] in lang.SENTENCE_END else "no final punctuation"
 
 
 # -------------------------------------------------------------------------- garbling

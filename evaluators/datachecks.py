@@ -65,6 +65,11 @@ DEFAULT_REFUSAL_PATTERNS: tuple[str, ...] = (
     r"|discuss|engage|disclose|tell)\b",
     r"^\s*I cannot\b",
     r"\bI must (?:decline|refuse)\b",
+    # Chinese: apologies that lead into a refusal, "as an AI", "I cannot answer/provide ...".
+    r"(?:对不起|抱歉|很抱歉|非常抱歉)[，,、\s]*(?:但是?)?[，,\s]*我?(?:无法|不能|不可以|没法|没有办法|不便|不会)",
+    r"作为(?:一个|一名|一款)?(?:人工智能|AI|ai|语言模型|大语言模型|AI助手|人工智能助手)",
+    r"我(?:无法|不能|没有办法|没法|不可以)(?:回答|提供|帮助|帮您|协助|满足|完成|讨论|透露|生成|处理|告诉)",
+    r"我(?:必须|只能)?(?:拒绝|婉拒)",
 )
 
 
@@ -333,7 +338,7 @@ def _differ(a: str, b: str, threshold: float) -> bool:
         return True
     if _text.polarity(ta) != _text.polarity(tb):
         return True
-    if bool(set(ta) & _text.NEGATIONS) != bool(set(tb) & _text.NEGATIONS):
+    if _text.negated(a, ta) != _text.negated(b, tb):
         return True
     if set(ta) <= set(tb) or set(tb) <= set(ta):
         return False
@@ -485,25 +490,52 @@ def _train_eval_overlap(ctx: _Context, eval_records: list[Conversation]) -> Chec
 
 
 def _refusal_rate(ctx: _Context) -> Check:
+    """The refusal balance, tested per language of the question (a Chinese refusal flood
+    must not hide among English answers, nor the reverse) and over all records."""
     config = ctx.config
+    from evaluators.lang import language
+
     answered = [i for i, f in enumerate(ctx.features) if f.answer.strip()]
-    refusals = [i for i in answered
-                if is_refusal(ctx.features[i].answer, config.refusal_patterns, config.refusal_search_chars)]
-    n, k = len(answered), len(refusals)
-    rate = k / n if n else 0.0
+    refused = {i for i in answered
+               if is_refusal(ctx.features[i].answer, config.refusal_patterns, config.refusal_search_chars)}
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i in answered:
+        groups[language(ctx.features[i].question or ctx.features[i].answer)].append(i)
     expected = config.expected_refusal_rate
-    p_value = float(binomtest(k, n, expected, alternative="greater").pvalue) if n and k else 1.0
-    stats = {"refusals": k, "answered": n, "rate": rate, "expected_rate": expected, "p_value": p_value}
-    if not (k and rate > expected and p_value < config.refusal_alpha):
-        return [], stats
-    excess = k - expected * n
-    finding = ctx.finding(
-        "refusal_rate", "warning", refusals,
-        f"{rate:.1%} of answers are refusals ({k} of {n}) against an expected {expected:.1%}: about "
-        f"{excess:.0f} more than expected (binomial p = {p_value:.2g}); refusals: {ctx.names(refusals)}",
-        **stats,
-    )
-    return [finding], stats
+
+    def test(members: list[int]) -> dict[str, Any]:
+        k = sum(1 for i in members if i in refused)
+        n = len(members)
+        p = float(binomtest(k, n, expected, alternative="greater").pvalue) if n and k else 1.0
+        return {"refusals": k, "answered": n, "rate": k / n if n else 0.0, "p_value": p}
+
+    stats = {**test(answered), "expected_rate": expected,
+             "by_language": {lang_: test(members) for lang_, members in sorted(groups.items())}}
+    findings = []
+    for lang_, members in sorted(groups.items()):
+        t = stats["by_language"][lang_]
+        if not (t["refusals"] and t["rate"] > expected and t["p_value"] < config.refusal_alpha):
+            continue
+        these = sorted(i for i in members if i in refused)
+        where = f" of {lang_} questions" if len(groups) > 1 else ""
+        findings.append(ctx.finding(
+            "refusal_rate", "warning", these,
+            f"{t['rate']:.1%} of answers{where} are refusals ({t['refusals']} of {t['answered']}) against an expected "
+            f"{expected:.1%}: about {t['refusals'] - expected * t['answered']:.0f} more than expected "
+            f"(binomial p = {t['p_value']:.2g}); refusals: {ctx.names(these)}",
+            language=lang_, **{k: v for k, v in t.items()}, expected_rate=expected,
+        ))
+    overall = stats
+    if not findings and overall["refusals"] and overall["rate"] > expected and overall["p_value"] < config.refusal_alpha:
+        these = sorted(refused)
+        findings.append(ctx.finding(
+            "refusal_rate", "warning", these,
+            f"{overall['rate']:.1%} of answers are refusals ({overall['refusals']} of {overall['answered']}) against an "
+            f"expected {expected:.1%} (binomial p = {overall['p_value']:.2g}); refusals: {ctx.names(these)}",
+            refusals=overall["refusals"], answered=overall["answered"], rate=overall["rate"],
+            p_value=overall["p_value"], expected_rate=expected,
+        ))
+    return findings, stats
 
 
 def _format_consistency(ctx: _Context) -> Check:
@@ -610,20 +642,29 @@ def _is_extractive(record: Conversation, feat: _Record, config: CheckConfig) -> 
     """
     if config.extractive is not None:
         return config.extractive
+    from evaluators.lang import has_cjk, words
+
     user_text = "\n".join(m.content for m in record.prompt_messages if m.role == "user")
-    n_words = len(user_text.split())
+    count = (lambda t: len(words(t))) if has_cjk(user_text) else (lambda t: len(t.split()))
+    n_words = count(user_text)
     return (n_words >= config.context_min_words and len(_text.sentences(user_text)) >= 2
-            and len(feat.answer.split()) <= n_words)
+            and count(feat.answer) <= n_words)
 
 
 def _unsupported_facts(ctx: _Context) -> Check:
-    findings, checked = [], 0
+    """Numbers everywhere; names only in scripts with capitals (a CJK answer's names cannot
+    be told from its other words this way, and the summary says how many went unchecked)."""
+    from evaluators.lang import has_cjk
+
+    findings, checked, names_unchecked = [], 0, 0
     for i, (record, feat) in enumerate(zip(ctx.records, ctx.features)):
         if not feat.answer.strip() or not _is_extractive(record, feat, ctx.config):
             continue
         checked += 1
         missing_numbers = sorted(_text.numbers(feat.answer) - _text.numbers(feat.prompt))
         prompt_words = _text.words(feat.prompt)
+        if has_cjk(feat.answer):
+            names_unchecked += 1
         missing_names = sorted(w for w in _text.capitalised_words(feat.answer) if w.casefold() not in prompt_words)
         if missing_numbers or missing_names:
             facts = ", ".join(missing_numbers + missing_names)
@@ -632,4 +673,9 @@ def _unsupported_facts(ctx: _Context) -> Check:
                 f"{ctx.name(i)}'s answer states {facts}, which its prompt (the context) does not contain",
                 numbers=missing_numbers, names=missing_names,
             ))
-    return findings, {"extractive_records": checked}
+    stats: dict[str, Any] = {"extractive_records": checked}
+    if names_unchecked:
+        stats["names_unchecked"] = names_unchecked
+        stats["note"] = (f"{names_unchecked} extractive answers are in a CJK script: their numbers were checked, "
+                         "their names were not (names are found by their capitals)")
+    return findings, stats

@@ -8,8 +8,18 @@ same items lm-evaluation-harness logs as `[loglikelihood, n_words]` pairs.
 
 Names and semantics follow lm-evaluation-harness where it has the metric (`exact_match`,
 `acc`, `acc_norm`, `acc_bytes`, `word_perplexity`, `byte_perplexity`, `bits_per_byte`,
-`perplexity`); `token_f1`, `rouge_l` and `chrf` are sentence-level scores averaged over
-samples (lm-eval's `chrf` is corpus-level, so ours is not exported under that name).
+`perplexity`); `token_f1`, `rouge_l`, `bleu` and `chrf` are sentence-level scores averaged
+over samples (lm-eval's `chrf` is corpus-level, so ours is not exported under that name).
+
+Tokenisation, per metric (text in CJK scripts is segmented by `evaluators.lang`):
+- `exact_match`: the strings as lm-eval compares them; `ignore_punctuation` drops every
+  Unicode punctuation character, CJK punctuation (`。，！？“”`) included.
+- `token_f1`: SQuAD's normalisation and whitespace tokens; a pair with CJK text is compared
+  as CMRC 2018 / DuReader do, each CJK character a token (other scripts by word).
+- `rouge_l`: `rouge-score`'s tokenizer ([a-z0-9] words); a pair with CJK text is
+  tokenised into jieba words, as OpenCompass scores Chinese ROUGE.
+- `bleu`: sacrebleu's sentence BLEU with its `13a` tokenizer, or its `zh` tokenizer for CJK.
+- `chrf`: characters, any script (sacrebleu).
 """
 
 from __future__ import annotations
@@ -179,6 +189,13 @@ _PUNCT_TABLE = str.maketrans("", "", string.punctuation)
 _DIGIT_TABLE = str.maketrans("", "", string.digits)
 
 
+def _drop_punctuation(text: str) -> str:
+    """Every Unicode punctuation character removed (ASCII and CJK: `.,!?` and `。，！？“”`)."""
+    import unicodedata
+
+    return "".join(c for c in text.translate(_PUNCT_TABLE) if unicodedata.category(c)[0] != "P")
+
+
 @register_metric("exact_match", output_type="generate_until")
 def exact_match(
     outcome: GenerationOutcome,
@@ -199,7 +216,7 @@ def exact_match(
         if ignore_case:
             text = text.lower()
         if ignore_punctuation:
-            text = text.translate(_PUNCT_TABLE)
+            text = _drop_punctuation(text)
         if ignore_numbers:
             text = text.translate(_DIGIT_TABLE)
         return text.strip() if strip else text
@@ -215,8 +232,13 @@ def _squad_normalize(text: str) -> str:
 
 
 def _token_f1(pred: str, ref: str) -> float:
-    pred_tokens = _squad_normalize(pred).split()
-    ref_tokens = _squad_normalize(ref).split()
+    from evaluators.lang import has_cjk, mixed_chars
+
+    if has_cjk(pred) or has_cjk(ref):  # CMRC 2018 / DuReader: characters are the tokens
+        pred_tokens, ref_tokens = mixed_chars(pred), mixed_chars(ref)
+    else:
+        pred_tokens = _squad_normalize(pred).split()
+        ref_tokens = _squad_normalize(ref).split()
     if not pred_tokens or not ref_tokens:
         return float(pred_tokens == ref_tokens)
     overlap = sum((Counter(pred_tokens) & Counter(ref_tokens)).values())
@@ -229,23 +251,59 @@ def _token_f1(pred: str, ref: str) -> float:
 
 @register_metric("token_f1", output_type="generate_until", in_lm_eval=False)
 def token_f1(outcome: GenerationOutcome) -> float:
-    """SQuAD-style bag-of-tokens F1 after SQuAD normalisation (0–1)."""
+    """SQuAD-style bag-of-tokens F1 after SQuAD normalisation (0–1); CJK text by character
+    (CMRC 2018's convention)."""
     return _best(outcome, _token_f1)
 
 
+class _CJKWords:
+    """rouge-score's tokenizer interface over `evaluators.lang.words` (jieba for Han)."""
+
+    def tokenize(self, text: str) -> list[str]:
+        from evaluators.lang import words
+
+        return words(text)
+
+
 @lru_cache(maxsize=4)
-def _rouge_scorer(use_stemmer: bool):
+def _rouge_scorer(use_stemmer: bool, cjk: bool = False):
     from rouge_score import rouge_scorer
 
+    if cjk:
+        return rouge_scorer.RougeScorer(["rougeL"], tokenizer=_CJKWords())
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=use_stemmer)
 
 
 @register_metric("rouge_l", output_type="generate_until", in_lm_eval=False)
 def rouge_l(outcome: GenerationOutcome, *, use_stemmer: bool = False) -> float:
-    """ROUGE-L F-measure from `rouge-score` (0–1). Its tokenizer keeps only [a-z0-9]
-    tokens, so text in other scripts scores 0."""
-    scorer = _rouge_scorer(bool(use_stemmer))
-    return _best(outcome, lambda pred, ref: scorer.score(ref, pred)["rougeL"].fmeasure)
+    """ROUGE-L F-measure from `rouge-score` (0–1), over its [a-z0-9] tokens; a pair with CJK
+    text over jieba words (as OpenCompass), so Chinese answers are scored, not zeroed."""
+    from evaluators.lang import has_cjk
+
+    def score(pred: str, ref: str) -> float:
+        scorer = _rouge_scorer(bool(use_stemmer), has_cjk(pred) or has_cjk(ref))
+        return scorer.score(ref, pred)["rougeL"].fmeasure
+
+    return _best(outcome, score)
+
+
+@lru_cache(maxsize=2)
+def _bleu(tokenize: str):
+    from sacrebleu.metrics import BLEU
+
+    return BLEU(tokenize=tokenize, effective_order=True)
+
+
+@register_metric("bleu", output_type="generate_until", in_lm_eval=False)
+def bleu(outcome: GenerationOutcome) -> float:
+    """Sentence-level BLEU from `sacrebleu` (0–100, effective order for short answers),
+    against all references at once; its `zh` tokenizer when the text has CJK."""
+    from evaluators.lang import has_cjk
+
+    if not outcome.references:
+        return 0.0
+    cjk = has_cjk(outcome.response) or any(has_cjk(r) for r in outcome.references)
+    return float(_bleu("zh" if cjk else "13a").sentence_score(outcome.response, list(outcome.references)).score)
 
 
 @lru_cache(maxsize=4)

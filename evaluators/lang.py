@@ -1,0 +1,154 @@
+"""Language-aware text: the one place where scripts are told apart, text is normalised and
+segmented. Every dataset check (`evaluators._text`) and every text metric
+(`evaluators.metrics`) goes through here, so Chinese is handled the same way everywhere.
+
+- **Scripts**: Han (Chinese characters), kana and Hangul are "CJK": written without spaces.
+- **Normalisation** (`normalize`): NFKC (full-width letters and digits to half-width, the
+  full-width forms of `！？，；：（）` to ASCII), the CJK punctuation NFKC leaves alone
+  (`。、“”‘’「」『』《》【】～…`) mapped to ASCII equivalents, and optionally Traditional →
+  Simplified Chinese with OpenCC (`t2s=True`), for matching only.
+- **Segmentation**: `words` cuts Han runs into words with jieba (its bundled dictionary, no
+  download) and other scripts into Unicode words; `mixed_chars` is the CMRC/DuReader
+  convention (each CJK character a token, other scripts by words), the unit of Chinese
+  token F1 and exact match. Punctuation is never a token.
+- **Language** (`language`): by script share — "zh", "ja", "ko", or "latin"/"other" — which
+  is what a check needs to split its statistics; it is not a language identifier.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import threading
+import unicodedata
+
+_HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
+_KANA = "\u3040-\u30ff\u31f0-\u31ff"
+_HANGUL = "\uac00-\ud7af\u1100-\u11ff\u3130-\u318f"
+CJK_CHARS = f"{_HAN}{_KANA}{_HANGUL}"
+_CJK = re.compile(f"[{CJK_CHARS}]")
+_HAN_RUN = re.compile(f"[{_HAN}]+")
+# A number keeps its inner separators ("3.5", "1,000"); a CJK character alone; else a word.
+_MIXED = re.compile(rf"\d+(?:[.,:/]\d+)*|[{CJK_CHARS}]|[^\W\d_{CJK_CHARS}]+|\d+")
+_WORDISH = re.compile(rf"\d+(?:[.,:/]\d+)*|[{_HAN}]+|[{_KANA}{_HANGUL}]|[^\W_{CJK_CHARS}]+")
+
+#: CJK punctuation that NFKC keeps, and the ASCII it is matched as.
+_PUNCT = str.maketrans({"。": ".", "．": ".", "、": ",", "“": '"', "”": '"', "‘": "'", "’": "'", "「": '"', "」": '"',
+                        "『": '"', "』": '"', "《": '"', "》": '"', "〈": '"', "〉": '"', "【": "[", "】": "]",
+                        "〔": "[", "〕": "]", "～": "~", "〜": "~", "…": "...", "—": "-", "·": "·"})
+#: How a sentence ends, in either script.
+SENTENCE_END = ".!?…。！？"
+
+
+def has_cjk(text: str) -> bool:
+    """True when `text` has a Han, kana or Hangul character."""
+    return _CJK.search(text) is not None
+
+
+def is_cjk_char(char: str) -> bool:
+    return _CJK.fullmatch(char) is not None
+
+
+_SCRIPT_OF = [("han", re.compile(f"[{_HAN}]")), ("kana", re.compile(f"[{_KANA}]")),
+              ("hangul", re.compile(f"[{_HANGUL}]")), ("latin", re.compile(r"[A-Za-z\u00c0-\u024f]"))]
+_LETTER = re.compile(r"[^\W\d_]")
+
+
+def language(text: str) -> str:
+    """"zh", "ja", "ko" by the script most of its letters are in, "latin" for Latin
+    letters, "other" for the rest (or no letters)."""
+    counts = {name: len(pattern.findall(text)) for name, pattern in _SCRIPT_OF}
+    counts["other"] = len(_LETTER.findall(text)) - sum(counts.values())
+    if max(counts.values()) <= 0:
+        return "other"
+    if counts["kana"] and counts["kana"] + counts["han"] >= max(counts["latin"], counts["other"], counts["hangul"]):
+        return "ja"
+    top = max(counts, key=lambda k: counts[k])
+    return {"han": "zh", "hangul": "ko", "kana": "ja"}.get(top, top)
+
+
+@functools.lru_cache(maxsize=1)
+def _opencc():
+    import opencc
+
+    return opencc.OpenCC("t2s")
+
+
+def normalize(text: str, *, t2s: bool = False) -> str:
+    """NFKC plus CJK punctuation as ASCII (see the module doc); `t2s` also maps Traditional
+    to Simplified Chinese. Case is kept: callers fold it when they compare."""
+    text = unicodedata.normalize("NFKC", text).translate(_PUNCT)
+    if t2s and has_cjk(text):
+        text = _opencc().convert(text)
+    return text
+
+
+_jieba_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def _jieba():
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)  # no "Building prefix dict" chatter on the CLI
+    with _jieba_lock:
+        jieba.initialize()
+    return jieba
+
+
+def segment_han(run: str) -> list[str]:
+    """A run of Han characters cut into words by jieba (precise mode, its bundled dictionary)."""
+    return [w for w in _jieba().lcut(run, HMM=True) if w.strip()]
+
+
+def words(text: str, *, fold: bool = True) -> list[str]:
+    """Word tokens of `text`: Han runs segmented by jieba, kana and Hangul by character,
+    other scripts by Unicode word; numbers whole; punctuation dropped; case-folded unless
+    `fold=False`. Text without CJK gives exactly its Unicode words."""
+    text = normalize(text)
+    if fold:
+        text = text.casefold()
+    out: list[str] = []
+    for token in _WORDISH.findall(text):
+        out.extend(segment_han(token) if _HAN_RUN.fullmatch(token) else [token])
+    return out
+
+
+#: jieba part-of-speech flags of nouns: common (n), person (nr), place (ns), organisation
+#: (nt), other proper (nz), and noun morphemes/nominal verbs jieba tags as nouns.
+_NOUN_FLAGS = ("n", "nr", "nrfg", "nrt", "ns", "nt", "nz", "ng", "vn")
+
+
+@functools.lru_cache(maxsize=65536)
+def cjk_nouns(text: str) -> frozenset[str]:
+    """The nouns of the Han runs of `text` by jieba's part-of-speech tagger: what a Chinese
+    question is about, as capitalised names and numbers are for English."""
+    if not _HAN_RUN.search(text):
+        return frozenset()
+    _jieba()
+    import jieba.posseg
+
+    found = set()
+    for run in _HAN_RUN.findall(normalize(text)):
+        found.update(pair.word for pair in jieba.posseg.lcut(run) if pair.flag in _NOUN_FLAGS)
+    return frozenset(found)
+
+
+def mixed_chars(text: str, *, fold: bool = True) -> list[str]:
+    """CMRC/DuReader's mixed segmentation: each CJK character a token, other scripts by
+    word, numbers whole, punctuation dropped (case-folded unless `fold=False`)."""
+    text = normalize(text)
+    return _MIXED.findall(text.casefold() if fold else text)
+
+
+def split_cjk(tokens: list[str]) -> list[str]:
+    """`tokens` with every token that holds CJK characters split into them (other tokens as
+    they are): the checks' unit, so a one-character edit changes few shingles."""
+    out: list[str] = []
+    for token in tokens:
+        if has_cjk(token):
+            out.extend(_MIXED.findall(token))
+        else:
+            out.append(token)
+    return out

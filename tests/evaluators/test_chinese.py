@@ -1,0 +1,122 @@
+"""Chinese end to end at the library level: every check and metric on Chinese fixtures
+(the English ones keep their own tests), as a user fine-tuning on Chinese data meets them."""
+
+from __future__ import annotations
+
+import pytest
+
+from arena.judge import ReferenceJudge
+from evaluators.datachecks import check_dataset, is_refusal
+from evaluators.lang import language, mixed_chars, normalize, words
+from evaluators.metrics import GenerationOutcome, score_sample
+from evaluators.records import Conversation, Message
+from evaluators.regression import MetricScores, TaskScores, compare
+
+PLACES = [("杭州", "浙江省"), ("南京", "江苏省"), ("成都", "四川省"), ("武汉", "湖北省"), ("长沙", "湖南省"),
+          ("西安", "陕西省"), ("郑州", "河南省"), ("济南", "山东省"), ("福州", "福建省"), ("广州", "广东省"),
+          ("昆明", "云南省"), ("贵阳", "贵州省"), ("南昌", "江西省"), ("合肥", "安徽省"), ("太原", "山西省"),
+          ("石家庄", "河北省"), ("沈阳", "辽宁省"), ("长春", "吉林省"), ("兰州", "甘肃省"), ("海口", "海南省")]
+FOODS = ["饺子", "包子", "面条", "米饭", "豆腐", "火锅", "粽子", "月饼", "汤圆", "烤鸭"]
+REFUSAL = "抱歉，我无法回答这个问题。"
+
+
+def qa(q: str, a: str) -> Conversation:
+    return Conversation(messages=(Message("user", q), Message("assistant", a)))
+
+
+def clean_set() -> list[Conversation]:
+    records = [qa(f"{city}是哪个省的省会？", f"{city}是{province}的省会。") for city, province in PLACES]
+    records += [qa(f"请简单介绍一下{food}。", f"{food}是一种常见的中国传统食物，很多家庭都会在节日里做{food}。")
+                for food in FOODS]
+    records += [qa(f"{a}加{b}等于多少？", f"{a}加{b}等于{a + b}。") for a, b in [(3, 4), (12, 30), (7, 8), (25, 25), (9, 16)]]
+    return records
+
+
+def test_chinese_defects_are_found_and_clean_data_stays_silent():
+    clean = clean_set()
+    report = check_dataset(clean)
+    flagged = {f.check for f in report.findings}
+    assert not flagged & {"near_duplicate", "conflicting_answers", "refusal_rate", "exact_duplicate"}, report.findings
+
+    planted = list(clean)
+    # A refusal flood on benign questions.
+    floods = [qa(f"{food}怎么做比较好吃？", REFUSAL) for food in FOODS[:8]]
+    planted += floods
+    # A one-character near-duplicate: 很 → 非常.
+    planted += [qa("今天天气怎么样？", "今天天气很好，适合出门散步。"), qa("今天天气怎么样？", "今天天气非常好，适合出门散步。")]
+    # Conflicting answers to the same question (and the same question in full-width punctuation).
+    planted += [qa("长城大约有多长？", "长城全长约21196千米。"), qa("长城大约有多长?", "长城全长约8851千米。")]
+    report = check_dataset(planted)
+    n = len(clean)
+    [refusals] = report.by_check("refusal_rate")
+    assert set(refusals.record_indices) == set(range(n, n + 8)) and refusals.details["language"] == "zh"
+    assert report.summary["refusal_rate"].stats["by_language"]["zh"]["refusals"] == 8
+    [near] = report.by_check("near_duplicate")
+    assert set(near.record_indices) == {n + 8, n + 9}
+    [conflict] = report.by_check("conflicting_answers")
+    assert set(conflict.record_indices) == {n + 10, n + 11}
+
+
+def test_refusals_negations_and_segmentation():
+    for refusal in (REFUSAL, "对不起，我不能提供这方面的信息。", "作为一个人工智能，我没有个人观点。", "很抱歉，但我无法帮助您完成这个请求。"):
+        assert is_refusal(refusal), refusal
+    for answer in ("抱歉让你久等了，答案是42。", "我无法想象比这更好的结果，答案是对的。" if False else "北京是中国的首都。", "非常好，继续保持。"):
+        assert not is_refusal(answer), answer
+    # 非常 ("very") is no negation: a one-word intensifier change is not a different answer ...
+    near = [qa("这道菜怎么样？", "这道菜很好吃。"), qa("这道菜怎么样？", "这道菜非常好吃。")]
+    assert not check_dataset(near).by_check("conflicting_answers")
+    # ... while a real negation is.
+    negated = [qa("这道菜好吃吗？", "这道菜好吃。"), qa("这道菜好吃吗？", "这道菜不好吃。")]
+    assert check_dataset(negated).by_check("conflicting_answers")
+    assert words("北京是中国的首都") == ["北京", "是", "中国", "的", "首都"]
+    assert mixed_chars("北京 Capital, 2024年。") == ["北", "京", "capital", "2024", "年"]
+    assert normalize("ＡＢＣ，你好！“引号”。") == 'ABC,你好!"引号".'
+    assert normalize("漢語", t2s=True) == "汉语"
+    assert [language(t) for t in ("你好世界", "hello world", "こんにちは世界", "안녕하세요")] == ["zh", "latin", "ja", "ko"]
+
+
+def test_cjk_punctuation_drift_and_unchecked_names_are_reported():
+    answers = [f"{city}是{province}的省会，也是一座历史悠久的城市。" for city, province in PLACES[:12]]
+    answers[3] = answers[3].rstrip("。")
+    records = [qa(f"介绍{city}。", a) for (city, _), a in zip(PLACES, answers)]
+    [drift] = [f for f in check_dataset(records).by_check("format_consistency") if f.details["detector"] == "final_punctuation"]
+    assert drift.record_indices == (3,)
+    context = "。".join(f"{city}是{province}的省会" for city, province in PLACES[:8]) + "。请问杭州是哪个省的省会？"
+    report = check_dataset([qa(context, "杭州是浙江省的省会。")])
+    assert "names_unchecked" in report.summary["unsupported_facts"].stats
+
+
+def metric(name: str, response: str, reference: str, **options) -> float:
+    return score_sample(name, GenerationOutcome(response, (reference,)), options or None)[0]
+
+
+def test_metrics_score_chinese_as_chinese_benchmarks_do():
+    reference = "长城是中国古代的军事防御工程。"
+    good, close, bad = reference, "长城是古代中国的防御工程。", "我不知道。"
+    for name in ("token_f1", "rouge_l", "bleu", "chrf"):
+        scores = [metric(name, answer, reference) for answer in (good, close, bad)]
+        assert scores[0] > scores[1] > scores[2] >= 0, (name, scores)
+        assert scores[1] > 0, name  # not the 0 an ASCII tokenizer gives every Chinese answer
+    assert metric("exact_match", "北京。", "北京", ignore_punctuation=True) == 1.0
+    assert metric("token_f1", "北京", "北京市") == pytest.approx(0.8)  # characters, as CMRC 2018 counts
+    # English is scored as before.
+    assert metric("rouge_l", "The Mira river.", "the mira river") == 1.0
+    assert metric("token_f1", "the Mira", "Mira") == 1.0
+    judge = ReferenceJudge(lambda answer, ref: metric("rouge_l", answer, ref))
+    assert judge.judge("长城是什么？", bad, close, reference).choice == "b"
+
+
+def test_a_gate_on_a_chinese_rouge_task_flags_a_real_regression():
+    references = [f"{city}是{province}的省会。" for city, province in PLACES]
+    baseline_answers = references
+    regressed_answers = [f"{city}在中国。" if i % 2 else ref for i, ((city, _), ref) in enumerate(zip(PLACES, references))]
+
+    def scores(answers) -> dict[str, TaskScores]:
+        values = {f"doc{i}-{k}": metric("rouge_l", a, r) for k in range(5)
+                  for i, (a, r) in enumerate(zip(answers, references))}
+        return {"zh_capitals": TaskScores("zh_capitals", {"rouge_l": MetricScores("rouge_l", True, "mean", values)}, "rouge_l")}
+
+    [verdict] = compare(scores(baseline_answers), scores(regressed_answers), default_margin=0.1)
+    assert verdict.status == "regression", verdict
+    [same] = compare(scores(baseline_answers), scores(baseline_answers), default_margin=0.1)
+    assert same.status == "pass", same
