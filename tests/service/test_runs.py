@@ -73,7 +73,10 @@ def test_run_trains_registers_a_candidate_with_lineage(server):
     cand = cands[0]
     assert cand["base"] == "tiny" and cand["dataset"] == "words@1" and cand["run_id"] == run_id
     assert cand["config"]["lr"] == 5e-3
-    assert os.path.exists(os.path.join(cand["adapter_dir"], "adapter_model.safetensors"))
+    # Answers name files relative to the data dir, never by the server's absolute path.
+    assert cand["adapter_dir"].startswith("$ARENA_DATA_DIR/runs/")
+    local = cand["adapter_dir"].replace("$ARENA_DATA_DIR", str(server.settings.data_dir))
+    assert os.path.exists(os.path.join(local, "adapter_model.safetensors"))
     page = admin.get(f"/runs/{run_id}")
     assert page.status_code == 200 and "<svg" in page.text and "cand-a" in page.text
     # The name is taken now.
