@@ -44,6 +44,12 @@ def _problem(status: int, title: str, detail: str, **extra: object) -> Response:
     return Response({"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}, status_code=status, media_type=PROBLEM)
 
 
+def _template_defaults(engine: JinjaTemplateEngine) -> None:
+    """English when a page's context brings no catalog (see `service.i18n.page_context`)."""
+    engine.engine.globals.update({"_": lambda text: text, "ngettext": lambda one, many, n: one if n == 1 else many,
+                                  "lang": "en"})
+
+
 async def hide_server_paths(response: Response) -> Response:
     """Every JSON answer names artifacts by id: see `service.public_paths`."""
     if isinstance(response.content, (dict, list)):
@@ -147,7 +153,7 @@ def create_app(settings: Settings, redis_url: str, *, worker: bool = False) -> L
             }),
         ),
         cors_config=CORSConfig(allow_origins=[]),
-        template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
+        template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine, engine_callback=_template_defaults),
         request_max_body_size=SMALL_BODY_BYTES,  # the bulk routes lift it: see routes.auth.ADMIN_BULK
         state=State({"settings": settings, "admin_token": token, "token_generated": generated, "redis_url": redis_url, "worker_id": None}),
         debug=False,

@@ -46,6 +46,7 @@ class Settings(msgspec.Struct, kw_only=True):
     judge_api_key: str | None = None  # sent to URL judges that no profile names
     judge_profiles: str | None = None  # JSON {"name": {"url": ..., "model": ..., "api_key": ...}}
     judge_allowed_hosts: str | None = None  # comma-separated host[:port]; unset: any host
+    locale: str = "en"  # the pages' language when the browser asks for none we have: en or zh_CN
 
     @property
     def judge_host_list(self) -> frozenset[str]:

@@ -99,4 +99,7 @@ async def eval_page(request: Request, store: Store, eval_id: str) -> Template:
     metrics: list[str] = []
     for c in view.get("candidates", []):
         metrics += [m for m in c["metrics"] if m not in metrics]
-    return Template("eval.html", context={"eval": view, "metrics": metrics})
+    from service.public_paths import PathRedactor
+    from service.routes.pages import page
+
+    return page(request, "eval.html", {"eval": PathRedactor()(view), "metrics": metrics})

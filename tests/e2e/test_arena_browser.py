@@ -180,3 +180,35 @@ def test_model_output_cannot_run_script(settings, scripted, browser, tmp_path, c
         context.close()
     finally:
         server.stop()
+
+
+def test_a_chinese_reviewer_votes_on_the_chinese_page(settings, scripted, browser):
+    """The page in Chinese (from Accept-Language, then the switch), an IME composing never
+    votes, and a Chinese vote reaches the leaderboard."""
+    server = start(settings, scripted, ["lora-r16", "lora-r8"])
+    try:
+        context = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 860})
+        page = context.new_page()
+        page.goto(f"{server.url}/arena")
+        assert page.locator("html").get_attribute("lang") == "zh-CN"
+        assert page.locator("#answer-a h2").inner_text().startswith("模型 A")
+        # A key pressed while an input method composes (keyCode 229) is the IME's, not a vote.
+        page.evaluate("""() => document.dispatchEvent(new KeyboardEvent("keydown",
+            {key: "1", isComposing: true, keyCode: 229, bubbles: true}))""")
+        page.wait_for_timeout(300)
+        assert page.locator("#reveal").is_hidden()
+        page.get_by_role("button", name="A 更好").click()
+        page.locator("#reveal").wait_for(state="visible")
+        assert page.locator("#reveal-text").inner_text().startswith("模型 A 是")
+        board = context.new_page()
+        board.goto(f"{server.url}/leaderboard")
+        assert board.locator("h1").inner_text() == "排行榜" and human_votes(board) == 1
+        # The switch: English on request, remembered by the cookie.
+        board.locator("#lang-switch").click()
+        board.wait_for_load_state()
+        assert board.locator("h1").inner_text() == "Leaderboard"
+        board.goto(f"{server.url}/arena")
+        assert board.locator("html").get_attribute("lang") == "en"
+        context.close()
+    finally:
+        server.stop()
