@@ -10,14 +10,21 @@ import msgspec
 
 from service.errors import InvalidInput
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+#: Letters and digits of any script (Chinese names such as 客服-v2 included), '.', '_', '-';
+#: starting with a letter or digit. No space, '/', ':' or other punctuation.
+NAME_RE = re.compile(r"[^\W_][\w.\-]{0,63}")
 
 
 def check_name(name: str, what: str = "name") -> str:
-    """Validate a user-chosen name (datasets, candidates, bases). Names never become paths."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    """Validate a user-chosen name (datasets, candidates, bases, reviewers): Unicode letters
+    and digits in NFC, '.', '_', '-'. A name is never a path on its own: it cannot hold a
+    separator, nor be "." or "..", so the eval folder named after a candidate stays inside
+    its eval."""
+    import unicodedata
+
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or unicodedata.normalize("NFC", name) != name:
         raise InvalidInput(
-            f"{what} {name!r} is not valid: expected 1-64 characters of letters, digits, '.', '_' or '-', "
+            f"{what} {name!r} is not valid: expected 1-64 letters or digits (any script), '.', '_' or '-', "
             "starting with a letter or digit"
         )
     return name

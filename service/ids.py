@@ -21,7 +21,7 @@ ID_FORMATS: dict[str, re.Pattern[str]] = {
     "job": re.compile(r"(?:job|run|eval|rep)_[0-9a-f]{16}"),
     "dataset version": re.compile(r"[0-9a-f]{16}"),
     # user-chosen names (datasets, candidates, bases, reviewers): see domain.NAME_RE
-    "name": re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"),
+    "name": re.compile(r"[^\W_][\w.\-]{0,63}"),
 }
 
 

@@ -107,9 +107,11 @@ def test_cli_reads_llama_factory_files_as_users_bring_them(tmp_path):
     info = tmp_path / "dataset_info.json"
     info.write_text(json.dumps({"zh_qa": {"file_name": "qa.json", "columns": {"prompt": "问题", "response": "回答"}}},
                                ensure_ascii=False))
-    added = arena("data", "add", str(data), "--name", "zhqa", "--dataset-info", str(info), "--dataset", "zh_qa", env=env)
+    added = arena("data", "add", str(data), "--name", "中文问答", "--dataset-info", str(info), "--dataset", "zh_qa", env=env)
     assert added.returncode == 0, added.stderr
-    assert "1 records, format alpaca" in added.stdout and "warning: field '来源'" in added.stderr
+    assert "added 中文问答@1" in added.stdout and "1 records, format alpaca" in added.stdout
+    assert "warning: field '来源'" in added.stderr
+    assert "天空是什么颜色？" in arena("data", "show", "中文问答", env=env).stdout
     gbk = tmp_path / "gbk.jsonl"
     gbk.write_bytes(jsonl({"instruction": "你好", "output": "您好"}).decode().encode("gb18030"))
     refused = arena("data", "add", str(gbk), "--name", "gbk", env=env)

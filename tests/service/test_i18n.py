@@ -48,3 +48,14 @@ def test_the_language_follows_the_browser_the_switch_and_the_setting(server, set
         assert "排行榜" in other.client().get("/leaderboard", headers={"Accept-Language": "fr"}).text
     finally:
         other.stop()
+
+
+def test_chinese_names_for_datasets_over_http(server):
+    admin = server.client(admin=True)
+    record = '{"instruction": "你好", "output": "您好"}\n'.encode()
+    r = admin.post("/api/datasets", files={"file": ("客服.jsonl", record)}, data={"name": "客服数据"})
+    assert r.status_code == 201, r.text
+    assert admin.get("/api/datasets/客服数据").json()["versions"][0]["name"] == "客服数据"
+    assert admin.get("/api/datasets/客服数据/records").json()["records"][0]["messages"][1]["content"] == "您好"
+    bad = admin.post("/api/datasets", files={"file": ("x.jsonl", record)}, data={"name": "客服/../数据"})
+    assert bad.status_code == 422 and "letters or digits (any script)" in bad.json()["detail"]
