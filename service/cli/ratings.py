@@ -59,7 +59,7 @@ def ratings_cmd() -> None:
 @click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap.")
 @click.option("--style-control", is_flag=True, help="Rate with answer length (and markdown, when texts are given) held constant.")
 @click.option("--anchor", metavar="MODEL=RATING", help="Pin one model's rating (default: every component's mean is 1000).")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {model, rating, ci_low, ci_high, rank_ub, votes, win_rate, elo}.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {model, rating, ci_low, ci_high, rank_ub, votes, win_rate, elo, flip_votes}.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE.svg|png", help="Write the CI chart and win-rate heatmap.")
 @click.option("--skip-invalid", is_flag=True, help="Skip malformed records (and say how many) instead of failing.")
 def fit_cmd(
@@ -75,10 +75,10 @@ def fit_cmd(
     """Fit and print the leaderboard for the battles in BATTLES (JSON array or JSONL).
 
     Columns: rank upper bound, model, BT rating (Elo scale: 400 points = 10:1 odds),
-    95% CI as +above/−below, votes, win rate (ties count half) and online Elo.
+    95% CI as +above/−below, votes, win rate (ties count half), online Elo, and Flip: the
+    votes whose removal would rank the next model above this one (`arena ratings explain`).
     With --json and --style-control, ratings are the style-adjusted ones (plus
     `rating_raw`); coefficients and notes go to stderr."""
-    from arena.battles import BattleFormatError, read_battles
     from arena.counts import PairCounts
     from arena.ratings import bradley_terry, leaderboard, online_elo
     from arena.style import style_control as fit_style
@@ -86,20 +86,7 @@ def fit_cmd(
     anchor_pair = _parse_anchor(anchor)
     if plot_path is not None and plot_path.suffix.lower() not in _PLOT_SUFFIXES:
         raise InvalidInput(f"--plot {plot_path}: expected a .svg or .png file name")
-    if not battles_path.is_file():
-        raise InvalidInput(f"{battles_path}: no such file")
-    try:
-        loaded = read_battles(battles_path, skip_invalid=skip_invalid)
-    except BattleFormatError as exc:
-        hint = "" if skip_invalid else " (use --skip-invalid to skip malformed records)"
-        raise InvalidInput(f"{exc}{hint}") from None
-    except OSError as exc:
-        raise InvalidInput(f"{battles_path}: cannot read ({exc.strerror or exc})") from None
-    if loaded.skipped:
-        click.echo(f"skipped {len(loaded.skipped)} invalid record{'s' if len(loaded.skipped) != 1 else ''}", err=True)
-    battles = loaded.battles
-    if not battles:
-        raise InvalidInput(f"{battles_path}: no battles to rate")
+    battles = _load(battles_path, skip_invalid)
     counts = PairCounts.from_battles(battles)
     if anchor_pair is not None and anchor_pair[0] not in counts.models:
         raise InvalidInput(f"--anchor {anchor}: model {anchor_pair[0]!r} is not in {battles_path}")
@@ -127,6 +114,92 @@ def fit_cmd(
         _plot(counts, board, plot_path)
         if not as_json:
             click.echo(f"wrote {plot_path}")
+
+
+@ratings_cmd.command("explain")
+@click.argument("battles_path", metavar="BATTLES", type=click.Path(path_type=Path, dir_okay=True))
+@click.argument("upper")
+@click.argument("lower")
+@click.option("--show", default=20, show_default=True, type=click.IntRange(min=0), help="Battles to list.")
+@click.option("--json", "as_json", is_flag=True, help="Print the removals and the battles as JSON.")
+@click.option("--skip-invalid", is_flag=True, help="Skip malformed records (and say how many) instead of failing.")
+def explain_cmd(battles_path: Path, upper: str, lower: str, show: int, as_json: bool, skip_invalid: bool) -> None:
+    """The fewest votes whose removal rates LOWER above UPPER, and which battles they are.
+
+    Votes are taken in order of their influence on the Bradley–Terry fit (most first) and
+    the count is confirmed by refitting without them (`arena/fragility.py`). Votes of one
+    pair and outcome are interchangeable; the latest ones are listed."""
+    from arena.counts import PairCounts
+    from arena.fragility import flip
+
+    battles = _load(battles_path, skip_invalid)
+    counts = PairCounts.from_battles(battles)
+    for name in (upper, lower):
+        if name not in counts.models:
+            raise InvalidInput(f"model {name!r} is not in {battles_path} (it has {', '.join(counts.models[:20])})")
+    if upper == lower:
+        raise InvalidInput("name two different models")
+    result = flip(counts, upper, lower)
+    listed = []
+    for removal in result.removals:
+        matching = [k for k in range(len(battles) - 1, -1, -1) if _is_vote(battles[k], removal)]
+        listed += matching[: removal.count]
+    rows = [{"index": k, "model_a": battles[k].model_a, "model_b": battles[k].model_b, "winner": battles[k].winner,
+             "question_id": battles[k].question_id, "judge": battles[k].judge, "tstamp": battles[k].tstamp}
+            for k in listed]
+    if as_json:
+        click.echo(msgspec.json.encode({**msgspec.structs.asdict(result), "battles": rows}).decode())
+        return
+    if result.votes == 0:
+        click.echo(f"{lower} already rates above {upper}: nothing to remove")
+        return
+    if result.votes is None:
+        click.echo(f"no removal of votes rates {lower} above {upper} (influence estimate: "
+                   f"{result.linear_estimate if result.linear_estimate is not None else 'none'})")
+        return
+    how = "confirmed by refitting without them" if result.confirmed else "not confirmed within the refit budget"
+    click.echo(f"removing {result.votes} of {counts.n_battles} votes rates {lower} above {upper} "
+               f"({how}; the one-step influence estimate was {result.linear_estimate}):")
+    for r in result.removals:
+        what = {"model_a": f"{r.model_a} beat {r.model_b}", "model_b": f"{r.model_b} beat {r.model_a}",
+                "tie": f"{r.model_a} tied {r.model_b}", "tie (bothbad)": f"{r.model_a} and {r.model_b} both bad"}[r.winner]
+        click.echo(f"  {r.count} × {what}")
+    for row in rows[:show]:
+        click.echo(f"  battle #{row['index']}: {row['model_a']} vs {row['model_b']}, {row['winner']}"
+                   + (f", question {row['question_id']}" if row["question_id"] else "")
+                   + (f", by {row['judge']}" if row["judge"] else ""))
+    if len(rows) > show:
+        click.echo(f"  … and {len(rows) - show} more (--show N, or --json)")
+
+
+def _is_vote(battle, removal) -> bool:
+    """Whether `battle` is a vote of the class `removal` names (either side order)."""
+    same = battle.model_a == removal.model_a and battle.model_b == removal.model_b
+    swapped = battle.model_a == removal.model_b and battle.model_b == removal.model_a
+    if removal.winner in ("tie", "tie (bothbad)"):
+        return (same or swapped) and battle.winner == removal.winner
+    flipped = {"model_a": "model_b", "model_b": "model_a"}[removal.winner]
+    return (same and battle.winner == removal.winner) or (swapped and battle.winner == flipped)
+
+
+def _load(battles_path: Path, skip_invalid: bool):
+    """The battles of BATTLES, with the CLI's one-line errors."""
+    from arena.battles import BattleFormatError, read_battles
+
+    if not battles_path.is_file():
+        raise InvalidInput(f"{battles_path}: no such file")
+    try:
+        loaded = read_battles(battles_path, skip_invalid=skip_invalid)
+    except BattleFormatError as exc:
+        hint = "" if skip_invalid else " (use --skip-invalid to skip malformed records)"
+        raise InvalidInput(f"{exc}{hint}") from None
+    except OSError as exc:
+        raise InvalidInput(f"{battles_path}: cannot read ({exc.strerror or exc})") from None
+    if loaded.skipped:
+        click.echo(f"skipped {len(loaded.skipped)} invalid record{'s' if len(loaded.skipped) != 1 else ''}", err=True)
+    if not loaded.battles:
+        raise InvalidInput(f"{battles_path}: no battles to rate")
+    return loaded.battles
 
 
 @ratings_cmd.command("rebuild")
@@ -185,6 +258,7 @@ def _print_table(board: Leaderboard, source: Path, raw: dict[str, float] | None)
     table.add_column("Votes", justify="right")
     table.add_column("Win rate", justify="right")
     table.add_column("Elo", justify="right")
+    table.add_column("Flip", justify="right")  # votes whose removal swaps this row with the next
     for row in board.rows:
         cells = [
             str(row.rank_ub),
@@ -198,6 +272,7 @@ def _print_table(board: Leaderboard, source: Path, raw: dict[str, float] | None)
             str(row.votes),
             "—" if row.win_rate is None else f"{row.win_rate:.1%}",
             "—" if row.elo is None else f"{row.elo:.1f}",
+            "—" if row.flip_votes is None else str(row.flip_votes),
         ]
         table.add_row(*cells)
     console.print(table)

@@ -14,7 +14,7 @@ from arena.battles import Battle, write_battles
 from service.cli import cli, main
 
 SAMPLE = Path("/work/shared/data/battles_fastchat.json")
-ROW_KEYS = {"model", "rating", "ci_low", "ci_high", "rank_ub", "votes", "win_rate", "elo"}
+ROW_KEYS = {"model", "rating", "ci_low", "ci_high", "rank_ub", "votes", "win_rate", "elo", "flip_votes"}
 
 
 @pytest.fixture
@@ -72,6 +72,7 @@ def test_json_rows(battles_file: Path) -> None:
     assert all(r["ci_low"] <= r["rating"] <= r["ci_high"] for r in rows)
     assert sum(r["votes"] for r in rows) == 600
     assert rows[0]["rank_ub"] == 1 and rows[-1]["rank_ub"] == 3
+    assert all(isinstance(r["flip_votes"], int) and r["flip_votes"] > 0 for r in rows[:-1]) and rows[-1]["flip_votes"] is None
 
 
 def test_explicit_fit_subcommand_and_seed_give_the_same_answer(battles_file: Path) -> None:

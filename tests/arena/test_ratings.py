@@ -434,7 +434,7 @@ def test_leaderboard_rows() -> None:
     assert 0.5 < top.win_rate < 1 and top.elo is not None
     assert board.n_battles == 3000 and board.bootstrap_rounds == 200 and board.anchor == "mean=1000"
     keys = set(msgspec.json.decode(msgspec.json.encode(board))["rows"][0])
-    assert keys == {"model", "rating", "ci_low", "ci_high", "rank_ub", "votes", "win_rate", "elo"}
+    assert keys == {"model", "rating", "ci_low", "ci_high", "rank_ub", "votes", "win_rate", "elo", "flip_votes"}
     flat = leaderboard(counts, bootstrap=0)
     assert all(row.ci_low == row.rating == row.ci_high for row in flat.rows)
 

@@ -1,0 +1,116 @@
+"""How fragile is each rank: planted decisive votes are found, the count is the true minimum
+on small boards (brute force), and the CLI and JSON show it."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from arena.battles import Battle, write_battles
+from arena.counts import PairCounts
+from arena.fragility import Removal, _without, adjacent_flips, flip
+from arena.ratings import bradley_terry, leaderboard
+
+PLANTED = 3
+
+
+def planted_battles() -> list[Battle]:
+    """`b` ahead of `a` by one vote head to head, both even against `c`; then three planted
+    votes of `a` beating `b` put `a` on top."""
+    battles = []
+    t = 1.7e9
+
+    def add(x, y, winner, n):
+        nonlocal t
+        for _ in range(n):
+            battles.append(Battle(model_a=x, model_b=y, winner=winner, tstamp=t, question_id=f"q{len(battles)}"))
+            t += 1
+
+    add("a", "b", "model_a", 50)
+    add("a", "b", "model_b", 51)
+    for m in ("a", "b"):
+        add(m, "c", "model_a", 40)
+        add(m, "c", "model_b", 40)
+    add("a", "b", "model_a", PLANTED)  # the planted votes, last in the file
+    return battles
+
+
+def rating_of(counts: PairCounts) -> dict[str, float]:
+    fit = bradley_terry(counts)
+    return dict(zip(fit.models, fit.ratings))
+
+
+def test_planted_decisive_votes_are_found():
+    counts = PairCounts.from_battles(planted_battles())
+    ratings = rating_of(counts)
+    assert ratings["a"] > ratings["b"]
+    result = flip(counts, "a", "b")
+    assert result.confirmed and result.votes == PLANTED
+    assert result.removals == [Removal("a", "b", "model_a", PLANTED)]  # a's wins over b, nothing else
+    after = rating_of(_without(counts, result.removals))
+    assert after["b"] > after["a"]
+    fewer = rating_of(_without(counts, [Removal("a", "b", "model_a", PLANTED - 1)]))
+    assert fewer["a"] >= fewer["b"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_count_is_the_smallest_removal_on_small_boards(seed):
+    """Against brute force over every combination of removals from each (pair, outcome)."""
+    rng = np.random.default_rng(seed)
+    counts = PairCounts()
+    strength = {"a": 0.3, "b": 0.2, "c": -0.5}
+    for _ in range(60):
+        x, y = rng.choice(list(strength), 2, replace=False)
+        p = 1 / (1 + np.exp(strength[y] - strength[x]))
+        counts.add(str(x), str(y), "model_a" if rng.random() < p else "model_b")
+    order = [m for m, _ in sorted(rating_of(counts).items(), key=lambda kv: -kv[1])]
+    upper, lower = order[0], order[1]
+    classes = [(p.model_a, p.model_b, w, n) for p in counts.pairs()
+               for w, n in (("model_a", p.wins_a), ("model_b", p.wins_b)) if n]
+    best = None
+    for take in itertools.product(*[range(n + 1) for *_, n in classes]):
+        total = sum(take)
+        if best is not None and total >= best:
+            continue
+        removals = [Removal(a, b, w, k) for (a, b, w, _), k in zip(classes, take) if k]
+        if total and (r := rating_of(_without(counts, removals)))[lower] > r[upper]:
+            best = total
+    assert flip(counts, upper, lower).votes == best
+
+
+def test_every_adjacent_pair_on_the_board_and_the_last_row():
+    counts = PairCounts.from_battles(planted_battles())
+    board = leaderboard(counts, bootstrap=0)
+    order = [r.model for r in board.rows]
+    assert order[0] == "a" and board.rows[-1].flip_votes is None
+    for upper, lower, row in zip(order, order[1:], board.rows):
+        assert row.flip_votes == flip(counts, upper, lower).votes > 0
+    assert list(adjacent_flips(counts, order)) == order[:-1]
+
+
+def test_cli_explains_which_votes_would_flip_the_order(tmp_path):
+    path = tmp_path / "battles.jsonl"
+    battles = planted_battles()
+    write_battles(path, battles)
+    table = subprocess.run([sys.executable, "-m", "service.cli.__main__", "ratings", str(path), "--bootstrap", "0"],
+                           capture_output=True, text=True, timeout=120)
+    assert table.returncode == 0, table.stderr
+    assert "Flip" in table.stdout
+    explained = subprocess.run([sys.executable, "-m", "service.cli.__main__", "ratings", "explain", str(path), "a", "b",
+                                "--json"], capture_output=True, text=True, timeout=120)
+    assert explained.returncode == 0, explained.stderr
+    result = json.loads(explained.stdout)
+    assert result["votes"] == PLANTED and result["confirmed"]
+    # The listed battles are the planted ones: the latest votes of that pair and outcome.
+    assert [b["index"] for b in result["battles"]] == list(range(len(battles) - 1, len(battles) - 1 - PLANTED, -1))
+    text = subprocess.run([sys.executable, "-m", "service.cli.__main__", "ratings", "explain", str(path), "a", "b"],
+                          capture_output=True, text=True, timeout=120)
+    assert f"removing {PLANTED} of {len(battles)} votes rates b above a" in text.stdout and "3 × a beat b" in text.stdout
+    missing = subprocess.run([sys.executable, "-m", "service.cli.__main__", "ratings", "explain", str(path), "a", "zz"],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1 and "'zz' is not in" in missing.stderr
