@@ -86,8 +86,14 @@ def fit_cmd(
     anchor_pair = _parse_anchor(anchor)
     if plot_path is not None and plot_path.suffix.lower() not in _PLOT_SUFFIXES:
         raise InvalidInput(f"--plot {plot_path}: expected a .svg or .png file name")
-    battles = _load(battles_path, skip_invalid)
-    counts = PairCounts.from_battles(battles)
+    # Without style control only who met whom, who won and when matter: streamed into counts
+    # and Elo (memory O(models²)); a malformed file falls back to the validating reader.
+    tally = None if style_control else _tally(battles_path)
+    if tally is not None:
+        battles, counts, elo = None, tally.counts, tally.elo
+    else:
+        battles = _load(battles_path, skip_invalid)
+        counts, elo = PairCounts.from_battles(battles), online_elo(battles)
     if anchor_pair is not None and anchor_pair[0] not in counts.models:
         raise InvalidInput(f"--anchor {anchor}: model {anchor_pair[0]!r} is not in {battles_path}")
 
@@ -97,7 +103,7 @@ def fit_cmd(
             style = fit_style(battles, bootstrap=rounds, seed=seed, anchor=anchor_pair)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
-    board = leaderboard(counts, elo=online_elo(battles), bootstrap=rounds, seed=seed, anchor=anchor_pair, style=style)
+    board = leaderboard(counts, elo=elo, bootstrap=rounds, seed=seed, anchor=anchor_pair, style=style)
     raw = bradley_terry(counts, anchor=anchor_pair).as_dict() if style is not None else None
 
     if as_json:
@@ -170,6 +176,15 @@ def explain_cmd(battles_path: Path, upper: str, lower: str, show: int, as_json: 
                    + (f", by {row['judge']}" if row["judge"] else ""))
     if len(rows) > show:
         click.echo(f"  … and {len(rows) - show} more (--show N, or --json)")
+
+
+def _tally(battles_path: Path):
+    from arena.tally import tally_file
+
+    if not battles_path.is_file():
+        raise InvalidInput(f"{battles_path}: no such file")
+    tally = tally_file(battles_path)
+    return tally if tally is not None and tally.n_battles else None
 
 
 def _is_vote(battle, removal) -> bool:

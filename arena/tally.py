@@ -1,0 +1,209 @@
+"""Battles read straight into what the leaderboard needs: pair counts and online Elo.
+
+`arena ratings` needs, of each battle, only who met whom, who won and when. `tally_file`
+decodes just those four fields (msgspec, typed, a chunk of lines at a time) and folds each
+chunk into integer pair counts and the running Elo, so memory is O(models² + chunk), not
+O(battles): ten million battles read in the memory of one chunk. Formats: JSONL (streamed),
+a JSON array (decoded at once, into the slim records only), and the public arena's dumps
+as Parquet or CSV (streamed in record batches with pyarrow).
+
+Online Elo follows the battles' time order (`tstamp`), as FastChat's `compute_elo`: while
+the file's timestamps do not go backwards it is updated as the chunks come; if they do, the
+compact (model, model, outcome, tstamp) columns — 17 bytes a battle — are kept and sorted
+at the end instead.
+
+Only well-formed input takes this path: the first malformed record (or one this reader
+cannot type) makes `tally_file` return None, and the caller reads the file with
+`arena.battles.read_battles`, whose line-numbered errors and `--skip-invalid` apply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+from arena.counts import _OUTCOMES, PairCounts
+
+#: Lines decoded per step: ~100 bytes a battle, so a chunk is ~20 MB of text at most.
+CHUNK_LINES = 200_000
+_SCORE = np.array([1.0, 0.0, 0.5, 0.5])
+
+
+class _Vote(msgspec.Struct):
+    model_a: str
+    model_b: str
+    winner: str
+    tstamp: float | None = None
+
+
+class Tally(msgspec.Struct):
+    """What a battles file holds for the leaderboard."""
+
+    counts: PairCounts
+    elo: dict[str, float]
+    n_battles: int
+
+
+class _Folder:
+    """Folds chunks of votes into pair-count rows and the online Elo."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.models: list[str] = []
+        self.table: dict[int, np.ndarray] = {}  # pair key (lo * 2^32 + hi) -> 4 outcome counts
+        self.elo = np.zeros(0)
+        self.last_t = -np.inf
+        self.ordered = True
+        self.kept: list[np.ndarray] = []  # compact columns, only once time order breaks
+        self.missing_t = False  # a battle without tstamp: Elo goes in file order, as online_elo
+        self.n = 0
+
+    def _ids(self, a_names: list[str], b_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Model indices of both sides; a new model is numbered where first seen (A before B)."""
+        index, models = self.index, self.models
+        get = index.get
+        ia, ib = [get(n) for n in a_names], [get(n) for n in b_names]
+        if None in ia or None in ib:  # only chunks that bring new models take this loop
+            for x, y in zip(a_names, b_names):
+                for name in (x, y):
+                    if name not in index:
+                        index[name] = len(models)
+                        models.append(name)
+            ia, ib = [get(n) for n in a_names], [get(n) for n in b_names]
+        return np.array(ia, dtype=np.int64), np.array(ib, dtype=np.int64)
+
+    def add(self, votes: list[_Vote]) -> bool:
+        if not votes:
+            return True
+        outcome_of = _OUTCOMES
+        try:
+            o = np.fromiter((outcome_of[v.winner] for v in votes), dtype=np.int64, count=len(votes))
+        except KeyError:
+            return False
+        a, b = self._ids([v.model_a for v in votes], [v.model_b for v in votes])
+        if (a == b).any() or any(not v.model_a or not v.model_b for v in votes):
+            return False
+        times = [v.tstamp for v in votes]
+        if not all(t is not None for t in times):
+            self.missing_t = True
+        t = np.asarray(np.arange(self.n, self.n + len(votes)) if self.missing_t else times, dtype=float)
+        self.n += len(votes)
+        self._count(a, b, o)
+        if self.elo.size < len(self.models):
+            self.elo = np.concatenate([self.elo, np.full(len(self.models) - self.elo.size, 1000.0)])
+        if self.ordered and (self.missing_t or (t[0] >= self.last_t and (np.diff(t) >= 0).all())):
+            self.last_t = t[-1]
+            _elo_pass(self.elo, a, b, o)
+        elif self.ordered:
+            self.ordered = False  # time order broke: `tally_file` starts over keeping the columns
+        else:
+            self.kept.append(np.rec.fromarrays([a, b, o, t], names="a,b,o,t"))
+        return True
+
+    def _count(self, a: np.ndarray, b: np.ndarray, o: np.ndarray) -> None:
+        swap = a > b
+        lo, hi = np.where(swap, b, a), np.where(swap, a, b)
+        o = np.where(swap & (o == 0), 1, np.where(swap & (o == 1), 0, o))
+        keys, inverse = np.unique((lo << 32) | hi, return_inverse=True)
+        table = np.bincount(inverse * 4 + o, minlength=len(keys) * 4).reshape(len(keys), 4)
+        for key, row in zip(keys.tolist(), table):
+            current = self.table.get(key)
+            self.table[key] = row if current is None else current + row
+
+    def finish(self) -> Tally:
+        counts = PairCounts(self.models)
+        if self.table:
+            keys = np.fromiter(self.table, dtype=np.int64, count=len(self.table))
+            rows = np.stack(list(self.table.values()))
+            counts._set_rows(keys >> 32, keys & 0xFFFFFFFF, rows)
+        elo = self.elo
+        if not self.ordered:  # every battle's columns were kept (see `_tally_unordered`): replay sorted
+            elo = np.full(len(self.models), 1000.0)
+            cols = np.concatenate(self.kept)
+            order = np.arange(len(cols)) if self.missing_t else np.argsort(cols["t"], kind="stable")
+            _elo_pass(elo, cols["a"][order], cols["b"][order], cols["o"][order])
+        return Tally(counts=counts, elo={m: float(elo[i]) for i, m in enumerate(self.models)}, n_battles=self.n)
+
+
+def _elo_pass(elo: np.ndarray, a: np.ndarray, b: np.ndarray, o: np.ndarray, k: float = 4.0) -> None:
+    """Online Elo (FastChat's `compute_elo`: K=4, scale 400, base 10), in place, in order."""
+    ratings = elo.tolist()
+    score = _SCORE[o].tolist()
+    for i, j, s in zip(a.tolist(), b.tolist(), score):
+        ra, rb = ratings[i], ratings[j]
+        delta = k * (s - 1.0 / (1.0 + 10.0 ** ((rb - ra) / 400.0)))
+        ratings[i], ratings[j] = ra + delta, rb - delta
+    elo[:] = ratings
+
+
+def _jsonl_chunks(path: Path) -> Iterator[bytes]:
+    """The file in blocks of whole lines (about `CHUNK_LINES` battles each)."""
+    with path.open("rb") as handle:
+        rest = b""
+        while True:
+            block = handle.read(CHUNK_LINES * 100)
+            if not block:
+                if rest.strip():
+                    yield rest
+                return
+            block = rest + block
+            cut = block.rfind(b"\n") + 1
+            rest = block[cut:]
+            if cut:
+                yield block[:cut]
+
+
+def _arrow_batches(path: Path) -> Iterator[list[_Vote]]:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if path.suffix.lower() == ".parquet":
+        batches = pq.ParquetFile(path).iter_batches(batch_size=CHUNK_LINES, columns=None)
+    else:
+        batches = pacsv.open_csv(path)
+    for batch in batches:
+        columns = batch.schema.names
+        data = {name: batch.column(name).to_pylist() for name in ("model_a", "model_b", "winner", "tstamp") if name in columns}
+        if not {"model_a", "model_b", "winner"} <= data.keys():
+            raise ValueError("missing columns")
+        n = batch.num_rows
+        t = data.get("tstamp", [None] * n)
+        yield [_Vote(data["model_a"][k], data["model_b"][k], data["winner"][k], t[k]) for k in range(n)]
+
+
+def _chunks(path: Path) -> Iterator[list[_Vote]]:
+    if path.suffix.lower() in (".parquet", ".csv"):
+        yield from _arrow_batches(path)
+        return
+    with path.open("rb") as handle:
+        head = handle.read(4096).lstrip()
+    if head[:1] == b"[":
+        yield msgspec.json.Decoder(list[_Vote]).decode(path.read_bytes())
+    else:
+        decoder = msgspec.json.Decoder(_Vote)
+        for chunk in _jsonl_chunks(path):
+            yield decoder.decode_lines(chunk)
+
+
+def tally_file(path: str | Path) -> Tally | None:
+    """Pair counts and online Elo of a battles file (JSONL, JSON array, Parquet, CSV), or None
+    when a record is malformed (the caller then reads it the validating way)."""
+    path = Path(path)
+    try:
+        folder = _Folder()
+        for votes in _chunks(path):
+            if not folder.add(votes):
+                return None
+            if not folder.ordered:  # timestamps went backwards: read again, keeping every battle's columns
+                unordered = _Folder()
+                unordered.ordered = False
+                for again in _chunks(path):
+                    if not unordered.add(again):
+                        return None
+                return unordered.finish()
+        return folder.finish()
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError, KeyError, OSError, RecursionError):
+        return None

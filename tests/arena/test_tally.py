@@ -1,0 +1,66 @@
+"""Battles streamed into counts and Elo give exactly what the validating reader gives, in
+every format `arena ratings` reads; malformed files are left to the validating reader."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from arena import tally as tally_module
+from arena.battles import Battle, write_battles
+from arena.counts import PairCounts
+from arena.elo import online_elo
+from arena.tally import tally_file
+
+
+def battles(n: int = 3000, seed: int = 0, shuffle_time: bool = False, no_time: bool = False) -> list[Battle]:
+    rng = np.random.default_rng(seed)
+    names = [f"m{i}" for i in range(7)]
+    outcomes = ["model_a", "model_b", "tie", "tie (bothbad)"]
+    times = rng.permutation(n) if shuffle_time else np.arange(n)
+    return [Battle(model_a=names[a], model_b=names[(a + 1 + int(rng.integers(0, 6))) % 7], winner=outcomes[int(rng.integers(0, 4))],
+                   tstamp=None if no_time else 1.7e9 + float(times[k]))
+            for k, a in enumerate(rng.integers(0, 7, n))]
+
+
+def expected(records):
+    return PairCounts.from_battles(records), online_elo(records)
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "json", "unordered", "untimed"])
+def test_stream_equals_the_validating_reader(tmp_path, monkeypatch, kind):
+    monkeypatch.setattr(tally_module, "CHUNK_LINES", 500)  # several chunks, so order breaks across them
+    records = battles(shuffle_time=kind == "unordered", no_time=kind == "untimed")
+    path = tmp_path / ("b.json" if kind == "json" else "b.jsonl")
+    write_battles(path, records)
+    got = tally_file(path)
+    counts, elo = expected(records)
+    assert got.n_battles == len(records) and got.counts == counts
+    assert got.elo == pytest.approx(elo, abs=1e-9)
+
+
+def test_public_arena_dumps_parquet_and_csv(tmp_path):
+    records = battles(800)
+    columns = {"model_a": [b.model_a for b in records], "model_b": [b.model_b for b in records],
+               "winner": [b.winner for b in records], "tstamp": [b.tstamp for b in records],
+               "judge": ["anon"] * len(records)}
+    pq.write_table(pa.table(columns), tmp_path / "clean_battle.parquet")
+    pacsv.write_csv(pa.table(columns), tmp_path / "clean_battle.csv")
+    counts, elo = expected(records)
+    for name in ("clean_battle.parquet", "clean_battle.csv"):
+        got = tally_file(tmp_path / name)
+        assert got.counts == counts and got.elo == pytest.approx(elo, abs=1e-9), name
+
+
+def test_malformed_files_go_to_the_validating_reader(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    write_battles(path, battles(10))
+    path.write_text(path.read_text() + '{"model_a": "x", "model_b": "x", "winner": "model_a"}\n')
+    assert tally_file(path) is None  # a model against itself
+    path.write_text('{"model_a": "x", "model_b": "y", "winner": "left"}\n')
+    assert tally_file(path) is None
+    path.write_text("[" * 100_000)
+    assert tally_file(path) is None
