@@ -72,7 +72,13 @@ class _Board:
         self.n = a.totals.astype(float)
         self.s = a.score_first.astype(float)
         self.available = np.stack([a.wins_first, a.wins_second, a.ties, a.bothbad], axis=1)
-        self.fisher_pinv = np.linalg.pinv(self._fisher(self.theta, self.n), hermitian=True)
+        fisher = self._fisher(self.theta, self.n)
+        self.fisher_pinv = np.linalg.pinv(fisher, hermitian=True)
+        import scipy.linalg
+
+        # The fit's Fisher, factored once: refits reuse it (chord steps), since removing a
+        # few votes barely changes it; they fall back to full Newton steps if that stalls.
+        self.chord = scipy.linalg.cho_factor(fisher + self._ridge(fisher) * np.eye(len(fisher)))
 
     def _p(self, theta: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-(theta[self.first] - theta[self.second])))
@@ -86,40 +92,44 @@ class _Board:
         fisher[np.diag_indices(m)] = np.bincount(self.first, w, m) + np.bincount(self.second, w, m)
         return fisher
 
+    @staticmethod
+    def _ridge(fisher: np.ndarray) -> float:
+        """F is singular along each component's all-ones direction, which moves no rating
+        difference, so a tiny ridge makes it solvable without changing them."""
+        return 1e-9 * (np.trace(fisher) / len(fisher) + 1.0)
+
     def _solve(self, fisher: np.ndarray, gradient: np.ndarray) -> np.ndarray:
-        """A Newton step: F is singular along each component's all-ones direction, which
-        moves no rating difference, so a tiny ridge makes it solvable without changing them."""
+        """A Newton step."""
         import scipy.linalg
 
-        ridge = 1e-9 * (np.trace(fisher) / len(fisher) + 1.0)
-        return scipy.linalg.solve(fisher + ridge * np.eye(len(fisher)), gradient, assume_a="pos")
+        return scipy.linalg.solve(fisher + self._ridge(fisher) * np.eye(len(fisher)), gradient, assume_a="pos")
 
-    def classes(self, upper: str, lower: str) -> list[tuple[float, int, int, int]]:
-        """Votes that narrow the gap, most first: (δ per vote, votes, pair, outcome)."""
+    def classes(self, upper: str, lower: str) -> _Order:
+        """Votes that narrow the gap, most first, as parallel arrays by (pair, outcome) class."""
         contrast = np.zeros(len(self.theta))
         contrast[self.index[upper]], contrast[self.index[lower]] = 1.0, -1.0
         direction = self.fisher_pinv @ contrast
         lever = direction[self.first] - direction[self.second]
         p = self._p(self.theta)
-        out = []
-        for outcome, y in enumerate(_Y):
-            delta = -lever * (y - p)
-            for k in np.nonzero((delta < 0) & (self.available[:, outcome] > 0))[0]:
-                out.append((float(delta[k]), int(self.available[k, outcome]), int(k), outcome))
-        return sorted(out)
+        delta = -lever[:, None] * (np.asarray(_Y)[None, :] - p[:, None])  # pairs x outcomes
+        pair, outcome = np.nonzero((delta < 0) & (self.available > 0))
+        d = delta[pair, outcome]
+        order = np.argsort(d, kind="stable")
+        pair, outcome, d = pair[order], outcome[order], d[order]
+        count = self.available[pair, outcome]
+        return _Order(delta=d, count=count, pair=pair, outcome=outcome, cumulative=np.cumsum(count))
 
-    def removals(self, order: list[tuple[float, int, int, int]], k: int) -> list[Removal]:
-        taken, left = [], k
-        for _, available, pair, outcome in order:
-            if left <= 0:
-                break
-            n = min(available, left)
-            a, b = self.names[pair]
-            taken.append(Removal(a, b, _OUTCOME_NAMES[outcome], n))
-            left -= n
-        return taken
+    def taken(self, order: _Order, k: int) -> np.ndarray:
+        """How many votes of each class the first `k` of `order` take."""
+        before = order.cumulative - order.count
+        return np.clip(k - before, 0, order.count)
 
-    def swapped(self, order: list[tuple[float, int, int, int]], k: int, upper: str, lower: str) -> bool:
+    def removals(self, order: _Order, k: int) -> list[Removal]:
+        taken = self.taken(order, k)
+        return [Removal(*self.names[int(order.pair[c])], _OUTCOME_NAMES[int(order.outcome[c])], int(taken[c]))
+                for c in np.nonzero(taken)[0]]
+
+    def swapped(self, order: _Order, k: int, upper: str, lower: str) -> bool:
         """Whether the exact refit without the first `k` votes of `order` rates `lower` above `upper`."""
         if not self.exact_mle:
             from arena.ratings import bradley_terry
@@ -127,19 +137,20 @@ class _Board:
             fit = bradley_terry(_without(self.counts, self.removals(order, k)))
             ratings = dict(zip(fit.models, fit.ratings))
             return ratings[lower] > ratings[upper]
-        n, s, left = self.n.copy(), self.s.copy(), k
-        for _, available, pair, outcome in order:
-            if left <= 0:
-                break
-            r = min(available, left)
-            n[pair] -= r
-            s[pair] -= r * _Y[outcome]
-            left -= r
+        taken = self.taken(order, k)
+        n = self.n - np.bincount(order.pair, taken, len(self.n))
+        s = self.s - np.bincount(order.pair, taken * np.asarray(_Y)[order.outcome], len(self.s))
+        import scipy.linalg
+
         theta = self.theta.copy()
-        for _ in range(25):  # Newton from the fit: a few steps reach the refit's optimum
+        m = len(theta)
+        for iteration in range(60):  # from the fit: chord steps, then Newton steps if they stall
             residual = s - n * self._p(theta)
-            gradient = np.bincount(self.first, residual, len(theta)) - np.bincount(self.second, residual, len(theta))
-            step = self._solve(self._fisher(theta, n), gradient)
+            gradient = np.bincount(self.first, residual, m) - np.bincount(self.second, residual, m)
+            if iteration < 30:
+                step = scipy.linalg.cho_solve(self.chord, gradient)
+            else:
+                step = self._solve(self._fisher(theta, n), gradient)
             step -= step.mean()  # the ridge's drift along all-ones is no rating change
             theta += np.clip(step, -2.0, 2.0)
             if np.max(np.abs(step)) < 1e-9:
@@ -149,6 +160,17 @@ class _Board:
 
 #: The first model's score per outcome: a win, a loss, a tie, a both-bad tie.
 _Y = (1.0, 0.0, 0.5, 0.5)
+
+
+class _Order(msgspec.Struct):
+    """Gap-narrowing vote classes, most influential first: δ per vote, votes, pair index,
+    outcome, and the running total of votes."""
+
+    delta: np.ndarray
+    count: np.ndarray
+    pair: np.ndarray
+    outcome: np.ndarray
+    cumulative: np.ndarray
 
 
 def _without(counts: PairCounts, removals: Sequence[Removal]) -> PairCounts:
@@ -171,17 +193,16 @@ def _flip(board: _Board, upper: str, lower: str, max_refits: int) -> Flip:
     if gap < 0:
         return Flip(upper, lower, 0, 0, True)
     order = board.classes(upper, lower)
-    available = sum(c[1] for c in order)
-    if not order:
+    if not len(order.count):
         return Flip(upper, lower, None, None, True)
-    linear, total, before = None, 0.0, 0  # total: the approximate gap change of the votes taken
-    for delta, n, _, _ in order:
-        need = math.ceil((gap + total) / -delta - 1e-12)
-        if need <= n:
-            linear = before + max(need, 1)
-            break
-        total += delta * n
-        before += n
+    available = int(order.cumulative[-1])
+    # The linear estimate: votes, most influential first, until their summed δ closes the gap.
+    closed = np.cumsum(-order.delta * order.count)  # gap closed after each whole class
+    c = int(np.searchsorted(closed, gap))  # the class in which the gap closes
+    linear = None
+    if c < len(closed):
+        before_gap = gap - (closed[c - 1] if c else 0.0)
+        linear = int(order.cumulative[c] - order.count[c] + max(1, math.ceil(before_gap / -order.delta[c] - 1e-12)))
     refits = 0
 
     def works(k: int) -> bool:

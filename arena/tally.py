@@ -100,7 +100,8 @@ class _Folder:
         elif self.ordered:
             self.ordered = False  # time order broke: `tally_file` starts over keeping the columns
         else:
-            self.kept.append(np.rec.fromarrays([a, b, o, t], names="a,b,o,t"))
+            self.kept.append(np.rec.fromarrays([a.astype(np.int32), b.astype(np.int32), o.astype(np.int8), t],
+                                               names="a,b,o,t"))  # 17 bytes a battle
         return True
 
     def _count(self, a: np.ndarray, b: np.ndarray, o: np.ndarray) -> None:
