@@ -5,13 +5,13 @@ the URLs. Real HTTP to the service and to a scripted OpenAI-compatible judge on 
 from __future__ import annotations
 
 import json
-import time
 
 import msgspec
 import pytest
 
 from tests.redis_fixtures import LiveServer
 from tests.scripted_openai import ScriptedOpenAI
+from tests.service.test_arena import wait_job
 
 ANSWERS = {"alpha": lambda prompt: "4", "beta": lambda prompt: "5"}
 JUDGES = {"judge-a": lambda messages: "A is better. [[A]]"}
@@ -30,16 +30,6 @@ def _serve(settings, endpoint, **overrides) -> LiveServer:
     return LiveServer(s, worker=True).start()
 
 
-def _finish(admin, job_id: str) -> dict:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        job = admin.get(f"/api/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"judge job {job_id} did not finish")
-
-
 def _judge_keys(endpoint) -> list[str | None]:
     return [c["authorization"] for c in endpoint.calls if c["body"].get("model") in JUDGES]
 
@@ -56,7 +46,7 @@ def test_a_request_cannot_name_the_secret_sent(settings, endpoint):
         endpoint.calls.clear()
         r = admin.post("/api/judge", json=body)
         assert r.status_code == 202, r.text
-        job = _finish(admin, r.json()["id"])
+        job = wait_job(admin, r.json()["id"])
         assert job["status"] == "succeeded", job["error"]
         keys = _judge_keys(endpoint)
         assert keys and set(keys) == {"Bearer server-judge-key"}  # the server's key, only
@@ -77,7 +67,7 @@ def test_judge_hosts_are_restricted_and_profiles_carry_their_own_key(settings, e
         endpoint.calls.clear()
         r = admin.post("/api/judge", json={"judge": "house", "candidates": ["alpha", "beta"], "prompts": PROMPTS})
         assert r.status_code == 202, r.text
-        job = _finish(admin, r.json()["id"])
+        job = wait_job(admin, r.json()["id"])
         assert job["status"] == "succeeded", job["error"]
         assert set(_judge_keys(endpoint)) == {"Bearer profile-key"}
         assert "profile-key" not in json.dumps(admin.get("/api/judge").json())

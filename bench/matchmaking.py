@@ -1,0 +1,129 @@
+"""Claim: our matchmaking spends votes where they matter, so a board needs fewer votes to
+be right than with uniform pairing. Measured by replaying simulated reviewers through both.
+
+Simulation (one run per seed, policy and board size):
+- candidates with true ratings spaced `--gap` Elo points apart (the order is known);
+- each vote: the policy draws a pair (ours: `arena.matchmaking.choose_pair` with the
+  model states the service would give it — BT rating, 95% bootstrap CI, votes; uniform:
+  every pair equally likely), a simulated reviewer answers from the true ratings: a tie
+  with probability `--ties`, a random vote with probability `--noise`, else the better
+  model wins with the BT probability;
+- every `--check-every` votes the board is refitted (BT + `--rounds` bootstrap rounds, as
+  the leaderboard does) and the policy sees the new states; two milestones are recorded:
+  `top`: the top model's CI no longer overlaps the second's (and the order is the true
+  one); `order`: every adjacent pair is in its true order in at least 95% of the bootstrap
+  samples.
+
+Prints one JSON line: per board size, the median votes each policy needed for each
+milestone over the seeds (runs that did not get there within `--budget` count as the
+budget), and `votes_saved_ratio` = uniform / ours per milestone (goal ≥ 1.5 with 8 and 30
+candidates). Run: `OMP_NUM_THREADS=1 python bench/matchmaking.py [--seeds 5]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from arena.counts import PairCounts  # noqa: E402
+from arena.matchmaking import ModelState, choose_pair  # noqa: E402
+from arena.ratings import leaderboard  # noqa: E402
+
+
+def _true_outcome(rng: random.Random, ra: float, rb: float, ties: float, noise: float) -> str:
+    u = rng.random()
+    if u < ties:
+        return "tie"
+    if rng.random() < noise:
+        return rng.choice(("model_a", "model_b"))
+    p = 1.0 / (1.0 + 10 ** ((rb - ra) / 400.0))
+    return "model_a" if rng.random() < p else "model_b"
+
+
+def _milestones(counts: PairCounts, truth: list[str], rounds: int, seed: int) -> tuple[list[ModelState], bool, bool]:
+    """The states matchmaking sees, and whether each milestone is reached now."""
+    from arena.ratings import _Setup  # the leaderboard's own fit and bootstrap
+
+    board = leaderboard(counts, bootstrap=rounds, seed=seed, fragility=False)
+    rows = {r.model: r for r in board.rows}
+    states = [ModelState(m, rows[m].rating, rows[m].ci_low, rows[m].ci_high, rows[m].votes) if m in rows
+              else ModelState(m) for m in truth]
+    if len(rows) < len(truth):
+        return states, False, False
+    first, second = rows[truth[0]], rows[truth[1]]
+    top = first.ci_low > second.ci_high
+    setup = _Setup.build(counts, None, 1.0)
+    theta = setup.fit_point()
+    samples, _ = setup.bootstrap(theta, rounds, seed, 1)
+    index = {m: i for i, m in enumerate(setup.models)}
+    order = all(float(np.mean(samples[index[a]] > samples[index[b]])) >= 0.95 for a, b in zip(truth, truth[1:]))  # models x rounds
+    return states, top, order
+
+
+def run(policy: str, n_models: int, gap: float, seed: int, args) -> dict[str, int]:
+    rng = random.Random(f"{policy}:{n_models}:{seed}")
+    sim = random.Random(f"reviewers:{n_models}:{seed}")  # the same reviewers for both policies
+    truth = [f"m{k:02d}" for k in range(n_models)]  # best first
+    true_rating = {m: 1000.0 + gap * (n_models - 1 - k) for k, m in enumerate(truth)}
+    counts = PairCounts(truth)
+    states = [ModelState(m) for m in truth]
+    found: dict[str, int] = {}
+    pairs = [(a, b) for i, a in enumerate(truth) for b in truth[i + 1:]]
+    for vote in range(1, args.budget + 1):
+        if policy == "ours":
+            matchup = choose_pair(states, rng)
+            a, b = matchup.model_a, matchup.model_b
+        else:
+            a, b = rng.choice(pairs)
+            if rng.random() < 0.5:
+                a, b = b, a
+        counts.add(a, b, _true_outcome(sim, true_rating[a], true_rating[b], args.ties, args.noise))
+        if vote % args.check_every == 0:
+            states, top, order = _milestones(counts, truth, args.rounds, seed)
+            if top and "top" not in found:
+                found["top"] = vote
+            if order and "order" not in found:
+                found["order"] = vote
+            if len(found) == 2:
+                break
+    return {k: found.get(k, args.budget) for k in ("top", "order")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="8,30")
+    parser.add_argument("--gaps", default="60,40", help="Elo points between adjacent true ratings, per size")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--ties", type=float, default=0.1)
+    parser.add_argument("--noise", type=float, default=0.1)
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--check-every", type=int, default=100)
+    parser.add_argument("--budget", type=int, default=30000)
+    args = parser.parse_args()
+    result: dict[str, object] = {"bench": "matchmaking", "ties": args.ties, "noise": args.noise, "seeds": args.seeds,
+                                 "bootstrap_rounds": args.rounds, "check_every": args.check_every, "budget": args.budget}
+    for size, gap in zip((int(s) for s in args.sizes.split(",")), (float(g) for g in args.gaps.split(","))):
+        votes = {p: [run(p, size, gap, seed, args) for seed in range(args.seeds)] for p in ("ours", "uniform")}
+        entry: dict[str, object] = {"gap_elo": gap}
+        for milestone in ("top", "order"):
+            ours = float(np.median([v[milestone] for v in votes["ours"]]))
+            uniform = float(np.median([v[milestone] for v in votes["uniform"]]))
+            entry[milestone] = {"ours": ours, "uniform": uniform, "votes_saved_ratio": round(uniform / ours, 2),
+                                "ours_runs": [v[milestone] for v in votes["ours"]],
+                                "uniform_runs": [v[milestone] for v in votes["uniform"]]}
+        entry["goal_1_5x"] = all(entry[m]["votes_saved_ratio"] >= 1.5 for m in ("top", "order"))  # type: ignore[index]
+        result[f"models_{size}"] = entry
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
