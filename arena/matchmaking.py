@@ -5,11 +5,16 @@ uncertainty `σ` (Elo points; `σ` from its 95% CI, at least `prior_sigma / √(
 and `prior_sigma` with no votes). For a pair, one battle's outcome is worth
 `I = p(1 − p)·(ln 10 / 400)²` in Fisher information about the rating difference, where
 `p` is the predicted win probability; the variance of the difference `V = σ_a² + σ_b²`
-would shrink by `V²·I / (1 + V·I)`. That expected reduction is the pair's weight: it is
-largest for close models (p near ½) whose ratings are still uncertain, and for new
-candidates (large σ). The pair is drawn with probability
-`(1 − exploration)·weight / Σ weights + exploration / #pairs`, so every pair keeps some
-chance; a model never meets itself; which side is "A" is a coin flip.
+would shrink by `V²·I / (1 + V·I)`. That expected reduction, times how open the pair's
+order still is, `erfc(|r_a − r_b| / (2·√(2V)))` (1 for models whose intervals coincide,
+about 0.17 when their 95% intervals just separate, near 0 for models two places apart on a
+settled board), is the pair's weight: it is largest for neighbours on the board whose
+ratings are still uncertain, and for new candidates (large σ). Without the second factor a
+pair two places apart (p = 0.64 at 100 points) weighs almost as much as a neighbouring
+pair, and uniform pairing put an 8-model board in order sooner (bench/matchmaking.py).
+The pair is drawn with probability `(1 − exploration)·weight / Σ weights + exploration /
+#pairs`, so every pair keeps some chance; a model never meets itself; which side is "A"
+is a coin flip.
 
 Pure: no I/O. Pass a seeded `random.Random` for reproducible draws.
 """
@@ -89,7 +94,9 @@ def pair_weights(models: Sequence[ModelState], prior_sigma: float = PRIOR_SIGMA)
             p = 1.0 / (1.0 + 10 ** ((ry - rx) / 400.0))
             info = p * (1 - p) * _LOGIT_PER_POINT**2
             variance = sigma(x, prior_sigma) ** 2 + sigma(y, prior_sigma) ** 2
-            out.append(PairWeight(x.name, y.name, p, variance**2 * info / (1 + variance * info)))
+            reduction = variance**2 * info / (1 + variance * info)
+            undecided = math.erfc(abs(rx - ry) / (2 * math.sqrt(2 * variance)))  # is their order still open?
+            out.append(PairWeight(x.name, y.name, p, reduction * undecided))
     return out
 
 

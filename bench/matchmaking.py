@@ -12,7 +12,7 @@ Simulation (one run per seed, policy and board size):
   the leaderboard does) and the policy sees the new states; two milestones are recorded:
   `top`: the top model's CI no longer overlaps the second's (and the order is the true
   one); `order`: every adjacent pair is in its true order in at least 95% of the bootstrap
-  samples.
+  samples; each counted once it holds at three checks in a row, dated at the first.
 
 Prints one JSON line: per board size, the median votes each policy needed for each
 milestone over the seeds (runs that did not get there within `--budget` count as the
@@ -77,6 +77,7 @@ def run(policy: str, n_models: int, gap: float, seed: int, args) -> dict[str, in
     counts = PairCounts(truth)
     states = [ModelState(m) for m in truth]
     found: dict[str, int] = {}
+    streak = {"top": 0, "order": 0}
     pairs = [(a, b) for i, a in enumerate(truth) for b in truth[i + 1:]]
     for vote in range(1, args.budget + 1):
         if policy == "ours":
@@ -89,10 +90,12 @@ def run(policy: str, n_models: int, gap: float, seed: int, args) -> dict[str, in
         counts.add(a, b, _true_outcome(sim, true_rating[a], true_rating[b], args.ties, args.noise))
         if vote % args.check_every == 0:
             states, top, order = _milestones(counts, truth, args.rounds, seed)
-            if top and "top" not in found:
-                found["top"] = vote
-            if order and "order" not in found:
-                found["order"] = vote
+            # A milestone counts once it holds at three checks in a row (a thin board's
+            # bootstrap can look decided by chance); it is dated at the first of them.
+            for name, holds in (("top", top), ("order", order)):
+                streak[name] = streak[name] + 1 if holds else 0
+                if streak[name] == 3 and name not in found:
+                    found[name] = vote - 2 * args.check_every
             if len(found) == 2:
                 break
     return {k: found.get(k, args.budget) for k in ("top", "order")}
