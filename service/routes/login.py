@@ -20,17 +20,18 @@ from litestar.response import Redirect, Response
 
 from service.csrf import check_form, form_token
 from service.errors import Forbidden
+from service.i18n import HTML_LANG, choose_locale, translations
 from service.reviewers import came_over_https
 from service.routes.auth import READ_COOKIE, READ_SESSION_S, is_read_token, read_session
 
-_FORM = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Sign in · Adapter Arena</title>
-<style>body{{font-family:system-ui,"Noto Sans CJK SC",sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem}}
+_FORM = """<!doctype html><html lang="{lang}"><head><meta charset="utf-8"><title>{sign_in} · {arena}</title>
+<style>body{{font-family:system-ui,"PingFang SC","Microsoft YaHei","Noto Sans CJK SC",sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem}}
 input{{font:inherit;padding:.4rem;width:100%;box-sizing:border-box;margin:.4rem 0}}.err{{color:#b91c1c}}</style></head>
-<body><h1>Sign in to read</h1><p>Runs, evals and reports need the admin token or a viewer token.</p>{error}
+<body><h1>{title}</h1><p>{why}</p>{error}
 <form method="post" action="/login"><input type="hidden" name="next" value="{next}">
 <input type="hidden" name="csrf_token" value="{csrf}">
-<label>Token <input type="password" name="token" autocomplete="current-password" required autofocus></label>
-<button type="submit">Sign in</button></form></body></html>"""
+<label>{token} <input type="password" name="token" autocomplete="current-password" required autofocus></label>
+<button type="submit">{sign_in}</button></form></body></html>"""
 
 
 def _local(next_path: str | None) -> str:
@@ -40,9 +41,16 @@ def _local(next_path: str | None) -> str:
 
 
 def _form(request: Request, error: str, target: str, status: int = 200) -> Response:
+    """The sign-in form in the request's language; `error` is an English message id."""
     token, cookies = form_token(request, request.app.state.settings)
-    page = _FORM.format(error=error, next=escape(target), csrf=escape(token))
-    return Response(page, media_type="text/html", status_code=status, cookies=list(cookies))
+    locale, lang_cookies = choose_locale(request, request.app.state.settings.locale)
+    _ = translations(locale).gettext
+    shown = f'<p class="err">{escape(_(error))}</p>' if error else ""
+    page = _FORM.format(error=shown, next=escape(target), csrf=escape(token), lang=HTML_LANG[locale],
+                        sign_in=escape(_("Sign in")), arena=escape(_("Adapter Arena")), title=escape(_("Sign in to read")),
+                        why=escape(_("Runs, evals and reports need the admin token or a viewer token.")),
+                        token=escape(_("Token")))
+    return Response(page, media_type="text/html", status_code=status, cookies=list(cookies) + list(lang_cookies))
 
 
 @get("/login", include_in_schema=False)
@@ -56,10 +64,10 @@ async def login(request: Request, data: Annotated[dict[str, str], Body(media_typ
     try:
         check_form(request, data)
     except Forbidden as exc:
-        return _form(request, f'<p class="err">{escape(exc.message)}</p>', target, 403)
+        return _form(request, exc.message, target, 403)
     token = data.get("token", "")
     if not token or not is_read_token(request, token):
-        return _form(request, '<p class="err">That token does not open read access.</p>', target, 401)
+        return _form(request, "That token does not open read access.", target, 401)
     secret = await request.app.state.store.reviewer_secret()
     secure = came_over_https(request, request.app.state.settings)
     cookie = Cookie(key=READ_COOKIE, value=read_session(token, secret), httponly=True, samesite="strict",

@@ -59,3 +59,15 @@ def test_chinese_names_for_datasets_over_http(server):
     assert admin.get("/api/datasets/客服数据/records").json()["records"][0]["messages"][1]["content"] == "您好"
     bad = admin.post("/api/datasets", files={"file": ("x.jsonl", record)}, data={"name": "客服/../数据"})
     assert bad.status_code == 422 and "letters or digits (any script)" in bad.json()["detail"]
+
+
+def test_the_sign_in_form_speaks_chinese(server):
+    browser = server.client()
+    page = browser.get("/login?next=/runs", headers={"Accept-Language": "zh-CN"})
+    assert '<html lang="zh-CN">' in page.text and "登录以查看" in page.text and "令牌" in page.text
+    token = browser.cookies["arena_csrf"]
+    wrong = browser.post("/login", data={"token": "nope", "next": "/runs", "csrf_token": token},
+                         headers={"Accept-Language": "zh-CN"})
+    assert wrong.status_code == 401 and "这个令牌没有查看权限。" in wrong.text
+    english = server.client().get("/login", headers={"Accept-Language": "en"})
+    assert "Sign in to read" in english.text and '<html lang="en">' in english.text
