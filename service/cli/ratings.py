@@ -72,7 +72,7 @@ def fit_cmd(
     plot_path: Path | None,
     skip_invalid: bool,
 ) -> None:
-    """Fit and print the leaderboard for the battles in BATTLES (JSON array or JSONL).
+    """Fit and print the leaderboard for the battles in BATTLES (JSONL, JSON array, Parquet or CSV).
 
     Columns: rank upper bound, model, BT rating (Elo scale: 400 points = 10:1 odds),
     95% CI as +above/−below, votes, win rate (ties count half), online Elo, and Flip: the
