@@ -7,17 +7,28 @@ shown next to it only as a running number.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from arena.battles import Battle
+
+
+def replay(ratings: list[float], first: Sequence[int], second: Sequence[int], scores: Sequence[float], *,
+           k: float = 4.0, scale: float = 400.0, base: float = 10.0) -> None:
+    """Online Elo updates in order, in place: vote v between models `first[v]` and
+    `second[v]` (indices into `ratings`) with `first`'s score `scores[v]` (1, 0 or 0.5).
+    The one Elo loop: `elo_update`, `online_elo` and `arena.tally` all run it."""
+    for i, j, s in zip(first, second, scores):
+        ra, rb = ratings[i], ratings[j]
+        delta = k * (s - 1.0 / (1.0 + base ** ((rb - ra) / scale)))
+        ratings[i], ratings[j] = ra + delta, rb - delta
 
 
 def elo_update(rating_a: float, rating_b: float, score_a: float, *, k: float = 4.0, scale: float = 400.0, base: float = 10.0) -> tuple[float, float]:
     """One online Elo update: `score_a` is 1 (A won), 0 (B won) or 0.5 (tie); returns the
     new (rating_a, rating_b). The service calls this per vote to keep a provisional number."""
-    expected_a = 1.0 / (1.0 + base ** ((rating_b - rating_a) / scale))
-    delta = k * (score_a - expected_a)
-    return rating_a + delta, rating_b - delta
+    ratings = [rating_a, rating_b]
+    replay(ratings, (0,), (1,), (score_a,), k=k, scale=scale, base=base)
+    return ratings[0], ratings[1]
 
 
 def online_elo(battles: Iterable[Battle], *, k: float = 4.0, scale: float = 400.0, base: float = 10.0, init_rating: float = 1000.0) -> dict[str, float]:
@@ -27,8 +38,11 @@ def online_elo(battles: Iterable[Battle], *, k: float = 4.0, scale: float = 400.
     battles = list(battles)
     if battles and all(b.tstamp is not None for b in battles):
         battles.sort(key=lambda b: b.tstamp)
-    ratings: dict[str, float] = {}
+    index: dict[str, int] = {}
     for b in battles:
-        ra, rb = ratings.get(b.model_a, init_rating), ratings.get(b.model_b, init_rating)
-        ratings[b.model_a], ratings[b.model_b] = elo_update(ra, rb, b.score_a, k=k, scale=scale, base=base)
-    return ratings
+        index.setdefault(b.model_a, len(index))
+        index.setdefault(b.model_b, len(index))
+    ratings = [init_rating] * len(index)
+    replay(ratings, [index[b.model_a] for b in battles], [index[b.model_b] for b in battles],
+           [b.score_a for b in battles], k=k, scale=scale, base=base)
+    return {model: ratings[i] for model, i in index.items()}

@@ -26,6 +26,7 @@ import msgspec
 import numpy as np
 
 from arena.counts import _OUTCOMES, PairCounts
+from arena.elo import replay
 
 #: Lines decoded per step: ~100 bytes a battle, so a chunk is ~20 MB of text at most.
 CHUNK_LINES = 200_000
@@ -121,7 +122,7 @@ class _Folder:
             rows = np.stack(list(self.table.values()))
             counts._set_rows(keys >> 32, keys & 0xFFFFFFFF, rows)
         elo = self.elo
-        if not self.ordered:  # every battle's columns were kept (see `_tally_unordered`): replay sorted
+        if not self.ordered:  # every battle's columns were kept (see `tally_file`): replay sorted
             elo = np.full(len(self.models), 1000.0)
             cols = np.concatenate(self.kept)
             order = np.arange(len(cols)) if self.missing_t else np.argsort(cols["t"], kind="stable")
@@ -129,14 +130,10 @@ class _Folder:
         return Tally(counts=counts, elo={m: float(elo[i]) for i, m in enumerate(self.models)}, n_battles=self.n)
 
 
-def _elo_pass(elo: np.ndarray, a: np.ndarray, b: np.ndarray, o: np.ndarray, k: float = 4.0) -> None:
-    """Online Elo (FastChat's `compute_elo`: K=4, scale 400, base 10), in place, in order."""
+def _elo_pass(elo: np.ndarray, a: np.ndarray, b: np.ndarray, o: np.ndarray) -> None:
+    """Online Elo (`arena.elo.replay`, FastChat's `compute_elo`), in place, in order."""
     ratings = elo.tolist()
-    score = _SCORE[o].tolist()
-    for i, j, s in zip(a.tolist(), b.tolist(), score):
-        ra, rb = ratings[i], ratings[j]
-        delta = k * (s - 1.0 / (1.0 + 10.0 ** ((rb - ra) / 400.0)))
-        ratings[i], ratings[j] = ra + delta, rb - delta
+    replay(ratings, a.tolist(), b.tolist(), _SCORE[o].tolist())
     elo[:] = ratings
 
 
