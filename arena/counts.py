@@ -20,6 +20,9 @@ from scipy.sparse.csgraph import connected_components
 from arena.battles import Battle
 
 _OUTCOMES = {"model_a": 0, "model_b": 1, "tie": 2, "tie (bothbad)": 3}
+#: The first model's score per outcome, in `_OUTCOMES` order: a win, a loss, and half for
+#: either kind of tie (as every fit here and FastChat count them).
+OUTCOME_SCORE = (1.0, 0.0, 0.5, 0.5)
 
 
 class PairCount(msgspec.Struct, frozen=True):

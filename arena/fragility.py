@@ -29,7 +29,8 @@ from collections.abc import Sequence
 import msgspec
 import numpy as np
 
-from arena.counts import PairCounts
+from arena import _solver
+from arena.counts import OUTCOME_SCORE, PairCounts
 
 _OUTCOME_NAMES = ("model_a", "model_b", "tie", "tie (bothbad)")
 
@@ -72,25 +73,15 @@ class _Board:
         self.n = a.totals.astype(float)
         self.s = a.score_first.astype(float)
         self.available = np.stack([a.wins_first, a.wins_second, a.ties, a.bothbad], axis=1)
-        fisher = self._fisher(self.theta, self.n)
+        self.data = _solver.PairData(len(self.theta), self.first, self.second)  # the fits' own gradient and Hessian
+        _, self.p = self.data.gradient(self.theta, self.s, self.n)
+        fisher = self.data.hessian(self.p, self.n)
         self.fisher_pinv = np.linalg.pinv(fisher, hermitian=True)
         import scipy.linalg
 
         # The fit's Fisher, factored once: refits reuse it (chord steps), since removing a
         # few votes barely changes it; they fall back to full Newton steps if that stalls.
         self.chord = scipy.linalg.cho_factor(fisher + self._ridge(fisher) * np.eye(len(fisher)))
-
-    def _p(self, theta: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-(theta[self.first] - theta[self.second])))
-
-    def _fisher(self, theta: np.ndarray, n: np.ndarray) -> np.ndarray:
-        p = self._p(theta)
-        w = n * p * (1.0 - p)
-        m = len(theta)
-        off = np.bincount(self.first * m + self.second, w, m * m).reshape(m, m)
-        fisher = -(off + off.T)
-        fisher[np.diag_indices(m)] = np.bincount(self.first, w, m) + np.bincount(self.second, w, m)
-        return fisher
 
     @staticmethod
     def _ridge(fisher: np.ndarray) -> float:
@@ -110,8 +101,7 @@ class _Board:
         contrast[self.index[upper]], contrast[self.index[lower]] = 1.0, -1.0
         direction = self.fisher_pinv @ contrast
         lever = direction[self.first] - direction[self.second]
-        p = self._p(self.theta)
-        delta = -lever[:, None] * (np.asarray(_Y)[None, :] - p[:, None])  # pairs x outcomes
+        delta = -lever[:, None] * (np.asarray(OUTCOME_SCORE)[None, :] - self.p[:, None])  # pairs x outcomes
         pair, outcome = np.nonzero((delta < 0) & (self.available > 0))
         d = delta[pair, outcome]
         order = np.argsort(d, kind="stable")
@@ -139,27 +129,21 @@ class _Board:
             return ratings[lower] > ratings[upper]
         taken = self.taken(order, k)
         n = self.n - np.bincount(order.pair, taken, len(self.n))
-        s = self.s - np.bincount(order.pair, taken * np.asarray(_Y)[order.outcome], len(self.s))
+        s = self.s - np.bincount(order.pair, taken * np.asarray(OUTCOME_SCORE)[order.outcome], len(self.s))
         import scipy.linalg
 
         theta = self.theta.copy()
-        m = len(theta)
         for iteration in range(60):  # from the fit: chord steps, then Newton steps if they stall
-            residual = s - n * self._p(theta)
-            gradient = np.bincount(self.first, residual, m) - np.bincount(self.second, residual, m)
+            gradient, p = self.data.gradient(theta, s, n)
             if iteration < 30:
                 step = scipy.linalg.cho_solve(self.chord, gradient)
             else:
-                step = self._solve(self._fisher(theta, n), gradient)
+                step = self._solve(self.data.hessian(p, n), gradient)
             step -= step.mean()  # the ridge's drift along all-ones is no rating change
             theta += np.clip(step, -2.0, 2.0)
             if np.max(np.abs(step)) < 1e-9:
                 break
         return bool(theta[self.index[lower]] > theta[self.index[upper]])
-
-
-#: The first model's score per outcome: a win, a loss, a tie, a both-bad tie.
-_Y = (1.0, 0.0, 0.5, 0.5)
 
 
 class _Order(msgspec.Struct):

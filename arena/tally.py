@@ -25,12 +25,12 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from arena.counts import _OUTCOMES, PairCounts
+from arena.counts import _OUTCOMES, OUTCOME_SCORE, PairCounts
 from arena.elo import replay
 
 #: Lines decoded per step: ~100 bytes a battle, so a chunk is ~20 MB of text at most.
 CHUNK_LINES = 200_000
-_SCORE = np.array([1.0, 0.0, 0.5, 0.5])
+_SCORE = np.array(OUTCOME_SCORE)
 
 
 class _Vote(msgspec.Struct):
