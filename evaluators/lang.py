@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import logging
 import re
-import threading
 import unicodedata
 
 _HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
@@ -30,13 +29,13 @@ CJK_CHARS = f"{_HAN}{_KANA}{_HANGUL}"
 _CJK = re.compile(f"[{CJK_CHARS}]")
 _HAN_RUN = re.compile(f"[{_HAN}]+")
 # A number keeps its inner separators ("3.5", "1,000"); a CJK character alone; else a word.
-_MIXED = re.compile(rf"\d+(?:[.,:/]\d+)*|[{CJK_CHARS}]|[^\W\d_{CJK_CHARS}]+|\d+")
+_MIXED = re.compile(rf"\d+(?:[.,:/]\d+)*|[{CJK_CHARS}]|[^\W\d_{CJK_CHARS}]+")
 _WORDISH = re.compile(rf"\d+(?:[.,:/]\d+)*|[{_HAN}]+|[{_KANA}{_HANGUL}]|[^\W_{CJK_CHARS}]+")
 
 #: CJK punctuation that NFKC keeps, and the ASCII it is matched as.
 _PUNCT = str.maketrans({"。": ".", "．": ".", "、": ",", "“": '"', "”": '"', "‘": "'", "’": "'", "「": '"', "」": '"',
                         "『": '"', "』": '"', "《": '"', "》": '"', "〈": '"', "〉": '"', "【": "[", "】": "]",
-                        "〔": "[", "〕": "]", "～": "~", "〜": "~", "…": "...", "—": "-", "·": "·"})
+                        "〔": "[", "〕": "]", "～": "~", "〜": "~", "…": "...", "—": "-"})
 #: How a sentence ends, in either script.
 SENTENCE_END = ".!?…。！？"
 
@@ -44,10 +43,6 @@ SENTENCE_END = ".!?…。！？"
 def has_cjk(text: str) -> bool:
     """True when `text` has a Han, kana or Hangul character."""
     return _CJK.search(text) is not None
-
-
-def is_cjk_char(char: str) -> bool:
-    return _CJK.fullmatch(char) is not None
 
 
 _SCRIPT_OF = [("han", re.compile(f"[{_HAN}]")), ("kana", re.compile(f"[{_KANA}]")),
@@ -84,16 +79,12 @@ def normalize(text: str, *, t2s: bool = False) -> str:
     return text
 
 
-_jieba_lock = threading.Lock()
-
-
 @functools.lru_cache(maxsize=1)
 def _jieba():
     import jieba
 
     jieba.setLogLevel(logging.WARNING)  # no "Building prefix dict" chatter on the CLI
-    with _jieba_lock:
-        jieba.initialize()
+    jieba.initialize()  # under jieba's own lock
     return jieba
 
 
@@ -102,13 +93,11 @@ def segment_han(run: str) -> list[str]:
     return [w for w in _jieba().lcut(run, HMM=True) if w.strip()]
 
 
-def words(text: str, *, fold: bool = True) -> list[str]:
+def words(text: str) -> list[str]:
     """Word tokens of `text`: Han runs segmented by jieba, kana and Hangul by character,
-    other scripts by Unicode word; numbers whole; punctuation dropped; case-folded unless
-    `fold=False`. Text without CJK gives exactly its Unicode words."""
-    text = normalize(text)
-    if fold:
-        text = text.casefold()
+    other scripts by Unicode word; numbers whole; punctuation dropped; case-folded. Text
+    without CJK gives exactly its Unicode words."""
+    text = normalize(text).casefold()
     out: list[str] = []
     for token in _WORDISH.findall(text):
         out.extend(segment_han(token) if _HAN_RUN.fullmatch(token) else [token])
@@ -135,11 +124,10 @@ def cjk_nouns(text: str) -> frozenset[str]:
     return frozenset(found)
 
 
-def mixed_chars(text: str, *, fold: bool = True) -> list[str]:
+def mixed_chars(text: str) -> list[str]:
     """CMRC/DuReader's mixed segmentation: each CJK character a token, other scripts by
-    word, numbers whole, punctuation dropped (case-folded unless `fold=False`)."""
-    text = normalize(text)
-    return _MIXED.findall(text.casefold() if fold else text)
+    word, numbers whole, punctuation dropped, case-folded."""
+    return _MIXED.findall(normalize(text).casefold())
 
 
 def split_cjk(tokens: list[str]) -> list[str]:
