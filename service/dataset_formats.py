@@ -52,7 +52,10 @@ class FieldLog:
         self.first: dict[str, str] = {}
 
     def note(self, obj: dict, fmt: str, where: str) -> None:
-        for name in obj.keys() - _USED[fmt]:
+        self.unused(obj.keys() - _USED[fmt], where)
+
+    def unused(self, names, where: str) -> None:
+        for name in names:
             self.counts[name] += 1
             self.first.setdefault(name, where)
 
@@ -287,9 +290,7 @@ class ColumnMapping:
             if (system := self.columns.get("system", "system")) in obj:
                 renamed["system"] = obj[system]
             used = {self.columns.get("messages", "conversations"), self.columns.get("system", "system")}
-        for name in obj.keys() - used:
-            log.counts[name] += 1
-            log.first.setdefault(name, where)
+        log.unused(obj.keys() - used, where)
         reader = from_alpaca if self.format == "alpaca" else lambda o, w: from_sharegpt(o, w, tags=self.tags)
         return reader(renamed, where)
 

@@ -88,7 +88,6 @@ def _decode(raw: bytes, filename: str, encoding: str | None) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        hint = ""
         try:
             raw.decode("gb18030")
             hint = "; it reads as GB18030 (Chinese): give --encoding gb18030"

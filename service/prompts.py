@@ -78,7 +78,7 @@ def parse_prompt_record(obj: Any, where: str, *, source: str | None = None, cate
         if messages and messages[-1].get("role") == "assistant":
             reference = messages[-1].get("content")
             messages = messages[:-1]
-        last_user = max((k for k, m in enumerate(messages) if m.get("role") == "user"), default=None)
+        last_user = _last_user([m.get("role") for m in messages])
         if last_user is not None:
             text, context = messages[last_user].get("content"), prompt_context(messages[:last_user], where)
     else:
@@ -153,15 +153,16 @@ async def prompts_from_dataset(store, settings, ref: str, *, split: str = "test"
         raise InvalidInput(f"split {split!r}: expected 'test' (the held-out split) or 'all'")
     return [
         ArenaPrompt(text=check_prompt_text(r.prompt, f"{dsv.ref} record"), reference=r.answer or None, category=category,
-                    source=dsv.ref, context=prompt_context(_before_last_user(r.prompt_messages), f"{dsv.ref} record"))
+                    source=dsv.ref, context=prompt_context(r.prompt_messages[: _last_user([m.role for m in r.prompt_messages]) or 0],
+                                           f"{dsv.ref} record"))
         for r in records
         if r.prompt.strip()
     ]
 
 
-def _before_last_user(messages) -> tuple:
-    last = max((k for k, m in enumerate(messages) if m.role == "user"), default=0)
-    return tuple(messages[:last])
+def _last_user(roles: list) -> int | None:
+    """The index of the last user turn (the prompt; the turns before it are its context)."""
+    return max((k for k, role in enumerate(roles) if role == "user"), default=None)
 
 
 async def prompts_from_task(store, settings, path: str | Path, *, category: str | None = None) -> list[ArenaPrompt]:
