@@ -73,3 +73,10 @@ def page_context(locale: str) -> dict[str, object]:
     other = "en" if locale != "en" else "zh_CN"
     return {"_": t.gettext, "ngettext": t.ngettext, "lang": HTML_LANG[locale], "locale": locale,
             "other_locale": other, "other_locale_name": Locale.parse(other).get_display_name(other)}
+
+
+def for_request(connection: ASGIConnection) -> tuple[dict[str, object], tuple[Cookie, ...]]:
+    """`page_context` in the request's locale (the server's `ARENA_LOCALE` as the default),
+    and the cookie that remembers a `?lang=` choice: what every page handler needs."""
+    locale, cookies = choose_locale(connection, connection.app.state.settings.locale)
+    return page_context(locale), cookies

@@ -16,7 +16,7 @@ from litestar.response import Redirect, Template
 
 from service import battles, leaderboards, reviewers
 from service.csrf import check_form, form_token
-from service.i18n import choose_locale, page_context
+from service.i18n import for_request
 from service.errors import ArenaError, NotFound
 from service.leaderboard_charts import ci_chart, win_rate_heatmap
 from service.store import Store
@@ -32,8 +32,8 @@ def _headers(nonce: str) -> dict[str, str]:
 def _page(request: Request, name: str, context: dict[str, Any], status: int = 200, cookies: tuple = ()) -> Template:
     nonce = secrets.token_urlsafe(16)
     token, csrf_cookies = form_token(request, request.app.state.settings)
-    locale, lang_cookies = choose_locale(request, request.app.state.settings.locale)
-    return Template(name, context={**context, **page_context(locale), "nonce": nonce, "csrf": token}, status_code=status,
+    strings, lang_cookies = for_request(request)
+    return Template(name, context={**context, **strings, "nonce": nonce, "csrf": token}, status_code=status,
                     headers=_headers(nonce), cookies=list(cookies) + list(csrf_cookies) + list(lang_cookies))
 
 

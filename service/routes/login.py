@@ -20,7 +20,7 @@ from litestar.response import Redirect, Response
 
 from service.csrf import check_form, form_token
 from service.errors import Forbidden
-from service.i18n import HTML_LANG, choose_locale, translations
+from service.i18n import for_request
 from service.reviewers import came_over_https
 from service.routes.auth import READ_COOKIE, READ_SESSION_S, is_read_token, read_session
 
@@ -43,10 +43,10 @@ def _local(next_path: str | None) -> str:
 def _form(request: Request, error: str, target: str, status: int = 200) -> Response:
     """The sign-in form in the request's language; `error` is an English message id."""
     token, cookies = form_token(request, request.app.state.settings)
-    locale, lang_cookies = choose_locale(request, request.app.state.settings.locale)
-    _ = translations(locale).gettext
+    strings, lang_cookies = for_request(request)
+    _ = strings["_"]
     shown = f'<p class="err">{escape(_(error))}</p>' if error else ""
-    page = _FORM.format(error=shown, next=escape(target), csrf=escape(token), lang=HTML_LANG[locale],
+    page = _FORM.format(error=shown, next=escape(target), csrf=escape(token), lang=strings["lang"],
                         sign_in=escape(_("Sign in")), arena=escape(_("Adapter Arena")), title=escape(_("Sign in to read")),
                         why=escape(_("Runs, evals and reports need the admin token or a viewer token.")),
                         token=escape(_("Token")))

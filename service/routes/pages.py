@@ -8,7 +8,7 @@ from pathlib import Path
 from litestar import Request, get
 from litestar.response import Template
 
-from service.i18n import choose_locale, page_context
+from service.i18n import for_request
 from service.plots import line_chart
 from service.routes.runs import _run_view
 from service.store import Store
@@ -19,8 +19,8 @@ TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 
 def page(request: Request, name: str, context: dict) -> Template:
     """A viewer page in the request's language (see `service.i18n`)."""
-    locale, cookies = choose_locale(request, request.app.state.settings.locale)
-    return Template(name, context={**context, **page_context(locale)}, cookies=list(cookies))
+    strings, cookies = for_request(request)
+    return Template(name, context={**context, **strings}, cookies=list(cookies))
 
 
 @get("/runs", include_in_schema=False, **PAGE_VIEWER)
