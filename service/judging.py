@@ -171,7 +171,7 @@ class _Item(msgspec.Struct):
 @job_handler("judge")
 def judge_job(ctx: JobContext) -> dict[str, Any]:
     """Judge every (prompt, pair) of the job in both orders; log the verdicts on the judge board."""
-    from service.evals import shared_backend
+    from service.eval_backend import shared_backend
     from service.serving import Serving
 
     p = ctx.params
