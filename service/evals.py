@@ -50,7 +50,7 @@ from service import datasets
 from service.config import Settings
 from service.ids import check_id, under
 from service.domain import Candidate, DatasetVersion, JobRecord, check_name
-from service.eval_backend import BackendModel, shared_backend  # noqa: F401 (BackendModel re-exported for tests and bench)
+from service.eval_backend import BackendModel, shared_backend
 from service.errors import InvalidInput, NotFound
 from service.jobs import JobCancelled, JobContext, enqueue, job_handler
 from service.store.evals import EvalCandidate, EvalRecord, MetricScore
