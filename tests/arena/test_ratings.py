@@ -1,5 +1,6 @@
 """Ratings: pair counts, Bradley–Terry against FastChat's own code, bootstrap CIs that cover
-the truth, online Elo, style control, matrices, and the edge cases that must not crash."""
+the truth, online Elo, matrices, and the edge cases that must not crash (style control:
+test_style_control.py)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ from arena.ratings import (
     predicted_win_matrix,
     rank_upper_bounds,
 )
-from arena.style import style_control, style_features
 
 SAMPLE = Path("/work/shared/data/battles_fastchat.json")
 POINTS = 400 / math.log(10)  # Elo points per logit
@@ -310,64 +310,6 @@ def test_bootstrap_rounds_are_the_exact_fits_of_their_resamples() -> None:
         assert np.abs(batched[:, r] - single).max() * POINTS < 0.01  # _solver.ROUND_TOL's promise
 
 
-@pytest.mark.parametrize("scale", [1, 100])  # numpy's multinomial below n=1000, Poisson + top-up above
-def test_multinomial_sampler_is_exact_in_total_and_moments(scale: int) -> None:
-    counts = np.array([50, 0, 30, 15, 5]) * scale
-    n = int(counts.sum())
-    draws = _solver.draw_multinomial(np.random.default_rng(1), counts, 20000)
-    assert np.all(draws.sum(axis=1) == n)
-    assert np.all(draws[:, 1] == 0)
-    p = counts / n
-    se_mean = np.sqrt(n * p * (1 - p) / 20000)
-    assert np.all(np.abs(draws.mean(axis=0) - n * p) <= 4 * se_mean + 1e-12)
-    assert np.allclose(draws.var(axis=0), n * p * (1 - p), rtol=0.05, atol=1e-12)
-    # the covariance is the multinomial's −n p_i p_j, not the independent Poissons' 0
-    assert np.cov(draws[:, 0], draws[:, 2])[0, 1] == pytest.approx(-n * p[0] * p[2], rel=0.1)
-    tiny = _solver.draw_multinomial(np.random.default_rng(2), np.array([1, 2, 1]), 500)
-    assert np.all(tiny.sum(axis=1) == 4)
-
-
-def test_poisson_table_draws_follow_the_poisson_law() -> None:
-    """The inverse-CDF lookup behind the sampler: each cell's draws have its Poisson pmf
-    (a χ² goodness-of-fit test per mean), including means whose bins are all ambiguous."""
-    from scipy.stats import chisquare, poisson
-
-    means = np.array([0.0, 0.3, 3.7, 67.0, 67.0, 5000.0, 250_000.0])
-    table = _solver._PoissonTable(means)
-    draws = table.draw(np.random.default_rng(5), 40_000)
-    assert draws.shape == (7, 40_000) and draws.dtype == np.int32
-    assert np.all(draws[0] == 0)
-    for mean, row in zip(means[1:], draws[1:]):
-        lo, hi = int(poisson.ppf(1e-4, mean)), int(poisson.ppf(1 - 1e-4, mean))
-        edges = np.unique(np.linspace(lo, hi + 1, min(40, hi + 2 - lo)).astype(int))
-        observed = np.histogram(row, bins=np.concatenate([[-1], edges, [np.inf]]))[0]
-        expected = np.diff(np.concatenate([[0.0], poisson.cdf(edges - 1, mean), [1.0]])) * len(row)
-        keep = expected > 0
-        assert chisquare(observed[keep], expected[keep] * observed[keep].sum() / expected[keep].sum()).pvalue > 1e-4, mean
-        assert abs(row.mean() - mean) < 5 * np.sqrt(mean / len(row)) + 1e-9
-
-
-def test_poisson_table_is_the_exact_inverse_cdf_of_its_uniforms() -> None:
-    """Every draw is #{x : F(x) ≤ u} for the uniform u behind it (rebuilt from the same
-    random stream: 32 bits per draw, then a refining uniform per ambiguous draw)."""
-    from scipy.stats import poisson
-
-    means = np.array([0.3, 3.7, 67.0, 5000.0, 250_000.0])
-    table = _solver._PoissonTable(means)
-    draws = table.draw(np.random.default_rng(9), 300)
-    replay = np.random.default_rng(9)
-    bits = replay.integers(0, 1 << 32, size=draws.shape, dtype=np.uint32).astype(np.float64)
-    bins = (bits // 2 ** (32 - table.bin_bits)).astype(int)
-    ambiguous = table.low[np.arange(len(means))[:, None], bins] < 0
-    u = (bits + 0.5) / 2**32
-    u[ambiguous] = (bits[ambiguous] + replay.random(int(ambiguous.sum()))) / 2**32
-    assert ambiguous[-1].mean() > 0.3  # the widest mean exercises the binary search
-    for c, mean in enumerate(means):
-        support = np.arange(0, int(mean + 20 * np.sqrt(mean) + 40))
-        expected = np.searchsorted(poisson.cdf(support, mean), u[c], side="right")
-        assert np.array_equal(draws[c], expected), mean
-
-
 def test_95_percent_intervals_cover_the_truth_90_to_98_percent_of_the_time() -> None:
     strengths = np.array([-0.8, -0.4, 0.0, 0.2, 0.5, 0.9])
     covered = []
@@ -437,100 +379,6 @@ def test_leaderboard_rows() -> None:
     assert keys == {"model", "rating", "ci_low", "ci_high", "rank_ub", "votes", "win_rate", "elo", "flip_votes"}
     flat = leaderboard(counts, bootstrap=0)
     assert all(row.ci_low == row.rating == row.ci_high for row in flat.rows)
-
-
-# --- style control ---------------------------------------------------------------------------
-
-
-def _fastchat_fit_contextual_bt(matchups, features, outcomes, n_models, alpha=math.log(10.0), reg=0.5, tol=1e-6, ftol=2.2e-9):
-    """FastChat's contextual_bt_loss_and_grad + fit_contextual_bt (rating_systems.py)."""
-
-    def loss_and_grad(params):
-        ratings, feature_params = params[:n_models], params[n_models:]
-        matchup_ratings = ratings[matchups]
-        probs = expit(alpha * (matchup_ratings[:, 0] - matchup_ratings[:, 1]) + features @ feature_params)
-        loss = -(np.log(probs) * outcomes + np.log(1.0 - probs) * (1.0 - outcomes)).sum() + reg / 2 * params @ params
-        error = outcomes - probs
-        grad = reg * params
-        np.add.at(grad[:n_models], matchups[:, [0, 1]], (-alpha * error)[:, None] * np.array([1.0, -1.0]))
-        grad[n_models:] -= features.T @ error
-        return loss, grad
-
-    x0 = np.zeros(n_models + features.shape[1])
-    return minimize(loss_and_grad, x0, jac=True, method="L-BFGS-B", options={"maxiter": 100, "gtol": tol, "ftol": ftol})["x"]
-
-
-def _verbose_battles(n: int, seed: int) -> tuple[list[Battle], np.ndarray]:
-    """Voters like long answers; m3 is verbose but no stronger than m2."""
-    rng = np.random.default_rng(seed)
-    strengths = np.array([0.0, 0.3, 0.6, 0.6])
-    verbosity = np.array([1.0, 1.0, 1.0, 3.0])
-    a = rng.integers(0, 4, n)
-    b = (a + rng.integers(1, 4, n)) % 4
-    length_a = rng.poisson(150 * verbosity[a])
-    length_b = rng.poisson(150 * verbosity[b])
-    logit = strengths[a] - strengths[b] + 3.0 * (length_a - length_b) / (length_a + length_b + 1)
-    a_wins = rng.random(n) < expit(logit)
-    battles = [
-        Battle(model_a=f"m{i}", model_b=f"m{j}", winner="model_a" if w else "model_b", length_a=int(la), length_b=int(lb))
-        for i, j, w, la, lb in zip(a, b, a_wins, length_a, length_b)
-    ]
-    return battles, strengths
-
-
-def test_style_control_removes_the_length_bonus() -> None:
-    battles, _ = _verbose_battles(4000, seed=15)
-    plain = bradley_terry(PairCounts.from_battles(battles)).as_dict()
-    adjusted = style_control(battles, bootstrap=100, seed=0)
-    r = dict(zip(adjusted.models, adjusted.ratings))
-    assert plain["m3"] - plain["m2"] > 100  # verbosity looks like skill...
-    assert abs(r["m3"] - r["m2"]) < 50  # ...until length is held constant
-    low, high = adjusted.coefficient_ci["length"]
-    assert adjusted.features == ["length"] and 0 < low < adjusted.coefficients["length"] < high
-    assert np.all((adjusted.ci_low <= adjusted.ratings) & (adjusted.ratings <= adjusted.ci_high))
-    board = leaderboard(PairCounts.from_battles(battles), bootstrap=0, style=adjusted)
-    assert board.style_coefficients == adjusted.coefficients
-    assert {row.model: row.rating for row in board.rows} == pytest.approx(r)
-
-
-def test_style_control_agrees_with_fastchat_contextual_bt() -> None:
-    """Same objective as FastChat's; its L-BFGS defaults stop ~0.03 points short here, so
-    the reference is run to convergence (gtol 1e-9, no ftol stop)."""
-    battles, _ = _verbose_battles(1500, seed=16)
-    ours = style_control(battles, bootstrap=0)
-    names, raw = style_features(battles)
-    features = (raw - raw.mean(axis=0)) / raw.std(axis=0)
-    index = {m: i for i, m in enumerate(ours.models)}
-    matchups = np.array([[index[b.model_a], index[b.model_b]] for b in battles])
-    outcomes = np.array([b.score_a for b in battles])
-    params = _fastchat_fit_contextual_bt(matchups, features, outcomes, len(ours.models), tol=1e-9, ftol=0.0)
-    theirs = params[: len(ours.models)] * 400
-    theirs += 1000 - theirs.mean()
-    assert np.abs(theirs - ours.ratings).max() < 0.01
-    assert ours.coefficients["length"] == pytest.approx(params[-1], abs=1e-4)
-
-
-def test_style_features_use_markdown_when_texts_are_given() -> None:
-    battles = [
-        Battle(model_a="x", model_b="y", winner="model_a", answer_a="# Title\n- one\n- two\n**bold**", answer_b="plain answer"),
-        Battle(model_a="y", model_b="x", winner="tie", answer_a="## h\n1. a\n```\n# not a header\n```", answer_b="ok __b__"),
-    ]
-    names, raw = style_features(battles)
-    assert names == ["length", "headers", "lists", "bold"]
-    assert raw[0, 1:].tolist() == pytest.approx([1 / 2, 2 / 3, 1 / 2])
-    assert raw[1, 1:].tolist() == pytest.approx([1 / 2, 1 / 2, -1 / 2])
-
-
-def test_style_control_needs_lengths_and_drops_constant_features() -> None:
-    with pytest.raises(ValueError, match="battle 0 \\(x vs y\\) has no length_a"):
-        style_control([Battle(model_a="x", model_b="y", winner="tie")])
-    same_style = [
-        Battle(model_a="x", model_b="y", winner=w, answer_a=f"{'a' * k}", answer_b="bbbb")
-        for k, w in [(2, "model_b"), (6, "model_a"), (4, "tie"), (9, "model_a"), (3, "model_b")]
-    ]
-    result = style_control(same_style, bootstrap=20)
-    assert result.features == ["length"]
-    assert any("'headers' has no variation" in note for note in result.notes)
 
 
 def _consistent_judge(n: int = 400, seed: int = 0):
