@@ -11,7 +11,7 @@ import pytest
 
 from tests.redis_fixtures import LiveServer
 from tests.scripted_openai import ScriptedOpenAI
-from tests.service.test_arena import wait_job
+from tests.service.test_judging import wait_job
 
 ANSWERS = {"alpha": lambda prompt: "4", "beta": lambda prompt: "5"}
 JUDGES = {"judge-a": lambda messages: "A is better. [[A]]"}
