@@ -121,3 +121,14 @@ def with_csrf(client: httpx.Client, form: dict) -> dict:
     if "arena_csrf" not in client.cookies:
         client.get("/login")
     return {**form, "csrf_token": client.cookies["arena_csrf"]}
+
+
+def poll_done(client: httpx.Client, path: str, timeout: float = 120, every: float = 0.1) -> dict:
+    """GET `path` until its `status` is final (succeeded, failed, cancelled); the last view."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = client.get(path).json()
+        if view["status"] in ("succeeded", "failed", "cancelled"):
+            return view
+        time.sleep(every)
+    raise AssertionError(f"{path} still {view['status']} after {timeout}s")

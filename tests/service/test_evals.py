@@ -30,7 +30,7 @@ from service.errors import InvalidInput
 from service.evals import BackendModel
 from service.models.corpus import word_task
 from service.store import SyncStore
-from tests.redis_fixtures import LiveServer, settings_env
+from tests.redis_fixtures import LiveServer, settings_env, poll_done
 
 TEST_FRACTION, SPLIT_SEED = 0.25, 0
 
@@ -114,13 +114,7 @@ def arena(settings, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def wait_for_eval(client, eval_id: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        view = client.get(f"/api/evals/{eval_id}").json()
-        if view["status"] in ("succeeded", "failed", "cancelled"):
-            return view
-        time.sleep(0.2)
-    raise AssertionError(f"eval {eval_id} still {view['status']} after {timeout}s")
+    return poll_done(client, f"/api/evals/{eval_id}", timeout, every=0.2)
 
 
 # --- the API -----------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import time
 import msgspec
 import pytest
 
-from tests.redis_fixtures import LiveServer
+from tests.redis_fixtures import LiveServer, poll_done
 from tests.service import test_arena
 from tests.service.test_arena import play, setup_arena, start
 
@@ -17,13 +17,7 @@ scripted = test_arena.scripted  # the arena tests' scripted endpoint, as this mo
 
 
 def wait_job(client, job_id: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/api/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} still {job['status']}")
+    return poll_done(client, f"/api/jobs/{job_id}", timeout)
 
 
 def judge(admin, **body) -> dict:
