@@ -210,7 +210,7 @@ class Demo:
         report = check_dataset(self.ds.records)
         by_check = {"duplicate": ("exact_duplicate", "near_duplicate"), "near_duplicate": ("near_duplicate", "exact_duplicate"),
                     "contradiction": ("conflicting_answers",), "refusal": ("refusal_rate",)}
-        table = Table(_("planted defect"), _("planted"), _("found by the checks"), _("check"),
+        table = Table(_("planted defect"), _("planted records"), _("found by the checks"), _("check"),
                       title=_("Dataset checks (arena data check) on {ref}").format(ref=f"{DATASET}@1"))
         found_all: dict[str, list[int]] = {}
         for kind, checks in by_check.items():
