@@ -52,6 +52,7 @@ class Battle(msgspec.Struct, kw_only=True, omit_defaults=True):
     conversation_a: list[Turn] | None = None
     conversation_b: list[Turn] | None = None
     conv_metadata: dict[str, Any] | None = None
+    category_tag: dict[str, Any] | None = None
     answer_a: str | None = None
     answer_b: str | None = None
     length_a: int | None = None
@@ -63,15 +64,27 @@ class Battle(msgspec.Struct, kw_only=True, omit_defaults=True):
         return 1.0 if self.winner == "model_a" else 0.0 if self.winner == "model_b" else 0.5
 
     def answer_text(self, side: Literal["a", "b"]) -> str | None:
-        """The side's answer text: `answer_a/b`, else its assistant turns joined by newlines,
-        else None. Non-text (multimodal) turn contents are ignored."""
+        """The side's answer text: `answer_a/b`, else its assistant turns joined by newlines
+        (FastChat's rule), else None. Of a multimodal turn (a list of parts, as in the 140k
+        dump) only the text parts count."""
         answer = self.answer_a if side == "a" else self.answer_b
         if answer is not None:
             return answer
         conversation = self.conversation_a if side == "a" else self.conversation_b
         if conversation is None:
             return None
-        return "\n".join(t.content for t in conversation if t.role == "assistant" and isinstance(t.content, str))
+        texts = (turn_text(t.content) for t in conversation if t.role == "assistant")
+        return "\n".join(t for t in texts if t is not None)
+
+
+def turn_text(content: str | list[Any] | None) -> str | None:
+    """A turn's text: the string, or a parts list's `text` parts (`{"type": "text", "text": …}`
+    or plain strings) joined by newlines; None when it has none."""
+    if content is None or isinstance(content, str):
+        return content
+    parts = [p if isinstance(p, str) else p.get("text") for p in content if isinstance(p, (str, dict))]
+    parts = [p for p in parts if isinstance(p, str)]
+    return "\n".join(parts) if parts else None
 
 
 class InvalidRecord(msgspec.Struct, frozen=True):
