@@ -12,9 +12,12 @@ the file's timestamps do not go backwards it is updated as the chunks come; if t
 compact (model, model, outcome, tstamp) columns — 17 bytes a battle — are kept and sorted
 at the end instead.
 
-Only well-formed input takes this path: the first malformed record (or one this reader
-cannot type) makes `tally_file` return None, and the caller reads the file with
-`arena.battles.read_battles`, whose line-numbered errors and `--skip-invalid` apply.
+Only well-formed input in FastChat's schema takes this path: the first malformed record
+(or one this reader cannot type, or a public dump's own schema: the 55k CSV's winner
+columns, the 140k `both_bad` and ISO `timestamp`) makes `tally_file` return None, and the
+caller reads the file with `arena.battles.read_battles`, which maps those schemas and
+whose line-numbered errors and `--skip-invalid` apply. The format is decided once, in
+`arena.files`, for both readers.
 """
 
 from __future__ import annotations

@@ -98,7 +98,7 @@ def _set_active(names: tuple[str, ...], active: bool) -> None:
 
 @click.group("battles")
 def battles_cmd() -> None:
-    """Export or import every vote in FastChat's battle format."""
+    """Export or import votes in FastChat's battle format; import also reads the public arena dumps."""
 
 
 @battles_cmd.command("export")
