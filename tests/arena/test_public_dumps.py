@@ -377,3 +377,23 @@ def test_import_errors_are_one_line_and_nothing_is_stored(settings, tmp_path: Pa
     assert json.loads(exported.read_text()) == []  # all or nothing
     result = _cli(settings, "battles", "import", str(path), "--skip-invalid")
     assert result.exit_code == 0 and "imported 4 battles (4 human); skipped 1 invalid" in result.stdout
+
+
+@pytest.mark.parametrize("name,rows", [("train.csv", lambda: _kaggle_rows(60)), ("arena.jsonl", lambda: _arena_140k_rows(60))])
+def test_ratings_read_a_dump_through_the_mapping_reader(tmp_path: Path, name: str, rows) -> None:
+    """`arena ratings` on a dump: the streaming tally leaves the public schemas (winner
+    columns, `both_bad`, ISO `timestamp`) to the reader that maps them."""
+    from arena.counts import PairCounts
+    from arena.tally import tally_file
+
+    rows = rows()
+    if name.endswith(".jsonl"):
+        for row in rows:
+            row["winner"] = "tie" if row["winner"] == "both_bad" else row["winner"]  # only the timestamp is foreign
+    path = _write(rows, tmp_path / name)
+    assert tally_file(path) is None
+    counts = PairCounts.from_battles(read_battles(path).battles)
+    result = CliRunner().invoke(cli, ["ratings", str(path), "--bootstrap", "0", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    votes = {row["model"]: row["votes"] for row in json.loads(result.stdout)}
+    assert sum(votes.values()) == 2 * len(rows) and set(votes) == set(counts.models)
