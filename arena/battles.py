@@ -2,9 +2,10 @@
 
 A battle is one vote between two models. The record is FastChat's (`model_a`, `model_b`,
 `winner` ∈ {`model_a`, `model_b`, `tie`, `tie (bothbad)`}, optional `judge`, `tstamp`,
-`anony`, `question_id`, `conversation_a/b`, `conv_metadata`), plus three optional fields
-of our own for style control when no conversation is stored: `answer_a/b` (the answer
-texts) and `length_a/b` (their lengths). Files are a JSON array or JSON Lines; fields we
+`anony`, `question_id`, `conversation_a/b`, `conv_metadata`), plus optional fields of our
+own: for style control when no conversation is stored, `answer_a/b` (the answer texts) and
+`length_a/b` (their lengths); and `weight`, how many battles this verdict counts as (an
+Arena-Hard strong verdict, `[[A>>B]]`, counts as 3; absent means 1). Files are a JSON array or JSON Lines; fields we
 do not know are ignored on read and not written back.
 
 Reading is all-or-nothing by default: every malformed record is reported by index and
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -56,6 +56,7 @@ class Battle(msgspec.Struct, kw_only=True, omit_defaults=True):
     answer_b: str | None = None
     length_a: int | None = None
     length_b: int | None = None
+    weight: int | None = None
 
     @property
     def score_a(self) -> float:
@@ -180,46 +181,6 @@ def write_battles(path: str | Path, battles: Iterable[Battle]) -> None:
     path.write_bytes(encode_battles(battles, jsonl=path.suffix == ".jsonl"))
 
 
-class Agreement(msgspec.Struct, frozen=True):
-    """How often two sets of verdicts on the same battles agree.
-
-    `agreement` counts a tie as its own outcome; `agreement_decisive` looks only at battles
-    both sides decided (no tie) — the number usually quoted for judge-vs-human agreement."""
-
-    matched: int
-    agreement: float | None
-    decisive: int
-    agreement_decisive: float | None
-
-
-def agreement(battles_a: Iterable[Battle], battles_b: Iterable[Battle]) -> Agreement:
-    """Agreement between two verdict sets on the same battles, matched by `question_id`
-    (records without one are ignored). Verdicts are compared by the winning model's name,
-    so a judge that saw the answers in swapped order still matches. When one id has several
-    verdicts on a side (a judge asked in both orders), every cross pair counts equally."""
-    verdicts_a = _verdicts_by_id(battles_a)
-    verdicts_b = _verdicts_by_id(battles_b)
-    shared = sorted(verdicts_a.keys() & verdicts_b.keys())
-    total = decisive_total = 0.0
-    agree = decisive_agree = 0.0
-    decisive_ids = 0
-    for key in shared:
-        pairs = [(x, y) for x in verdicts_a[key] for y in verdicts_b[key]]
-        total += 1
-        agree += sum(x == y for x, y in pairs) / len(pairs)
-        decisive = [(x, y) for x, y in pairs if x != "tie" and y != "tie"]
-        if decisive:
-            decisive_ids += 1
-            decisive_total += 1
-            decisive_agree += sum(x == y for x, y in decisive) / len(decisive)
-    return Agreement(
-        matched=len(shared),
-        agreement=agree / total if total else None,
-        decisive=decisive_ids,
-        agreement_decisive=decisive_agree / decisive_total if decisive_total else None,
-    )
-
-
 # --- private helpers ---------------------------------------------------------------------
 
 _AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?:\[(?P<index>\d+)\])?\.?(?P<field>[^`]*)`)?$", re.S)
@@ -319,6 +280,8 @@ def _check_values(battle: Battle, index: int, line: int | None = None) -> Invali
         return InvalidRecord(index, "model_b", f"same model as model_a ({battle.model_a!r}); a model cannot battle itself", line)
     if battle.tstamp is not None and not math.isfinite(battle.tstamp):
         return InvalidRecord(index, "tstamp", "not a finite number", line)
+    if battle.weight is not None and battle.weight < 1:
+        return InvalidRecord(index, "weight", "must be a whole number of battles, at least 1", line)
     for side in ("length_a", "length_b"):
         value = getattr(battle, side)
         if value is not None and value < 0:
@@ -326,11 +289,5 @@ def _check_values(battle: Battle, index: int, line: int | None = None) -> Invali
     return None
 
 
-def _verdicts_by_id(battles: Iterable[Battle]) -> dict[str, list[str]]:
-    verdicts: dict[str, list[str]] = defaultdict(list)
-    for b in battles:
-        if b.question_id is None:
-            continue
-        winner = b.model_a if b.winner == "model_a" else b.model_b if b.winner == "model_b" else "tie"
-        verdicts[b.question_id].append(winner)
-    return verdicts
+# Agreement between verdict sets lives in its own module; callers import it from here too.
+from arena.agreement import Agreement, agreement  # noqa: E402
