@@ -58,28 +58,35 @@ class StyleControlled:
     notes: list[str] = field(default_factory=list)
 
 
+def answer_lengths(battles: Sequence[Battle]) -> np.ndarray:
+    """(n_battles × 2) answer lengths of sides A and B: `length_a/b`, else
+    `conv_metadata["sum_assistant_a_tokens"]`, else the answer text's character count.
+    Raises `ValueError` naming the first battle with none of them."""
+    lengths = np.empty((len(battles), 2))
+    for index, battle in enumerate(battles):
+        for side, key in enumerate("ab"):
+            value = _length(battle, key, battle.answer_text(key))  # type: ignore[arg-type]
+            if value is None:
+                raise ValueError(
+                    f"answer lengths are needed: battle {index} ({battle.model_a} vs {battle.model_b}) has no "
+                    f"length_{key}, conv_metadata token count or answer text"
+                )
+            lengths[index, side] = value
+    return lengths
+
+
 def style_features(battles: Sequence[Battle]) -> tuple[list[str], np.ndarray]:
     """Normalised style differences per battle, (a − b) / (a + b + 1), before standardising:
     returns the feature names and an (n_battles × features) array.
 
-    Length comes from `length_a/b`, else `conv_metadata["sum_assistant_a_tokens"]`, else the
-    answer text's character count; raises `ValueError` naming the first battle with none.
+    Length is `answer_lengths`' (which raises `ValueError` naming the first battle with none).
     Markdown counts (code blocks removed, FastChat's patterns) are included only when every
     battle has texts or `conv_metadata` counts for them."""
-    lengths = np.empty((len(battles), 2))
+    lengths = answer_lengths(battles)
     markdown: list[tuple[int, int, int, int, int, int]] | None = []
-    for index, battle in enumerate(battles):
-        texts = (battle.answer_text("a"), battle.answer_text("b"))
-        for side, key in enumerate("ab"):
-            value = _length(battle, key, texts[side])
-            if value is None:
-                raise ValueError(
-                    f"style control needs answer lengths or texts: battle {index} ({battle.model_a} vs {battle.model_b}) has no "
-                    f"length_{key}, conv_metadata token count or answer text"
-                )
-            lengths[index, side] = value
+    for battle in battles:
         if markdown is not None:
-            counts = _markdown_counts(battle, texts)
+            counts = _markdown_counts(battle, (battle.answer_text("a"), battle.answer_text("b")))
             markdown = None if counts is None else markdown + [counts]
     names = ["length"]
     columns = [_normalised(lengths[:, 0], lengths[:, 1])]
@@ -124,7 +131,8 @@ def style_control(
     names = [n for n, k in zip(names, keep) if k]
     x = (raw[:, keep] - raw[:, keep].mean(axis=0)) / raw[:, keep].std(axis=0)
     model = _ContextualBT(len(models), a, b, x, y, l2, math.log(base))
-    params = model.fit(np.ones(len(battles)))
+    weights = np.array([1.0 if bt.weight is None else float(bt.weight) for bt in battles])  # Arena-Hard's strong verdicts
+    params = model.fit(weights)
     m = len(models)
     n_comp, labels = _solver.component_labels(m, *_pair_index(a, b))
     if n_comp > 1:
@@ -150,7 +158,7 @@ def style_control(
     ratings = to_points(params[:m, None])[:, 0]
     coefficients = {n: float(v) for n, v in zip(names, params[m:])}
     if bootstrap > 0:
-        samples = model.bootstrap(params, bootstrap, seed)
+        samples = model.bootstrap(params, bootstrap, seed, weights)
         points = to_points(samples[:m])
         tail = (1.0 - level) / 2.0 * 100.0
         low, high = np.percentile(points, [tail, 100.0 - tail], axis=1)
@@ -277,18 +285,19 @@ class _ContextualBT:
                 break
         return params
 
-    def bootstrap(self, params_hat: np.ndarray, rounds: int, seed: int | None) -> np.ndarray:
-        """(params × rounds) refits on battle resamples, Newton–chord from the full fit."""
+    def bootstrap(self, params_hat: np.ndarray, rounds: int, seed: int | None, battle_weights: np.ndarray) -> np.ndarray:
+        """(params × rounds) refits on battle resamples (a drawn battle keeps its weight),
+        Newton–chord from the full fit."""
         n = len(self.y)
         prob = expit(self.logits(params_hat))
-        inverse = np.linalg.inv(self.hessian(prob, np.ones(n)))
+        inverse = np.linalg.inv(self.hessian(prob, battle_weights))
         rng = np.random.default_rng(seed)
         chunk = max(1, min(128, _CELLS_PER_CHUNK // max(n, 1)))
         out = np.empty((len(params_hat), rounds))
         sampler = _solver.MultinomialSampler(np.ones(n, dtype=np.int64))  # its tables, built once
         for start in range(0, rounds, chunk):
             size = min(chunk, rounds - start)
-            weights = sampler.draw(rng, size).astype(float)
+            weights = sampler.draw(rng, size).astype(float) * battle_weights[:, None]
             params = np.repeat(params_hat[:, None], size, axis=1)
             for _ in range(30):
                 grad, _ = self.gradient(params, weights)
