@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # a runtime import would be circular: `arena.battles` re-expo
     from arena.battles import Battle
 
 #: A matched item: (question_id, turn, lower model name, higher model name).
-ItemKey = tuple[str, int | None, str, str]
+ItemKey = tuple[str, int, str, str]
 
 
 class Agreement(msgspec.Struct, frozen=True):
@@ -49,11 +49,12 @@ class Agreement(msgspec.Struct, frozen=True):
 
 
 def item_key(battle: Battle) -> ItemKey | None:
-    """The item a verdict is about: question, turn and unordered pair; None without a `question_id`."""
+    """The item a verdict is about: question, turn (none given is turn 1) and unordered
+    pair; None without a `question_id`."""
     if battle.question_id is None:
         return None
     lo, hi = sorted((battle.model_a, battle.model_b))
-    return (battle.question_id, battle.turn, lo, hi)
+    return (battle.question_id, battle.turn or 1, lo, hi)
 
 
 def verdict(battle: Battle) -> str:

@@ -140,7 +140,7 @@ def test_a_self_preferring_judge_is_flagged_and_an_unrelated_one_is_not(report) 
 def test_agreement_counts_pairs_with_and_without_ties_as_fastchat() -> None:
     human = [Battle(model_a="x", model_b="y", winner=w, judge=r, question_id="1")  # type: ignore[arg-type]
              for w, r in (("model_a", "h1"), ("tie", "h2"), ("tie (bothbad)", "h3"))]
-    judge = [Battle(model_a="y", model_b="x", winner="model_b", question_id="1")]  # x wins, other order
+    judge = [Battle(model_a="y", model_b="x", winner="model_b", question_id="1", turn=1)]  # x wins, other order; no turn is turn 1
     result = agreement(judge, human)
     assert (result.pairs, result.agreement) == (3, pytest.approx(1 / 3))
     assert (result.decisive_pairs, result.agreement_decisive) == (1, 1.0)
