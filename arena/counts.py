@@ -109,6 +109,7 @@ class PairCounts:
         b = np.asarray(b_idx, dtype=np.int64)
         o = np.asarray(outcome, dtype=np.int64)
         w = np.asarray(weight, dtype=np.int64)
+        w = w if (w != 1).any() else None  # unweighted files keep the integer bincount
         swap = a > b
         lo, hi = np.where(swap, b, a), np.where(swap, a, b)
         # After putting the lower index first, a win for model_a is a win for "second" when swapped.

@@ -114,7 +114,7 @@ class _Folder:
         lo, hi = np.where(swap, b, a), np.where(swap, a, b)
         o = np.where(swap & (o == 0), 1, np.where(swap & (o == 1), 0, o))
         keys, inverse = np.unique((lo << 32) | hi, return_inverse=True)
-        table = np.bincount(inverse * 4 + o, weights=w, minlength=len(keys) * 4).reshape(len(keys), 4).astype(np.int64)
+        table = np.bincount(inverse * 4 + o, weights=w if (w != 1).any() else None, minlength=len(keys) * 4).reshape(len(keys), 4).astype(np.int64)
         for key, row in zip(keys.tolist(), table):
             current = self.table.get(key)
             self.table[key] = row if current is None else current + row

@@ -269,3 +269,14 @@ def test_cli_lc_baseline(tmp_path: Path, monkeypatch, capsys) -> None:
     assert "length-controlled win rate against base" in text and "raw 75.0%" in text
     code, _, err = run_main(monkeypatch, capsys, str(path), "--lc-baseline", "nobody")
     assert code != 0 and "has no battles" in err and err.strip().count("\n") == 0
+
+
+def test_weighted_battles_count_the_same_through_the_file_reader(tmp_path: Path) -> None:
+    battles = [Battle(model_a="x", model_b="y", winner="model_a", weight=STRONG_WEIGHT),
+               Battle(model_a="y", model_b="x", winner="model_a"), Battle(model_a="x", model_b="y", winner="tie")]
+    path = tmp_path / "weighted.jsonl"
+    write_battles(path, battles)
+    rows = json.loads(CliRunner().invoke(cli, ["ratings", str(path), "--bootstrap", "0", "--json"], catch_exceptions=False).stdout)
+    assert {r["model"]: r["votes"] for r in rows} == {"x": 5, "y": 5}
+    assert {r["model"]: r["win_rate"] for r in rows}["x"] == pytest.approx(3.5 / 5)
+    assert PairCounts.from_battles(battles).pair("x", "y").wins_a == 3
