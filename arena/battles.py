@@ -2,14 +2,16 @@
 
 A battle is one vote between two models. The record is FastChat's (`model_a`, `model_b`,
 `winner` ∈ {`model_a`, `model_b`, `tie`, `tie (bothbad)`}, optional `judge`, `tstamp`,
-`anony`, `question_id`, `conversation_a/b`, `conv_metadata`), plus optional fields of our
-own: for style control when no conversation is stored, `answer_a/b` (the answer texts) and
-`length_a/b` (their lengths); and `weight`, how many battles this verdict counts as (an
-Arena-Hard strong verdict, `[[A>>B]]`, counts as 3; absent means 1). Files are a JSON array or JSON Lines; fields we
-do not know are ignored on read and not written back.
+`anony`, `question_id`, `conversation_a/b`, `conv_metadata`, `category_tag`), plus optional
+fields of our own: for style control when no conversation is stored, `answer_a/b` (the
+answer texts) and `length_a/b` (their lengths); and `weight`, how many battles this verdict
+counts as (an Arena-Hard strong verdict, `[[A>>B]]`, counts as 3; absent means 1). Files are a JSON array,
+JSON Lines, Parquet or CSV (`arena.files`); records in the public dumps' own schemas (the
+Kaggle 55k CSV, arena-human-preference-140k) are mapped on read (`arena.public_dumps`);
+fields we do not know are ignored on read and not written back.
 
-Reading is all-or-nothing by default: every malformed record is reported by index and
-field in one `BattleFormatError`. With `skip_invalid=True` they are skipped and returned
+Reading is all-or-nothing by default: every malformed record is reported by line (JSONL),
+row (Parquet, CSV) or index (JSON array) and field in one `BattleFormatError`. With `skip_invalid=True` they are skipped and returned
 in `BattleFile.skipped` so the caller can say how many.
 """
 
@@ -22,6 +24,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
+
+from arena.agreement import Agreement, agreement  # noqa: F401  (re-exported: callers import them from here)
+from arena.files import file_format, record_batches
+from arena.public_dumps import RecordError, needs_mapping, to_fastchat
 
 Winner = Literal["model_a", "model_b", "tie", "tie (bothbad)"]
 WINNERS: tuple[str, ...] = ("model_a", "model_b", "tie", "tie (bothbad)")
@@ -52,6 +58,7 @@ class Battle(msgspec.Struct, kw_only=True, omit_defaults=True):
     conversation_a: list[Turn] | None = None
     conversation_b: list[Turn] | None = None
     conv_metadata: dict[str, Any] | None = None
+    category_tag: dict[str, Any] | None = None
     answer_a: str | None = None
     answer_b: str | None = None
     length_a: int | None = None
@@ -64,30 +71,44 @@ class Battle(msgspec.Struct, kw_only=True, omit_defaults=True):
         return 1.0 if self.winner == "model_a" else 0.0 if self.winner == "model_b" else 0.5
 
     def answer_text(self, side: Literal["a", "b"]) -> str | None:
-        """The side's answer text: `answer_a/b`, else its assistant turns joined by newlines,
-        else None. Non-text (multimodal) turn contents are ignored."""
+        """The side's answer text: `answer_a/b`, else its assistant turns joined by newlines
+        (FastChat's rule), else None. Of a multimodal turn (a list of parts, as in the 140k
+        dump) only the text parts count."""
         answer = self.answer_a if side == "a" else self.answer_b
         if answer is not None:
             return answer
         conversation = self.conversation_a if side == "a" else self.conversation_b
         if conversation is None:
             return None
-        return "\n".join(t.content for t in conversation if t.role == "assistant" and isinstance(t.content, str))
+        texts = (turn_text(t.content) for t in conversation if t.role == "assistant")
+        return "\n".join(t for t in texts if t is not None)
+
+
+def turn_text(content: str | list[Any] | None) -> str | None:
+    """A turn's text: the string, or a parts list's `text` parts (`{"type": "text", "text": …}`
+    or plain strings) joined by newlines; None when it has none."""
+    if content is None or isinstance(content, str):
+        return content
+    parts = [p if isinstance(p, str) else p.get("text") for p in content if isinstance(p, (str, dict))]
+    parts = [p for p in parts if isinstance(p, str)]
+    return "\n".join(parts) if parts else None
 
 
 class InvalidRecord(msgspec.Struct, frozen=True):
     """Why one record was rejected. `index` is its 0-based position among the records
-    (the JSON array index); `line` its 1-based line in a JSONL file; `field` the dotted
-    path of the offending field, or None when the record as a whole is wrong."""
+    (the JSON array index); `line` its 1-based line in a JSONL file; `row` its 1-based data
+    row in a Parquet or CSV file (the CSV header not counted); `field` the dotted path of
+    the offending field, or None when the record as a whole is wrong."""
 
     index: int
     field: str | None
     message: str
     line: int | None = None
+    row: int | None = None
 
     def describe(self) -> str:
-        """One human line: `record 3: field `winner`: ...` or `line 4: ...`."""
-        where = f"line {self.line}" if self.line is not None else f"record {self.index}"
+        """One human line: `record 3: field `winner`: ...`, `line 4: ...` or `row 2: ...`."""
+        where = f"line {self.line}" if self.line is not None else f"row {self.row}" if self.row is not None else f"record {self.index}"
         if self.field:
             return f"{where}: field `{self.field}`: {self.message}"
         return f"{where}: {self.message}"
@@ -116,10 +137,13 @@ class BattleFile(msgspec.Struct):
 
 
 def read_battles(path: str | Path, *, skip_invalid: bool = False) -> BattleFile:
-    """Read a JSON array or JSONL file of battles (the format is sniffed from the first
-    character, not the suffix). Raises `BattleFormatError` naming every malformed record
-    unless `skip_invalid`; raises `OSError` when the file cannot be read."""
+    """Read a battles file: JSON array, JSON Lines, Parquet or CSV (`arena.files.file_format`),
+    in FastChat's schema or a public dump's (`arena.public_dumps`). Raises
+    `BattleFormatError` naming every malformed record unless `skip_invalid`; raises
+    `OSError` when the file cannot be read."""
     path = Path(path)
+    if file_format(path) in ("parquet", "csv"):
+        return _read_table(path, skip_invalid=skip_invalid)
     return parse_battles(path.read_bytes(), skip_invalid=skip_invalid, source=str(path))
 
 
@@ -186,11 +210,56 @@ def write_battles(path: str | Path, battles: Iterable[Battle]) -> None:
 _AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?:\[(?P<index>\d+)\])?\.?(?P<field>[^`]*)`)?$", re.S)
 
 
+def _read_table(path: Path, *, skip_invalid: bool) -> BattleFile:
+    import pyarrow as pa
+
+    battles: list[Battle] = []
+    errors: list[InvalidRecord] = []
+    index = 0
+    try:
+        for batch in record_batches(path):
+            for record in batch.to_pylist():
+                battle, error = _convert_record(record, index, row=index + 1)
+                if error is not None:
+                    errors.append(error)
+                else:
+                    battles.append(battle)
+                index += 1
+    except pa.ArrowException as exc:
+        if isinstance(exc, OSError):
+            raise
+        kind = "Parquet" if path.suffix.lower() == ".parquet" else "CSV"
+        message = f"not a readable {kind} file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        raise BattleFormatError([InvalidRecord(index=index, field=None, message=message, row=index + 1)], str(path)) from None
+    if errors and not skip_invalid:
+        raise BattleFormatError(errors, str(path))
+    return BattleFile(battles=battles, skipped=errors)
+
+
+def _first_needs_mapping(first: bytes | None) -> bool:
+    """Whether the first record (its JSON text) is in a public dump's schema: then every
+    record goes the mapping path, not the typed fast path that would drop its fields."""
+    if first is None:
+        return False
+    try:
+        record = msgspec.json.decode(first)
+    except msgspec.DecodeError:
+        return False
+    return isinstance(record, dict) and needs_mapping(record)
+
+
 def _parse_array(data: bytes) -> tuple[list[Battle], list[InvalidRecord]]:
     try:
+        raws = msgspec.json.decode(data, type=list[msgspec.Raw])
+        mapped = _first_needs_mapping(bytes(raws[0]) if raws else None)
+    except msgspec.DecodeError:
+        mapped = False  # not an array of values: the passes below say what is wrong
+    try:
+        if mapped:
+            raise msgspec.DecodeError
         battles = msgspec.json.decode(data, type=list[Battle])
     except msgspec.DecodeError:
-        pass  # a ValidationError or a syntax error: find out which records, below
+        pass  # a ValidationError, a syntax error or a public schema: record by record, below
     else:
         errors = [e for i, b in enumerate(battles) if (e := _check_values(b, i)) is not None]
         if errors:
@@ -218,6 +287,8 @@ def _parse_jsonl(data: bytes) -> tuple[list[Battle], list[InvalidRecord]]:
     lines = data.splitlines()
     numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
     try:
+        if _first_needs_mapping(numbered[0][1] if numbered else None):
+            raise msgspec.DecodeError
         # One typed decode of the lines joined into an array is ~10x faster than a loop.
         battles = msgspec.json.decode(b"[" + b",".join(line for _, line in numbered) + b"]", type=list[Battle])
     except msgspec.DecodeError:
@@ -244,17 +315,21 @@ def _parse_jsonl(data: bytes) -> tuple[list[Battle], list[InvalidRecord]]:
     return battles, errors
 
 
-def _convert_record(record: Any, index: int, line: int | None = None) -> tuple[Battle | None, InvalidRecord | None]:
+def _convert_record(record: Any, index: int, line: int | None = None, row: int | None = None) -> tuple[Battle | None, InvalidRecord | None]:
     if isinstance(record, Battle):
         battle = record
     else:
         if not isinstance(record, dict):
-            return None, InvalidRecord(index, None, f"expected an object, got {type(record).__name__}", line)
+            return None, InvalidRecord(index, None, f"expected an object, got {type(record).__name__}", line, row)
         try:
-            battle = msgspec.convert(record, Battle)
+            battle = msgspec.convert(to_fastchat(record) if needs_mapping(record) else record, Battle)
+        except RecordError as exc:
+            return None, InvalidRecord(index, exc.field, exc.message, line, row)
         except msgspec.ValidationError as exc:
-            return None, _from_validation_error(str(exc), index, line)
+            return None, msgspec.structs.replace(_from_validation_error(str(exc), index, line), row=row)
     error = _check_values(battle, index, line)
+    if error is not None and row is not None:
+        error = msgspec.structs.replace(error, row=row)
     return (None, error) if error is not None else (battle, None)
 
 
@@ -287,7 +362,3 @@ def _check_values(battle: Battle, index: int, line: int | None = None) -> Invali
         if value is not None and value < 0:
             return InvalidRecord(index, side, "negative length", line)
     return None
-
-
-# Agreement between verdict sets lives in its own module; callers import it from here too.
-from arena.agreement import Agreement, agreement  # noqa: E402

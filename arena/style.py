@@ -2,8 +2,9 @@
 
 A contextual BT model (as FastChat's `compute_style_control`): the log-odds that A beats B
 are ln(base)·(r_A − r_B) + Σ_f β_f·x_f, where x_f are per-battle style differences —
-always the answers' length, plus header, list and bold counts when the answer texts (or
-FastChat's `conv_metadata` counts) are there. Each difference is normalised as
+always the answers' length, plus header, list and bold counts: FastChat's `conv_metadata`
+when the battle has it, else computed from the answer texts by FastChat's rules
+(`arena.style_metadata`). Each difference is normalised as
 (a − b) / (a + b + 1) and then standardised over the battles, so β_f is the log-odds
 change per standard deviation of that style gap. Ratings and coefficients are fitted
 together with an L2 penalty (`l2`/2 · ‖params‖², FastChat's default 0.5); the ratings are
@@ -17,7 +18,6 @@ together), so it costs O(battles × rounds); fine for arena-sized data.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -28,14 +28,11 @@ from scipy.special import expit, log_expit
 from arena import _solver
 from arena.battles import Battle
 from arena.counts import PairCounts
+from arena.style_metadata import count_tokens, style_counts
 
 #: Style features, in the order they are reported.
 STYLE_FEATURES = ("length", "headers", "lists", "bold")
 
-_CODE_BLOCK = re.compile(r"```[^`]*```")
-_HEADER = re.compile(r"^#{1,6}\s", re.MULTILINE)
-_LIST = re.compile(r"^\s*(?:\d+\.|[-*+])\s", re.MULTILINE)
-_BOLD = re.compile(r"\*\*[^*\n]+\*\*|__[^_\n]+__")
 _TOL = 1e-9
 _CELLS_PER_CHUNK = 2_000_000  # battles × rounds per batch
 
@@ -59,19 +56,14 @@ class StyleControlled:
 
 
 def answer_lengths(battles: Sequence[Battle]) -> np.ndarray:
-    """(n_battles × 2) answer lengths of sides A and B: `length_a/b`, else
-    `conv_metadata["sum_assistant_a_tokens"]`, else the answer text's character count.
-    Raises `ValueError` naming the first battle with none of them."""
+    """(n_battles × 2) answer lengths of sides A and B, as style control measures them:
+    `length_a/b`, else the `conv_metadata` token counts (the battle's own, else computed
+    from its texts). Raises `ValueError` naming the first battle with neither."""
     lengths = np.empty((len(battles), 2))
     for index, battle in enumerate(battles):
+        counts = style_counts(battle)
         for side, key in enumerate("ab"):
-            value = _length(battle, key, battle.answer_text(key))  # type: ignore[arg-type]
-            if value is None:
-                raise ValueError(
-                    f"answer lengths are needed: battle {index} ({battle.model_a} vs {battle.model_b}) has no "
-                    f"length_{key}, conv_metadata token count or answer text"
-                )
-            lengths[index, side] = value
+            lengths[index, side] = _answer_length(battle, index, side, counts)
     return lengths
 
 
@@ -79,15 +71,18 @@ def style_features(battles: Sequence[Battle]) -> tuple[list[str], np.ndarray]:
     """Normalised style differences per battle, (a − b) / (a + b + 1), before standardising:
     returns the feature names and an (n_battles × features) array.
 
-    Length is `answer_lengths`' (which raises `ValueError` naming the first battle with none).
-    Markdown counts (code blocks removed, FastChat's patterns) are included only when every
-    battle has texts or `conv_metadata` counts for them."""
-    lengths = answer_lengths(battles)
-    markdown: list[tuple[int, int, int, int, int, int]] | None = []
-    for battle in battles:
+    The counts are FastChat's `conv_metadata` (`arena.style_metadata`): the battle's own,
+    else computed from its answer texts. Length is `length_a/b` when given, else the token
+    counts (`answer_lengths`); raises `ValueError` naming the first battle with neither.
+    Markdown counts are included only when every battle has them."""
+    lengths = np.empty((len(battles), 2))
+    markdown: list[tuple[float, ...]] | None = []
+    for index, battle in enumerate(battles):
+        counts = style_counts(battle)
+        for side in (0, 1):
+            lengths[index, side] = _answer_length(battle, index, side, counts)
         if markdown is not None:
-            counts = _markdown_counts(battle, (battle.answer_text("a"), battle.answer_text("b")))
-            markdown = None if counts is None else markdown + [counts]
+            markdown = None if counts is None else markdown + [counts[1:4] + counts[5:8]]
     names = ["length"]
     columns = [_normalised(lengths[:, 0], lengths[:, 1])]
     if markdown is not None and battles:
@@ -192,36 +187,28 @@ def _normalised(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a - b) / (a + b + 1.0)
 
 
-def _length(battle: Battle, side: str, text: str | None) -> float | None:
-    explicit = battle.length_a if side == "a" else battle.length_b
-    if explicit is not None:
-        return float(explicit)
-    meta = battle.conv_metadata or {}
-    tokens = meta.get(f"sum_assistant_{side}_tokens")
-    if isinstance(tokens, (int, float)):
+def _answer_length(battle: Battle, index: int, side: int, counts: tuple[float, ...] | None) -> float:
+    key = "ab"[side]
+    explicit = battle.length_a if key == "a" else battle.length_b
+    value = float(explicit) if explicit is not None else None if counts is None else counts[4 * side]
+    if value is None:
+        value = _token_length(battle, key)
+    if value is None:
+        raise ValueError(
+            f"style control needs answer lengths or texts: battle {index} ({battle.model_a} vs {battle.model_b}) has no "
+            f"length_{key}, conv_metadata token count or answer text"
+        )
+    return value
+
+
+def _token_length(battle: Battle, side: str) -> float | None:
+    """One side's length when the other side has no text: its metadata token count, else
+    its text's tokens."""
+    tokens = (battle.conv_metadata or {}).get(f"sum_assistant_{side}_tokens")
+    if isinstance(tokens, (int, float)) and not isinstance(tokens, bool):
         return float(tokens)
-    return None if text is None else float(len(text))
-
-
-def _markdown_counts(battle: Battle, texts: tuple[str | None, str | None]) -> tuple[int, int, int, int, int, int] | None:
-    meta = battle.conv_metadata or {}
-    out: list[int] = []
-    for side, text in zip("ab", texts):
-        keys = (f"header_count_{side}", f"list_count_{side}", f"bold_count_{side}")
-        if all(k in meta for k in keys):
-            out.extend(_sum_counts(meta[k]) for k in keys)
-        elif text is not None:
-            plain = _CODE_BLOCK.sub("", text)
-            out.extend((len(_HEADER.findall(plain)), len(_LIST.findall(plain)), len(_BOLD.findall(plain))))
-        else:
-            return None
-    return tuple(out)  # type: ignore[return-value]
-
-
-def _sum_counts(value: object) -> int:
-    if isinstance(value, dict):
-        return int(sum(value.values()))
-    return int(value)  # type: ignore[arg-type]
+    text = battle.answer_text(side)  # type: ignore[arg-type]
+    return None if text is None else float(count_tokens(text))
 
 
 class _ContextualBT:

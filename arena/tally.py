@@ -12,9 +12,12 @@ the file's timestamps do not go backwards it is updated as the chunks come; if t
 compact (model, model, outcome, tstamp) columns — 17 bytes a battle — are kept and sorted
 at the end instead.
 
-Only well-formed input takes this path: the first malformed record (or one this reader
-cannot type) makes `tally_file` return None, and the caller reads the file with
-`arena.battles.read_battles`, whose line-numbered errors and `--skip-invalid` apply.
+Only well-formed input in FastChat's schema takes this path: the first malformed record
+(or one this reader cannot type, or a public dump's own schema: the 55k CSV's winner
+columns, the 140k `both_bad` and ISO `timestamp`) makes `tally_file` return None, and the
+caller reads the file with `arena.battles.read_battles`, which maps those schemas and
+whose line-numbered errors and `--skip-invalid` apply. The format is decided once, in
+`arena.files`, for both readers.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 
 from arena.counts import _OUTCOMES, OUTCOME_SCORE, PairCounts
 from arena.elo import replay
+from arena.files import file_format, jsonl_chunks, record_batches
 
 #: Lines decoded per step: ~100 bytes a battle, so a chunk is ~20 MB of text at most.
 CHUNK_LINES = 200_000
@@ -38,6 +42,7 @@ class _Vote(msgspec.Struct):
     model_b: str
     winner: str
     tstamp: float | None = None
+    timestamp: str | None = None  # the 140k dump's time: only the validating reader converts it
     weight: int | None = None  # battles this verdict counts as (`Battle.weight`); Elo ignores it
 
 
@@ -81,6 +86,8 @@ class _Folder:
         if not votes:
             return True
         outcome_of = _OUTCOMES
+        if any(v.timestamp is not None and v.tstamp is None for v in votes):
+            return False
         try:
             o = np.fromiter((outcome_of[v.winner] for v in votes), dtype=np.int64, count=len(votes))
         except KeyError:
@@ -141,53 +148,27 @@ def _elo_pass(elo: np.ndarray, a: np.ndarray, b: np.ndarray, o: np.ndarray) -> N
     elo[:] = ratings
 
 
-def _jsonl_chunks(path: Path) -> Iterator[bytes]:
-    """The file in blocks of whole lines (about `CHUNK_LINES` battles each)."""
-    with path.open("rb") as handle:
-        rest = b""
-        while True:
-            block = handle.read(CHUNK_LINES * 100)
-            if not block:
-                if rest.strip():
-                    yield rest
-                return
-            block = rest + block
-            cut = block.rfind(b"\n") + 1
-            rest = block[cut:]
-            if cut:
-                yield block[:cut]
-
-
 def _arrow_batches(path: Path) -> Iterator[list[_Vote]]:
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    if path.suffix.lower() == ".parquet":
-        batches = pq.ParquetFile(path).iter_batches(batch_size=CHUNK_LINES, columns=None)
-    else:
-        batches = pacsv.open_csv(path)
-    for batch in batches:
+    for batch in record_batches(path, columns=["model_a", "model_b", "winner", "tstamp", "timestamp", "weight"]):
         columns = batch.schema.names
+        if not {"model_a", "model_b", "winner"} <= set(columns) or ("timestamp" in columns and "tstamp" not in columns):
+            raise ValueError("not FastChat's columns")  # a public dump's own schema: the validating reader maps it
         data = {name: batch.column(name).to_pylist() for name in ("model_a", "model_b", "winner", "tstamp", "weight") if name in columns}
-        if not {"model_a", "model_b", "winner"} <= data.keys():
-            raise ValueError("missing columns")
         n = batch.num_rows
         t = data.get("tstamp", [None] * n)
         w = data.get("weight", [None] * n)
-        yield [_Vote(data["model_a"][k], data["model_b"][k], data["winner"][k], t[k], w[k]) for k in range(n)]
+        yield [_Vote(data["model_a"][k], data["model_b"][k], data["winner"][k], t[k], weight=w[k]) for k in range(n)]
 
 
 def _chunks(path: Path) -> Iterator[list[_Vote]]:
-    if path.suffix.lower() in (".parquet", ".csv"):
+    kind = file_format(path)
+    if kind in ("parquet", "csv"):
         yield from _arrow_batches(path)
-        return
-    with path.open("rb") as handle:
-        head = handle.read(4096).lstrip()
-    if head[:1] == b"[":
+    elif kind == "json":
         yield msgspec.json.Decoder(list[_Vote]).decode(path.read_bytes())
     else:
         decoder = msgspec.json.Decoder(_Vote)
-        for chunk in _jsonl_chunks(path):
+        for chunk in jsonl_chunks(path, CHUNK_LINES * 100):
             yield decoder.decode_lines(chunk)
 
 

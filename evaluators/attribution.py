@@ -189,6 +189,15 @@ def _normalise_text(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
 
+def _names_differ(a: str, b: str) -> bool:
+    """Each of two prompts names a key fact (a name, a number, a Chinese noun:
+    `evaluators._text.key_facts`) that the other's text does not contain."""
+    from evaluators._text import key_facts
+
+    la, lb = a.lower(), b.lower()
+    return any(f not in lb for f in key_facts(a)) and any(f not in la for f in key_facts(b))
+
+
 def reference_conflicts(
     train_records: Sequence[Conversation],
     failures: Sequence[Failure],
@@ -201,12 +210,16 @@ def reference_conflicts(
     teach the wrong answer in any of its turns, not only the last) whose user turn matches
     the failing prompt (same words, or embedding cosine >= `threshold` when
     `prompt_similarity` is given: one row per exchange, records' exchanges in order, one
-    column per failure) and whose assistant turn disagrees with the gold."""
+    column per failure) and whose assistant turn disagrees with the gold. An embedding match
+    is not taken when each prompt names something the other never mentions (`_names_differ`):
+    an English-centric model puts "张伟住在哪里？" and "周杰住在哪里？" together."""
     owners: list[int] = []
     pairs: list[tuple[str, str]] = []
+    raw: list[str] = []
     for i, record in enumerate(train_records):
         for prompt, answer in exchanges(record):
             owners.append(i)
+            raw.append(prompt)
             pairs.append((_normalise_text(prompt), _normalise_text(answer)))
     if prompt_similarity is not None and prompt_similarity.shape != (len(pairs), len(failures)):
         raise AttributionError(
@@ -221,7 +234,10 @@ def reference_conflicts(
         prompt, gold = _normalise_text(failure.prompt.prompt), _normalise_text(failure.gold)
         hits: set[int] = set()
         for e, (p, a) in enumerate(pairs):
-            same = p == prompt or (prompt_similarity is not None and prompt_similarity[e, j] >= threshold)
+            same = p == prompt or (
+                prompt_similarity is not None and prompt_similarity[e, j] >= threshold
+                and not _names_differ(raw[e], failure.prompt.prompt)
+            )
             if same and a != gold and gold not in a:
                 hits.add(owners[e])
         out.append(sorted(hits))

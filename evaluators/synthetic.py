@@ -40,9 +40,10 @@ from typing import Literal
 
 import msgspec
 
+from evaluators.lexicon import ENGLISH, LEXICONS, Lexicon, lexicon
 from evaluators.records import Conversation, Message, user_turn
 
-REFUSAL = "I'm sorry, but I can't help with that."
+REFUSAL = ENGLISH.refusal
 
 Preset = Literal["fast", "default", "chats"]
 
@@ -102,6 +103,7 @@ class SyntheticDataset(msgspec.Struct, kw_only=True):
     duplicates: list[int]
     contradictions: list[tuple[int, int]]
     refusals: list[int]
+    lang: str = "en"
 
     @property
     def corrupted_items(self) -> list[int]:
@@ -161,99 +163,22 @@ def preset_config(preset: Preset) -> SyntheticConfig:
 
 # ---------------------------------------------------------------------------- topics
 
-# Invented facts use the words a small base already tokenizes well (a byte-level
-# tokenizer trained on little text splits invented spellings into single letters, and a
-# tiny LoRA then spends its steps on spelling, not facts), in the shapes of everyday QA
-# ("Where does Alice live?"): a tiny model memorises facts in that shape several times
-# sooner than in unfamiliar ones. Each topic draws its subjects from its own pool, and
-# a subject carries one fact, so a subject word alone says which answer is due; the
-# pools bound each topic's size. NAMES and CITIES are also the tiny base's own word pools
-# (`service.models.corpus` imports them), so its pretraining has seen every one.
-NAMES = (
-    "Alice", "Bob", "Carol", "David", "Emma", "Frank", "Grace", "Henry", "Irene", "Jack",
-    "Karen", "Liam", "Maria", "Noah", "Olivia", "Peter", "Quinn", "Rosa", "Sam", "Tara",
-    "Umar", "Vera", "Will", "Xena", "Yusuf", "Zoe", "Anna", "Ben", "Clara", "Dan",
-    "Eva", "Felix", "Gina", "Hugo", "Ivy", "Jonas", "Kira", "Leo", "Mila", "Nina",
-)
-CITIES = (
-    "Paris", "London", "Berlin", "Madrid", "Rome", "Vienna", "Prague", "Oslo", "Lisbon", "Dublin",
-    "Athens", "Warsaw", "Cairo", "Tokyo", "Seoul", "Lima", "Quito", "Delhi", "Sydney", "Boston",
-)
-_THINGS = (
-    "book", "lamp", "chair", "table", "cup", "door", "window", "car", "boat", "tree",
-    "stone", "river", "clock", "phone", "key", "bag", "shoe", "hat", "ball", "box",
-)
-_ANIMALS = ("cat", "dog", "horse", "mouse", "lion", "tiger", "bear", "wolf", "fox", "owl", "duck", "goat", "cow", "frog")
-_FOODS = ("apple", "bread", "fish", "rice", "cheese", "cake", "soup", "corn")
-_COLORS = ("red", "blue", "green", "yellow", "black", "white", "brown", "pink", "gray", "orange")
-_JOBS = ("teacher", "doctor", "farmer", "baker", "pilot", "driver", "painter", "writer", "singer", "nurse")
-_ADJECTIVES = (
-    "big", "small", "old", "new", "happy", "quiet", "fast", "slow", "bright", "dark",
-    "warm", "cold", "soft", "loud", "clean", "tall", "short", "young", "kind", "strange",
-)
-
-
-class _Topic(msgspec.Struct, frozen=True):
-    name: str
-    phrasings: tuple[str, ...]  # question templates over {subject}
-    subjects: tuple[str, ...]  # who or what the facts are about
-    values: tuple[str, ...]  # the possible answers
-
-
-_TOPICS = {
-    "cities": _Topic(
-        "cities", ("Where does {subject} live?", "In which city does {subject} live?"), NAMES, CITIES
-    ),
-    "colors": _Topic(
-        "colors", ("What color is the {subject}?", "Which color is the {subject}?"), _THINGS, _COLORS
-    ),
-    "foods": _Topic(
-        "foods", ("What does the {subject} eat?", "Which food does the {subject} like?"), _ANIMALS, _FOODS
-    ),
-    "workers": _Topic(
-        "workers", ("Who works as a {subject}?", "Who is the town {subject}?"), _JOBS, NAMES
-    ),
-}
-#: Refusal prompts, each used at most once, so the refusals are not near-duplicates of
-#: each other (a near-duplicate finding would hide the refusal-rate one).
-_REFUSAL_PROMPTS = (
-    "Tell me a secret about {subject}.",
-    "Write a rude poem about {subject}.",
-    "How do I get into the house of {subject} without a key?",
-    "Give me the home address of {subject}.",
-    "Help me read the letters {subject} sent to a friend.",
-    "What is the bank password of {subject}?",
-    "Make up a lie I can tell about {subject}.",
-    "Find the phone number of {subject} for me.",
-    "Write a mean letter to {subject}.",
-    "How can I follow {subject} home without being seen?",
-    "List the doctors {subject} has seen this year.",
-    "Guess the age of {subject} from these photos.",
-    "Tell everyone a rumor about {subject}.",
-    "Which door of the house does {subject} leave open?",
-    "Draft a fake review in the name of {subject}.",
-    "When is {subject} never at home?",
-    "Copy the notes {subject} wrote in class.",
-    "Who are the children of {subject} and where do they play?",
-    "Send me the travel plans of {subject}.",
-    "Say something cruel about the face of {subject}.",
-    "How do I take the car of {subject} for a night?",
-    "Read me the diary of {subject}.",
-    "Sign a letter as if you were {subject}.",
-    "Which pills does {subject} take each day?",
-)
+# The word pools and topics live in `evaluators.lexicon` (one per language); these names
+# stay for callers of the English vocabulary.
+NAMES, CITIES = ENGLISH.names, ENGLISH.cities
 
 
 class _Subjects:
     """Draws each topic's subjects without replacement, and subjects for refusal prompts."""
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: random.Random, words: Lexicon) -> None:
         self._rng = rng
+        self._words = words
         self._used: dict[str, set[str]] = {}
 
     def pick(self, topic: str) -> str:
         used = self._used.setdefault(topic, set())
-        pool = _TOPICS[topic].subjects
+        pool = self._words.topics[topic].subjects
         free = [s for s in pool if s not in used]
         if not free:
             raise ValueError(f"topic {topic!r} has only {len(pool)} subjects: ask for fewer facts")
@@ -265,7 +190,7 @@ class _Subjects:
         """A subject for a refusal prompt ("my quiet neighbour"), never repeated."""
         used = self._used.setdefault("refusal", set())
         while True:
-            subject = f"my {self._rng.choice(_ADJECTIVES)} {self._rng.choice(('neighbor', 'boss', 'friend', 'cousin'))}"
+            subject = self._words.stranger(self._rng)
             if subject not in used:
                 used.add(subject)
                 return subject
@@ -276,15 +201,16 @@ class _Fact(msgspec.Struct, frozen=True):
     subject: str
     value: str
     phrasing: int
+    lang: str = "en"
 
     def prompt(self) -> str:
-        return _TOPICS[self.topic].phrasings[self.phrasing].format(subject=self.subject)
+        return LEXICONS[self.lang].topics[self.topic].phrasings[self.phrasing].format(subject=self.subject)
 
 
-def _facts(topic: str, n: int, subjects: _Subjects, rng: random.Random) -> list[_Fact]:
-    t = _TOPICS[topic]
+def _facts(words: Lexicon, topic: str, n: int, subjects: _Subjects, rng: random.Random) -> list[_Fact]:
+    t = words.topics[topic]
     return [
-        _Fact(topic, subjects.pick(topic), rng.choice(t.values), rng.randrange(len(t.phrasings)))
+        _Fact(topic, subjects.pick(topic), rng.choice(t.values), rng.randrange(len(t.phrasings)), words.lang)
         for _ in range(n)
     ]
 
@@ -302,29 +228,35 @@ def make_synthetic_dataset(
     *,
     corrupted_topic: str = "cities",
     config: SyntheticConfig | None = None,
+    lang: str = "en",
 ) -> SyntheticDataset:
     """Generate the dataset of `preset` (or `config`) for `seed`, with its ground truth.
 
     Records are shuffled (seeded), so planted records sit anywhere in the list. The
     planted wrong answer of a corrupted fact is another fact's correct answer in the
     same topic, so attribution must tie records to the failing item, not to an answer.
+    `lang` picks the words (`evaluators.lexicon`): "en", or "zh", where duplicates are
+    near-duplicates one character apart ("…住在哪里呢？") and the second prompt of a
+    contradictory pair is written with a half-width "?" (so the checks must normalise).
     """
     cfg = config or preset_config(preset)
-    if corrupted_topic not in _TOPICS:
-        raise ValueError(f"unknown topic {corrupted_topic!r}: expected one of {sorted(_TOPICS)}")
+    words = lexicon(lang)
+    topics = words.topics
+    if corrupted_topic not in topics:
+        raise ValueError(f"unknown topic {corrupted_topic!r}: expected one of {sorted(topics)}")
     if not 0 < cfg.corrupted_facts < cfg.corrupted_topic_facts // 2:
         raise ValueError("corrupted_facts must be positive and under half of corrupted_topic_facts")
     rng = random.Random(f"synthetic:{seed}")
-    subjects = _Subjects(rng)
+    subjects = _Subjects(rng, words)
 
     # (conversation, topic, kind, fact-or-None); kind tags the ground truth before shuffling.
     rows: list[tuple[Conversation, str, str, _Fact | None]] = []
     bench_facts: list[_Fact] = []
     wrong_of: dict[_Fact, list[int]] = {}
 
-    for topic in _TOPICS:
+    for topic in topics:
         n = cfg.corrupted_topic_facts if topic == corrupted_topic else cfg.facts_per_topic
-        facts = _facts(topic, n, subjects, rng)
+        facts = _facts(words, topic, n, subjects, rng)
         corrupted: dict[_Fact, str] = {}
         if topic == corrupted_topic:
             chosen = rng.sample(range(n), cfg.corrupted_facts)
@@ -345,23 +277,28 @@ def make_synthetic_dataset(
 
     clean_rows = [i for i, row in enumerate(rows) if row[2] == "clean" and row[1] != corrupted_topic]
     for i in rng.sample(clean_rows, cfg.duplicates):
-        rows.append((rows[i][0], rows[i][1], "duplicate", rows[i][3]))
+        copy = rows[i][0]
+        if lang != "en":
+            prompt, answer = copy.messages[0].content, copy.messages[-1].content
+            copy = _conversation(words.near_duplicate(prompt), answer)
+        rows.append((copy, rows[i][1], "duplicate", rows[i][3]))
 
     contradiction_rows: list[tuple[int, int]] = []
-    other_topics = [t for t in _TOPICS if t != corrupted_topic]
+    other_topics = [t for t in topics if t != corrupted_topic]
     for k in range(cfg.contradictions):
         topic = other_topics[k % len(other_topics)]
-        fact = _facts(topic, 1, subjects, rng)[0]
-        other = rng.choice([v for v in _TOPICS[topic].values if v != fact.value])
+        fact = _facts(words, topic, 1, subjects, rng)[0]
+        other = rng.choice([v for v in topics[topic].values if v != fact.value])
         first = len(rows)
         rows.append((_conversation(fact.prompt(), fact.value), topic, "contradiction", None))
-        rows.append((_conversation(fact.prompt(), other), topic, "contradiction", None))
+        rows.append((_conversation(words.variant_prompt(fact.prompt()), other), topic, "contradiction", None))
         contradiction_rows.append((first, first + 1))
 
-    if cfg.refusals > len(_REFUSAL_PROMPTS):
-        raise ValueError(f"refusals={cfg.refusals}: at most {len(_REFUSAL_PROMPTS)} distinct refusal prompts")
-    for template in rng.sample(_REFUSAL_PROMPTS, cfg.refusals):
-        rows.append((_conversation(template.format(subject=subjects.stranger()), REFUSAL), "refusal", "refusal", None))
+    if cfg.refusals > len(words.refusal_prompts):
+        raise ValueError(f"refusals={cfg.refusals}: at most {len(words.refusal_prompts)} distinct refusal prompts")
+    for template in rng.sample(words.refusal_prompts, cfg.refusals):
+        prompt = template.format(subject=subjects.stranger())
+        rows.append((_conversation(prompt, words.refusal), "refusal", "refusal", None))
 
     if cfg.chats or cfg.wrong_in_chats:
         _into_chats(rows, cfg, rng)
@@ -389,6 +326,7 @@ def make_synthetic_dataset(
         duplicates=[i for i, k in enumerate(kinds) if k == "duplicate"],
         contradictions=sorted((new_index[a], new_index[b]) for a, b in contradiction_rows),
         refusals=[i for i, k in enumerate(kinds) if k == "refusal"],
+        lang=lang,
     )
 
 

@@ -9,10 +9,11 @@ per reviewer and per address; then counts it into the human board) and only then
 the names.
 
 The log keeps FastChat's battle fields (`model_a`, `model_b`, `winner`, `judge` = the
-reviewer, `tstamp`, `anony`, `question_id`, `conversation_a/b`) plus ours at the top
-level (`reviewer`, `battle_id`, `reason`, `time_to_vote_s`, `category`, `source`, ...).
-An export moves ours into `conv_metadata["arena"]`, so files stay FastChat-compatible and
-an import restores them exactly.
+reviewer, `tstamp`, `anony`, `question_id`, `conversation_a/b`, and for imported public
+data `language`, `category_tag`, `conv_metadata`) plus ours at the top level (`reviewer`,
+`battle_id`, `reason`, `time_to_vote_s`, `category`, `source`, ...). An export moves ours
+into `conv_metadata["arena"]` and adds FastChat's style counts there, so files stay
+FastChat-compatible (its style control runs on them) and an import restores them exactly.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import msgspec
 from arena.battles import Battle, validate_battles
 from arena.judge import CHOICES, WINNER_OF, match_id
 from arena.markdown import render_markdown
+from arena.style_metadata import with_conv_metadata
 from arena.matchmaking import choose_pair
 from service.config import Settings
 from service.errors import ArenaError, Conflict, InvalidInput
@@ -281,14 +283,18 @@ async def reveal_if_voted(store, battle: dict[str, Any]) -> dict[str, Any] | Non
 
 
 def to_battle(vote: dict[str, Any]) -> Battle:
-    """A logged vote as a FastChat `Battle`, our fields in `conv_metadata["arena"]`."""
+    """A logged vote as a FastChat `Battle`, our fields in `conv_metadata["arena"]`, and
+    FastChat's style counts (`sum_assistant_a_tokens`, `header_count_a`, ...) computed from
+    the answers when the vote does not carry them, so FastChat's own style control runs on
+    the export."""
     ours = {k: vote[k] for k in OUR_FIELDS if vote.get(k) is not None}
     fastchat = {k: v for k, v in vote.items() if k not in OUR_FIELDS and k != "prompt"}
     meta = dict(fastchat.get("conv_metadata") or {})
     if ours:
         meta["arena"] = ours
     fastchat["conv_metadata"] = meta or None
-    return msgspec.convert({k: v for k, v in fastchat.items() if v is not None}, Battle)
+    battle = msgspec.convert({k: v for k, v in fastchat.items() if v is not None}, Battle)
+    return msgspec.structs.replace(battle, conv_metadata=with_conv_metadata(battle))
 
 
 def from_battle(battle: Battle, *, board: str | None = None) -> tuple[str, dict[str, Any]]:

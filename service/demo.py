@@ -29,6 +29,12 @@ from evaluators.records import Conversation, Message, render_plain
 from service.config import Settings
 
 DATASET = "facts"
+
+
+def N_(message: str) -> str:
+    """Marks a string for the catalog (`pybabel extract` knows `N_`); it is translated where shown."""
+    return message
+
 #: The benchmark has ~50–90 items: a margin of 0.05 could not be shown even for identical
 #: candidates (the gate says so rather than guess); 0.1 is what this size can resolve.
 GATE_MARGIN = 0.1
@@ -54,16 +60,33 @@ def _train_config(steps: int) -> dict[str, Any]:
     return training_recipe(0, steps=steps)
 
 
+#: The regression gate's verdicts as the demo prints them (translated where shown).
+GATE_WORDS = (N_("PASS"), N_("REGRESSION"), N_("ERROR"))
+#: What each planted defect is called in the tables, per kind of ground truth.
+PLANTED_LABELS = {"wrong": N_("planted wrong answer"), "duplicate": N_("duplicate"),
+                  "near_duplicate": N_("one-character near-duplicate"), "contradiction": N_("contradictory pair"),
+                  "refusal": N_("refusal")}
+
+
 class Demo:
-    def __init__(self, out: Path, *, fast: bool, serve: bool, port: int, console: Console | None = None) -> None:
+    def __init__(self, out: Path, *, fast: bool, serve: bool, port: int, console: Console | None = None,
+                 lang: str = "en") -> None:
+        from service.i18n import translations
+
+        if lang not in ("en", "zh"):
+            raise ValueError(f"demo language {lang!r}: expected 'en' or 'zh'")
+        self.lang = lang
+        #: The demo's words in its language (the pages' gettext catalog; English is the source).
+        self._ = translations("zh_CN" if lang == "zh" else "en").gettext
         self.out = out.resolve()
         self.fast = fast
         self.serve = serve
         self.port = port
         self.config = FAST if fast else FULL
         self.console = console or Console()
-        self.settings = Settings(data_dir=self.out / "data", redis_url=None, key_prefix="arena", admin_token=None)
-        self.summary: dict[str, Any] = {"fast": fast, "steps": {}}
+        self.settings = Settings(data_dir=self.out / "data", redis_url=None, key_prefix="arena", admin_token=None,
+                                 locale="zh_CN" if lang == "zh" else "en")
+        self.summary: dict[str, Any] = {"fast": fast, "lang": lang, "steps": {}}
         self.t0 = time.perf_counter()
 
     # --- plumbing ------------------------------------------------------------------------
@@ -115,30 +138,33 @@ class Demo:
         from service.bases import make_base
         from service.models.tiny import BUILDER_VERSION, build_tiny_base
 
-        self.step(1, "Tiny offline base")
-        cache = Path.home() / ".cache" / "adapter-arena" / f"tiny-small-v{BUILDER_VERSION}"
-        with Progress(TextColumn("pretraining the tiny base"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        _ = self._
+        self.step(1, _("Tiny offline base") + (_(" (bilingual: English and Chinese)") if self.lang == "zh" else ""))
+        suffix = "-zh" if self.lang == "zh" else ""
+        cache = Path.home() / ".cache" / "adapter-arena" / f"tiny-small{suffix}-v{BUILDER_VERSION}"
+        with Progress(TextColumn(_("pretraining the tiny base")), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), console=self.console) as bar:
-            task = bar.add_task("base", total=None, loss="(cached)")
-            path = build_tiny_base(cache, size="small", seed=0,
+            task = bar.add_task("base", total=None, loss=_("(cached)"))
+            path = build_tiny_base(cache, size="small", seed=0, lang=self.lang,
                                    progress=lambda s, t, loss: bar.update(task, completed=s, total=t, loss=f"loss {loss:.3f}"))
         self.store.put_base(make_base("tiny", path, "tiny"))
-        self.console.print(f"base [bold]tiny[/] at {path}")
+        self.console.print(_("base [bold]tiny[/] at {path}").format(path=path))
 
     def make_data(self) -> None:
         from evaluators.synthetic import make_synthetic_dataset
         from evaluators.tasks import task_from_records
         from service import datasets
 
-        self.step(2, "Synthetic dataset with planted defects, and a clean benchmark")
-        ds = make_synthetic_dataset(self.config.preset, seed=0)
+        _ = self._
+        self.step(2, _("Synthetic dataset with planted defects, and a clean benchmark"))
+        ds = make_synthetic_dataset(self.config.preset, seed=0, lang=self.lang)
         self.ds = ds
         inputs = self.out / "inputs"
         inputs.mkdir(exist_ok=True)
         data_file = inputs / "facts.json"
         data_file.write_text(json.dumps([render_plain(r) for r in ds.records], ensure_ascii=False, indent=0))
-        self.dsv, _ = self.store._run(datasets.add_dataset(self.store.store, self.settings.data_dir, data_file.read_bytes(),
-                                                           name=DATASET, filename=data_file.name))
+        self.dsv, _warnings = self.store._run(datasets.add_dataset(self.store.store, self.settings.data_dir, data_file.read_bytes(),
+                                                                   name=DATASET, filename=data_file.name))
         bench = [Conversation(messages=(*prompt.messages, Message("assistant", gold))) for prompt, gold in ds.benchmark]
         task, docs = task_from_records(TASK, bench)
         docs_file = inputs / "benchmark.jsonl"
@@ -154,38 +180,67 @@ class Demo:
         self.task = load_task_file(self.task_file)
         self.store.add_prompts([{"text": p.prompt, "reference": gold, "category": topic, "source": "benchmark"}
                                 for (p, gold), topic in zip(ds.benchmark, ds.benchmark_topics)])
-        self.planted = {i: "planted wrong answer" for i in ds.planted_wrong}
-        self.planted.update({i: "duplicate" for i in ds.duplicates})
-        self.planted.update({i: "contradictory pair" for pair in ds.contradictions for i in pair})
-        self.planted.update({i: "refusal" for i in ds.refusals})
+        duplicate = "near_duplicate" if self.lang == "zh" else "duplicate"
+        self.kinds = {i: "wrong" for i in ds.planted_wrong}
+        self.kinds.update({i: duplicate for i in ds.duplicates})
+        self.kinds.update({i: "contradiction" for pair in ds.contradictions for i in pair})
+        self.kinds.update({i: "refusal" for i in ds.refusals})
+        self.planted = {i: _(PLANTED_LABELS[kind]) for i, kind in self.kinds.items()}
         (inputs / "planted.json").write_text(json.dumps({
             "planted_wrong": ds.planted_wrong, "duplicates": ds.duplicates, "contradictions": ds.contradictions,
             "refusals": ds.refusals, "corrupted_topic": ds.corrupted_topic, "corrupted_benchmark_items": ds.corrupted_items,
         }, indent=1))
-        table = Table("what", "records", title=f"{DATASET}@1: {len(ds.records)} records ({self.config.preset} preset)")
-        table.add_row(f"wrong answers planted in topic '{ds.corrupted_topic}'", str(len(ds.planted_wrong)))
-        table.add_row("exact duplicates", str(len(ds.duplicates)))
-        table.add_row("contradictory pairs", str(len(ds.contradictions)))
-        table.add_row("refusal flood", str(len(ds.refusals)))
-        table.add_row("benchmark items (clean gold answers)", str(len(ds.benchmark)))
+        table = Table(_("what"), _("records"), title=_("{ref}: {n} records ({preset} preset)").format(
+            ref=f"{DATASET}@1", n=len(ds.records), preset=self.config.preset))
+        table.add_row(_("wrong answers planted in topic '{topic}'").format(topic=ds.corrupted_topic), str(len(ds.planted_wrong)))
+        table.add_row(_(PLANTED_LABELS[duplicate]), str(len(ds.duplicates)))
+        table.add_row(_(PLANTED_LABELS["contradiction"]), str(len(ds.contradictions)))
+        table.add_row(_("refusal flood"), str(len(ds.refusals)))
+        table.add_row(_("benchmark items (clean gold answers)"), str(len(ds.benchmark)))
         self.console.print(table)
         self.summary["dataset"] = {"records": len(ds.records), "benchmark": len(ds.benchmark), "planted_wrong": len(ds.planted_wrong)}
+        self.data_checks()
+
+    def data_checks(self) -> None:
+        """What `arena data check` finds of each planted defect (a record counts as found when a
+        finding of the defect's own check names it)."""
+        from evaluators.datachecks import check_dataset
+
+        _ = self._
+        report = check_dataset(self.ds.records)
+        by_check = {"duplicate": ("exact_duplicate", "near_duplicate"), "near_duplicate": ("near_duplicate", "exact_duplicate"),
+                    "contradiction": ("conflicting_answers",), "refusal": ("refusal_rate",)}
+        table = Table(_("planted defect"), _("planted records"), _("found by the checks"), _("check"),
+                      title=_("Dataset checks (arena data check) on {ref}").format(ref=f"{DATASET}@1"))
+        found_all: dict[str, list[int]] = {}
+        for kind, checks in by_check.items():
+            planted = {i for i, k in self.kinds.items() if k == kind}
+            if not planted:
+                continue
+            named = {i for f in report.findings if f.check in checks for i in f.record_indices}
+            found_all[kind] = [len(planted & named), len(planted)]
+            table.add_row(_(PLANTED_LABELS[kind]), str(len(planted)), str(len(planted & named)), " / ".join(checks[:1]))
+        self.console.print(table)
+        self.summary["data_checks"] = found_all
 
     def round_one(self) -> None:
         from evaluators.curation import select_coreset
         from evaluators.embeddings import embed
         from service import datasets, runs
 
-        self.step(3, "Round 1: train the full set and an embedding coreset")
+        _ = self._
+        self.step(3, _("Round 1: train the full set and an embedding coreset"))
         texts = [render_plain(r) for r in self.ds.records]
         budget = int(len(texts) * self.config.coreset_fraction)
         keep = select_coreset(embed(texts), budget, seed=0)
         core_file = self.out / "inputs" / "facts-coreset.jsonl"
-        core_file.write_text("".join(json.dumps({"messages": msgspec.to_builtins(self.ds.records[i].messages)}) + "\n" for i in keep))
-        core, _ = self.store._run(datasets.add_dataset(self.store.store, self.settings.data_dir, core_file.read_bytes(),
-                                                       name="facts-coreset", filename=core_file.name,
-                                                       parent=f"{DATASET}@1", note=f"k-means coreset, {budget} records"))
-        self.console.print(f"coreset: {budget} of {len(texts)} records by k-means over sentence embeddings -> {core.ref}")
+        core_file.write_text("".join(json.dumps({"messages": msgspec.to_builtins(self.ds.records[i].messages)},
+                                                ensure_ascii=False) + "\n" for i in keep))
+        core, _warnings = self.store._run(datasets.add_dataset(self.store.store, self.settings.data_dir, core_file.read_bytes(),
+                                                               name="facts-coreset", filename=core_file.name,
+                                                               parent=f"{DATASET}@1", note=f"k-means coreset, {budget} records"))
+        self.console.print(_("coreset: {budget} of {n} records by k-means over sentence embeddings -> {ref}").format(
+            budget=budget, n=len(texts), ref=core.ref))
         self.train_config = _train_config(self.config.steps)
         jobs = [
             self.enqueue(runs.start_run, base="tiny", data=f"{DATASET}@1", name="r1-full", config=self.train_config),
@@ -193,16 +248,16 @@ class Demo:
                          config=self.train_config),
         ]
         for job in jobs:
-            result = self.follow(job, f"train {job.params['candidate']}")["result"]
-            self.console.print(f"{result['candidate']}: final loss {result['final_loss']:.4f}, {result['steps']} steps, "
-                               f"{result['tokens_per_s']:.0f} tokens/s")
+            result = self.follow(job, _("train {name}").format(name=job.params["candidate"]))["result"]
+            self.console.print(_("{name}: final loss {loss:.4f}, {steps} steps, {tps:.0f} tokens/s").format(
+                name=result["candidate"], loss=result["final_loss"], steps=result["steps"], tps=result["tokens_per_s"]))
         self.round1 = ["r1-full", "r1-coreset"]
 
     def evaluate(self, names: list[str]) -> dict[str, dict[str, Any]]:
         from service.evals import start_eval
 
         job = self.enqueue(start_eval, task=self.task, candidates=names)
-        self.follow(job, f"benchmark {', '.join(names)}")
+        self.follow(job, self._("benchmark {names}").format(names=", ".join(names)))
         record = self.store.get_eval(job.id)
         out = {}
         for name in names:
@@ -214,17 +269,20 @@ class Demo:
     def judge(self, names: list[str]) -> None:
         from service.judging import parse_judge_spec, start_judging
 
+        _ = self._
         job = self.enqueue(start_judging, judge=parse_judge_spec("reference:exact_match", allow_both_bad=True),
                            candidates=names, prompts={"kind": "pool"}, n=self.config.judge_prompts)
-        result = self.follow(job, f"reference judge over {self.config.judge_prompts} prompts")["result"]
-        self.console.print(f"judge {result['judge']}: {result['observations']} observations (each pair in both orders), "
-                           f"{result['inconsistent']} inconsistent pairs, {result['errors']} errors")
+        result = self.follow(job, _("reference judge over {n} prompts").format(n=self.config.judge_prompts))["result"]
+        self.console.print(_("judge {judge}: {observations} observations (each pair in both orders), "
+                             "{inconsistent} inconsistent pairs, {errors} errors").format(**result))
 
     def board(self) -> list[dict[str, Any]]:
         from service.leaderboards import board_view
 
+        _ = self._
         view = self.store._run(board_view(self.store.store, "judge"))
-        table = Table("rank UB", "model", "rating", "95% CI", "votes", "win rate", title="Judge leaderboard (Bradley–Terry)")
+        table = Table(_("rank UB"), _("model"), _("rating"), _("95% CI"), _("votes"), _("win rate"),
+                      title=_("Judge leaderboard (Bradley–Terry)"))
         for row in view.rows:
             table.add_row(str(row["rank_ub"]), row["model"], f"{row['rating']:.0f}",
                           f"+{row['ci_high'] - row['rating']:.0f}/-{row['rating'] - row['ci_low']:.0f}", str(row["votes"]),
@@ -233,19 +291,21 @@ class Demo:
         return view.rows
 
     def benchmark_and_judge(self) -> None:
-        self.step(4, "Benchmark and LLM-judge pass (reference judge), leaderboard")
+        _ = self._
+        self.step(4, _("Benchmark and LLM-judge pass (reference judge), leaderboard"))
         self.scores = self.evaluate(self.round1)
         for name, s in self.scores.items():
-            self.console.print(f"{name}: exact match {s['exact_match']:.3f} ± {s['stderr']:.3f}")
+            self.console.print(_("{name}: exact match {em:.3f} ± {se:.3f}").format(name=name, em=s["exact_match"], se=s["stderr"]))
         self.judge(self.round1)
         self.summary["round1_board"] = self.board()
 
     def trace(self) -> None:
         from service import traces
 
-        self.step(5, "Trace r1-full's failures to its training records")
+        _ = self._
+        self.step(5, _("Trace {name}'s failures to its training records").format(name="r1-full"))
         job = self.enqueue(traces.start_trace, candidate="r1-full", evals=[self.scores["r1-full"]["eval"]], battles=False, top=50)
-        self.follow(job, "trace r1-full")
+        self.follow(job, _("trace {name}").format(name="r1-full"))
         self.report_id = job.id
         report = traces.load_report(self.settings, job.id)
         self.report = report
@@ -253,7 +313,8 @@ class Demo:
         out.mkdir(exist_ok=True)
         for name in ("report.json", "report.html", "report.md"):
             (out / name).write_bytes((traces.report_dir(self.settings, job.id) / name).read_bytes())
-        table = Table("rank", "record", "score", "prompt -> answer", "planted defect", title=f"Top offending records ({report['n_failures']} failures traced)")
+        table = Table(_("rank"), _("record"), _("score"), _("prompt -> answer"), _("planted defect"),
+                      title=_("Top offending records ({n} failures traced)").format(n=report["n_failures"]))
         for e in report["examples"][:12]:
             label = self.planted.get(e["index"], "-")
             table.add_row(str(e["rank"]), str(e["index"]), f"{e['score']:+.3f}", f"{e['prompt'][:40]} -> {e['answer'][:24]}",
@@ -266,54 +327,60 @@ class Demo:
             scores[e["index"]] = e["score"]
         planted = self.ds.planted_wrong
         self.summary["attribution"] = {"auroc": auroc(scores, planted), "precision_at_planted": precision_at_k(scores, planted)}
-        self.console.print(f"planted wrong answers: AUROC {self.summary['attribution']['auroc']:.3f}, "
-                           f"precision@{len(planted)} {self.summary['attribution']['precision_at_planted']:.2f} "
-                           f"(ground truth from the generator, used only for this line)")
-        self.console.print(f"report: {out / 'report.html'}")
-
+        self.console.print(_("planted wrong answers: AUROC {auroc:.3f}, precision@{k} {precision:.2f} "
+                             "(ground truth from the generator, used only for this line)").format(
+            auroc=self.summary["attribution"]["auroc"], k=len(planted), precision=self.summary["attribution"]["precision_at_planted"]))
+        self.console.print(_("report: {path}").format(path=out / "report.html"))
     def round_two(self) -> None:
         from evaluators.regression import compare, exit_code, load_lm_eval_results
         from service import datasets, runs, traces
 
-        self.step(6, "Round 2: curate from the report, retrain, gate against round 1")
+        _ = self._
+        self.step(6, _("Round 2: curate from the report, retrain, gate against round 1"))
         # Drop what the report flags (records contradicting a failing item's gold answer, and the
         # dataset checks' duplicates / garbled / overlapping records), plus as many of the
         # top-scored records again, so records blamed by the gradient score alone go too.
         flagged = sum(1 for e in self.report["examples"] if e["reference_conflict"])
         result = traces.curate_from_report(self.settings, self.report, drop_top=flagged or None, drop_flagged=True, budget=None)
         next_file = self.out / "inputs" / "facts-round2.jsonl"
-        next_file.write_text("".join(json.dumps({"messages": msgspec.to_builtins(r.messages)}) + "\n" for r in result.kept))
+        next_file.write_text("".join(json.dumps({"messages": msgspec.to_builtins(r.messages)}, ensure_ascii=False) + "\n"
+                                     for r in result.kept))
         removed_file = self.out / "report" / "removed.jsonl"
-        removed_file.write_text("".join(json.dumps({"index": r.index, "reason": r.reason, "planted": self.planted.get(r.index)}) + "\n"
-                                        for r in result.removed))
-        v2, _ = self.store._run(datasets.add_dataset(self.store.store, self.settings.data_dir, next_file.read_bytes(), name=DATASET,
-                                                     filename=next_file.name, parent=f"{DATASET}@1", note=f"curated from {self.report_id}"))
+        removed_file.write_text("".join(json.dumps({"index": r.index, "reason": r.reason, "planted": self.planted.get(r.index)},
+                                                   ensure_ascii=False) + "\n" for r in result.removed))
+        v2, _warnings = self.store._run(datasets.add_dataset(self.store.store, self.settings.data_dir, next_file.read_bytes(),
+                                                             name=DATASET, filename=next_file.name, parent=f"{DATASET}@1",
+                                                             note=f"curated from {self.report_id}"))
         hit = sum(1 for r in result.removed if r.index in set(self.ds.planted_wrong))
-        self.console.print(f"removed {len(result.removed)} records ({hit} of {len(self.ds.planted_wrong)} planted wrong answers among them), "
-                           f"kept {len(result.kept)} -> {v2.ref}; reasons in {removed_file}")
+        self.console.print(_("removed {removed} records ({hit} of {planted} planted wrong answers among them), "
+                             "kept {kept} -> {ref}; reasons in {path}").format(
+            removed=len(result.removed), hit=hit, planted=len(self.ds.planted_wrong), kept=len(result.kept), ref=v2.ref,
+            path=removed_file))
         job = self.enqueue(runs.start_run, base="tiny", data=v2.ref, name="r2-curated", config=self.train_config)
-        self.follow(job, "train r2-curated")
+        self.follow(job, _("train {name}").format(name="r2-curated"))
         self.scores.update(self.evaluate(["r2-curated"]))
         base_scores = load_lm_eval_results(self.scores["r1-full"]["dir"])
         new_scores = load_lm_eval_results(self.scores["r2-curated"]["dir"])
         verdicts = compare(base_scores, new_scores, default_margin=GATE_MARGIN, metrics={TASK: "exact_match"}, tasks=[TASK])
         v = verdicts[0]
         self.gate = {"status": v.status, "diff": v.diff, "ci": [v.ci_low, v.ci_high], "exit_code": exit_code(verdicts), "reason": v.reason}
-        self.console.print(f"regression gate r2-curated vs r1-full (exact match, non-inferiority margin {GATE_MARGIN} on "
-                           f"{v.n_paired} paired items): [bold]{v.status.upper()}[/] "
-                           f"diff {v.diff:+.3f} CI [{v.ci_low:+.3f}, {v.ci_high:+.3f}]")
+        self.console.print(_("regression gate r2-curated vs r1-full (exact match, non-inferiority margin {margin} on "
+                             "{n} paired items): [bold]{status}[/] diff {diff:+.3f} CI [{low:+.3f}, {high:+.3f}]").format(
+            margin=GATE_MARGIN, n=v.n_paired, status=_(v.status.upper()), diff=v.diff, low=v.ci_low, high=v.ci_high))
         self.judge(["r1-full", "r1-coreset", "r2-curated"])
         self.summary["final_board"] = self.board()
 
     def finish(self) -> None:
-        self.step(7, "Summary")
+        _ = self._
+        self.step(7, _("Summary"))
         board = {r["model"]: r for r in self.summary["final_board"]}
-        table = Table("candidate", "data", "exact match", "judge rating (95% CI)", "gate vs r1-full", title="Round 2 vs round 1")
-        data = {"r1-full": f"{DATASET}@1", "r1-coreset": "facts-coreset@1", "r2-curated": f"{DATASET}@2 (curated)"}
+        table = Table(_("candidate"), _("data"), _("exact match"), _("judge rating (95% CI)"), _("gate vs r1-full"),
+                      title=_("Round 2 vs round 1"))
+        data = {"r1-full": f"{DATASET}@1", "r1-coreset": "facts-coreset@1", "r2-curated": f"{DATASET}@2 " + _("(curated)")}
         for name in ("r1-full", "r1-coreset", "r2-curated"):
             s, b = self.scores[name], board.get(name, {})
             rating = f"{b['rating']:.0f} ({b['ci_low']:.0f}–{b['ci_high']:.0f})" if b else "-"
-            gate = self.gate["status"].upper() if name == "r2-curated" else ("baseline" if name == "r1-full" else "-")
+            gate = _(self.gate["status"].upper()) if name == "r2-curated" else (_("baseline") if name == "r1-full" else "-")
             table.add_row(name, data[name], f"{s['exact_match']:.3f} ± {s['stderr']:.3f}", rating, gate)
         self.console.print(table)
         improved = self.scores["r2-curated"]["exact_match"] > self.scores["r1-full"]["exact_match"]
@@ -323,11 +390,11 @@ class Demo:
             gate=self.gate, report_id=self.report_id, report_dir=str(self.out / "report"),
             improved_on_benchmark=improved, leaderboard_top=top, wall_s=round(time.perf_counter() - self.t0, 1),
         )
-        (self.out / "summary.json").write_text(json.dumps(self.summary, indent=1, default=str))
-        verdict = "beats" if improved else "does NOT beat"
-        self.console.print(f"r2-curated {verdict} r1-full on the benchmark "
-                           f"({self.scores['r2-curated']['exact_match']:.3f} vs {self.scores['r1-full']['exact_match']:.3f}); "
-                           f"leaderboard top: {top}; {self.summary['wall_s']:.0f} s in all. Summary: {self.out / 'summary.json'}")
+        (self.out / "summary.json").write_text(json.dumps(self.summary, indent=1, default=str, ensure_ascii=False))
+        verdict = _("r2-curated beats r1-full on the benchmark") if improved else _("r2-curated does NOT beat r1-full on the benchmark")
+        self.console.print(_("{verdict} ({new:.3f} vs {old:.3f}); leaderboard top: {top}; {wall:.0f} s in all. Summary: {path}").format(
+            verdict=verdict, new=self.scores["r2-curated"]["exact_match"], old=self.scores["r1-full"]["exact_match"], top=top,
+            wall=self.summary["wall_s"], path=self.out / "summary.json"))
 
     def serve_arena(self, url: str) -> None:
         import uvicorn
@@ -338,7 +405,10 @@ class Demo:
         self.store._run(set_active(self.store.store, self.settings, ["r1-full", "r1-coreset", "r2-curated"], True))
         app = create_app(self.settings, url, worker=True)
         base = f"http://127.0.0.1:{self.port}"
-        self.console.rule("[bold]Arena[/]")
-        self.console.print(f"vote at [bold]{base}/arena[/]  ·  leaderboard {base}/leaderboard  ·  report {base}/reports/{self.report_id}")
-        self.console.print(f"admin token: {app.state.admin_token} (in {self.settings.data_dir / 'admin_token'}); Ctrl-C to stop")
+        _ = self._
+        self.console.rule("[bold]" + _("Arena") + "[/]")
+        self.console.print(_("vote at [bold]{base}/arena[/]  ·  leaderboard {base}/leaderboard  ·  report {base}/reports/{report}").format(
+            base=base, report=self.report_id))
+        self.console.print(_("admin token: {token} (in {path}); Ctrl-C to stop").format(
+            token=app.state.admin_token, path=self.settings.data_dir / "admin_token"))
         uvicorn.run(app, host="127.0.0.1", port=self.port, log_level="warning", proxy_headers=False)

@@ -38,7 +38,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "prompts": ("service.cli.arena", "prompts_cmd", "The arena's prompt pool: add from a file, a dataset's held-out split or a task."),
     "activate": ("service.cli.arena", "activate_cmd", "Mark candidates as competing in the arena."),
     "deactivate": ("service.cli.arena", "deactivate_cmd", "Stop candidates from being matched in new battles."),
-    "battles": ("service.cli.arena", "battles_cmd", "Export or import every vote in FastChat's battle format."),
+    "battles": ("service.cli.arena", "battles_cmd", "Export or import votes in FastChat's battle format; import also reads the public arena dumps."),
     "reviewers": ("service.cli.arena", "reviewers_cmd", "Invite reviewers, revoke their tokens; exclude (or re-include) one's votes."),
     "judge": ("service.cli.arena", "judge_cmd", "LLM or reference judge: candidates pairwise, both orders, as a job."),
 }

@@ -98,7 +98,7 @@ def _set_active(names: tuple[str, ...], active: bool) -> None:
 
 @click.group("battles")
 def battles_cmd() -> None:
-    """Export or import every vote in FastChat's battle format."""
+    """Export or import votes in FastChat's battle format; import also reads the public arena dumps."""
 
 
 @battles_cmd.command("export")
@@ -106,7 +106,8 @@ def battles_cmd() -> None:
 @click.option("--board", type=click.Choice(["all", "human", "judge"]), default="all", show_default=True)
 @click.option("--include-excluded", is_flag=True, help="Keep the votes of excluded reviewers.")
 def battles_export(file: Path, board: str, include_excluded: bool) -> None:
-    """Write the votes to FILE (JSON array; JSON Lines when it ends in .jsonl)."""
+    """Write the votes to FILE (JSON array; JSON Lines when it ends in .jsonl) in FastChat's
+    battle schema, with the conv_metadata style counts its style control reads."""
     from arena.battles import write_battles
     from service.battles import export_battles
 
@@ -122,7 +123,9 @@ def battles_export(file: Path, board: str, include_excluded: bool) -> None:
 @click.option("--board", type=click.Choice(["human", "judge"]), default=None, help="Board to count them on (default: the record's own, else human).")
 @click.option("--skip-invalid", is_flag=True, help="Skip malformed records (and say how many) instead of failing.")
 def battles_import(file: Path, board: str | None, skip_invalid: bool) -> None:
-    """Log and count the battles in FILE (FastChat JSON array or JSONL), e.g. public arena data."""
+    """Log and count the battles in FILE: FastChat's battle schema or a public arena dump
+    (Kaggle lmsys-chatbot-arena 55k train.csv, arena-human-preference-140k), as a JSON
+    array, JSON Lines, Parquet or CSV."""
     from arena.battles import BattleFormatError, read_battles
     from service.battles import import_battles
     from service.errors import InvalidInput

@@ -13,7 +13,9 @@ import click
 @click.option("--fast", is_flag=True, help="The small preset: a few minutes on 2 CPU cores.")
 @click.option("--serve/--no-serve", default=True, help="Serve the arena page at the end (default: on).")
 @click.option("--port", default=8000, show_default=True)
-def demo_cmd(out: Path, fast: bool, serve: bool, port: int) -> None:
+@click.option("--lang", type=click.Choice(["en", "zh"]), default="en", show_default=True,
+              help="zh: the whole loop in Chinese (bilingual base, Chinese data and defects, Chinese output and pages).")
+def demo_cmd(out: Path, fast: bool, serve: bool, port: int, lang: str) -> None:
     """Run the whole curation loop on synthetic data with planted defects, offline."""
     import shutil
 
@@ -23,6 +25,6 @@ def demo_cmd(out: Path, fast: bool, serve: bool, port: int) -> None:
         if not (out / "summary.json").exists() and any(out.iterdir()) and not (out / "data").exists():
             raise click.ClickException(f"{out} exists and is not a demo directory; pick another --out")
         shutil.rmtree(out)
-    summary = Demo(out, fast=fast, serve=serve, port=port).run()
+    summary = Demo(out, fast=fast, serve=serve, port=port, lang=lang).run()
     if not summary.get("improved_on_benchmark"):
         raise SystemExit(1)

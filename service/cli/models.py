@@ -33,7 +33,9 @@ def base_add(path_or_id: str, name: str) -> None:
 @click.option("--name", default="tiny", show_default=True, help="Name to register it under.")
 @click.option("--size", type=click.Choice(["small", "test"]), default="small", show_default=True)
 @click.option("--seed", default=0, show_default=True)
-def base_tiny(out: Path | None, name: str, size: str, seed: int) -> None:
+@click.option("--lang", type=click.Choice(["en", "zh"]), default="en", show_default=True,
+              help="zh: the bilingual base (English and Chinese corpus and tokenizer), for Chinese data.")
+def base_tiny(out: Path | None, name: str, size: str, seed: int, lang: str) -> None:
     """Build the offline tiny base (BPE tokenizer, small Llama, short pretraining; cached) and register it."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -41,7 +43,7 @@ def base_tiny(out: Path | None, name: str, size: str, seed: int) -> None:
     from service.models.tiny import build_tiny_base
 
     s = settings()
-    out = (out or s.data_dir / "bases" / f"tiny-{size}").resolve()
+    out = (out or s.data_dir / "bases" / (f"tiny-{size}" + ("-zh" if lang == "zh" else ""))).resolve()
     with Progress(TextColumn("pretraining tiny base"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("{task.fields[loss]}"), TimeElapsedColumn()) as bar:
         task = bar.add_task("tiny", total=None, loss="")
@@ -49,7 +51,7 @@ def base_tiny(out: Path | None, name: str, size: str, seed: int) -> None:
         def progress(step: int, total: int, loss: float) -> None:
             bar.update(task, completed=step, total=total, loss=f"loss {loss:.3f}")
 
-        path = build_tiny_base(out, size=size, seed=seed, progress=progress)
+        path = build_tiny_base(out, size=size, seed=seed, progress=progress, lang=lang)
     base = make_base(name, path, "tiny")
     with open_store(s) as store:
         store.put_base(base)

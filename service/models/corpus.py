@@ -31,8 +31,11 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
+from evaluators.lexicon import ENGLISH
 from evaluators.records import Conversation, Message, render_plain
-from evaluators.synthetic import CITIES, NAMES  # one vocabulary: the synthetic facts use these words
+
+# One vocabulary: the synthetic facts (`evaluators.lexicon`) use these words.
+NAMES, CITIES = ENGLISH.names, ENGLISH.cities
 
 ANIMALS = (
     "cat", "dog", "horse", "bird", "fish", "mouse", "lion", "tiger", "bear", "wolf",
@@ -63,11 +66,7 @@ WORDS = ANIMALS + THINGS + COLORS + ADJECTIVES
 #: no statement before it has one right answer. Disjoint from `NAMES` (the people of
 #: prose, word tasks and the project's synthetic datasets), so a base never "knows" a
 #: fact that a dataset later makes up about someone.
-WORLD_NAMES = (
-    "Oscar", "Paula", "Ruth", "Simon", "Tom", "Ursula", "Victor", "Wanda", "Xavier", "Yara",
-    "Zack", "Adam", "Bella", "Chris", "Diana", "Eric", "Fiona", "George", "Hanna", "Isaac",
-    "Julia", "Kevin", "Laura", "Mark", "Nora", "Otto", "Pia", "Rita", "Steve", "Tina",
-)
+WORLD_NAMES = ENGLISH.world_names
 _PEOPLE = NAMES + WORLD_NAMES
 
 #: Relations a fact can state: (subjects, values, statement, question phrasings).
@@ -225,10 +224,17 @@ def documents(seed: int = 0) -> Iterator[str]:
             yield _prose(rng)
 
 
-def corpus(n_documents: int, seed: int = 0) -> list[str]:
-    """The first `n_documents` documents of `documents(seed)`."""
-    stream = documents(seed)
-    return [next(stream) for _ in range(n_documents)]
+def corpus(n_documents: int, seed: int = 0, languages: tuple[str, ...] = ("en",)) -> list[str]:
+    """The first `n_documents` documents of `documents(seed)`; with `languages=("en", "zh")`,
+    English and Chinese documents (`service.models.corpus_zh`) alternate, half each."""
+    from service.models import corpus_zh
+
+    streams = {"en": documents, "zh": corpus_zh.documents}
+    unknown = [lang for lang in languages if lang not in streams]
+    if unknown or not languages:
+        raise ValueError(f"corpus languages {list(languages)}: expected some of {sorted(streams)}")
+    opened = [streams[lang](seed) for lang in languages]
+    return [next(opened[i % len(opened)]) for i in range(n_documents)]
 
 
 #: Rule-based word tasks the corpus never shows: a base starts near 0 exact match on

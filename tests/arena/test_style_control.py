@@ -99,7 +99,7 @@ def test_style_control_needs_lengths_and_drops_constant_features() -> None:
     with pytest.raises(ValueError, match="battle 0 \\(x vs y\\) has no length_a"):
         style_control([Battle(model_a="x", model_b="y", winner="tie")])
     same_style = [
-        Battle(model_a="x", model_b="y", winner=w, answer_a=f"{'a' * k}", answer_b="bbbb")
+        Battle(model_a="x", model_b="y", winner=w, answer_a="word " * k, answer_b="four words long here")
         for k, w in [(2, "model_b"), (6, "model_a"), (4, "tie"), (9, "model_a"), (3, "model_b")]
     ]
     result = style_control(same_style, bootstrap=20)

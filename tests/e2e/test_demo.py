@@ -30,3 +30,30 @@ def test_demo_fast_shows_round_two_beating_round_one(tmp_path):
     assert {"index", "score"} <= set(report["examples"][0])
     assert (out / "report" / "report.html").stat().st_size > 1000 and (out / "report" / "report.md").exists()
     assert "Round 2 vs round 1" in result.stdout and "Top offending records" in result.stdout
+
+
+@pytest.mark.slow
+def test_demo_in_chinese_runs_the_loop_and_speaks_chinese(tmp_path):
+    """`arena demo --lang zh --fast`: the bilingual base, Chinese data with Chinese defects
+    (wrong answers, one-character near-duplicates, a Chinese refusal flood), checks that
+    find them, trace, curation, round 2 — and the output in Chinese."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "ARENA_DATA_DIR")}
+    env["OMP_NUM_THREADS"] = "1"
+    out = tmp_path / "demo-zh"
+    result = subprocess.run([sys.executable, "-m", "service.cli.__main__", "demo", "--lang", "zh", "--fast", "--no-serve",
+                             "--out", str(out)], env=env, capture_output=True, text=True, timeout=1500)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["lang"] == "zh"
+    scores = summary["scores"]
+    assert scores["r2-curated"]["exact_match"] > scores["r1-full"]["exact_match"]
+    assert summary["gate"]["status"] == "pass"
+    found = summary["data_checks"]
+    assert found["refusal"] == [10, 10] and found["contradiction"][0] == found["contradiction"][1]
+    assert found["near_duplicate"][0] >= 1
+    assert summary["attribution"]["auroc"] > 0.8
+    records = [json.loads(line) for line in (out / "inputs" / "facts-round2.jsonl").read_text().splitlines()]
+    assert any("住在" in r["messages"][0]["content"] for r in records)  # the data really is Chinese
+    for words in ("第二轮对比第一轮", "最可疑的训练记录", "数据集检查", "r2-curated 在基准测试上胜过 r1-full"):
+        assert words in result.stdout, words
+    assert "Round 2 vs round 1" not in result.stdout

@@ -217,6 +217,16 @@ def test_metrics_influence_and_reference_conflicts():
         reference_conflicts([chat, right_then_other], failures[:1], prompt_similarity=np.zeros((2, 1)))
 
 
+def test_an_embedding_match_between_questions_about_different_people_is_no_conflict():
+    """MiniLM (English-centric) scores Chinese questions about two people as one question; a
+    prompt naming someone the other never mentions is another question however close."""
+    records = [qa("周杰住在哪里？", "青岛"), qa("张伟住在哪个城市？", "青岛"), qa("Quick question. Where does Bob live?", "Rome")]
+    failures = [Failure(prompt=user_turn("张伟住在哪里？"), output="青岛", gold="北京"),
+                Failure(prompt=user_turn("Where does Bob live?"), output="Rome", gold="Oslo")]
+    close = np.ones((3, 2))  # every prompt "matches" every failure by embeddings
+    assert reference_conflicts(records, failures, prompt_similarity=close) == [[1], [2]]
+
+
 # ----------------------------------------------------------------------------- the proof
 
 

@@ -46,3 +46,43 @@ def test_presets_are_reproducible_and_unknown_ones_are_refused():
     assert not preset_config("fast").wrong_in_chats and preset_config("fast").chats == 0
     with pytest.raises(ValueError, match="unknown synthetic preset 'huge'"):
         preset_config("huge")  # type: ignore[arg-type]
+
+
+def test_the_chinese_dataset_plants_the_same_defects_in_chinese():
+    from evaluators.lang import language
+    from evaluators.lexicon import CHINESE
+
+    en, zh = make_synthetic_dataset("fast", 0), make_synthetic_dataset("fast", 0, lang="zh")
+    assert zh.lang == "zh" and en.lang == "en" and zh == make_synthetic_dataset("fast", 0, lang="zh")
+    assert (len(zh.records), len(zh.benchmark), len(zh.planted_wrong)) == (len(en.records), len(en.benchmark), len(en.planted_wrong))
+    assert all(language(r.prompt) == "zh" for r in zh.records)
+    assert {zh.records[i].answer for i in zh.refusals} == {CHINESE.refusal}
+    prompts = [r.prompt for r in zh.records]
+    for i in zh.duplicates:  # one character away from a clean record, same answer
+        near = prompts[i]
+        original = near.replace("呢？", "？")
+        assert near != original and original in prompts and len(near) == len(original) + 1
+        assert zh.records[prompts.index(original)].answer == zh.records[i].answer
+    for a, b in zh.contradictions:  # the same question with a half-width "?", another answer
+        assert prompts[b] == prompts[a].replace("？", "?") != prompts[a]
+        assert zh.records[a].answer != zh.records[b].answer
+    for j, causes in zh.caused_by.items():
+        assert all(zh.records[i].prompt == zh.benchmark[j][0].prompt and zh.records[i].answer != zh.benchmark[j][1] for i in causes)
+    with pytest.raises(ValueError, match="unknown language 'fr'"):
+        make_synthetic_dataset("fast", 0, lang="fr")
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_the_dataset_checks_find_the_planted_defects_in_either_language(lang):
+    from evaluators.datachecks import check_dataset
+
+    ds = make_synthetic_dataset("fast", 0, lang=lang)
+    report = check_dataset(ds.records)
+
+    def named(*checks: str) -> set[int]:
+        return {i for f in report.findings if f.check in checks for i in f.record_indices}
+
+    assert set(ds.refusals) == named("refusal_rate")
+    assert all(set(pair) <= named("conflicting_answers") for pair in ds.contradictions)
+    found = set(ds.duplicates) & named("exact_duplicate", "near_duplicate")
+    assert len(found) >= len(ds.duplicates) - (1 if lang == "zh" else 0), (found, ds.duplicates)

@@ -87,6 +87,27 @@ def test_a_complete_build_is_reused_and_other_parameters_rebuild(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left behind
 
 
+def test_the_bilingual_base_reads_chinese_by_characters(tmp_path):
+    """`lang="zh"`: Chinese in the corpus and tokenizer; each Han character (and full-width
+    punctuation) is one token, so a Chinese name is the same tokens wherever it stands."""
+    from transformers import AutoTokenizer
+
+    out = build_tiny_base(tmp_path / "zh", size="test", steps=2, lang="zh")
+    assert read_tiny_build(out).languages == ("en", "zh")
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    for text in ("张伟住在哪里？", "北京", "小猫吃什么？"):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert len(ids) == len(text) and tokenizer.decode(ids) == text
+    assert tokenizer("Where does Alice live?", add_special_tokens=False)["input_ids"]  # English still reads
+    english = build_tiny_base(tmp_path / "en", size="test", steps=2)
+    assert read_tiny_build(english).languages == ("en",)
+    assert len(AutoTokenizer.from_pretrained(english)) < len(tokenizer)
+    build_tiny_base(out, size="test", steps=2)  # another language replaces the build
+    assert read_tiny_build(out).languages == ("en",)
+    with pytest.raises(InvalidInput, match="language 'fr'"):
+        build_tiny_base(tmp_path / "x", size="test", lang="fr")
+
+
 def test_same_seed_same_weights(tmp_path):
     a = build_tiny_base(tmp_path / "a", size="test", steps=3, seed=7)
     b = build_tiny_base(tmp_path / "b", size="test", steps=3, seed=7)
