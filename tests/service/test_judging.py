@@ -108,6 +108,11 @@ def test_graded_judge_strong_verdicts_count_three_votes(settings, scripted):
         assert board["n_battles"] == 12 and board["rows"][0]["model"] == "alpha"
         exported = admin.get("/api/battles/export?board=judge")
         assert exported.status_code == 200 and len(exported.json()) == 12
+        # An imported battle with a weight counts as that many votes, as `arena ratings FILE` counts it.
+        weighted = {"model_a": "beta", "model_b": "alpha", "winner": "model_a", "judge": "llm:other", "weight": 3}
+        r = admin.post("/api/battles/import?board=judge", content=msgspec.json.encode([weighted]))
+        assert r.status_code == 201 and r.json()["imported"] == 3
+        assert admin.get("/api/leaderboard?board=judge").json()["n_battles"] == 15
         bad = admin.post("/api/judge", json={"judge": "reference", "candidates": ["alpha", "beta"], "graded": True})
         assert bad.status_code == 422 and "graded" in bad.json()["detail"]
     finally:
