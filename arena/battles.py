@@ -2,9 +2,10 @@
 
 A battle is one vote between two models. The record is FastChat's (`model_a`, `model_b`,
 `winner` ∈ {`model_a`, `model_b`, `tie`, `tie (bothbad)`}, optional `judge`, `tstamp`,
-`anony`, `question_id`, `conversation_a/b`, `conv_metadata`, `category_tag`), plus three
-optional fields of our own for style control when no conversation is stored:
-`answer_a/b` (the answer texts) and `length_a/b` (their lengths). Files are a JSON array,
+`anony`, `question_id`, `conversation_a/b`, `conv_metadata`, `category_tag`), plus optional
+fields of our own: for style control when no conversation is stored, `answer_a/b` (the
+answer texts) and `length_a/b` (their lengths); and `weight`, how many battles this verdict
+counts as (an Arena-Hard strong verdict, `[[A>>B]]`, counts as 3; absent means 1). Files are a JSON array,
 JSON Lines, Parquet or CSV (`arena.files`); records in the public dumps' own schemas (the
 Kaggle 55k CSV, arena-human-preference-140k) are mapped on read (`arena.public_dumps`);
 fields we do not know are ignored on read and not written back.
@@ -62,6 +63,7 @@ class Battle(msgspec.Struct, kw_only=True, omit_defaults=True):
     answer_b: str | None = None
     length_a: int | None = None
     length_b: int | None = None
+    weight: int | None = None
 
     @property
     def score_a(self) -> float:
@@ -353,6 +355,8 @@ def _check_values(battle: Battle, index: int, line: int | None = None) -> Invali
         return InvalidRecord(index, "model_b", f"same model as model_a ({battle.model_a!r}); a model cannot battle itself", line)
     if battle.tstamp is not None and not math.isfinite(battle.tstamp):
         return InvalidRecord(index, "tstamp", "not a finite number", line)
+    if battle.weight is not None and battle.weight < 1:
+        return InvalidRecord(index, "weight", "must be a whole number of battles, at least 1", line)
     for side in ("length_a", "length_b"):
         value = getattr(battle, side)
         if value is not None and value < 0:

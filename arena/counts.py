@@ -85,13 +85,15 @@ class PairCounts:
 
     @classmethod
     def from_battles(cls, battles: Iterable[Battle]) -> PairCounts:
-        """Count a list of battles (vectorised: a million battles count in well under a second)."""
+        """Count a list of battles (vectorised: a million battles count in well under a second).
+        A battle with a `weight` counts as that many battles (Arena-Hard's strong verdicts)."""
         counts = cls()
         index = counts._index
         models = counts._models
         a_idx: list[int] = []
         b_idx: list[int] = []
         outcome: list[int] = []
+        weight: list[int] = []
         for b in battles:
             for name in (b.model_a, b.model_b):
                 if name not in index:
@@ -100,11 +102,14 @@ class PairCounts:
             a_idx.append(index[b.model_a])
             b_idx.append(index[b.model_b])
             outcome.append(_OUTCOMES[b.winner])
+            weight.append(1 if b.weight is None else b.weight)
         if not a_idx:
             return counts
         a = np.asarray(a_idx, dtype=np.int64)
         b = np.asarray(b_idx, dtype=np.int64)
         o = np.asarray(outcome, dtype=np.int64)
+        w = np.asarray(weight, dtype=np.int64)
+        w = w if (w != 1).any() else None  # unweighted files keep the integer bincount
         swap = a > b
         lo, hi = np.where(swap, b, a), np.where(swap, a, b)
         # After putting the lower index first, a win for model_a is a win for "second" when swapped.
@@ -112,12 +117,12 @@ class PairCounts:
         m = len(models)
         pair_key = lo * m + hi
         if m * m <= 1_000_000:  # a dense table is fastest while it is small
-            table = np.bincount(pair_key * 4 + o, minlength=m * m * 4).reshape(m * m, 4)
+            table = np.bincount(pair_key * 4 + o, weights=w, minlength=m * m * 4).reshape(m * m, 4).astype(np.int64)
             keys = np.flatnonzero(table.any(axis=1))
             table = table[keys]
         else:
             keys, inverse = np.unique(pair_key, return_inverse=True)
-            table = np.bincount(inverse * 4 + o, minlength=len(keys) * 4).reshape(len(keys), 4)
+            table = np.bincount(inverse * 4 + o, weights=w, minlength=len(keys) * 4).reshape(len(keys), 4).astype(np.int64)
         counts._set_rows(keys // m, keys % m, table)
         return counts
 
@@ -167,8 +172,8 @@ class PairCounts:
         self._add(model_a, model_b, *delta)
 
     def add_battle(self, battle: Battle) -> None:
-        """Count one battle."""
-        self.add(battle.model_a, battle.model_b, battle.winner)
+        """Count one battle (`weight` times, when it has one)."""
+        self.add(battle.model_a, battle.model_b, battle.winner, 1 if battle.weight is None else battle.weight)
 
     # --- reading -----------------------------------------------------------------------
 

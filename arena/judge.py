@@ -7,7 +7,10 @@
 
 The LLM judge gets a pairwise prompt (MT-bench's, lightly adapted) and must end with a
 verdict: `[[A]]`, `[[B]]`, `[[C]]` for a tie, and, when asked, `[[D]]` for "both are
-bad". A reply with no verdict, or with two different ones, is asked again once (with a
+bad". With `graded=True` it gets an Arena-Hard style prompt instead and answers on a
+five-point scale, `[[A>>B]]`, `[[A>B]]`, `[[A=B]]`, `[[B>A]]`, `[[B>>A]]`; a strong verdict
+counts as `STRONG_WEIGHT` (3) battles, as Arena-Hard's `show_result.py` counts it (the
+observation's `Battle.weight`). A reply with no verdict, or with two different ones, is asked again once (with a
 reminder of the format); if it still does not parse, the result is an error, never a vote.
 Each pair is judged in both orders (position bias is the best-known judge failure); the
 two verdicts are two observations, and a pair whose verdicts name different winners is
@@ -39,6 +42,12 @@ WINNER_OF: dict[str, str] = {"a": "model_a", "b": "model_b", "tie": "tie", "both
 
 _VERDICT = re.compile(r"\[\[\s*([A-Da-d])\s*\]\]")
 _LETTER = {"A": "a", "B": "b", "C": "tie", "D": "both_bad"}
+_GRADED = re.compile(r"\[\[\s*([AaBb])\s*(>>|>|=|<<|<)\s*([AaBb])\s*\]\]")
+#: "A <op> B" -> (choice, weight); "B <op> A" is read with the operator mirrored.
+_GRADE = {">>": ("a", 3), ">": ("a", 1), "=": ("tie", 1), "<": ("b", 1), "<<": ("b", 3)}
+_MIRROR = {">>": "<<", ">": "<", "=": "=", "<": ">", "<<": ">>"}
+#: Battles a strong verdict (`[[A>>B]]`) counts as: Arena-Hard's `WEIGHT = 3`.
+STRONG_WEIGHT = 3
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 SYSTEM_PROMPT = (
@@ -58,6 +67,27 @@ REMINDER = (
     "[[A]], [[B]] or [[C]]"
 )
 
+GRADED_SYSTEM_PROMPT = (
+    "Please act as an impartial judge and evaluate the quality of the responses provided by two AI "
+    "assistants to the user prompt displayed below. First write your own answer to the prompt, so that you "
+    "can check theirs against it, and evaluate both answers against yours: identify and correct any mistakes "
+    "or inaccurate information. Then consider whether each answer is helpful (it correctly responds to the "
+    "prompt and follows the instructions; when the prompt is ambiguous, asking for clarification is better "
+    "than assuming), relevant and concise, and what important information is missing from either. Do not let "
+    "the order in which the answers are presented or their length influence your decision. After your "
+    "explanation, output exactly one final verdict from these labels:\n"
+    "1. Assistant A is significantly better: [[A>>B]]\n"
+    "2. Assistant A is slightly better: [[A>B]]\n"
+    "3. Tie, relatively the same: [[A=B]]\n"
+    "4. Assistant B is slightly better: [[B>A]]\n"
+    "5. Assistant B is significantly better: [[B>>A]]\n"
+    "Example output: \"My final verdict is tie: [[A=B]]\"."
+)
+GRADED_REMINDER = (
+    "Your reply did not end with exactly one verdict in the required format. Reply with only the verdict: "
+    "[[A>>B]], [[A>B]], [[A=B]], [[B>A]] or [[B>>A]]."
+)
+
 USER_TEMPLATE = (
     "[User Question]\n{question}\n\n"
     "[The Start of Assistant A's Answer]\n{answer_a}\n[The End of Assistant A's Answer]\n\n"
@@ -71,12 +101,14 @@ class JudgeError(Exception):
 
 class Verdict(msgspec.Struct, frozen=True):
     """One judged order. `choice` is None when there is no usable verdict; `error` then says
-    why. `raw` is the judge's last reply (or the metric scores); `attempts` how many asks."""
+    why. `raw` is the judge's last reply (or the metric scores); `attempts` how many asks;
+    `weight` the battles it counts as (`STRONG_WEIGHT` for a strong graded verdict, else 1)."""
 
     choice: Choice | None
     raw: str = ""
     attempts: int = 1
     error: str | None = None
+    weight: int = 1
 
 
 class Judge(Protocol):
@@ -98,23 +130,44 @@ class ChatClient(Protocol):
 # --- verdicts ---------------------------------------------------------------------------
 
 
-def judge_messages(question: str, answer_a: str, answer_b: str, *, allow_both_bad: bool = False) -> list[dict[str, str]]:
-    """The pairwise judge prompt as chat messages (system + user)."""
-    system = SYSTEM_PROMPT + (BOTH_BAD_RULE if allow_both_bad else "")
+def judge_messages(question: str, answer_a: str, answer_b: str, *, allow_both_bad: bool = False,
+                   graded: bool = False) -> list[dict[str, str]]:
+    """The pairwise judge prompt as chat messages (system + user); `graded`: the Arena-Hard
+    style prompt with five-point verdicts (it has no "both bad")."""
+    system = GRADED_SYSTEM_PROMPT if graded else SYSTEM_PROMPT + (BOTH_BAD_RULE if allow_both_bad else "")
     user = USER_TEMPLATE.format(question=question, answer_a=answer_a, answer_b=answer_b)
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-def parse_verdict(text: str, *, allow_both_bad: bool = False) -> Choice | None:
+def parse_verdict(text: str, *, allow_both_bad: bool = False, graded: bool = False) -> Choice | None:
     """The verdict in a judge's reply: "a", "b", "tie" or (with `allow_both_bad`) "both_bad";
-    None when there is none, when different verdicts appear, or `[[D]]` was not allowed."""
-    found = {_LETTER[m.upper()] for m in _VERDICT.findall(text or "")}
+    None when there is none, when different verdicts appear, or `[[D]]` was not allowed.
+    With `graded`, Arena-Hard's labels are read too (see `parse_graded_verdict`)."""
+    found = parse_graded_verdict(text, allow_both_bad=allow_both_bad) if graded else _read(text, allow_both_bad, False)
+    return None if found is None else found[0]
+
+
+def parse_graded_verdict(text: str, *, allow_both_bad: bool = False) -> tuple[Choice, int] | None:
+    """(choice, weight) of a reply on Arena-Hard's scale: `[[A>>B]]` is ("a", 3), `[[A>B]]`
+    ("a", 1), `[[A=B]]` ("tie", 1), `[[B>A]]` ("b", 1), `[[B>>A]]` ("b", 3); the mirrored
+    spellings (`[[B<A]]`, `[[A<<B]]`, ...) and the plain letters `[[A]]`/`[[B]]`/`[[C]]` (weight 1)
+    are read too. None when there is none or two different ones (strength included)."""
+    return _read(text, allow_both_bad, True)
+
+
+def _read(text: str, allow_both_bad: bool, graded: bool) -> tuple[Choice, int] | None:
+    found: set[tuple[str, int]] = {(_LETTER[m.upper()], 1) for m in _VERDICT.findall(text or "")}
+    if graded:
+        for left, op, right in _GRADED.findall(text or ""):
+            if left.upper() == right.upper():
+                return None  # "[[A>A]]" is not a verdict
+            found.add(_GRADE[op if left.upper() == "A" else _MIRROR[op]])
     if len(found) != 1:
         return None
-    (choice,) = found
+    ((choice, weight),) = found
     if choice == "both_bad" and not allow_both_bad:
         return None
-    return choice  # type: ignore[return-value]
+    return choice, weight  # type: ignore[return-value]
 
 
 # --- judges -----------------------------------------------------------------------------
@@ -123,26 +176,29 @@ def parse_verdict(text: str, *, allow_both_bad: bool = False) -> Choice | None:
 class LLMJudge:
     """A judge that asks a chat model. An unparseable reply is asked again `retries` times
     (default once) with a format reminder, then becomes an error verdict. `JudgeError`
-    from the client (the endpoint failed) also becomes an error verdict."""
+    from the client (the endpoint failed) also becomes an error verdict. `graded`: the
+    Arena-Hard prompt and five-point verdicts (no "both bad")."""
 
-    def __init__(self, client: ChatClient, *, allow_both_bad: bool = False, retries: int = 1, name: str | None = None) -> None:
+    def __init__(self, client: ChatClient, *, allow_both_bad: bool = False, retries: int = 1, name: str | None = None,
+                 graded: bool = False) -> None:
         self.client = client
-        self.allow_both_bad = allow_both_bad
+        self.allow_both_bad = allow_both_bad and not graded
+        self.graded = graded
         self.retries = retries
         self.name = name or client.name
 
     def judge(self, question: str, answer_a: str, answer_b: str, reference: str | None = None) -> Verdict:
-        messages = judge_messages(question, answer_a, answer_b, allow_both_bad=self.allow_both_bad)
+        messages = judge_messages(question, answer_a, answer_b, allow_both_bad=self.allow_both_bad, graded=self.graded)
         reply = ""
         for attempt in range(1, self.retries + 2):
             try:
                 reply = self.client.complete(messages)
             except JudgeError as exc:
                 return Verdict(None, reply, attempt, str(exc))
-            choice = parse_verdict(reply, allow_both_bad=self.allow_both_bad)
-            if choice is not None:
-                return Verdict(choice, reply, attempt)
-            reminder = REMINDER + (" or [[D]]" if self.allow_both_bad else "") + "."
+            found = _read(reply, self.allow_both_bad, self.graded)
+            if found is not None:
+                return Verdict(found[0], reply, attempt, weight=found[1])
+            reminder = GRADED_REMINDER if self.graded else REMINDER + (" or [[D]]" if self.allow_both_bad else "") + "."
             messages = [*messages, {"role": "assistant", "content": reply}, {"role": "user", "content": reminder}]
         return Verdict(None, reply, self.retries + 1, f"no parseable verdict after {self.retries + 1} attempts")
 
@@ -245,6 +301,7 @@ def judge_both_orders(
                 turn=1,
                 conversation_a=[Turn(role="user", content=question), Turn(role="assistant", content=aa)],
                 conversation_b=[Turn(role="user", content=question), Turn(role="assistant", content=ab)],
+                weight=verdict.weight if verdict.weight != 1 else None,
             )
         )
         outcomes.append(ma if verdict.choice == "a" else mb if verdict.choice == "b" else verdict.choice)

@@ -55,29 +55,32 @@ class StyleControlled:
     notes: list[str] = field(default_factory=list)
 
 
+def answer_lengths(battles: Sequence[Battle]) -> np.ndarray:
+    """(n_battles × 2) answer lengths of sides A and B, as style control measures them:
+    `length_a/b`, else the `conv_metadata` token counts (the battle's own, else computed
+    from its texts). Raises `ValueError` naming the first battle with neither."""
+    lengths = np.empty((len(battles), 2))
+    for index, battle in enumerate(battles):
+        counts = style_counts(battle)
+        for side, key in enumerate("ab"):
+            lengths[index, side] = _answer_length(battle, index, side, counts)
+    return lengths
+
+
 def style_features(battles: Sequence[Battle]) -> tuple[list[str], np.ndarray]:
     """Normalised style differences per battle, (a − b) / (a + b + 1), before standardising:
     returns the feature names and an (n_battles × features) array.
 
     The counts are FastChat's `conv_metadata` (`arena.style_metadata`): the battle's own,
     else computed from its answer texts. Length is `length_a/b` when given, else the token
-    counts; raises `ValueError` naming the first battle with neither. Markdown counts are
-    included only when every battle has them."""
+    counts (`answer_lengths`); raises `ValueError` naming the first battle with neither.
+    Markdown counts are included only when every battle has them."""
     lengths = np.empty((len(battles), 2))
     markdown: list[tuple[float, ...]] | None = []
     for index, battle in enumerate(battles):
         counts = style_counts(battle)
-        for side, key in enumerate("ab"):
-            explicit = battle.length_a if key == "a" else battle.length_b
-            value = float(explicit) if explicit is not None else None if counts is None else counts[4 * side]
-            if value is None:
-                value = _token_length(battle, key)
-            if value is None:
-                raise ValueError(
-                    f"style control needs answer lengths or texts: battle {index} ({battle.model_a} vs {battle.model_b}) has no "
-                    f"length_{key}, conv_metadata token count or answer text"
-                )
-            lengths[index, side] = value
+        for side in (0, 1):
+            lengths[index, side] = _answer_length(battle, index, side, counts)
         if markdown is not None:
             markdown = None if counts is None else markdown + [counts[1:4] + counts[5:8]]
     names = ["length"]
@@ -123,7 +126,8 @@ def style_control(
     names = [n for n, k in zip(names, keep) if k]
     x = (raw[:, keep] - raw[:, keep].mean(axis=0)) / raw[:, keep].std(axis=0)
     model = _ContextualBT(len(models), a, b, x, y, l2, math.log(base))
-    params = model.fit(np.ones(len(battles)))
+    weights = np.array([1.0 if bt.weight is None else float(bt.weight) for bt in battles])  # Arena-Hard's strong verdicts
+    params = model.fit(weights)
     m = len(models)
     n_comp, labels = _solver.component_labels(m, *_pair_index(a, b))
     if n_comp > 1:
@@ -149,7 +153,7 @@ def style_control(
     ratings = to_points(params[:m, None])[:, 0]
     coefficients = {n: float(v) for n, v in zip(names, params[m:])}
     if bootstrap > 0:
-        samples = model.bootstrap(params, bootstrap, seed)
+        samples = model.bootstrap(params, bootstrap, seed, weights)
         points = to_points(samples[:m])
         tail = (1.0 - level) / 2.0 * 100.0
         low, high = np.percentile(points, [tail, 100.0 - tail], axis=1)
@@ -181,6 +185,20 @@ def _pair_index(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _normalised(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a - b) / (a + b + 1.0)
+
+
+def _answer_length(battle: Battle, index: int, side: int, counts: tuple[float, ...] | None) -> float:
+    key = "ab"[side]
+    explicit = battle.length_a if key == "a" else battle.length_b
+    value = float(explicit) if explicit is not None else None if counts is None else counts[4 * side]
+    if value is None:
+        value = _token_length(battle, key)
+    if value is None:
+        raise ValueError(
+            f"style control needs answer lengths or texts: battle {index} ({battle.model_a} vs {battle.model_b}) has no "
+            f"length_{key}, conv_metadata token count or answer text"
+        )
+    return value
 
 
 def _token_length(battle: Battle, side: str) -> float | None:
@@ -254,18 +272,19 @@ class _ContextualBT:
                 break
         return params
 
-    def bootstrap(self, params_hat: np.ndarray, rounds: int, seed: int | None) -> np.ndarray:
-        """(params × rounds) refits on battle resamples, Newton–chord from the full fit."""
+    def bootstrap(self, params_hat: np.ndarray, rounds: int, seed: int | None, battle_weights: np.ndarray) -> np.ndarray:
+        """(params × rounds) refits on battle resamples (a drawn battle keeps its weight),
+        Newton–chord from the full fit."""
         n = len(self.y)
         prob = expit(self.logits(params_hat))
-        inverse = np.linalg.inv(self.hessian(prob, np.ones(n)))
+        inverse = np.linalg.inv(self.hessian(prob, battle_weights))
         rng = np.random.default_rng(seed)
         chunk = max(1, min(128, _CELLS_PER_CHUNK // max(n, 1)))
         out = np.empty((len(params_hat), rounds))
         sampler = _solver.MultinomialSampler(np.ones(n, dtype=np.int64))  # its tables, built once
         for start in range(0, rounds, chunk):
             size = min(chunk, rounds - start)
-            weights = sampler.draw(rng, size).astype(float)
+            weights = sampler.draw(rng, size).astype(float) * battle_weights[:, None]
             params = np.repeat(params_hat[:, None], size, axis=1)
             for _ in range(30):
                 grad, _ = self.gradient(params, weights)

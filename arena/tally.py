@@ -43,6 +43,7 @@ class _Vote(msgspec.Struct):
     winner: str
     tstamp: float | None = None
     timestamp: str | None = None  # the 140k dump's time: only the validating reader converts it
+    weight: int | None = None  # battles this verdict counts as (`Battle.weight`); Elo ignores it
 
 
 class Tally(msgspec.Struct):
@@ -99,7 +100,10 @@ class _Folder:
             self.missing_t = True
         t = np.asarray(np.arange(self.n, self.n + len(votes)) if self.missing_t else times, dtype=float)
         self.n += len(votes)
-        self._count(a, b, o)
+        w = np.fromiter((1 if v.weight is None else v.weight for v in votes), dtype=np.int64, count=len(votes))
+        if (w < 1).any():
+            return False
+        self._count(a, b, o, w)
         if self.elo.size < len(self.models):
             self.elo = np.concatenate([self.elo, np.full(len(self.models) - self.elo.size, 1000.0)])
         if self.ordered and (self.missing_t or (t[0] >= self.last_t and (np.diff(t) >= 0).all())):
@@ -112,12 +116,12 @@ class _Folder:
                                                names="a,b,o,t"))  # 17 bytes a battle
         return True
 
-    def _count(self, a: np.ndarray, b: np.ndarray, o: np.ndarray) -> None:
+    def _count(self, a: np.ndarray, b: np.ndarray, o: np.ndarray, w: np.ndarray) -> None:
         swap = a > b
         lo, hi = np.where(swap, b, a), np.where(swap, a, b)
         o = np.where(swap & (o == 0), 1, np.where(swap & (o == 1), 0, o))
         keys, inverse = np.unique((lo << 32) | hi, return_inverse=True)
-        table = np.bincount(inverse * 4 + o, minlength=len(keys) * 4).reshape(len(keys), 4)
+        table = np.bincount(inverse * 4 + o, weights=w if (w != 1).any() else None, minlength=len(keys) * 4).reshape(len(keys), 4).astype(np.int64)
         for key, row in zip(keys.tolist(), table):
             current = self.table.get(key)
             self.table[key] = row if current is None else current + row
@@ -145,14 +149,15 @@ def _elo_pass(elo: np.ndarray, a: np.ndarray, b: np.ndarray, o: np.ndarray) -> N
 
 
 def _arrow_batches(path: Path) -> Iterator[list[_Vote]]:
-    for batch in record_batches(path, columns=["model_a", "model_b", "winner", "tstamp", "timestamp"]):
+    for batch in record_batches(path, columns=["model_a", "model_b", "winner", "tstamp", "timestamp", "weight"]):
         columns = batch.schema.names
         if not {"model_a", "model_b", "winner"} <= set(columns) or ("timestamp" in columns and "tstamp" not in columns):
             raise ValueError("not FastChat's columns")  # a public dump's own schema: the validating reader maps it
-        data = {name: batch.column(name).to_pylist() for name in ("model_a", "model_b", "winner", "tstamp") if name in columns}
+        data = {name: batch.column(name).to_pylist() for name in ("model_a", "model_b", "winner", "tstamp", "weight") if name in columns}
         n = batch.num_rows
         t = data.get("tstamp", [None] * n)
-        yield [_Vote(data["model_a"][k], data["model_b"][k], data["winner"][k], t[k]) for k in range(n)]
+        w = data.get("weight", [None] * n)
+        yield [_Vote(data["model_a"][k], data["model_b"][k], data["winner"][k], t[k], weight=w[k]) for k in range(n)]
 
 
 def _chunks(path: Path) -> Iterator[list[_Vote]]:

@@ -330,7 +330,9 @@ async def export_battles(store, *, boards: Iterable[str] = ("human", "judge"), i
 
 async def import_battles(store, records: list[Any], *, board: str | None = None, skip_invalid: bool = False) -> dict[str, Any]:
     """Validate FastChat battles (dicts or `Battle`s) and log + count them as observations
-    (no battle, no rate limit). All-or-nothing unless `skip_invalid`. Returns counts."""
+    (no battle, no rate limit). A battle with a `weight` is logged as that many votes (the
+    counters count votes, as the judging job logs a strong graded verdict). All-or-nothing
+    unless `skip_invalid`. Returns counts (of votes logged)."""
     from arena.battles import BattleFormatError
 
     try:
@@ -340,7 +342,8 @@ async def import_battles(store, records: list[Any], *, board: str | None = None,
     grouped: dict[str, list[dict[str, Any]]] = {}
     for battle in loaded.battles:
         target, vote = from_battle(battle, board=board)
-        grouped.setdefault(target, []).append(vote)
+        repeat = int(vote.pop("weight", None) or 1)
+        grouped.setdefault(target, []).extend([vote] * repeat)
     for target, votes in grouped.items():
         await store.record_observations(votes, board=target)
     return {"imported": sum(len(v) for v in grouped.values()), "skipped": len(loaded.skipped),

@@ -17,7 +17,11 @@ what the reviewers saw), `dataset:NAME[@V]` (its held-out split), or prompts giv
 
 Every pair of candidates on every prompt is judged in both orders; each parsed verdict is
 one observation on the judge board; unparseable verdicts (after one retry) are counted as
-errors in the job's result, never logged as votes.
+errors in the job's result, never logged as votes. With `graded` an LLM judge answers on
+Arena-Hard's five-point scale and a strong verdict (`[[A>>B]]`) is logged as
+`STRONG_WEIGHT` (3) identical observations of its judgement, as Arena-Hard repeats it: the
+counters, the rebuild, the export and the judgement-unit bootstrap then all see the same
+votes.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 import msgspec
 
 from arena.battles import Battle, agreement
+from arena.calibration import judge_verdicts
 from arena.judge import Judge, JudgedPair, LLMJudge, OpenAIChatClient, ReferenceJudge, judge_both_orders
 from service.config import Settings
 from service.errors import InvalidInput
@@ -52,6 +57,7 @@ class JudgeSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     profile: str | None = None
     allow_both_bad: bool = False
     max_tokens: int = 512  # the judge's reply: explanation + verdict
+    graded: bool = False  # Arena-Hard's prompt and five-point verdicts (LLM judges only)
 
     @property
     def name(self) -> str:
@@ -62,21 +68,26 @@ class JudgeSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 def parse_judge_spec(text: str, *, model: str | None = None, allow_both_bad: bool = False, max_tokens: int = 512,
-                     settings: Settings | None = None) -> JudgeSpec:
+                     settings: Settings | None = None, graded: bool = False) -> JudgeSpec:
     """`--judge URL_OR_PROFILE_OR_CANDIDATE` (+ `--judge-model`) as a `JudgeSpec`;
-    `InvalidInput` says what is missing or not allowed (a host off `ARENA_JUDGE_ALLOWED_HOSTS`)."""
+    `InvalidInput` says what is missing or not allowed (a host off `ARENA_JUDGE_ALLOWED_HOSTS`,
+    graded verdicts from the reference judge or together with "both bad")."""
     text = (text or "").strip()
     if max_tokens < 1:
         raise InvalidInput(f"judge max_tokens={max_tokens}: expected at least 1")
+    if graded and (text == "reference" or text.startswith("reference:")):
+        raise InvalidInput("graded verdicts ([[A>>B]] …) are asked of LLM judges; the reference judge has none")
+    if graded and allow_both_bad:
+        raise InvalidInput("graded verdicts have no \"both bad\" ([[D]]): ask for one or the other")
     profiles = settings.judge_profile_map if settings is not None else {}
     if text in profiles:
         profile = profiles[text]
         spec = JudgeSpec(kind="url", url=profile["url"], model=model or profile["model"], profile=text,
-                         allow_both_bad=allow_both_bad, max_tokens=max_tokens)
+                         allow_both_bad=allow_both_bad, max_tokens=max_tokens, graded=graded)
     elif text.startswith(("http://", "https://")):
         if not model:
             raise InvalidInput(f"judge {text}: name the model to ask with --judge-model (the endpoint's model id)")
-        spec = JudgeSpec(kind="url", url=text, model=model, allow_both_bad=allow_both_bad, max_tokens=max_tokens)
+        spec = JudgeSpec(kind="url", url=text, model=model, allow_both_bad=allow_both_bad, max_tokens=max_tokens, graded=graded)
     elif text == "reference" or text.startswith("reference:"):
         metric = text.partition(":")[2] or "token_f1"
         if metric not in REFERENCE_METRICS:
@@ -86,7 +97,7 @@ def parse_judge_spec(text: str, *, model: str | None = None, allow_both_bad: boo
         raise InvalidInput("judge: give a URL of an OpenAI-compatible endpoint, a judge profile, `reference[:METRIC]`, "
                            "or a candidate name")
     else:
-        return JudgeSpec(kind="model", model=text, allow_both_bad=allow_both_bad, max_tokens=max_tokens)
+        return JudgeSpec(kind="model", model=text, allow_both_bad=allow_both_bad, max_tokens=max_tokens, graded=graded)
     if settings is not None:
         check_judge_host(settings, spec.url or "")
     return spec
@@ -193,7 +204,7 @@ def _make_judge(ctx: JobContext, spec: JudgeSpec, serving) -> Judge:
     if spec.kind == "url":
         check_judge_host(ctx.settings, spec.url or "")  # the worker's own rule, too
         client = OpenAIChatClient(spec.url, spec.model, api_key=judge_api_key(ctx.settings, spec), max_tokens=spec.max_tokens)
-        return LLMJudge(client, allow_both_bad=spec.allow_both_bad, name=spec.name)
+        return LLMJudge(client, allow_both_bad=spec.allow_both_bad, name=spec.name, graded=spec.graded)
     if spec.kind == "reference":
         from evaluators.metrics import GenerationOutcome, score_sample
 
@@ -201,7 +212,8 @@ def _make_judge(ctx: JobContext, spec: JudgeSpec, serving) -> Judge:
             return score_sample(spec.metric, GenerationOutcome(answer, (reference,)))[0]
 
         return ReferenceJudge(metric, name=spec.name, both_bad_below=1e-9 if spec.allow_both_bad else None)
-    return LLMJudge(_ServingChat(ctx, serving, spec.model, spec.max_tokens), allow_both_bad=spec.allow_both_bad, name=spec.name)
+    return LLMJudge(_ServingChat(ctx, serving, spec.model, spec.max_tokens), allow_both_bad=spec.allow_both_bad, name=spec.name,
+                    graded=spec.graded)
 
 
 class _ServingChat:
@@ -294,7 +306,7 @@ def _human_items(ctx: JobContext, candidates: set[str], n: int) -> list[_Item]:
 
 
 def _run(ctx: JobContext, judge: Judge, items: list[_Item], concurrency: int) -> dict[str, Any]:
-    done = observations = inconsistent = complete = errors = 0
+    done = observations = logged_votes = inconsistent = complete = errors = 0
     error_samples: list[dict[str, Any]] = []
     logged: list[Battle] = []
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="judge") as pool:
@@ -305,6 +317,7 @@ def _run(ctx: JobContext, judge: Judge, items: list[_Item], concurrency: int) ->
                 votes = _votes(pair, item, judge.name)
                 if votes:
                     ctx.call(ctx.store.record_observations(votes, board="judge"))
+                logged_votes += len(votes)
                 logged.extend(pair.observations)
                 observations += len(pair.observations)
                 if pair.consistent is not None:
@@ -323,11 +336,12 @@ def _run(ctx: JobContext, judge: Judge, items: list[_Item], concurrency: int) ->
                 f.cancel()
             raise
     humans = ctx.call(_human_battles(ctx))
-    agree = agreement(logged, humans)
+    agree = agreement(judge_verdicts(logged), humans)  # one verdict per judgement, as MT-Bench
     return {
         "judge": judge.name,
         "judgements": done,
         "observations": observations,
+        "votes": logged_votes,
         "judged_both_orders": complete,
         "inconsistent": inconsistent,
         "errors": errors,
@@ -345,15 +359,17 @@ def _judge_one(judge: Judge, item: _Item) -> JudgedPair:
 
 def _votes(pair: JudgedPair, item: _Item, judge_name: str) -> list[dict[str, Any]]:
     """The logged form of a pair's observations: FastChat fields + which judgement and
-    order each came from and whether the two orders agreed."""
+    order each came from and whether the two orders agreed. A weighted (strong graded)
+    observation is logged `weight` times, without a `weight` field: the counters count votes."""
     judgement = f"j{secrets.token_hex(8)}"
     orders = [order for order, verdict in (("first", pair.first), ("second", pair.second)) if verdict.choice is not None]
     votes = []
     for order, battle in zip(orders, pair.observations):
         vote = msgspec.to_builtins(battle)
+        repeat = int(vote.pop("weight", None) or 1)
         vote.update(reviewer=judge_name, judgement=judgement, order=order, category=item.category, source=item.source,
                     consistent=pair.consistent)
-        votes.append({k: v for k, v in vote.items() if v is not None})
+        votes.extend([{k: v for k, v in vote.items() if v is not None}] * repeat)
     return votes
 
 

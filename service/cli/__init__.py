@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "compare": ("service.cli.compare", "compare_cmd", "Answers of several candidates to one prompt, side by side."),
     "trace": ("service.cli.traces", "trace_cmd", "Trace failures to the training records that caused them; write the report."),
     "curate": ("service.cli.traces", "curate_cmd", "Write the next round's dataset from a report (drop flagged records, coreset)."),
-    "ratings": ("service.cli.ratings", "ratings_cmd", "Leaderboard (Bradley–Terry + bootstrap CIs, Elo) from a battles file."),
+    "ratings": ("service.cli.ratings", "ratings_cmd", "Leaderboard (BT + bootstrap CIs, Elo, LC win rates) and judge calibration from a battles file."),
     "prompts": ("service.cli.arena", "prompts_cmd", "The arena's prompt pool: add from a file, a dataset's held-out split or a task."),
     "activate": ("service.cli.arena", "activate_cmd", "Mark candidates as competing in the arena."),
     "deactivate": ("service.cli.arena", "deactivate_cmd", "Stop candidates from being matched in new battles."),

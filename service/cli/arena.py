@@ -250,12 +250,13 @@ def _set_excluded(reviewer: str, excluded: bool) -> None:
               help="pool, human (the human-voted battles), dataset:NAME[@V], task:FILE.yaml, or a prompts file.")
 @click.option("--n", default=200, show_default=True, type=click.IntRange(min=1), help="Prompts (or human battles) to judge.")
 @click.option("--both-bad", is_flag=True, help='Let the judge answer "both are bad" ([[D]]).')
+@click.option("--graded", is_flag=True, help="Arena-Hard's prompt and verdicts, [[A>>B]] … [[B>>A]]; a strong one counts as 3 votes.")
 @click.option("--max-tokens", default=512, show_default=True, type=click.IntRange(min=1), help="Longest judge reply (explanation + verdict).")
 @click.option("--concurrency", default=4, show_default=True, type=click.IntRange(min=1, max=64), help="Judge requests at once.")
 @click.option("--wait", is_flag=True, help="Follow the job (run it here in embedded mode) and print its result.")
 @click.option("--json", "json_out", is_flag=True)
 def judge_cmd(judge_spec: str, judge_model: str | None, candidates: str, source: str, n: int,
-              both_bad: bool, max_tokens: int, concurrency: int, wait: bool, json_out: bool) -> None:
+              both_bad: bool, graded: bool, max_tokens: int, concurrency: int, wait: bool, json_out: bool) -> None:
     """Judge candidates pairwise, each pair in both orders, as a job; verdicts go to the judge board."""
     import msgspec
 
@@ -263,7 +264,8 @@ def judge_cmd(judge_spec: str, judge_model: str | None, candidates: str, source:
     from service.prompts import parse_prompt_file, prompts_from_task
 
     s = settings()
-    spec = judging.parse_judge_spec(judge_spec, model=judge_model, allow_both_bad=both_bad, max_tokens=max_tokens, settings=s)
+    spec = judging.parse_judge_spec(judge_spec, model=judge_model, allow_both_bad=both_bad, max_tokens=max_tokens, settings=s,
+                                    graded=graded)
     names = [c.strip() for c in candidates.split(",") if c.strip()]
     with open_store(s) as store:
         if source.startswith("task:"):
@@ -291,7 +293,9 @@ def judge_cmd(judge_spec: str, judge_model: str | None, candidates: str, source:
         return
     r = final["result"]
     agree = r["agreement_with_humans"]
-    click.echo(f"{r['judge']}: {r['judgements']} pairs judged in both orders, {r['observations']} verdicts logged on the judge board")
+    votes = r.get("votes", r["observations"])
+    weighted = f" as {votes} votes (a strong graded verdict counts 3)" if votes != r["observations"] else ""
+    click.echo(f"{r['judge']}: {r['judgements']} pairs judged in both orders, {r['observations']} verdicts logged on the judge board{weighted}")
     click.echo(f"inconsistent (winner changed with the order): {r['inconsistent']} of {r['judged_both_orders']}; errors (not votes): {r['errors']}")
     if agree["matched"]:
         click.echo(f"agreement with humans on {agree['matched']} shared battles: {agree['agreement']:.0%}")

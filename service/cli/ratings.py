@@ -1,8 +1,8 @@
 """`arena ratings`: the leaderboard from a battles file.
 
-`arena ratings BATTLES [--bootstrap 1000] [--style-control] [--anchor MODEL=RATING] [--json]`
+`arena ratings BATTLES [--bootstrap 1000] [--style-control] [--lc-baseline MODEL] [--anchor MODEL=RATING] [--json]`
 is shorthand for `arena ratings fit BATTLES ...`; `ratings` is a group so that
-subcommands (e.g. `arena ratings rebuild`) can sit beside the default fit.
+subcommands (`arena ratings explain`, `calibration`, `rebuild`) can sit beside the default fit.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ def ratings_cmd() -> None:
 @click.option("--bootstrap", "rounds", default=1000, show_default=True, type=click.IntRange(min=0), help="Bootstrap rounds for the CIs (0: none).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap.")
 @click.option("--style-control", is_flag=True, help="Rate with answer length (and markdown, when texts are given) held constant.")
+@click.option("--lc-baseline", metavar="MODEL", help="Also give each model's length-controlled win rate against MODEL (AlpacaEval 2.0 LC).")
 @click.option("--anchor", metavar="MODEL=RATING", help="Pin one model's rating (default: every component's mean is 1000).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {model, rating, ci_low, ci_high, rank_ub, votes, win_rate, elo, flip_votes}.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE.svg|png", help="Write the CI chart and win-rate heatmap.")
@@ -67,6 +68,7 @@ def fit_cmd(
     rounds: int,
     seed: int,
     style_control: bool,
+    lc_baseline: str | None,
     anchor: str | None,
     as_json: bool,
     plot_path: Path | None,
@@ -78,7 +80,8 @@ def fit_cmd(
     95% CI as +above/−below, votes, win rate (ties count half), online Elo, and Flip: the
     votes whose removal would rank the next model above this one (`arena ratings explain`).
     With --json and --style-control, ratings are the style-adjusted ones (plus
-    `rating_raw`); coefficients and notes go to stderr."""
+    `rating_raw`); coefficients and notes go to stderr. --lc-baseline adds `lc_win_rate`,
+    `lc_ci` and `lc_length_coefficient` to the JSON rows (None for models that never met it)."""
     from arena.counts import PairCounts
     from arena.ratings import bradley_terry, leaderboard, online_elo
     from arena.style import style_control as fit_style
@@ -88,7 +91,7 @@ def fit_cmd(
         raise InvalidInput(f"--plot {plot_path}: expected a .svg or .png file name")
     # Without style control only who met whom, who won and when matter: streamed into counts
     # and Elo (memory O(models²)); a malformed file falls back to the validating reader.
-    tally = None if style_control else _tally(battles_path)
+    tally = None if style_control or lc_baseline else _tally(battles_path)
     if tally is not None:
         battles, counts, elo = None, tally.counts, tally.elo
     else:
@@ -105,17 +108,32 @@ def fit_cmd(
             raise InvalidInput(str(exc)) from None
     board = leaderboard(counts, elo=elo, bootstrap=rounds, seed=seed, anchor=anchor_pair, style=style)
     raw = bradley_terry(counts, anchor=anchor_pair).as_dict() if style is not None else None
+    lc = None
+    if lc_baseline is not None:
+        from service.cli.calibration import lc_table
+
+        lc = {r["model"]: r for r in lc_table(battles, lc_baseline, rounds, seed, battles_path)}
 
     if as_json:
         rows = [msgspec.structs.asdict(row) for row in board.rows]
         if raw is not None:
             for row in rows:
                 row["rating_raw"] = raw[row["model"]]
+        if lc is not None:
+            for row in rows:
+                mine = lc.get(row["model"], {})
+                row["lc_win_rate"] = 0.5 if row["model"] == lc_baseline else mine.get("lc_win_rate")
+                row["lc_ci"] = mine.get("ci")
+                row["lc_length_coefficient"] = mine.get("length_coefficient")
         click.echo(msgspec.json.encode(rows).decode())
         for line in _style_lines(board) + [f"note: {note}" for note in board.notes]:
             click.echo(line, err=True)
     else:
         _print_table(board, battles_path, raw)
+        if lc is not None:
+            from service.cli.calibration import print_lc
+
+            print_lc(list(lc.values()), lc_baseline)
     if plot_path is not None:
         _plot(counts, board, plot_path)
         if not as_json:
@@ -341,3 +359,7 @@ def _plot(counts: PairCounts, board: Leaderboard, path: Path) -> None:
         fig.savefig(path)
     except OSError as exc:
         raise InvalidInput(f"--plot {path}: cannot write ({exc.strerror or exc})") from None
+
+
+# Registers `arena ratings calibration` (it imports this module's group, so it comes last).
+from service.cli import calibration as _calibration  # noqa: E402,F401

@@ -24,6 +24,7 @@ class JudgeRequest(msgspec.Struct, forbid_unknown_fields=True):
     prompts: str | list[Any] = "pool"
     judge_model: str | None = None
     allow_both_bad: bool = False
+    graded: bool = False  # Arena-Hard's five-point verdicts; a strong one counts as 3 votes
     max_tokens: int = 512
     n: int = 200
     concurrency: int = 4
@@ -32,7 +33,7 @@ class JudgeRequest(msgspec.Struct, forbid_unknown_fields=True):
 @post("/api/judge", summary="Judge candidates pairwise (both orders) as a job; verdicts go to the judge board", status_code=202, **ADMIN_BULK)
 async def start_judge(request: Request, store: Store, data: JudgeRequest) -> dict:
     spec = judging.parse_judge_spec(data.judge, model=data.judge_model, allow_both_bad=data.allow_both_bad,
-                                     max_tokens=data.max_tokens, settings=request.app.state.settings)
+                                     max_tokens=data.max_tokens, settings=request.app.state.settings, graded=data.graded)
     if isinstance(data.prompts, str):
         source = judging.parse_prompt_source(data.prompts)
     else:

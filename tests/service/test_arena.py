@@ -36,6 +36,7 @@ JUDGES = {
     "judge-fair": fair_judge,
     "judge-biased": lambda messages: "The first answer is better. [[A]]",
     "judge-garbage": lambda messages: "Both have merit; I will not choose.",
+    "judge-graded": lambda messages: {"[[A]]": "[[A>>B]]", "[[B]]": "[[B>>A]]", "[[C]]": "[[A=B]]"}[fair_judge(messages)[-5:]],
 }
 PROMPTS = [
     {"prompt": "What is 2 + 2?", "reference": "The answer is 4.", "category": "math"},

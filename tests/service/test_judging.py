@@ -95,6 +95,30 @@ def test_llm_judges_both_orders_separate_board_and_agreement(settings, scripted)
         srv.stop()
 
 
+def test_graded_judge_strong_verdicts_count_three_votes(settings, scripted):
+    srv = start(settings, scripted, worker=True)
+    try:
+        setup_arena(srv)
+        admin = srv.client(admin=True)
+        graded = judge(admin, judge=scripted.url, judge_model="judge-graded", candidates=["alpha", "beta"], prompts="pool",
+                       n=2, graded=True)
+        # alpha is right on both prompts: two strong verdicts per judgement, each logged three times.
+        assert graded["judgements"] == 2 and graded["observations"] == 4 and graded["votes"] == 12 and graded["inconsistent"] == 0
+        board = admin.get("/api/leaderboard?board=judge").json()
+        assert board["n_battles"] == 12 and board["rows"][0]["model"] == "alpha"
+        exported = admin.get("/api/battles/export?board=judge")
+        assert exported.status_code == 200 and len(exported.json()) == 12
+        # An imported battle with a weight counts as that many votes, as `arena ratings FILE` counts it.
+        weighted = {"model_a": "beta", "model_b": "alpha", "winner": "model_a", "judge": "llm:other", "weight": 3}
+        r = admin.post("/api/battles/import?board=judge", content=msgspec.json.encode([weighted]))
+        assert r.status_code == 201 and r.json()["imported"] == 3
+        assert admin.get("/api/leaderboard?board=judge").json()["n_battles"] == 15
+        bad = admin.post("/api/judge", json={"judge": "reference", "candidates": ["alpha", "beta"], "graded": True})
+        assert bad.status_code == 422 and "graded" in bad.json()["detail"]
+    finally:
+        srv.stop()
+
+
 def test_reference_judge_works_offline(settings, scripted):
     srv = start(settings, scripted, worker=True)
     try:
