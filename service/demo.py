@@ -25,7 +25,7 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from evaluators.records import Conversation, Message, render_plain
+from evaluators.records import Conversation, Message, chat_row, render_plain
 from service.config import Settings
 
 DATASET = "facts"
@@ -234,8 +234,7 @@ class Demo:
         budget = int(len(texts) * self.config.coreset_fraction)
         keep = select_coreset(embed(texts), budget, seed=0)
         core_file = self.out / "inputs" / "facts-coreset.jsonl"
-        core_file.write_text("".join(json.dumps({"messages": msgspec.to_builtins(self.ds.records[i].messages)},
-                                                ensure_ascii=False) + "\n" for i in keep))
+        core_file.write_text("".join(json.dumps(chat_row(self.ds.records[i]), ensure_ascii=False) + "\n" for i in keep))
         core, _warnings = self.store._run(datasets.add_dataset(self.store.store, self.settings.data_dir, core_file.read_bytes(),
                                                                name="facts-coreset", filename=core_file.name,
                                                                parent=f"{DATASET}@1", note=f"k-means coreset, {budget} records"))
@@ -343,7 +342,7 @@ class Demo:
         flagged = sum(1 for e in self.report["examples"] if e["reference_conflict"])
         result = traces.curate_from_report(self.settings, self.report, drop_top=flagged or None, drop_flagged=True, budget=None)
         next_file = self.out / "inputs" / "facts-round2.jsonl"
-        next_file.write_text("".join(json.dumps({"messages": msgspec.to_builtins(r.messages)}, ensure_ascii=False) + "\n"
+        next_file.write_text("".join(json.dumps(chat_row(r), ensure_ascii=False) + "\n"
                                      for r in result.kept))
         removed_file = self.out / "report" / "removed.jsonl"
         removed_file.write_text("".join(json.dumps({"index": r.index, "reason": r.reason, "planted": self.planted.get(r.index)},

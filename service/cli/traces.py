@@ -73,8 +73,7 @@ def curate_cmd(report_ref, out, drop_top, drop_flagged, budget, seed, add_as, js
     """Write the next round's dataset from a report, with the reason for every removed record."""
     import json
 
-    import msgspec
-
+    from evaluators.records import chat_row
     from service import datasets, traces
     from service.errors import InvalidInput
 
@@ -86,11 +85,11 @@ def curate_cmd(report_ref, out, drop_top, drop_flagged, budget, seed, add_as, js
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as f:
         for rec in result.kept:
-            f.write(json.dumps({"messages": msgspec.to_builtins(rec.messages)}, ensure_ascii=False) + "\n")
+            f.write(json.dumps(chat_row(rec), ensure_ascii=False) + "\n")
     removed_path = out.with_suffix(".removed.jsonl")
     with removed_path.open("w") as f:
         for item in result.removed:
-            f.write(json.dumps({"index": item.index, "reason": item.reason, "messages": msgspec.to_builtins(item.record.messages)}, ensure_ascii=False) + "\n")
+            f.write(json.dumps({"index": item.index, "reason": item.reason, **chat_row(item.record)}, ensure_ascii=False) + "\n")
     added = None
     if add_as:
         with open_store(s) as store:
