@@ -17,13 +17,12 @@ trace's evidence, not the value's size, puts it there.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 
 import msgspec
 import numpy as np
-from scipy.stats import hypergeom
+from scipy.stats import binomtest, hypergeom
 
 from evaluators.records import Conversation
 
@@ -50,14 +49,12 @@ class SourceFinding(msgspec.Struct, kw_only=True):
                 f"{self.records} records flagged (95% CI {low:.0%}–{high:.0%}); p={self.p_value:.2g}")
 
 
-def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """The Wilson score interval of a proportion (0, 0 when n is 0)."""
+def wilson(successes: int, n: int) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion (scipy's), (0, 0) when n is 0."""
     if n == 0:
         return 0.0, 0.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    ci = binomtest(successes, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 def by_source(
