@@ -8,7 +8,8 @@ It answers as vLLM does (v0.8+, `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`):
   field is missing or the name is already loaded; 404 "No adapter found" when the path holds
   no `adapter_config.json`; 400 with a message for names in `refuse`;
 - `POST /v1/unload_lora_adapter {"lora_name"}`: 200 and plain text; 404 for an unknown name;
-- `POST /v1/chat/completions`: for a loaded adapter, `answer(lora_name, prompt)`; 404
+- `POST /v1/chat/completions` and `/v1/completions`: for a loaded adapter (or the base),
+  `answer(lora_name, prompt)`; 404
   "does not exist" for anything else; errors as `{"error": {"message", "type", "code"}}`;
 - with `runtime_lora=False` the two adapter routes are absent (FastAPI's 404).
 
@@ -68,7 +69,7 @@ class VLLMStandIn:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
                 owner.calls.append((self.path, body))
                 route = {"/v1/load_lora_adapter": self._load, "/v1/unload_lora_adapter": self._unload,
-                         "/v1/chat/completions": self._chat}.get(self.path)
+                         "/v1/chat/completions": self._chat, "/v1/completions": self._chat}.get(self.path)
                 if route is None or (not owner.runtime_lora and route != self._chat):
                     return self._send(404, {"detail": "Not Found"})
                 route(body)
@@ -101,11 +102,15 @@ class VLLMStandIn:
                     known = model == owner.base or model in owner.loras
                 if not known:
                     return self._error(404, f"The model `{model}` does not exist.", "NotFoundError")
-                user = [m["content"] for m in body.get("messages", []) if m.get("role") == "user"]
-                text = owner.answer(model, user[-1] if user else "")
+                if "prompt" in body:  # /v1/completions
+                    text = owner.answer(model, body["prompt"])
+                    choice = {"index": 0, "text": text, "finish_reason": "stop"}
+                else:
+                    user = [m["content"] for m in body.get("messages", []) if m.get("role") == "user"]
+                    text = owner.answer(model, user[-1] if user else "")
+                    choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
                 self._send(200, {
-                    "id": "chatcmpl-standin", "object": "chat.completion", "model": model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                    "id": "cmpl-standin", "object": "chat.completion", "model": model, "choices": [choice],
                     "usage": {"prompt_tokens": 1, "completion_tokens": len(text.split()), "total_tokens": 1 + len(text.split())},
                 })
 
@@ -127,7 +132,7 @@ class VLLMStandIn:
             self.loras.clear()
 
     def chat_models(self) -> list[str]:
-        return [body.get("model") for path, body in self.calls if path == "/v1/chat/completions"]
+        return [body.get("model") for path, body in self.calls if path in ("/v1/chat/completions", "/v1/completions")]
 
     def start(self) -> VLLMStandIn:
         self.thread.start()

@@ -23,7 +23,7 @@ from service.errors import Conflict
 from service.generation import RemoteBackend
 from service.generation.remote_adapters import RemoteAdapters
 from service.store import Store, SyncStore
-from tests.redis_fixtures import LiveServer, settings_env
+from tests.redis_fixtures import LiveServer, poll_done, settings_env
 from tests.vllm_standin import VLLMStandIn
 
 PROMPTS = [{"prompt": "What is 2 + 2?", "category": "math"}]
@@ -238,5 +238,41 @@ def test_a_trained_candidate_is_loaded_on_the_server(settings, vllm, tiny_base: 
         assert runs["refused"]["result"]["remote_adapter"] == "not loaded"
         assert "max_lora_rank 4" in runs["refused"]["result"]["warnings"][0]
         assert {c["name"] for c in admin.get("/api/candidates").json()} == {"fresh", "refused"}
+    finally:
+        srv.stop()
+
+
+def test_an_eval_loads_its_candidates_and_is_answered_by_them(settings, vllm):
+    add_candidates(settings, "cand-a", "cand-b")
+    srv = LiveServer(remote(settings, vllm), worker=True).start()
+    try:
+        admin = srv.client(admin=True)
+        task = {"task": "who", "dataset": "inline.jsonl", "output_type": "generate_until", "doc_to_text": "{{q}}",
+                "doc_to_target": "{{a}}", "generation_kwargs": {"until": ["\n"], "max_gen_toks": 16},
+                "metric_list": [{"metric": "exact_match"}]}
+        docs = [{"q": "Who are you?", "a": "I am cand-a."}, {"q": "Name yourself.", "a": "I am cand-a."}]
+        r = admin.post("/api/evals", json={"candidates": ["cand-a", "cand-b"], "task": task, "docs": docs})
+        assert r.status_code == 202, r.text
+        view = poll_done(admin, f"/api/evals/{r.json()['id']}", 120, every=0.2)
+        assert view["status"] == "succeeded", view.get("error")
+        assert set(vllm.loras) == {"cand-a", "cand-b"}
+        assert sorted(set(vllm.chat_models())) == ["cand-a", "cand-b"]
+        scores = {c["name"]: c["metrics"]["exact_match"]["value"] for c in view["candidates"]}
+        assert scores == {"cand-a": 1.0, "cand-b": 0.0}  # each answered with its own adapter
+    finally:
+        srv.stop()
+
+
+def test_retiring_while_the_server_is_down_still_retires(settings, vllm):
+    add_candidates(settings, "cand-a", "cand-b")
+    srv = LiveServer(remote(settings, vllm)).start()
+    try:
+        admin = srv.client(admin=True)
+        assert admin.post("/api/arena/active", json={"models": ["cand-a", "cand-b"]}).status_code == 200
+        vllm.stop()
+        r = admin.post("/api/arena/active", json={"models": ["cand-b"], "active": False})
+        assert r.status_code == 200, r.text
+        assert r.json()["active"] == ["cand-a"]
+        assert "unreachable" in r.json()["warnings"][0] and vllm.url in r.json()["warnings"][0]
     finally:
         srv.stop()
