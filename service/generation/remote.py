@@ -1,5 +1,6 @@
 """Generation from any OpenAI-compatible server, e.g. vLLM started with `--enable-lora
---lora-modules cand-1=/path/to/adapter ...`, where the request's `model` selects the adapter.
+--lora-modules cand-1=/path/to/adapter ...`, where the request's `model` selects the adapter
+(adapters loaded at runtime instead: `remote_adapters`).
 
 Conversations go to `/v1/chat/completions` (the server applies the base's chat template);
 raw strings to `/v1/completions`. 429, 5xx, timeouts and connection errors are retried with
@@ -74,12 +75,12 @@ class RemoteBackend:
 
     def models(self) -> list[str]:
         """The model (adapter) names the server lists at `/v1/models`, sorted."""
-        return sorted(entry["id"] for entry in self._model_entries())
+        return sorted(entry["id"] for entry in self.model_entries())
 
     def context_length(self, model: str) -> int | None:
         """The server's `max_model_len` for `model` (vLLM reports it), or None if not reported.
         Raises `NotFound` listing the server's models when `model` is not among them."""
-        entries = self._model_entries()
+        entries = self.model_entries()
         for entry in entries:
             if entry.get("id") == model:
                 value = entry.get("max_model_len")
@@ -93,7 +94,8 @@ class RemoteBackend:
             return prompt
         return msgspec.json.encode(_messages(prompt)).decode()
 
-    def _model_entries(self) -> list[dict[str, Any]]:
+    def model_entries(self) -> list[dict[str, Any]]:
+        """The entries of the server's `/v1/models` (each with an `id`; vLLM adds `root`, `parent`, `max_model_len`)."""
         data = self._send("GET", "/v1/models", None, model=None)
         return [entry for entry in data.get("data", []) if isinstance(entry, dict) and "id" in entry]
 

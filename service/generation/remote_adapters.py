@@ -33,7 +33,7 @@ class RemoteAdapters:
         """Every model the server lists, name → its `root` (an adapter's path; None when
         the server does not say)."""
         return {e["id"]: e.get("root") if isinstance(e.get("root"), str) else None
-                for e in self.backend._model_entries()}
+                for e in self.backend.model_entries()}
 
     def load(self, name: str, path: str, *, _again: bool = True) -> bool:
         """Load the adapter at `path` (as the server sees it) under `name`. Returns True when
