@@ -81,14 +81,15 @@ PRESETS: dict[str, SyntheticConfig] = {
         facts_per_topic=4, corrupted_topic_facts=33, corrupted_facts=4, duplicates=3, contradictions=2, refusals=10,
         chats=16, wrong_in_chats=True,
     ),
-    # The demo's: a bad source behind 16 corrupted facts, enough that half of them (a
-    # held-out split the trace never sees) can show a significant gain (exact McNemar).
+    # The demo's: a bad source behind 19 corrupted facts, enough that half of them (a
+    # held-out split the trace never sees) can show a significant gain (exact McNemar)
+    # even when retraining moves an item or two elsewhere.
     "demo-fast": SyntheticConfig(
-        facts_per_topic=4, corrupted_topic_facts=36, corrupted_facts=16, duplicates=3, contradictions=2, refusals=14,
+        facts_per_topic=4, corrupted_topic_facts=40, corrupted_facts=19, duplicates=3, contradictions=2, refusals=14,
         sources=True,
     ),
     "demo": SyntheticConfig(
-        facts_per_topic=8, corrupted_topic_facts=40, corrupted_facts=16, duplicates=6, contradictions=6, refusals=18,
+        facts_per_topic=8, corrupted_topic_facts=40, corrupted_facts=19, duplicates=6, contradictions=6, refusals=18,
         sources=True,
     ),
 }
