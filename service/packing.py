@@ -104,7 +104,9 @@ def packs_cleanly(model: Any, examples: Sequence[Sequence[int]], *, atol: float 
     laid in one row (positions restarting at 0, no attention mask) equal their logits
     computed alone. False for an attention implementation that ignores packed position
     ids (it would let each sequence see the ones before it)."""
-    first, second = (torch.as_tensor(list(ids[:8]), dtype=torch.long) for ids in (examples[0], examples[-1]))
+    device = next(model.parameters()).device
+    first, second = (torch.as_tensor(list(ids[:8]), dtype=torch.long, device=device)
+                     for ids in (examples[0], examples[-1]))
     was_training = model.training
     model.eval()
     try:
@@ -112,7 +114,7 @@ def packs_cleanly(model: Any, examples: Sequence[Sequence[int]], *, atol: float 
             alone = torch.cat([model(input_ids=ids[None]).logits[0] for ids in (first, second)])
             packed = model(
                 input_ids=torch.cat([first, second])[None],
-                position_ids=torch.cat([torch.arange(len(first)), torch.arange(len(second))])[None],
+                position_ids=torch.cat([torch.arange(len(first)), torch.arange(len(second))]).to(device)[None],
             ).logits[0]
     finally:
         model.train(was_training)
