@@ -32,18 +32,20 @@ def _enqueue(store, s, **kw):
 @click.option("--logging-steps", type=int, default=10, show_default=True)
 @click.option("--attribution-checkpoints", type=click.IntRange(min=0), default=5, show_default=True,
               help="Checkpoints (with optimizer state) kept for tracing, spread over training; 0 keeps every one.")
+@click.option("--packing", type=click.Choice(["auto", "packed", "grouped", "padded"]), default="auto", show_default=True,
+              help="Batch layout: packed (padding-free), grouped by length, or padded; auto packs when the base can.")
 @click.option("--sweep", default=None, help='One run per combination, e.g. "lora_r=8,16 lr=1e-4,3e-4".')
 @click.option("--wait", is_flag=True, help="Run here (embedded mode) or wait for a worker, with a progress bar.")
 @click.option("--json", "json_out", is_flag=True)
 def train_cmd(base, data, name, lora_r, lora_alpha, lora_dropout, target_modules, lr, epochs, max_steps, batch_size, grad_accum,
-              max_length, seed, eval_fraction, logging_steps, attribution_checkpoints, sweep, wait, json_out) -> None:
+              max_length, seed, eval_fraction, logging_steps, attribution_checkpoints, packing, sweep, wait, json_out) -> None:
     """Enqueue a LoRA training run (one per --sweep combination)."""
     from service.runs import parse_sweep
 
     config = dict(lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules, lr=lr,
                   epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
                   seed=seed, eval_fraction=eval_fraction, logging_steps=logging_steps,
-                  attribution_checkpoints=attribution_checkpoints)
+                  attribution_checkpoints=attribution_checkpoints, packing=packing)
     combos = parse_sweep(sweep) if sweep else [{}]
     s = settings()
     with open_store(s) as store:
