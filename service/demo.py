@@ -262,7 +262,7 @@ class Demo(DemoData):
             auroc=self.summary["attribution"]["auroc"], k=len(planted), precision=self.summary["attribution"]["precision_at_planted"]))
         self.suspects = [f for f in report.get("sources") or [] if f["suspect"]]
         for f in self.suspects:
-            self.console.print("[bold red]" + _("suspect source") + f"[/] {f['message']}")
+            self.console.print("[bold red]" + _("suspect") + f"[/] {f['message']}")
         self.summary["suspect_sources"] = [{k: f[k] for k in ("field", "value", "in_top", "top_k", "p_value", "flagged_share")}
                                            for f in self.suspects]
         self.console.print(_("report: {path}").format(path=out / "report.html"))

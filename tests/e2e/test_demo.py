@@ -41,7 +41,7 @@ def test_demo_fast_shows_round_two_beating_round_one(tmp_path):
     assert {"index", "score"} <= set(report["examples"][0])
     assert (out / "report" / "report.html").stat().st_size > 1000 and (out / "report" / "report.md").exists()
     assert "Round 2 vs round 1" in result.stdout and "Top offending records" in result.stdout
-    assert "suspect source" in result.stdout and "held-out test split" in result.stdout
+    assert "suspect source vendor-b" in result.stdout and "held-out test split" in result.stdout
 
 
 @pytest.mark.slow
@@ -64,6 +64,6 @@ def test_demo_in_chinese_runs_the_loop_and_speaks_chinese(tmp_path):
     assert summary["attribution"]["auroc"] > 0.8
     records = [json.loads(line) for line in (out / "inputs" / "facts-round2.jsonl").read_text().splitlines()]
     assert any("住在" in r["messages"][0]["content"] for r in records)  # the data really is Chinese
-    for words in ("第二轮对比第一轮", "最可疑的训练记录", "数据集检查", "可疑来源", "r2-curated 在留出测试集上胜过 r1-full"):
+    for words in ("第二轮对比第一轮", "最可疑的训练记录", "数据集检查", "可疑 source vendor-b", "r2-curated 在留出测试集上胜过 r1-full"):
         assert words in result.stdout, words
     assert "Round 2 vs round 1" not in result.stdout
