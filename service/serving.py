@@ -105,9 +105,10 @@ class Serving:
         generated (a cached answer arrives at once, in word-sized pieces); `sink.generation`
         is the answer once the iteration ends. Items share batches as in `generate`.
 
-        Raises before any text for what `generate` refuses up front (unknown model, prompt
-        or token limits); a later failure is raised by the sink's iteration. `sink.cancel()`
-        stops that answer; a cancelled answer is not cached."""
+        Returns once the backend has taken every item, so what it refuses up front (unknown
+        model, prompt or token limits, an upstream's error status) is raised here; a later
+        failure is raised by the sink's iteration. `sink.cancel()` stops that answer; a
+        cancelled answer is not cached."""
         ids = await self._check(items)
         keys, cached = await self._cached(items, ids, use_cache)
         sinks = [TextSink() for _ in items]
@@ -124,6 +125,13 @@ class Serving:
                                                           [keys[n] for n in todo]))
             self._streaming.add(task)
             task.add_done_callback(self._streaming.discard)
+        try:
+            for sink in sinks:
+                await sink.accepted()
+        except BaseException:
+            for sink in sinks:
+                sink.cancel()
+            raise
         return sinks
 
     async def _stream_fresh(self, items: list[GenItem], sinks: list[TextSink], keys: list[str | None]) -> None:

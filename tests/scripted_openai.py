@@ -8,7 +8,9 @@ exercise real HTTP end to end without loading a model.
     server.url   # http://127.0.0.1:PORT
 
 With `stream: true` a reply comes as SSE chunks, one word-sized piece each, `stream_delay_s`
-apart (so a test can watch an answer grow); a model in `broken` sends an `error` event
+apart (so a test can watch an answer grow); with `stream_gate` set, the second piece waits
+for that event (up to 10 s; `gate_opened` records whether it came), so a test can prove its
+reader saw the first piece while the answer was still being written; a model in `broken` sends an `error` event
 after its first piece, as vLLM does when generation fails mid-stream.
 """
 
@@ -34,6 +36,8 @@ class ScriptedOpenAI:
         self.calls: list[dict] = []
         self.stream_delay_s = 0.0
         self.broken: set[str] = set()
+        self.stream_gate: threading.Event | None = None
+        self.gate_opened: list[bool] = []
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -70,6 +74,8 @@ class ScriptedOpenAI:
                     for n, piece in enumerate(re.findall(r"\S+\s*|\s+", text)):
                         if n and owner.stream_delay_s:
                             time.sleep(owner.stream_delay_s)
+                        if n == 1 and owner.stream_gate is not None:
+                            owner.gate_opened.append(owner.stream_gate.wait(10))
                         event(chunk({"content": piece}))
                         if model in owner.broken:
                             event({"error": {"message": "CUDA out of memory (scripted)", "type": "server_error"}})

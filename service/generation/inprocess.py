@@ -162,6 +162,9 @@ class InProcessBackend:
         except BaseException as exc:
             _fail_sinks(sinks, exc)
             raise
+        for sink in sinks:
+            if sink is not None:
+                sink.accept()
         if not rows:
             return []
         request = _Request(rows=rows, results=[None] * len(rows))

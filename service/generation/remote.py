@@ -156,6 +156,7 @@ class RemoteBackend:
             try:
                 with self._client.stream("POST", path, json=body) as response:
                     if response.status_code < 400:
+                        sink.accept()
                         return self._read_stream(item, response, sink)
                     response.read()
                     failed = response

@@ -1,7 +1,8 @@
 """Answers as they are generated: a `TextSink` per streamed item, fed by the backend's
 generation thread, read by one asyncio consumer.
 
-A backend calls `sink.update(text_so_far)` whenever an answer grows and `sink.finish(gen)`
+A backend calls `sink.accept()` once it has taken the item (the prompt fits, the upstream
+answered 200), `sink.update(text_so_far)` whenever the answer grows and `sink.finish(gen)`
 (or `sink.fail(exc)`) at the end; the consumer iterates the sink and gets text deltas whose
 concatenation is exactly `gen.text`. A backend sends only text that will not change:
 `settled_text` holds back an incomplete UTF-8 character and any tail that could begin a
@@ -44,6 +45,7 @@ class TextSink:
         self._lock = threading.Lock()
         self._sent = ""
         self._closed = False
+        self._accepted: asyncio.Future[None] = self._loop.create_future()
         self.cancelled = threading.Event()
         self.generation: Generation | None = None
 
@@ -52,6 +54,29 @@ class TextSink:
         """The text sent so far."""
         return self._sent
 
+    def accept(self) -> None:
+        """The backend took the item: what could be refused up front was not."""
+        self._resolve(None)
+
+    async def accepted(self) -> None:
+        """Wait until the backend took the item (or sent text, or finished); raises the
+        error it refused the item with."""
+        await asyncio.shield(self._accepted)
+
+    def _resolve(self, exc: BaseException | None) -> None:
+        def resolve() -> None:
+            if not self._accepted.done():
+                if exc is None:
+                    self._accepted.set_result(None)
+                else:
+                    self._accepted.set_exception(exc)
+                    self._accepted.exception()  # the iteration raises it too: never "unretrieved"
+
+        try:
+            self._loop.call_soon_threadsafe(resolve)
+        except RuntimeError:  # the event loop is closed
+            pass
+
     def update(self, text: str) -> None:
         """The answer so far (the whole text, not a delta). What extends the text already
         sent is sent; a text that would rewrite it is ignored (`finish` settles it)."""
@@ -59,6 +84,7 @@ class TextSink:
             if self._closed or len(text) <= len(self._sent) or not text.startswith(self._sent):
                 return
             delta, self._sent = text[len(self._sent):], text
+        self._resolve(None)
         self._send("text", delta)
 
     def finish(self, generation: Generation) -> None:
@@ -74,6 +100,7 @@ class TextSink:
                 delta = ""
             self._sent += delta
             self.generation = generation
+        self._resolve(None)
         if delta:
             self._send("text", delta)
         self._send("done", generation)
@@ -84,6 +111,7 @@ class TextSink:
             if self._closed:
                 return
             self._closed = True
+        self._resolve(exc)
         self._send("error", exc)
 
     def cancel(self) -> None:

@@ -13,8 +13,8 @@ never go through the answer cache these routes read, so even a key holder cannot
 Streaming (`stream: true`) sends the text as it is generated: the in-process backend's
 streamer hands each row of a mixed batch its tokens as they come, a remote backend's
 upstream deltas are forwarded as they arrive (under this server's id and model name). The
-response starts once the first text is there, so refusals and early failures keep their
-real status code; a failure after that is an `error` event (the official client raises
+response starts once the backend has taken the request, so refusals keep their real
+status code; a failure after that is an `error` event (the official client raises
 it). A client that disconnects stops its answer's generation. A cached answer streams at
 once, in word-sized pieces. Error bodies are the app's problem details plus the `error`
 object OpenAI clients read.
@@ -120,27 +120,17 @@ async def completions(request: Request, data: JSONBody[oa.CompletionRequest]) ->
 
 async def _stream(serving: Serving, item: GenItem, data: oa._Sampling, obj: str, text_chunk: Callable[[str], dict],
                   finish_chunk: Callable[[Generation], dict], *, start: dict | None, reply: oa.Reply) -> ServerSentEvent:
-    """The SSE response of a streamed answer, begun once its first text (or its end) is
-    there, so an error before that is raised here with its status."""
+    """The SSE response of a streamed answer, begun once the backend has taken it (an error
+    before that is raised here, with its status)."""
     [sink] = await serving.stream([item], use_cache=oa.use_cache(data, item))
-    deltas = aiter(sink)
-    try:
-        first: str | None = await anext(deltas)
-    except StopAsyncIteration:
-        first = None
-    except BaseException:
-        sink.cancel()
-        raise
     include_usage = bool(data.stream_options and data.stream_options.include_usage)
 
     async def events() -> AsyncIterator[str]:
         try:
             if start is not None:
                 yield _sse(start)
-            if first is not None:
-                yield _sse(text_chunk(first))
-                async for text in deltas:
-                    yield _sse(text_chunk(text))
+            async for text in sink:
+                yield _sse(text_chunk(text))
             gen = sink.generation
             yield _sse(finish_chunk(gen))
             if include_usage:
