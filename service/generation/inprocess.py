@@ -7,6 +7,10 @@ list and wait; one generation thread takes everything pending at once (all calle
 and runs it, so concurrent battles share batches, and no two forward passes ever overlap
 (PEFT's `adapter_names` works by registering hooks on the shared modules, which must not
 interleave). Log-likelihood scoring takes the same model lock on the caller's thread.
+
+Streaming: an item given a `TextSink` gets its text as its row of the batch is generated
+(`streaming.RowStreamer`, passed to `generate(streamer=...)`), and stops at the next token
+once the sink is cancelled. One batch through `generate` lives in `_batch.py`.
 """
 
 from __future__ import annotations
