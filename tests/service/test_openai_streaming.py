@@ -114,6 +114,24 @@ def test_a_client_that_goes_away_stops_its_generation(server, alone, monkeypatch
     assert finished[0].completion_tokens < budget / 2 and max(steps) < budget / 2
 
 
+def test_a_stop_string_never_shows_in_the_stream(server, alone):
+    # A long stop string from the middle of the unstopped answer (it spans several tokens):
+    # the stream must hold back its first tokens while they could still be the start of it.
+    for prompt in PROMPTS:
+        full = alone(GenItem(model="tiny", prompt=user_turn(prompt), params=GenerationParams(max_new_tokens=40)))
+        if len(full.text) >= 16:
+            break
+    else:
+        pytest.fail("no answer of 16 characters or more")
+    stop = full.text[4:16]
+    expected = alone(GenItem(model="tiny", prompt=user_turn(prompt), params=GenerationParams(max_new_tokens=40, stop=[stop])))
+    assert expected.finish_reason == "stop" and expected.text == full.text[:4]
+    stream = client_for(server).chat.completions.create(model="tiny", messages=[{"role": "user", "content": prompt}],
+                                                        temperature=0, max_tokens=40, stop=[stop], stream=True,
+                                                        extra_body={"no_cache": True})
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == expected.text
+
+
 # --- a remote backend: the upstream's stream, passed through ------------------------------
 
 
