@@ -203,6 +203,28 @@ def test_both_answers_grow_side_by_side_and_voting_waits_for_both(settings, scri
         server.stop()
 
 
+def test_without_javascript_the_page_reloads_until_both_answers_are_in(settings, scripted, browser):
+    scripted.stream_delay_s = 0.1
+    server = start(settings, scripted, ["lora-r8", "base"])
+    try:
+        context = browser.new_context(java_script_enabled=False)
+        page = context.new_page()
+        page.goto(f"{server.url}/arena")
+        assert page.locator("#battle").get_attribute("data-complete") == "0"
+        assert page.locator("#vote-form button[disabled]").count() == 4
+        page.wait_for_selector('#battle[data-complete="1"]', timeout=30000)  # the page reloaded itself
+        assert page.locator("#vote-form button[disabled]").count() == 0
+        texts = {page.locator("#text-a").inner_text(), page.locator("#text-b").inner_text()}
+        assert texts == {ANSWERS["lora-r8"]("").replace("**", "").replace("`", ""), ANSWERS["base"]("")}
+        page.get_by_role("button", name="Tie").click()  # a plain form post
+        page.wait_for_load_state()
+        assert page.locator("#reveal").is_visible()
+        context.close()
+    finally:
+        scripted.stream_delay_s = 0.0
+        server.stop()
+
+
 @pytest.mark.parametrize("csp", ["enforced", "bypassed"])
 def test_model_output_cannot_run_script(settings, scripted, browser, tmp_path, csp):
     # With the page's Content-Security-Policy bypassed, escaping alone must hold.
