@@ -2,11 +2,13 @@
 
 A battle is stored (with a TTL) under an unguessable id: the prompt, the two models in
 their randomised sides, both answers (sampled with a secret seed, never cached) and the
-reviewer it was dealt to. What a reviewer sees before voting (`public_view`) has no model
-names; `cast_vote` records the vote atomically (the store's vote script checks every rule:
-first vote wins, the battle's own reviewer, not excluded, minimum time to vote, rate limits
-per reviewer and per address; then counts it into the human board) and only then returns
-the names.
+reviewer it was dealt to. It is stored as soon as it is dealt; its answers are written in
+the background (`service.battle_answers`, which the arena page follows as they grow) and
+it takes a vote only once both are complete. What a reviewer sees before voting
+(`public_view`) has no model names; `cast_vote` records the vote atomically (the store's
+vote script checks every rule: first vote wins, the battle's own reviewer, answers
+complete, not excluded, minimum time to vote, rate limits per reviewer and per address;
+then counts it into the human board) and only then returns the names.
 
 The log keeps FastChat's battle fields (`model_a`, `model_b`, `winner`, `judge` = the
 reviewer, `tstamp`, `anony`, `question_id`, `conversation_a/b`, and for imported public
@@ -18,7 +20,7 @@ FastChat-compatible (its style control runs on them) and an import restores them
 
 from __future__ import annotations
 
-import logging
+import asyncio
 import random
 import secrets
 import time
@@ -32,6 +34,8 @@ from arena.judge import CHOICES, WINNER_OF, match_id
 from arena.markdown import render_markdown
 from arena.style_metadata import with_conv_metadata
 from arena.matchmaking import choose_pair
+from service import battle_answers
+from service.battle_answers import anonymous_error
 from service.config import Settings
 from service.errors import ArenaError, Conflict, InvalidInput
 from service.prompts import ArenaPrompt, check_prompt_text
@@ -48,7 +52,6 @@ OUR_FIELDS = (
 )
 
 _rng = random.Random()
-log = logging.getLogger("arena.battles")
 
 
 class Reveal(msgspec.Struct, kw_only=True):
@@ -121,15 +124,17 @@ async def set_active(store, settings: Settings, names: Iterable[str], active: bo
 # --- creating ---------------------------------------------------------------------------
 
 
-async def create_battle(store, serving, settings: Settings, *, reviewer: str, prompt_text: str | None = None,
-                        rng: random.Random | None = None) -> dict[str, Any]:
+async def deal_battle(store, serving, settings: Settings, *, reviewer: str, prompt_text: str | None = None,
+                      rng: random.Random | None = None) -> tuple[dict[str, Any], asyncio.Task]:
     """Pick a prompt (the reviewer's, else one from the pool) and a pair (matchmaking over
-    the active candidates), sample both answers (`battle_params`, a secret per-battle seed,
-    no answer cache), and store the battle, bound to `reviewer`. Returns the stored record,
-    which holds the model names and the seed: show callers `public_view` of it.
+    the active candidates), start sampling both answers (`battle_params`, a secret
+    per-battle seed, no answer cache) and store the battle, bound to `reviewer`, with no
+    answers yet. Returns (the stored record, the task writing the answers): the record
+    holds the model names and the seed, so show callers `public_view` of it; the task's
+    result is the complete record (`battle_answers.record_answers`), its error anonymous.
 
     Raises `Conflict` when fewer than two candidates are active or the pool is empty and
-    no prompt was typed."""
+    no prompt was typed; the anonymous form of a generation error refused up front."""
     from service.generation import GenItem
     from service.leaderboards import model_states
 
@@ -153,12 +158,12 @@ async def create_battle(store, serving, settings: Settings, *, reviewer: str, pr
     seed = secrets.randbits(63)
     asked = prompt.conversation()
     try:
-        answer_a, answer_b = await serving.generate([
+        sinks = await serving.stream([
             GenItem(model=matchup.model_a, prompt=asked, params=battle_params(settings, seed)),
             GenItem(model=matchup.model_b, prompt=asked, params=battle_params(settings, seed ^ 1)),
         ], use_cache=False)
     except ArenaError as exc:
-        raise _anonymous(exc) from None
+        raise anonymous_error(exc) from None
     battle = {
         "id": secrets.token_urlsafe(16),  # 128 random bits: the id is the capability to vote
         "question_id": match_id(prompt.text, matchup.model_a, matchup.model_b),
@@ -169,26 +174,37 @@ async def create_battle(store, serving, settings: Settings, *, reviewer: str, pr
         "source": prompt.source,
         "model_a": matchup.model_a,
         "model_b": matchup.model_b,
-        "answer_a": answer_a.text,
-        "answer_b": answer_b.text,
+        "answer_a": None,  # written by `battle_answers.record_answers`
+        "answer_b": None,
         "created_at": time.time(),
         "reviewer": reviewer,
         "seed": seed,  # never shown: with it, the answers could be reproduced
     }
-    await store_battle(store, battle)
-    return battle
+    try:
+        await store.put_battle(battle["id"], battle, BATTLE_TTL_S, answering=True)
+    except BaseException:
+        for sink in sinks:
+            sink.cancel()
+        raise
+    return battle, battle_answers.start_recording(store, battle, sinks, BATTLE_TTL_S, _complete(store))
 
 
-def _anonymous(exc: ArenaError) -> ArenaError:
-    """A generation error as a reviewer may see it: same status, but no model names (the
-    generation errors name the model, and would tell the reviewer who was drawn). The
-    original goes to the service log."""
-    log.warning("battle generation failed: %s", exc.message)
-    if isinstance(exc, InvalidInput) and "limit" in exc.extra:
-        message = "the prompt is too long for the candidates drawn for this battle: shorten it and try again"
-    else:
-        message = "the candidates drawn for this battle could not answer (the service log says why); try again"
-    return type(exc)(message)
+def _complete(store):
+    async def complete(battle: dict[str, Any], answers: list[str]) -> dict[str, Any]:
+        # The time to vote counts from here, when both answers are shown in full.
+        finished = {**battle, "answer_a": answers[0], "answer_b": answers[1], "created_at": time.time()}
+        await store_battle(store, finished)
+        return finished
+
+    return complete
+
+
+async def create_battle(store, serving, settings: Settings, *, reviewer: str, prompt_text: str | None = None,
+                        rng: random.Random | None = None) -> dict[str, Any]:
+    """`deal_battle`, waiting for both answers: the complete record (see `deal_battle`).
+    A caller that goes away does not stop the answers (the reviewer may still open the battle)."""
+    _, answers = await deal_battle(store, serving, settings, reviewer=reviewer, prompt_text=prompt_text, rng=rng)
+    return await asyncio.shield(answers)
 
 
 def battle_params(settings: Settings, seed: int):
@@ -208,7 +224,10 @@ async def store_battle(store, battle: dict[str, Any]) -> None:
 
 def public_view(battle: dict[str, Any]) -> dict[str, Any]:
     """The battle as a reviewer sees it before voting: no model names, answers as text and
-    as safe HTML (escaped, then basic markdown)."""
+    as safe HTML (escaped, then basic markdown). While they are being written, `complete`
+    is false and the answers are None (follow them at `/api/battles/{id}/answers/{side}`);
+    `failed` says why they never will be."""
+    complete = battle["answer_a"] is not None and battle["answer_b"] is not None
     return {
         "id": battle["id"],
         "prompt": battle["prompt"],
@@ -216,8 +235,10 @@ def public_view(battle: dict[str, Any]) -> dict[str, Any]:
         "context": [{**t, "html": render_markdown(t["content"])} for t in battle.get("context") or []],
         "answer_a": battle["answer_a"],
         "answer_b": battle["answer_b"],
-        "answer_a_html": render_markdown(battle["answer_a"]),
-        "answer_b_html": render_markdown(battle["answer_b"]),
+        "answer_a_html": render_markdown(battle["answer_a"]) if complete else None,
+        "answer_b_html": render_markdown(battle["answer_b"]) if complete else None,
+        "complete": complete,
+        "failed": battle.get("failed"),
         "category": battle.get("category"),
         "source": battle.get("source"),
         "created_at": battle["created_at"],

@@ -1,7 +1,7 @@
 """The OpenAI wire format, translated to and from the service's generation types.
 
 Requests (`ChatCompletionRequest`, `CompletionRequest`) become one `GenItem`; a `Generation`
-becomes a response body or a list of stream chunks. Only what changes an answer is honoured
+becomes a response body, and a stream's text deltas become chunks. Only what changes an answer is honoured
 (`temperature`, `top_p`, `max_tokens` / `max_completion_tokens`, `stop`, `seed`); asking for
 something we cannot do (`n > 1`, logprobs, tools, penalties, `echo`) is a 400 naming the
 field, never a silently different answer. Other fields a client sends (`user`, `metadata`,
@@ -14,10 +14,8 @@ The routes live in `service/routes/openai.py`.
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -239,45 +237,28 @@ def completion_response(reply: Reply, gen: Generation) -> dict[str, Any]:
     }
 
 
-def chat_chunks(reply: Reply, gen: Generation, include_usage: bool) -> Iterator[dict[str, Any]]:
-    """`chat.completion.chunk`s: the role, the text piece by piece, the finish reason, and
-    (with `include_usage`) a last chunk with no choices and the usage, as OpenAI sends them."""
-
-    def chunk(delta: dict[str, str], finish: str | None = None) -> dict[str, Any]:
-        return {"id": reply.id, "object": "chat.completion.chunk", "created": reply.created, "model": reply.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
-
-    yield chunk({"role": "assistant", "content": ""})
-    for piece in stream_pieces(gen.text):
-        yield chunk({"content": piece})
-    yield chunk({}, gen.finish_reason)
-    if include_usage:
-        yield {"id": reply.id, "object": "chat.completion.chunk", "created": reply.created, "model": reply.model,
-               "choices": [], "usage": usage(gen)}
+def chat_chunk(reply: Reply, delta: dict[str, str], finish: str | None = None) -> dict[str, Any]:
+    """One `chat.completion.chunk`: the first carries the role, then text deltas, then the
+    finish reason with an empty delta."""
+    return {"id": reply.id, "object": "chat.completion.chunk", "created": reply.created, "model": reply.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
 
 
-def completion_chunks(reply: Reply, gen: Generation, include_usage: bool) -> Iterator[dict[str, Any]]:
-    """`text_completion` chunks: the text piece by piece, then the finish reason (and usage)."""
-
-    def chunk(text: str, finish: str | None = None) -> dict[str, Any]:
-        return {"id": reply.id, "object": "text_completion", "created": reply.created, "model": reply.model,
-                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]}
-
-    for piece in stream_pieces(gen.text):
-        yield chunk(piece)
-    yield chunk("", gen.finish_reason)
-    if include_usage:
-        yield {"id": reply.id, "object": "text_completion", "created": reply.created, "model": reply.model,
-               "choices": [], "usage": usage(gen)}
+def completion_chunk(reply: Reply, text: str, finish: str | None = None) -> dict[str, Any]:
+    """One streamed `text_completion` chunk."""
+    return {"id": reply.id, "object": "text_completion", "created": reply.created, "model": reply.model,
+            "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]}
 
 
-_PIECE = re.compile(r"\S+\s*|\s+")
+def usage_chunk(reply: Reply, obj: str, gen: Generation) -> dict[str, Any]:
+    """The last chunk with `stream_options.include_usage`: no choices, the usage."""
+    return {"id": reply.id, "object": obj, "created": reply.created, "model": reply.model, "choices": [], "usage": usage(gen)}
 
 
-def stream_pieces(text: str) -> list[str]:
-    """The text cut into word-sized pieces (each with its trailing spaces); joined, they are
-    the text again."""
-    return _PIECE.findall(text)
+def error_event(message: str) -> dict[str, Any]:
+    """What a stream sends when the answer fails after it started (the status is already
+    200): an `error` object, which the official client raises as `APIError`, as vLLM does."""
+    return {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
 
 
 def model_entry(name: str, created: float = 0, *, parent: str | None = None, root: str | None = None,

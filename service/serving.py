@@ -6,6 +6,10 @@ trained by any worker is servable without a restart; a remote vLLM server that l
 candidate's adapter gets it loaded again, see `service.adapter_sync`), and caches answers in Redis by
 (candidate id, rendered prompt, params) so re-showing a battle or re-running a benchmark
 does not regenerate. Routes, battle creation, the judge and benchmarks all go through it.
+
+`stream` is `generate` for readers who want the text as it is produced (`/v1` with
+`stream: true`, a battle's answers): one `TextSink` per item, generation in a background
+task, the finished answers cached as `generate` caches them.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import msgspec
 from service.config import Settings
 from service.errors import InvalidInput, NotFound
 from service.generation import GenItem, Generation, InProcessBackend, backend_from_settings, cache_key
+from service.generation.streaming import TextSink, word_pieces
 from service.store import Store
 
 
@@ -36,6 +41,7 @@ class Serving:
         self.backend = backend or backend_from_settings(settings)
         self._ids: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._streaming: set[asyncio.Task] = set()  # held so that running streams are not collected
 
     def close(self) -> None:
         """Release what the backend holds open (a remote backend's HTTP connections and
@@ -84,6 +90,64 @@ class Serving:
 
     async def generate(self, items: Sequence[GenItem], *, use_cache: bool = True) -> list[Generation]:
         """Answers for `items` (mixed models share batches), from the cache where present."""
+        ids = await self._check(items)
+        keys, results = await self._cached(items, ids, use_cache)
+        todo = [n for n, r in enumerate(results) if r is None]
+        if todo:
+            fresh = await self._generate_fresh([items[n] for n in todo])
+            for n, gen in zip(todo, fresh):
+                results[n] = gen
+                if keys[n] is not None:
+                    await self.store.cache_put(keys[n], msgspec.to_builtins(gen))
+        return [r for r in results if r is not None]
+
+    async def stream(self, items: Sequence[GenItem], *, use_cache: bool = True) -> list[TextSink]:
+        """One `TextSink` per item, already filling: iterate it for the text as it is
+        generated (a cached answer arrives at once, in word-sized pieces); `sink.generation`
+        is the answer once the iteration ends. Items share batches as in `generate`.
+
+        Returns once the backend has taken every item, so what it refuses up front (unknown
+        model, prompt or token limits, an upstream's error status) is raised here; a later
+        failure is raised by the sink's iteration. `sink.cancel()` stops that answer; a
+        cancelled answer is not cached."""
+        ids = await self._check(items)
+        keys, cached = await self._cached(items, ids, use_cache)
+        sinks = [TextSink() for _ in items]
+        for sink, gen in zip(sinks, cached):
+            if gen is not None:
+                text = ""
+                for piece in word_pieces(gen.text):
+                    text += piece
+                    sink.update(text)
+                sink.finish(gen)
+        todo = [n for n, gen in enumerate(cached) if gen is None]
+        if todo:
+            task = asyncio.create_task(self._stream_fresh([items[n] for n in todo], [sinks[n] for n in todo],
+                                                          [keys[n] for n in todo]))
+            self._streaming.add(task)
+            task.add_done_callback(self._streaming.discard)
+        try:
+            for sink in sinks:
+                await sink.accepted()
+        except BaseException:
+            for sink in sinks:
+                sink.cancel()
+            raise
+        return sinks
+
+    async def _stream_fresh(self, items: list[GenItem], sinks: list[TextSink], keys: list[str | None]) -> None:
+        try:
+            fresh = await self._generate_fresh(items, sinks)
+        except BaseException as exc:  # noqa: BLE001 - the sinks' readers get it
+            for sink in sinks:
+                sink.fail(exc)
+            return
+        for key, sink, gen in zip(keys, sinks, fresh):
+            if key is not None and not sink.cancelled.is_set():
+                await self.store.cache_put(key, msgspec.to_builtins(gen))
+
+    async def _check(self, items: Sequence[GenItem]) -> list[str]:
+        """Refuse what no backend should see; register the models; their cache ids."""
         for item in items:  # before any tokenizer sees it: a huge string costs time to tokenize
             chars = len(item.prompt) if isinstance(item.prompt, str) else sum(len(m.content) for m in item.prompt.messages)
             if chars > self.settings.max_prompt_chars:
@@ -93,6 +157,11 @@ class Serving:
         ids = [await self.ensure(item.model) for item in items]
         for item in items:
             item.params.check_cap(self.settings.max_new_tokens_cap)
+        return ids
+
+    async def _cached(self, items: Sequence[GenItem], ids: list[str], use_cache: bool
+                      ) -> tuple[list[str | None], list[Generation | None]]:
+        """(cache key per item, None without the cache; the cached answer per item, or None)."""
         keys: list[str | None] = [None] * len(items)
         results: list[Generation | None] = [None] * len(items)
         if use_cache:
@@ -102,21 +171,16 @@ class Serving:
                 cached = await self.store.cache_get(keys[n])
                 if cached is not None:
                     results[n] = msgspec.convert(cached, Generation)
-        todo = [n for n, r in enumerate(results) if r is None]
-        if todo:
-            fresh = await self._generate_fresh([items[n] for n in todo])
-            for n, gen in zip(todo, fresh):
-                results[n] = gen
-                if use_cache and keys[n] is not None:
-                    await self.store.cache_put(keys[n], msgspec.to_builtins(gen))
-        return [r for r in results if r is not None]
+        return keys, results
 
-    async def _generate_fresh(self, items: list[GenItem]) -> list[Generation]:
-        """The backend's answers. A remote server that does not know one of our candidates
-        (vLLM forgets runtime adapters when it restarts) gets its adapter loaded, then is
-        asked once more; a model that is no candidate of ours stays a `NotFound`."""
+    async def _generate_fresh(self, items: list[GenItem], sinks: list[TextSink] | None = None) -> list[Generation]:
+        """The backend's answers (into `sinks` as they are generated, when given). A remote
+        server that does not know one of our candidates (vLLM forgets runtime adapters when
+        it restarts) gets its adapter loaded, then is asked once more; a model that is no
+        candidate of ours stays a `NotFound`."""
+        args = (items,) if sinks is None else (items, sinks)
         try:
-            return await asyncio.to_thread(self.backend.generate, items)
+            return await asyncio.to_thread(self.backend.generate, *args)
         except NotFound:
             if self.in_process:
                 raise
@@ -125,5 +189,4 @@ class Serving:
             report = await register_candidates(self.store, self.settings, [i.model for i in items], backend=self.backend)
             if not report.loaded:
                 raise
-            return await asyncio.to_thread(self.backend.generate, items)
-
+            return await asyncio.to_thread(self.backend.generate, *args)

@@ -6,12 +6,20 @@ exercise real HTTP end to end without loading a model.
 
     server = ScriptedOpenAI(answers={"alpha": lambda prompt: "4"}, judges={"fair": fair_judge}).start()
     server.url   # http://127.0.0.1:PORT
+
+With `stream: true` a reply comes as SSE chunks, one word-sized piece each, `stream_delay_s`
+apart (so a test can watch an answer grow); with `stream_gate` set, the second piece waits
+for that event (up to 10 s; `gate_opened` records whether it came), so a test can prove its
+reader saw the first piece while the answer was still being written; a model in `broken` sends an `error` event
+after its first piece, as vLLM does when generation fails mid-stream.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -26,6 +34,10 @@ class ScriptedOpenAI:
         self.answers = answers
         self.judges = judges or {}
         self.calls: list[dict] = []
+        self.stream_delay_s = 0.0
+        self.broken: set[str] = set()
+        self.stream_gate: threading.Event | None = None
+        self.gate_opened: list[bool] = []
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -41,6 +53,40 @@ class ScriptedOpenAI:
                 self.send_header("Content-Length", str(len(raw)))
                 self.end_headers()
                 self.wfile.write(raw)
+
+            def _stream(self, model: str, text: str) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+
+                def event(data: dict | str) -> None:
+                    self.wfile.write(b"data: " + (data if isinstance(data, str) else json.dumps(data)).encode() + b"\n\n")
+                    self.wfile.flush()
+
+                def chunk(delta: dict, finish: str | None = None) -> dict:
+                    return {"id": "chatcmpl-test", "object": "chat.completion.chunk", "model": model,
+                            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+                try:
+                    event(chunk({"role": "assistant", "content": ""}))
+                    for n, piece in enumerate(re.findall(r"\S+\s*|\s+", text)):
+                        if n and owner.stream_delay_s:
+                            time.sleep(owner.stream_delay_s)
+                        if n == 1 and owner.stream_gate is not None:
+                            owner.gate_opened.append(owner.stream_gate.wait(10))
+                        event(chunk({"content": piece}))
+                        if model in owner.broken:
+                            event({"error": {"message": "CUDA out of memory (scripted)", "type": "server_error"}})
+                            return
+                    event(chunk({}, "stop"))
+                    event({"id": "chatcmpl-test", "object": "chat.completion.chunk", "model": model, "choices": [],
+                           "usage": {"prompt_tokens": 1, "completion_tokens": len(text.split()),
+                                     "total_tokens": 1 + len(text.split())}})
+                    event("[DONE]")
+                except (BrokenPipeError, ConnectionResetError):  # the reader went away
+                    pass
 
             def do_GET(self) -> None:
                 if self.path.rstrip("/") == "/v1/models":
@@ -63,6 +109,9 @@ class ScriptedOpenAI:
                     text = owner.answers[model](user[-1] if user else "")
                 else:
                     self._send(404, {"error": {"message": f"The model `{model}` does not exist.", "code": "model_not_found"}})
+                    return
+                if body.get("stream"):
+                    self._stream(model, text)
                     return
                 self._send(200, {
                     "id": "chatcmpl-test", "object": "chat.completion", "model": model,

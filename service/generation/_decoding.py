@@ -10,6 +10,7 @@ A seeded item thus gives the same answer alone or in any batch.
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -49,8 +50,9 @@ class RowSampler(LogitsProcessor):
 
 
 class RowStops(StoppingCriteria):
-    """Stops each row at eos, at one of its stop strings, or at its own `max_new_tokens`,
-    and records where and why. `generate` stops early once every row is done.
+    """Stops each row at eos, at one of its stop strings, at its own `max_new_tokens`, or
+    once its `cancelled` event is set (a streaming reader went away), and records where and
+    why. `generate` stops early once every row is done.
 
     Stop strings are searched in the decoded tail of the new tokens (a window long enough
     to hold the longest stop string); the final text is cut on the full decode.
@@ -62,8 +64,10 @@ class RowStops(StoppingCriteria):
         params: Sequence[GenerationParams],
         eos_ids: frozenset[int],
         decode,
+        cancelled: Sequence[threading.Event | None] | None = None,
     ) -> None:
         self._width = prompt_width
+        self._cancelled = list(cancelled) if cancelled is not None else [None] * len(params)
         self._params = list(params)
         self._eos = eos_ids
         self._decode = decode
@@ -86,6 +90,8 @@ class RowStops(StoppingCriteria):
                     reason = "stop"
                 elif new >= p.max_new_tokens:
                     reason = "length"
+                elif self._cancelled[row] is not None and self._cancelled[row].is_set():
+                    reason = "cancelled"
                 if reason is not None:
                     self.finished_at[row], self.reasons[row] = new, reason
             done.append(self.finished_at[row] is not None)

@@ -7,6 +7,10 @@ list and wait; one generation thread takes everything pending at once (all calle
 and runs it, so concurrent battles share batches, and no two forward passes ever overlap
 (PEFT's `adapter_names` works by registering hooks on the shared modules, which must not
 interleave). Log-likelihood scoring takes the same model lock on the caller's thread.
+
+Streaming: an item given a `TextSink` gets its text as its row of the batch is generated
+(`streaming.RowStreamer`, passed to `generate(streamer=...)`), and stops at the next token
+once the sink is cancelled. One batch through `generate` lives in `_batch.py`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from evaluators import chat_format
 from evaluators.records import Conversation
 from service.errors import InvalidInput, NotFound
 from service.generation import _scoring
-from service.generation._decoding import RowSampler, RowStops, cut_at_stop
+from service.generation._batch import Row as _Row
+from service.generation._batch import generate_rows
 from service.generation._models import Base, Candidate, ModelRegistry
 from service.generation.items import (
     GenItem,
@@ -34,17 +39,10 @@ from service.generation.items import (
     RollingItem,
     RollingLoglikelihood,
 )
+from service.generation.streaming import TextSink
 
 #: How long the generation thread waits for work before exiting.
 _WORKER_IDLE_S = 30.0
-
-
-@dataclass(eq=False)
-class _Row:
-    index: int
-    candidate: Candidate
-    input_ids: list[int]
-    item: GenItem
 
 
 @dataclass(eq=False)
@@ -151,8 +149,10 @@ class InProcessBackend:
 
     # -- generation -------------------------------------------------------------------
 
-    def generate(self, items: Sequence[GenItem]) -> list[Generation]:
-        """Answers for `items`, in order, generated in mixed-adapter batches.
+    def generate(self, items: Sequence[GenItem], sinks: Sequence[TextSink | None] | None = None) -> list[Generation]:
+        """Answers for `items`, in order, generated in mixed-adapter batches. With `sinks`
+        (one per item, or None), each item's text is streamed to its sink as it is generated
+        and the sink is finished with the answer (or failed with the error).
 
         Raises before any work: `NotFound` (unknown model, listing the available ones),
         `InvalidInput` (over the new-token cap, or prompt + max_new_tokens over the context).
@@ -160,7 +160,15 @@ class InProcessBackend:
         so is a sampled one with a `seed` (each sampled row has its own generator). That is
         exact in float32; in bfloat16 on GPU, batch shape can flip a near-tie.
         """
-        rows = [self._prepare(index, item) for index, item in enumerate(items)]
+        sinks = list(sinks) if sinks is not None else [None] * len(items)
+        try:
+            rows = [self._prepare(index, item, sink) for index, (item, sink) in enumerate(zip(items, sinks))]
+        except BaseException as exc:
+            _fail_sinks(sinks, exc)
+            raise
+        for sink in sinks:
+            if sink is not None:
+                sink.accept()
         if not rows:
             return []
         request = _Request(rows=rows, results=[None] * len(rows))
@@ -189,7 +197,7 @@ class InProcessBackend:
             with self._model_lock:
                 self._execute(pending)
 
-    def _prepare(self, index: int, item: GenItem) -> _Row:
+    def _prepare(self, index: int, item: GenItem, sink: TextSink | None = None) -> _Row:
         item.params.check_cap(self.max_new_tokens_cap)
         candidate = self._models.get(item.model)
         base = self._models.prepared_base(candidate)
@@ -207,7 +215,7 @@ class InProcessBackend:
                 f"with max_new_tokens={item.params.max_new_tokens} (context length {base.context_length})",
                 limit=max(limit, 0),
             )
-        return _Row(index=index, candidate=candidate, input_ids=ids, item=item)
+        return _Row(index=index, candidate=candidate, input_ids=ids, item=item, sink=sink)
 
     def _execute(self, requests: list[_Request]) -> None:
         """Run every pending request's rows, grouped by base, sorted by candidate and prompt
@@ -235,6 +243,13 @@ class InProcessBackend:
             for request in requests:
                 if request.error is None and any(result is None for result in request.results):
                     request.error = RuntimeError("generation was interrupted before this request's answers")
+                for row in request.rows:
+                    if row.sink is None:
+                        continue
+                    if request.error is not None:
+                        row.sink.fail(request.error)
+                    else:
+                        row.sink.finish(request.results[row.index])
                 request.done.set()
 
     def _batches(self, candidates: Sequence[Candidate]):
@@ -274,58 +289,7 @@ class InProcessBackend:
             request.results[row.index] = generation
 
     def _generate_rows(self, base: Base, rows: list[_Row]) -> list[Generation]:
-        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
-
-        params = [row.item.params for row in rows]
-        width = max(len(row.input_ids) for row in rows)
-        input_ids = torch.full((len(rows), width), base.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):  # left padding: every row's next token is at the end
-            input_ids[i, width - len(row.input_ids) :] = torch.tensor(row.input_ids)
-            mask[i, width - len(row.input_ids) :] = 1
-        stops = RowStops(width, params, base.eos_ids, base.decoder.decode)
-        processors = LogitsProcessorList([] if all(p.greedy for p in params) else [RowSampler(params)])
-        # Explicit neutral values, so a base's own generation_config (sampling, repetition
-        # penalty) does not override what the caller asked for.
-        config = GenerationConfig(
-            do_sample=False,
-            num_beams=1,
-            max_new_tokens=max(p.max_new_tokens for p in params),
-            min_new_tokens=0,
-            repetition_penalty=1.0,
-            no_repeat_ngram_size=0,
-            pad_token_id=base.pad_id,
-            eos_token_id=sorted(base.eos_ids),
-        )
-        kwargs = {}
-        if base.peft is not None:
-            kwargs["adapter_names"] = [row.candidate.adapter_name for row in rows]
-        with torch.inference_mode():
-            output = base.forward_model().generate(
-                input_ids=input_ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                generation_config=config,
-                logits_processor=processors,
-                stopping_criteria=StoppingCriteriaList([stops]),
-                **kwargs,
-            )
-        output = output[:, width:].tolist()
-        generations = []
-        for i, row in enumerate(rows):
-            count = stops.finished_at[i] if stops.finished_at[i] is not None else len(output[i])
-            reason = stops.reasons[i] or "length"
-            text = base.decoder.decode(output[i][:count], skip_special_tokens=True)
-            text, stopped = cut_at_stop(text, row.item.params.stop)
-            generations.append(
-                Generation(
-                    model=row.item.model,
-                    text=text,
-                    finish_reason="stop" if stopped else reason,
-                    prompt_tokens=len(row.input_ids),
-                    completion_tokens=count,
-                )
-            )
-        return generations
+        return generate_rows(base, rows, self.device)
 
     # -- log-likelihood -----------------------------------------------------------------
 
@@ -398,6 +362,13 @@ class InProcessBackend:
                     for i, score in zip(indices, scores):
                         results[i] = score
         return results  # type: ignore[return-value]
+
+
+def _fail_sinks(sinks: Sequence[TextSink | None], exc: BaseException) -> None:
+    for sink in sinks:
+        if sink is not None:
+            sink.fail(exc)
+
 
 def _fail(requests, exc: BaseException) -> None:
     for request in requests:

@@ -3,7 +3,9 @@
 (adapters loaded at runtime instead: `remote_adapters`).
 
 Conversations go to `/v1/chat/completions` (the server applies the base's chat template);
-raw strings to `/v1/completions`. 429, 5xx, timeouts and connection errors are retried with
+raw strings to `/v1/completions`. An item with a `TextSink` is asked for with `stream: true`
+and each upstream delta goes to the sink as it arrives (a server that answers with one JSON
+body instead is read as such); an error event in the middle of the stream fails the item. 429, 5xx, timeouts and connection errors are retried with
 exponential backoff (honouring `Retry-After`); what still fails becomes an `ArenaError`
 saying what to check.
 """
@@ -22,6 +24,7 @@ import msgspec
 from evaluators.records import Conversation
 from service.errors import ArenaError, InvalidInput, NotFound, Unavailable
 from service.generation.items import GenItem, Generation
+from service.generation.streaming import TextSink
 
 _RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 _MAX_RETRY_AFTER_S = 30.0
@@ -101,12 +104,21 @@ class RemoteBackend:
 
     # -- generation -------------------------------------------------------------------
 
-    def generate(self, items: Sequence[GenItem]) -> list[Generation]:
+    def generate(self, items: Sequence[GenItem], sinks: Sequence[TextSink | None] | None = None) -> list[Generation]:
         """Answers for `items`, in order, requested concurrently. Raises the first item's
-        error: `NotFound` (listing the server's models), `Unavailable`, `InvalidInput`."""
-        for item in items:
-            item.params.check_cap(self.max_new_tokens_cap)
-        futures = [self._pool.submit(self._generate_one, item) for item in items]
+        error: `NotFound` (listing the server's models), `Unavailable`, `InvalidInput`.
+        With `sinks` (one per item, or None), each item's text is streamed to its sink and
+        the sink is finished with the answer or failed with the error."""
+        sinks = list(sinks) if sinks is not None else [None] * len(items)
+        try:
+            for item in items:
+                item.params.check_cap(self.max_new_tokens_cap)
+        except ArenaError as exc:
+            for sink in sinks:
+                if sink is not None:
+                    sink.fail(exc)
+            raise
+        futures = [self._pool.submit(self._generate_one, item, sink) for item, sink in zip(items, sinks)]
         return [future.result() for future in futures]
 
     async def agenerate(self, items: Sequence[GenItem]) -> list[Generation]:
@@ -124,9 +136,83 @@ class RemoteBackend:
 
             return list(await asyncio.gather(*(one(item) for item in items)))
 
-    def _generate_one(self, item: GenItem) -> Generation:
+    def _generate_one(self, item: GenItem, sink: TextSink | None = None) -> Generation:
         path, body = _request(item)
-        return _generation(item, self._send("POST", path, body, item.model))
+        if sink is None:
+            return _generation(item, self._send("POST", path, body, item.model))
+        try:
+            generation = self._stream_one(item, path, body, sink)
+        except BaseException as exc:
+            sink.fail(exc)
+            raise
+        sink.finish(generation)
+        return generation
+
+    def _stream_one(self, item: GenItem, path: str, body: dict[str, Any], sink: TextSink) -> Generation:
+        """One streamed answer: retried like `_send` until the upstream starts answering;
+        after that, each delta goes to `sink`. Stops reading (closing the connection, which
+        makes vLLM abort the request) once the sink is cancelled."""
+        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        for attempt in range(self.retries + 1):
+            failed = None
+            try:
+                with self._client.stream("POST", path, json=body) as response:
+                    if response.status_code < 400:
+                        sink.accept()
+                        return self._read_stream(item, response, sink)
+                    response.read()
+                    failed = response
+                    if response.status_code not in _RETRY_STATUSES or attempt == self.retries:
+                        if _is_missing_model(response):
+                            raise self._not_found(item.model, self.models())
+                        raise self._http_error(response, item.model)
+            except httpx.TransportError as exc:
+                if sink.text:  # text already sent cannot be taken back: no retry
+                    raise Unavailable(f"the connection to generation server {self.base_url} broke in the middle of "
+                                      f"the answer ({type(exc).__name__}: {exc})") from exc
+                if attempt == self.retries:
+                    raise self._unreachable(exc) from exc
+            time.sleep(self._delay(attempt, failed))
+        raise AssertionError("unreachable")
+
+    def _read_stream(self, item: GenItem, response: httpx.Response, sink: TextSink) -> Generation:
+        if not response.headers.get("content-type", "").startswith("text/event-stream"):
+            response.read()
+            generation = _generation(item, _json(response))
+            sink.update(generation.text)
+            return generation
+        text, finish, usage = "", "stop", {}
+        for line in response.iter_lines():
+            if sink.cancelled.is_set():
+                break
+            if not line.startswith("data:"):
+                continue
+            data = line[len("data:"):].strip()
+            if data == "[DONE]":
+                break
+            try:
+                chunk = msgspec.json.decode(data)
+            except msgspec.DecodeError:
+                raise Unavailable(f"generation server streamed a line that is not JSON for {item.model!r}: {data[:200]!r}") from None
+            if not isinstance(chunk, dict):
+                continue
+            if "error" in chunk:
+                error = chunk["error"]
+                detail = error.get("message") if isinstance(error, dict) else error
+                raise Unavailable(f"generation server {self.base_url} (model {item.model!r}) failed in the middle of "
+                                  f"the answer: {str(detail)[:300]}")
+            usage = chunk.get("usage") or usage
+            for choice in chunk.get("choices") or []:
+                delta = choice.get("delta") or {}
+                piece = choice.get("text") if isinstance(item.prompt, str) else delta.get("content")
+                if piece:
+                    text += piece
+                    sink.update(text)
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
+        return Generation(model=item.model, text=text, finish_reason="length" if finish == "length" else "stop",
+                          prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                          completion_tokens=int(usage.get("completion_tokens") or 0))
 
     # -- HTTP with retries ----------------------------------------------------------------
 

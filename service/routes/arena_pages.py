@@ -1,6 +1,7 @@
 """The arena pages: `/arena` (vote) and `/leaderboard`. Server-rendered; a little vanilla JS
-adds fetch voting, keyboard shortcuts and live refresh, and both pages work without it
-(plain form POSTs). Answers are escaped before any formatting (`arena.markdown`), and a
+adds the answers as they are written (one `EventSource` per side), fetch voting, keyboard
+shortcuts and live refresh, and both pages work without it (plain form POSTs; a battle
+still being answered reloads itself until it is complete). Answers are escaped before any formatting (`arena.markdown`), and a
 strict Content-Security-Policy allows only this page's own nonce'd script, so model output
 cannot run code even if some escaping were missed."""
 
@@ -54,8 +55,8 @@ async def arena_page(request: Request, store: Store, battle: str | None = None, 
             context["reveal"] = await battles.reveal_if_voted(store, record)
         else:  # a reload shows the same unvoted battle again rather than generating another
             record = await store.pending_battle(reviewer.id)
-            if record is None:
-                record = await battles.create_battle(store, request.app.state.serving, settings, reviewer=reviewer.id)
+            if record is None or record.get("failed"):
+                record, _ = await battles.deal_battle(store, request.app.state.serving, settings, reviewer=reviewer.id)
                 await store.set_pending_battle(reviewer.id, record["id"], battles.BATTLE_TTL_S)
         context["battle"] = battles.public_view(record)
     except ArenaError as exc:
@@ -71,7 +72,8 @@ async def arena_own_prompt(
     try:
         check_form(request, data)
         reviewer = await reviewers.identify(request, store, settings)
-        record = await battles.create_battle(store, request.app.state.serving, settings, reviewer=reviewer.id, prompt_text=data.get("prompt", ""))
+        record, _ = await battles.deal_battle(store, request.app.state.serving, settings, reviewer=reviewer.id,
+                                              prompt_text=data.get("prompt", ""))
     except ArenaError as exc:
         return _page(request, "arena.html", {"error": exc.message, "battle": None, "allow_prompt": True, "prompt": data.get("prompt", "")}, exc.status)
     return Redirect(f"/arena?battle={record['id']}", status_code=303, cookies=list(reviewer.cookies))

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import Parameter
+from litestar.response import ServerSentEvent
+from litestar.response.sse import ServerSentEventMessage
 
-from service import battles, reviewers
-from service.errors import InvalidInput
+from service import battle_answers, battles, reviewers
+from service.errors import Forbidden, InvalidInput, RateLimited
 from service.routes.auth import ADMIN, ADMIN_BULK
 from service.store import Store
 
@@ -41,6 +44,55 @@ async def get_battle(store: Store, battle_id: str) -> dict:
     view = battles.public_view(battle)
     view["reveal"] = await battles.reveal_if_voted(store, battle)
     return view
+
+
+#: Live readers of battle answers one API process serves per battle, and in all: each holds
+#: a connection and a Redis read, so an unbounded number is a cheap way to exhaust the server.
+MAX_ANSWER_READERS_PER_BATTLE = 8
+MAX_ANSWER_READERS = 512
+_readers: dict[str, int] = {}
+
+
+@get("/api/battles/{battle_id:str}/answers/{side:str}",
+     summary="One side's answer as it is written (server-sent events), for the reviewer the battle was dealt to")
+async def battle_answer(request: Request, store: Store, battle_id: str, side: Literal["a", "b"]) -> ServerSentEvent:
+    """Events `text` ({"text": more}), then `done` (both answers are complete: the battle
+    takes its vote) or `failed` ({"message": why}); ids count 1, 2, ... so a reconnecting
+    `EventSource` resumes where it was (`Last-Event-ID`). Only the reviewer the battle was
+    dealt to may read it (401 without an identity, 403 for anyone else): the same identity
+    the vote needs, from the same cookie or token. Nothing in it names a model."""
+    settings = request.app.state.settings
+    battle = await store.get_battle(battle_id)
+    reviewer = await reviewers.identify(request, store, settings, new=False)
+    if battle.get("reviewer") and battle["reviewer"] != reviewer.id:
+        raise Forbidden("this battle was dealt to another reviewer: only they can read its answers; ask for your own battle")
+    try:
+        after = max(0, int(request.headers.get("last-event-id") or 0))
+    except ValueError:
+        raise InvalidInput("Last-Event-ID: expected the number of the last event received") from None
+    if _readers.get(battle_id, 0) >= MAX_ANSWER_READERS_PER_BATTLE or sum(_readers.values()) >= MAX_ANSWER_READERS:
+        raise RateLimited("this battle's answers already have the most live readers this server serves; "
+                          "close other tabs or try again later")
+    _readers[battle_id] = _readers.get(battle_id, 0) + 1
+
+    async def events() -> AsyncIterator[ServerSentEventMessage]:
+        try:
+            async for seq, event in battle_answers.answer_events(store, battle, side, after):
+                if event is None:
+                    yield ServerSentEventMessage(comment="keep-alive")
+                elif "text" in event:
+                    yield ServerSentEventMessage(event="text", id=seq, data=msgspec.json.encode({"text": event["text"]}).decode())
+                elif "done" in event:
+                    yield ServerSentEventMessage(event="done", id=seq, data="{}")
+                else:
+                    yield ServerSentEventMessage(event="failed", id=seq,
+                                                 data=msgspec.json.encode({"message": event["failed"]}).decode())
+        finally:
+            _readers[battle_id] -= 1
+            if not _readers[battle_id]:
+                del _readers[battle_id]
+
+    return ServerSentEvent(events(), headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
 @post("/api/battles/{battle_id:str}/vote", summary="Vote once on your own battle (a, b, tie, both_bad); reveals the models", status_code=200)

@@ -10,30 +10,37 @@ Every route needs an API key (`Authorization: Bearer`: the admin token or one of
 reviewer would need to unmask a battle. Battle answers are sampled with a secret seed and
 never go through the answer cache these routes read, so even a key holder cannot replay one.
 
-Streaming sends the finished answer as SSE chunks (word-sized pieces, then the finish
-reason, then `data: [DONE]`): the in-process backend batches every caller's rows together,
-so it has no per-request token stream to forward. Errors therefore come before the stream
-starts, with their real status code. Error bodies are the app's problem details plus the
-`error` object OpenAI clients read.
+Streaming (`stream: true`) sends the text as it is generated: the in-process backend's
+streamer hands each row of a mixed batch its tokens as they come, a remote backend's
+upstream deltas are forwarded as they arrive (under this server's id and model name). The
+response starts once the backend has taken the request, so refusals keep their real
+status code; a failure after that is an `error` event (the official client raises
+it). A client that disconnects stops its answer's generation. A cached answer streams at
+once, in word-sized pieces. Error bodies are the app's problem details plus the `error`
+object OpenAI clients read.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import FromPath, JSONBody
-from litestar.response import Stream
+from litestar.response import ServerSentEvent
 
 from service import openai_compat as oa
 from service.errors import ArenaError, NotFound
 from service.routes.auth import API_KEY
 
 if TYPE_CHECKING:
+    from service.generation import GenItem, Generation
     from service.serving import Serving
+
+log = logging.getLogger("arena.openai")
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -87,11 +94,13 @@ async def chat_completions(request: Request, data: JSONBody[oa.ChatCompletionReq
     with _openai_errors():
         serving: Serving = request.app.state.serving
         item = oa.chat_item(data, serving.settings.max_new_tokens_cap)
+        reply = oa.Reply.new("chatcmpl", data.model)
+        if data.stream:
+            return await _stream(serving, item, data, "chat.completion.chunk",
+                                 lambda text: oa.chat_chunk(reply, {"content": text}),
+                                 lambda gen: oa.chat_chunk(reply, {}, gen.finish_reason),
+                                 start=oa.chat_chunk(reply, {"role": "assistant", "content": ""}), reply=reply)
         [gen] = await serving.generate([item], use_cache=oa.use_cache(data, item))
-    reply = oa.Reply.new("chatcmpl", data.model)
-    if data.stream:
-        include_usage = bool(data.stream_options and data.stream_options.include_usage)
-        return Stream(_sse(oa.chat_chunks(reply, gen, include_usage)), media_type="text/event-stream", headers=_SSE_HEADERS)
     return Response(oa.chat_response(reply, gen))
 
 
@@ -100,15 +109,45 @@ async def completions(request: Request, data: JSONBody[oa.CompletionRequest]) ->
     with _openai_errors():
         serving: Serving = request.app.state.serving
         item = oa.completion_item(data, serving.settings.max_new_tokens_cap)
+        reply = oa.Reply.new("cmpl", data.model)
+        if data.stream:
+            return await _stream(serving, item, data, "text_completion",
+                                 lambda text: oa.completion_chunk(reply, text),
+                                 lambda gen: oa.completion_chunk(reply, "", gen.finish_reason), start=None, reply=reply)
         [gen] = await serving.generate([item], use_cache=oa.use_cache(data, item))
-    reply = oa.Reply.new("cmpl", data.model)
-    if data.stream:
-        include_usage = bool(data.stream_options and data.stream_options.include_usage)
-        return Stream(_sse(oa.completion_chunks(reply, gen, include_usage)), media_type="text/event-stream", headers=_SSE_HEADERS)
     return Response(oa.completion_response(reply, gen))
 
 
-def _sse(chunks: Iterable[dict]) -> Iterator[bytes]:
-    for chunk in chunks:
-        yield b"data: " + msgspec.json.encode(chunk) + b"\n\n"
-    yield b"data: [DONE]\n\n"
+async def _stream(serving: Serving, item: GenItem, data: oa._Sampling, obj: str, text_chunk: Callable[[str], dict],
+                  finish_chunk: Callable[[Generation], dict], *, start: dict | None, reply: oa.Reply) -> ServerSentEvent:
+    """The SSE response of a streamed answer, begun once the backend has taken it (an error
+    before that is raised here, with its status)."""
+    [sink] = await serving.stream([item], use_cache=oa.use_cache(data, item))
+    include_usage = bool(data.stream_options and data.stream_options.include_usage)
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            if start is not None:
+                yield _sse(start)
+            async for text in sink:
+                yield _sse(text_chunk(text))
+            gen = sink.generation
+            yield _sse(finish_chunk(gen))
+            if include_usage:
+                yield _sse(oa.usage_chunk(reply, obj, gen))
+        except ArenaError as exc:
+            yield _sse(oa.error_event(exc.message))
+        except Exception:  # noqa: BLE001 - the status is sent already: say it in the stream
+            log.exception("streamed answer failed")
+            yield _sse(oa.error_event("generation failed in the middle of the answer (the service log says why)"))
+        finally:
+            if not sink.closed:  # the client went away mid-answer: stop generating it
+                sink.cancel()
+        yield "[DONE]"
+
+    return ServerSentEvent(events(), headers=_SSE_HEADERS)
+
+
+def _sse(chunk: dict[str, Any]) -> str:
+    """One event's data: the chunk as JSON (one line, as OpenAI clients read it)."""
+    return msgspec.json.encode(chunk).decode()

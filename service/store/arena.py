@@ -137,12 +137,16 @@ class ArenaStore:
 
     # --- battles -------------------------------------------------------------------------
 
-    async def put_battle(self, battle_id: str, battle: dict[str, Any], ttl_s: int, *, vote_base: dict[str, Any] | None = None) -> None:
+    async def put_battle(self, battle_id: str, battle: dict[str, Any], ttl_s: int, *, vote_base: dict[str, Any] | None = None,
+                         answering: bool = False) -> None:
         """Store a battle for `ttl_s` seconds. With `vote_base` (the static fields of a vote
         on it, including `model_a`/`model_b`) and `battle["created_at"]`, it can take
         `record_battle_vote`, which needs one round trip. A battle with a `reviewer` takes
-        only that reviewer's vote."""
+        only that reviewer's vote. While `answering` (its answers are being written, or
+        failed) it takes no vote; storing it again with its `vote_base` ends that."""
         mapping: dict[str, Any] = {"json": _enc.encode(battle)}
+        if answering:
+            mapping["answering"] = "1"
         if vote_base is not None:
             mapping.update(vote_base=_enc.encode(vote_base), created_at=repr(float(battle["created_at"])),
                            model_a=vote_base["model_a"], model_b=vote_base["model_b"])
@@ -152,6 +156,8 @@ class ArenaStore:
             mapping["reviewer"] = battle["reviewer"]  # only they may vote on it
         key = self.keys.battle(battle_id)
         async with self.redis.pipeline(transaction=True) as pipe:
+            if vote_base is not None:
+                pipe.hdel(key, "answering")
             pipe.hset(key, mapping=mapping)
             pipe.expire(key, ttl_s)
             await pipe.execute()

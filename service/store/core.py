@@ -10,6 +10,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from service.store.arena import ArenaStore
+from service.store.battle_answers import BattleAnswerStore
 from service.store.datasets import DatasetStore
 from service.store.evals import EvalStore
 from service.store.jobs import JobStore
@@ -17,7 +18,7 @@ from service.store.keys import Keys
 from service.store.models import ModelStore
 
 
-class Store(DatasetStore, JobStore, ModelStore, ArenaStore, EvalStore):
+class Store(DatasetStore, JobStore, ModelStore, ArenaStore, BattleAnswerStore, EvalStore):
     """Async access to everything the service keeps in Redis."""
 
     def __init__(self, redis: aioredis.Redis, prefix: str = "arena") -> None:

@@ -67,6 +67,12 @@ class Keys:
     def pending_battle(self, reviewer: str) -> str:
         return f"{self.p}:reviewer:{reviewer}:pending"  # the battle the arena page last showed them
 
+    def battle_answer(self, battle_id: str, side: str) -> str:
+        check_id("battle", battle_id)
+        if side not in ("a", "b"):
+            raise ValueError(f"side {side!r}: expected 'a' or 'b'")
+        return f"{self.p}:battle:{battle_id}:answer:{side}"  # stream: the answer's text as it was written
+
     def battle_voted(self, battle_id: str) -> str:
         check_id("battle", battle_id)
         return f"{self.p}:battle:{battle_id}:voted"  # stream id of its vote

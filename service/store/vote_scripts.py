@@ -19,6 +19,7 @@ def _vote_checks_lua(*, reviewer: int, now: int, min_wait: int, limit: int, wind
 
     - a battle keeps its first vote (-2 and that vote's id);
     - a battle dealt to a reviewer takes only their vote (-5);
+    - a battle whose answers are still being written (or failed) takes no vote yet (-9);
     - an excluded reviewer's vote is refused, so it is never counted anywhere (-6);
     - a vote sooner than the minimum time after the battle was dealt is refused (-7 and the
       seconds left; minimum 0 = none);
@@ -32,6 +33,7 @@ if redis.call('EXISTS', KEYS[2]) == 1 then return {{-2, redis.call('GET', KEYS[2
 local voter = ARGV[{reviewer}]
 local owner = redis.call('HGET', KEYS[1], 'reviewer')
 if owner and owner ~= '' and owner ~= voter then return {{-5, ''}} end
+if redis.call('HEXISTS', KEYS[1], 'answering') == 1 then return {{-9, ''}} end
 if voter ~= '' and redis.call('SISMEMBER', KEYS[7], voter) == 1 then return {{-6, ''}} end
 local min_wait = tonumber(ARGV[{min_wait}])
 if min_wait > 0 then
@@ -78,6 +80,8 @@ def raise_refused_vote(status: int, value: str, rules: VoteRules) -> None:
     if status == -7:
         raise RateLimited(f"too fast: a vote counts only {rules.min_vote_s:g} s after the answers are shown, "
                           f"so read both answers; try again in {value} s")
+    if status == -9:
+        raise Conflict("this battle's answers are not complete yet: vote once both answers are shown in full")
     if status == -8:
         raise RateLimited(f"too many votes from this address: the limit is {rules.address_limit} per "
                           f"{rules.rate_window_s} s; try again in {value} s")
@@ -104,7 +108,7 @@ BATTLE_VOTE_LUA = """
 local b = redis.call('HMGET', KEYS[1], 'vote_base', 'created_at', 'model_a', 'model_b', 'count:' .. ARGV[1])
 if not b[1] or not b[5] then
   if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, ''} end
-  return {-4, ''}
+  if redis.call('HEXISTS', KEYS[1], 'answering') == 0 then return {-4, ''} end
 end
 """ + _vote_checks_lua(reviewer=8, now=3, min_wait=9, limit=5, window=6, address_limit=10) + """local waited = math.max(0, tonumber(ARGV[3]) - tonumber(b[2]))
 local vote = string.sub(b[1], 1, -2) .. ',' .. string.sub(ARGV[2], 2, -2) .. ',"time_to_vote_s":' .. string.format('%.3f', waited) .. '}'

@@ -1,7 +1,8 @@
 """The arena in a real browser: Debian's chromium driven by playwright.
 
 One test votes with a click and a keyboard shortcut, sees the reveal, and watches the
-leaderboard (open in another tab) update by itself; another serves answers full of
+leaderboard (open in another tab) update by itself; one watches both answers grow side by
+side with voting closed until both are complete; another serves answers full of
 `<script>` / `<img onerror>` and checks that nothing runs. Screenshots go to a tmp dir,
 and, with ARENA_UPDATE_SCREENSHOTS=1, the arena and leaderboard shots are copied to docs/ for the README.
 """
@@ -125,6 +126,7 @@ def test_vote_with_a_click_see_the_reveal_and_the_leaderboard_follow(settings, s
         page.get_by_role("link", name="Next battle").click()
         page.wait_for_load_state()
         assert page.locator("#reveal").is_hidden()
+        expect(page.locator("#vote-form button").first).to_be_enabled()  # both answers are in
         page.keyboard.press("2")
         page.locator("#reveal").wait_for(state="visible")
         expect(board.locator("#human-votes")).to_have_text(str(before + 2), timeout=20000)
@@ -135,6 +137,7 @@ def test_vote_with_a_click_see_the_reveal_and_the_leaderboard_follow(settings, s
         phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
         small = phone.new_page()
         small.goto(f"{server.url}/arena")
+        expect(small.locator("#vote-form button").first).to_be_enabled()  # both answers in: the layout is final
         a, b = small.locator("#answer-a").bounding_box(), small.locator("#answer-b").bounding_box()
         assert b["y"] >= a["y"] + a["height"] - 1 and a["width"] <= 390
         small.screenshot(path=str(tmp_path / "arena-phone.png"), full_page=True)
@@ -146,6 +149,79 @@ def test_vote_with_a_click_see_the_reveal_and_the_leaderboard_follow(settings, s
             shutil.copy(tmp_path / "arena.png", DOCS / "arena.png")
             shutil.copy(tmp_path / "leaderboard.png", DOCS / "leaderboard.png")
     finally:
+        server.stop()
+
+
+SAMPLE = """() => ({
+    a: document.getElementById("text-a").textContent.length,
+    b: document.getElementById("text-b").textContent.length,
+    writing: !document.getElementById("writing-a").hidden || !document.getElementById("writing-b").hidden,
+    closed: Array.from(document.querySelectorAll("#vote-form button")).every(b => b.disabled),
+})"""
+
+
+def test_both_answers_grow_side_by_side_and_voting_waits_for_both(settings, scripted, browser):
+    from playwright.sync_api import expect
+
+    scripted.stream_delay_s = 0.2  # a word every 0.2 s: the longer answer takes ~6 s
+    server = start(settings, scripted, ["lora-r16", "base"])
+    try:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{server.url}/arena")
+        page.keyboard.press("1")  # a shortcut while the answers are being written does nothing
+        samples = []
+        deadline = time.monotonic() + 60
+        while True:
+            sample = page.evaluate(SAMPLE)
+            if not sample["writing"]:
+                break
+            samples.append(sample)
+            assert time.monotonic() < deadline, samples[-1]
+            page.wait_for_timeout(150)
+        battle_id = page.locator("#battle").get_attribute("data-battle")
+        assert page.locator("#reveal").is_hidden()
+        assert server.client().get(f"/api/battles/{battle_id}").json()["reveal"] is None  # the early "1" cast no vote
+        assert all(s["closed"] for s in samples), "a vote button was enabled before both answers were complete"
+        for side in "ab":
+            seen = [s[side] for s in samples]
+            assert seen == sorted(seen), f"answer {side} shrank: {seen}"
+            assert len({n for n in seen if n > 0}) >= 2, f"answer {side} did not grow while being written: {seen}"
+        # Complete: the text is the model's answer, verbatim, and voting opens.
+        shown = {page.locator("#text-a").text_content(), page.locator("#text-b").text_content()}
+        assert shown == {ANSWERS["lora-r16"](""), ANSWERS["base"]("")}
+        expect(page.locator("#vote-form button").first).to_be_enabled()
+        assert page.locator("#wait-note").is_hidden()
+        page.get_by_role("button", name="B is better").click()
+        page.locator("#reveal").wait_for(state="visible")
+        assert {page.locator("#name-a").inner_text(), page.locator("#name-b").inner_text()} == {"lora-r16", "base"}
+        assert errors == []
+        page.close()
+    finally:
+        scripted.stream_delay_s = 0.0
+        server.stop()
+
+
+def test_without_javascript_the_page_reloads_until_both_answers_are_in(settings, scripted, browser):
+    scripted.stream_delay_s = 0.1
+    server = start(settings, scripted, ["lora-r8", "base"])
+    try:
+        context = browser.new_context(java_script_enabled=False)
+        page = context.new_page()
+        page.goto(f"{server.url}/arena")
+        assert page.locator("#battle").get_attribute("data-complete") == "0"
+        assert page.locator("#vote-form button[disabled]").count() == 4
+        page.wait_for_selector('#battle[data-complete="1"]', timeout=30000)  # the page reloaded itself
+        assert page.locator("#vote-form button[disabled]").count() == 0
+        texts = {page.locator("#text-a").inner_text(), page.locator("#text-b").inner_text()}
+        assert texts == {ANSWERS["lora-r8"]("").replace("**", "").replace("`", ""), ANSWERS["base"]("")}
+        page.get_by_role("button", name="Tie").click()  # a plain form post
+        page.wait_for_load_state()
+        assert page.locator("#reveal").is_visible()
+        context.close()
+    finally:
+        scripted.stream_delay_s = 0.0
         server.stop()
 
 
