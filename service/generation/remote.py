@@ -119,7 +119,17 @@ class RemoteBackend:
                     sink.fail(exc)
             raise
         futures = [self._pool.submit(self._generate_one, item, sink) for item, sink in zip(items, sinks)]
-        return [future.result() for future in futures]
+        # Every request runs to its end before the first error is raised: a caller that fails
+        # the other items' sinks on that error must not fail one the server is still taking.
+        results, error = [], None
+        for future in futures:
+            try:
+                results.append(future.result())
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, after the others
+                error = error or exc
+        if error is not None:
+            raise error
+        return results
 
     async def agenerate(self, items: Sequence[GenItem]) -> list[Generation]:
         """`generate` for asyncio callers: the same requests, retries and errors."""

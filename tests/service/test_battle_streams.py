@@ -56,7 +56,9 @@ def events_of(client: httpx.Client, path: str, headers: dict | None = None) -> t
 def deal_on_the_page(client: httpx.Client) -> tuple[str, str]:
     page = client.get("/arena")
     assert page.status_code == 200
-    return re.search(r'data-battle="([^"]+)"', page.text).group(1), page.text
+    found = re.search(r'data-battle="([^"]+)"', page.text)
+    assert found, page.text[page.text.find("<main"):][:1500]
+    return found.group(1), page.text
 
 
 def test_both_answers_stream_to_the_reviewer_and_no_one_else(settings, scripted):
