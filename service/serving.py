@@ -121,6 +121,12 @@ class Serving:
                     sink.update(text)
                 sink.finish(gen)
         todo = [n for n, gen in enumerate(cached) if gen is None]
+        if todo and not self.in_process:
+            # A streamed answer cannot be asked again once its sink has failed, so the adapters
+            # a restarted vLLM forgot are loaded first (`generate` retries after a NotFound).
+            from service.adapter_sync import register_candidates
+
+            await register_candidates(self.store, self.settings, [items[n].model for n in todo], backend=self.backend)
         if todo:
             task = asyncio.create_task(self._stream_fresh([items[n] for n in todo], [sinks[n] for n in todo],
                                                           [keys[n] for n in todo]))
