@@ -25,7 +25,7 @@ def scripted():
 
 @pytest.fixture
 def server(settings, scripted):
-    srv = start(settings, scripted)
+    srv = start(settings, scripted, viewer_tokens="viewer-token-1")
     setup_arena(srv)
     yield srv
     srv.stop()
@@ -96,6 +96,15 @@ def test_correction_rules_over_the_api_and_the_page(server):
     assert viewer.post(f"/corrections/{stored[0]['id']}/accept", data={"status": "pending"}).status_code == 403
     zh = viewer.get("/corrections?status=all", headers={"Accept-Language": "zh-CN"})
     assert "修正" in zh.text and "待审核" in zh.text
+    reader = server.client()  # a viewer's session reads the page but decides nothing, even with the CSRF token
+    reader.post("/login", data=with_csrf(reader, {"token": "viewer-token-1", "next": "/corrections"}))
+    assert reader.get("/corrections").status_code == 200 and "/accept" not in reader.get("/corrections").text
+    refused = reader.post(f"/corrections/{stored[0]['id']}/accept", data=with_csrf(reader, {"status": "pending"}))
+    assert refused.status_code == 403 and "admin" in refused.json()["detail"]
+    decided = viewer.post(f"/corrections/{stored[0]['id']}/reject", data=with_csrf(viewer, {"note": "unsafe", "status": "pending"}),
+                          follow_redirects=False)
+    assert decided.status_code == 303 and decided.headers["location"] == "/corrections?status=pending"
+    assert admin.get("/api/corrections", params={"status": "rejected"}).json()[0]["note"] == "unsafe"
 
 
 def test_accept_reject_and_curate_with_provenance(server, settings, tmp_path):
