@@ -27,6 +27,7 @@ def test_vote_both_bad_then_correct_on_the_page(settings, scripted, browser):  #
         page.wait_for_function("document.getElementById('correction').open")  # always offered on both-bad
         assert page.input_value("#correction-text") == ""
         page.check('input[name="based_on"][value="a"]')
+        page.wait_for_function("document.getElementById('correction-text').value !== ''")  # fetched: the page streamed the answers
         filled = page.input_value("#correction-text")
         shown = {ATTACKS["evil-a"](""), ANSWERS["lora-r8"]("")}
         assert filled in shown  # answer A as the model wrote it: plain text, markup and all
