@@ -32,6 +32,7 @@ class Settings(msgspec.Struct, kw_only=True):
     remote_adapter_sync_s: int = 30  # 0: only at startup (a missing adapter still loads on first use)
     max_new_tokens_cap: int = 512
     max_prompt_chars: int = 100_000  # a prompt longer than this is refused before it is tokenized
+    max_correction_chars: int = 8000  # a reviewer's corrected answer longer than this is refused
     adapter_cache_size: int = 8
     reviewer_mode: str = "open"  # "open" (cookie-bound anonymous id) or "invite"
     votes_per_minute: int = 60

@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "deactivate": ("service.cli.arena", "deactivate_cmd", "Stop candidates from being matched in new battles."),
     "battles": ("service.cli.arena", "battles_cmd", "Export or import votes in FastChat's battle format; import also reads the public arena dumps."),
     "reviewers": ("service.cli.arena", "reviewers_cmd", "Invite reviewers, revoke their tokens; exclude (or re-include) one's votes."),
+    "corrections": ("service.cli.corrections", "corrections_cmd", "Reviewers' corrected answers: list, accept or reject them."),
     "judge": ("service.cli.arena", "judge_cmd", "LLM or reference judge: candidates pairwise, both orders, as a job."),
 }
 

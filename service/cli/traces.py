@@ -74,8 +74,14 @@ def trace_cmd(candidate, evals, battles, top, threshold, metric, no_gold, refuse
 @click.option("--budget", type=int, default=None, help="Then keep at most N records, chosen by embedding clustering.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--add-as", default=None, help="Also add it as a new version of this dataset name (lineage to the source).")
+@click.option("--add-corrections", is_flag=True,
+              help="Also add every accepted arena correction not yet used in a dataset version, as a record (the battle's "
+                   "conversation, then the corrected answer; meta source=correction, battle, reviewer, correction). "
+                   "Corrections are arena-wide: battles on any prompt, not only this dataset's. With --add-as they are "
+                   "marked used in that version; the budget does not apply to them.")
 @click.option("--json", "json_out", is_flag=True)
-def curate_cmd(report_ref, out, drop_top, drop_flagged, drop_sources, reason, budget, seed, add_as, json_out) -> None:
+def curate_cmd(report_ref, out, drop_top, drop_flagged, drop_sources, reason, budget, seed, add_as, add_corrections,
+               json_out) -> None:
     """Write the next round's dataset from a report, with the reason for every removed record."""
     import json
 
@@ -83,16 +89,29 @@ def curate_cmd(report_ref, out, drop_top, drop_flagged, drop_sources, reason, bu
     from service import datasets, traces
     from service.errors import InvalidInput
 
-    if not drop_top and not drop_flagged and not budget and not drop_sources:
-        raise InvalidInput("say what to drop: --drop-top K, --drop-flagged, --drop-source S and/or --budget N")
+    if not drop_top and not drop_flagged and not budget and not drop_sources and not add_corrections:
+        raise InvalidInput("say what to drop or add: --drop-top K, --drop-flagged, --drop-source S, --budget N "
+                           "and/or --add-corrections")
     s = settings()
     report = traces.load_report(s, report_ref, allow_path=True)
     result = traces.curate_from_report(s, report, drop_top=drop_top, drop_flagged=drop_flagged, budget=budget, seed=seed,
                                        drop_sources=drop_sources, reason=reason)
+    additions, used = [], []
+    if add_corrections:
+        from service.cli.corrections import accepted_records
+
+        with open_store(s) as store:
+            additions, used = accepted_records(store, result.kept)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as f:
-        for rec in result.kept:
+        for rec in [*result.kept, *additions]:
             f.write(json.dumps(chat_row(rec), ensure_ascii=False) + "\n")
+    added_path = out.with_suffix(".added.jsonl")  # the other half of the diff: what came in, and from whom
+    if add_corrections:
+        with added_path.open("w") as f:
+            for rec, c in zip(additions, used):
+                f.write(json.dumps({"correction": c.id, "battle": c.battle_id, "reviewer": c.reviewer,
+                                    "reason": "accepted correction", **chat_row(rec)}, ensure_ascii=False) + "\n")
     removed_path = out.with_suffix(".removed.jsonl")
     with removed_path.open("w") as f:
         for item in result.removed:
@@ -103,11 +122,19 @@ def curate_cmd(report_ref, out, drop_top, drop_flagged, drop_sources, reason, bu
             added, _ = store._run(datasets.add_dataset(store.store, s.data_dir, out.read_bytes(), name=add_as, filename=out.name,
                                                        parent=f"{report['dataset']['name']}@{report['dataset']['id']}",
                                                        note=f"curated from report {report['id']}"))
+            if used:
+                from service.corrections import mark_used
+
+                store._run(mark_used(store.store, [c.id for c in used], added.ref))
     summary = {"kept": len(result.kept), "removed": len(result.removed), "out": str(out), "removed_file": str(removed_path),
                "dataset": added.ref if added else None}
+    if add_corrections:
+        summary.update(added_corrections=len(additions), added_file=str(added_path))
     if json_out:
         echo_json(summary)
         return
     click.echo(f"kept {len(result.kept)} of {result.n_input} records -> {out}; reasons for the {len(result.removed)} removed in {removed_path}")
+    if add_corrections:
+        click.echo(f"added {len(additions)} correction{'s' if len(additions) != 1 else ''} (accepted, not yet used) -> {added_path}")
     if added:
         click.echo(f"added as {added.ref} (id {added.id}), curated from {report['dataset']['ref']}")

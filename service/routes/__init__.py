@@ -4,6 +4,7 @@ from service.routes import datasets, health, jobs, pages, reports, runs
 from service.routes import compare, openai
 from service.routes import evals, login
 from service.routes import arena, arena_pages, battles, judging, leaderboard, reviewers
+from service.routes import corrections
 
 ROUTE_HANDLERS = [
     health.health,
@@ -49,4 +50,6 @@ ROUTE_HANDLERS = [
     reviewers.revoke_invites,
     arena.arena_state, arena.active_models, arena.set_active, arena.add_prompts, judging.start_judge, judging.list_judge_jobs,
     arena_pages.arena_page, arena_pages.arena_own_prompt, arena_pages.arena_vote_form, arena_pages.leaderboard_page,
+    corrections.submit_correction, corrections.list_corrections, corrections.accept_correction, corrections.reject_correction,
+    corrections.correction_form, corrections.corrections_page, corrections.decide_form,
 ]

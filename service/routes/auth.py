@@ -114,6 +114,19 @@ async def may_read(connection: ASGIConnection) -> bool:
     return _session_valid(cookie, secret, _read_tokens(connection))
 
 
+async def is_admin(connection: ASGIConnection) -> bool:
+    """Whether this request acts as the admin: the admin bearer token, or a read session
+    opened with the admin token (for the admin's page forms, which also check CSRF)."""
+    admin = connection.app.state.admin_token
+    given = _bearer(connection)
+    if given is not None:
+        return _matches(given, admin)
+    cookie = connection.cookies.get(READ_COOKIE)
+    if not cookie or not admin:
+        return False
+    return _session_valid(cookie, await connection.app.state.store.reviewer_secret(), [admin])
+
+
 async def viewer_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     """Reject a read without the viewer role (401)."""
     if not await may_read(connection):

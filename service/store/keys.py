@@ -113,6 +113,19 @@ class Keys:
     def generation_cache(self, key: str) -> str:
         return f"{self.p}:gen:{key}"
 
+    # corrections (reviewers' improved answers to battles they voted on)
+    @property
+    def corrections(self) -> str:
+        return f"{self.p}:corrections"  # zset correction id -> created ts
+
+    def correction(self, correction_id: str) -> str:
+        check_id("correction", correction_id)
+        return f"{self.p}:correction:{correction_id}"  # JSON correction
+
+    def pending_correction(self, battle_id: str, reviewer: str) -> str:
+        check_id("battle", battle_id), check_id("name", reviewer)
+        return f"{self.p}:battle:{battle_id}:correction:{reviewer}"  # id of the reviewer's pending correction
+
     # evals
     @property
     def evals(self) -> str:

@@ -17,7 +17,7 @@ READS = ["/api/datasets", "/api/datasets/x", "/api/datasets/x/records", "/api/jo
          "/api/jobs/job_x/events", "/api/runs", "/api/runs/run_x", "/api/runs/run_x/events", "/api/candidates",
          "/api/candidates/x", "/api/bases", "/api/evals", "/api/evals/eval_0000000000000000",
          "/api/candidates/x/evals", "/api/reports", "/api/reports/rep_x", "/api/judge"]
-PAGES = ["/runs", "/runs/run_x", "/evals/eval_0000000000000000", "/reports/rep_x"]
+PAGES = ["/runs", "/runs/run_x", "/evals/eval_0000000000000000", "/reports/rep_x", "/corrections"]
 PUBLIC = ["/health", "/schema", "/api/leaderboard", "/api/leaderboard/status", "/api/arena", "/arena", "/leaderboard"]
 
 
