@@ -4,6 +4,7 @@ leaves out, and the one-line errors of `arena train --method dpo`."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import subprocess
 import sys
@@ -142,3 +143,51 @@ def test_train_dpo_unknown_candidate_and_wrong_flags_are_one_line_errors(setting
         assert len(out.stderr.strip().splitlines()) == 1
     out = arena(settings, "train", "--base", "tiny", "--name", "s1", "--data", "x", "--beta", "0.2")
     assert out.returncode == 1 and "--beta: not an option of --method sft" in out.stderr
+
+
+def test_from_arena_snapshots_the_same_pairs_as_the_export_through_cli_and_api(settings, tiny_base, tmp_path):
+    from service.bases import make_base
+    from service.domain import Candidate
+    from tests.redis_fixtures import LiveServer
+
+    store = SyncStore(settings.redis_url, settings.key_prefix)
+    store.put_base(make_base("tiny", tiny_base, "tiny"))
+    store.add_candidate(Candidate(name="sft", base="tiny", dataset="words@1", dataset_id="0" * 16, run_id="run_" + "0" * 16,
+                                  adapter_dir=str(tmp_path), config={}, metrics={}, created_at=time.time()))
+    store.close()
+    cast_votes(settings, [("Capital of France?", "Paris", "Lyon", "a", "ann"), ("Say hi.", "Hi", "Hello", "tie", "ann")])
+    exported = tmp_path / "prefs.jsonl"
+    assert arena(settings, "battles", "export", str(exported), "--format", "dpo").returncode == 0
+    sha = hashlib.sha256(exported.read_bytes()).hexdigest()
+
+    out = arena(settings, "train", "--method", "dpo", "--base", "tiny", "--from", "sft", "--from-arena", "--name", "d-cli",
+                "--json")
+    assert out.returncode == 0, out.stderr
+    (job,) = json.loads(out.stdout)
+    assert job["kind"] == "train" and job["params"]["method"] == "dpo"
+    assert job["params"]["preferences"] == {"source": "arena human", "sha256": sha, "pairs": 1}
+    assert (settings.data_dir / "preferences" / f"{sha}.jsonl").read_bytes() == exported.read_bytes()
+
+    server = LiveServer(settings).start()  # no worker: the runs stay queued
+    try:
+        admin = server.client(admin=True)
+        r = admin.post("/api/runs", json={"method": "dpo", "base": "tiny", "parent": "sft", "name": "d-api",
+                                          "preferences": "arena:human", "config": {"beta": 0.2}})
+        assert r.status_code == 202, r.text
+        assert r.json()["params"]["preferences"]["sha256"] == sha and r.json()["params"]["config"]["beta"] == 0.2
+        pairs = [json.loads(line) for line in exported.read_text().splitlines()]
+        r = admin.post("/api/runs", json={"method": "dpo", "base": "tiny", "parent": "sft", "name": "d-inline", "pairs": pairs})
+        assert r.status_code == 202 and r.json()["params"]["preferences"] == {"source": "file request", "sha256": sha,
+                                                                              "pairs": 1}
+        assert admin.get(f"/api/runs/{r.json()['id']}").json()["params"]["parent"] == "sft"
+        for body, status, message in [
+            ({"parent": "nope", "preferences": "arena:human"}, 404, "no candidate named 'nope'"),
+            ({"parent": "sft"}, 422, "one of `pairs` or `preferences`"),
+            ({"parent": "sft", "preferences": "arena:everyone"}, 422, "expected arena:human, arena:judge or arena:all"),
+            ({"parent": "sft", "pairs": [{"prompt": "q", "chosen": "a"}]}, 422, "pairs:1: missing rejected"),
+            ({"parent": "sft", "pairs": pairs, "config": {"beta": -1}}, 422, "config.beta=-1"),
+        ]:
+            r = admin.post("/api/runs", json={"method": "dpo", "base": "tiny", "name": "d-bad", **body})
+            assert r.status_code == status and message in r.json()["detail"], (body, r.text)
+    finally:
+        server.stop()
