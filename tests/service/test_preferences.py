@@ -189,5 +189,13 @@ def test_from_arena_snapshots_the_same_pairs_as_the_export_through_cli_and_api(s
         ]:
             r = admin.post("/api/runs", json={"method": "dpo", "base": "tiny", "name": "d-bad", **body})
             assert r.status_code == status and message in r.json()["detail"], (body, r.text)
+        # A DPO candidate is not traced (its checkpoints never saw the SFT records): its parent is.
+        store = SyncStore(settings.redis_url, settings.key_prefix)
+        store.add_candidate(Candidate(name="d-done", base="tiny", dataset="words@1", dataset_id="0" * 16,
+                                      run_id="run_" + "1" * 16, adapter_dir=str(tmp_path), config={}, metrics={},
+                                      created_at=time.time(), method="dpo", parent="sft"))
+        store.close()
+        r = admin.post("/api/reports", json={"candidate": "d-done", "battles": True})
+        assert r.status_code == 422 and "trace its SFT parent 'sft' instead" in r.json()["detail"], r.text
     finally:
         server.stop()
