@@ -108,3 +108,25 @@ def test_dpo_from_simulated_votes_grows_the_preferred_answers_margin(settings, t
     gained = [b - a for a, b in zip(before, after)]
     assert sum(after) / len(after) > sum(before) / len(before) + 1.0, (before, after)
     assert sum(g > 0 for g in gained) >= 14, gained
+
+
+def test_a_dpo_run_resumes_from_its_checkpoint_and_refuses_another_runs_directory(tiny_base, trained_adapter, tmp_path):
+    from service.dpo import DPOTrainConfig, train_dpo
+    from service.preferences import PreferencePair
+    from service.train_config import RunConflict, TrainingCancelled
+
+    pairs = [PreferencePair(prompt=[Message("user", p)], chosen=[Message("assistant", right)],
+                            rejected=[Message("assistant", wrong)]) for p, right, wrong in voted_pairs(8)]
+    config = DPOTrainConfig(max_steps=6, save_steps=3, batch_size=4, lr=5e-3, logging_steps=1)
+    out = tmp_path / "run"
+    steps: list[int] = []
+    with pytest.raises(TrainingCancelled):  # a worker told to stop at step 4 leaves checkpoint-3
+        train_dpo(tiny_base, trained_adapter.adapter_dir, pairs, config, out, on_log=lambda e: steps.append(e["step"]),
+                  should_stop=lambda: len(steps) >= 4)
+    assert not (out / "adapter").exists()
+    result = train_dpo(tiny_base, trained_adapter.adapter_dir, pairs, config, out)
+    assert result.resumed_from.endswith("checkpoint-3") and result.global_step == 6
+    assert [p.step for p in result.loss_curve] == [1, 2, 3, 4, 5, 6] and [c.step for c in result.checkpoints] == [3, 6]
+    assert train_dpo(tiny_base, trained_adapter.adapter_dir, pairs, config, out) == result  # finished: not trained again
+    with pytest.raises(RunConflict):
+        train_dpo(tiny_base, trained_adapter.adapter_dir, pairs, DPOTrainConfig(max_steps=6, beta=0.5, batch_size=4), out)
