@@ -36,6 +36,13 @@ class PreferenceSource(msgspec.Struct, kw_only=True, frozen=True):
         return f"file {self.name}" if self.kind == "file" else f"arena {'+'.join(self.boards)}"
 
 
+def arena_source(board: str) -> PreferenceSource:
+    """The arena's votes of `board` ("human", "judge" or "all") as a preference source."""
+    if board not in ("human", "judge", "all"):
+        raise InvalidInput(f"board {board!r}: expected human, judge or all")
+    return PreferenceSource(kind="arena", boards=("human", "judge") if board == "all" else (board,))
+
+
 def preferences_path(settings: Settings, sha256: str) -> Path:
     return under(settings.data_dir, "preferences", f"{check_id('preference set', sha256)}.jsonl")
 

@@ -71,6 +71,8 @@ def train_cmd(ctx: click.Context, method, base, data, name, parent, preferences,
     with open_store(s) as store:
         if method == "dpo":
             config = {k: ctx.params[k] for k in (*SHARED, "beta") if k in given}
+            if "board" in given and not from_arena:
+                raise InvalidInput("--board: only with --from-arena (a preference file holds the boards it was exported from)")
             jobs = [_enqueue_dpo(store, s, base=base, parent=parent, name=name, preferences=preferences,
                                  from_arena=from_arena, board=board, config=config)]
         else:
@@ -104,7 +106,7 @@ def train_cmd(ctx: click.Context, method, base, data, name, parent, preferences,
 
 
 def _enqueue_dpo(store, s, *, base, parent, name, preferences: Path | None, from_arena: bool, board: str, config):
-    from service.dpo_runs import PreferenceSource, start_dpo_run
+    from service.dpo_runs import PreferenceSource, arena_source, start_dpo_run
     from service.errors import InvalidInput
     from service.preferences import read_preferences
 
@@ -113,7 +115,7 @@ def _enqueue_dpo(store, s, *, base, parent, name, preferences: Path | None, from
     if (preferences is None) == (not from_arena):
         raise InvalidInput("give exactly one of --preferences FILE or --from-arena")
     if from_arena:
-        source, pairs = PreferenceSource(kind="arena", boards=("human", "judge") if board == "all" else (board,)), None
+        source, pairs = arena_source(board), None
     else:
         source, pairs = PreferenceSource(kind="file", name=preferences.name), read_preferences(preferences)
     return call_with_queue(store, s, start_dpo_run, base=base, parent=parent, name=name, source=source, pairs=pairs,

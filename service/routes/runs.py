@@ -38,7 +38,7 @@ async def _start(request: Request, store: Store, data: RunRequest):
         if data.data is None or data.parent or data.preferences or data.pairs is not None:
             raise InvalidInput("an SFT run takes `data` (a dataset NAME[@VERSION]), not parent/preferences/pairs")
         return await runs.start_run(store, app.queue, app.settings, base=data.base, data=data.data, name=data.name, config=data.config)
-    from service.dpo_runs import PreferenceSource, start_dpo_run
+    from service.dpo_runs import PreferenceSource, arena_source, start_dpo_run
     from service.preferences import parse_preferences
 
     if data.data is not None or data.parent is None or (data.preferences is None) == (data.pairs is None):
@@ -48,10 +48,10 @@ async def _start(request: Request, store: Store, data: RunRequest):
         pairs = parse_preferences(b"".join(msgspec.json.encode(p) + b"\n" for p in data.pairs), source="pairs")
         source = PreferenceSource(kind="file", name="request")
     else:
-        board = {"arena": "human", "arena:human": "human", "arena:judge": "judge", "arena:all": "all"}.get(data.preferences)
-        if board is None:
+        kind, _, board = data.preferences.partition(":")
+        if kind != "arena":
             raise InvalidInput(f"preferences {data.preferences!r}: expected arena:human, arena:judge or arena:all")
-        pairs, source = None, PreferenceSource(kind="arena", boards=("human", "judge") if board == "all" else (board,))
+        pairs, source = None, arena_source(board or "human")
     return await start_dpo_run(store, app.queue, app.settings, base=data.base, parent=data.parent, name=data.name,
                                source=source, pairs=pairs, config=data.config)
 

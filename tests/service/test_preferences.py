@@ -136,6 +136,7 @@ def test_train_dpo_unknown_candidate_and_wrong_flags_are_one_line_errors(setting
         (["--from-arena"], "--from CANDIDATE: DPO starts from an SFT candidate"),
         (["--from", "nope"], "give exactly one of --preferences FILE or --from-arena"),
         (["--from", "nope", "--from-arena", "--lora-r", "4"], "--lora-r: not an option of --method dpo"),
+        (["--from", "nope", "--preferences", "x.jsonl", "--board", "judge"], "--board: only with --from-arena"),
     ]
     for flags, expected in cases:
         out = arena(settings, "train", "--method", "dpo", "--base", "tiny", "--name", "d1", *flags)
@@ -183,7 +184,8 @@ def test_from_arena_snapshots_the_same_pairs_as_the_export_through_cli_and_api(s
         for body, status, message in [
             ({"parent": "nope", "preferences": "arena:human"}, 404, "no candidate named 'nope'"),
             ({"parent": "sft"}, 422, "one of `pairs` or `preferences`"),
-            ({"parent": "sft", "preferences": "arena:everyone"}, 422, "expected arena:human, arena:judge or arena:all"),
+            ({"parent": "sft", "preferences": "arena:everyone"}, 422, "board 'everyone': expected human, judge or all"),
+            ({"parent": "sft", "preferences": "everyone"}, 422, "expected arena:human, arena:judge or arena:all"),
             ({"parent": "sft", "pairs": [{"prompt": "q", "chosen": "a"}]}, 422, "pairs:1: missing rejected"),
             ({"parent": "sft", "pairs": pairs, "config": {"beta": -1}}, 422, "config.beta=-1"),
         ]:
