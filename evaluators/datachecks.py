@@ -17,7 +17,11 @@
 - `length_outlier`: robust z-score of log length, for prompts and answers;
 - `empty_or_garbled`: empty turns, U+FFFD, mojibake, non-printable text, character runs;
 - `unsupported_facts`: numbers and names in an extractive answer absent from its prompt;
-- `train_eval_overlap`: training prompts that are (near-)copies of eval prompts.
+- `train_eval_overlap`: training prompts that are (near-)copies of eval prompts;
+- `balance`: the spread over each metadata field (source, annotator, task type, domain)
+  and over the questions' languages; a value holding `balance_majority` of the records,
+  or records missing a field the others carry. Duplicate and conflict findings name the
+  sources of their records.
 
 Every threshold lives in `CheckConfig`; defaults are tuned to stay silent on clean data.
 The checks live beside this module: `_checks_pairs` (duplicates, conflicts, overlap),
@@ -34,6 +38,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from evaluators._checks_balance import _balance, with_sources
 from evaluators._checks_context import Check, Finding, Severity, _Context, _Record  # noqa: F401
 from evaluators._checks_pairs import _conflicting_answers, _exact_duplicates, _near_duplicates, _train_eval_overlap
 from evaluators._checks_records import (
@@ -56,6 +61,7 @@ CHECKS: tuple[str, ...] = (
     "empty_or_garbled",
     "unsupported_facts",
     "train_eval_overlap",
+    "balance",
 )
 
 
@@ -78,6 +84,7 @@ class CheckConfig(msgspec.Struct, frozen=True, kw_only=True):
     refusal_patterns: tuple[str, ...] = DEFAULT_REFUSAL_PATTERNS
     refusal_search_chars: int = 200  # refusals open an answer; look no further
     expected_refusal_rate: float = 0.05
+    balance_majority: float = 0.8  # one metadata value (or language) holding this share is flagged
     refusal_alpha: float = 0.01  # one-sided binomial test level
     format_majority: float = 0.8  # a format this common makes the rest a minority
     format_min_records: int = 10  # fewer classified answers: no format finding
@@ -102,7 +109,7 @@ class CheckConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"unknown check(s) {unknown}: expected some of {list(CHECKS)}")
         for name in ("near_duplicate_threshold", "conflict_prompt_threshold", "overlap_threshold",
                      "expected_refusal_rate", "format_majority", "refusal_alpha", "content_similarity_threshold",
-                     "conflict_question_similarity"):
+                     "conflict_question_similarity", "balance_majority"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"CheckConfig.{name} must be within [0, 1], got {value}")
@@ -174,6 +181,7 @@ def check_dataset(
         "length_outlier": _length_outliers,
         "empty_or_garbled": _empty_or_garbled,
         "unsupported_facts": _unsupported_facts,
+        "balance": _balance,
     }
     findings: list[Finding] = []
     summary: dict[str, CheckSummary] = {}
@@ -186,6 +194,7 @@ def check_dataset(
             found, stats = _train_eval_overlap(ctx, list(eval_records))
         else:
             found, stats = runners[check](ctx)
+        found = with_sources(ctx, found, ("exact_duplicate", "near_duplicate", "conflicting_answers"))
         flagged = {i for f in found for i in f.record_indices}
         rate = len(flagged) / len(records) if records else 0.0
         summary[check] = CheckSummary(findings=len(found), records=len(flagged), rate=rate, stats=stats)

@@ -28,11 +28,30 @@ class Message(msgspec.Struct, frozen=True):
     content: str
 
 
-class Conversation(msgspec.Struct, frozen=True):
+#: The metadata fields a record may carry in any input format (besides a free `meta` object).
+META_FIELDS = ("source", "annotator", "task_type", "domain")
+
+
+class Conversation(msgspec.Struct, frozen=True, omit_defaults=True):
     """One training or evaluation record: turns in order, ending with an assistant turn
-    for training data (a prompt-only conversation ends with a user turn)."""
+    for training data (a prompt-only conversation ends with a user turn).
+
+    `meta` is what the record says about itself — `source`, `annotator`, `task_type`,
+    `domain` or any field of its `meta` object — as sorted `(name, value)` pairs (hashable,
+    so a record stays a value). It never reaches the model: training and benchmarks read
+    `messages` only; checks, the trace and curation group by it."""
 
     messages: tuple[Message, ...]
+    meta: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """`meta` as a dict."""
+        return dict(self.meta)
+
+    def with_meta(self, **fields: str) -> Conversation:
+        """This record with `fields` set in its metadata."""
+        return msgspec.structs.replace(self, meta=tuple(sorted({**dict(self.meta), **fields}.items())))
 
     @property
     def prompt_messages(self) -> tuple[Message, ...]:
@@ -55,6 +74,15 @@ class Conversation(msgspec.Struct, frozen=True):
             if m.role == "user":
                 return m.content
         return ""
+
+
+def chat_row(conversation: Conversation) -> dict:
+    """The record as a chat-format JSON object (`messages`, and `meta` when it has any): what
+    the next round's dataset files hold, read back by `arena data add` unchanged."""
+    row: dict = {"messages": [{"role": m.role, "content": m.content} for m in conversation.messages]}
+    if conversation.meta:
+        row["meta"] = conversation.metadata
+    return row
 
 
 def exchange_ends(conversation: Conversation) -> list[int]:

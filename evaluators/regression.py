@@ -277,6 +277,9 @@ class Verdict(msgspec.Struct):
     p_decrease: float | None = None
     p_decrease_adjusted: float | None = None
     significant_decrease: bool = False
+    #: Better than the baseline by the same two-sided test (exact McNemar on 0/1 metrics) at
+    #: alpha: the only ground on which a report may say "improved".
+    significant_increase: bool = False
     effect_size: float | None = None
     effect_size_kind: str = ""
     discordant: list[int] | None = None
@@ -291,7 +294,9 @@ def _decide(v: Verdict, p_adjusted: float, p_decrease_adjusted: float, alpha: fl
             fail_on_significant_decrease: bool) -> Verdict:
     v.p_adjusted, v.p_decrease_adjusted = float(p_adjusted), float(p_decrease_adjusted)
     worse = v.diff < 0 if v.higher_is_better else v.diff > 0
+    better = v.diff > 0 if v.higher_is_better else v.diff < 0
     v.significant_decrease = bool(worse and v.p_decrease_adjusted < alpha)
+    v.significant_increase = bool(better and v.p_decrease_adjusted < alpha)
     passed = v.p_adjusted < alpha / 2 and not (fail_on_significant_decrease and v.significant_decrease)
     v.status = "pass" if passed else "regression"
     v.reason = _reason(v, alpha)
@@ -378,8 +383,13 @@ def _reason(v: Verdict, alpha: float) -> str:
     else:
         verdict = (f"not shown to be within margin {v.margin:g} of the baseline "
                    f"(Holm p={v.p_adjusted:.3g} >= {alpha / 2:g})")
+    test = "exact McNemar" if v.discordant is not None else "paired bootstrap"
     if v.significant_decrease:
-        verdict += f"; significantly worse than the baseline (Holm p={v.p_decrease_adjusted:.3g})"
+        verdict += f"; significantly worse than the baseline ({test}, Holm p={v.p_decrease_adjusted:.3g})"
+    elif v.significant_increase:
+        verdict += f"; significantly better than the baseline ({test}, Holm p={v.p_decrease_adjusted:.3g})"
+    elif v.p_decrease_adjusted is not None and v.diff:
+        verdict += f"; not a significant change ({test}, Holm p={v.p_decrease_adjusted:.3g})"
     missing = len(v.missing_in_baseline) + len(v.missing_in_candidate)
     if missing:
         verdict += (f"; {len(v.missing_in_candidate)} baseline items missing in candidate, "

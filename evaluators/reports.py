@@ -20,6 +20,7 @@ import jinja2
 import msgspec
 
 from evaluators.records import Conversation, exchanges
+from evaluators.sources import by_source
 
 _TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -103,6 +104,13 @@ def build_report(
     cluster_list = sorted(
         ({"record": rec, "failures": fs, "size": len(fs)} for rec, fs in clusters.items()), key=lambda c: (-c["size"], c["record"])
     )
+    # Blame per source / annotator: the top records and the flagged ones, by metadata value.
+    scores = [float("nan")] * len(records)
+    for e in examples:
+        scores[e["index"]] = e["score"]
+    marked = {e["index"] for e in examples if e["reference_conflict"] or e["checks"]}
+    sources = [{**msgspec.to_builtins(f), "message": f.message}
+               for f in by_source(records, scores, marked, top_k=min(10, max(1, len(traces))))]
     return {
         "id": report_id,
         "created_at": time.time(),
@@ -116,6 +124,7 @@ def build_report(
         "failures": traces,
         "failure_clusters": cluster_list,
         "checks": checks.to_dict() if checks is not None else None,
+        "sources": sources,
         "method": {
             "checkpoints": list(attribution.checkpoints),
             "checkpoint_weights": [float(w) for w in attribution.checkpoint_weights],

@@ -45,7 +45,7 @@ from evaluators.records import Conversation, Message, user_turn
 
 REFUSAL = ENGLISH.refusal
 
-Preset = Literal["fast", "default", "chats"]
+Preset = Literal["fast", "default", "chats", "demo-fast", "demo"]
 
 
 class SyntheticConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -60,6 +60,10 @@ class SyntheticConfig(msgspec.Struct, frozen=True, kw_only=True):
     refusals: int = 12  # records answered with `REFUSAL`
     chats: int = 0  # clean two-turn chats: a clean fact's exchange, then a follow-up
     wrong_in_chats: bool = False  # each planted wrong copy opens a two-turn chat
+    #: Records carry a `source`: the planted wrong copies and the duplicates all come from
+    #: one bad source (`BAD_SOURCE`), everything else from `GOOD_SOURCES` at random. Dropping
+    #: the bad source then fixes corrupted items the trace never saw (a held-out split).
+    sources: bool = False
 
 
 #: `fast`: 70 records, 45 benchmark items (tests, bench, demo); `default`: 106 records,
@@ -77,7 +81,20 @@ PRESETS: dict[str, SyntheticConfig] = {
         facts_per_topic=4, corrupted_topic_facts=33, corrupted_facts=4, duplicates=3, contradictions=2, refusals=10,
         chats=16, wrong_in_chats=True,
     ),
+    # The demo's: a bad source behind 19 corrupted facts, enough that half of them (a
+    # held-out split the trace never sees) can show a significant gain (exact McNemar)
+    # even when retraining moves an item or two elsewhere.
+    "demo-fast": SyntheticConfig(
+        facts_per_topic=4, corrupted_topic_facts=40, corrupted_facts=19, duplicates=3, contradictions=2, refusals=14,
+        sources=True,
+    ),
+    "demo": SyntheticConfig(
+        facts_per_topic=8, corrupted_topic_facts=40, corrupted_facts=19, duplicates=6, contradictions=6, refusals=18,
+        sources=True,
+    ),
 }
+BAD_SOURCE = "vendor-b"
+GOOD_SOURCES = ("team-a", "team-c")
 
 
 class SyntheticDataset(msgspec.Struct, kw_only=True):
@@ -302,6 +319,12 @@ def make_synthetic_dataset(
 
     if cfg.chats or cfg.wrong_in_chats:
         _into_chats(rows, cfg, rng)
+
+    if cfg.sources:  # a generator of its own, so the records and their order do not change
+        pick = random.Random(f"sources:{seed}")
+        bad = {"wrong", "duplicate"}
+        rows[:] = [(conv.with_meta(source=BAD_SOURCE if kind in bad else pick.choice(GOOD_SOURCES)), topic, kind, fact)
+                   for conv, topic, kind, fact in rows]
 
     order = list(range(len(rows)))
     rng.shuffle(order)

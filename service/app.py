@@ -102,6 +102,11 @@ def create_app(settings: Settings, redis_url: str, *, worker: bool = False) -> L
         from service.serving import Serving
 
         app.state.serving = Serving(settings, store)
+        sync = None
+        if settings.generation_url:  # a vLLM server that restarted gets the active adapters back
+            from service.adapter_sync import keep_in_sync
+
+            sync = asyncio.create_task(keep_in_sync(store, settings))
         task = None
         if worker:
             w = jobs.build_worker(redis_url, settings)
@@ -111,10 +116,11 @@ def create_app(settings: Settings, redis_url: str, *, worker: bool = False) -> L
         try:
             yield
         finally:
-            if task:
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+            for running in (task, sync):
+                if running:
+                    running.cancel()
+                    with contextlib.suppress(BaseException):
+                        await running
             await queue.disconnect()
             with contextlib.suppress(Exception):  # the store still closes
                 app.state.serving.close()

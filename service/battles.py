@@ -93,15 +93,29 @@ async def check_servable(store, settings: Settings, names: Iterable[str]) -> Non
         raise NotFound(f"unknown model{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}; servable: {', '.join(known) or 'none'}")
 
 
-async def set_active(store, settings: Settings, names: Iterable[str], active: bool) -> list[str]:
-    """Mark models as competing (or not) in the arena; returns the active set after.
-    Activating checks that each model can be served."""
+class ActiveModels(msgspec.Struct, kw_only=True):
+    """The competing models after a change, and what the generation server said when it
+    could not unload a retired adapter (the arena stopped matching it all the same)."""
+
+    active: list[str]
+    warnings: list[str] = msgspec.field(default_factory=list)
+
+
+async def set_active(store, settings: Settings, names: Iterable[str], active: bool) -> ActiveModels:
+    """Mark models as competing (or not) in the arena. Activating checks that each model can
+    be served and, with a remote generation server, loads the candidates' adapters there
+    first: when the server refuses one, nothing is marked active and its error (naming the
+    server and what it said) is raised. Deactivating unloads them there, best effort."""
+    from service.adapter_sync import register_candidates, unregister_candidates
+
     names = list(names)
     if active:
         await check_servable(store, settings, names)
+        await register_candidates(store, settings, names)
     for name in names:
         await store.set_active(name, active)
-    return await store.active_models()
+    warnings = [] if active else await unregister_candidates(store, settings, names)
+    return ActiveModels(active=await store.active_models(), warnings=warnings)
 
 
 # --- creating ---------------------------------------------------------------------------

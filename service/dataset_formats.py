@@ -10,6 +10,9 @@
 - `prompt_completion`: `prompt`, `completion`;
 - `plain`: `User:…</s>\\n Assistant:…</s>` strings (`text`).
 
+Any format may carry metadata — `source`, `annotator`, `task_type`, `domain`, and a `meta`
+object of more — kept on the record (`Conversation.meta`), never trained on.
+
 A tool call (`function_call`) is an assistant turn and a tool's reply (`observation`) a user
 turn, as LLaMA-Factory trains them. A field a reader does not use is never dropped in
 silence: `FieldLog` collects it and the upload reports it as a warning naming the field.
@@ -23,20 +26,55 @@ import re
 from collections import Counter
 from typing import Any
 
-from evaluators.records import ASSISTANT_PREFIX, EOS, SYSTEM_PREFIX, USER_PREFIX, Conversation, Message
+from evaluators.records import (
+    ASSISTANT_PREFIX,
+    EOS,
+    META_FIELDS,
+    SYSTEM_PREFIX,
+    USER_PREFIX,
+    Conversation,
+    Message,
+)
 from service.errors import InvalidInput
 
 FORMATS = ("alpaca", "chat", "sharegpt", "xtuner", "prompt_completion", "plain")
 
+#: Metadata every format may carry (`read_meta`): kept on the record, never trained on.
+_META = {*META_FIELDS, "meta"}
 #: Fields each reader uses; anything else in a record is reported.
 _USED = {
-    "alpaca": {"instruction", "input", "output", "system", "history"},
-    "chat": {"messages"},
-    "sharegpt": {"conversations", "system"},
-    "xtuner": {"conversation"},
-    "prompt_completion": {"prompt", "completion"},
-    "plain": {"text"},
+    "alpaca": {"instruction", "input", "output", "system", "history", *_META},
+    "chat": {"messages", *_META},
+    "sharegpt": {"conversations", "system", *_META},
+    "xtuner": {"conversation", *_META},
+    "prompt_completion": {"prompt", "completion", *_META},
+    "plain": {"text", *_META},
 }
+#: Longest metadata value kept (a source name, not a document).
+MAX_META_CHARS = 200
+
+
+def read_meta(obj: dict, where: str) -> tuple[tuple[str, str], ...]:
+    """A record's metadata: `source`, `annotator`, `task_type`, `domain` (strings, numbers or
+    booleans) and the fields of a `meta` object (the same kinds of value), as sorted pairs."""
+    found: dict[str, str] = {}
+    extra = obj.get("meta")
+    if extra is not None and not isinstance(extra, dict):
+        raise InvalidInput(f"{where}: field 'meta' must be an object of name: value, got {type(extra).__name__}")
+    for name, value, at in [*((n, obj[n], n) for n in META_FIELDS if n in obj),
+                            *((str(n), v, f"meta.{n}") for n, v in (extra or {}).items())]:
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = str(value).lower()
+        elif isinstance(value, (int, float)):
+            value = str(value)
+        if not isinstance(value, str):
+            raise InvalidInput(f"{where}: field {at!r} must be a string, number or boolean, got {type(value).__name__}")
+        if len(value) > MAX_META_CHARS or len(name) > 64:
+            raise InvalidInput(f"{where}: field {at!r} is longer than {MAX_META_CHARS} characters")
+        found[name] = value
+    return tuple(sorted(found.items()))
 _CHAT_ROLES = {"system", "user", "assistant"}
 #: ShareGPT speaker names (FastChat's and LLaMA-Factory's) → our roles.
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system",
@@ -290,9 +328,11 @@ class ColumnMapping:
             if (system := self.columns.get("system", "system")) in obj:
                 renamed["system"] = obj[system]
             used = {self.columns.get("messages", "conversations"), self.columns.get("system", "system")}
-        log.unused(obj.keys() - used, where)
+        log.unused(obj.keys() - used - _META, where)
         reader = from_alpaca if self.format == "alpaca" else lambda o, w: from_sharegpt(o, w, tags=self.tags)
-        return reader(renamed, where)
+        record = reader(renamed, where)
+        meta = read_meta(obj, where)
+        return record.with_meta(**dict(meta)) if meta else record
 
 
 def column_mapping(info: Any, dataset: str) -> ColumnMapping:

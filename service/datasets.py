@@ -25,7 +25,7 @@ import msgspec
 
 from evaluators.bounded_json import TooDeep, check_depth
 from evaluators.records import Conversation, Message
-from service.dataset_formats import FORMATS, READERS, ColumnMapping, FieldLog, detect, parse_plain
+from service.dataset_formats import FORMATS, READERS, ColumnMapping, FieldLog, detect, parse_plain, read_meta
 from service.domain import Split
 from service.errors import InvalidInput, TooLarge
 
@@ -68,7 +68,9 @@ class _Reader:
         if not isinstance(item, dict):
             raise InvalidInput(f"{where}: expected a JSON object for format {kind!r}, got {type(item).__name__}")
         self.log.note(item, kind, where)
-        return READERS[kind](item, where)
+        record = READERS[kind](item, where)
+        meta = read_meta(item, where)
+        return record.with_meta(**dict(meta)) if meta else record
 
     @property
     def format(self) -> str:
@@ -185,7 +187,10 @@ def write_records(data_dir: Path, parsed: ParsedDataset) -> Path:
         tmp = path.with_suffix(".tmp")
         with open(tmp, "wb") as f:
             for rec, line in zip(parsed.records, parsed.line_numbers):
-                f.write(msgspec.json.encode({"messages": rec.messages, "line": line}))
+                row = {"messages": rec.messages, "line": line}
+                if rec.meta:
+                    row["meta"] = rec.metadata
+                f.write(msgspec.json.encode(row))
                 f.write(b"\n")
         tmp.replace(path)
     return path
@@ -197,7 +202,8 @@ def read_records(data_dir: Path, version_id: str) -> tuple[list[Conversation], l
     with open(records_path(data_dir, version_id), "rb") as f:
         for raw in f:
             obj = msgspec.json.decode(raw)
-            records.append(Conversation(messages=tuple(Message(m["role"], m["content"]) for m in obj["messages"])))
+            records.append(Conversation(messages=tuple(Message(m["role"], m["content"]) for m in obj["messages"]),
+                                        meta=tuple(sorted((obj.get("meta") or {}).items()))))
             lines.append(obj.get("line", 0))
     return records, lines
 

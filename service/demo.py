@@ -1,14 +1,22 @@
 """`arena demo`: the whole curation loop on a fresh machine, in one process.
 
-1. build (or reuse) the tiny offline base;
+1. build (or reuse) the tiny offline base (`--lang zh`: the bilingual one);
 2. generate a synthetic instruction dataset with planted defects (wrong answers on one
-   topic, duplicates, contradictory pairs, a refusal flood) and a clean benchmark;
+   topic, all from one bad source; duplicates, contradictory pairs, a refusal flood), a
+   clean benchmark split into a **debug** split and a held-out **test** split, and show
+   what the dataset checks find;
 3. round 1: train two candidates (the full set, and an embedding coreset of it);
-4. benchmark them, let the reference judge vote over the prompt pool, show the leaderboard;
-5. trace the full-set candidate's failures to its training records and write the report;
-6. curate round 2 from the report, retrain with the same seed, gate it against round 1,
-   judge again, and print the final table;
-7. unless `--no-serve`, serve the arena page.
+4. benchmark them on both splits, let the reference judge vote over the prompt pool (debug
+   prompts only), show the leaderboard;
+5. trace the full-set candidate's debug-split failures to its training records (per record
+   and per source) and write the report;
+6. curate round 2 from the report (flagged records, the top-blamed ones, and every record of
+   a source the trace blames beyond its share), retrain with the same seed, gate it against
+   round 1 on both splits, judge again;
+7. print the final table: round 2 "beats" round 1 only when the exact McNemar test on the
+   held-out test split says so (`summary.json`'s `held_out`); the debug split is beside it,
+   labelled as what was traced and curated on;
+8. unless `--no-serve`, serve the arena page.
 
 Everything runs through the service's own jobs (train, eval, judge, trace) on an embedded
 Redis with an in-process worker; every number printed is computed in this run.
@@ -25,20 +33,13 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from evaluators.records import Conversation, Message, render_plain
+from evaluators.records import chat_row, render_plain
 from service.config import Settings
-
-DATASET = "facts"
-
-
-def N_(message: str) -> str:
-    """Marks a string for the catalog (`pybabel extract` knows `N_`); it is translated where shown."""
-    return message
+from service.demo_data import DATASET, SPLITS, TASKS, DemoData, N_
 
 #: The benchmark has ~50–90 items: a margin of 0.05 could not be shown even for identical
 #: candidates (the gate says so rather than guess); 0.1 is what this size can resolve.
 GATE_MARGIN = 0.1
-TASK = "facts-benchmark"
 
 
 class DemoConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -48,8 +49,8 @@ class DemoConfig(msgspec.Struct, frozen=True, kw_only=True):
     judge_prompts: int
 
 
-FULL = DemoConfig(preset="default", steps=1400, coreset_fraction=0.7, judge_prompts=100)
-FAST = DemoConfig(preset="fast", steps=1000, coreset_fraction=0.7, judge_prompts=60)
+FULL = DemoConfig(preset="demo", steps=1400, coreset_fraction=0.7, judge_prompts=100)
+FAST = DemoConfig(preset="demo-fast", steps=1000, coreset_fraction=0.7, judge_prompts=60)
 
 
 def _train_config(steps: int) -> dict[str, Any]:
@@ -62,13 +63,9 @@ def _train_config(steps: int) -> dict[str, Any]:
 
 #: The regression gate's verdicts as the demo prints them (translated where shown).
 GATE_WORDS = (N_("PASS"), N_("REGRESSION"), N_("ERROR"))
-#: What each planted defect is called in the tables, per kind of ground truth.
-PLANTED_LABELS = {"wrong": N_("planted wrong answer"), "duplicate": N_("duplicate"),
-                  "near_duplicate": N_("one-character near-duplicate"), "contradiction": N_("contradictory pair"),
-                  "refusal": N_("refusal")}
 
 
-class Demo:
+class Demo(DemoData):
     def __init__(self, out: Path, *, fast: bool, serve: bool, port: int, console: Console | None = None,
                  lang: str = "en") -> None:
         from service.i18n import translations
@@ -150,79 +147,6 @@ class Demo:
         self.store.put_base(make_base("tiny", path, "tiny"))
         self.console.print(_("base [bold]tiny[/] at {path}").format(path=path))
 
-    def make_data(self) -> None:
-        from evaluators.synthetic import make_synthetic_dataset
-        from evaluators.tasks import task_from_records
-        from service import datasets
-
-        _ = self._
-        self.step(2, _("Synthetic dataset with planted defects, and a clean benchmark"))
-        ds = make_synthetic_dataset(self.config.preset, seed=0, lang=self.lang)
-        self.ds = ds
-        inputs = self.out / "inputs"
-        inputs.mkdir(exist_ok=True)
-        data_file = inputs / "facts.json"
-        data_file.write_text(json.dumps([render_plain(r) for r in ds.records], ensure_ascii=False, indent=0))
-        self.dsv, _warnings = self.store._run(datasets.add_dataset(self.store.store, self.settings.data_dir, data_file.read_bytes(),
-                                                                   name=DATASET, filename=data_file.name))
-        bench = [Conversation(messages=(*prompt.messages, Message("assistant", gold))) for prompt, gold in ds.benchmark]
-        task, docs = task_from_records(TASK, bench)
-        docs_file = inputs / "benchmark.jsonl"
-        docs_file.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs))
-        task_doc = msgspec.to_builtins(task)
-        task_doc["dataset"] = str(docs_file)
-        import yaml
-
-        self.task_file = inputs / "benchmark.yaml"
-        self.task_file.write_text(yaml.safe_dump(task_doc, sort_keys=False, allow_unicode=True))
-        from service.evals import load_task_file
-
-        self.task = load_task_file(self.task_file)
-        self.store.add_prompts([{"text": p.prompt, "reference": gold, "category": topic, "source": "benchmark"}
-                                for (p, gold), topic in zip(ds.benchmark, ds.benchmark_topics)])
-        duplicate = "near_duplicate" if self.lang == "zh" else "duplicate"
-        self.kinds = {i: "wrong" for i in ds.planted_wrong}
-        self.kinds.update({i: duplicate for i in ds.duplicates})
-        self.kinds.update({i: "contradiction" for pair in ds.contradictions for i in pair})
-        self.kinds.update({i: "refusal" for i in ds.refusals})
-        self.planted = {i: _(PLANTED_LABELS[kind]) for i, kind in self.kinds.items()}
-        (inputs / "planted.json").write_text(json.dumps({
-            "planted_wrong": ds.planted_wrong, "duplicates": ds.duplicates, "contradictions": ds.contradictions,
-            "refusals": ds.refusals, "corrupted_topic": ds.corrupted_topic, "corrupted_benchmark_items": ds.corrupted_items,
-        }, indent=1))
-        table = Table(_("what"), _("records"), title=_("{ref}: {n} records ({preset} preset)").format(
-            ref=f"{DATASET}@1", n=len(ds.records), preset=self.config.preset))
-        table.add_row(_("wrong answers planted in topic '{topic}'").format(topic=ds.corrupted_topic), str(len(ds.planted_wrong)))
-        table.add_row(_(PLANTED_LABELS[duplicate]), str(len(ds.duplicates)))
-        table.add_row(_(PLANTED_LABELS["contradiction"]), str(len(ds.contradictions)))
-        table.add_row(_("refusal flood"), str(len(ds.refusals)))
-        table.add_row(_("benchmark items (clean gold answers)"), str(len(ds.benchmark)))
-        self.console.print(table)
-        self.summary["dataset"] = {"records": len(ds.records), "benchmark": len(ds.benchmark), "planted_wrong": len(ds.planted_wrong)}
-        self.data_checks()
-
-    def data_checks(self) -> None:
-        """What `arena data check` finds of each planted defect (a record counts as found when a
-        finding of the defect's own check names it)."""
-        from evaluators.datachecks import check_dataset
-
-        _ = self._
-        report = check_dataset(self.ds.records)
-        by_check = {"duplicate": ("exact_duplicate", "near_duplicate"), "near_duplicate": ("near_duplicate", "exact_duplicate"),
-                    "contradiction": ("conflicting_answers",), "refusal": ("refusal_rate",)}
-        table = Table(_("planted defect"), _("planted records"), _("found by the checks"), _("check"),
-                      title=_("Dataset checks (arena data check) on {ref}").format(ref=f"{DATASET}@1"))
-        found_all: dict[str, list[int]] = {}
-        for kind, checks in by_check.items():
-            planted = {i for i, k in self.kinds.items() if k == kind}
-            if not planted:
-                continue
-            named = {i for f in report.findings if f.check in checks for i in f.record_indices}
-            found_all[kind] = [len(planted & named), len(planted)]
-            table.add_row(_(PLANTED_LABELS[kind]), str(len(planted)), str(len(planted & named)), " / ".join(checks[:1]))
-        self.console.print(table)
-        self.summary["data_checks"] = found_all
-
     def round_one(self) -> None:
         from evaluators.curation import select_coreset
         from evaluators.embeddings import embed
@@ -234,8 +158,7 @@ class Demo:
         budget = int(len(texts) * self.config.coreset_fraction)
         keep = select_coreset(embed(texts), budget, seed=0)
         core_file = self.out / "inputs" / "facts-coreset.jsonl"
-        core_file.write_text("".join(json.dumps({"messages": msgspec.to_builtins(self.ds.records[i].messages)},
-                                                ensure_ascii=False) + "\n" for i in keep))
+        core_file.write_text("".join(json.dumps(chat_row(self.ds.records[i]), ensure_ascii=False) + "\n" for i in keep))
         core, _warnings = self.store._run(datasets.add_dataset(self.store.store, self.settings.data_dir, core_file.read_bytes(),
                                                                name="facts-coreset", filename=core_file.name,
                                                                parent=f"{DATASET}@1", note=f"k-means coreset, {budget} records"))
@@ -253,18 +176,20 @@ class Demo:
                 name=result["candidate"], loss=result["final_loss"], steps=result["steps"], tps=result["tokens_per_s"]))
         self.round1 = ["r1-full", "r1-coreset"]
 
-    def evaluate(self, names: list[str]) -> dict[str, dict[str, Any]]:
+    def evaluate(self, names: list[str]) -> None:
+        """Benchmark `names` on both splits into `self.scores[split][name]`."""
         from service.evals import start_eval
 
-        job = self.enqueue(start_eval, task=self.task, candidates=names)
-        self.follow(job, self._("benchmark {names}").format(names=", ".join(names)))
-        record = self.store.get_eval(job.id)
-        out = {}
-        for name in names:
-            results = json.loads(Path(record.candidate(name).results_path).read_text())["results"][TASK]
-            out[name] = {"eval": job.id, "exact_match": results["exact_match,none"], "stderr": results["exact_match_stderr,none"],
-                         "dir": str(Path(record.candidate(name).results_path).parent)}
-        return out
+        for split in SPLITS:
+            job = self.enqueue(start_eval, task=self.tasks[split], candidates=names)
+            self.follow(job, self._("benchmark {names}").format(names=", ".join(names)) + f" ({self._(split)})")
+            record = self.store.get_eval(job.id)
+            for name in names:
+                path = Path(record.candidate(name).results_path)
+                results = json.loads(path.read_text())["results"][TASKS[split]]
+                self.scores.setdefault(split, {})[name] = {
+                    "eval": job.id, "exact_match": results["exact_match,none"],
+                    "stderr": results["exact_match_stderr,none"], "dir": str(path.parent)}
 
     def judge(self, names: list[str]) -> None:
         from service.judging import parse_judge_spec, start_judging
@@ -293,9 +218,13 @@ class Demo:
     def benchmark_and_judge(self) -> None:
         _ = self._
         self.step(4, _("Benchmark and LLM-judge pass (reference judge), leaderboard"))
-        self.scores = self.evaluate(self.round1)
-        for name, s in self.scores.items():
-            self.console.print(_("{name}: exact match {em:.3f} ± {se:.3f}").format(name=name, em=s["exact_match"], se=s["stderr"]))
+        self.scores: dict[str, dict[str, dict[str, Any]]] = {}
+        self.evaluate(self.round1)
+        for name in self.round1:
+            d, t = self.scores["debug"][name], self.scores["test"][name]
+            self.console.print(_("{name}: exact match {em:.3f} ± {se:.3f} on the debug split, "
+                                 "{tem:.3f} ± {tse:.3f} on the held-out test split").format(
+                name=name, em=d["exact_match"], se=d["stderr"], tem=t["exact_match"], tse=t["stderr"]))
         self.judge(self.round1)
         self.summary["round1_board"] = self.board()
 
@@ -303,8 +232,8 @@ class Demo:
         from service import traces
 
         _ = self._
-        self.step(5, _("Trace {name}'s failures to its training records").format(name="r1-full"))
-        job = self.enqueue(traces.start_trace, candidate="r1-full", evals=[self.scores["r1-full"]["eval"]], battles=False, top=50)
+        self.step(5, _("Trace {name}'s failures on the debug split to its training records").format(name="r1-full"))
+        job = self.enqueue(traces.start_trace, candidate="r1-full", evals=[self.scores["debug"]["r1-full"]["eval"]], battles=False, top=50)
         self.follow(job, _("trace {name}").format(name="r1-full"))
         self.report_id = job.id
         report = traces.load_report(self.settings, job.id)
@@ -325,11 +254,17 @@ class Demo:
         scores = [0.0] * len(self.ds.records)
         for e in report["examples"]:
             scores[e["index"]] = e["score"]
-        planted = self.ds.planted_wrong
+        # The planted records behind the debug split's corrupted items: what this trace can see.
+        planted = sorted(i for j, causes in self.ds.caused_by.items() if self.split_of[j] == "debug" for i in causes)
         self.summary["attribution"] = {"auroc": auroc(scores, planted), "precision_at_planted": precision_at_k(scores, planted)}
-        self.console.print(_("planted wrong answers: AUROC {auroc:.3f}, precision@{k} {precision:.2f} "
+        self.console.print(_("planted wrong answers behind the debug split: AUROC {auroc:.3f}, precision@{k} {precision:.2f} "
                              "(ground truth from the generator, used only for this line)").format(
             auroc=self.summary["attribution"]["auroc"], k=len(planted), precision=self.summary["attribution"]["precision_at_planted"]))
+        self.suspects = [f for f in report.get("sources") or [] if f["suspect"]]
+        for f in self.suspects:
+            self.console.print("[bold red]" + _("suspect") + f"[/] {f['message']}")
+        self.summary["suspect_sources"] = [{k: f[k] for k in ("field", "value", "in_top", "top_k", "p_value", "flagged_share")}
+                                           for f in self.suspects]
         self.console.print(_("report: {path}").format(path=out / "report.html"))
     def round_two(self) -> None:
         from evaluators.regression import compare, exit_code, load_lm_eval_results
@@ -341,10 +276,13 @@ class Demo:
         # dataset checks' duplicates / garbled / overlapping records), plus as many of the
         # top-scored records again, so records blamed by the gradient score alone go too.
         flagged = sum(1 for e in self.report["examples"] if e["reference_conflict"])
-        result = traces.curate_from_report(self.settings, self.report, drop_top=flagged or None, drop_flagged=True, budget=None)
+        # And every record of a source the trace blames beyond its share: the one action that
+        # reaches the failures the trace never saw (the held-out split's).
+        drop_sources = [f"{f['field']}={f['value']}" for f in self.suspects]
+        result = traces.curate_from_report(self.settings, self.report, drop_top=flagged or None, drop_flagged=True, budget=None,
+                                           drop_sources=drop_sources, reason="the trace blames it beyond its share")
         next_file = self.out / "inputs" / "facts-round2.jsonl"
-        next_file.write_text("".join(json.dumps({"messages": msgspec.to_builtins(r.messages)}, ensure_ascii=False) + "\n"
-                                     for r in result.kept))
+        next_file.write_text("".join(json.dumps(chat_row(r), ensure_ascii=False) + "\n" for r in result.kept))
         removed_file = self.out / "report" / "removed.jsonl"
         removed_file.write_text("".join(json.dumps({"index": r.index, "reason": r.reason, "planted": self.planted.get(r.index)},
                                                    ensure_ascii=False) + "\n" for r in result.removed))
@@ -352,21 +290,31 @@ class Demo:
                                                              name=DATASET, filename=next_file.name, parent=f"{DATASET}@1",
                                                              note=f"curated from {self.report_id}"))
         hit = sum(1 for r in result.removed if r.index in set(self.ds.planted_wrong))
+        if drop_sources:
+            self.console.print(_("dropped source(s) {sources}").format(sources=", ".join(drop_sources)))
         self.console.print(_("removed {removed} records ({hit} of {planted} planted wrong answers among them), "
                              "kept {kept} -> {ref}; reasons in {path}").format(
             removed=len(result.removed), hit=hit, planted=len(self.ds.planted_wrong), kept=len(result.kept), ref=v2.ref,
             path=removed_file))
         job = self.enqueue(runs.start_run, base="tiny", data=v2.ref, name="r2-curated", config=self.train_config)
         self.follow(job, _("train {name}").format(name="r2-curated"))
-        self.scores.update(self.evaluate(["r2-curated"]))
-        base_scores = load_lm_eval_results(self.scores["r1-full"]["dir"])
-        new_scores = load_lm_eval_results(self.scores["r2-curated"]["dir"])
-        verdicts = compare(base_scores, new_scores, default_margin=GATE_MARGIN, metrics={TASK: "exact_match"}, tasks=[TASK])
-        v = verdicts[0]
-        self.gate = {"status": v.status, "diff": v.diff, "ci": [v.ci_low, v.ci_high], "exit_code": exit_code(verdicts), "reason": v.reason}
-        self.console.print(_("regression gate r2-curated vs r1-full (exact match, non-inferiority margin {margin} on "
-                             "{n} paired items): [bold]{status}[/] diff {diff:+.3f} CI [{low:+.3f}, {high:+.3f}]").format(
-            margin=GATE_MARGIN, n=v.n_paired, status=_(v.status.upper()), diff=v.diff, low=v.ci_low, high=v.ci_high))
+        self.evaluate(["r2-curated"])
+        self.gates = {}
+        for split in SPLITS:
+            verdicts = compare(load_lm_eval_results(self.scores[split]["r1-full"]["dir"]),
+                               load_lm_eval_results(self.scores[split]["r2-curated"]["dir"]), default_margin=GATE_MARGIN,
+                               metrics={TASKS[split]: "exact_match"}, tasks=[TASKS[split]])
+            v = verdicts[0]
+            self.gates[split] = {"status": v.status, "diff": v.diff, "ci": [v.ci_low, v.ci_high], "exit_code": exit_code(verdicts),
+                                 "reason": v.reason, "n": v.n_paired, "discordant": v.discordant, "p_value": v.p_decrease,
+                                 "improved": v.significant_increase}
+            label = _("held-out test split") if split == "test" else _("debug split (traced, curated on)")
+            self.console.print(_("regression gate r2-curated vs r1-full on the {split} (exact match, non-inferiority margin "
+                                 "{margin}, {n} paired items): [bold]{status}[/] diff {diff:+.3f} CI [{low:+.3f}, {high:+.3f}]; "
+                                 "exact McNemar p={p:.3g}").format(
+                split=label, margin=GATE_MARGIN, n=v.n_paired, status=_(v.status.upper()), diff=v.diff, low=v.ci_low,
+                high=v.ci_high, p=v.p_decrease))
+        self.gate = self.gates["test"]
         self.judge(["r1-full", "r1-coreset", "r2-curated"])
         self.summary["final_board"] = self.board()
 
@@ -374,27 +322,39 @@ class Demo:
         _ = self._
         self.step(7, _("Summary"))
         board = {r["model"]: r for r in self.summary["final_board"]}
-        table = Table(_("candidate"), _("data"), _("exact match"), _("judge rating (95% CI)"), _("gate vs r1-full"),
-                      title=_("Round 2 vs round 1"))
+        table = Table(_("candidate"), _("data"), _("exact match, held-out test split"), _("debug split"),
+                      _("judge rating (95% CI)"), _("gate vs r1-full"), title=_("Round 2 vs round 1"))
         data = {"r1-full": f"{DATASET}@1", "r1-coreset": "facts-coreset@1", "r2-curated": f"{DATASET}@2 " + _("(curated)")}
         for name in ("r1-full", "r1-coreset", "r2-curated"):
-            s, b = self.scores[name], board.get(name, {})
+            t, d, b = self.scores["test"][name], self.scores["debug"][name], board.get(name, {})
             rating = f"{b['rating']:.0f} ({b['ci_low']:.0f}–{b['ci_high']:.0f})" if b else "-"
             gate = _(self.gate["status"].upper()) if name == "r2-curated" else (_("baseline") if name == "r1-full" else "-")
-            table.add_row(name, data[name], f"{s['exact_match']:.3f} ± {s['stderr']:.3f}", rating, gate)
+            table.add_row(name, data[name], f"{t['exact_match']:.3f} ± {t['stderr']:.3f}",
+                          f"{d['exact_match']:.3f} ± {d['stderr']:.3f}", rating, gate)
         self.console.print(table)
-        improved = self.scores["r2-curated"]["exact_match"] > self.scores["r1-full"]["exact_match"]
+        test = self.scores["test"]
+        improved = bool(self.gates["test"]["improved"])
         top = self.summary["final_board"][0]["model"] if self.summary["final_board"] else None
         self.summary.update(
-            scores={k: {"exact_match": v["exact_match"], "stderr": v["stderr"], "eval": v["eval"]} for k, v in self.scores.items()},
-            gate=self.gate, report_id=self.report_id, report_dir=str(self.out / "report"),
-            improved_on_benchmark=improved, leaderboard_top=top, wall_s=round(time.perf_counter() - self.t0, 1),
+            scores={split: {k: {"exact_match": v["exact_match"], "stderr": v["stderr"], "eval": v["eval"]} for k, v in by.items()}
+                    for split, by in self.scores.items()},
+            held_out={"split": "test", "n": self.gates["test"]["n"], "round1": test["r1-full"]["exact_match"],
+                      "round2": test["r2-curated"]["exact_match"], "discordant": self.gates["test"]["discordant"],
+                      "test": "exact McNemar", "p_value": self.gates["test"]["p_value"], "improved": improved},
+            debug={"split": "debug", "note": "traced and curated on: not evidence of a gain",
+                   "n": self.gates["debug"]["n"], "round1": self.scores["debug"]["r1-full"]["exact_match"],
+                   "round2": self.scores["debug"]["r2-curated"]["exact_match"], "p_value": self.gates["debug"]["p_value"]},
+            gate=self.gate, gates=self.gates, report_id=self.report_id, report_dir=str(self.out / "report"),
+            improved=improved, leaderboard_top=top, wall_s=round(time.perf_counter() - self.t0, 1),
         )
         (self.out / "summary.json").write_text(json.dumps(self.summary, indent=1, default=str, ensure_ascii=False))
-        verdict = _("r2-curated beats r1-full on the benchmark") if improved else _("r2-curated does NOT beat r1-full on the benchmark")
-        self.console.print(_("{verdict} ({new:.3f} vs {old:.3f}); leaderboard top: {top}; {wall:.0f} s in all. Summary: {path}").format(
-            verdict=verdict, new=self.scores["r2-curated"]["exact_match"], old=self.scores["r1-full"]["exact_match"], top=top,
-            wall=self.summary["wall_s"], path=self.out / "summary.json"))
+        verdict = (_("r2-curated beats r1-full on the held-out test split") if improved
+                   else _("r2-curated is NOT shown to beat r1-full on the held-out test split"))
+        self.console.print(_("{verdict} ({new:.3f} vs {old:.3f}, exact McNemar p={p:.3g}, n={n}); leaderboard top: {top}; "
+                             "{wall:.0f} s in all. Summary: {path}").format(
+            verdict=verdict, new=test["r2-curated"]["exact_match"], old=test["r1-full"]["exact_match"],
+            p=self.gates["test"]["p_value"], n=self.gates["test"]["n"], top=top, wall=self.summary["wall_s"],
+            path=self.out / "summary.json"))
 
     def serve_arena(self, url: str) -> None:
         import uvicorn

@@ -101,7 +101,7 @@ def dpo_train_job(ctx: JobContext) -> dict[str, Any]:
     """The worker's side of a DPO run (called by `service.runs.train_job`)."""
     from service.dpo import DPOTrainConfig, train_dpo
     from service.preferences import read_preferences
-    from service.runs import run_dir
+    from service.runs import _register_remote, run_dir
     from service.training import TrainingCancelled
 
     p, store = ctx.params, ctx.store
@@ -136,6 +136,7 @@ def dpo_train_job(ctx: JobContext) -> dict[str, Any]:
             method="dpo", parent=sft.name, preferences=dict(prefs),
         )
         ctx.call(store.add_candidate(cand))
-        return {"candidate": name, "method": "dpo", "parent": sft.name, "adapter_dir": result.adapter_dir, **metrics}
+        return {"candidate": name, "method": "dpo", "parent": sft.name, "adapter_dir": result.adapter_dir, **metrics,
+                **_register_remote(ctx, name)}
     finally:
         ctx.call(store.release_candidate_name(name))

@@ -369,6 +369,10 @@ def eval_job(ctx: JobContext) -> dict[str, Any]:
     if hasattr(backend, "register"):
         for c in candidates:
             backend.register(c.name, bases[c.base].path, c.adapter_dir)
+    else:  # a remote server: load the adapters it lacks (a refusal fails the job with its reason)
+        from service.adapter_sync import register_candidates
+
+        ctx.call(register_candidates(store, ctx.settings, names, backend=backend))
 
     def on_progress(done: int, total: int) -> None:
         ctx.check_cancelled()  # raising here stops the runner between backend calls

@@ -118,9 +118,28 @@ def train_job(ctx: JobContext) -> dict[str, Any]:
             config=msgspec.to_builtins(config), metrics=metrics, created_at=time.time(),
         )
         ctx.call(store.add_candidate(cand))
-        return {"candidate": name, "adapter_dir": result.adapter_dir, "record_indices": kept, **metrics}
+        return {"candidate": name, "adapter_dir": result.adapter_dir, "record_indices": kept, **metrics,
+                **_register_remote(ctx, name)}
     finally:
         ctx.call(store.release_candidate_name(name))
+
+
+def _register_remote(ctx: JobContext, name: str) -> dict[str, Any]:
+    """Load the new candidate's adapter on the remote generation server, if there is one.
+    The candidate is saved either way: a refusal is a warning on the finished run (and
+    activating the candidate later tries again), not a failed run."""
+    from service.adapter_sync import register_candidates
+    from service.errors import ArenaError
+
+    if not ctx.settings.generation_url:
+        return {}
+    try:
+        ctx.call(register_candidates(ctx.store, ctx.settings, [name]))
+    except ArenaError as exc:
+        warning = f"candidate {name!r} is saved, but its adapter is not loaded for generation: {exc.message}"
+        ctx.event(type="warning", message=warning)
+        return {"remote_adapter": "not loaded", "warnings": [warning]}
+    return {"remote_adapter": "loaded"}
 
 
 class _Curve(msgspec.Struct):

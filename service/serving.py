@@ -2,7 +2,8 @@
 
 It owns the generation backend (in-process, or remote when `ARENA_GENERATION_URL` is
 set), registers candidates and bases from the store on first use (so a candidate
-trained by any worker is servable without a restart), and caches answers in Redis by
+trained by any worker is servable without a restart; a remote vLLM server that lost a
+candidate's adapter gets it loaded again, see `service.adapter_sync`), and caches answers in Redis by
 (candidate id, rendered prompt, params) so re-showing a battle or re-running a benchmark
 does not regenerate. Routes, battle creation, the judge and benchmarks all go through it.
 """
@@ -103,9 +104,26 @@ class Serving:
                     results[n] = msgspec.convert(cached, Generation)
         todo = [n for n, r in enumerate(results) if r is None]
         if todo:
-            fresh = await asyncio.to_thread(self.backend.generate, [items[n] for n in todo])
+            fresh = await self._generate_fresh([items[n] for n in todo])
             for n, gen in zip(todo, fresh):
                 results[n] = gen
                 if use_cache and keys[n] is not None:
                     await self.store.cache_put(keys[n], msgspec.to_builtins(gen))
         return [r for r in results if r is not None]
+
+    async def _generate_fresh(self, items: list[GenItem]) -> list[Generation]:
+        """The backend's answers. A remote server that does not know one of our candidates
+        (vLLM forgets runtime adapters when it restarts) gets its adapter loaded, then is
+        asked once more; a model that is no candidate of ours stays a `NotFound`."""
+        try:
+            return await asyncio.to_thread(self.backend.generate, items)
+        except NotFound:
+            if self.in_process:
+                raise
+            from service.adapter_sync import register_candidates
+
+            report = await register_candidates(self.store, self.settings, [i.model for i in items], backend=self.backend)
+            if not report.loaded:
+                raise
+            return await asyncio.to_thread(self.backend.generate, items)
+

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -346,16 +347,36 @@ def load_report(settings: Settings, report: str, *, allow_path: bool = False) ->
     return json.loads(path.read_text())
 
 
+def parse_source_rule(rule: str) -> tuple[str, str]:
+    """`VALUE` (of the field `source`) or `FIELD=VALUE` -> (field, value)."""
+    field, sep, value = rule.partition("=")
+    field, value = (field.strip(), value.strip()) if sep else ("source", rule.strip())
+    if not field or not value:
+        raise InvalidInput(f"--drop-source {rule!r}: expected VALUE (a source) or FIELD=VALUE, e.g. annotator=ann-7")
+    return field, value
+
+
 def curate_from_report(settings: Settings, report: dict[str, Any], *, drop_top: int | None, drop_flagged: bool,
-                       budget: int | None, seed: int = 0):
+                       budget: int | None, seed: int = 0, drop_sources: Sequence[str] = (), reason: str | None = None):
     """The next round's records: drop the top-K records by score and/or those flagged by the
-    dataset checks or contradicting a gold answer; optionally a coreset to `budget`."""
+    dataset checks or contradicting a gold answer, and every record of each `drop_sources`
+    rule (`VALUE` of `source`, or `FIELD=VALUE`; `reason` says why); optionally a coreset
+    to `budget`."""
     from evaluators import curation
     from service import datasets
 
     records, _ = datasets.read_records(settings.data_dir, report["dataset"]["id"])
     traced = {e["index"] for e in report["examples"]}
     drop: dict[int, str] = {}
+    for rule in drop_sources:
+        field, value = parse_source_rule(rule)
+        members = [i for i, r in enumerate(records) if r.metadata.get(field) == value]
+        if not members:
+            seen = sorted({r.metadata[field] for r in records if field in r.metadata})
+            raise InvalidInput(f"--drop-source {rule!r}: no record of {report['dataset']['ref']} has {field}={value!r}; "
+                               f"its {field} values: {', '.join(seen[:20]) or '(the records carry no ' + field + ')'}")
+        for i in members:
+            drop.setdefault(i, f"{field} {value} dropped" + (f": {reason}" if reason else ""))
     if drop_top:
         scores = [float("nan")] * len(records)
         for e in report["examples"]:

@@ -58,6 +58,15 @@ class TrainConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     instead (runs from before the bound stored it without `attribution_checkpoints`, so
     the two are not refused together here but by `check_request`, for new runs only). `eval_fraction` of the records (rounded down) is
     held out, chosen by `seed`; with none held out there is no eval loss.
+
+    `packing` lays out each batch of `batch_size` records (see `service.packing`):
+    "packed" (padding-free rows, per-sequence position ids, no attention across records),
+    "grouped" (padded batches of similar lengths), "padded", or "auto" (packed when the
+    base's attention keeps packed records apart, checked on the loaded model; else grouped
+    when lengths vary enough; else padded). Packed and padded runs take the same steps on
+    the same batches, so their loss agrees to float rounding (with `lora_dropout` 0: dropout
+    draws its masks over differently shaped tensors); grouped changes which records share
+    a batch.
     """
 
     lora_r: int = 16
@@ -80,6 +89,7 @@ class TrainConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    packing: Literal["auto", "padded", "packed", "grouped"] = "auto"
 
     def __post_init__(self) -> None:
         positive_ints = ("lora_r", "batch_size", "grad_accum", "max_length", "logging_steps")
@@ -106,6 +116,10 @@ class TrainConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
         if self.warmup_steps < 0 or self.weight_decay < 0 or self.max_grad_norm <= 0:
             raise InvalidTrainingInput(
                 "config.warmup_steps and config.weight_decay must be >= 0 and config.max_grad_norm > 0"
+            )
+        if self.packing not in ("auto", "padded", "packed", "grouped"):
+            raise InvalidTrainingInput(
+                f"config.packing={self.packing!r}: expected 'auto', 'packed', 'grouped' or 'padded'"
             )
         if not self.module_names:
             raise InvalidTrainingInput(
@@ -152,7 +166,8 @@ class TrainResult(msgspec.Struct, kw_only=True, frozen=True):
 
     `tokens_per_s` is non-padding tokens (prompt and answer) over `train_s`, the wall time
     of the training loop; `train_cpu_s` is that loop's process CPU time (a steadier
-    measure on a shared machine). `resumed_from` names the checkpoint a rerun continued.
+    measure on a shared machine). `resumed_from` names the checkpoint a rerun continued;
+    `packing` the batch layout it used ("auto" resolved; runs from before packing padded).
     """
 
     out_dir: str
@@ -179,6 +194,7 @@ class TrainResult(msgspec.Struct, kw_only=True, frozen=True):
     train_cpu_s: float
     tokens_per_s: float
     resumed_from: str | None = None
+    packing: Literal["padded", "packed", "grouped"] = "padded"
 
 
 class _RunIdentity(msgspec.Struct, frozen=True):

@@ -90,7 +90,9 @@ def _set_active(names: tuple[str, ...], active: bool) -> None:
     s = settings()
     with open_store(s) as store:
         now = store._run(set_active(store.store, s, list(names), active))
-    click.echo(f"active: {', '.join(now) or 'none'}")
+    for warning in now.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"active: {', '.join(now.active) or 'none'}")
 
 
 # --- battles ----------------------------------------------------------------------------

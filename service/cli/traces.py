@@ -54,6 +54,8 @@ def trace_cmd(candidate, evals, battles, top, threshold, metric, no_gold, refuse
         turns = e.get("exchanges") or [[e["prompt"], e["answer"]]]  # a chat shows each exchange
         said = " / ".join(f"{q[:50]!r} -> {a[:30]!r}" for q, a in turns[:3]) + (" / …" if len(turns) > 3 else "")
         click.echo(f"  #{e['rank']:<3} record {e['index']:<5} score {e['score']:+.3f}  {said}{flags}")
+    for f in [f for f in report.get("sources") or [] if f["suspect"]][:5]:
+        click.echo(f"suspect {f['message']}  (arena curate --drop-source {f['field'] + '=' if f['field'] != 'source' else ''}{f['value']})")
     cost = method.get("cost") or {}
     if cost:
         click.echo("cost: " + ", ".join(f"{k.removesuffix('_s').replace('_', ' ')} {v:.1f}s" for k, v in cost.items()))
@@ -65,32 +67,36 @@ def trace_cmd(candidate, evals, battles, top, threshold, metric, no_gold, refuse
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Next round's dataset (JSONL).")
 @click.option("--drop-top", type=int, default=None, help="Drop the K records most responsible for the failures.")
 @click.option("--drop-flagged", is_flag=True, help="Drop records the checks flag (duplicates, garbled, overlap) or that contradict gold.")
+@click.option("--drop-source", "drop_sources", multiple=True, metavar="VALUE|FIELD=VALUE",
+              help="Drop every record of this source (or FIELD=VALUE of other metadata, e.g. annotator=ann-7); repeatable. "
+                   "The report's 'By source' section says which ones the trace blames.")
+@click.option("--reason", default=None, help="Why (kept with each record dropped by --drop-source).")
 @click.option("--budget", type=int, default=None, help="Then keep at most N records, chosen by embedding clustering.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--add-as", default=None, help="Also add it as a new version of this dataset name (lineage to the source).")
 @click.option("--json", "json_out", is_flag=True)
-def curate_cmd(report_ref, out, drop_top, drop_flagged, budget, seed, add_as, json_out) -> None:
+def curate_cmd(report_ref, out, drop_top, drop_flagged, drop_sources, reason, budget, seed, add_as, json_out) -> None:
     """Write the next round's dataset from a report, with the reason for every removed record."""
     import json
 
-    import msgspec
-
+    from evaluators.records import chat_row
     from service import datasets, traces
     from service.errors import InvalidInput
 
-    if not drop_top and not drop_flagged and not budget:
-        raise InvalidInput("say what to drop: --drop-top K, --drop-flagged and/or --budget N")
+    if not drop_top and not drop_flagged and not budget and not drop_sources:
+        raise InvalidInput("say what to drop: --drop-top K, --drop-flagged, --drop-source S and/or --budget N")
     s = settings()
     report = traces.load_report(s, report_ref, allow_path=True)
-    result = traces.curate_from_report(s, report, drop_top=drop_top, drop_flagged=drop_flagged, budget=budget, seed=seed)
+    result = traces.curate_from_report(s, report, drop_top=drop_top, drop_flagged=drop_flagged, budget=budget, seed=seed,
+                                       drop_sources=drop_sources, reason=reason)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as f:
         for rec in result.kept:
-            f.write(json.dumps({"messages": msgspec.to_builtins(rec.messages)}, ensure_ascii=False) + "\n")
+            f.write(json.dumps(chat_row(rec), ensure_ascii=False) + "\n")
     removed_path = out.with_suffix(".removed.jsonl")
     with removed_path.open("w") as f:
         for item in result.removed:
-            f.write(json.dumps({"index": item.index, "reason": item.reason, "messages": msgspec.to_builtins(item.record.messages)}, ensure_ascii=False) + "\n")
+            f.write(json.dumps({"index": item.index, "reason": item.reason, **chat_row(item.record)}, ensure_ascii=False) + "\n")
     added = None
     if add_as:
         with open_store(s) as store:

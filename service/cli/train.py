@@ -16,7 +16,8 @@ def _enqueue(store, s, **kw):
 
 
 #: Options of one method only; given with the other, they are refused rather than ignored.
-SFT_ONLY = ("data", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "eval_fraction", "attribution_checkpoints", "sweep")
+SFT_ONLY = ("data", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "eval_fraction", "attribution_checkpoints", "packing",
+            "sweep")
 DPO_ONLY = ("parent", "preferences", "from_arena", "board", "beta")
 SHARED = ("lr", "epochs", "max_steps", "batch_size", "grad_accum", "max_length", "seed", "logging_steps")
 
@@ -49,13 +50,15 @@ SHARED = ("lr", "epochs", "max_steps", "batch_size", "grad_accum", "max_length",
 @click.option("--logging-steps", type=int, default=10, show_default=True)
 @click.option("--attribution-checkpoints", type=click.IntRange(min=0), default=5, show_default=True,
               help="Checkpoints (with optimizer state) kept for tracing, spread over training; 0 keeps every one.")
+@click.option("--packing", type=click.Choice(["auto", "packed", "grouped", "padded"]), default="auto", show_default=True,
+              help="Batch layout: packed (padding-free), grouped by length, or padded; auto packs when the base can.")
 @click.option("--sweep", default=None, help='One run per combination, e.g. "lora_r=8,16 lr=1e-4,3e-4".')
 @click.option("--wait", is_flag=True, help="Run here (embedded mode) or wait for a worker, with a progress bar.")
 @click.option("--json", "json_out", is_flag=True)
 @click.pass_context
 def train_cmd(ctx: click.Context, method, base, data, name, parent, preferences, from_arena, board, beta, lora_r, lora_alpha,
               lora_dropout, target_modules, lr, epochs, max_steps, batch_size, grad_accum, max_length, seed, eval_fraction,
-              logging_steps, attribution_checkpoints, sweep, wait, json_out) -> None:
+              logging_steps, attribution_checkpoints, packing, sweep, wait, json_out) -> None:
     """Enqueue a training run: LoRA SFT on a dataset (one per --sweep combination), or
     DPO of an SFT candidate on preference pairs (--method dpo --from CANDIDATE
     --preferences FILE | --from-arena)."""
@@ -81,7 +84,7 @@ def train_cmd(ctx: click.Context, method, base, data, name, parent, preferences,
             config = dict(lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules,
                           lr=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
                           max_length=max_length, seed=seed, eval_fraction=eval_fraction, logging_steps=logging_steps,
-                          attribution_checkpoints=attribution_checkpoints)
+                          attribution_checkpoints=attribution_checkpoints, packing=packing)
             jobs = []
             for combo in parse_sweep(sweep) if sweep else [{}]:
                 suffix = "".join(f"-{k.replace('_', '')}{v}" for k, v in combo.items())

@@ -1,5 +1,6 @@
 """Generation from any OpenAI-compatible server, e.g. vLLM started with `--enable-lora
---lora-modules cand-1=/path/to/adapter ...`, where the request's `model` selects the adapter.
+--lora-modules cand-1=/path/to/adapter ...`, where the request's `model` selects the adapter
+(adapters loaded at runtime instead: `remote_adapters`).
 
 Conversations go to `/v1/chat/completions` (the server applies the base's chat template);
 raw strings to `/v1/completions`. 429, 5xx, timeouts and connection errors are retried with
@@ -74,12 +75,12 @@ class RemoteBackend:
 
     def models(self) -> list[str]:
         """The model (adapter) names the server lists at `/v1/models`, sorted."""
-        return sorted(entry["id"] for entry in self._model_entries())
+        return sorted(entry["id"] for entry in self.model_entries())
 
     def context_length(self, model: str) -> int | None:
         """The server's `max_model_len` for `model` (vLLM reports it), or None if not reported.
         Raises `NotFound` listing the server's models when `model` is not among them."""
-        entries = self._model_entries()
+        entries = self.model_entries()
         for entry in entries:
             if entry.get("id") == model:
                 value = entry.get("max_model_len")
@@ -93,7 +94,8 @@ class RemoteBackend:
             return prompt
         return msgspec.json.encode(_messages(prompt)).decode()
 
-    def _model_entries(self) -> list[dict[str, Any]]:
+    def model_entries(self) -> list[dict[str, Any]]:
+        """The entries of the server's `/v1/models` (each with an `id`; vLLM adds `root`, `parent`, `max_model_len`)."""
         data = self._send("GET", "/v1/models", None, model=None)
         return [entry for entry in data.get("data", []) if isinstance(entry, dict) and "id" in entry]
 
@@ -128,7 +130,10 @@ class RemoteBackend:
 
     # -- HTTP with retries ----------------------------------------------------------------
 
-    def _send(self, method: str, path: str, body: dict | None, model: str | None) -> dict[str, Any]:
+    def exchange(self, method: str, path: str, body: dict | None = None) -> httpx.Response:
+        """The server's final response to one request, after retrying transport errors and
+        retryable statuses (`Unavailable` when it stays unreachable). Any status comes back:
+        the caller reads it (the runtime-adapter calls answer plain text on success)."""
         for attempt in range(self.retries + 1):
             response = None
             try:
@@ -137,14 +142,18 @@ class RemoteBackend:
                 if attempt == self.retries:
                     raise self._unreachable(exc) from exc
             else:
-                if response.status_code < 400:
-                    return _json(response)
-                if response.status_code not in _RETRY_STATUSES or attempt == self.retries:
-                    if model is not None and _is_missing_model(response):
-                        raise self._not_found(model, self.models())
-                    raise self._http_error(response, model)
+                if response.status_code < 400 or response.status_code not in _RETRY_STATUSES or attempt == self.retries:
+                    return response
             time.sleep(self._delay(attempt, response))
         raise AssertionError("unreachable")
+
+    def _send(self, method: str, path: str, body: dict | None, model: str | None) -> dict[str, Any]:
+        response = self.exchange(method, path, body)
+        if response.status_code < 400:
+            return _json(response)
+        if model is not None and _is_missing_model(response):
+            raise self._not_found(model, self.models())
+        raise self._http_error(response, model)
 
     async def _asend(
         self, client: httpx.AsyncClient, method: str, path: str, body: dict | None, model: str | None
@@ -192,7 +201,7 @@ class RemoteBackend:
     def _http_error(self, response: httpx.Response, model: str | None) -> ArenaError:
         status = response.status_code
         where = f"generation server {self.base_url}" + (f" (model {model!r})" if model else "")
-        detail = _error_message(response)
+        detail = error_message(response)
         if status in (401, 403):
             return Unavailable(f"{where} refused the credentials ({status}: {detail}); check ARENA_GENERATION_API_KEY")
         if status in _RETRY_STATUSES or status >= 500:
@@ -249,7 +258,9 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     return data
 
 
-def _error_message(response: httpx.Response) -> str:
+def error_message(response: httpx.Response) -> str:
+    """What a server said in an error response: OpenAI's `error.message`, vLLM's older
+    top-level `message`, FastAPI's `detail`, else the text."""
     try:
         data = response.json()
     except ValueError:
@@ -266,4 +277,4 @@ def _is_missing_model(response: httpx.Response) -> bool:
     """vLLM answers 404 for an unknown model; some servers 400 with "does not exist"."""
     if response.status_code == 404:
         return True
-    return response.status_code == 400 and "does not exist" in _error_message(response).lower()
+    return response.status_code == 400 and "does not exist" in error_message(response).lower()

@@ -47,7 +47,8 @@ async def active_models(store: Store) -> dict:
 async def set_active(request: Request, store: Store, data: ActiveRequest) -> dict:
     if not data.models:
         raise InvalidInput("models: name at least one candidate")
-    return {"active": await battles.set_active(store, request.app.state.settings, data.models, data.active)}
+    changed = await battles.set_active(store, request.app.state.settings, data.models, data.active)
+    return {"active": changed.active, **({"warnings": changed.warnings} if changed.warnings else {})}
 
 
 @post("/api/arena/prompts", summary="Add prompts to the pool (a list, or a dataset's held-out split)", status_code=201, **ADMIN_BULK)

@@ -19,9 +19,20 @@ def test_demo_fast_shows_round_two_beating_round_one(tmp_path):
                             env=env, capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    scores = summary["scores"]
-    assert scores["r2-curated"]["exact_match"] > scores["r1-full"]["exact_match"]
+    # The claim is made on the held-out test split — never traced, never curated on — and only
+    # because the exact McNemar test says so; the debug split is reported beside it.
+    held = summary["held_out"]
+    assert held["improved"] is True and held["p_value"] < 0.05 and held["round2"] > held["round1"]
+    assert held["n"] == summary["dataset"]["test_items"] and held["test"] == "exact McNemar"
+    assert summary["debug"]["note"].startswith("traced") and summary["debug"]["n"] == summary["dataset"]["debug_items"]
     assert summary["gate"]["status"] == "pass" and summary["gate"]["exit_code"] == 0
+    # The trace blamed the bad source and curation dropped it (reaching the held-out failures).
+    assert [s["value"] for s in summary["suspect_sources"]] == ["vendor-b"]
+    removed = [json.loads(line) for line in (out / "report" / "removed.jsonl").read_text().splitlines()]
+    assert sum(r["reason"].startswith("source vendor-b dropped") for r in removed) >= summary["dataset"]["planted_wrong"]
+    test_prompts = {json.loads(line)["question"] for line in (out / "inputs" / "benchmark-test.jsonl").read_text().splitlines()}
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert not {f["prompt"] for f in report["failures"]} & test_prompts  # the test split was never traced
     board = {row["model"]: row for row in summary["final_board"]}
     assert set(board) == {"r1-full", "r1-coreset", "r2-curated"}
     assert board["r2-curated"]["rating"] > board["r1-full"]["rating"]
@@ -30,6 +41,7 @@ def test_demo_fast_shows_round_two_beating_round_one(tmp_path):
     assert {"index", "score"} <= set(report["examples"][0])
     assert (out / "report" / "report.html").stat().st_size > 1000 and (out / "report" / "report.md").exists()
     assert "Round 2 vs round 1" in result.stdout and "Top offending records" in result.stdout
+    assert "suspect source vendor-b" in result.stdout and "held-out test split" in result.stdout
 
 
 @pytest.mark.slow
@@ -45,15 +57,13 @@ def test_demo_in_chinese_runs_the_loop_and_speaks_chinese(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["lang"] == "zh"
-    scores = summary["scores"]
-    assert scores["r2-curated"]["exact_match"] > scores["r1-full"]["exact_match"]
-    assert summary["gate"]["status"] == "pass"
+    assert summary["held_out"]["improved"] is True and summary["gate"]["status"] == "pass"
     found = summary["data_checks"]
-    assert found["refusal"] == [10, 10] and found["contradiction"][0] == found["contradiction"][1]
+    assert found["refusal"][0] == found["refusal"][1] > 0 and found["contradiction"][0] == found["contradiction"][1]
     assert found["near_duplicate"][0] >= 1
     assert summary["attribution"]["auroc"] > 0.8
     records = [json.loads(line) for line in (out / "inputs" / "facts-round2.jsonl").read_text().splitlines()]
     assert any("住在" in r["messages"][0]["content"] for r in records)  # the data really is Chinese
-    for words in ("第二轮对比第一轮", "最可疑的训练记录", "数据集检查", "r2-curated 在基准测试上胜过 r1-full"):
+    for words in ("第二轮对比第一轮", "最可疑的训练记录", "数据集检查", "可疑 source vendor-b", "r2-curated 在留出测试集上胜过 r1-full"):
         assert words in result.stdout, words
     assert "Round 2 vs round 1" not in result.stdout

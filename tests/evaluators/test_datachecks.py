@@ -405,3 +405,27 @@ def test_synthetic_dataset_defects_are_found(preset):
     # Refusal sentences are ~7x the one-word answers: the only length outliers allowed.
     outliers = {i for f in report.by_check("length_outlier") for i in f.record_indices}
     assert outliers <= set(ds.refusals)
+
+
+def test_balance_reports_metadata_and_languages_and_names_sources():
+    from evaluators.records import Conversation, Message
+
+    def rec(q, a, **meta):
+        return Conversation(messages=(Message("user", q), Message("assistant", a)), meta=tuple(sorted(meta.items())))
+
+    records = [rec(f"What is {i} plus {i}?", str(2 * i), source="web", task_type="math") for i in range(18)]
+    records += [rec("天空是什么颜色？", "蓝色。", source="vendor", task_type="qa"), rec("草是什么颜色？", "绿色。", task_type="qa")]
+    records += [rec("What is 3 plus 3?", "6", source="vendor", task_type="math")]  # a duplicate across sources
+    report = check_dataset(records)
+    stats = report.summary["balance"].stats
+    assert stats["source"]["values"] == {"web": 18, "vendor": 2} and stats["source"]["missing"] == 1
+    assert stats["language"]["values"] == {"latin": 19, "zh": 2}
+    messages = [f.message for f in report.by_check("balance")]
+    assert any(m.startswith("source 'web' holds 86%") for m in messages)
+    assert any(m.startswith("task_type 'math' holds 90%") for m in messages)
+    assert any(m.startswith("language 'latin' holds 90%") for m in messages)
+    assert any("1 of 21 records carry no 'source'" in m for m in messages)
+    [dup] = report.by_check("exact_duplicate")
+    assert dup.details["sources"] == ["vendor", "web"] and dup.message.endswith("(sources: vendor, web)")
+    balanced = [rec(f"q{i}", "a", source=("a", "b")[i % 2]) for i in range(10)]
+    assert not check_dataset(balanced).by_check("balance")

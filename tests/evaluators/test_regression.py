@@ -251,3 +251,19 @@ def test_a_runner_result_written_to_disk_is_a_baseline(tmp_path):
     assert len(baseline["last"].metrics["exact_match"].values) == 4
     verdict = compare(baseline, {"last": scores_from_result(results["v2"])})[0]
     assert verdict.n_paired == 4 and verdict.diff == -1.0 and verdict.status == "regression"
+
+
+def test_improved_only_when_the_exact_mcnemar_test_says_so():
+    """8 items fixed, none broken: p = 2 / 2^8 — significantly better. 4 fixed: p = 0.125 —
+    the gate passes but says the gain is not significant, and nothing is "improved"."""
+    base, cand = paired(0, 8, 30, 2)
+    [v] = compare({"t": task_scores("t", base)}, {"t": task_scores("t", cand)}, default_margin=0.1)
+    assert v.significant_increase and not v.significant_decrease and v.p_decrease == pytest.approx(2 / 2**8)
+    assert "significantly better than the baseline (exact McNemar" in v.reason
+    base, cand = paired(0, 4, 34, 2)
+    [v] = compare({"t": task_scores("t", base)}, {"t": task_scores("t", cand)}, default_margin=0.1)
+    assert v.status == "pass" and not v.significant_increase and v.p_decrease == pytest.approx(0.125)
+    assert "not a significant change (exact McNemar" in v.reason
+    base, cand = paired(8, 0, 30, 2)
+    [v] = compare({"t": task_scores("t", base)}, {"t": task_scores("t", cand)}, default_margin=0.1)
+    assert v.significant_decrease and not v.significant_increase

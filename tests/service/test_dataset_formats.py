@@ -58,9 +58,36 @@ def test_sharegpt_xtuner_and_openai_parts():
 
 def test_fields_no_reader_uses_are_named_not_dropped_in_silence():
     records = [{"instruction": "问", "output": "答", "id": 1, "source": "web"}, {"instruction": "问2", "output": "答2", "id": 2}]
-    warnings = parse_dataset(jsonl(*records), "a.jsonl").warnings
-    assert len(warnings) == 2 and "field 'id' (in 2 records, first at a.jsonl: line 1)" in warnings[0]
-    assert "field 'source' (in 1 record," in warnings[1]
+    parsed = parse_dataset(jsonl(*records), "a.jsonl")
+    assert len(parsed.warnings) == 1 and "field 'id' (in 2 records, first at a.jsonl: line 1)" in parsed.warnings[0]
+    assert parsed.records[0].metadata == {"source": "web"} and parsed.records[1].meta == ()  # metadata is kept
+
+
+@pytest.mark.parametrize("record", [
+    {"instruction": "问", "output": "答"},
+    {"messages": [{"role": "user", "content": "问"}, {"role": "assistant", "content": "答"}]},
+    {"conversations": [{"from": "human", "value": "问"}, {"from": "gpt", "value": "答"}]},
+    {"conversation": [{"input": "问", "output": "答"}]},
+    {"prompt": "问", "completion": "答"},
+])
+def test_metadata_is_kept_in_every_format_and_never_trained_on(record, tmp_path):
+    from service.datasets import read_records, write_records
+
+    tagged = {**record, "source": "vendor-b", "annotator": "ann-7", "task_type": "qa", "domain": "地理",
+              "meta": {"batch": 3, "reviewed": True}}
+    parsed = parse_dataset(jsonl(tagged, record), "m.jsonl")
+    assert parsed.warnings == []
+    first, second = parsed.records
+    assert first.metadata == {"source": "vendor-b", "annotator": "ann-7", "task_type": "qa", "domain": "地理",
+                              "batch": "3", "reviewed": "true"}
+    assert first.messages == second.messages and second.meta == ()
+    write_records(tmp_path, parsed)
+    assert read_records(tmp_path, parsed.content_id)[0] == parsed.records  # stored with the version
+    assert parse_dataset(jsonl(record), "m.jsonl").content_id != parsed.content_id
+    with pytest.raises(InvalidInput, match=r"m.jsonl: line 1: field 'meta.tags' must be a string, number or boolean, got list"):
+        parse_dataset(jsonl({**record, "meta": {"tags": ["a"]}}), "m.jsonl")
+    with pytest.raises(InvalidInput, match=r"line 1: field 'meta' must be an object"):
+        parse_dataset(jsonl({**record, "meta": "x"}), "m.jsonl")
 
 
 def test_dataset_info_maps_columns_and_tags():

@@ -182,11 +182,13 @@ def test_cli_train_wait_and_sweep_in_embedded_mode(tmp_path, tiny_base):
     assert "cli-cand: final loss" in done.stdout
     listed = json.loads(arena("candidates", "list", "--json").stdout)
     assert [c["name"] for c in listed] == ["cli-cand"]
-    sweep = arena("train", "--base", "tiny", "--data", "words", "--name", "sw", *flags, "--sweep", "lora_r=4,8 lr=1e-3,5e-3", "--json")
+    sweep = arena("train", "--base", "tiny", "--data", "words", "--name", "sw", *flags, "--packing", "grouped",
+                  "--sweep", "lora_r=4,8 lr=1e-3,5e-3", "--json")
     assert sweep.returncode == 0, sweep.stderr
     queued = json.loads(sweep.stdout)
     assert sorted(j["params"]["candidate"] for j in queued) == ["sw-lorar4-lr0.001", "sw-lorar4-lr0.005", "sw-lorar8-lr0.001", "sw-lorar8-lr0.005"]
     assert {j["params"]["config"]["lora_r"] for j in queued} == {4, 8}
+    assert {j["params"]["config"]["packing"] for j in queued} == {"grouped"}
     bad = arena("train", "--base", "nope", "--data", "words", "--name", "x")
     assert bad.returncode == 1 and "no base model named 'nope'" in bad.stderr
     hub = arena("base", "add", "some-org/some-model", "--name", "hub")

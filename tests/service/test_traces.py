@@ -32,7 +32,9 @@ def test_trace_report_page_and_curate(settings, tiny_base, word_task_records, tm
     try:
         admin = srv.client(admin=True)
         records = word_task_records("count_words", 40, seed=3)
-        lines = [json.dumps({"messages": [{"role": m.role, "content": m.content} for m in r.messages]}) for r in records]
+        # Every record carries a source; "ann-<script>" checks the report escapes metadata too.
+        lines = [json.dumps({"messages": [{"role": m.role, "content": m.content} for m in r.messages],
+                             "source": "ann-<script>" if i % 4 == 0 else "team"}) for i, r in enumerate(records)]
         # One record whose answer is markup: the report must show it escaped.
         lines[5] = json.dumps({"messages": [{"role": "user", "content": "Count the words: <b>x</b>"},
                                           {"role": "assistant", "content": "<script>alert(1)</script>"}]})
@@ -86,6 +88,23 @@ def test_trace_report_page_and_curate(settings, tiny_base, word_task_records, tm
         assert top3 <= {r["index"] for r in removed if r["reason"].startswith("attributed to failures")}
         v2 = store.resolve_dataset("words@2")
         assert v2.parent == store.resolve_dataset("words@1").id and v2.record_count == summary["kept"]
+        # Blame by source is in the report, and a source is something curate can drop.
+        assert {f["value"] for f in report["sources"]} == {"ann-<script>", "team"}
+        assert all(0 <= f["flagged_ci"][0] <= f["flagged_share"] <= f["flagged_ci"][1] <= 1 for f in report["sources"])
+        assert "ann-&lt;script&gt;" in page.text and "ann-<script>" not in page.text
+        out2 = tmp_path / "no-ann.jsonl"
+        cur = subprocess.run([sys.executable, "-m", "service.cli.__main__", "curate", "--report", report_id, "--out", str(out2),
+                              "--drop-source", "ann-<script>", "--reason", "a bad batch"], env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert cur.returncode == 0, cur.stderr
+        kept = [json.loads(line) for line in out2.read_text().splitlines()]
+        metas = [r.get("meta") for r in kept]  # metadata written back (record 5, the markup one, has none)
+        assert metas.count({"source": "team"}) >= len(kept) - 1 and set(map(str, metas)) <= {str({"source": "team"}), "None"}
+        dropped = [json.loads(line) for line in out2.with_suffix(".removed.jsonl").read_text().splitlines()]
+        assert any(r["reason"] == "source ann-<script> dropped: a bad batch" for r in dropped)
+        bad = subprocess.run([sys.executable, "-m", "service.cli.__main__", "curate", "--report", report_id, "--out", str(out2),
+                              "--drop-source", "vendor-x"], env=env, capture_output=True, text=True, timeout=300)
+        assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "no record of words@1 has source='vendor-x'" in bad.stderr
     finally:
         srv.stop()
         store.close()
