@@ -101,7 +101,9 @@ class BaseModel(msgspec.Struct, kw_only=True):
 
 
 class Candidate(msgspec.Struct, kw_only=True):
-    """A trained adapter on a base, with its lineage."""
+    """A trained adapter on a base, with its lineage. A DPO candidate names its parent
+    candidate and its preference data, and keeps the parent's dataset (the SFT data is
+    part of what made it)."""
 
     name: str
     base: str
@@ -113,3 +115,7 @@ class Candidate(msgspec.Struct, kw_only=True):
     metrics: dict[str, Any]
     created_at: float
     active: bool = True  # competes in the arena
+    method: Literal["sft", "dpo"] = "sft"
+    parent: str | None = None  # the candidate a DPO run started from (its SFT adapter, also its reference)
+    #: DPO: where the preference pairs came from ("file NAME" or "arena human"), their SHA-256 and count.
+    preferences: dict[str, Any] | None = None

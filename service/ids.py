@@ -21,6 +21,7 @@ ID_FORMATS: dict[str, re.Pattern[str]] = {
     "job": re.compile(r"(?:job|run|eval|rep)_[0-9a-f]{16}"),
     "dataset version": re.compile(r"[0-9a-f]{16}"),
     "correction": re.compile(r"corr_[0-9a-f]{16}"),
+    "preference set": re.compile(r"[0-9a-f]{64}"),  # the SHA-256 of its pairs (service.dpo_runs)
     # user-chosen names (datasets, candidates, bases, reviewers): see domain.NAME_RE
     "name": re.compile(r"[^\W_][\w.\-]{0,63}"),
 }

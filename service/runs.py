@@ -84,6 +84,10 @@ def train_job(ctx: JobContext) -> dict[str, Any]:
     from service.training import TrainConfig, TrainingCancelled, train_adapter
 
     p = ctx.params
+    if p.get("method") == "dpo":
+        from service.dpo_runs import dpo_train_job
+
+        return dpo_train_job(ctx)
     store = ctx.store
     name = p["candidate"]
     try:
@@ -138,13 +142,22 @@ def _register_remote(ctx: JobContext, name: str) -> dict[str, Any]:
     return {"remote_adapter": "loaded"}
 
 
+class _Curve(msgspec.Struct):
+    """The part of a finished run's metrics that SFT (`TrainResult`) and DPO (`DPOResult`) share."""
+
+    loss_curve: list[dict[str, Any]]
+
+
 def loss_curve(settings: Settings, events: list[dict[str, Any]], run_id: str) -> list[dict[str, Any]]:
     """Loss points of a run: from its metrics file when finished, else from its progress events."""
-    from service.training import load_train_result
+    from service.training import METRICS_FILE
 
-    result = load_train_result(run_dir(settings, run_id))
+    try:
+        result = msgspec.json.decode((run_dir(settings, run_id) / METRICS_FILE).read_bytes(), type=_Curve)
+    except FileNotFoundError:
+        result = None
     if result is not None:
-        return [msgspec.to_builtins(p) for p in result.loss_curve]
+        return result.loss_curve
     return [
         {"step": e.get("step"), "epoch": e.get("epoch"), "loss": e.get("loss"), "eval_loss": e.get("eval_loss"), "lr": e.get("lr")}
         for e in events

@@ -174,7 +174,12 @@ async def start_trace(store, queue, settings: Settings, *, candidate: str, evals
     traces only the failures whose output is a refusal (over-refusals)."""
     from service.evals import eval_dir
 
-    await store.get_candidate(candidate)
+    cand = await store.get_candidate(candidate)
+    if cand.method != "sft":
+        # Attribution scores SFT records against the run's own checkpoints; a DPO run's
+        # checkpoints were trained on preference pairs, which it does not read.
+        raise InvalidInput(f"candidate {candidate!r} was trained by {cand.method.upper()} from {cand.parent!r}: "
+                           f"trace its SFT parent {cand.parent!r} instead")
     if not evals and not battles:
         raise InvalidInput("nothing to trace: give eval ids (--eval) and/or --battles")
     if checkpoints is not None and (isinstance(checkpoints, bool) or not isinstance(checkpoints, int) or checkpoints < 1):

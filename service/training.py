@@ -339,14 +339,14 @@ def _training_arguments(
     )
 
 
-def _claim_out_dir(out: Path, identity: _RunIdentity) -> None:
+def _claim_out_dir(out: Path, identity: msgspec.Struct) -> None:
     """Record which run owns `out`; refuse if its checkpoints belong to another run."""
     out.mkdir(parents=True, exist_ok=True)
     run_file = out / RUN_FILE
     encoded = msgspec.json.format(msgspec.json.encode(identity))
     if run_file.is_file():
         try:
-            previous = msgspec.json.decode(run_file.read_bytes(), type=_RunIdentity)
+            previous = msgspec.json.decode(run_file.read_bytes(), type=type(identity))
         except (msgspec.DecodeError, msgspec.ValidationError):
             previous = None
         if previous != identity and _checkpoints(out / CHECKPOINTS_DIR):

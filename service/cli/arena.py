@@ -105,19 +105,40 @@ def battles_cmd() -> None:
 
 @battles_cmd.command("export")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--board", type=click.Choice(["all", "human", "judge"]), default="all", show_default=True)
-@click.option("--include-excluded", is_flag=True, help="Keep the votes of excluded reviewers.")
-def battles_export(file: Path, board: str, include_excluded: bool) -> None:
-    """Write the votes to FILE (JSON array; JSON Lines when it ends in .jsonl) in FastChat's
-    battle schema, with the conv_metadata style counts its style control reads."""
+@click.option("--format", "fmt", type=click.Choice(["fastchat", "dpo"]), default="fastchat", show_default=True,
+              help="fastchat: the battles; dpo: prompt/chosen/rejected pairs for TRL (ties and both-bad left out).")
+@click.option("--board", type=click.Choice(["all", "human", "judge"]), default=None,
+              help="Whose votes: default all for fastchat, human for dpo (the judge board is opt-in there).")
+@click.option("--include-excluded", is_flag=True, help="Keep the votes of excluded reviewers (fastchat only).")
+def battles_export(file: Path, fmt: str, board: str | None, include_excluded: bool) -> None:
+    """Write the votes to FILE: in FastChat's battle schema (JSON array; JSON Lines when it
+    ends in .jsonl), with the conv_metadata style counts its style control reads; or, with
+    --format dpo, as preference pairs in JSON Lines."""
     from arena.battles import write_battles
     from service.battles import export_battles
+    from service.errors import InvalidInput
 
+    board = board or ("human" if fmt == "dpo" else "all")
     boards = ("human", "judge") if board == "all" else (board,)
+    if fmt == "dpo":
+        if include_excluded:
+            raise InvalidInput("--include-excluded: preference pairs never use excluded reviewers' votes")
+        _export_preferences(file, boards)
+        return
     with open_store() as store:
         battles = store._run(export_battles(store.store, boards=boards, include_excluded=include_excluded))
     write_battles(file, battles)
     click.echo(f"wrote {len(battles)} battles to {file}")
+
+
+def _export_preferences(file: Path, boards: tuple[str, ...]) -> None:
+    from service.preferences import export_preferences, write_preferences
+
+    with open_store() as store:
+        pairs, skipped = store._run(export_preferences(store.store, boards=boards))
+    write_preferences(file, pairs)
+    left_out = ", ".join(f"{n} {reason.replace('_', '-')}" for reason, n in sorted(skipped.items()))
+    click.echo(f"wrote {len(pairs)} preference pairs to {file} ({'/'.join(boards)} board); left out: {left_out or 'none'}")
 
 
 @battles_cmd.command("import")

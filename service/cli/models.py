@@ -81,7 +81,7 @@ def candidates_cmd() -> None:
 @candidates_cmd.command("list")
 @click.option("--json", "json_out", is_flag=True)
 def candidates_list(json_out: bool) -> None:
-    """Name, base, dataset version, key metrics, created."""
+    """Name, base, dataset version (or, for DPO, the parent and its preference pairs), key metrics, created."""
     import datetime as dt
 
     with open_store() as store:
@@ -96,7 +96,10 @@ def candidates_list(json_out: bool) -> None:
     for c in cands:
         m = c.metrics
         fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
-        table.add_row(c.name, c.base, f"{c.dataset} ({c.dataset_id[:8]})", fmt(m.get("final_loss")), fmt(m.get("final_eval_loss")),
+        data = f"{c.dataset} ({c.dataset_id[:8]})"
+        if c.method == "dpo":
+            data = f"DPO of {c.parent} on {(c.preferences or {}).get('pairs', '?')} pairs ({(c.preferences or {}).get('source', '')})"
+        table.add_row(c.name, c.base, data, fmt(m.get("final_loss")), fmt(m.get("final_eval_loss")),
                       str(m.get("steps", "")), dt.datetime.fromtimestamp(c.created_at).strftime("%Y-%m-%d %H:%M"))
     Console().print(table)
 

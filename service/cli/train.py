@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from service.cli.common import call_with_queue, echo_json, follow_job, open_store, settings
@@ -13,18 +15,34 @@ def _enqueue(store, s, **kw):
     return call_with_queue(store, s, runs.start_run, **kw)
 
 
+#: Options of one method only; given with the other, they are refused rather than ignored.
+SFT_ONLY = ("data", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "eval_fraction", "attribution_checkpoints", "packing",
+            "sweep")
+DPO_ONLY = ("parent", "preferences", "from_arena", "board", "beta")
+SHARED = ("lr", "epochs", "max_steps", "batch_size", "grad_accum", "max_length", "seed", "logging_steps")
+
+
 @click.command("train")
+@click.option("--method", type=click.Choice(["sft", "dpo"]), default="sft", show_default=True,
+              help="sft: LoRA on a dataset; dpo: continue an SFT candidate on preference pairs (TRL's DPOTrainer).")
 @click.option("--base", required=True, help="Registered base name.")
-@click.option("--data", required=True, help="Dataset NAME[@VERSION]; its held-out split is not trained on.")
+@click.option("--data", default=None, help="SFT: dataset NAME[@VERSION]; its held-out split is not trained on.")
 @click.option("--name", required=True, help="Candidate name (with --sweep, a suffix per combination is added).")
+@click.option("--from", "parent", default=None, metavar="CANDIDATE", help="DPO: the SFT candidate to start from (also the reference).")
+@click.option("--preferences", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="DPO: preference pairs, JSON Lines (prompt/chosen/rejected, as `arena battles export --format dpo` writes).")
+@click.option("--from-arena", is_flag=True, help="DPO: the pairs from the arena's votes now (ties and both-bad left out).")
+@click.option("--board", type=click.Choice(["all", "human", "judge"]), default="human", show_default=True,
+              help="DPO with --from-arena: whose votes.")
+@click.option("--beta", type=float, default=None, help="DPO: β, how far from the SFT reference (default 0.1).")
 @click.option("--lora-r", type=int, default=16, show_default=True)
 @click.option("--lora-alpha", type=float, default=32, show_default=True)
 @click.option("--lora-dropout", type=float, default=0.05, show_default=True)
 @click.option("--target-modules", default="q_proj,v_proj", show_default=True, help="Comma-separated, or all-linear.")
-@click.option("--lr", type=float, default=2e-4, show_default=True)
-@click.option("--epochs", type=float, default=3, show_default=True)
+@click.option("--lr", type=float, default=2e-4, show_default=True, help="Default 5e-5 with --method dpo.")
+@click.option("--epochs", type=float, default=3, show_default=True, help="Default 1 with --method dpo.")
 @click.option("--max-steps", type=int, default=None)
-@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Default 4 with --method dpo (pairs).")
 @click.option("--grad-accum", type=int, default=1, show_default=True)
 @click.option("--max-length", type=int, default=512, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -37,25 +55,43 @@ def _enqueue(store, s, **kw):
 @click.option("--sweep", default=None, help='One run per combination, e.g. "lora_r=8,16 lr=1e-4,3e-4".')
 @click.option("--wait", is_flag=True, help="Run here (embedded mode) or wait for a worker, with a progress bar.")
 @click.option("--json", "json_out", is_flag=True)
-def train_cmd(base, data, name, lora_r, lora_alpha, lora_dropout, target_modules, lr, epochs, max_steps, batch_size, grad_accum,
-              max_length, seed, eval_fraction, logging_steps, attribution_checkpoints, packing, sweep, wait, json_out) -> None:
-    """Enqueue a LoRA training run (one per --sweep combination)."""
+@click.pass_context
+def train_cmd(ctx: click.Context, method, base, data, name, parent, preferences, from_arena, board, beta, lora_r, lora_alpha,
+              lora_dropout, target_modules, lr, epochs, max_steps, batch_size, grad_accum, max_length, seed, eval_fraction,
+              logging_steps, attribution_checkpoints, packing, sweep, wait, json_out) -> None:
+    """Enqueue a training run: LoRA SFT on a dataset (one per --sweep combination), or
+    DPO of an SFT candidate on preference pairs (--method dpo --from CANDIDATE
+    --preferences FILE | --from-arena)."""
+    from service.errors import InvalidInput
     from service.runs import parse_sweep
 
-    config = dict(lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules, lr=lr,
-                  epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
-                  seed=seed, eval_fraction=eval_fraction, logging_steps=logging_steps,
-                  attribution_checkpoints=attribution_checkpoints, packing=packing)
-    combos = parse_sweep(sweep) if sweep else [{}]
+    given = {k for k, v in ctx.params.items() if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
+    wrong = sorted(given & set(DPO_ONLY if method == "sft" else SFT_ONLY))
+    if wrong:
+        flags = ", ".join("--" + ("from" if k == "parent" else k.replace("_", "-")) for k in wrong)
+        raise InvalidInput(f"{flags}: not an option of --method {method}")
     s = settings()
     with open_store(s) as store:
-        jobs = []
-        for combo in combos:
-            suffix = "".join(f"-{k.replace('_', '')}{v}" for k, v in combo.items())
-            jobs.append(_enqueue(store, s, base=base, data=data, name=f"{name}{suffix}", config={**config, **combo}))
+        if method == "dpo":
+            config = {k: ctx.params[k] for k in (*SHARED, "beta") if k in given}
+            if "board" in given and not from_arena:
+                raise InvalidInput("--board: only with --from-arena (a preference file holds the boards it was exported from)")
+            jobs = [_enqueue_dpo(store, s, base=base, parent=parent, name=name, preferences=preferences,
+                                 from_arena=from_arena, board=board, config=config)]
+        else:
+            if data is None:
+                raise InvalidInput("--data NAME[@VERSION]: the dataset to train on is required with --method sft")
+            config = dict(lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules,
+                          lr=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
+                          max_length=max_length, seed=seed, eval_fraction=eval_fraction, logging_steps=logging_steps,
+                          attribution_checkpoints=attribution_checkpoints, packing=packing)
+            jobs = []
+            for combo in parse_sweep(sweep) if sweep else [{}]:
+                suffix = "".join(f"-{k.replace('_', '')}{v}" for k, v in combo.items())
+                jobs.append(_enqueue(store, s, base=base, data=data, name=f"{name}{suffix}", config={**config, **combo}))
         for job in jobs:
             if not json_out:
-                click.echo(f"queued {job.id}: candidate {job.params['candidate']}")
+                click.echo(f"queued {job.id}: {'DPO ' if method == 'dpo' else ''}candidate {job.params['candidate']}")
         if not wait:
             if json_out:
                 echo_json(jobs)
@@ -67,7 +103,26 @@ def train_cmd(base, data, name, lora_r, lora_alpha, lora_dropout, target_modules
     else:
         for f in finals:
             r = f["result"]
-            click.echo(f"{r['candidate']}: final loss {r['final_loss']:.4f}, {r['steps']} steps, {r['tokens_per_s']:.0f} tokens/s")
+            extra = f", reward margin {r['reward_margin']:.3f}" if r.get("reward_margin") is not None else ""
+            click.echo(f"{r['candidate']}: final loss {r['final_loss']:.4f}{extra}, {r['steps']} steps, "
+                       f"{r['tokens_per_s']:.0f} tokens/s")
+
+
+def _enqueue_dpo(store, s, *, base, parent, name, preferences: Path | None, from_arena: bool, board: str, config):
+    from service.dpo_runs import PreferenceSource, arena_source, start_dpo_run
+    from service.errors import InvalidInput
+    from service.preferences import read_preferences
+
+    if parent is None:
+        raise InvalidInput("--from CANDIDATE: DPO starts from an SFT candidate (its adapter, and its reference)")
+    if (preferences is None) == (not from_arena):
+        raise InvalidInput("give exactly one of --preferences FILE or --from-arena")
+    if from_arena:
+        source, pairs = arena_source(board), None
+    else:
+        source, pairs = PreferenceSource(kind="file", name=preferences.name), read_preferences(preferences)
+    return call_with_queue(store, s, start_dpo_run, base=base, parent=parent, name=name, source=source, pairs=pairs,
+                           config=config)
 
 
 class _local_worker:

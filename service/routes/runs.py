@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from litestar import Request, delete, get, post
@@ -16,10 +16,44 @@ from service.store import Store
 
 
 class RunRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """An SFT run (`data`), or with `method` "dpo" a DPO run from the candidate `parent` on
+    `pairs` (preference pairs as `arena battles export --format dpo` writes them) or on
+    the arena's votes (`preferences`: "arena:human", "arena:judge" or "arena:all")."""
+
     base: str
-    data: str
     name: str
+    data: str | None = None
     config: dict[str, Any] = {}
+    method: Literal["sft", "dpo"] = "sft"
+    parent: str | None = None
+    preferences: str | None = None
+    pairs: list[dict[str, Any]] | None = None
+
+
+async def _start(request: Request, store: Store, data: RunRequest):
+    from service.errors import InvalidInput
+
+    app = request.app.state
+    if data.method == "sft":
+        if data.data is None or data.parent or data.preferences or data.pairs is not None:
+            raise InvalidInput("an SFT run takes `data` (a dataset NAME[@VERSION]), not parent/preferences/pairs")
+        return await runs.start_run(store, app.queue, app.settings, base=data.base, data=data.data, name=data.name, config=data.config)
+    from service.dpo_runs import PreferenceSource, arena_source, start_dpo_run
+    from service.preferences import parse_preferences
+
+    if data.data is not None or data.parent is None or (data.preferences is None) == (data.pairs is None):
+        raise InvalidInput("a DPO run takes `parent` (the SFT candidate) and one of `pairs` or `preferences` "
+                           "(\"arena:human\", \"arena:judge\" or \"arena:all\"), not `data`")
+    if data.pairs is not None:
+        pairs = parse_preferences(b"".join(msgspec.json.encode(p) + b"\n" for p in data.pairs), source="pairs")
+        source = PreferenceSource(kind="file", name="request")
+    else:
+        kind, _, board = data.preferences.partition(":")
+        if kind != "arena":
+            raise InvalidInput(f"preferences {data.preferences!r}: expected arena:human, arena:judge or arena:all")
+        pairs, source = None, arena_source(board or "human")
+    return await start_dpo_run(store, app.queue, app.settings, base=data.base, parent=data.parent, name=data.name,
+                               source=source, pairs=pairs, config=data.config)
 
 
 async def _run_view(request: Request, store: Store, run_id: str) -> dict:
@@ -37,8 +71,7 @@ async def _run_view(request: Request, store: Store, run_id: str) -> dict:
 
 @post("/api/runs", summary="Enqueue a training run", status_code=202, **ADMIN)
 async def create_run(request: Request, store: Store, data: RunRequest) -> dict:
-    job = await runs.start_run(store, request.app.state.queue, request.app.state.settings, base=data.base, data=data.data, name=data.name, config=data.config)
-    return msgspec.to_builtins(job)
+    return msgspec.to_builtins(await _start(request, store, data))
 
 
 @get("/api/runs", summary="Training runs, newest first", **VIEWER)
