@@ -21,7 +21,7 @@ from service.domain import Candidate, JobRecord, check_name
 from service.errors import Conflict, InvalidInput
 from service.ids import check_id, under
 from service.jobs import JobCancelled, JobContext, enqueue
-from service.preferences import PreferencePair, encode_pairs, export_preferences, parse_preferences, preferences_sha256
+from service.preferences import PreferencePair, encode_pairs, export_preferences, preferences_sha256
 
 
 class PreferenceSource(msgspec.Struct, kw_only=True, frozen=True):

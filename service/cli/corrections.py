@@ -7,7 +7,7 @@ import datetime
 
 import click
 
-from service.cli.common import echo_json, open_store, settings
+from service.cli.common import echo_json, open_store
 
 
 @click.group("corrections")

@@ -26,7 +26,7 @@ from arena.battles import Battle, BattleFormatError, Turn, read_battles, write_b
 from arena.style import style_control, style_features
 from arena.style_metadata import STYLE_KEYS, compute_conv_metadata, markdown_counts
 from service.cli import cli, main
-from tests.redis_fixtures import _delete_prefix, settings_env
+from tests.redis_fixtures import settings_env
 
 ANSWERS = [
     "# Plan\n- one\n- two\n**bold** and __this__",
