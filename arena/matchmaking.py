@@ -30,8 +30,6 @@ from dataclasses import dataclass
 PRIOR_SIGMA = 200.0
 #: Share of the draw spread uniformly over all pairs.
 EXPLORATION = 0.1
-#: Share of the draw given to the contest for first place (`contenders`).
-TOP_SHARE = 0.3
 
 _LOGIT_PER_POINT = math.log(10) / 400.0
 _Z95 = 1.959964
@@ -102,44 +100,24 @@ def pair_weights(models: Sequence[ModelState], prior_sigma: float = PRIOR_SIGMA)
     return out
 
 
-def contenders(models: Sequence[ModelState]) -> set[str]:
-    """The leader (highest rating among the rated) and every model whose 95% interval still
-    reaches the leader's: who could yet be first. Empty when fewer than two are rated with
-    intervals."""
-    rated = [m for m in models if m.rating is not None and m.ci_low is not None and m.ci_high is not None and m.votes > 0]
-    if len(rated) < 2:
-        return set()
-    leader = max(rated, key=lambda m: m.rating)
-    return {leader.name} | {m.name for m in rated if m is not leader and m.ci_high >= leader.ci_low}
-
-
 def choose_pair(
     models: Sequence[ModelState],
     rng: random.Random,
     *,
     exploration: float = EXPLORATION,
-    top_share: float = TOP_SHARE,
     prior_sigma: float = PRIOR_SIGMA,
 ) -> Matchup:
-    """Draw the next battle's two models (sides randomised). A `top_share` of the draw goes
-    to the contest for first place: pairs of `contenders` (the leader and whoever's
-    interval still reaches it), by the same weights. Raises `ValueError` when fewer than
-    two distinct models are given."""
-    if not 0 <= exploration <= 1 or not 0 <= top_share <= 1:
-        raise ValueError(f"exploration and top_share must be in [0, 1], got {exploration}, {top_share}")
+    """Draw the next battle's two models (sides randomised). Raises `ValueError` when
+    fewer than two distinct models are given."""
+    if not 0 <= exploration <= 1:
+        raise ValueError(f"exploration must be in [0, 1], got {exploration}")
     pairs = pair_weights(models, prior_sigma)
     if not pairs:
         raise ValueError("matchmaking needs at least two different models")
     total = sum(p.weight for p in pairs)
     n = len(pairs)
-    top = contenders(models)
-    top_weights = [p.weight if p.first in top and p.second in top else 0.0 for p in pairs]
-    top_total = sum(top_weights)
-    share = top_share if top_total > 0 else 0.0
     probabilities = [
-        (1 - exploration) * ((1 - share) * (p.weight / total if total > 0 else 1 / n) + share * t / (top_total or 1))
-        + exploration / n
-        for p, t in zip(pairs, top_weights)
+        (1 - exploration) * (p.weight / total if total > 0 else 1 / n) + exploration / n for p in pairs
     ]
     pick = rng.choices(range(n), weights=probabilities, k=1)[0]
     pair = pairs[pick]

@@ -81,7 +81,7 @@ def run(policy: str, n_models: int, gap: float, seed: int, args) -> dict[str, in
     pairs = [(a, b) for i, a in enumerate(truth) for b in truth[i + 1:]]
     for vote in range(1, args.budget + 1):
         if policy == "ours":
-            matchup = choose_pair(states, rng, top_share=args.top_share)
+            matchup = choose_pair(states, rng)
             a, b = matchup.model_a, matchup.model_b
         else:
             a, b = rng.choice(pairs)
@@ -111,13 +111,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--check-every", type=int, default=100)
     parser.add_argument("--budget", type=int, default=30000)
-    parser.add_argument("--top-share", type=float, default=None,
-                        help="our rule's share of the draw for the contest for first place (default: the service's)")
     args = parser.parse_args()
-    from arena.matchmaking import TOP_SHARE
-
-    args.top_share = TOP_SHARE if args.top_share is None else args.top_share
-    result: dict[str, object] = {"bench": "matchmaking", "top_share": args.top_share, "ties": args.ties, "noise": args.noise, "seeds": args.seeds,
+    result: dict[str, object] = {"bench": "matchmaking", "ties": args.ties, "noise": args.noise, "seeds": args.seeds,
                                  "bootstrap_rounds": args.rounds, "check_every": args.check_every, "budget": args.budget}
     for size, gap in zip((int(s) for s in args.sizes.split(",")), (float(g) for g in args.gaps.split(","))):
         votes = {p: [run(p, size, gap, seed, args) for seed in range(args.seeds)] for p in ("ours", "uniform")}
