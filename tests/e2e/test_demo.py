@@ -29,7 +29,9 @@ def test_demo_fast_shows_round_two_beating_round_one(tmp_path):
     # The trace blamed the bad source and curation dropped it (reaching the held-out failures).
     assert [s["value"] for s in summary["suspect_sources"]] == ["vendor-b"]
     removed = [json.loads(line) for line in (out / "report" / "removed.jsonl").read_text().splitlines()]
-    assert sum(r["reason"].startswith("source vendor-b dropped") for r in removed) >= summary["dataset"]["planted_wrong"]
+    planted = json.loads((out / "inputs" / "planted.json").read_text())["planted_wrong"]
+    assert set(planted) <= {r["index"] for r in removed}  # every planted wrong answer is gone, traced or not
+    assert any(r["reason"].startswith("source vendor-b dropped") for r in removed)
     test_prompts = {json.loads(line)["question"] for line in (out / "inputs" / "benchmark-test.jsonl").read_text().splitlines()}
     report = json.loads((out / "report" / "report.json").read_text())
     assert not {f["prompt"] for f in report["failures"]} & test_prompts  # the test split was never traced
