@@ -16,7 +16,7 @@ import time
 import msgspec
 import pytest
 
-from tests.redis_fixtures import LiveServer, settings_env, with_csrf
+from tests.redis_fixtures import LiveServer, fresh_board, settings_env, with_csrf
 from tests.scripted_openai import ScriptedOpenAI, answers_in
 
 ANSWERS = {
@@ -120,7 +120,7 @@ def test_identities_hidden_until_the_vote_then_revealed_once(server):
     assert record["judge"] == meta["reviewer"] and meta["reviewer"].startswith("anon-")
     assert meta["reason"] == "correct" and meta["time_to_vote_s"] > 0 and meta["board"] == "human"
     assert record["tstamp"] > battle["created_at"] and record["conversation_a"][1]["content"] == battle["answer_a"]
-    board = client.get("/api/leaderboard").json()
+    board = fresh_board(client)
     assert board["votes"]["human"] == 1 and {r["model"] for r in board["rows"]} == {"alpha", "beta"}
 
 
@@ -205,12 +205,12 @@ def test_excluding_a_reviewer_recounts_the_board(server):
         battle = honest.post("/api/battles").json()
         choice = "a" if honest.get(f"/api/battles/{battle['id']}").json()["answer_a"].startswith("The answer is 4") else "b"
         assert honest.post(f"/api/battles/{battle['id']}/vote", json={"choice": choice}).status_code == 200
-    before = {r["model"]: r for r in admin.get("/api/leaderboard").json()["rows"]}
+    before = {r["model"]: r for r in fresh_board(admin)["rows"]}
     assert sum(r["votes"] for r in before.values()) == 2 * 9
     spam_id = next(r["reviewer"] for r in admin.get("/api/reviewers").json() if r["votes"] == 6)
     r = admin.post(f"/api/reviewers/{spam_id}/exclude")
     assert r.status_code == 200 and r.json()["counted"]["human"] == 3
-    after = admin.get("/api/leaderboard").json()
+    after = fresh_board(admin)
     assert {row["model"]: row["votes"] for row in after["rows"]} == {"alpha": 3, "beta": 3}
     # Their later votes are refused, so the counts and the log (Elo, matchmaking) agree.
     battle = spammer.post("/api/battles").json()
@@ -271,8 +271,8 @@ def test_category_filter_and_pages(server):
     client = server.client()
     play(client, "a")
     play(client, "a", prompt="typed one")
-    everything = client.get("/api/leaderboard").json()
-    typed = client.get("/api/leaderboard?category=typed").json()
+    everything = fresh_board(client)
+    typed = fresh_board(client, "/api/leaderboard?category=typed")
     assert everything["n_battles"] == 2 and typed["n_battles"] == 1
     # How fragile each rank is: votes whose removal swaps a row with the next (None when no
     # removal can, e.g. two votes that are the whole record); none on the last row.
@@ -315,7 +315,7 @@ def test_rebuild_while_votes_arrive_loses_nothing(settings):
             for i in range(start, 1200, 4):
                 await store.record_vote(f"battle-{i:010d}", vote, reviewer="r")
 
-        await asyncio.gather(store.rebuild_pair_counts(), *(voter(k) for k in range(4)), store.rebuild_pair_counts())
+        await asyncio.gather(store.rebuild_aggregates(), *(voter(k) for k in range(4)), store.rebuild_aggregates())
         counts = await store.pair_counts("human")
         logged = await store.vote_count()
         await store.close()
