@@ -34,8 +34,15 @@ local K, SCALE, BASE, INIT = {K!r}, {SCALE!r}, {BASE!r}, {INIT_RATING!r}
 
 local function text(x) if type(x) == 'string' then return x end return '' end
 
-local function aggregates_root(gen_key, prefix)
-  return prefix .. (redis.call('GET', gen_key) or '0') .. ':'
+-- The root of the current generation; the first vote of an empty log starts generation 0,
+-- so a store whose votes all went through here is never mistaken for one to rebuild.
+local function aggregates_root(gen_key, prefix, stream)
+  local gen = redis.call('GET', gen_key)
+  if not gen then
+    gen = '0'
+    if redis.call('XLEN', stream) <= 1 then redis.call('SET', gen_key, gen) end
+  end
+  return prefix .. gen .. ':'
 end
 
 local function slices_of(category, source)

@@ -97,7 +97,7 @@ VOTE_LUA = COUNT_VOTE_LUA + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, ''} end
 """ + _vote_checks_lua(reviewer=7, now=8, min_wait=9, limit=4, window=5, address_limit=10) + """local id = redis.call('XADD', KEYS[3], '*', 'v', ARGV[1], 'c', ARGV[2], 'b', ARGV[6], 'r', ARGV[7])
 redis.call('SET', KEYS[2], id, 'EX', tonumber(ARGV[3]))
-count_vote(aggregates_root(KEYS[4], ARGV[11]), ARGV[6], ARGV[2], cjson.decode(ARGV[1]), ARGV[7], false)
+count_vote(aggregates_root(KEYS[4], ARGV[11], KEYS[3]), ARGV[6], ARGV[2], cjson.decode(ARGV[1]), ARGV[7], false)
 return {1, id}
 """
 
@@ -126,7 +126,7 @@ if b[6] then
 else
   v = cjson.decode(vote)
 end
-count_vote(aggregates_root(KEYS[4], ARGV[11]), ARGV[7], b[5], v, ARGV[8], false)
+count_vote(aggregates_root(KEYS[4], ARGV[11], KEYS[3]), ARGV[7], b[5], v, ARGV[8], false)
 return {1, id, b[3], b[4]}
 """
 
@@ -136,6 +136,6 @@ return {1, id, b[3], b[4]}
 OBSERVATION_LUA = COUNT_VOTE_LUA + """
 local id = redis.call('XADD', KEYS[1], '*', 'v', ARGV[1], 'c', ARGV[2], 'b', ARGV[3], 'r', ARGV[4])
 local excluded = ARGV[4] ~= '' and redis.call('SISMEMBER', KEYS[3], ARGV[4]) == 1
-count_vote(aggregates_root(KEYS[2], ARGV[5]), ARGV[3], ARGV[2], cjson.decode(ARGV[1]), ARGV[4], excluded)
+count_vote(aggregates_root(KEYS[2], ARGV[5], KEYS[1]), ARGV[3], ARGV[2], cjson.decode(ARGV[1]), ARGV[4], excluded)
 return id
 """

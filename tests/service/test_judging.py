@@ -64,7 +64,6 @@ def test_llm_judges_both_orders_separate_board_and_agreement(settings, scripted)
         assert judged["judge_consistency"] == {"judged_both_orders": matched + 6, "inconsistent": 6}
         # The two orders of a judgement are one observation in the bootstrap: the served board is
         # the paired fit of the logged verdicts, grouped by their judgement id.
-        from arena.battles import Battle
         from arena.counts import PairCounts
         from arena.ratings import leaderboard
         from service.store import SyncStore
@@ -78,9 +77,12 @@ def test_llm_judges_both_orders_separate_board_and_agreement(settings, scripted)
         units: dict[str, list] = {}
         for v in verdicts:
             units.setdefault(v["judgement"], []).append((v["model_a"], v["model_b"], v["winner"]))
-        counts = PairCounts.from_pairs(sorted(PairCounts.from_battles(
-            [Battle(model_a=v["model_a"], model_b=v["model_b"], winner=v["winner"]) for v in verdicts]).pairs(),
-            key=lambda p: (p.model_a, p.model_b)))
+        pairs: dict[tuple[str, str], list[int]] = {}
+        for v in verdicts:  # models in name order, as the service's counts: the same bootstrap draws
+            a, b = v["model_a"], v["model_b"]
+            slot = {"model_a": 0, "model_b": 1, "tie": 2, "tie (bothbad)": 3}[v["winner"]]
+            pairs.setdefault(tuple(sorted((a, b))), [0, 0, 0, 0])[1 - slot if a > b and slot < 2 else slot] += 1
+        counts = PairCounts.from_pairs(dict(sorted(pairs.items())))
         paired = leaderboard(counts, bootstrap=500, seed=0, units=list(units.values()))
         assert [(r["model"], round(r["ci_low"], 6), round(r["ci_high"], 6)) for r in judged["rows"]] == \
             [(r.model, round(r.ci_low, 6), round(r.ci_high, 6)) for r in paired.rows]
