@@ -94,9 +94,7 @@ async def arena_summary(store, *, category: str | None = None, source: str | Non
     """What the leaderboard page shows beside the boards: judge–human agreement on shared
     battles (same prompt and pair), the judge's consistency across the two orders, the
     filters' choices, and the vote counts."""
-    summary = await store.aggregate_summary(category=category, source=source)
-    logged = await store.vote_count()
-    excluded = await store.excluded_reviewers()
+    summary = await store.aggregate_summary(category=category, source=source)  # one atomic read
     agree = Agreement(
         matched=summary.matched,
         agreement=summary.agree / summary.matched if summary.matched else None,
@@ -104,7 +102,7 @@ async def arena_summary(store, *, category: str | None = None, source: str | Non
         agreement_decisive=summary.agree_decisive / summary.decisive if summary.decisive else None,
     )
     return {
-        "votes": {**summary.votes, "logged": logged, "excluded_reviewers": len(excluded)},
+        "votes": {**summary.votes, "logged": summary.logged, "excluded_reviewers": summary.excluded_reviewers},
         "agreement": msgspec.structs.asdict(agree),
         "judge_consistency": {"judged_both_orders": summary.judged_both_orders, "inconsistent": summary.inconsistent},
         "categories": summary.categories,
@@ -114,7 +112,7 @@ async def arena_summary(store, *, category: str | None = None, source: str | Non
 
 async def reviewer_stats(store) -> list[dict[str, Any]]:
     """Every reviewer who voted or is invited: human votes logged and whether excluded."""
-    votes = (await store.aggregate_summary()).reviewer_votes
+    votes = await store.reviewer_votes()
     excluded = await store.excluded_reviewers()
     names = set(votes) | set(await store.invited_reviewers()) | excluded
     return [{"reviewer": n, "votes": votes.get(n, 0), "excluded": n in excluded} for n in sorted(names)]

@@ -26,4 +26,4 @@ async def leaderboard_status(store: Store, category: str | None = None, source: 
     """A board is fresh when its `n_battles` equals `counted` of its board here: boards are
     refitted in the background, a few seconds behind the votes."""
     summary = await store.aggregate_summary(category=category or None, source=source or None)
-    return {"votes": await store.vote_count(), "counted": summary.votes, "excluded_reviewers": len(await store.excluded_reviewers())}
+    return {"votes": summary.logged, "counted": summary.votes, "excluded_reviewers": summary.excluded_reviewers}

@@ -225,10 +225,15 @@ end
 return out
 """
 
-# A slice's summary, the filters' choices and the reviewers' vote counts.
-# KEYS: current-generation key; ARGV: prefix, slice
+# A slice's summary, the filters' choices, the votes logged and the reviewers excluded.
+# KEYS: current-generation key, stream, excluded reviewers; ARGV: prefix, slice
 READ_SUMMARY_LUA = """
 local root = ARGV[1] .. (redis.call('GET', KEYS[1]) or '0') .. ':'
 return {redis.call('HGETALL', root .. 'summary:' .. ARGV[2]), redis.call('SMEMBERS', root .. 'categories'),
-        redis.call('SMEMBERS', root .. 'sources'), redis.call('HGETALL', root .. 'reviewers')}
+        redis.call('SMEMBERS', root .. 'sources'), redis.call('XLEN', KEYS[2]), redis.call('SCARD', KEYS[3])}
+"""
+
+# The reviewers' logged human votes. KEYS: current-generation key; ARGV: prefix
+READ_REVIEWERS_LUA = """
+return redis.call('HGETALL', ARGV[1] .. (redis.call('GET', KEYS[1]) or '0') .. ':reviewers')
 """

@@ -21,7 +21,7 @@ import msgspec
 
 from arena.ratings import UnitKind
 from service.store.aggregate_scripts import (
-    ENSURE_LUA, READ_BOARD_LUA, READ_SUMMARY_LUA, READ_VERSIONS_LUA, REBUILD_CHUNK_LUA,
+    ENSURE_LUA, READ_BOARD_LUA, READ_REVIEWERS_LUA, READ_SUMMARY_LUA, READ_VERSIONS_LUA, REBUILD_CHUNK_LUA,
 )
 
 SEP = "\x1f"
@@ -64,7 +64,7 @@ class BoardAggregates(msgspec.Struct, frozen=True):
 
 
 class AggregateSummary(msgspec.Struct, frozen=True):
-    """A slice's figures beside the boards, and the filters' choices."""
+    """A slice's figures beside the boards, the filters' choices, and the log's size."""
 
     votes: dict[str, int]  # counted votes per board
     matched: int  # questions with both a human and a judge verdict
@@ -75,7 +75,8 @@ class AggregateSummary(msgspec.Struct, frozen=True):
     inconsistent: int
     categories: list[str]
     sources: list[str]
-    reviewer_votes: dict[str, int]  # human votes logged per reviewer (excluded ones too)
+    logged: int  # votes in the log, counted or not
+    excluded_reviewers: int
 
 
 class AggregateStore:
@@ -161,8 +162,9 @@ class AggregateStore:
 
     async def aggregate_summary(self, *, category: str | None = None, source: str | None = None) -> AggregateSummary:
         """The agreement, consistency and vote figures of a slice, with the filters' choices."""
-        summary, categories, sources, reviewers = await self._script("read_summary", READ_SUMMARY_LUA)(
-            keys=[self.keys.aggregates_current], args=[self.keys.aggregates, slice_name(category, source)])
+        summary, categories, sources, logged, excluded = await self._script("read_summary", READ_SUMMARY_LUA)(
+            keys=[self.keys.aggregates_current, self.keys.votes, self.keys.excluded_reviewers],
+            args=[self.keys.aggregates, slice_name(category, source)])
         fields = {k.decode(): v for k, v in _items(summary)}
 
         def number(name: str) -> int:
@@ -178,8 +180,14 @@ class AggregateStore:
             inconsistent=number("inconsistent"),
             categories=sorted(c.decode() for c in categories),
             sources=sorted(s.decode() for s in sources),
-            reviewer_votes={r.decode(): int(n) for r, n in _items(reviewers)},
+            logged=int(logged),
+            excluded_reviewers=int(excluded),
         )
+
+    async def reviewer_votes(self) -> dict[str, int]:
+        """Human votes logged per reviewer (an excluded reviewer's too)."""
+        raw = await self._script("read_reviewers", READ_REVIEWERS_LUA)(keys=[self.keys.aggregates_current], args=[self.keys.aggregates])
+        return {r.decode(): int(n) for r, n in _items(raw)}
 
     async def pair_counts(self, board: str) -> dict[tuple[str, str], list[int]]:
         """{(lo, hi): [wins_lo, wins_hi, ties, bothbad]} for a board ("human" or "judge")."""
