@@ -63,14 +63,20 @@ def app():
 
 
 def imported_votes(n: int, models: int, rng: random.Random):
-    """`n` votes in chunks: 90% human votes, 10% judge verdicts (two orders per judgement)."""
+    """`n` votes in chunks: 90% human votes, 10% judge verdicts (two orders per judgement).
+    As in the arena, a question is a prompt and a pair (`arena.judge.match_id`), and a prompt
+    has one category and one source."""
     names = [f"model-{i:02d}" for i in range(models)]
     strength = {m: rng.gauss(0, 1) for m in names}
-    chunk_h, chunk_j = [], []
+    prompts = [(f"c{rng.randrange(5)}", f"s{rng.randrange(3)}") for _ in range(2000)]
+    chunk_h: list[dict] = []
+    chunk_j: list[dict] = []
     judgement = 0
     for i in range(n):
         a, b = rng.sample(names, 2)
-        category, source = f"c{rng.randrange(5)}", f"s{rng.randrange(3)}"
+        prompt = rng.randrange(len(prompts))
+        category, source = prompts[prompt]
+        question = f"p{prompt}:{min(a, b)}:{max(a, b)}"
         if i % 10 == 9 and chunk_j and chunk_j[-1].get("order") == "first":
             prev = chunk_j[-1]
             swapped = {"model_a": "model_b", "model_b": "model_a", "tie": "tie"}[prev["winner"]]
@@ -79,13 +85,13 @@ def imported_votes(n: int, models: int, rng: random.Random):
             judgement += 1
             winner = "model_a" if strength[a] > strength[b] else "model_b"
             chunk_j.append({"model_a": a, "model_b": b, "winner": winner, "reviewer": "llm:bench", "judgement": f"j{judgement}",
-                            "order": "first", "consistent": True, "question_id": f"q{rng.randrange(5000)}",
+                            "order": "first", "consistent": True, "question_id": question,
                             "category": category, "source": source, "tstamp": 1.7e9 + i})
         else:
             p = 1 / (1 + 10 ** ((strength[b] - strength[a]) * 100 / 400))
             winner = rng.choice(WINNERS[2:]) if rng.random() < 0.15 else ("model_a" if rng.random() < p else "model_b")
             chunk_h.append({"model_a": a, "model_b": b, "winner": winner, "reviewer": f"r{rng.randrange(2000)}",
-                            "question_id": f"q{rng.randrange(5000)}", "category": category, "source": source, "tstamp": 1.7e9 + i})
+                            "question_id": question, "category": category, "source": source, "tstamp": 1.7e9 + i})
         if len(chunk_h) + len(chunk_j) >= 20000:
             yield chunk_h, chunk_j
             chunk_h, chunk_j = [], []

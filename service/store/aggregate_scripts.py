@@ -9,8 +9,8 @@ slice it belongs to (`all`, `c=<category>`, `s=<source>`, `cs=<category>\\x1f<so
 - `elo:<board>:<slice>`: each model's running online Elo (arena.elo's K, scale, base, start);
 - `units:judge:<slice>`: the judge board's bootstrap units by kind
   (`lo\\x1fhi\\x1fwins_lo\\x1fwins_hi\\x1fties` → units), a judgement's verdicts being one unit;
-- `summary:<slice>`: `votes:<board>`, `version:<board>` (bumped per counted vote: what the
-  board refresher watches), judge consistency (`both_orders`, `inconsistent`) and the
+- `summary:<slice>`: `votes:<board>` (the votes counted: with the generation, the board's
+  version, which the board refresher watches), judge consistency (`both_orders`, `inconsistent`) and the
   judge–human agreement sums (`matched`, `agree`, `decisive`, `agree_decisive`), kept exact
   per vote from `qid:<question_id>` (verdicts per slice, board and winning model or "tie").
 
@@ -140,7 +140,6 @@ local function count_vote(root, board, field, v, reviewer, excluded)
     update_elo(root .. 'elo:' .. board .. ':' .. s, model_a, model_b, score)
     local summary = root .. 'summary:' .. s
     redis.call('HINCRBY', summary, 'votes:' .. board, 1)
-    redis.call('HINCRBY', summary, 'version:' .. board, 1)
     if board == 'judge' then
       local units = root .. 'units:judge:' .. s
       if old_kind and redis.call('HINCRBY', units, old_kind, -1) <= 0 then redis.call('HDEL', units, old_kind) end
@@ -209,7 +208,7 @@ READ_BOARD_LUA = """
 local gen = redis.call('GET', KEYS[1]) or '0'
 local root = ARGV[1] .. gen .. ':'
 local board, s = ARGV[2], ARGV[3]
-return {gen, redis.call('HGET', root .. 'summary:' .. s, 'version:' .. board) or '0',
+return {gen, redis.call('HGET', root .. 'summary:' .. s, 'votes:' .. board) or '0',
         redis.call('HGETALL', root .. 'counts:' .. board .. ':' .. s),
         redis.call('HGETALL', root .. 'elo:' .. board .. ':' .. s),
         redis.call('HGETALL', root .. 'units:' .. board .. ':' .. s)}
@@ -220,7 +219,7 @@ READ_VERSIONS_LUA = """
 local gen = redis.call('GET', KEYS[1]) or '0'
 local out = {gen}
 for i = 2, #ARGV, 2 do
-  out[#out + 1] = redis.call('HGET', ARGV[1] .. gen .. ':summary:' .. ARGV[i + 1], 'version:' .. ARGV[i]) or '0'
+  out[#out + 1] = redis.call('HGET', ARGV[1] .. gen .. ':summary:' .. ARGV[i + 1], 'votes:' .. ARGV[i]) or '0'
 end
 return out
 """
