@@ -4,9 +4,10 @@ that keeps them fresh.
 A request serves the cached fit of its (board, category, source); only a board never
 fitted in this process is fitted while the request waits. In the API process a refresher
 task (`run`, started in the app's lifespan) checks every `ARENA_BOARD_REFRESH_S` seconds
-which cached boards had votes counted since their fit and refits just those, one at a
-time, in a thread: a vote never waits for a fit, and a board lags the votes by at most
-the interval plus one fit. Without a refresher (the CLI, a notebook) a request refits a
+(or, when fits are slow, after three times as long as the last round took, so fits use at
+most a quarter of the time) which cached boards had votes counted since their fit and
+refits just those, one at a time, in a thread: a vote never waits for a fit, and a board
+lags the votes by about the interval plus a round of fits. Without a refresher (the CLI, a notebook) a request refits a
 board whose votes changed, since nothing else would.
 
 Boards not asked for in `IDLE_S` seconds are dropped rather than refitted; at most
@@ -99,7 +100,10 @@ class BoardCache:
                     log.warning("refreshing the leaderboards: the store is unreachable (%s); serving the last fits", exc)
                 except Exception:  # a bad fit: logged whole, retried next round
                     log.exception("refreshing the leaderboards failed; serving the last fits")
-                await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - started)))
+                # Fits take at most a quarter of the time: on a busy machine the boards lag
+                # a little more rather than the votes slowing down.
+                busy = time.monotonic() - started
+                await asyncio.sleep(max(interval_s - busy, 3 * busy))
         finally:
             self.refreshing = False
 
@@ -123,6 +127,10 @@ class BoardCache:
             board, category, source = key
             version, view = await fit_board(store, board, category=category, source=source, bootstrap=self.bootstrap)
             self.fits += 1
+            if view.n_battles == 0 and (category or source):
+                # Any string names a filter: an empty one costs nothing to fit and is not
+                # kept, so asking for made-up filters cannot push real boards out.
+                return view
             self.entries[key] = _Entry(version, view, entry.used_at if entry else time.monotonic())
             self.entries.move_to_end(key)
             while len(self.entries) > MAX_BOARDS:
