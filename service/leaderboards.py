@@ -97,9 +97,11 @@ async def arena_summary(store, *, category: str | None = None, source: str | Non
     summary = await store.aggregate_summary(category=category, source=source)  # one atomic read
     agree = Agreement(
         matched=summary.matched,
-        agreement=summary.agree / summary.matched if summary.matched else None,
+        agreement=summary.agree / summary.pairs if summary.pairs else None,
         decisive=summary.decisive,
-        agreement_decisive=summary.agree_decisive / summary.decisive if summary.decisive else None,
+        agreement_decisive=summary.agree_decisive / summary.decisive_pairs if summary.decisive_pairs else None,
+        pairs=summary.pairs,
+        decisive_pairs=summary.decisive_pairs,
     )
     return {
         "votes": {**summary.votes, "logged": summary.logged, "excluded_reviewers": summary.excluded_reviewers},

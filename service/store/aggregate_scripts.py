@@ -11,8 +11,9 @@ slice it belongs to (`all`, `c=<category>`, `s=<source>`, `cs=<category>\\x1f<so
   (`lo\\x1fhi\\x1fwins_lo\\x1fwins_hi\\x1fties` → units), a judgement's verdicts being one unit;
 - `summary:<slice>`: `votes:<board>` (the votes counted: with the generation, the board's
   version, which the board refresher watches), judge consistency (`both_orders`, `inconsistent`) and the
-  judge–human agreement sums (`matched`, `agree`, `decisive`, `agree_decisive`), kept exact
-  per vote from `qid:<question_id>` (verdicts per slice, board and winning model or "tie").
+  judge–human agreement counts as `arena.agreement` makes them (`matched`, `pairs`, `agree`,
+  `decisive`, `decisive_pairs`, `agree_decisive`), kept exact per vote from
+  `item:<question>\x1f<turn>\x1f<lo>\x1f<hi>` (verdicts per slice, board and winning model or "tie").
 
 Every logged vote, counted or not (an excluded reviewer's observation), also adds its
 category and source to the `categories` / `sources` sets and its reviewer's human votes to
@@ -60,13 +61,14 @@ local function update_elo(key, a, b, score)
   redis.call('HSET', key, a, string.format('%.17g', ra + delta), b, string.format('%.17g', rb - delta))
 end
 
--- One question's share of the agreement sums (as arena.battles.agreement): every cross
--- pair of a judge verdict and a human verdict counts equally.
+-- One item's share of the agreement sums (as arena.agreement, MT-Bench's counting): every
+-- cross pair of a judge verdict and a human verdict on the item is compared; returns
+-- matched (0/1), pairs, agreeing pairs, decisive (0/1), decisive pairs, agreeing decisive pairs.
 local function agreement_terms(j, h)
   local nj, nh, tj, th, same, same_decisive = 0, 0, 0, 0, 0, 0
   for verdict, n in pairs(j) do nj = nj + n; if verdict == 'tie' then tj = n end end
   for verdict, n in pairs(h) do nh = nh + n; if verdict == 'tie' then th = n end end
-  if nj == 0 or nh == 0 then return 0, 0, 0, 0 end
+  if nj == 0 or nh == 0 then return 0, 0, 0, 0, 0, 0 end
   for verdict, n in pairs(j) do
     local m = h[verdict]
     if m then
@@ -75,12 +77,16 @@ local function agreement_terms(j, h)
     end
   end
   local decisive = (nj - tj) * (nh - th)
-  if decisive > 0 then return 1, same / (nj * nh), 1, same_decisive / decisive end
-  return 1, same / (nj * nh), 0, 0
+  local any_decisive = 0
+  if decisive > 0 then any_decisive = 1 end
+  return 1, nj * nh, same, any_decisive, decisive, same_decisive
 end
 
-local function count_agreement(root, slices, board, qid, verdict)
-  local key = root .. 'qid:' .. qid
+local AGREEMENT_FIELDS = {{'matched', 'pairs', 'agree', 'decisive', 'decisive_pairs', 'agree_decisive'}}
+
+-- `item`: question, turn and pair, so a question asked of several pairs is several items.
+local function count_agreement(root, slices, board, item, verdict)
+  local key = root .. 'item:' .. item
   local raw = redis.call('HGETALL', key)
   for _, s in ipairs(slices) do
     local hp, jp = s .. SEP .. 'human' .. SEP, s .. SEP .. 'judge' .. SEP
@@ -90,17 +96,16 @@ local function count_agreement(root, slices, board, qid, verdict)
       if string.sub(field, 1, #hp) == hp then h[string.sub(field, #hp + 1)] = tonumber(raw[i + 1])
       elseif string.sub(field, 1, #jp) == jp then j[string.sub(field, #jp + 1)] = tonumber(raw[i + 1]) end
     end
-    local m0, a0, d0, ad0 = agreement_terms(j, h)
+    local before = {{agreement_terms(j, h)}}
     local mine, field = j, jp .. verdict
     if board == 'human' then mine, field = h, hp .. verdict end
     mine[verdict] = (mine[verdict] or 0) + 1
     redis.call('HINCRBY', key, field, 1)
-    local m1, a1, d1, ad1 = agreement_terms(j, h)
+    local after = {{agreement_terms(j, h)}}
     local summary = root .. 'summary:' .. s
-    if m1 ~= m0 then redis.call('HINCRBY', summary, 'matched', m1 - m0) end
-    if d1 ~= d0 then redis.call('HINCRBY', summary, 'decisive', d1 - d0) end
-    if a1 ~= a0 then redis.call('HINCRBYFLOAT', summary, 'agree', string.format('%.17g', a1 - a0)) end
-    if ad1 ~= ad0 then redis.call('HINCRBYFLOAT', summary, 'agree_decisive', string.format('%.17g', ad1 - ad0)) end
+    for k, name in ipairs(AGREEMENT_FIELDS) do
+      if after[k] ~= before[k] then redis.call('HINCRBY', summary, name, after[k] - before[k]) end
+    end
   end
 end
 
@@ -154,7 +159,10 @@ local function count_vote(root, board, field, v, reviewer, excluded)
   if qid ~= '' then
     local verdict = 'tie'
     if winner == 'model_a' then verdict = model_a elseif winner == 'model_b' then verdict = model_b end
-    count_agreement(root, slices, board, qid, verdict)
+    local lo, hi = model_a, model_b
+    if hi < lo then lo, hi = model_b, model_a end
+    local item = qid .. SEP .. string.format('%d', tonumber(v.turn) or 1) .. SEP .. lo .. SEP .. hi
+    count_agreement(root, slices, board, item, verdict)
   end
   return 1
 end

@@ -67,10 +67,14 @@ class AggregateSummary(msgspec.Struct, frozen=True):
     """A slice's figures beside the boards, the filters' choices, and the log's size."""
 
     votes: dict[str, int]  # counted votes per board
-    matched: int  # questions with both a human and a judge verdict
-    agree: float  # sum over matched questions of their agreement
+    # Judge–human agreement as `arena.agreement` counts it: items (question, turn, pair) with
+    # both kinds of verdict, verdict pairs compared and agreeing, and the same without ties.
+    matched: int
+    pairs: int
+    agree: int
     decisive: int
-    agree_decisive: float
+    decisive_pairs: int
+    agree_decisive: int
     judged_both_orders: int
     inconsistent: int
     categories: list[str]
@@ -173,9 +177,11 @@ class AggregateStore:
         return AggregateSummary(
             votes={"human": number("votes:human"), "judge": number("votes:judge")},
             matched=number("matched"),
-            agree=float(fields.get("agree", 0.0)),
+            pairs=number("pairs"),
+            agree=number("agree"),
             decisive=number("decisive"),
-            agree_decisive=float(fields.get("agree_decisive", 0.0)),
+            decisive_pairs=number("decisive_pairs"),
+            agree_decisive=number("agree_decisive"),
             judged_both_orders=number("both_orders"),
             inconsistent=number("inconsistent"),
             categories=sorted(c.decode() for c in categories),

@@ -107,7 +107,7 @@ def test_graded_judge_strong_verdicts_count_three_votes(settings, scripted):
                        n=2, graded=True)
         # alpha is right on both prompts: two strong verdicts per judgement, each logged three times.
         assert graded["judgements"] == 2 and graded["observations"] == 4 and graded["votes"] == 12 and graded["inconsistent"] == 0
-        board = admin.get("/api/leaderboard?board=judge").json()
+        board = fresh_board(admin, "/api/leaderboard?board=judge")
         assert board["n_battles"] == 12 and board["rows"][0]["model"] == "alpha"
         exported = admin.get("/api/battles/export?board=judge")
         assert exported.status_code == 200 and len(exported.json()) == 12
@@ -115,7 +115,7 @@ def test_graded_judge_strong_verdicts_count_three_votes(settings, scripted):
         weighted = {"model_a": "beta", "model_b": "alpha", "winner": "model_a", "judge": "llm:other", "weight": 3}
         r = admin.post("/api/battles/import?board=judge", content=msgspec.json.encode([weighted]))
         assert r.status_code == 201 and r.json()["imported"] == 3
-        assert admin.get("/api/leaderboard?board=judge").json()["n_battles"] == 15
+        assert fresh_board(admin, "/api/leaderboard?board=judge")["n_battles"] == 15
         bad = admin.post("/api/judge", json={"judge": "reference", "candidates": ["alpha", "beta"], "graded": True})
         assert bad.status_code == 422 and "graded" in bad.json()["detail"]
     finally:
@@ -133,7 +133,7 @@ def test_reference_judge_works_offline(settings, scripted):
         assert result["observations"] == 6 and result["errors"] == 6  # the prompt without a reference is an error, per order
         board = fresh_board(admin, "/api/leaderboard?board=judge&category=math")
         assert board["rows"][0]["model"] == "alpha" and board["rows"][0]["win_rate"] == 1.0
-        assert admin.get("/api/leaderboard?board=human").json()["n_battles"] == 0
+        assert fresh_board(admin, "/api/leaderboard?board=human")["n_battles"] == 0
     finally:
         srv.stop()
 
