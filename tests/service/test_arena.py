@@ -77,6 +77,14 @@ def play(client, choice="a", prompt=None, reason=None) -> tuple[dict, dict]:
     return battle, v.json()
 
 
+def answered(client, battle_id: str, timeout: float = 20) -> None:
+    """Wait until both answers of a battle dealt by the page are written (it takes no vote before)."""
+    deadline = time.monotonic() + timeout
+    while not client.get(f"/api/battles/{battle_id}").json().get("complete", True):
+        assert time.monotonic() < deadline, f"battle {battle_id} still being answered after {timeout}s"
+        time.sleep(0.02)
+
+
 @pytest.fixture
 def server(settings, scripted):
     srv = start(settings, scripted)
@@ -288,6 +296,7 @@ def test_category_filter_and_pages(server):
     assert board.status_code == 200 and "<svg" in board.text and "category typed" in board.text
     # The no-JS vote: a plain form POST reveals the names.
     battle_id = page.text.split('data-battle="', 1)[1].split('"', 1)[0]
+    answered(client, battle_id)  # the page comes before its answers; a vote waits for them
     r = client.post("/arena/vote", data=with_csrf(client, {"battle_id": battle_id, "choice": "b"}))
     assert r.status_code == 200 and ("alpha" in r.text and "beta" in r.text)
     assert client.post("/arena/vote", data=with_csrf(client, {"battle_id": battle_id, "choice": "a"})).status_code == 409
@@ -297,6 +306,7 @@ def test_category_filter_and_pages(server):
     assert client.get("/arena").text.split('data-battle="', 1)[1].split('"', 1)[0] == fresh
     other = server.client().get("/arena").text.split('data-battle="', 1)[1].split('"', 1)[0]
     assert other != fresh  # another reviewer gets their own
+    answered(client, fresh)
     client.post("/arena/vote", data=with_csrf(client, {"battle_id": fresh, "choice": "tie"}))
     assert client.get("/arena").text.split('data-battle="', 1)[1].split('"', 1)[0] != fresh
 
