@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -141,10 +141,12 @@ class _Setup:
                 "per model against an average model keeps them finite"
             )
 
-    def use_units(self, units: Sequence[Sequence[tuple[str, str, str]]]) -> None:
-        """Resample `units` (groups of votes) instead of single votes; see `leaderboard`."""
+    def use_units(self, units: Sequence[Sequence[tuple[str, str, str]]] | Mapping[_paired.UnitKind, int]) -> None:
+        """Resample `units` (groups of votes, or how many units of each kind) instead of
+        single votes; see `leaderboard`."""
+        kinds = units if isinstance(units, Mapping) else _paired.unit_kinds(units)
         self.units = _paired.unit_cells(self.models, self.data.first, self.data.second,
-                                        (self.wins_first, self.wins_second, self.ties), units)
+                                        (self.wins_first, self.wins_second, self.ties), kinds)
 
     def _draw_units(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return _paired.draw_units(self.units, len(self.score), rng, size)

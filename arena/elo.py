@@ -11,6 +11,10 @@ from collections.abc import Iterable, Sequence
 
 from arena.battles import Battle
 
+#: FastChat's constants, the defaults below; the service's vote script updates its running
+#: ratings with the same ones.
+K, SCALE, BASE, INIT_RATING = 4.0, 400.0, 10.0, 1000.0
+
 
 def replay(ratings: list[float], first: Sequence[int], second: Sequence[int], scores: Sequence[float], *,
            k: float = 4.0, scale: float = 400.0, base: float = 10.0) -> None:

@@ -22,6 +22,7 @@ import msgspec
 import numpy as np
 
 from arena._bt import DEFAULT_PRIOR_TIES, BootstrapCI, Ratings, _anchor_text, _Setup
+from arena._paired import UnitKind, unit_kinds
 from arena.counts import PairCounts, battle_count_matrix, win_rate_matrix
 from arena.elo import elo_update, online_elo
 
@@ -35,6 +36,7 @@ __all__ = [
     "LeaderboardRow",
     "PairCounts",
     "Ratings",
+    "UnitKind",
     "battle_count_matrix",
     "bootstrap_ci",
     "bradley_terry",
@@ -43,6 +45,7 @@ __all__ = [
     "online_elo",
     "predicted_win_matrix",
     "rank_upper_bounds",
+    "unit_kinds",
     "win_rate_matrix",
 ]
 
@@ -156,7 +159,7 @@ def leaderboard(
     init_rating: float = 1000.0,
     scale: float = 400.0,
     base: float = 10.0,
-    units: Sequence[Sequence[tuple[str, str, str]]] | None = None,
+    units: Sequence[Sequence[tuple[str, str, str]]] | Mapping[UnitKind, int] | None = None,
     fragility: bool = True,
 ) -> Leaderboard:
     """The leaderboard from pair counts: BT rating, 95% bootstrap CI, rank upper bound,
@@ -166,7 +169,9 @@ def leaderboard(
     votes as `(model_a, model_b, winner)` — an LLM judge's verdicts on one (prompt, pair)
     in both orders. The bootstrap then redraws units, not votes, so two verdicts that always
     agree are not counted as two independent votes (their CI would be ~√2 too narrow).
-    The units must hold exactly the votes of `counts`; the ratings do not change.
+    The units must hold exactly the votes of `counts`; the ratings do not change. Instead
+    of the units, `units` may give how many units there are of each `UnitKind` (what a
+    store keeps): same kinds, same counts, same intervals.
 
     With `style` (from `arena.style.style_control` on the same battles) the ratings, CIs and
     ranks are the style-adjusted ones and the style coefficients are attached. Zero battles

@@ -26,6 +26,7 @@ from litestar.template.config import TemplateConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from service import jobs
+from service.board_cache import board_cache
 from service.config import Settings
 from service.errors import ArenaError
 from service.routes.auth import SMALL_BODY_BYTES, LoginRequired
@@ -107,6 +108,9 @@ def create_app(settings: Settings, redis_url: str, *, worker: bool = False) -> L
             from service.adapter_sync import keep_in_sync
 
             sync = asyncio.create_task(keep_in_sync(store, settings))
+        # The boards are refitted here, in the background, never in a vote's request.
+        boards = board_cache(store, bootstrap=settings.board_bootstrap)
+        refresher = asyncio.create_task(boards.run(store, settings.board_refresh_s)) if settings.board_refresh_s > 0 else None
         task = None
         if worker:
             w = jobs.build_worker(redis_url, settings)
@@ -116,7 +120,7 @@ def create_app(settings: Settings, redis_url: str, *, worker: bool = False) -> L
         try:
             yield
         finally:
-            for running in (task, sync):
+            for running in (task, sync, refresher):
                 if running:
                     running.cancel()
                     with contextlib.suppress(BaseException):

@@ -51,6 +51,12 @@ class Settings(msgspec.Struct, kw_only=True):
     judge_api_key: str | None = None  # sent to URL judges that no profile names
     judge_profiles: str | None = None  # JSON {"name": {"url": ..., "model": ..., "api_key": ...}}
     judge_allowed_hosts: str | None = None  # comma-separated host[:port]; unset: any host
+    # Leaderboards (see README "Leaderboards at scale"): each API process refits a board in
+    # the background at most this often, and only when votes were counted since its last
+    # fit; requests are served the last fit meanwhile. 0: no refresher, a request refits a
+    # board whose votes changed (the CLI's behaviour).
+    board_refresh_s: float = 3.0
+    board_bootstrap: int = 500  # bootstrap rounds of a board's 95% CI
     locale: str = "en"  # the pages' language when the browser asks for none we have: en or zh_CN
 
     @property

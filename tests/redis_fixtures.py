@@ -48,7 +48,7 @@ def settings(redis_url: str, tmp_path: Path) -> Iterator[Settings]:
     prefix = f"arenatest-{uuid.uuid4().hex[:10]}"
     s = Settings(
         data_dir=tmp_path / "data", redis_url=redis_url, key_prefix=prefix, admin_token="test-admin-token",
-        job_heartbeat_s=2, job_sweep_s=1, job_retries=2,
+        job_heartbeat_s=2, job_sweep_s=1, job_retries=2, board_refresh_s=0.2,
     )
     s.data_dir.mkdir(parents=True)
     yield s
@@ -132,3 +132,16 @@ def poll_done(client: httpx.Client, path: str, timeout: float = 120, every: floa
             return view
         time.sleep(every)
     raise AssertionError(f"{path} still {view['status']} after {timeout}s")
+
+
+def fresh_board(client: httpx.Client, path: str = "/api/leaderboard", timeout: float = 30, every: float = 0.05) -> dict:
+    """GET a leaderboard (`path`: /api/leaderboard with its query) until its fit has caught
+    up with the votes counted (boards are refitted in the background); that view."""
+    deadline = time.monotonic() + timeout
+    while True:
+        view = client.get(path).json()
+        if view["n_battles"] == view["votes"][view["board"]]:
+            return view
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path}: fitted on {view['n_battles']} votes, {view['votes'][view['board']]} counted, after {timeout}s")
+        time.sleep(every)

@@ -256,7 +256,7 @@ def _set_excluded(reviewer: str, excluded: bool) -> None:
     """Exclude or include a reviewer, then recount the pair counts from the votes log."""
     with open_store() as store:
         (store.exclude_reviewer if excluded else store.include_reviewer)(reviewer)
-        counted = store.rebuild_pair_counts()
+        counted = store.rebuild_aggregates()
     click.echo(f"{'excluded' if excluded else 'included'} {reviewer}; counted {counted['human']} human and {counted['judge']} judge votes")
 
 

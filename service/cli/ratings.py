@@ -241,7 +241,7 @@ def rebuild_cmd() -> None:
     from service.cli.common import open_store
 
     with open_store() as store:
-        counted = store.rebuild_pair_counts()
+        counted = store.rebuild_aggregates()
     click.echo(f"rebuilt from the log: {counted['human']} human votes, {counted['judge']} judge verdicts counted")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from litestar import Request, Response, get, post
 from litestar.enums import RequestEncodingType
@@ -110,5 +111,7 @@ async def leaderboard_page(request: Request, store: Store, category: str | None 
         boards.append({"view": view, "title": title, "ci_chart": ci_chart(view.rows), "heatmap": win_rate_heatmap(view.models, view.win_rates)})
     summary = await leaderboards.arena_summary(store, category=category, source=source)
     judge_runs = [j for j in await store.list_jobs(limit=10, kind="judge") if j.result]
+    query = urlencode({k: v for k, v in (("category", category), ("source", source)) if v})
     return _page(request, "leaderboard.html", {"boards": boards, "summary": summary, "category": category, "source": source,
+                                               "query": f"?{query}" if query else "",
                                       "judge_runs": judge_runs, "votes": await store.vote_count()})

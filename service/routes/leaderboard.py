@@ -20,6 +20,10 @@ async def get_leaderboard(
     return {**msgspec.structs.asdict(view), **summary}
 
 
-@get("/api/leaderboard/status", summary="Votes logged and reviewers excluded: poll this to know when to refresh")
-async def leaderboard_status(store: Store) -> dict:
-    return {"votes": await store.vote_count(), "excluded_reviewers": len(await store.excluded_reviewers())}
+@get("/api/leaderboard/status", summary="Votes logged, votes counted per board (for a category/source) and reviewers excluded: "
+                                        "poll this to know when to refresh")
+async def leaderboard_status(store: Store, category: str | None = None, source: str | None = None) -> dict:
+    """A board is fresh when its `n_battles` equals `counted` of its board here: boards are
+    refitted in the background, a few seconds behind the votes."""
+    summary = await store.aggregate_summary(category=category or None, source=source or None)
+    return {"votes": summary.logged, "counted": summary.votes, "excluded_reviewers": summary.excluded_reviewers}

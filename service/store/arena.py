@@ -1,66 +1,31 @@
 """Battles, votes and pair counts.
 
 A vote is appended to the votes stream (the durable, ordered log, in FastChat's battle
-schema plus our fields) and counted into its board's pair counts in ONE Lua call, which
-also enforces the vote rules (`service.store.vote_scripts`: first vote wins, the battle's
-own reviewer only, no excluded reviewer, a minimum time to vote, rate limits per reviewer
-and per address): no vote can be logged without being counted, or counted twice. `rebuild_pair_counts` recomputes the counts
-from the log (skipping excluded reviewers) and swaps them in atomically.
+schema plus our fields) and counted into the leaderboards' aggregates in ONE Lua call,
+which also enforces the vote rules (`service.store.vote_scripts`: first vote wins, the
+battle's own reviewer only, no excluded reviewer, a minimum time to vote, rate limits per
+reviewer and per address): no vote can be logged without being counted, or counted twice.
+The aggregates, their reads and their rebuild from the log are in
+`service.store.aggregates`.
 
 Each stream entry holds the vote JSON (`v`) and, for the rebuild, its count field (`c`),
-board (`b`) and reviewer (`r`): votes logged while a rebuild scans the log are counted
-by the rebuild's final Lua step from those fields, so none is lost.
+board (`b`) and reviewer (`r`).
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 
 from service.errors import InvalidInput, NotFound, Unavailable
+from service.store.aggregates import SEP, AggregateStore
 from service.store.vote_scripts import BATTLE_VOTE_LUA, OBSERVATION_LUA, VOTE_LUA, VoteRules, raise_refused_vote
 
 _enc = msgspec.json.Encoder()
-SEP = "\x1f"
 
-
-# The rebuild's last step: count the log's tail (entries after the scanned id) into the
-# rebuilt hashes, then swap them in, in one atomic call.
-# KEYS: stream, then (counts, rebuilt) per board
-# ARGV: last scanned id ('' when none), number of boards, the boards, the excluded reviewers
-_REBUILD_FINISH_LUA = """
-local nb = tonumber(ARGV[2])
-local board_index = {}
-for i = 1, nb do board_index[ARGV[2 + i]] = i end
-local excluded = {}
-for i = 3 + nb, #ARGV do excluded[ARGV[i]] = true end
-local start = '-'
-if ARGV[1] ~= '' then start = '(' .. ARGV[1] end
-local tail = redis.call('XRANGE', KEYS[1], start, '+')
-local counted = {}
-for i = 1, nb do counted[i] = 0 end
-for _, entry in ipairs(tail) do
-  local f = {}
-  for k = 1, #entry[2], 2 do f[entry[2][k]] = entry[2][k + 1] end
-  local bi = board_index[f['b'] or 'human']
-  if bi and f['c'] and not excluded[f['r'] or ''] then
-    redis.call('HINCRBY', KEYS[1 + 2 * bi], f['c'], 1)
-    counted[bi] = counted[bi] + 1
-  end
-end
-for i = 1, nb do
-  if redis.call('EXISTS', KEYS[1 + 2 * i]) == 1 then
-    redis.call('RENAME', KEYS[1 + 2 * i], KEYS[2 * i])
-  else
-    redis.call('DEL', KEYS[2 * i])
-  end
-end
-return counted
-"""
 
 WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
 
@@ -83,26 +48,15 @@ def count_field(model_a: str, model_b: str, winner: str) -> str:
     return f"{lo}{SEP}{hi}{SEP}{outcome}"
 
 
-def parse_counts(raw: dict[bytes, bytes]) -> dict[tuple[str, str], list[int]]:
-    """Pair-count hash → {(lo, hi): [wins_lo, wins_hi, ties, bothbad]}."""
-    slots = {"lo": 0, "hi": 1, "tie": 2, "bothbad": 3}
-    out: dict[tuple[str, str], list[int]] = {}
-    for field, value in raw.items():
-        lo, hi, outcome = field.decode().split(SEP)
-        out.setdefault((lo, hi), [0, 0, 0, 0])[slots[outcome]] += int(value)
-    return out
-
-
 #: How long a vote waits for its fsync before the request fails (it is usually < 10 ms).
 WAITAOF_TIMEOUT_MS = 5000
 
 
-class ArenaStore:
+class ArenaStore(AggregateStore):
     redis: object
     keys: object
     _vote_script = None
     _obs_script = None
-    _rebuild_script = None
     _battle_vote_script = None
     _aof: bool | None = None
 
@@ -149,7 +103,8 @@ class ArenaStore:
             mapping["answering"] = "1"
         if vote_base is not None:
             mapping.update(vote_base=_enc.encode(vote_base), created_at=repr(float(battle["created_at"])),
-                           model_a=vote_base["model_a"], model_b=vote_base["model_b"])
+                           model_a=vote_base["model_a"], model_b=vote_base["model_b"],
+                           agg=_enc.encode({k: vote_base.get(k) for k in ("model_a", "model_b", "category", "source", "question_id")}))
             for choice, winner in (("a", "model_a"), ("b", "model_b"), ("tie", "tie"), ("both_bad", "tie (bothbad)")):
                 mapping[f"count:{choice}"] = count_field(vote_base["model_a"], vote_base["model_b"], winner)
         if battle.get("reviewer"):
@@ -189,7 +144,7 @@ class ArenaStore:
     # --- votes ---------------------------------------------------------------------------
 
     def _vote_keys(self, battle_id: str, board: str, reviewer: str | None, rules: VoteRules) -> list[str]:
-        return [self.keys.battle(battle_id), self.keys.battle_voted(battle_id), self.keys.votes, self.keys.board_counts(board),
+        return [self.keys.battle(battle_id), self.keys.battle_voted(battle_id), self.keys.votes, self.keys.aggregates_current,
                 self.keys.reviewer_rate(reviewer or "anonymous"), self.keys.address_rate(rules.address or "unknown"),
                 self.keys.excluded_reviewers]
 
@@ -208,7 +163,8 @@ class ArenaStore:
             self._vote_script,
             keys=self._vote_keys(battle_id, board, reviewer, rules),
             args=[_enc.encode({**vote, "board": board}), field, voted_ttl_s, rules.rate_limit, rules.rate_window_s, board,
-                  vote.get("reviewer") or reviewer or "", repr(time.time()), repr(float(rules.min_vote_s)), rules.address_limit],
+                  vote.get("reviewer") or reviewer or "", repr(time.time()), repr(float(rules.min_vote_s)), rules.address_limit,
+                  self.keys.aggregates],
         )
         value = value.decode() if isinstance(value, bytes) else str(value)
         raise_refused_vote(status, value, rules)
@@ -228,7 +184,8 @@ class ArenaStore:
             self._battle_vote_script,
             keys=self._vote_keys(battle_id, board, reviewer, rules),
             args=[choice, _enc.encode({**fields, "board": board}), repr(float(fields["tstamp"])), voted_ttl_s, rules.rate_limit,
-                  rules.rate_window_s, board, reviewer or "", repr(float(rules.min_vote_s)), rules.address_limit],
+                  rules.rate_window_s, board, reviewer or "", repr(float(rules.min_vote_s)), rules.address_limit,
+                  self.keys.aggregates],
         )
         status = result[0]
         value = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
@@ -239,13 +196,13 @@ class ArenaStore:
 
     async def record_observation(self, vote: dict[str, Any], *, board: str) -> str:
         """Log and count one vote that has no battle (e.g. an LLM judge's verdict, an import).
-        An excluded reviewer's is logged but not counted, as `rebuild_pair_counts` would."""
+        An excluded reviewer's is logged but not counted, as `rebuild_aggregates` would."""
         if self._obs_script is None:
             self._obs_script = self.redis.register_script(OBSERVATION_LUA)
         field = count_field(vote["model_a"], vote["model_b"], vote["winner"])
         raw = await self._obs_script(
-            keys=[self.keys.votes, self.keys.board_counts(board), self.keys.excluded_reviewers],
-            args=[_enc.encode({**vote, "board": board}), field, board, vote.get("reviewer") or ""],
+            keys=[self.keys.votes, self.keys.aggregates_current, self.keys.excluded_reviewers],
+            args=[_enc.encode({**vote, "board": board}), field, board, vote.get("reviewer") or "", self.keys.aggregates],
         )
         return raw.decode() if isinstance(raw, bytes) else str(raw)
 
@@ -260,16 +217,12 @@ class ArenaStore:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for vote, field in zip(votes[start : start + batch], fields[start : start + batch]):
                     await self._obs_script(
-                        keys=[self.keys.votes, self.keys.board_counts(board), self.keys.excluded_reviewers],
-                        args=[_enc.encode({**vote, "board": board}), field, board, vote.get("reviewer") or ""],
+                        keys=[self.keys.votes, self.keys.aggregates_current, self.keys.excluded_reviewers],
+                        args=[_enc.encode({**vote, "board": board}), field, board, vote.get("reviewer") or "", self.keys.aggregates],
                         client=pipe,
                     )
                 await pipe.execute()
         return len(votes)
-
-    async def pair_counts(self, board: str) -> dict[tuple[str, str], list[int]]:
-        """{(lo, hi): [wins_lo, wins_hi, ties, bothbad]} for a board ("human" or "judge")."""
-        return parse_counts(await self.redis.hgetall(self.keys.board_counts(board)))
 
     async def iter_votes(self, after: str = "-", batch: int = 5000):
         """All logged votes in order, as (stream id, vote dict)."""
@@ -292,38 +245,6 @@ class ArenaStore:
 
     async def vote_count(self) -> int:
         return int(await self.redis.xlen(self.keys.votes))
-
-    async def rebuild_pair_counts(self, boards: Iterable[str] = ("human", "judge")) -> dict[str, int]:
-        """Recompute every board's counts from the log, skipping excluded reviewers, and swap
-        them in atomically. Returns votes counted per board."""
-        boards = list(boards)
-        excluded = {r.decode() for r in await self.redis.smembers(self.keys.excluded_reviewers)}
-        fields: dict[str, dict[str, int]] = {b: {} for b in boards}
-        counted = {b: 0 for b in boards}
-        last = ""
-        async for entry_id, vote in self.iter_votes():
-            last = entry_id
-            board = vote.get("board", "human")
-            if board not in fields or vote.get("reviewer") in excluded:
-                continue
-            field = count_field(vote["model_a"], vote["model_b"], vote["winner"])
-            fields[board][field] = fields[board].get(field, 0) + 1
-            counted[board] += 1
-        stamp = f"{time.time_ns()}"
-        rebuilt = {b: f"{self.keys.board_counts(b)}:rebuild:{stamp}" for b in boards}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for board, values in fields.items():
-                if values:
-                    pipe.hset(rebuilt[board], mapping=values)
-                    pipe.expire(rebuilt[board], 3600)  # never left behind by a crash
-            await pipe.execute()
-        if self._rebuild_script is None:
-            self._rebuild_script = self.redis.register_script(_REBUILD_FINISH_LUA)
-        keys = [self.keys.votes] + [k for b in boards for k in (self.keys.board_counts(b), rebuilt[b])]
-        tail = await self._rebuild_script(keys=keys, args=[last, len(boards), *boards, *sorted(excluded)])
-        for board, extra in zip(boards, tail):
-            counted[board] += int(extra)
-        return counted
 
     # --- reviewers -----------------------------------------------------------------------
 

@@ -81,8 +81,22 @@ class Keys:
     def votes(self) -> str:
         return f"{self.p}:votes"  # stream: every vote, FastChat schema + board/reviewer
 
-    def board_counts(self, board: str) -> str:
-        return f"{self.p}:counts:{board}"  # hash "lo\x1fhi\x1foutcome" -> count
+    @property
+    def aggregates(self) -> str:
+        # Root of the leaderboards' aggregates: `<this><gen>:...`, laid out in
+        # service/store/aggregate_scripts.py (the Lua builds the names from this root).
+        return f"{self.p}:agg:"
+
+    @property
+    def aggregates_current(self) -> str:
+        return f"{self.p}:agg:current"  # the generation the votes are counted into
+
+    @property
+    def aggregates_next(self) -> str:
+        return f"{self.p}:agg:next"  # counter: the next rebuild's generation
+
+    def legacy_board_counts(self, board: str) -> str:
+        return f"{self.p}:counts:{board}"  # before the aggregates: pair counts only (deleted by a rebuild)
 
     def reviewer_rate(self, reviewer: str) -> str:
         return f"{self.p}:rate:{reviewer}"

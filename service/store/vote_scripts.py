@@ -11,6 +11,7 @@ from __future__ import annotations
 import msgspec
 
 from service.errors import Conflict, Forbidden, NotFound, RateLimited
+from service.store.aggregate_scripts import COUNT_VOTE_LUA
 
 
 def _vote_checks_lua(*, reviewer: int, now: int, min_wait: int, limit: int, window: int, address_limit: int) -> str:
@@ -87,25 +88,29 @@ def raise_refused_vote(status: int, value: str, rules: VoteRules) -> None:
                           f"{rules.rate_window_s} s; try again in {value} s")
 
 
-# KEYS: battle, voted flag, stream, board counts, reviewer rate, address rate, excluded reviewers
+# Each script logs a vote (XADD) and counts it into the leaderboards' aggregates
+# (`service.store.aggregate_scripts.count_vote`) in the same call.
+# KEYS: battle, voted flag, stream, current aggregates generation, reviewer rate, address rate, excluded reviewers
 # ARGV: vote JSON, count field, voted-flag TTL, rate limit (0 = none), rate window (s), board, reviewer,
-#       now, minimum time to vote (s), address rate limit
-VOTE_LUA = """
+#       now, minimum time to vote (s), address rate limit, aggregates prefix
+VOTE_LUA = COUNT_VOTE_LUA + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, ''} end
 """ + _vote_checks_lua(reviewer=7, now=8, min_wait=9, limit=4, window=5, address_limit=10) + """local id = redis.call('XADD', KEYS[3], '*', 'v', ARGV[1], 'c', ARGV[2], 'b', ARGV[6], 'r', ARGV[7])
 redis.call('SET', KEYS[2], id, 'EX', tonumber(ARGV[3]))
-redis.call('HINCRBY', KEYS[4], ARGV[2], 1)
+count_vote(aggregates_root(KEYS[4], ARGV[11], KEYS[3]), ARGV[6], ARGV[2], cjson.decode(ARGV[1]), ARGV[7], false)
 return {1, id}
 """
 
 # A vote on a battle stored with its vote template (`put_battle(..., vote_base=...)`): the
 # same checks and writes as VOTE_LUA, but the vote record is assembled here from the
-# battle's static part and the vote's own fields, so a vote costs one round trip.
+# battle's static part and the vote's own fields, so a vote costs one round trip. The
+# aggregates read the battle's small `agg` record (models, category, source, question)
+# rather than decoding the whole vote.
 # KEYS: as VOTE_LUA
 # ARGV: choice, vote fields JSON, tstamp, voted-flag TTL, rate limit, rate window, board, reviewer,
-#       minimum time to vote (s), address rate limit
-BATTLE_VOTE_LUA = """
-local b = redis.call('HMGET', KEYS[1], 'vote_base', 'created_at', 'model_a', 'model_b', 'count:' .. ARGV[1])
+#       minimum time to vote (s), address rate limit, aggregates prefix
+BATTLE_VOTE_LUA = COUNT_VOTE_LUA + """
+local b = redis.call('HMGET', KEYS[1], 'vote_base', 'created_at', 'model_a', 'model_b', 'count:' .. ARGV[1], 'agg')
 if not b[1] or not b[5] then
   if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, ''} end
   if redis.call('HEXISTS', KEYS[1], 'answering') == 0 then return {-4, ''} end
@@ -114,16 +119,23 @@ end
 local vote = string.sub(b[1], 1, -2) .. ',' .. string.sub(ARGV[2], 2, -2) .. ',"time_to_vote_s":' .. string.format('%.3f', waited) .. '}'
 local id = redis.call('XADD', KEYS[3], '*', 'v', vote, 'c', b[5], 'b', ARGV[7], 'r', ARGV[8])
 redis.call('SET', KEYS[2], id, 'EX', tonumber(ARGV[4]))
-redis.call('HINCRBY', KEYS[4], b[5], 1)
+local v
+if b[6] then
+  v = cjson.decode(b[6])
+  v.winner = ({a = 'model_a', b = 'model_b', tie = 'tie', both_bad = 'tie (bothbad)'})[ARGV[1]]
+else
+  v = cjson.decode(vote)
+end
+count_vote(aggregates_root(KEYS[4], ARGV[11], KEYS[3]), ARGV[7], b[5], v, ARGV[8], false)
 return {1, id, b[3], b[4]}
 """
 
 # An observation by an excluded reviewer is logged but not counted, as the rebuild would.
-# KEYS: stream, board counts, excluded reviewers; ARGV: vote JSON, count field, board, reviewer
-OBSERVATION_LUA = """
+# KEYS: stream, current aggregates generation, excluded reviewers
+# ARGV: vote JSON, count field, board, reviewer, aggregates prefix
+OBSERVATION_LUA = COUNT_VOTE_LUA + """
 local id = redis.call('XADD', KEYS[1], '*', 'v', ARGV[1], 'c', ARGV[2], 'b', ARGV[3], 'r', ARGV[4])
-if ARGV[4] == '' or redis.call('SISMEMBER', KEYS[3], ARGV[4]) == 0 then
-  redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
-end
+local excluded = ARGV[4] ~= '' and redis.call('SISMEMBER', KEYS[3], ARGV[4]) == 1
+count_vote(aggregates_root(KEYS[2], ARGV[5], KEYS[1]), ARGV[3], ARGV[2], cjson.decode(ARGV[1]), ARGV[4], excluded)
 return id
 """

@@ -20,7 +20,7 @@ import redis
 
 from service.domain import Candidate
 from service.store.keys import Keys
-from tests.redis_fixtures import LiveServer, with_csrf
+from tests.redis_fixtures import LiveServer, fresh_board, with_csrf
 
 # Names no answer would contain by chance: a page or response naming one has unmasked it.
 MODELS = ("base-q9zv", "lora-x4kw")
@@ -66,7 +66,7 @@ def boards(server: LiveServer) -> dict:
     admin = server.client(admin=True)
     state = {}
     for board in ("human", "judge"):
-        view = admin.get(f"/api/leaderboard?board={board}").json()
+        view = fresh_board(admin, f"/api/leaderboard?board={board}")
         state[board] = {"n_battles": view["n_battles"], "rows": view["rows"], "votes": view["votes"]}
     state["logged"] = admin.get("/api/leaderboard/status").json()["votes"]
     state["reviewers"] = admin.get("/api/reviewers").json()

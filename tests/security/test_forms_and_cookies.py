@@ -8,7 +8,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from tests.redis_fixtures import LiveServer, with_csrf
+from tests.redis_fixtures import LiveServer, fresh_board, with_csrf
 from tests.scripted_openai import ScriptedOpenAI
 
 ANSWERS = {"alpha": lambda prompt: "4", "beta": lambda prompt: "5"}
@@ -40,7 +40,7 @@ def _battle_of(page: str) -> str:
 def test_cross_site_form_posts_are_refused(server):
     reviewer = server.client()
     battle = _battle_of(reviewer.get("/arena").text)
-    board = server.client().get("/api/leaderboard").json()["n_battles"]
+    board = fresh_board(server.client())["n_battles"]
     # What an attacker's page can make the reviewer's browser send: the cookies, but no token.
     for form in ({"battle_id": battle, "choice": "a"}, {"battle_id": battle, "choice": "a", "csrf_token": "x" * 43}):
         r = reviewer.post("/arena/vote", data=form)
@@ -49,7 +49,7 @@ def test_cross_site_form_posts_are_refused(server):
     assert r.status_code == 403
     r = reviewer.post("/login", data={"token": "viewer-token-1", "next": "/runs"}, follow_redirects=False)
     assert r.status_code == 403 and "arena_read" not in r.headers.get("set-cookie", "")
-    assert server.client().get("/api/leaderboard").json()["n_battles"] == board  # nothing counted
+    assert fresh_board(server.client())["n_battles"] == board  # nothing counted
     # The page's own form works: the token is in it.
     token = reviewer.get("/arena").text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
     assert token == reviewer.cookies["arena_csrf"]

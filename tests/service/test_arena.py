@@ -16,7 +16,7 @@ import time
 import msgspec
 import pytest
 
-from tests.redis_fixtures import LiveServer, settings_env, with_csrf
+from tests.redis_fixtures import LiveServer, fresh_board, settings_env, with_csrf
 from tests.scripted_openai import ScriptedOpenAI, answers_in
 
 ANSWERS = {
@@ -77,6 +77,14 @@ def play(client, choice="a", prompt=None, reason=None) -> tuple[dict, dict]:
     return battle, v.json()
 
 
+def answered(client, battle_id: str, timeout: float = 20) -> None:
+    """Wait until both answers of a battle dealt by the page are written (it takes no vote before)."""
+    deadline = time.monotonic() + timeout
+    while not client.get(f"/api/battles/{battle_id}").json().get("complete", True):
+        assert time.monotonic() < deadline, f"battle {battle_id} still being answered after {timeout}s"
+        time.sleep(0.02)
+
+
 @pytest.fixture
 def server(settings, scripted):
     srv = start(settings, scripted)
@@ -120,7 +128,7 @@ def test_identities_hidden_until_the_vote_then_revealed_once(server):
     assert record["judge"] == meta["reviewer"] and meta["reviewer"].startswith("anon-")
     assert meta["reason"] == "correct" and meta["time_to_vote_s"] > 0 and meta["board"] == "human"
     assert record["tstamp"] > battle["created_at"] and record["conversation_a"][1]["content"] == battle["answer_a"]
-    board = client.get("/api/leaderboard").json()
+    board = fresh_board(client)
     assert board["votes"]["human"] == 1 and {r["model"] for r in board["rows"]} == {"alpha", "beta"}
 
 
@@ -205,12 +213,12 @@ def test_excluding_a_reviewer_recounts_the_board(server):
         battle = honest.post("/api/battles").json()
         choice = "a" if honest.get(f"/api/battles/{battle['id']}").json()["answer_a"].startswith("The answer is 4") else "b"
         assert honest.post(f"/api/battles/{battle['id']}/vote", json={"choice": choice}).status_code == 200
-    before = {r["model"]: r for r in admin.get("/api/leaderboard").json()["rows"]}
+    before = {r["model"]: r for r in fresh_board(admin)["rows"]}
     assert sum(r["votes"] for r in before.values()) == 2 * 9
     spam_id = next(r["reviewer"] for r in admin.get("/api/reviewers").json() if r["votes"] == 6)
     r = admin.post(f"/api/reviewers/{spam_id}/exclude")
     assert r.status_code == 200 and r.json()["counted"]["human"] == 3
-    after = admin.get("/api/leaderboard").json()
+    after = fresh_board(admin)
     assert {row["model"]: row["votes"] for row in after["rows"]} == {"alpha": 3, "beta": 3}
     # Their later votes are refused, so the counts and the log (Elo, matchmaking) agree.
     battle = spammer.post("/api/battles").json()
@@ -271,8 +279,8 @@ def test_category_filter_and_pages(server):
     client = server.client()
     play(client, "a")
     play(client, "a", prompt="typed one")
-    everything = client.get("/api/leaderboard").json()
-    typed = client.get("/api/leaderboard?category=typed").json()
+    everything = fresh_board(client)
+    typed = fresh_board(client, "/api/leaderboard?category=typed")
     assert everything["n_battles"] == 2 and typed["n_battles"] == 1
     # How fragile each rank is: votes whose removal swaps a row with the next (None when no
     # removal can, e.g. two votes that are the whole record); none on the last row.
@@ -288,6 +296,7 @@ def test_category_filter_and_pages(server):
     assert board.status_code == 200 and "<svg" in board.text and "category typed" in board.text
     # The no-JS vote: a plain form POST reveals the names.
     battle_id = page.text.split('data-battle="', 1)[1].split('"', 1)[0]
+    answered(client, battle_id)  # the page comes before its answers; a vote waits for them
     r = client.post("/arena/vote", data=with_csrf(client, {"battle_id": battle_id, "choice": "b"}))
     assert r.status_code == 200 and ("alpha" in r.text and "beta" in r.text)
     assert client.post("/arena/vote", data=with_csrf(client, {"battle_id": battle_id, "choice": "a"})).status_code == 409
@@ -297,6 +306,7 @@ def test_category_filter_and_pages(server):
     assert client.get("/arena").text.split('data-battle="', 1)[1].split('"', 1)[0] == fresh
     other = server.client().get("/arena").text.split('data-battle="', 1)[1].split('"', 1)[0]
     assert other != fresh  # another reviewer gets their own
+    answered(client, fresh)
     client.post("/arena/vote", data=with_csrf(client, {"battle_id": fresh, "choice": "tie"}))
     assert client.get("/arena").text.split('data-battle="', 1)[1].split('"', 1)[0] != fresh
 
@@ -315,7 +325,7 @@ def test_rebuild_while_votes_arrive_loses_nothing(settings):
             for i in range(start, 1200, 4):
                 await store.record_vote(f"battle-{i:010d}", vote, reviewer="r")
 
-        await asyncio.gather(store.rebuild_pair_counts(), *(voter(k) for k in range(4)), store.rebuild_pair_counts())
+        await asyncio.gather(store.rebuild_aggregates(), *(voter(k) for k in range(4)), store.rebuild_aggregates())
         counts = await store.pair_counts("human")
         logged = await store.vote_count()
         await store.close()

@@ -9,7 +9,7 @@ import sys
 import msgspec
 import pytest
 
-from tests.redis_fixtures import LiveServer, settings_env
+from tests.redis_fixtures import LiveServer, fresh_board, settings_env
 from tests.scripted_openai import ScriptedOpenAI
 
 ANSWERS = {"alpha": lambda p: "The answer is 4.", "beta": lambda p: "The answer is 5."}
@@ -67,7 +67,7 @@ def test_prompts_activation_reviewers_and_judge_from_the_cli(running, tmp_path):
     assert {"reviewer": "ann", "votes": 1, "excluded": False} in listed
     out = arena(env, "reviewers", "exclude", "ann")
     assert out.returncode == 0 and "counted 0 human" in out.stdout
-    assert admin.get("/api/leaderboard").json()["n_battles"] == 0
+    assert fresh_board(admin)["n_battles"] == 0
     # Revoking the invite: the token stops working at once, for battles and votes alike.
     battle = ann.post("/api/battles").json()
     out = arena(env, "reviewers", "revoke", "ann")
@@ -81,7 +81,7 @@ def test_prompts_activation_reviewers_and_judge_from_the_cli(running, tmp_path):
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)["result"]
     assert result["judge"] == "reference:token_f1" and result["observations"] == 2 and result["errors"] == 2
-    board = admin.get("/api/leaderboard?board=judge").json()
+    board = fresh_board(admin, "/api/leaderboard?board=judge")
     assert board["rows"][0]["model"] == "alpha"
 
     out = arena(env, "judge", "--judge", "http://127.0.0.1:9/v1", "--candidates", "alpha,beta")

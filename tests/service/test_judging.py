@@ -9,7 +9,7 @@ import time
 import msgspec
 import pytest
 
-from tests.redis_fixtures import LiveServer, poll_done
+from tests.redis_fixtures import LiveServer, fresh_board, poll_done
 from tests.service import test_arena
 from tests.service.test_arena import play, setup_arena, start
 
@@ -37,7 +37,7 @@ def test_llm_judges_both_orders_separate_board_and_agreement(settings, scripted)
             battle = client.post("/api/battles").json()
             choice = "a" if battle["answer_a"].startswith("The answer is 4") else "b"
             assert client.post(f"/api/battles/{battle['id']}/vote", json={"choice": choice}).status_code == 200
-        human_before = admin.get("/api/leaderboard?board=human").json()
+        human_before = fresh_board(admin, "/api/leaderboard?board=human")
 
         # A fair judge on the battles humans voted: consistent, and agrees with them.
         fair = judge(admin, judge=scripted.url + "/v1", judge_model="judge-fair", candidates=["alpha", "beta"], prompts="human")
@@ -57,9 +57,9 @@ def test_llm_judges_both_orders_separate_board_and_agreement(settings, scripted)
         assert len(judge_calls) == 4 and judge_calls[1]["body"]["messages"][-1]["role"] == "user"
 
         # Judge verdicts never touch the human board; the judge board has exactly the logged ones.
-        human_after = admin.get("/api/leaderboard?board=human").json()
+        human_after = fresh_board(admin, "/api/leaderboard?board=human")
         assert human_after["rows"] == human_before["rows"] and human_after["votes"]["human"] == 4
-        judged = admin.get("/api/leaderboard?board=judge").json()
+        judged = fresh_board(admin, "/api/leaderboard?board=judge")
         assert judged["n_battles"] == 2 * matched + 12 and judged["votes"]["judge"] == 2 * matched + 12
         assert judged["judge_consistency"] == {"judged_both_orders": matched + 6, "inconsistent": 6}
         # The two orders of a judgement are one observation in the bootstrap: the served board is
@@ -77,9 +77,12 @@ def test_llm_judges_both_orders_separate_board_and_agreement(settings, scripted)
         units: dict[str, list] = {}
         for v in verdicts:
             units.setdefault(v["judgement"], []).append((v["model_a"], v["model_b"], v["winner"]))
-        counts = PairCounts()
-        for v in verdicts:
-            counts.add(v["model_a"], v["model_b"], v["winner"])
+        pairs: dict[tuple[str, str], list[int]] = {}
+        for v in verdicts:  # models in name order, as the service's counts: the same bootstrap draws
+            a, b = v["model_a"], v["model_b"]
+            slot = {"model_a": 0, "model_b": 1, "tie": 2, "tie (bothbad)": 3}[v["winner"]]
+            pairs.setdefault(tuple(sorted((a, b))), [0, 0, 0, 0])[1 - slot if a > b and slot < 2 else slot] += 1
+        counts = PairCounts.from_pairs(dict(sorted(pairs.items())))
         paired = leaderboard(counts, bootstrap=500, seed=0, units=list(units.values()))
         assert [(r["model"], round(r["ci_low"], 6), round(r["ci_high"], 6)) for r in judged["rows"]] == \
             [(r.model, round(r.ci_low, 6), round(r.ci_high, 6)) for r in paired.rows]
@@ -104,7 +107,7 @@ def test_graded_judge_strong_verdicts_count_three_votes(settings, scripted):
                        n=2, graded=True)
         # alpha is right on both prompts: two strong verdicts per judgement, each logged three times.
         assert graded["judgements"] == 2 and graded["observations"] == 4 and graded["votes"] == 12 and graded["inconsistent"] == 0
-        board = admin.get("/api/leaderboard?board=judge").json()
+        board = fresh_board(admin, "/api/leaderboard?board=judge")
         assert board["n_battles"] == 12 and board["rows"][0]["model"] == "alpha"
         exported = admin.get("/api/battles/export?board=judge")
         assert exported.status_code == 200 and len(exported.json()) == 12
@@ -112,7 +115,7 @@ def test_graded_judge_strong_verdicts_count_three_votes(settings, scripted):
         weighted = {"model_a": "beta", "model_b": "alpha", "winner": "model_a", "judge": "llm:other", "weight": 3}
         r = admin.post("/api/battles/import?board=judge", content=msgspec.json.encode([weighted]))
         assert r.status_code == 201 and r.json()["imported"] == 3
-        assert admin.get("/api/leaderboard?board=judge").json()["n_battles"] == 15
+        assert fresh_board(admin, "/api/leaderboard?board=judge")["n_battles"] == 15
         bad = admin.post("/api/judge", json={"judge": "reference", "candidates": ["alpha", "beta"], "graded": True})
         assert bad.status_code == 422 and "graded" in bad.json()["detail"]
     finally:
@@ -128,9 +131,9 @@ def test_reference_judge_works_offline(settings, scripted):
         result = judge(admin, judge="reference", candidates=["alpha", "beta", "gamma"], prompts=prompts)
         assert result["judge"] == "reference:token_f1"
         assert result["observations"] == 6 and result["errors"] == 6  # the prompt without a reference is an error, per order
-        board = admin.get("/api/leaderboard?board=judge&category=math").json()
+        board = fresh_board(admin, "/api/leaderboard?board=judge&category=math")
         assert board["rows"][0]["model"] == "alpha" and board["rows"][0]["win_rate"] == 1.0
-        assert admin.get("/api/leaderboard?board=human").json()["n_battles"] == 0
+        assert fresh_board(admin, "/api/leaderboard?board=human")["n_battles"] == 0
     finally:
         srv.stop()
 
@@ -158,7 +161,7 @@ def test_real_candidates_battle_and_the_services_own_v1_as_judge(settings, tiny_
         result = judge(admin, judge=srv.url + "/v1", judge_model="words", max_tokens=8, candidates=["tiny", "words"], prompts="human")
         # A tiny model rarely writes a verdict: each order is a verdict or an error, never both, never a human vote.
         assert result["judgements"] == 1 and result["observations"] + result["errors"] == 2
-        assert admin.get("/api/leaderboard?board=judge").json()["n_battles"] == result["observations"]
-        assert admin.get("/api/leaderboard?board=human").json()["n_battles"] == 1
+        assert fresh_board(admin, "/api/leaderboard?board=judge")["n_battles"] == result["observations"]
+        assert fresh_board(admin, "/api/leaderboard?board=human")["n_battles"] == 1
     finally:
         srv.stop()

@@ -77,10 +77,10 @@ def test_rebuild_from_the_log_and_exclude_a_reviewer(store):
         store.record_vote(f"b{i}", vote(reviewer="spammer" if i < 4 else "good", winner="model_b" if i < 4 else "model_a"), reviewer="x")
     store.record_observation(vote("m1", "m3", "model_a", reviewer="judge-1"), board="judge")
     before = store.pair_counts("human")
-    assert store.rebuild_pair_counts() == {"human": 6, "judge": 1}
+    assert store.rebuild_aggregates() == {"human": 6, "judge": 1}
     assert store.pair_counts("human") == before
     store.exclude_reviewer("spammer")
-    assert store.rebuild_pair_counts() == {"human": 2, "judge": 1}
+    assert store.rebuild_aggregates() == {"human": 2, "judge": 1}
     assert store.pair_counts("human") == {("m1", "m2"): [2, 0, 0, 0]}
     assert store.pair_counts("judge") == {("m1", "m3"): [1, 0, 0, 0]}
 
@@ -133,7 +133,7 @@ def test_excluded_observations_are_logged_not_counted(store):
     store.record_observations([vote("m1", "m3", "model_b", reviewer="judge-ok")], board="judge")
     assert store.vote_count() == 2
     assert store.pair_counts("judge") == {("m1", "m3"): [0, 1, 0, 0]}
-    assert store.rebuild_pair_counts()["judge"] == 1 and store.pair_counts("judge") == {("m1", "m3"): [0, 1, 0, 0]}
+    assert store.rebuild_aggregates()["judge"] == 1 and store.pair_counts("judge") == {("m1", "m3"): [0, 1, 0, 0]}
 
 
 def test_revoke_invites(store):
