@@ -273,12 +273,11 @@ def _tokenize_records(
 def _lora_model(base: Path, config: TrainConfig) -> Any:
     """The base wrapped in a fresh LoRA; raises `InvalidTrainingInput` naming the linear
     layers the base has when `config.target_modules` names one it lacks."""
-    try:
-        # SDPA trains faster than eager on CPU too (1.1-1.2x on the tiny base); attribution
-        # loads its own model with the base's default (eager, for vmap).
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, attn_implementation="sdpa")
-    except (ValueError, ImportError):  # an architecture without SDPA support
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    # The base's own attention (eager on the tiny base, the one attribution recomputes
+    # gradients with). SDPA trained 1.1x faster here, but its runs took another trajectory on
+    # which `arena trace --refused` found the planted refusal flood at AUROC 0.855 instead of
+    # 0.97 (tests/e2e/test_trace_user_path.py, seed 0): not a speed worth that.
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     available = linear_module_names(model)
     missing = [m for m in config.module_names if m != "all-linear" and m not in available]
     if missing:
