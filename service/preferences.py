@@ -4,9 +4,9 @@ in TRL's conversational format, the input of a DPO run (`service.dpo`).
 A vote `a` or `b` gives one pair: the prompt (every turn before the answers), the
 preferred answer as `chosen`, the other as `rejected`. A tie says nothing about which
 answer is better, and a both-bad vote names no good answer, so both are left out; a
-both-bad battle with an accepted correction gives two pairs, the correction preferred to
-each answer (`corrections`: the hook for reviewer corrections, which the service does not
-collect yet). Votes of excluded reviewers are left out, as everywhere.
+both-bad battle whose reviewer wrote a correction that an admin accepted
+(`service.corrections`) gives two pairs, the correction preferred to each answer. Votes of
+excluded reviewers are left out, as everywhere.
 
 A pair file is JSON Lines, one pair a line:
 `{"prompt": [{"role": "user", "content": ...}], "chosen": [{"role": "assistant", ...}],
@@ -95,7 +95,11 @@ async def export_preferences(store, *, boards: Iterable[str] = ("human",),
     """Preference pairs from every logged vote of `boards` (oldest first), excluded
     reviewers' votes left out, and how many votes gave none, by reason.
 
-    `corrections` maps a battle id to its accepted corrected answer (see `preference_pairs`)."""
+    `corrections` maps a battle id to its accepted corrected answer (see `preference_pairs`);
+    by default, the store's accepted corrections (the latest per battle), so a both-bad vote
+    with an accepted correction gives pairs wherever pairs are exported."""
+    if corrections is None:
+        corrections = await accepted_corrections(store)
     boards = set(boards)
     excluded = await store.excluded_reviewers()
     pairs: list[PreferencePair] = []
@@ -111,6 +115,17 @@ async def export_preferences(store, *, boards: Iterable[str] = ("human",),
         if reason:
             skipped[reason] += 1
     return pairs, dict(skipped)
+
+
+async def accepted_corrections(store) -> dict[str, str]:
+    """Battle id -> the text of its latest accepted correction."""
+    from service.corrections import list_corrections
+
+    latest: dict[str, Any] = {}
+    for c in await list_corrections(store, "accepted"):
+        if c.battle_id not in latest or c.created_at > latest[c.battle_id].created_at:
+            latest[c.battle_id] = c
+    return {battle: c.text for battle, c in latest.items()}
 
 
 def _choice(winner: Any) -> str:

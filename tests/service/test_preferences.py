@@ -201,3 +201,38 @@ def test_from_arena_snapshots_the_same_pairs_as_the_export_through_cli_and_api(s
         assert r.status_code == 422 and "trace its SFT parent 'sft' instead" in r.json()["detail"], r.text
     finally:
         server.stop()
+
+
+def test_export_prefers_an_accepted_correction_to_both_answers_of_a_both_bad_battle(settings, tmp_path):
+    """The reviewer's corrected answer, once an admin accepts it, is the chosen answer of two
+    pairs in `arena battles export --format dpo`; a pending or rejected one gives none."""
+    from service.battles import cast_vote, store_battle
+    from service.corrections import decide_correction, submit_correction
+    from service.store import Store
+
+    s = msgspec.structs.replace(settings, min_vote_s=0.0)
+
+    async def main() -> None:
+        store = Store.from_url(s.redis_url, s.key_prefix)
+        try:
+            made = []
+            for i, reviewer in enumerate(("ann", "bob")):
+                battle = {"id": f"bb-{i}-{time.monotonic_ns()}", "question_id": f"bb{i}", "prompt": f"Where does Ann{i} live?",
+                          "model_a": "sft", "model_b": "rival", "answer_a": "Rome", "answer_b": "Oslo", "created_at": time.time(),
+                          "reviewer": reviewer, "seed": i}
+                await store_battle(store, battle)
+                await cast_vote(store, s, battle["id"], "both_bad", reviewer=reviewer)
+                made.append(await submit_correction(store, s, battle["id"], reviewer=reviewer, text=f"Paris{i}"))
+            await decide_correction(store, made[0].id, accept=True, by="admin")
+            await decide_correction(store, made[1].id, accept=False, by="admin")
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+    prefs = tmp_path / "prefs.jsonl"
+    out = arena(settings, "battles", "export", str(prefs), "--format", "dpo")
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in prefs.read_text().splitlines()]
+    assert sorted((r["chosen"][0]["content"], r["rejected"][0]["content"], r["origin"]) for r in rows) == [
+        ("Paris0", "Oslo", "correction"), ("Paris0", "Rome", "correction")]
+    assert "1 both-bad" in out.stdout  # the battle whose correction was rejected gives none
