@@ -8,15 +8,20 @@
 3. round 1: train two candidates (the full set, and an embedding coreset of it);
 4. benchmark them on both splits, let the reference judge vote over the prompt pool (debug
    prompts only), show the leaderboard;
-5. trace the full-set candidate's debug-split failures to its training records (per record
+5. arena battles between the round-1 candidates, voted by **simulated** reviewers who know
+   the debug prompts' gold answers; on both-bad battles they write the right answer as a
+   correction, which the admin accepts (`service.demo_arena`);
+6. trace the full-set candidate's debug-split failures to its training records (per record
    and per source) and write the report;
-6. curate round 2 from the report (flagged records, the top-blamed ones, and every record of
-   a source the trace blames beyond its share), retrain with the same seed, gate it against
-   round 1 on both splits, judge again;
-7. print the final table: round 2 "beats" round 1 only when the exact McNemar test on the
+7. curate round 2 from the report (flagged records, the top-blamed ones, and every record of
+   a source the trace blames beyond its share) and add the accepted corrections, retrain with
+   the same seed, gate it against round 1 on both splits;
+8. train a DPO candidate from the arena's votes on top of round 2, benchmark and gate it
+   against its parent; judge all four;
+9. print the final table: round 2 "beats" round 1 only when the exact McNemar test on the
    held-out test split says so (`summary.json`'s `held_out`); the debug split is beside it,
    labelled as what was traced and curated on;
-8. unless `--no-serve`, serve the arena page.
+10. unless `--no-serve`, serve the arena page.
 
 Everything runs through the service's own jobs (train, eval, judge, trace) on an embedded
 Redis with an in-process worker; every number printed is computed in this run.
@@ -35,6 +40,7 @@ from rich.table import Table
 
 from evaluators.records import chat_row, render_plain
 from service.config import Settings
+from service.demo_arena import DemoArena
 from service.demo_data import DATASET, SPLITS, TASKS, DemoData, N_
 
 #: The benchmark has ~50–90 items: a margin of 0.05 could not be shown even for identical
@@ -47,10 +53,11 @@ class DemoConfig(msgspec.Struct, frozen=True, kw_only=True):
     steps: int
     coreset_fraction: float
     judge_prompts: int
+    arena_battles: int
 
 
-FULL = DemoConfig(preset="demo", steps=1400, coreset_fraction=0.7, judge_prompts=100)
-FAST = DemoConfig(preset="demo-fast", steps=1000, coreset_fraction=0.7, judge_prompts=60)
+FULL = DemoConfig(preset="demo", steps=1400, coreset_fraction=0.7, judge_prompts=100, arena_battles=60)
+FAST = DemoConfig(preset="demo-fast", steps=1000, coreset_fraction=0.7, judge_prompts=60, arena_battles=40)
 
 
 def _train_config(steps: int) -> dict[str, Any]:
@@ -61,11 +68,14 @@ def _train_config(steps: int) -> dict[str, Any]:
     return training_recipe(0, steps=steps)
 
 
+#: Every candidate the demo trains, in the order its tables list them.
+FINAL = ("r1-full", "r1-coreset", "r2-curated", "r2-dpo")
+
 #: The regression gate's verdicts as the demo prints them (translated where shown).
 GATE_WORDS = (N_("PASS"), N_("REGRESSION"), N_("ERROR"))
 
 
-class Demo(DemoData):
+class Demo(DemoData, DemoArena):
     def __init__(self, out: Path, *, fast: bool, serve: bool, port: int, console: Console | None = None,
                  lang: str = "en") -> None:
         from service.i18n import translations
@@ -120,8 +130,12 @@ class Demo(DemoData):
                     self.make_data()
                     self.round_one()
                     self.benchmark_and_judge()
+                    self.arena_round(self.config.arena_battles)
                     self.trace()
                     self.round_two()
+                    self.dpo_step()
+                    self.judge(FINAL)
+                    self.summary["final_board"] = self.board()
                 self.finish()
                 if self.serve:
                     self.serve_arena(url)
@@ -232,7 +246,7 @@ class Demo(DemoData):
         from service import traces
 
         _ = self._
-        self.step(5, _("Trace {name}'s failures on the debug split to its training records").format(name="r1-full"))
+        self.step(6, _("Trace {name}'s failures on the debug split to its training records").format(name="r1-full"))
         job = self.enqueue(traces.start_trace, candidate="r1-full", evals=[self.scores["debug"]["r1-full"]["eval"]], battles=False, top=50)
         self.follow(job, _("trace {name}").format(name="r1-full"))
         self.report_id = job.id
@@ -266,12 +280,12 @@ class Demo(DemoData):
         self.summary["suspect_sources"] = [{k: f[k] for k in ("field", "value", "in_top", "top_k", "p_value", "flagged_share")}
                                            for f in self.suspects]
         self.console.print(_("report: {path}").format(path=out / "report.html"))
+
     def round_two(self) -> None:
-        from evaluators.regression import compare, exit_code, load_lm_eval_results
         from service import datasets, runs, traces
 
         _ = self._
-        self.step(6, _("Round 2: curate from the report, retrain, gate against round 1"))
+        self.step(7, _("Round 2: curate from the report, add the accepted corrections, retrain, gate against round 1"))
         # Drop what the report flags (records contradicting a failing item's gold answer, and the
         # dataset checks' duplicates / garbled / overlapping records), plus as many of the
         # top-scored records again, so records blamed by the gradient score alone go too.
@@ -281,14 +295,16 @@ class Demo(DemoData):
         drop_sources = [f"{f['field']}={f['value']}" for f in self.suspects]
         result = traces.curate_from_report(self.settings, self.report, drop_top=flagged or None, drop_flagged=True, budget=None,
                                            drop_sources=drop_sources, reason="the trace blames it beyond its share")
+        added = self.add_corrections(result.kept)
         next_file = self.out / "inputs" / "facts-round2.jsonl"
-        next_file.write_text("".join(json.dumps(chat_row(r), ensure_ascii=False) + "\n" for r in result.kept))
+        next_file.write_text("".join(json.dumps(chat_row(r), ensure_ascii=False) + "\n" for r in [*result.kept, *added]))
         removed_file = self.out / "report" / "removed.jsonl"
         removed_file.write_text("".join(json.dumps({"index": r.index, "reason": r.reason, "planted": self.planted.get(r.index)},
                                                    ensure_ascii=False) + "\n" for r in result.removed))
         v2, _warnings = self.store._run(datasets.add_dataset(self.store.store, self.settings.data_dir, next_file.read_bytes(),
                                                              name=DATASET, filename=next_file.name, parent=f"{DATASET}@1",
                                                              note=f"curated from {self.report_id}"))
+        self.corrections_used(v2.ref)
         hit = sum(1 for r in result.removed if r.index in set(self.ds.planted_wrong))
         if drop_sources:
             self.console.print(_("dropped source(s) {sources}").format(sources=", ".join(drop_sources)))
@@ -296,39 +312,52 @@ class Demo(DemoData):
                              "kept {kept} -> {ref}; reasons in {path}").format(
             removed=len(result.removed), hit=hit, planted=len(self.ds.planted_wrong), kept=len(result.kept), ref=v2.ref,
             path=removed_file))
+        self.console.print(_("added {n} accepted corrections as records (provenance: battle, reviewer) -> {path}; "
+                             "{present} more were already in the curated set word for word").format(
+            n=len(added), path=self.out / "report" / "added.jsonl", present=self.corrections_present))
+        self.summary["curation"] = {"removed": len(result.removed), "kept": len(result.kept), "added_corrections": len(added),
+                                    "corrections_already_present": self.corrections_present}
         job = self.enqueue(runs.start_run, base="tiny", data=v2.ref, name="r2-curated", config=self.train_config)
         self.follow(job, _("train {name}").format(name="r2-curated"))
         self.evaluate(["r2-curated"])
-        self.gates = {}
+        self.gates = self.gate_against("r1-full", "r2-curated")
+        self.gate = self.gates["test"]
+
+    def gate_against(self, baseline: str, candidate: str) -> dict[str, dict[str, Any]]:
+        """The regression gate of `candidate` against `baseline` on each split, printed."""
+        from evaluators.regression import compare, exit_code, load_lm_eval_results
+
+        _ = self._
+        gates = {}
         for split in SPLITS:
-            verdicts = compare(load_lm_eval_results(self.scores[split]["r1-full"]["dir"]),
-                               load_lm_eval_results(self.scores[split]["r2-curated"]["dir"]), default_margin=GATE_MARGIN,
+            verdicts = compare(load_lm_eval_results(self.scores[split][baseline]["dir"]),
+                               load_lm_eval_results(self.scores[split][candidate]["dir"]), default_margin=GATE_MARGIN,
                                metrics={TASKS[split]: "exact_match"}, tasks=[TASKS[split]])
             v = verdicts[0]
-            self.gates[split] = {"status": v.status, "diff": v.diff, "ci": [v.ci_low, v.ci_high], "exit_code": exit_code(verdicts),
-                                 "reason": v.reason, "n": v.n_paired, "discordant": v.discordant, "p_value": v.p_decrease,
-                                 "improved": v.significant_increase}
+            gates[split] = {"status": v.status, "diff": v.diff, "ci": [v.ci_low, v.ci_high], "exit_code": exit_code(verdicts),
+                            "reason": v.reason, "n": v.n_paired, "discordant": v.discordant, "p_value": v.p_decrease,
+                            "improved": v.significant_increase}
             label = _("held-out test split") if split == "test" else _("debug split (traced, curated on)")
-            self.console.print(_("regression gate r2-curated vs r1-full on the {split} (exact match, non-inferiority margin "
+            self.console.print(_("regression gate {candidate} vs {baseline} on the {split} (exact match, non-inferiority margin "
                                  "{margin}, {n} paired items): [bold]{status}[/] diff {diff:+.3f} CI [{low:+.3f}, {high:+.3f}]; "
                                  "exact McNemar p={p:.3g}").format(
-                split=label, margin=GATE_MARGIN, n=v.n_paired, status=_(v.status.upper()), diff=v.diff, low=v.ci_low,
-                high=v.ci_high, p=v.p_decrease))
-        self.gate = self.gates["test"]
-        self.judge(["r1-full", "r1-coreset", "r2-curated"])
-        self.summary["final_board"] = self.board()
+                candidate=candidate, baseline=baseline, split=label, margin=GATE_MARGIN, n=v.n_paired, status=_(v.status.upper()),
+                diff=v.diff, low=v.ci_low, high=v.ci_high, p=v.p_decrease))
+        return gates
 
     def finish(self) -> None:
         _ = self._
-        self.step(7, _("Summary"))
+        self.step(9, _("Summary"))
         board = {r["model"]: r for r in self.summary["final_board"]}
         table = Table(_("candidate"), _("data"), _("exact match, held-out test split"), _("debug split"),
                       _("judge rating (95% CI)"), _("gate vs r1-full"), title=_("Round 2 vs round 1"))
-        data = {"r1-full": f"{DATASET}@1", "r1-coreset": "facts-coreset@1", "r2-curated": f"{DATASET}@2 " + _("(curated)")}
-        for name in ("r1-full", "r1-coreset", "r2-curated"):
+        data = {"r1-full": f"{DATASET}@1", "r1-coreset": "facts-coreset@1", "r2-curated": f"{DATASET}@2 " + _("(curated)"),
+                "r2-dpo": "r2-curated + DPO " + _("({n} pairs)").format(n=self.summary["dpo"]["pairs"])}
+        for name in FINAL:
             t, d, b = self.scores["test"][name], self.scores["debug"][name], board.get(name, {})
             rating = f"{b['rating']:.0f} ({b['ci_low']:.0f}–{b['ci_high']:.0f})" if b else "-"
-            gate = _(self.gate["status"].upper()) if name == "r2-curated" else (_("baseline") if name == "r1-full" else "-")
+            gate = {"r2-curated": _(self.gate["status"].upper()), "r1-full": _("baseline"),
+                    "r2-dpo": _(self.gate_dpo["test"]["status"].upper()) + " " + _("(vs r2-curated)")}.get(name, "-")
             table.add_row(name, data[name], f"{t['exact_match']:.3f} ± {t['stderr']:.3f}",
                           f"{d['exact_match']:.3f} ± {d['stderr']:.3f}", rating, gate)
         self.console.print(table)
@@ -362,7 +391,7 @@ class Demo(DemoData):
         from service.app import create_app
         from service.battles import set_active
 
-        self.store._run(set_active(self.store.store, self.settings, ["r1-full", "r1-coreset", "r2-curated"], True))
+        self.store._run(set_active(self.store.store, self.settings, list(FINAL), True))
         app = create_app(self.settings, url, worker=True)
         base = f"http://127.0.0.1:{self.port}"
         _ = self._

@@ -287,7 +287,7 @@ def _trainer(model, tokenizer, dataset, config: DPOTrainConfig, checkpoints_dir:
         seed=config.seed,
         data_seed=config.seed,
         bf16=False,  # TRL defaults to bf16; the SFT runs and the served adapters are float32
-        gradient_checkpointing=False,
+        activation_checkpointing=False,  # TRL defaults it on; `gradient_checkpointing` is its deprecated name
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,

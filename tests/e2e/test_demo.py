@@ -36,8 +36,21 @@ def test_demo_fast_shows_round_two_beating_round_one(tmp_path):
     report = json.loads((out / "report" / "report.json").read_text())
     assert not {f["prompt"] for f in report["failures"]} & test_prompts  # the test split was never traced
     board = {row["model"]: row for row in summary["final_board"]}
-    assert set(board) == {"r1-full", "r1-coreset", "r2-curated"}
+    assert set(board) == {"r1-full", "r1-coreset", "r2-curated", "r2-dpo"}
     assert board["r2-curated"]["rating"] > board["r1-full"]["rating"]
+    # People in the loop (simulated, and labelled so): votes, corrections on both-bad battles
+    # accepted and offered to curation, and a DPO candidate trained on the pairs they give.
+    arena, votes = summary["arena"], summary["arena"]["votes"]
+    assert arena["simulated"] is True and sum(votes.values()) == arena["battles"] and votes.get("both_bad", 0) > 0
+    assert arena["corrections_accepted"] == votes["both_bad"]
+    assert {r["model"] for r in arena["human_board"]} == {"r1-full", "r1-coreset"}
+    curation = summary["curation"]
+    assert curation["added_corrections"] + curation["corrections_already_present"] == votes["both_bad"]
+    assert len((out / "report" / "added.jsonl").read_text().splitlines()) == curation["added_corrections"]
+    dpo = summary["dpo"]
+    assert dpo["pairs"] == votes.get("a", 0) + votes.get("b", 0) + 2 * votes["both_bad"] and dpo["parent"] == "r2-curated"
+    assert dpo["reward_accuracy"] > 0.5 and set(dpo["gate_vs_parent"]) == {"debug", "test"}
+    assert "Simulated reviewers'" in result.stdout and "DPO from the arena's votes" in result.stdout
     report = json.loads((out / "report" / "report.json").read_text())
     assert len(report["examples"]) == summary["dataset"]["records"]
     assert {"index", "score"} <= set(report["examples"][0])
