@@ -121,12 +121,6 @@ class Serving:
                     sink.update(text)
                 sink.finish(gen)
         todo = [n for n, gen in enumerate(cached) if gen is None]
-        if todo and not self.in_process:
-            # A streamed answer cannot be asked again once its sink has failed, so the adapters
-            # a restarted vLLM forgot are loaded first (`generate` retries after a NotFound).
-            from service.adapter_sync import register_candidates
-
-            await register_candidates(self.store, self.settings, [items[n].model for n in todo], backend=self.backend)
         if todo:
             task = asyncio.create_task(self._stream_fresh([items[n] for n in todo], [sinks[n] for n in todo],
                                                           [keys[n] for n in todo]))
@@ -188,11 +182,17 @@ class Serving:
         try:
             return await asyncio.to_thread(self.backend.generate, *args)
         except NotFound:
-            if self.in_process:
-                raise
+            if self.in_process or (sinks is not None and any(s.closed and s.generation is None for s in sinks)):
+                raise  # (another item failed outright: the battle fails as a whole)
             from service.adapter_sync import register_candidates
 
             report = await register_candidates(self.store, self.settings, [i.model for i in items], backend=self.backend)
             if not report.loaded:
                 raise
-            return await asyncio.to_thread(self.backend.generate, *args)
+            if sinks is None:
+                return await asyncio.to_thread(self.backend.generate, items)
+            # Streamed: the remote backend left the refused items' sinks open; the others are done.
+            again = [n for n, sink in enumerate(sinks) if not sink.closed]
+            retried = await asyncio.to_thread(self.backend.generate, [items[n] for n in again], [sinks[n] for n in again])
+            answers = {n: gen for n, gen in zip(again, retried)}
+            return [answers[n] if n in answers else sinks[n].generation for n in range(len(items))]

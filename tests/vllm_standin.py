@@ -60,6 +60,7 @@ class VLLMStandIn:
                 if self.path.rstrip("/") != "/v1/models":
                     return self._send(404, {"detail": "Not Found"})
                 with owner.lock:
+                    owner.calls.append((self.path, {}))
                     cards = [{"id": owner.base, "object": "model", "root": f"/models/{owner.base}", "parent": None,
                               "max_model_len": 2048}]
                     cards += [{"id": n, "object": "model", "root": p, "parent": owner.base} for n, p in owner.loras.items()]

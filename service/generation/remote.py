@@ -108,7 +108,9 @@ class RemoteBackend:
         """Answers for `items`, in order, requested concurrently. Raises the first item's
         error: `NotFound` (listing the server's models), `Unavailable`, `InvalidInput`.
         With `sinks` (one per item, or None), each item's text is streamed to its sink and
-        the sink is finished with the answer or failed with the error."""
+        the sink is finished with the answer or failed with the error — except a `NotFound`
+        before any text, which leaves the sink open for the caller: `Serving` loads the
+        adapter a restarted server forgot and asks again, and fails the sink otherwise."""
         sinks = list(sinks) if sinks is not None else [None] * len(items)
         try:
             for item in items:
@@ -152,6 +154,10 @@ class RemoteBackend:
             return _generation(item, self._send("POST", path, body, item.model))
         try:
             generation = self._stream_one(item, path, body, sink)
+        except NotFound:
+            if sink.text:  # cannot happen (the model is found before any text), but never retry sent text
+                raise AssertionError("NotFound after text was streamed") from None
+            raise  # the sink stays open: see `generate`
         except BaseException as exc:
             sink.fail(exc)
             raise

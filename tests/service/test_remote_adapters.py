@@ -108,6 +108,10 @@ def test_a_restarted_server_gets_its_adapters_back(settings, vllm):
         shown, reveal = battle(client)
         assert shown["answer_a"] == f"I am {reveal['model_a']}."
         assert set(vllm.loras) == {"cand-a", "cand-b"}
+        # Once healed, a battle is its two answers and nothing else: no listing, no load.
+        before = len(vllm.calls)
+        battle(client)
+        assert [path for path, _ in vllm.calls[before:]] == ["/v1/chat/completions"] * 2
     finally:
         srv.stop()
 
