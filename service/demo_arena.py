@@ -27,6 +27,8 @@ from service.demo_data import N_
 REVIEWERS = tuple(f"simulated-reviewer-{k}" for k in range(1, 5))
 #: The DPO step's settings: few pairs (tens), so a few passes at a LoRA's learning rate.
 DPO_CONFIG = {"beta": 0.1, "lr": 1e-3, "max_steps": 24, "batch_size": 4, "logging_steps": 4, "seed": 0}
+#: A paired comparison's outcome (the two-sided exact McNemar test at the gate's alpha).
+CHANGE_WORDS = {"better": N_("better"), "worse": N_("worse"), "same": N_("no significant change")}
 CHOICE_WORDS = {"a": N_("A better"), "b": N_("B better"), "tie": N_("tie"), "both_bad": N_("both bad")}
 
 
@@ -133,7 +135,15 @@ class DemoArena:
                              "reward margin {margin:+.3f}, reward accuracy {accuracy:.0%} (TRL's, last steps)").format(
             pairs=pairs, steps=result["steps"], margin=result["reward_margin"] or 0.0, accuracy=result["reward_accuracy"] or 0.0))
         self.evaluate(["r2-dpo"])
-        self.gate_dpo = self.gate_against("r2-curated", "r2-dpo")
+        # DPO on debug-split preferences is not expected to move the held-out facts: the
+        # question is only whether it changed anything, either way.
+        self.gate_dpo = self.gate_against("r2-curated", "r2-dpo", show=False)
+        for split in ("debug", "test"):
+            g = self.gate_dpo[split]
+            self.console.print(_("r2-dpo vs r2-curated on the {split}: exact match {diff:+.3f} (fixed {fixed}, broke {broke} "
+                                 "of {n}), exact McNemar p={p:.3g}: [bold]{change}[/]").format(
+                split=_("held-out test split") if split == "test" else _("debug split (traced, curated on)"), diff=g["diff"],
+                fixed=g["discordant"][1], broke=g["discordant"][0], n=g["n"], p=g["p_value"], change=_(CHANGE_WORDS[g["change"]])))
         self.summary["dpo"] = {"simulated_votes": True, "parent": "r2-curated", "pairs": pairs, "steps": result["steps"],
                                "reward_margin": result["reward_margin"], "reward_accuracy": result["reward_accuracy"],
                                "gate_vs_parent": self.gate_dpo}

@@ -259,6 +259,10 @@ async def _run_job(saq_ctx: dict[str, Any], *, job_id: str) -> None:
         await store.add_job_event(job_id, {"type": "status", "status": "failed", "error": reason})
     finally:
         beat.cancel()
+        # Let it end here: a worker whose loop stops right after the last job would
+        # otherwise destroy the cancelled task pending (and asyncio says so on stderr).
+        with contextlib.suppress(asyncio.CancelledError):
+            await beat
 
 
 def build_worker(url: str, settings: Settings, concurrency: int = 1, worker_id: str | None = None) -> Worker:
