@@ -52,16 +52,19 @@ def dimension_of(category: str) -> tuple[str, str]:
     return parse_tag(category) or ("category", category)
 
 
-async def check_category(store, category: str | None) -> str | None:
+async def check_category(store, category: str | None, source: str | None = None) -> str | None:
     """The `category` a request names, checked: None or empty for all votes; a category tag
-    with a value its dimension can have (`InvalidInput` otherwise; one no vote carries yet
-    is an empty board); or a pool category some vote carries (`NotFound` otherwise, with
-    the known ones)."""
+    with a value its dimension can have (`InvalidInput` otherwise, or with a `source`: tags
+    are not counted per source; one no vote carries yet is an empty board); or a pool
+    category some vote carries (`NotFound` otherwise, with the known ones)."""
     if not category:
         return None
     if len(category) > MAX_CATEGORY_CHARS or not category.isprintable():
         raise InvalidInput(f"category: expected at most {MAX_CATEGORY_CHARS} printable characters")
     if parse_tag(category) is not None:
+        if source:
+            raise InvalidInput(f"category {category!r} is a category tag: its board is over every source; "
+                               "filter by the tag or by the source, not both")
         return category
     known = (await store.aggregate_summary()).categories
     if category not in known:

@@ -39,8 +39,9 @@ SHORT_BELOW = 30
 LONG_FROM = 300
 #: The public arena's hard prompts: at least this many of its 7 criteria.
 HARD_CRITERIA = 6
-#: Longest task type name, and most tags one battle may carry.
+#: Longest task type name, longest pool category, and most tags one battle may carry.
 MAX_NAME_CHARS = 40
+MAX_CATEGORY_CHARS = 64
 MAX_TAGS = 8
 _NAME = re.compile(r"[^\W_][\w.+-]*")  # letters or digits of any script first; no spaces, '=', controls
 _FENCE = re.compile(r"^\s*(```|~~~)", re.MULTILINE)
@@ -115,14 +116,14 @@ def check_tags(tags: Any, where: str) -> list[str]:
 
 
 def check_pool_category(value: Any, where: str) -> str | None:
-    """A pool's free `category`: a string of at most `MAX_NAME_CHARS` printable characters
+    """A pool's free `category`: a string of at most `MAX_CATEGORY_CHARS` printable characters
     that is not a category tag (those are set by the fields `task_type` and `hard`)."""
     if value is None or value == "":
         return None
     if not isinstance(value, str):
         raise InvalidInput(f"{where}: field 'category' must be a string")
-    if len(value) > MAX_NAME_CHARS or not value.isprintable():
-        raise InvalidInput(f"{where}: category: expected at most {MAX_NAME_CHARS} printable characters")
+    if len(value) > MAX_CATEGORY_CHARS or not value.isprintable():
+        raise InvalidInput(f"{where}: category: expected at most {MAX_CATEGORY_CHARS} printable characters")
     if value != "hard" and parse_tag(value) is not None:
         raise InvalidInput(f"{where}: category {value!r} is a category tag; set `task_type` or `hard` in the record instead")
     return value

@@ -111,7 +111,7 @@ def parse_prompt_record(obj: Any, where: str, *, source: str | None = None, cate
     return ArenaPrompt(
         text=check_prompt_text(text, where),
         reference=reference.strip() if reference and reference.strip() else None,
-        category=check_pool_category(obj.get("category"), where) or category,
+        category=check_pool_category(obj.get("category") or category, where),
         source=obj.get("source") or source,
         context=context,
         task_type=check_task_type(obj.get("task_type", meta.get("task_type")), where),
@@ -146,7 +146,8 @@ def parse_prompt_file(path: Path, *, category: str | None = None, source: str | 
                 raise InvalidInput(f"{where}: nested deeper than {exc.limit} levels") from None
             prompts.append(parse_prompt_record(obj, where, source=source, category=category))
         else:
-            prompts.append(ArenaPrompt(text=check_prompt_text(line, where), category=category, source=source))
+            prompts.append(ArenaPrompt(text=check_prompt_text(line, where), category=check_pool_category(category, where),
+                                       source=source))
     return prompts
 
 
@@ -156,6 +157,7 @@ async def prompts_from_dataset(store, settings, ref: str, *, split: str = "test"
     before it its context, the reference its final assistant turn."""
     from service import datasets
 
+    category = check_pool_category(category, "category")
     dsv = await store.resolve_dataset(ref)
     records, _ = datasets.read_records(settings.data_dir, dsv.id)
     if split == "test":
@@ -200,7 +202,7 @@ async def prompts_from_task(store, settings, path: str | Path, *, category: str 
         ArenaPrompt(
             text=check_prompt_text(r.messages[-1].content if r.messages else r.prompt, f"task {task.task} doc {r.doc_id}"),
             reference=r.references[0] if r.references else None,
-            category=category or task.task,
+            category=check_pool_category(category or task.task, "category"),
             source=f"task:{task.task}",
             context=prompt_context(r.messages[:-1], f"task {task.task} doc {r.doc_id}"),
         )

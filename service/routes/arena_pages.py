@@ -108,7 +108,7 @@ async def leaderboard_page(request: Request, store: Store, category: str | None 
                            by: str | None = None) -> Template:
     source, error, status = source or None, None, 200
     try:
-        category = await check_category(store, category)
+        category = await check_category(store, category, source)
         by_category = await category_boards(store, "human", by=by or None)
     except ArenaError as exc:  # a bad filter: say so, and show the unfiltered boards
         category, by, error, status = None, None, exc.message, exc.status

@@ -18,7 +18,7 @@ from service.store import Store
 async def get_leaderboard(
     store: Store, board: Literal["human", "judge"] = "human", category: str | None = None, source: str | None = None
 ) -> dict:
-    category = await check_category(store, category)
+    category = await check_category(store, category, source)
     view = await leaderboards.board_view(store, board, category=category, source=source or None)
     summary = await leaderboards.arena_summary(store, category=category, source=source or None)
     return {**msgspec.structs.asdict(view), **summary}
@@ -36,5 +36,5 @@ async def get_category_boards(store: Store, board: Literal["human", "judge"] = "
 async def leaderboard_status(store: Store, category: str | None = None, source: str | None = None) -> dict:
     """A board is fresh when its `n_battles` equals `counted` of its board here: boards are
     refitted in the background, a few seconds behind the votes."""
-    summary = await store.aggregate_summary(category=await check_category(store, category), source=source or None)
+    summary = await store.aggregate_summary(category=await check_category(store, category, source), source=source or None)
     return {"votes": summary.logged, "counted": summary.votes, "excluded_reviewers": summary.excluded_reviewers}

@@ -5,6 +5,8 @@ rebuild recounts them identically, and bad or hostile category names get a clear
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import subprocess
 import sys
@@ -123,6 +125,8 @@ def test_bad_and_hostile_categories_get_a_clear_4xx(server):
     assert r.status_code == 404 and "no vote is in it" in r.json()["detail"] and "language=zh" in r.json()["detail"]
     assert client.get("/api/leaderboard/status", params={"category": "nosuch"}).status_code == 404
     assert client.get("/api/leaderboard", params={"category": "x" * 500}).status_code == 422
+    r = client.get("/api/leaderboard", params={"category": "language=zh", "source": "unit"})
+    assert r.status_code == 422 and "not both" in r.json()["detail"]  # tags are not counted per source
     assert client.get("/api/leaderboard/categories", params={"by": "colour"}).status_code == 422
     hostile = '"><script>alert(1)</script>'
     page = client.get("/leaderboard", params={"category": hostile})
@@ -173,3 +177,32 @@ def test_each_category_has_its_own_board_and_a_rebuild_recounts_them_identically
     assert out.returncode == 0 and f"{len(votes)} human votes" in out.stdout, out.stderr
     board_cache(store.store).entries.clear()  # refit from the rebuilt aggregates, not from this process's last fits
     assert side_by_side() == before
+
+
+def test_ratings_of_one_category_of_a_public_dump_through_the_cli(tmp_path):
+    """`arena ratings FILE --category TAG` on the public 140k schema: `hard` from its
+    criteria labels, language and length from the prompt; a category no battle is in, or
+    a malformed one, is a one-line error."""
+    rows = []
+    for k in range(12):
+        hard = k % 3 == 0  # 4 hard battles, won by x; the others won by y
+        record = msgspec.to_builtins(_public(7 if hard else 2))
+        record.update(id=str(k), winner="model_a" if hard else "model_b", timestamp="2024-05-01T10:00:00")
+        rows.append(json.dumps(record, ensure_ascii=False))
+    path = tmp_path / "arena-140k.jsonl"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+    def ratings(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "service.cli", "ratings", str(path), "--bootstrap", "0", *args],
+                              capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+    hard = ratings("--category", "hard", "--json")
+    assert hard.returncode == 0, hard.stderr
+    assert [(r["model"], r["votes"]) for r in json.loads(hard.stdout)] == [("x", 4), ("y", 4)]
+    everything = json.loads(ratings("--json").stdout)
+    assert everything[0]["model"] == "y" and everything[0]["votes"] == 12
+    assert json.loads(ratings("--category", "language=zh", "--json").stdout)[0]["votes"] == 12
+    none = ratings("--category", "language=ko")
+    assert none.returncode == 1 and "no battle in" in none.stderr and "hard (4)" in none.stderr
+    bad = ratings("--category", "length=huge")
+    assert bad.returncode == 1 and "length takes short|medium|long" in bad.stderr and "Traceback" not in bad.stderr
