@@ -206,3 +206,17 @@ def test_ratings_of_one_category_of_a_public_dump_through_the_cli(tmp_path):
     assert none.returncode == 1 and "no battle in" in none.stderr and "hard (4)" in none.stderr
     bad = ratings("--category", "length=huge")
     assert bad.returncode == 1 and "length takes short|medium|long" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_judge_verdicts_count_into_their_prompts_categories(settings, scripted):
+    from tests.service.test_judging import judge
+
+    srv = start(settings, scripted, worker=True)
+    try:
+        admin = srv.client(admin=True)
+        prompts = [{"prompt": CHINESE_LONG, "reference": "The answer is 4.", "hard": True}]
+        judge(admin, judge="reference", candidates=["alpha", "beta"], prompts=prompts)
+        for tag, n in (("language=zh", 2), ("length=long", 2), ("hard", 2), ("language=latin", 0)):
+            assert fresh_board(admin, f"/api/leaderboard?board=judge&category={tag}")["n_battles"] == n, tag
+    finally:
+        srv.stop()
