@@ -73,6 +73,16 @@ def check_task_type(value: Any, where: str) -> str | None:
     return name
 
 
+def task_type_name(value: Any) -> str | None:
+    """A task type from a dataset record's metadata (written for other uses, so made into a
+    name rather than refused): case-folded, each run of other characters as `_`, cut to
+    `MAX_NAME_CHARS`; None when nothing is left."""
+    if not isinstance(value, str):
+        return None
+    name = re.sub(r"[^\w.+-]+", "_", value.casefold()).strip("_.+-")[:MAX_NAME_CHARS].rstrip("_.+-")
+    return name if name and _NAME.fullmatch(name) else None
+
+
 def prompt_tags(text: str, *, task_type: str | None = None, hard: bool = False) -> list[str]:
     """The category tags of a prompt whose user turn is `text` (see the module doc)."""
     tags = []

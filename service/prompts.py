@@ -13,7 +13,7 @@ import msgspec
 
 from evaluators.bounded_json import TooDeep, check_depth
 from service.errors import InvalidInput
-from service.prompt_categories import check_pool_category, check_task_type, prompt_tags
+from service.prompt_categories import check_pool_category, check_task_type, prompt_tags, task_type_name
 
 #: Longest prompt accepted (characters): a pasted essay, not a file.
 MAX_PROMPT_CHARS = 8000
@@ -170,7 +170,7 @@ async def prompts_from_dataset(store, settings, ref: str, *, split: str = "test"
         ArenaPrompt(text=check_prompt_text(r.prompt, f"{dsv.ref} record"), reference=r.answer or None, category=category,
                     source=dsv.ref, context=prompt_context(r.prompt_messages[: _last_user([m.role for m in r.prompt_messages]) or 0],
                                            f"{dsv.ref} record"),
-                    task_type=check_task_type(r.metadata.get("task_type"), f"{dsv.ref} record"),
+                    task_type=task_type_name(r.metadata.get("task_type")),
                     hard=str(r.metadata.get("hard", "")).casefold() == "true")
         for r in records
         if r.prompt.strip()

@@ -18,7 +18,7 @@ from arena.battles import Battle
 from service.board_cache import board_cache
 from service.category_boards import MIN_CATEGORY_VOTES, category_boards
 from service.errors import InvalidInput
-from service.prompt_categories import LONG_FROM, battle_tags, check_task_type, prompt_tags
+from service.prompt_categories import LONG_FROM, battle_tags, check_task_type, prompt_tags, task_type_name
 from service.store import SyncStore
 from tests.redis_fixtures import fresh_board, settings_env
 from tests.scripted_openai import ScriptedOpenAI
@@ -36,6 +36,7 @@ def test_tags_come_from_the_prompt_and_the_pool():
     assert prompt_tags(" ".join(["word"] * 100)) == ["language=latin", "length=medium"]
     assert prompt_tags("Why does this fail?\n```python\nprint(1/0)\n```")[0] == "task_type=coding"
     assert check_task_type("Creative  Writing", "pool") == "creative_writing"
+    assert task_type_name("Closed QA / Brainstorm") == "closed_qa_brainstorm" and task_type_name("<>") is None
     for bad in ("<b>bold</b>", "x" * 41, 3):
         with pytest.raises(InvalidInput, match="task_type"):
             check_task_type(bad, "pool line 3")
