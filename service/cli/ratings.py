@@ -64,7 +64,8 @@ def ratings_cmd() -> None:
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE.svg|png", help="Write the CI chart and win-rate heatmap.")
 @click.option("--skip-invalid", is_flag=True, help="Skip malformed records (and say how many) instead of failing.")
 @click.option("--category", metavar="CATEGORY", help="Rate only the battles in CATEGORY: a tag (language=zh, length=long, "
-              "task_type=math, hard; from the public dumps' language/category_tag or the prompt) or a pool category.")
+              "task_type=math, hard: language and length from the first prompt, hard and task types from the public "
+              "dumps' category_tag; an export's own tags as they are) or a pool category.")
 def fit_cmd(
     battles_path: Path,
     rounds: int,
