@@ -62,10 +62,10 @@ def ratings_cmd() -> None:
 @click.option("--anchor", metavar="MODEL=RATING", help="Pin one model's rating (default: every component's mean is 1000).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {model, rating, ci_low, ci_high, rank_ub, votes, win_rate, elo, flip_votes}.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE.svg|png", help="Write the CI chart and win-rate heatmap.")
-@click.option("--skip-invalid", is_flag=True, help="Skip malformed records (and say how many) instead of failing.")
 @click.option("--category", metavar="CATEGORY", help="Rate only the battles in CATEGORY: a tag (language=zh, length=long, "
               "task_type=math, hard: language and length from the first prompt, hard and task types from the public "
               "dumps' category_tag; an export's own tags as they are) or a pool category.")
+@click.option("--skip-invalid", is_flag=True, help="Skip malformed records (and say how many) instead of failing.")
 def fit_cmd(
     battles_path: Path,
     rounds: int,
@@ -75,8 +75,8 @@ def fit_cmd(
     anchor: str | None,
     as_json: bool,
     plot_path: Path | None,
-    skip_invalid: bool,
     category: str | None,
+    skip_invalid: bool,
 ) -> None:
     """Fit and print the leaderboard for the battles in BATTLES (JSONL, JSON array, Parquet or CSV).
 

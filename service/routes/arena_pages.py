@@ -17,10 +17,10 @@ from litestar.params import Body
 from litestar.response import Redirect, Template
 
 from service import battles, leaderboards, reviewers
-from service.category_boards import GROUPS, category_boards, check_category
 from service.csrf import check_form, form_token
 from service.i18n import for_request
 from service.errors import ArenaError, NotFound
+from service.category_boards import GROUPS, category_boards, check_category
 from service.leaderboard_charts import ci_chart, win_rate_heatmap
 from service.store import Store
 
