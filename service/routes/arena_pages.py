@@ -105,11 +105,11 @@ async def arena_vote_form(
 
 @get("/leaderboard", include_in_schema=False)
 async def leaderboard_page(request: Request, store: Store, category: str | None = None, source: str | None = None,
-                           by: str | None = None) -> Template:
+                           by: str | None = None, by_board: str | None = None) -> Template:
     source, error, status = source or None, None, 200
     try:
         category = await check_category(store, category, source)
-        by_category = await category_boards(store, "human", by=by or None)
+        by_category = await category_boards(store, by_board or "human", by=by or None)
     except ArenaError as exc:  # a bad filter: say so, and show the unfiltered boards
         category, by, error, status = None, None, exc.message, exc.status
         by_category = await category_boards(store, "human")

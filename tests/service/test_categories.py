@@ -219,5 +219,10 @@ def test_judge_verdicts_count_into_their_prompts_categories(settings, scripted):
         judge(admin, judge="reference", candidates=["alpha", "beta"], prompts=prompts)
         for tag, n in (("language=zh", 2), ("length=long", 2), ("hard", 2), ("language=latin", 0)):
             assert fresh_board(admin, f"/api/leaderboard?board=judge&category={tag}")["n_battles"] == n, tag
+        page = admin.get("/leaderboard?by_board=judge")
+        assert page.status_code == 200 and "Ratings by category · LLM / reference judges" in page.text
+        assert 'data-category="language=zh"' in page.text
+        wrong = admin.get("/leaderboard?by_board=robot")
+        assert wrong.status_code == 422 and "expected one of human, judge" in wrong.text
     finally:
         srv.stop()
