@@ -13,7 +13,8 @@ then counts it into the human board) and only then returns the names.
 The log keeps FastChat's battle fields (`model_a`, `model_b`, `winner`, `judge` = the
 reviewer, `tstamp`, `anony`, `question_id`, `conversation_a/b`, and for imported public
 data `language`, `category_tag`, `conv_metadata`) plus ours at the top level (`reviewer`,
-`battle_id`, `reason`, `time_to_vote_s`, `category`, `source`, ...). An export moves ours
+`battle_id`, `reason`, `time_to_vote_s`, `category`, `source`, `categories`: the battle's
+category tags, see `service.prompt_categories`, ...). An export moves ours
 into `conv_metadata["arena"]` and adds FastChat's style counts there, so files stay
 FastChat-compatible (its style control runs on them) and an import restores them exactly.
 """
@@ -47,8 +48,8 @@ ANSWER_TOKENS = 256
 MAX_REASON_CHARS = 1000
 #: Our fields in a logged vote, kept in `conv_metadata["arena"]` on export.
 OUR_FIELDS = (
-    "board", "reviewer", "battle_id", "choice", "reason", "category", "source", "battle_tstamp", "time_to_vote_s",
-    "judgement", "order", "consistent",
+    "board", "reviewer", "battle_id", "choice", "reason", "category", "source", "categories", "battle_tstamp",
+    "time_to_vote_s", "judgement", "order", "consistent",
 )
 
 _rng = random.Random()
@@ -172,6 +173,7 @@ async def deal_battle(store, serving, settings: Settings, *, reviewer: str, prom
         "reference": prompt.reference,
         "category": prompt.category,
         "source": prompt.source,
+        "categories": prompt.tags(),  # from the prompt alone: set now, counted with the vote
         "model_a": matchup.model_a,
         "model_b": matchup.model_b,
         "answer_a": None,  # written by `battle_answers.record_answers`
@@ -293,6 +295,7 @@ def vote_base(battle: dict[str, Any]) -> dict[str, Any]:
         "battle_id": battle["id"],
         "category": battle.get("category"),
         "source": battle.get("source"),
+        "categories": battle.get("categories") or None,
         "battle_tstamp": battle["created_at"],
     }
     return {k: v for k, v in base.items() if v is not None}
@@ -334,7 +337,11 @@ def to_battle(vote: dict[str, Any]) -> Battle:
 
 def from_battle(battle: Battle, *, board: str | None = None) -> tuple[str, dict[str, Any]]:
     """(board, logged vote) for an imported battle: our fields restored from
-    `conv_metadata["arena"]`; the reviewer is that, else FastChat's `judge`, else "import"."""
+    `conv_metadata["arena"]`; the reviewer is that, else FastChat's `judge`, else "import";
+    its category tags ours (checked) or, for a public battle, made from its prompt and its
+    `category_tag` labels (`prompt_categories.battle_tags`)."""
+    from service.prompt_categories import battle_tags
+
     record = msgspec.to_builtins(battle)
     meta = dict(record.pop("conv_metadata", None) or {})
     ours = meta.pop("arena", None) or {}
@@ -343,6 +350,10 @@ def from_battle(battle: Battle, *, board: str | None = None) -> tuple[str, dict[
     if meta:
         record["conv_metadata"] = meta
     record.update({k: v for k, v in ours.items() if k in OUR_FIELDS})
+    record.pop("categories", None)
+    tags = battle_tags(battle)
+    if tags:
+        record["categories"] = tags
     record.setdefault("reviewer", battle.judge or "import")
     target = board or record.pop("board", None) or "human"
     record.pop("board", None)
@@ -375,8 +386,11 @@ async def import_battles(store, records: list[Any], *, board: str | None = None,
     except BattleFormatError as exc:
         raise InvalidInput(str(exc)) from None
     grouped: dict[str, list[dict[str, Any]]] = {}
-    for battle in loaded.battles:
-        target, vote = from_battle(battle, board=board)
+    for k, battle in enumerate(loaded.battles):
+        try:
+            target, vote = from_battle(battle, board=board)
+        except InvalidInput as exc:
+            raise InvalidInput(f"battle #{k}: {exc.message}") from None
         repeat = int(vote.pop("weight", None) or 1)
         grouped.setdefault(target, []).extend([vote] * repeat)
     for target, votes in grouped.items():

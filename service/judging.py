@@ -177,6 +177,7 @@ class _Item(msgspec.Struct):
     category: str | None = None
     source: str | None = None
     question_id: str | None = None
+    categories: list[str] | None = None  # the prompt's category tags (service.prompt_categories)
 
 
 @job_handler("judge")
@@ -245,7 +246,8 @@ def _items(ctx: JobContext, serving, p: dict[str, Any]) -> list[_Item]:
     items = []
     for i, prompt in enumerate(prompts):
         for x, y in itertools.combinations(candidates, 2):
-            items.append(_Item(prompt.text, x, answers[i][x], y, answers[i][y], prompt.reference, prompt.category, prompt.source))
+            items.append(_Item(prompt.text, x, answers[i][x], y, answers[i][y], prompt.reference, prompt.category, prompt.source,
+                               categories=prompt.tags()))
     return items
 
 
@@ -297,7 +299,8 @@ def _human_items(ctx: JobContext, candidates: set[str], n: int) -> list[_Item]:
             answer_a, answer_b = battle.answer_text("a"), battle.answer_text("b")
             if not isinstance(question, str) or answer_a is None or answer_b is None:
                 continue
-            seen[qid] = _Item(question, a, answer_a, b, answer_b, None, vote.get("category"), vote.get("source"), qid)
+            seen[qid] = _Item(question, a, answer_a, b, answer_b, None, vote.get("category"), vote.get("source"), qid,
+                              categories=vote.get("categories"))
             if len(seen) >= n:
                 break
         return list(seen.values())
@@ -368,7 +371,7 @@ def _votes(pair: JudgedPair, item: _Item, judge_name: str) -> list[dict[str, Any
         vote = msgspec.to_builtins(battle)
         repeat = int(vote.pop("weight", None) or 1)
         vote.update(reviewer=judge_name, judgement=judgement, order=order, category=item.category, source=item.source,
-                    consistent=pair.consistent)
+                    categories=item.categories or None, consistent=pair.consistent)
         votes.extend([{k: v for k, v in vote.items() if v is not None}] * repeat)
     return votes
 

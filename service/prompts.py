@@ -1,6 +1,7 @@
 """Arena prompts: from a file, a dataset's held-out split, or a task; each `ArenaPrompt`
 has the text a reviewer sees and, where known, a gold reference (for the reference judge),
-a category and a source (for the leaderboard's filters).
+a category and a source (for the leaderboard's filters), and what the pool says of its
+kind: `task_type` and `hard` (`service.prompt_categories` makes the battle's category tags).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import msgspec
 
 from evaluators.bounded_json import TooDeep, check_depth
 from service.errors import InvalidInput
+from service.prompt_categories import check_pool_category, check_task_type, prompt_tags, task_type_name
 
 #: Longest prompt accepted (characters): a pasted essay, not a file.
 MAX_PROMPT_CHARS = 8000
@@ -29,6 +31,12 @@ class ArenaPrompt(msgspec.Struct, kw_only=True, omit_defaults=True):
     category: str | None = None
     source: str | None = None
     context: list[dict[str, str]] = msgspec.field(default_factory=list)
+    task_type: str | None = None
+    hard: bool = False
+
+    def tags(self) -> list[str]:
+        """The category tags of a battle on this prompt (`service.prompt_categories`)."""
+        return prompt_tags(self.text, task_type=self.task_type, hard=self.hard)
 
     def conversation(self):
         """What candidates answer: the context turns, then the user turn `text`."""
@@ -68,7 +76,7 @@ def parse_prompt_record(obj: Any, where: str, *, source: str | None = None, cate
     """One prompt from a JSON object: text from `prompt`/`text`/`question`/`instruction`
     (+ `input`) or a chat `messages` list (its last user turn, the turns before it as
     `context`; a final assistant turn is the reference); reference from `reference`/`answer`/`completion`/`output`/`target`;
-    optional `category` and `source`."""
+    optional `category`, `source`, `task_type` (also from a `meta` object) and `hard` (a boolean)."""
     if not isinstance(obj, dict):
         raise InvalidInput(f"{where}: expected a JSON object, got {type(obj).__name__}")
     text = reference = None
@@ -94,15 +102,20 @@ def parse_prompt_record(obj: Any, where: str, *, source: str | None = None, cate
         reference = reference[0] if reference else None
     if reference is not None and not isinstance(reference, str):
         reference = str(reference)
-    for name in ("category", "source"):
-        if name in obj and not isinstance(obj[name], str):
-            raise InvalidInput(f"{where}: field {name!r} must be a string")
+    if "source" in obj and not isinstance(obj["source"], str):
+        raise InvalidInput(f"{where}: field 'source' must be a string")
+    meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
+    hard = obj.get("hard", meta.get("hard", False))
+    if not isinstance(hard, bool):
+        raise InvalidInput(f"{where}: field 'hard' must be true or false")
     return ArenaPrompt(
         text=check_prompt_text(text, where),
         reference=reference.strip() if reference and reference.strip() else None,
-        category=obj.get("category") or category,
+        category=check_pool_category(obj.get("category") or category, where),
         source=obj.get("source") or source,
         context=context,
+        task_type=check_task_type(obj.get("task_type", meta.get("task_type")), where),
+        hard=hard,
     )
 
 
@@ -133,7 +146,8 @@ def parse_prompt_file(path: Path, *, category: str | None = None, source: str | 
                 raise InvalidInput(f"{where}: nested deeper than {exc.limit} levels") from None
             prompts.append(parse_prompt_record(obj, where, source=source, category=category))
         else:
-            prompts.append(ArenaPrompt(text=check_prompt_text(line, where), category=category, source=source))
+            prompts.append(ArenaPrompt(text=check_prompt_text(line, where), category=check_pool_category(category, where),
+                                       source=source))
     return prompts
 
 
@@ -143,6 +157,7 @@ async def prompts_from_dataset(store, settings, ref: str, *, split: str = "test"
     before it its context, the reference its final assistant turn."""
     from service import datasets
 
+    category = check_pool_category(category, "category")
     dsv = await store.resolve_dataset(ref)
     records, _ = datasets.read_records(settings.data_dir, dsv.id)
     if split == "test":
@@ -154,7 +169,9 @@ async def prompts_from_dataset(store, settings, ref: str, *, split: str = "test"
     return [
         ArenaPrompt(text=check_prompt_text(r.prompt, f"{dsv.ref} record"), reference=r.answer or None, category=category,
                     source=dsv.ref, context=prompt_context(r.prompt_messages[: _last_user([m.role for m in r.prompt_messages]) or 0],
-                                           f"{dsv.ref} record"))
+                                           f"{dsv.ref} record"),
+                    task_type=task_type_name(r.metadata.get("task_type")),
+                    hard=str(r.metadata.get("hard", "")).casefold() == "true")
         for r in records
         if r.prompt.strip()
     ]
@@ -185,7 +202,7 @@ async def prompts_from_task(store, settings, path: str | Path, *, category: str 
         ArenaPrompt(
             text=check_prompt_text(r.messages[-1].content if r.messages else r.prompt, f"task {task.task} doc {r.doc_id}"),
             reference=r.references[0] if r.references else None,
-            category=category or task.task,
+            category=check_pool_category(category or task.task, "category"),
             source=f"task:{task.task}",
             context=prompt_context(r.messages[:-1], f"task {task.task} doc {r.doc_id}"),
         )

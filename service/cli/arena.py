@@ -26,7 +26,9 @@ def prompts_cmd() -> None:
 @click.option("--source", default=None, help="Source label (default: the file, dataset or task name).")
 def prompts_add(file: Path | None, dataset_ref: str | None, split: str, task_path: Path | None, category: str | None, source: str | None) -> None:
     """Add prompts from FILE (JSONL with prompt/text/question/instruction or messages, and
-    optional reference, category, source; or plain text, one prompt per line)."""
+    optional reference, category, source, task_type, hard (true/false); or plain text, one
+    prompt per line). Each battle's category tags (task type, language, length, hard) come
+    from these and the prompt's text."""
     import msgspec
 
     from service.errors import InvalidInput

@@ -62,6 +62,9 @@ def ratings_cmd() -> None:
 @click.option("--anchor", metavar="MODEL=RATING", help="Pin one model's rating (default: every component's mean is 1000).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {model, rating, ci_low, ci_high, rank_ub, votes, win_rate, elo, flip_votes}.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE.svg|png", help="Write the CI chart and win-rate heatmap.")
+@click.option("--category", metavar="CATEGORY", help="Rate only the battles in CATEGORY: a tag (language=zh, length=long, "
+              "task_type=math, hard: language and length from the first prompt, hard and task types from the public "
+              "dumps' category_tag; an export's own tags as they are) or a pool category.")
 @click.option("--skip-invalid", is_flag=True, help="Skip malformed records (and say how many) instead of failing.")
 def fit_cmd(
     battles_path: Path,
@@ -72,6 +75,7 @@ def fit_cmd(
     anchor: str | None,
     as_json: bool,
     plot_path: Path | None,
+    category: str | None,
     skip_invalid: bool,
 ) -> None:
     """Fit and print the leaderboard for the battles in BATTLES (JSONL, JSON array, Parquet or CSV).
@@ -91,11 +95,13 @@ def fit_cmd(
         raise InvalidInput(f"--plot {plot_path}: expected a .svg or .png file name")
     # Without style control only who met whom, who won and when matter: streamed into counts
     # and Elo (memory O(models²)); a malformed file falls back to the validating reader.
-    tally = None if style_control or lc_baseline else _tally(battles_path)
+    tally = None if style_control or lc_baseline or category else _tally(battles_path)
     if tally is not None:
         battles, counts, elo = None, tally.counts, tally.elo
     else:
         battles = _load(battles_path, skip_invalid)
+        if category:
+            battles = _in_category(battles, category, battles_path)
         counts, elo = PairCounts.from_battles(battles), online_elo(battles)
     if anchor_pair is not None and anchor_pair[0] not in counts.models:
         raise InvalidInput(f"--anchor {anchor}: model {anchor_pair[0]!r} is not in {battles_path}")
@@ -129,7 +135,7 @@ def fit_cmd(
         for line in _style_lines(board) + [f"note: {note}" for note in board.notes]:
             click.echo(line, err=True)
     else:
-        _print_table(board, battles_path, raw)
+        _print_table(board, battles_path, raw, category)
         if lc is not None:
             from service.cli.calibration import print_lc
 
@@ -205,6 +211,28 @@ def _tally(battles_path: Path):
     return tally if tally is not None and tally.n_battles else None
 
 
+def _in_category(battles, category: str, battles_path: Path):
+    """The battles in `category` (a tag, `service.prompt_categories.battle_tags`, or the
+    pool category an export keeps); `InvalidInput` naming the categories found when none is."""
+    from service.prompt_categories import battle_tags, parse_tag
+
+    parse_tag(category)  # a malformed tag is an error, not an empty board
+    found: dict[str, int] = {}
+    kept = []
+    for battle in battles:
+        ours = (battle.conv_metadata or {}).get("arena") if isinstance(battle.conv_metadata, dict) else None
+        pool = ours.get("category") if isinstance(ours, dict) and isinstance(ours.get("category"), str) else None
+        tags = set(battle_tags(battle)) | ({pool} if pool else set())
+        for tag in tags:
+            found[tag] = found.get(tag, 0) + 1
+        if category in tags:
+            kept.append(battle)
+    if not kept:
+        listed = ", ".join(f"{t} ({n})" for t, n in sorted(found.items(), key=lambda kv: -kv[1])[:20])
+        raise InvalidInput(f"--category {category[:80]!r}: no battle in {battles_path} is in it (found: {listed or 'none'})")
+    return kept
+
+
 def _is_vote(battle, removal) -> bool:
     """Whether `battle` is a vote of the class `removal` names (either side order)."""
     same = battle.model_a == removal.model_a and battle.model_b == removal.model_b
@@ -270,7 +298,7 @@ def _style_lines(board: Leaderboard) -> list[str]:
     return ["style coefficients (log-odds per SD of the normalised A−B gap, 95% CI): " + "; ".join(parts)]
 
 
-def _print_table(board: Leaderboard, source: Path, raw: dict[str, float] | None) -> None:
+def _print_table(board: Leaderboard, source: Path, raw: dict[str, float] | None, category: str | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -281,6 +309,10 @@ def _print_table(board: Leaderboard, source: Path, raw: dict[str, float] | None)
     )
     if raw is not None:
         title += ", style-controlled"
+    if category:
+        from rich.markup import escape
+
+        title += f", category {escape(category)}"
     table = Table(title=title, title_justify="left")
     table.add_column("Rank (UB)", justify="right")
     table.add_column("Model")

@@ -45,6 +45,7 @@ ROUTE_HANDLERS = [
     compare.compare_candidates,
     battles.create_battle, battles.export_battles, battles.import_battles, battles.get_battle, battles.battle_answer,
     battles.vote,
+    leaderboard.get_category_boards,
     leaderboard.get_leaderboard, leaderboard.leaderboard_status,
     reviewers.create_invite, reviewers.list_reviewers, reviewers.suspicious_reviewers, reviewers.exclude_reviewer, reviewers.include_reviewer,
     reviewers.revoke_invites,

@@ -20,6 +20,7 @@ from service import battles, leaderboards, reviewers
 from service.csrf import check_form, form_token
 from service.i18n import for_request
 from service.errors import ArenaError, NotFound
+from service.category_boards import GROUPS, category_boards, check_category
 from service.leaderboard_charts import ci_chart, win_rate_heatmap
 from service.store import Store
 
@@ -103,8 +104,15 @@ async def arena_vote_form(
 
 
 @get("/leaderboard", include_in_schema=False)
-async def leaderboard_page(request: Request, store: Store, category: str | None = None, source: str | None = None) -> Template:
-    category, source = category or None, source or None
+async def leaderboard_page(request: Request, store: Store, category: str | None = None, source: str | None = None,
+                           by: str | None = None, by_board: str | None = None) -> Template:
+    source, error, status = source or None, None, 200
+    try:
+        category = await check_category(store, category, source)
+        by_category = await category_boards(store, by_board or "human", by=by or None)
+    except ArenaError as exc:  # a bad filter: say so, and show the unfiltered boards
+        category, by, error, status = None, None, exc.message, exc.status
+        by_category = await category_boards(store, "human")
     boards = []
     for board, title in (("human", "Human votes"), ("judge", "LLM / reference judges")):
         view = await leaderboards.board_view(store, board, category=category, source=source)
@@ -113,5 +121,6 @@ async def leaderboard_page(request: Request, store: Store, category: str | None 
     judge_runs = [j for j in await store.list_jobs(limit=10, kind="judge") if j.result]
     query = urlencode({k: v for k, v in (("category", category), ("source", source)) if v})
     return _page(request, "leaderboard.html", {"boards": boards, "summary": summary, "category": category, "source": source,
-                                               "query": f"?{query}" if query else "",
-                                      "judge_runs": judge_runs, "votes": await store.vote_count()})
+                                               "query": f"?{query}" if query else "", "by_category": by_category,
+                                               "by": by or "", "groups": GROUPS, "error": error,
+                                               "judge_runs": judge_runs, "votes": await store.vote_count()}, status)

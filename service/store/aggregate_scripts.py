@@ -3,7 +3,8 @@ that every vote script runs in the same call that logs the vote, and that the re
 replays over the log, so live counting and recounting cannot disagree.
 
 What a counted vote updates, under its generation's root `<prefix>:agg:<gen>:`, for each
-slice it belongs to (`all`, `c=<category>`, `s=<source>`, `cs=<category>\\x1f<source>`):
+slice it belongs to (`all`, `c=<category>`, `s=<source>`, `cs=<category>\\x1f<source>`, and
+`c=<tag>` for each of its category tags, e.g. `c=language=zh`):
 
 - `counts:<board>:<slice>`: pair counts (field `lo\\x1fhi\\x1foutcome`, as `count_field`);
 - `elo:<board>:<slice>`: each model's running online Elo (arena.elo's K, scale, base, start);
@@ -16,7 +17,7 @@ slice it belongs to (`all`, `c=<category>`, `s=<source>`, `cs=<category>\\x1f<so
   `item:<question>\x1f<turn>\x1f<lo>\x1f<hi>` (verdicts per slice, board and winning model or "tie").
 
 Every logged vote, counted or not (an excluded reviewer's observation), also adds its
-category and source to the `categories` / `sources` sets and its reviewer's human votes to
+category and source to the `categories` / `sources` sets (a counted vote its tags too) and its reviewer's human votes to
 `reviewers`. The current generation's number is in `<prefix>:agg:current` (absent: "0");
 a rebuild counts the whole log into a new generation and switches to it atomically.
 """
@@ -52,6 +53,19 @@ local function slices_of(category, source)
   if source ~= '' then s[#s + 1] = 's=' .. source end
   if category ~= '' and source ~= '' then s[#s + 1] = 'cs=' .. category .. SEP .. source end
   return s
+end
+
+-- A vote's category tags (`categories`, service.prompt_categories): each is one more
+-- category slice `c=<tag>` (a tag equal to the pool category is that slice already), and
+-- a filter choice. Not crossed with the source.
+local function add_tag_slices(root, slices, tags, category)
+  if type(tags) ~= 'table' then return end
+  for _, tag in ipairs(tags) do
+    if type(tag) == 'string' and tag ~= '' and tag ~= category then
+      redis.call('SADD', root .. 'categories', tag)
+      slices[#slices + 1] = 'c=' .. tag
+    end
+  end
 end
 
 local function update_elo(key, a, b, score)
@@ -122,6 +136,7 @@ local function count_vote(root, board, field, v, reviewer, excluded)
   local score = 0.5
   if winner == 'model_a' then score = 1.0 elseif winner == 'model_b' then score = 0.0 end
   local slices = slices_of(category, source)
+  add_tag_slices(root, slices, v.categories, category)
   local judgement = text(v.judgement)
   local old_kind, new_kind, first_sight = nil, nil, true
   if board == 'judge' then

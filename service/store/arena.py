@@ -104,7 +104,8 @@ class ArenaStore(AggregateStore):
         if vote_base is not None:
             mapping.update(vote_base=_enc.encode(vote_base), created_at=repr(float(battle["created_at"])),
                            model_a=vote_base["model_a"], model_b=vote_base["model_b"],
-                           agg=_enc.encode({k: vote_base.get(k) for k in ("model_a", "model_b", "category", "source", "question_id")}))
+                           agg=_enc.encode({k: vote_base.get(k) for k in ("model_a", "model_b", "category", "source", "question_id",
+                                                                           "categories")}))
             for choice, winner in (("a", "model_a"), ("b", "model_b"), ("tie", "tie"), ("both_bad", "tie (bothbad)")):
                 mapping[f"count:{choice}"] = count_field(vote_base["model_a"], vote_base["model_b"], winner)
         if battle.get("reviewer"):

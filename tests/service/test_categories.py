@@ -1,0 +1,228 @@
+"""Prompt categories (real HTTP, real Redis): a battle's tags are set from its prompt when it
+is dealt, its vote counts into each tag's board and no other, the leaderboard shows the
+category boards beside the overall one (saying when a category has too few votes), a
+rebuild recounts them identically, and bad or hostile category names get a clear 4xx."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+
+import msgspec
+import pytest
+
+from arena.battles import Battle
+from service.board_cache import board_cache
+from service.category_boards import MIN_CATEGORY_VOTES, category_boards
+from service.errors import InvalidInput
+from service.prompt_categories import LONG_FROM, battle_tags, check_task_type, prompt_tags, task_type_name
+from service.store import SyncStore
+from tests.redis_fixtures import fresh_board, settings_env
+from tests.scripted_openai import ScriptedOpenAI
+from tests.service.test_arena import ANSWERS, JUDGES, play, start
+
+# Over LONG_FROM units: each Han character is one.
+CHINESE_LONG = "请详细说明秋天的时候树叶为什么会变成黄色和红色，并且解释叶绿素和花青素分别起什么作用。" * 8
+ENGLISH_SHORT = "Say hello politely."
+
+
+def test_tags_come_from_the_prompt_and_the_pool():
+    assert len(CHINESE_LONG) >= LONG_FROM
+    assert prompt_tags(CHINESE_LONG, task_type="writing", hard=True) == ["task_type=writing", "language=zh", "length=long", "hard"]
+    assert prompt_tags(ENGLISH_SHORT) == ["language=latin", "length=short"]
+    assert prompt_tags(" ".join(["word"] * 100)) == ["language=latin", "length=medium"]
+    assert prompt_tags("Why does this fail?\n```python\nprint(1/0)\n```")[0] == "task_type=coding"
+    assert check_task_type("Creative  Writing", "pool") == "creative_writing"
+    assert task_type_name("Closed QA / Brainstorm") == "closed_qa_brainstorm" and task_type_name("<>") is None
+    for bad in ("<b>bold</b>", "x" * 41, 3):
+        with pytest.raises(InvalidInput, match="task_type"):
+            check_task_type(bad, "pool line 3")
+
+
+def _public(criteria_true: int, **extra) -> Battle:
+    names = ["specificity", "domain_knowledge", "complexity", "problem_solving", "creativity", "technical_accuracy", "real_world"]
+    record = {"model_a": "x", "model_b": "y", "winner": "model_a",
+              "conversation_a": [{"role": "user", "content": "写一首关于秋天的诗"}, {"role": "assistant", "content": "..."}],
+              "category_tag": {"criteria_v0.1": {n: k < criteria_true for k, n in enumerate(names)},
+                               "creative_writing_v0.1": {"creative_writing": True}}, **extra}
+    return msgspec.convert(record, Battle)
+
+
+def test_public_battles_get_the_public_arenas_hard_rule_and_ours_are_checked():
+    assert battle_tags(_public(6)) == ["task_type=creative_writing", "language=zh", "length=short", "hard"]
+    assert "hard" not in battle_tags(_public(5))
+    assert battle_tags(_public(0, conv_metadata={"arena": {"categories": ["length=long", "length=long"]}})) == ["length=long"]
+    for bad in (["x"] * 9, ["<script>"], "language=zh", ["length=huge"]):
+        with pytest.raises(InvalidInput, match="categories|length takes"):
+            battle_tags(_public(0, conv_metadata={"arena": {"categories": bad}}))
+
+
+@pytest.fixture(scope="module")
+def scripted():
+    server = ScriptedOpenAI(ANSWERS, JUDGES).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def server(settings, scripted):
+    srv = start(settings, scripted)
+    admin = srv.client(admin=True)
+    assert admin.post("/api/arena/active", json={"models": ["alpha", "beta"]}).status_code == 200
+    pool = [{"prompt": CHINESE_LONG, "task_type": "Writing", "hard": True, "category": "<i>pool</i>"}]
+    r = admin.post("/api/arena/prompts", json={"prompts": pool, "source": "unit"})
+    assert r.status_code == 201, r.text
+    yield srv
+    srv.stop()
+
+
+def test_a_chinese_long_battle_counts_into_its_categories_and_no_others(server):
+    client = server.client()
+    battle, _ = play(client, "a")
+    assert "categories" not in battle and "alpha" not in str(battle)  # nothing new shown before the vote
+    board = fresh_board(client)
+    assert board["n_battles"] == 1
+    for tag in ("language=zh", "length=long", "task_type=writing", "hard", "<i>pool</i>"):
+        assert fresh_board(client, f"/api/leaderboard?category={tag}")["n_battles"] == 1, tag
+    for tag in ("language=latin", "length=short", "length=medium", "task_type=coding"):
+        r = client.get("/api/leaderboard", params={"category": tag})
+        assert r.status_code == 200 and r.json()["n_battles"] == 0, tag
+
+    play(client, "b", prompt=ENGLISH_SHORT)  # typed: pool category "typed", tags from its text
+    assert fresh_board(client)["n_battles"] == 2
+    expected = {"language=zh": 1, "length=long": 1, "hard": 1, "language=latin": 1, "length=short": 1, "typed": 1}
+    for tag, n in expected.items():
+        assert fresh_board(client, f"/api/leaderboard?category={tag}")["n_battles"] == n, tag
+    exported = server.client(admin=True).get("/api/battles/export").json()
+    assert exported[0]["conv_metadata"]["arena"]["categories"] == ["task_type=writing", "language=zh", "length=long", "hard"]
+
+    side = client.get("/api/leaderboard/categories").json()
+    columns = {c["category"]: c for c in side["columns"]}
+    assert side["columns"][0]["category"] is None and side["columns"][0]["n_battles"] == 2 and side["columns"][0]["enough"]
+    assert set(side["models"]) == {"alpha", "beta"} and set(side["columns"][0]["cells"]) == {"alpha", "beta"}
+    zh = columns["language=zh"]
+    assert (zh["dimension"], zh["value"], zh["n_battles"], zh["enough"], zh["cells"]) == ("language", "zh", 1, False, {})
+    assert columns["<i>pool</i>"]["dimension"] == "category"
+    only = client.get("/api/leaderboard/categories?by=length").json()["columns"]
+    assert [c["category"] for c in only] == [None, "length=long", "length=short"]
+
+    page = client.get("/leaderboard")
+    assert page.status_code == 200 and 'id="by-category"' in page.text and 'data-category="language=zh"' in page.text
+    assert "too few votes" in page.text and "Language: Chinese" in page.text and "Hard prompts" in page.text
+    assert "&lt;i&gt;pool&lt;/i&gt;" in page.text and "<i>pool</i>" not in page.text
+    zh_page = client.get("/leaderboard", headers={"Accept-Language": "zh-CN"}).text
+    assert "分类别评分" in zh_page and "语言: 中文" in zh_page and "投票太少" in zh_page
+
+
+def test_bad_and_hostile_categories_get_a_clear_4xx(server):
+    client, admin = server.client(), server.client(admin=True)
+    play(client, "a")
+    r = client.get("/api/leaderboard", params={"category": "length=huge"})
+    assert r.status_code == 422 and "length takes short|medium|long" in r.json()["detail"]
+    r = client.get("/api/leaderboard", params={"category": "nosuch"})
+    assert r.status_code == 404 and "no vote is in it" in r.json()["detail"] and "language=zh" in r.json()["detail"]
+    assert client.get("/api/leaderboard/status", params={"category": "nosuch"}).status_code == 404
+    assert client.get("/api/leaderboard", params={"category": "x" * 500}).status_code == 422
+    r = client.get("/api/leaderboard", params={"category": "language=zh", "source": "unit"})
+    assert r.status_code == 422 and "not both" in r.json()["detail"]  # tags are not counted per source
+    assert client.get("/api/leaderboard/categories", params={"by": "colour"}).status_code == 422
+    hostile = '"><script>alert(1)</script>'
+    page = client.get("/leaderboard", params={"category": hostile})
+    assert page.status_code == 404 and "<script>alert(1)" not in page.text and "&lt;script&gt;alert(1)" in page.text
+    assert 'id="by-category"' in page.text  # the unfiltered boards are still shown
+    for record, field in (({"prompt": "x", "category": "language=zh"}, "category"), ({"prompt": "x", "task_type": "a<b>"}, "task_type"),
+                          ({"prompt": "x", "hard": "yes"}, "hard"), ({"prompt": "x", "category": "x" * 300}, "category")):
+        r = admin.post("/api/arena/prompts", json={"prompts": [record]})
+        assert r.status_code == 422 and field in r.json()["detail"] and "prompts[0]" in r.json()["detail"], r.text
+
+
+@pytest.fixture
+def store(settings):
+    s = SyncStore(settings.redis_url, settings.key_prefix)
+    yield s
+    s.close()
+
+
+def _slice_votes(rng: random.Random, n: int, winner_bias: str, tags: list[str]) -> list[dict]:
+    return [{"model_a": "m1", "model_b": "m2", "reviewer": f"r{k % 3}", "categories": tags,
+             "winner": winner_bias if rng.random() < 0.85 else ("model_b" if winner_bias == "model_a" else "model_a")}
+            for k in range(n)]
+
+
+def test_each_category_has_its_own_board_and_a_rebuild_recounts_them_identically(store, settings):
+    rng = random.Random(0)
+    votes = (_slice_votes(rng, 30, "model_a", ["language=zh", "length=long"])
+             + _slice_votes(rng, 30, "model_b", ["language=latin", "length=short"])
+             + _slice_votes(rng, MIN_CATEGORY_VOTES - 1, "model_a", ["hard"]))
+    rng.shuffle(votes)
+    store.record_observations(votes, board="human")
+
+    def side_by_side() -> dict:
+        return msgspec.to_builtins(store._run(category_boards(store.store, "human")))
+
+    before = side_by_side()
+    columns = {c["category"]: c for c in before["columns"]}
+    assert columns[None]["n_battles"] == len(votes)
+    zh, latin = columns["language=zh"], columns["language=latin"]
+    assert zh["enough"] and zh["n_battles"] == 30 and zh["cells"]["m1"]["rank_ub"] == 1 and zh["cells"]["m2"]["rank_ub"] == 2
+    assert latin["enough"] and latin["cells"]["m2"]["rank_ub"] == 1 and latin["cells"]["m1"]["rank_ub"] == 2
+    assert zh["cells"]["m1"]["ci_low"] > zh["cells"]["m2"]["ci_high"]
+    assert columns["length=long"]["cells"] == zh["cells"]  # the same votes, the same board
+    assert not columns["hard"]["enough"] and columns["hard"]["cells"] == {} and columns["hard"]["n_battles"] == MIN_CATEGORY_VOTES - 1
+
+    out = subprocess.run([sys.executable, "-m", "service.cli", "ratings", "rebuild"], env=settings_env(settings),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and f"{len(votes)} human votes" in out.stdout, out.stderr
+    board_cache(store.store).entries.clear()  # refit from the rebuilt aggregates, not from this process's last fits
+    assert side_by_side() == before
+
+
+def test_ratings_of_one_category_of_a_public_dump_through_the_cli(tmp_path):
+    """`arena ratings FILE --category TAG` on the public 140k schema: `hard` from its
+    criteria labels, language and length from the prompt; a category no battle is in, or
+    a malformed one, is a one-line error."""
+    rows = []
+    for k in range(12):
+        hard = k % 3 == 0  # 4 hard battles, won by x; the others won by y
+        record = msgspec.to_builtins(_public(7 if hard else 2))
+        record.update(id=str(k), winner="model_a" if hard else "model_b", timestamp="2024-05-01T10:00:00")
+        rows.append(json.dumps(record, ensure_ascii=False))
+    path = tmp_path / "arena-140k.jsonl"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+    def ratings(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "service.cli", "ratings", str(path), "--bootstrap", "0", *args],
+                              capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+    hard = ratings("--category", "hard", "--json")
+    assert hard.returncode == 0, hard.stderr
+    assert [(r["model"], r["votes"]) for r in json.loads(hard.stdout)] == [("x", 4), ("y", 4)]
+    everything = json.loads(ratings("--json").stdout)
+    assert everything[0]["model"] == "y" and everything[0]["votes"] == 12
+    assert json.loads(ratings("--category", "language=zh", "--json").stdout)[0]["votes"] == 12
+    none = ratings("--category", "language=ko")
+    assert none.returncode == 1 and "no battle in" in none.stderr and "hard (4)" in none.stderr
+    bad = ratings("--category", "length=huge")
+    assert bad.returncode == 1 and "length takes short|medium|long" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_judge_verdicts_count_into_their_prompts_categories(settings, scripted):
+    from tests.service.test_judging import judge
+
+    srv = start(settings, scripted, worker=True)
+    try:
+        admin = srv.client(admin=True)
+        prompts = [{"prompt": CHINESE_LONG, "reference": "The answer is 4.", "hard": True}]
+        judge(admin, judge="reference", candidates=["alpha", "beta"], prompts=prompts)
+        for tag, n in (("language=zh", 2), ("length=long", 2), ("hard", 2), ("language=latin", 0)):
+            assert fresh_board(admin, f"/api/leaderboard?board=judge&category={tag}")["n_battles"] == n, tag
+        page = admin.get("/leaderboard?by_board=judge")
+        assert page.status_code == 200 and "Ratings by category · LLM / reference judges" in page.text
+        assert 'data-category="language=zh"' in page.text
+        wrong = admin.get("/leaderboard?by_board=robot")
+        assert wrong.status_code == 422 and "expected one of human, judge" in wrong.text
+    finally:
+        srv.stop()
