@@ -163,3 +163,10 @@ def test_help_lists_the_fit() -> None:
     result = CliRunner().invoke(cli, ["ratings", "--help"])
     assert result.exit_code == 0
     assert "BATTLES [OPTIONS] | COMMAND" in result.output and "fit" in result.output
+
+
+def test_no_elo_gives_the_same_ratings_without_the_elo_column(battles_file: Path) -> None:
+    with_elo = json.loads(run(str(battles_file), "--bootstrap", "50", "--json").stdout)
+    without = json.loads(run(str(battles_file), "--bootstrap", "50", "--json", "--no-elo").stdout)
+    assert [r["elo"] for r in without] == [None] * len(without) and all(r["elo"] is not None for r in with_elo)
+    assert [(r["model"], r["rating"], r["ci_low"]) for r in without] == [(r["model"], r["rating"], r["ci_low"]) for r in with_elo]
