@@ -158,17 +158,20 @@ class _Order(msgspec.Struct):
 
 
 def _without(counts: PairCounts, removals: Sequence[Removal]) -> PairCounts:
-    """`counts` less the removed votes (models kept, so indices stay comparable)."""
-    left: dict[tuple[str, str, str], int] = {}
-    for pair in counts.pairs():
-        for winner, n in zip(_OUTCOME_NAMES, (pair.wins_a, pair.wins_b, pair.ties, pair.bothbad)):
-            left[pair.model_a, pair.model_b, winner] = n
+    """`counts` less the removed votes (models kept, so indices stay comparable). Array work:
+    the service's board refresher runs this for every refit of a board that needs the prior."""
+    a = counts.arrays()
+    table = np.stack([a.wins_first, a.wins_second, a.ties, a.bothbad], axis=1)
+    index = {m: i for i, m in enumerate(a.models)}
+    rows = {(i, j): r for r, (i, j) in enumerate(zip(a.first.tolist(), a.second.tolist()))}
     for r in removals:
-        left[r.model_a, r.model_b, r.winner] -= r.count
-    reduced = PairCounts(counts.models)
-    for (a, b, winner), n in left.items():
-        if n > 0:
-            reduced.add(a, b, winner, n)
+        i, j, slot = index[r.model_a], index[r.model_b], _OUTCOME_NAMES.index(r.winner)
+        if i > j:
+            i, j, slot = j, i, (1, 0, 2, 3)[slot]
+        table[rows[i, j], slot] -= r.count
+    keep = table.sum(axis=1) > 0
+    reduced = PairCounts(a.models)
+    reduced._set_rows(a.first[keep], a.second[keep], np.maximum(table[keep], 0))
     return reduced
 
 

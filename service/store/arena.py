@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 import msgspec
+from redis import exceptions as redis_errors
 
 from service.errors import InvalidInput, NotFound, Unavailable
 from service.store.aggregates import SEP, AggregateStore
@@ -79,10 +80,20 @@ class ArenaStore(AggregateStore):
         may still count, but it was not acknowledged as durable."""
         if not await self.votes_durable():
             return await script(keys=keys, args=args)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            await script(keys=keys, args=args, client=pipe)
-            pipe.execute_command("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS)
-            result, fsynced = await pipe.execute()
+        # EVALSHA straight into the pipeline: a Script object in a pipeline makes redis-py
+        # ask SCRIPT EXISTS first, one more round trip per vote. A server that lost the
+        # script (restarted, flushed) answers NOSCRIPT without running anything: load it, retry.
+        for attempt in (1, 2):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                pipe.execute_command("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS)
+                try:
+                    result, fsynced = await pipe.execute()
+                    break
+                except redis_errors.NoScriptError:
+                    if attempt == 2:
+                        raise
+                    await self.redis.script_load(script.script)
         refused = isinstance(result, list) and result and isinstance(result[0], int) and result[0] < 0
         if not refused and int(fsynced[0]) < 1:
             raise Unavailable(f"the vote was not confirmed on disk within {WAITAOF_TIMEOUT_MS} ms; it may have counted, "
