@@ -12,8 +12,8 @@ Dropping 2 of 57,477 votes flipped the public arena's #1 (Huang et al., arXiv 25
 2. **Greedy.** Votes are taken most-negative δ first until the approximate gap change
    reaches the gap: that count is the linear estimate.
 3. **Exact refit.** The counts without those votes are refitted; the count is then
-   searched (doubling up, then regula falsi on the refitted gaps) along the same greedy order until the smallest
-   prefix that truly swaps the pair is found. `confirmed` says the final count was
+   searched (doubling up, then regula falsi on the refitted gaps) along the same greedy
+   order until the smallest prefix that truly swaps the pair is found. `confirmed` says the final count was
    checked by a refit; `votes=None` means no removal of votes swaps them (e.g. B never
    beat anyone A lost to).
 
