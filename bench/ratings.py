@@ -144,24 +144,26 @@ def write_jsonl(path: Path, n_battles: int, n_models: int, seed: int, block: int
                            for k, (i, j, o) in enumerate(zip(a.tolist(), b.tolist(), outcomes[w].tolist())))
 
 
-def best_of_command(repeats: int, path: Path, rounds: int, *flags: str) -> tuple[float, float]:
-    """Fastest wall time of the user's command (a fresh process each time) and its peak RSS."""
+def best_of_command(repeats: int, path: Path, rounds: int, *flags: str) -> tuple[float, float, float]:
+    """Fastest wall time of the user's command (a fresh process each time), the least CPU
+    time (user + system) of those runs, and their peak RSS."""
     import subprocess
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    best, rss_kb = math.inf, 0
+    best, best_cpu, rss_kb = math.inf, math.inf, 0
     for _ in range(repeats):
         started = time.perf_counter()
-        # The child's own peak RSS: GNU time reports it after exec (a forked child's rusage
-        # would count this bench's million Battle objects, copied by the fork, too).
-        timer = ["/usr/bin/time", "-f", "%M"] if Path("/usr/bin/time").exists() else []
+        # The child's own peak RSS and CPU: GNU time reports them after exec (a forked
+        # child's rusage would count this bench's million Battle objects, copied by the fork).
+        timer = ["/usr/bin/time", "-f", "%M %U %S"] if Path("/usr/bin/time").exists() else []
         done = subprocess.run([*timer, sys.executable, "-m", "service.cli.__main__", "ratings", str(path), "--bootstrap",
                                str(rounds), "--json", *flags], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                               env=env, cwd=Path(__file__).resolve().parents[1], check=True)
         best = min(best, time.perf_counter() - started)
         if timer:
-            rss_kb = max(rss_kb, int(done.stderr.strip().splitlines()[-1]))
-    return best, rss_kb / 1024
+            kb, user, system = done.stderr.strip().splitlines()[-1].split()
+            rss_kb, best_cpu = max(rss_kb, int(kb)), min(best_cpu, float(user) + float(system))
+    return best, best_cpu, rss_kb / 1024
 
 
 def best_of(repeats: int, fn) -> tuple[float, float]:
@@ -202,13 +204,13 @@ def main() -> None:
         t_tally = time.perf_counter()
         tally_file(path)
         tally_s = time.perf_counter() - t_tally
-        command_s, command_rss_mb = best_of_command(args.repeats, path, args.rounds)
-        command_no_elo_s, _ = best_of_command(args.repeats, path, args.rounds, "--no-elo")
+        command_s, command_cpu_s, command_rss_mb = best_of_command(args.repeats, path, args.rounds)
+        command_no_elo_s, command_no_elo_cpu_s, _ = best_of_command(args.repeats, path, args.rounds, "--no-elo")
         memory = {}
         if args.memory_battles:
             big = Path(tmp) / "big.jsonl"
             write_jsonl(big, args.memory_battles, args.models, args.seed + 1)
-            big_s, big_rss_mb = best_of_command(1, big, 100)
+            big_s, _, big_rss_mb = best_of_command(1, big, 100)
             memory = {"memory_battles": args.memory_battles, "memory_jsonl_mb": round(big.stat().st_size / 1e6),
                       "memory_command_s": round(big_s, 2), "memory_command_rss_mb": round(big_rss_mb, 1)}
             big.unlink()
@@ -265,7 +267,10 @@ def main() -> None:
         "command_s": round(command_s, 3),
         "command_rss_mb": round(command_rss_mb, 1),
         "speedup_per_round_command": round(theirs_per_round / (command_s / args.rounds), 1),
+        "command_cpu_s": round(command_cpu_s, 3),
+        "speedup_per_round_command_cpu_time": round(theirs_cpu_per_round / (command_cpu_s / args.rounds), 1),
         "command_no_elo_s": round(command_no_elo_s, 3),
+        "command_no_elo_cpu_s": round(command_no_elo_cpu_s, 3),
         "speedup_per_round_command_no_elo": round(theirs_per_round / (command_no_elo_s / args.rounds), 1),
         **memory,
         "fit_s": round(fit_s, 4),
