@@ -26,7 +26,8 @@ whose line-numbered errors and `--skip-invalid` apply. The format is decided onc
 from __future__ import annotations
 
 from collections.abc import Iterator
-from operator import attrgetter
+from itertools import repeat
+from operator import attrgetter, is_not
 from pathlib import Path
 from typing import Literal
 
@@ -98,7 +99,7 @@ class _Folder:
         if not votes:
             return True
         n = len(votes)
-        if any(map(_timestamp, votes)) and None in map(_tstamp, votes):
+        if any(map(is_not, map(_timestamp, votes), repeat(None))) and None in map(_tstamp, votes):
             return False
         o = np.fromiter(map(_OUTCOMES.__getitem__, map(_winner, votes)), dtype=np.int64, count=n)
         try:

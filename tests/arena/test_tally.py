@@ -83,3 +83,10 @@ def test_one_pass_numbers_models_as_first_seen(tmp_path):
     path = tmp_path / "b.jsonl"
     write_battles(path, records)
     assert tally_file(path).counts.models == PairCounts.from_battles(records).models
+
+
+def test_a_dump_time_without_tstamp_goes_to_the_validating_reader(tmp_path):
+    path = tmp_path / "b.jsonl"
+    write_battles(path, battles(10))
+    path.write_text(path.read_text() + '{"model_a": "m1", "model_b": "m2", "winner": "tie", "timestamp": ""}\n')
+    assert tally_file(path) is None  # only the validating reader converts (or rejects) `timestamp`
