@@ -12,8 +12,8 @@ Dropping 2 of 57,477 votes flipped the public arena's #1 (Huang et al., arXiv 25
 2. **Greedy.** Votes are taken most-negative δ first until the approximate gap change
    reaches the gap: that count is the linear estimate.
 3. **Exact refit.** The counts without those votes are refitted; the count is then
-   searched (doubling up, bisecting down) along the same greedy order until the smallest
-   prefix that truly swaps the pair is found. `confirmed` says the final count was
+   searched (doubling up, then regula falsi on the refitted gaps) along the same greedy
+   order until the smallest prefix that truly swaps the pair is found. `confirmed` says the final count was
    checked by a refit; `votes=None` means no removal of votes swaps them (e.g. B never
    beat anyone A lost to).
 
@@ -119,14 +119,15 @@ class _Board:
         return [Removal(*self.names[int(order.pair[c])], _OUTCOME_NAMES[int(order.outcome[c])], int(taken[c]))
                 for c in np.nonzero(taken)[0]]
 
-    def swapped(self, order: _Order, k: int, upper: str, lower: str) -> bool:
-        """Whether the exact refit without the first `k` votes of `order` rates `lower` above `upper`."""
+    def gap_after(self, order: _Order, k: int, upper: str, lower: str) -> float:
+        """`upper`'s rating minus `lower`'s (logits) in the exact refit without the first `k`
+        votes of `order`: below 0 when `lower` then rates above `upper`."""
         if not self.exact_mle:
             from arena.ratings import bradley_terry
 
             fit = bradley_terry(_without(self.counts, self.removals(order, k)))
             ratings = dict(zip(fit.models, fit.ratings))
-            return ratings[lower] > ratings[upper]
+            return float(ratings[upper] - ratings[lower]) * math.log(fit.base) / fit.scale
         taken = self.taken(order, k)
         n = self.n - np.bincount(order.pair, taken, len(self.n))
         s = self.s - np.bincount(order.pair, taken * np.asarray(OUTCOME_SCORE)[order.outcome], len(self.s))
@@ -143,7 +144,7 @@ class _Board:
             theta += np.clip(step, -2.0, 2.0)
             if np.max(np.abs(step)) < 1e-9:
                 break
-        return bool(theta[self.index[lower]] > theta[self.index[upper]])
+        return float(theta[self.index[upper]] - theta[self.index[lower]])
 
 
 class _Order(msgspec.Struct):
@@ -158,17 +159,20 @@ class _Order(msgspec.Struct):
 
 
 def _without(counts: PairCounts, removals: Sequence[Removal]) -> PairCounts:
-    """`counts` less the removed votes (models kept, so indices stay comparable)."""
-    left: dict[tuple[str, str, str], int] = {}
-    for pair in counts.pairs():
-        for winner, n in zip(_OUTCOME_NAMES, (pair.wins_a, pair.wins_b, pair.ties, pair.bothbad)):
-            left[pair.model_a, pair.model_b, winner] = n
+    """`counts` less the removed votes (models kept, so indices stay comparable). Array work:
+    the service's board refresher runs this for every refit of a board that needs the prior."""
+    a = counts.arrays()
+    table = np.stack([a.wins_first, a.wins_second, a.ties, a.bothbad], axis=1)
+    index = {m: i for i, m in enumerate(a.models)}
+    rows = {(i, j): r for r, (i, j) in enumerate(zip(a.first.tolist(), a.second.tolist()))}
     for r in removals:
-        left[r.model_a, r.model_b, r.winner] -= r.count
-    reduced = PairCounts(counts.models)
-    for (a, b, winner), n in left.items():
-        if n > 0:
-            reduced.add(a, b, winner, n)
+        i, j, slot = index[r.model_a], index[r.model_b], _OUTCOME_NAMES.index(r.winner)
+        if i > j:
+            i, j, slot = j, i, (1, 0, 2, 3)[slot]
+        table[rows[i, j], slot] -= r.count
+    keep = table.sum(axis=1) > 0
+    reduced = PairCounts(a.models)
+    reduced._set_rows(a.first[keep], a.second[keep], np.maximum(table[keep], 0))
     return reduced
 
 
@@ -188,28 +192,32 @@ def _flip(board: _Board, upper: str, lower: str, max_refits: int) -> Flip:
         before_gap = gap - (closed[c - 1] if c else 0.0)
         linear = int(order.cumulative[c] - order.count[c] + max(1, math.ceil(before_gap / -order.delta[c] - 1e-12)))
     refits = 0
+    gaps = {0: float(gap)}
 
     def works(k: int) -> bool:
         nonlocal refits
         refits += 1
-        return board.swapped(order, k, upper, lower)
+        gaps[k] = board.gap_after(order, k, upper, lower)
+        return gaps[k] < 0
 
     high = min(linear or available, available)  # grows until it swaps (or every helpful vote is gone)
+    low = 0  # the fit itself does not swap
     while not works(high):
         if high >= available or refits >= max_refits:
             return Flip(upper, lower, None, linear, high >= available)
-        high = min(available, high * 2)
-    low = 0  # the fit itself does not swap; the linear step usually overshoots by a little
-    if high > 8 and not works(probe := (3 * high) // 4):
-        low = probe
-    elif high > 8:
-        high = probe
+        low, high = high, min(available, high * 2)
+    # Regula falsi on the refits' gaps (Illinois variant): the gap falls almost linearly
+    # with each vote taken, so the interpolated count is usually right at once and one more
+    # refit, one vote short, confirms it; bisection would take log2(count) refits.
+    g_low, g_high, kept = gaps[low], gaps[high], 0
     while high - low > 1 and refits < max_refits:
-        mid = (low + high) // 2
-        if works(mid):
-            high = mid
+        k = min(high - 1, max(low + 1, math.ceil(low + (high - low) * g_low / (g_low - g_high) - 1e-9)))
+        if works(k):
+            high, g_high = k, gaps[k]
+            g_low, kept = (g_low / 2 if kept == -1 else g_low), -1
         else:
-            low = mid
+            low, g_low = k, gaps[k]
+            g_high, kept = (g_high / 2 if kept == 1 else g_high), 1
     return Flip(upper, lower, high, linear, high - low <= 1, board.removals(order, high))
 
 

@@ -24,6 +24,10 @@ a third of them both-bad) into a JSONL file, then times, in one process:
   (read, count, Elo, fit, bootstrap, rank fragility, print): `command_s`, its peak RSS
   `command_rss_mb`, and `speedup_per_round_command` = FastChat's seconds per round over the
   command's seconds per round (its whole wall time / rounds), the figure a user meets;
+- `command_no_elo_s`: the same with `--no-elo` (no sequential Elo pass), and its ratio;
+- with `--memory-battles N` (e.g. 10000000): the same command, `--bootstrap 100`, on a
+  file of N battles written in blocks (never held in memory, deleted after), and its peak
+  RSS `memory_command_rss_mb` beside the 1M file's: constant memory means they are equal;
 - `tally_s`: the streaming read (`arena.tally`: counts and Elo in O(models²) memory)
   against `read_count_elo_s`, the validating reader + counts + Elo on the same file.
 
@@ -123,24 +127,43 @@ def fastchat_bootstrap(matchups, outcomes, weights, n_models, n_battles, num_rou
     return np.array([fastchat_fit_bt(matchups, outcomes, w, n_models, math.log(10.0)) for w in boot_weights]) * 400 + 1000
 
 
-def best_of_command(repeats: int, path: Path, rounds: int) -> tuple[float, float]:
-    """Fastest wall time of the user's command (a fresh process each time) and its peak RSS."""
+def write_jsonl(path: Path, n_battles: int, n_models: int, seed: int, block: int = 1_000_000) -> None:
+    """`n_battles` synthetic battles (as `synthetic_battles`) appended block by block."""
+    outcomes = np.array(['"model_a"', '"model_b"', '"tie"', '"tie (bothbad)"'])
+    rng = np.random.default_rng(seed)
+    strengths = rng.normal(0, 1, n_models)
+    with path.open("w") as out:
+        for start in range(0, n_battles, block):
+            n = min(block, n_battles - start)
+            a = rng.integers(0, n_models, n)
+            b = (a + rng.integers(1, n_models, n)) % n_models
+            p_a = np.clip(expit(strengths[a] - strengths[b]) - 0.075, 0, 0.85)
+            u = rng.random(n)
+            w = np.where(u < p_a, 0, np.where(u < p_a + 0.05, 3, np.where(u < p_a + 0.15, 2, 1)))
+            out.writelines(f'{{"model_a":"model-{i:03d}","model_b":"model-{j:03d}","winner":{o},"tstamp":{1.7e9 + start + k}}}\n'
+                           for k, (i, j, o) in enumerate(zip(a.tolist(), b.tolist(), outcomes[w].tolist())))
+
+
+def best_of_command(repeats: int, path: Path, rounds: int, *flags: str) -> tuple[float, float, float]:
+    """Fastest wall time of the user's command (a fresh process each time), the least CPU
+    time (user + system) of those runs, and their peak RSS."""
     import subprocess
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    best, rss_kb = math.inf, 0
+    best, best_cpu, rss_kb = math.inf, math.inf, 0
     for _ in range(repeats):
         started = time.perf_counter()
-        # The child's own peak RSS: GNU time reports it after exec (a forked child's rusage
-        # would count this bench's million Battle objects, copied by the fork, too).
-        timer = ["/usr/bin/time", "-f", "%M"] if Path("/usr/bin/time").exists() else []
+        # The child's own peak RSS and CPU: GNU time reports them after exec (a forked
+        # child's rusage would count this bench's million Battle objects, copied by the fork).
+        timer = ["/usr/bin/time", "-f", "%M %U %S"] if Path("/usr/bin/time").exists() else []
         done = subprocess.run([*timer, sys.executable, "-m", "service.cli.__main__", "ratings", str(path), "--bootstrap",
-                               str(rounds), "--json"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               str(rounds), "--json", *flags], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                               env=env, cwd=Path(__file__).resolve().parents[1], check=True)
         best = min(best, time.perf_counter() - started)
         if timer:
-            rss_kb = max(rss_kb, int(done.stderr.strip().splitlines()[-1]))
-    return best, rss_kb / 1024
+            kb, user, system = done.stderr.strip().splitlines()[-1].split()
+            rss_kb, best_cpu = max(rss_kb, int(kb)), min(best_cpu, float(user) + float(system))
+    return best, best_cpu, rss_kb / 1024
 
 
 def best_of(repeats: int, fn) -> tuple[float, float]:
@@ -162,6 +185,7 @@ def main() -> None:
     parser.add_argument("--baseline-rounds", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each bootstrap; the fastest counts")
+    parser.add_argument("--memory-battles", type=int, default=0, help="also run the command on a file of this many battles (peak RSS)")
     args = parser.parse_args()
 
     battles = synthetic_battles(args.battles, args.models, args.seed)
@@ -180,7 +204,16 @@ def main() -> None:
         t_tally = time.perf_counter()
         tally_file(path)
         tally_s = time.perf_counter() - t_tally
-        command_s, command_rss_mb = best_of_command(args.repeats, path, args.rounds)
+        command_s, command_cpu_s, command_rss_mb = best_of_command(args.repeats, path, args.rounds)
+        command_no_elo_s, command_no_elo_cpu_s, _ = best_of_command(args.repeats, path, args.rounds, "--no-elo")
+        memory = {}
+        if args.memory_battles:
+            big = Path(tmp) / "big.jsonl"
+            write_jsonl(big, args.memory_battles, args.models, args.seed + 1)
+            big_s, _, big_rss_mb = best_of_command(1, big, 100)
+            memory = {"memory_battles": args.memory_battles, "memory_jsonl_mb": round(big.stat().st_size / 1e6),
+                      "memory_command_s": round(big_s, 2), "memory_command_rss_mb": round(big_rss_mb, 1)}
+            big.unlink()
 
     fit = bradley_terry(counts)
     t3 = time.perf_counter()
@@ -234,6 +267,12 @@ def main() -> None:
         "command_s": round(command_s, 3),
         "command_rss_mb": round(command_rss_mb, 1),
         "speedup_per_round_command": round(theirs_per_round / (command_s / args.rounds), 1),
+        "command_cpu_s": round(command_cpu_s, 3),
+        "speedup_per_round_command_cpu_time": round(theirs_cpu_per_round / (command_cpu_s / args.rounds), 1),
+        "command_no_elo_s": round(command_no_elo_s, 3),
+        "command_no_elo_cpu_s": round(command_no_elo_cpu_s, 3),
+        "speedup_per_round_command_no_elo": round(theirs_per_round / (command_no_elo_s / args.rounds), 1),
+        **memory,
         "fit_s": round(fit_s, 4),
         "bootstrap_rounds": args.rounds,
         "bootstrap_s": round(bootstrap_s, 3),

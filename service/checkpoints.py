@@ -6,7 +6,8 @@ Trainer saves a checkpoint (adapter weights, optimizer and scheduler state) ever
 needs far fewer: TracIn/LESS sum over a handful of checkpoints spread over training, and
 each kept checkpoint costs one gradient pass over the training set per trace and one
 feature file per record set. A run with at most n regular saves (e.g. one per epoch for
-up to n epochs) keeps them all. A longer one keeps n: `SpreadCheckpoints` makes Trainer
+up to n epochs) keeps them all. A longer one keeps n: `service.train_progress.SpreadCheckpoints`
+(a Trainer callback, there so that reading checkpoints never imports transformers) makes Trainer
 also save at the steps `ceil(k · max_steps / n)`, k = 1..n, and after every save removes
 any checkpoint that is neither one of those nor the newest, so the run holds at most
 n + 1 checkpoints while it trains and n when it is done.
@@ -20,7 +21,6 @@ import shutil
 from pathlib import Path
 
 import msgspec
-from transformers import TrainerCallback
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
@@ -82,28 +82,3 @@ def attribution_steps(max_steps: int, save_steps: int, n: int) -> list[int]:
     its epoch checkpoints; else `spread_steps(max_steps, n)`."""
     regular = sorted({*range(save_steps, max_steps + 1, save_steps), max_steps})
     return regular if len(regular) <= n else spread_steps(max_steps, n)
-
-
-class SpreadCheckpoints(TrainerCallback):
-    """Save at `spread_steps(max_steps, n)` too, and keep only those and the newest save."""
-
-    def __init__(self, n: int, checkpoints_dir: Path) -> None:
-        self.n, self.dir, self.targets = n, Path(checkpoints_dir), set()
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.targets = set(attribution_steps(state.max_steps, int(args.save_steps), self.n))
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step in self.targets:
-            control.should_save = True
-        return control
-
-    def on_save(self, args, state, control, **kwargs):
-        # Called after the checkpoint of `global_step` is written: older saves that are
-        # not attribution targets served only resuming, which the new one now does.
-        if self.dir.is_dir():
-            for child in self.dir.iterdir():
-                match = CHECKPOINT_RE.match(child.name)
-                if match and int(match.group(1)) not in self.targets and int(match.group(1)) != state.global_step:
-                    shutil.rmtree(child, ignore_errors=True)
-        return control

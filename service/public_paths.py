@@ -33,10 +33,8 @@ class PathRedactor:
     def __init__(self, data_dir: Path | None = None) -> None:
         if data_dir is not None:
             register_data_dir(data_dir)
-
-    @property
-    def roots(self) -> list[str]:
-        return sorted(_ROOTS, key=len, reverse=True)  # the longest spelling first
+        # Sorted once per answer, not once per string in it (a board has hundreds).
+        self.roots = sorted(_ROOTS, key=len, reverse=True)  # the longest spelling first
 
     def text(self, value: str) -> str:
         for root in self.roots:

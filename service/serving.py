@@ -22,7 +22,7 @@ import msgspec
 
 from service.config import Settings
 from service.errors import InvalidInput, NotFound
-from service.generation import GenItem, Generation, InProcessBackend, backend_from_settings, cache_key
+from service.generation import GenItem, Generation, backend_from_settings, cache_key
 from service.generation.streaming import TextSink, word_pieces
 from service.store import Store
 
@@ -38,21 +38,36 @@ class Serving:
     def __init__(self, settings: Settings, store: Store, backend=None) -> None:
         self.settings = settings
         self.store = store
-        self.backend = backend or backend_from_settings(settings)
+        self._backend = backend
+        self._backend_lock = threading.Lock()
         self._ids: dict[str, str] = {}
         self._lock = threading.Lock()
         self._streaming: set[asyncio.Task] = set()  # held so that running streams are not collected
 
+    @property
+    def backend(self):
+        """The generation backend, built on first use: the in-process one imports torch and
+        transformers, which an API that only takes votes and serves boards never needs."""
+        if self._backend is None:
+            with self._backend_lock:
+                if self._backend is None:
+                    self._backend = backend_from_settings(self.settings)
+        return self._backend
+
     def close(self) -> None:
         """Release what the backend holds open (a remote backend's HTTP connections and
         sending threads); the app's lifespan calls it on shutdown."""
-        close = getattr(self.backend, "close", None)
+        close = getattr(self._backend, "close", None)
         if close is not None:
             close()
 
     @property
     def in_process(self) -> bool:
-        return isinstance(self.backend, InProcessBackend)
+        if self._backend is None:
+            return not self.settings.generation_url
+        from service.generation.inprocess import InProcessBackend
+
+        return isinstance(self._backend, InProcessBackend)
 
     async def ensure(self, model: str) -> str:
         """Register `model` (a candidate or base name) with the backend if needed; return its cache id.

@@ -1,15 +1,19 @@
 """What a training run reports while it runs: the loss curve, progress to a callback,
-cancellation within a step, and a NaN loss caught at its step."""
+cancellation within a step, and a NaN loss caught at its step; and the Trainer callback
+that keeps the attribution checkpoints (`SpreadCheckpoints`, see `service.checkpoints`)."""
 
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import TrainerCallback
 
+from service.checkpoints import CHECKPOINT_RE, attribution_steps
 from service.train_config import LossPoint, TrainingCancelled, TrainingDiverged
 
 
@@ -104,3 +108,28 @@ class ProgressCallback(TrainerCallback):
             }
             self.pending = None
             self.on_log_fn({**point, "eval_loss": float(logs["eval_loss"])})
+
+
+class SpreadCheckpoints(TrainerCallback):
+    """Save at `spread_steps(max_steps, n)` too, and keep only those and the newest save."""
+
+    def __init__(self, n: int, checkpoints_dir: Path) -> None:
+        self.n, self.dir, self.targets = n, Path(checkpoints_dir), set()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.targets = set(attribution_steps(state.max_steps, int(args.save_steps), self.n))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step in self.targets:
+            control.should_save = True
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        # Called after the checkpoint of `global_step` is written: older saves that are
+        # not attribution targets served only resuming, which the new one now does.
+        if self.dir.is_dir():
+            for child in self.dir.iterdir():
+                match = CHECKPOINT_RE.match(child.name)
+                if match and int(match.group(1)) not in self.targets and int(match.group(1)) != state.global_step:
+                    shutil.rmtree(child, ignore_errors=True)
+        return control

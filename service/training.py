@@ -48,7 +48,7 @@ from evaluators.chat_format import (
     uses_chat_template,
 )
 from evaluators.records import Conversation
-from service.checkpoints import CheckpointInfo, SpreadCheckpoints
+from service.checkpoints import CheckpointInfo
 from service.checkpoints import complete_checkpoints as _checkpoints
 from service.checkpoints import last_complete_checkpoint as _last_complete_checkpoint
 from service.packing import PackedCollator, PackingTrainer, choose_packing
@@ -64,6 +64,7 @@ from service.train_config import (
     _RunIdentity,
 )
 from service.train_progress import ProgressCallback as _ProgressCallback
+from service.train_progress import SpreadCheckpoints
 from service.train_progress import loss_curve as _loss_curve
 
 __all__ = [

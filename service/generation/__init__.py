@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from service.generation.cache import cache_key
-from service.generation.inprocess import InProcessBackend
 from service.generation.items import (
     FinishReason,
     GenerationBackend,
@@ -27,6 +26,17 @@ from service.generation.remote import RemoteBackend
 
 if TYPE_CHECKING:
     from service.config import Settings
+    from service.generation.inprocess import InProcessBackend
+
+
+def __getattr__(name: str):
+    # The in-process backend imports torch and transformers (~400 MB, seconds): only when
+    # asked for, so an API with a remote backend, or that never generates, never pays it.
+    if name == "InProcessBackend":
+        from service.generation.inprocess import InProcessBackend
+
+        return InProcessBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "FinishReason",
@@ -55,6 +65,8 @@ def backend_from_settings(settings: Settings) -> InProcessBackend | RemoteBacken
             api_key=settings.generation_api_key,
             max_new_tokens_cap=settings.max_new_tokens_cap,
         )
+    from service.generation.inprocess import InProcessBackend
+
     return InProcessBackend(
         max_adapters=settings.adapter_cache_size, max_new_tokens_cap=settings.max_new_tokens_cap
     )

@@ -1,17 +1,19 @@
 """One batch of rows through `transformers.generate`: left-padded prompts, per-row sampling
 and stops (`_decoding`), mixed adapters (PEFT's `adapter_names`), and, for rows with a
-sink, the text streamed as it is generated (`streaming.RowStreamer`)."""
+sink, the text streamed as it is generated (`RowStreamer`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from transformers.generation.streamers import BaseStreamer
 
 from service.generation._decoding import RowSampler, RowStops, cut_at_stop
 from service.generation._models import Base, Candidate
 from service.generation.items import GenItem, Generation
-from service.generation.streaming import RowStreamer, TextSink
+from service.generation.streaming import TextSink, settled_text
 
 
 @dataclass(eq=False)
@@ -87,3 +89,35 @@ def generate_rows(base: Base, rows: list[Row], device: torch.device) -> list[Gen
             )
         )
     return generations
+
+
+class RowStreamer(BaseStreamer):
+    """A transformers streamer for a batch: `generate` puts the prompt ids once, then each
+    step's new token per row; a row with a sink gets its decoded text so far, until its
+    `finished_at()` count of tokens (eos, stop string or budget) is reached."""
+
+    def __init__(self, sinks: Sequence[TextSink | None], stops: Sequence[Sequence[str]],
+                 finished_at: Callable[[int], int | None], decode: Callable[[list[int]], str]) -> None:
+        self._sinks = list(sinks)
+        self._stops = list(stops)
+        self._finished_at = finished_at
+        self._decode = decode
+        self._tokens: list[list[int]] = [[] for _ in self._sinks]
+        self._prompt_seen = False
+
+    def put(self, value) -> None:
+        if not self._prompt_seen:  # the first call carries the (padded) prompts
+            self._prompt_seen = True
+            return
+        tokens = value.reshape(-1).tolist()
+        for row, sink in enumerate(self._sinks):
+            if sink is None or sink.closed:
+                continue
+            done = self._finished_at(row)
+            if done is not None and len(self._tokens[row]) >= done:
+                continue
+            self._tokens[row].append(tokens[row])
+            sink.update(settled_text(self._decode(self._tokens[row]), self._stops[row]))
+
+    def end(self) -> None:
+        """Nothing to flush: the backend finishes each sink with its final answer."""

@@ -9,7 +9,7 @@ and runs it, so concurrent battles share batches, and no two forward passes ever
 interleave). Log-likelihood scoring takes the same model lock on the caller's thread.
 
 Streaming: an item given a `TextSink` gets its text as its row of the batch is generated
-(`streaming.RowStreamer`, passed to `generate(streamer=...)`), and stops at the next token
+(`_batch.RowStreamer`, passed to `generate(streamer=...)`), and stops at the next token
 once the sink is cancelled. One batch through `generate` lives in `_batch.py`.
 """
 

@@ -8,10 +8,11 @@ concatenation is exactly `gen.text`. A backend sends only text that will not cha
 `settled_text` holds back an incomplete UTF-8 character and any tail that could begin a
 stop string, since the final answer is cut before the stop string.
 
-The in-process backend streams a whole mixed-adapter batch through `RowStreamer`, a
+The in-process backend streams a whole mixed-adapter batch through `_batch.RowStreamer`, a
 transformers streamer (`generate(streamer=...)`) that hands each row's new token to that
 row's sink; `transformers.TextIteratorStreamer` takes one row only, and the battle's two
-sides (and concurrent `/v1` callers) share batches.
+sides (and concurrent `/v1` callers) share batches. It lives with the batch code, so that
+this module (which the API imports) never imports transformers.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ import asyncio
 import logging
 import re
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
-
-from transformers.generation.streamers import BaseStreamer
+from collections.abc import AsyncIterator, Sequence
 
 from service.generation.items import Generation
 
@@ -172,35 +171,3 @@ def settled_text(text: str, stop: Sequence[str]) -> str:
                 hold = n
                 break
     return text[: len(text) - hold]
-
-
-class RowStreamer(BaseStreamer):
-    """A transformers streamer for a batch: `generate` puts the prompt ids once, then each
-    step's new token per row; a row with a sink gets its decoded text so far, until its
-    `finished_at()` count of tokens (eos, stop string or budget) is reached."""
-
-    def __init__(self, sinks: Sequence[TextSink | None], stops: Sequence[Sequence[str]],
-                 finished_at: Callable[[int], int | None], decode: Callable[[list[int]], str]) -> None:
-        self._sinks = list(sinks)
-        self._stops = list(stops)
-        self._finished_at = finished_at
-        self._decode = decode
-        self._tokens: list[list[int]] = [[] for _ in self._sinks]
-        self._prompt_seen = False
-
-    def put(self, value) -> None:
-        if not self._prompt_seen:  # the first call carries the (padded) prompts
-            self._prompt_seen = True
-            return
-        tokens = value.reshape(-1).tolist()
-        for row, sink in enumerate(self._sinks):
-            if sink is None or sink.closed:
-                continue
-            done = self._finished_at(row)
-            if done is not None and len(self._tokens[row]) >= done:
-                continue
-            self._tokens[row].append(tokens[row])
-            sink.update(settled_text(self._decode(self._tokens[row]), self._stops[row]))
-
-    def end(self) -> None:
-        """Nothing to flush: the backend finishes each sink with its final answer."""

@@ -99,22 +99,26 @@ end
 local AGREEMENT_FIELDS = {{'matched', 'pairs', 'agree', 'decisive', 'decisive_pairs', 'agree_decisive'}}
 
 -- `item`: question, turn and pair, so a question asked of several pairs is several items.
+-- The item's hash (fields `slice SEP board SEP verdict`) is read and split once, not once a slice.
 local function count_agreement(root, slices, board, item, verdict)
   local key = root .. 'item:' .. item
   local raw = redis.call('HGETALL', key)
-  for _, s in ipairs(slices) do
-    local hp, jp = s .. SEP .. 'human' .. SEP, s .. SEP .. 'judge' .. SEP
-    local j, h = {{}}, {{}}
-    for i = 1, #raw, 2 do
-      local field = raw[i]
-      if string.sub(field, 1, #hp) == hp then h[string.sub(field, #hp + 1)] = tonumber(raw[i + 1])
-      elseif string.sub(field, 1, #jp) == jp then j[string.sub(field, #jp + 1)] = tonumber(raw[i + 1]) end
+  local seen = {{}}
+  for i = 1, #raw, 2 do
+    local s, b, v = string.match(raw[i], '^(.*)\\31([^\\31]*)\\31([^\\31]*)$')  -- a slice name may hold SEP
+    if s then
+      local per = seen[s]
+      if not per then per = {{human = {{}}, judge = {{}}}}; seen[s] = per end
+      if per[b] then per[b][v] = tonumber(raw[i + 1]) end
     end
+  end
+  for _, s in ipairs(slices) do
+    local per = seen[s] or {{human = {{}}, judge = {{}}}}
+    local j, h = per.judge, per.human
     local before = {{agreement_terms(j, h)}}
-    local mine, field = j, jp .. verdict
-    if board == 'human' then mine, field = h, hp .. verdict end
+    local mine = per[board]
     mine[verdict] = (mine[verdict] or 0) + 1
-    redis.call('HINCRBY', key, field, 1)
+    redis.call('HINCRBY', key, s .. SEP .. board .. SEP .. verdict, 1)
     local after = {{agreement_terms(j, h)}}
     local summary = root .. 'summary:' .. s
     for k, name in ipairs(AGREEMENT_FIELDS) do

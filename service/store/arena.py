@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 import msgspec
+from redis import exceptions as redis_errors
 
 from service.errors import InvalidInput, NotFound, Unavailable
 from service.store.aggregates import SEP, AggregateStore
@@ -59,30 +60,51 @@ class ArenaStore(AggregateStore):
     _obs_script = None
     _battle_vote_script = None
     _aof: bool | None = None
+    _fsync_always = False
 
     # --- durability -----------------------------------------------------------------------
 
     async def votes_durable(self) -> bool:
         """Whether the server keeps an append-only file, so a vote can be confirmed on disk
-        before it is acknowledged (asked once per store)."""
+        before it is acknowledged (asked once per store, with its fsync policy)."""
         if self._aof is None:
             info = await self.redis.info("persistence")
-            self._aof = bool(int(info.get("aof_enabled", 0)))
+            aof = bool(int(info.get("aof_enabled", 0)))
+            self._fsync_always = False
+            if aof:
+                try:
+                    policy = await self.redis.config_get("appendfsync")
+                except redis_errors.ResponseError:  # CONFIG renamed or refused (a managed Redis): keep WAITAOF
+                    policy = {}
+                value = policy.get(b"appendfsync", policy.get("appendfsync", b""))
+                self._fsync_always = (value.decode() if isinstance(value, bytes) else value) == "always"
+            self._aof = aof
         return self._aof
 
     async def _run_vote_script(self, script, keys: list[str], args: list[Any]) -> Any:
-        """Run a vote script; when the server keeps an AOF, `WAITAOF 1 0` in the same round
-        trip (same connection: it waits for that connection's writes) confirms the vote is
-        fsynced before this returns. Under `appendfsync always` (the embedded server's
-        setting) that is already so and costs nothing; under `everysec` it waits for the
-        next fsync. Raises `Unavailable` when the fsync is not confirmed in time: the vote
-        may still count, but it was not acknowledged as durable."""
-        if not await self.votes_durable():
+        """Run a vote script so that its reply means the vote is on disk when the server
+        keeps an AOF. Under `appendfsync always` (the embedded server's setting) the server
+        writes and fsyncs the AOF before it sends any reply, so the script's own reply says
+        so and the script runs alone. Otherwise `WAITAOF 1 0` goes in the same round trip
+        (same connection: it waits for that connection's writes) and under `everysec` waits
+        for the next fsync. Raises `Unavailable` when the fsync is not confirmed in time:
+        the vote may still count, but it was not acknowledged as durable."""
+        if not await self.votes_durable() or self._fsync_always:
             return await script(keys=keys, args=args)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            await script(keys=keys, args=args, client=pipe)
-            pipe.execute_command("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS)
-            result, fsynced = await pipe.execute()
+        # EVALSHA straight into the pipeline: a Script object in a pipeline makes redis-py
+        # ask SCRIPT EXISTS first, one more round trip per vote. A server that lost the
+        # script (restarted, flushed) answers NOSCRIPT without running anything: load it, retry.
+        for attempt in (1, 2):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                pipe.execute_command("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS)
+                try:
+                    result, fsynced = await pipe.execute()
+                    break
+                except redis_errors.NoScriptError:
+                    if attempt == 2:
+                        raise
+                    await self.redis.script_load(script.script)
         refused = isinstance(result, list) and result and isinstance(result[0], int) and result[0] < 0
         if not refused and int(fsynced[0]) < 1:
             raise Unavailable(f"the vote was not confirmed on disk within {WAITAOF_TIMEOUT_MS} ms; it may have counted, "

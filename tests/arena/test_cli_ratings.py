@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -163,3 +164,21 @@ def test_help_lists_the_fit() -> None:
     result = CliRunner().invoke(cli, ["ratings", "--help"])
     assert result.exit_code == 0
     assert "BATTLES [OPTIONS] | COMMAND" in result.output and "fit" in result.output
+
+
+def test_no_elo_gives_the_same_ratings_without_the_elo_column(battles_file: Path) -> None:
+    with_elo = json.loads(run(str(battles_file), "--bootstrap", "50", "--json").stdout)
+    without = json.loads(run(str(battles_file), "--bootstrap", "50", "--json", "--no-elo").stdout)
+    assert [r["elo"] for r in without] == [None] * len(without) and all(r["elo"] is not None for r in with_elo)
+    assert [(r["model"], r["rating"], r["ci_low"]) for r in without] == [(r["model"], r["rating"], r["ci_low"]) for r in with_elo]
+
+
+def test_the_command_imports_no_heavy_library(battles_file: Path) -> None:
+    """The whole command's time is the user's wait: torch, transformers, litestar and
+    scipy.stats (0.6 s of import alone) stay out of it."""
+    code = ("import sys\nfrom service.cli import main\nsys.argv = ['arena', 'ratings', sys.argv[1], '--bootstrap', '20', '--json']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print([m for m in ('torch', 'transformers', 'litestar', 'scipy.stats') if m in sys.modules], file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code, str(battles_file)], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout)[0]["model"] == "large"
+    assert done.stderr.strip().splitlines()[-1] == "[]"

@@ -64,3 +64,29 @@ def test_malformed_files_go_to_the_validating_reader(tmp_path):
     assert tally_file(path) is None
     path.write_text("[" * 100_000)
     assert tally_file(path) is None
+
+
+def test_without_elo_the_counts_are_the_same_and_nothing_is_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(tally_module, "CHUNK_LINES", 500)
+    records = battles(shuffle_time=True)  # out of time order: with Elo, every battle's columns would be kept
+    path = tmp_path / "b.jsonl"
+    write_battles(path, records)
+    kept = []
+    monkeypatch.setattr(tally_module._Folder, "finish", lambda self, real=tally_module._Folder.finish: kept.append(self.kept) or real(self))
+    got = tally_file(path, elo=False)
+    assert got.counts == PairCounts.from_battles(records) and got.elo is None
+    assert kept == [[]]  # read once, nothing per battle kept
+
+
+def test_one_pass_numbers_models_as_first_seen(tmp_path):
+    records = battles(50)
+    path = tmp_path / "b.jsonl"
+    write_battles(path, records)
+    assert tally_file(path).counts.models == PairCounts.from_battles(records).models
+
+
+def test_a_dump_time_without_tstamp_goes_to_the_validating_reader(tmp_path):
+    path = tmp_path / "b.jsonl"
+    write_battles(path, battles(10))
+    path.write_text(path.read_text() + '{"model_a": "m1", "model_b": "m2", "winner": "tie", "timestamp": ""}\n')
+    assert tally_file(path) is None  # only the validating reader converts (or rejects) `timestamp`

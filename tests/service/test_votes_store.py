@@ -142,3 +142,28 @@ def test_revoke_invites(store):
     store.create_invite("h3", "bob")
     assert store.revoke_invites("ann") == 2 and store.revoke_invites("ann") == 0
     assert store.reviewer_for_token("h1") is None and store.reviewer_for_token("h3") == "bob"
+
+
+@pytest.mark.parametrize("fsync", ["always", "everysec"])
+def test_a_vote_counts_once_after_the_server_forgot_the_script(settings, fsync):
+    """Under `always` the script's reply means fsynced; under `everysec` the vote goes as
+    EVALSHA + WAITAOF in one round trip (no SCRIPT EXISTS first). Either way a server that
+    lost its scripts (restart, SCRIPT FLUSH) answers NOSCRIPT and the vote is counted once."""
+    from service.store import Store
+
+    async def main():
+        store = Store.from_url(settings.redis_url, settings.key_prefix)
+        await store.redis.config_set("appendfsync", fsync)
+        try:
+            assert await store.votes_durable() and store._fsync_always == (fsync == "always")
+            for i in range(2):
+                await store.put_battle(f"f{fsync}{i}", {}, ttl_s=60)
+            await store.record_vote(f"f{fsync}0", vote(), reviewer="r1")
+            await store.redis.script_flush()
+            await store.record_vote(f"f{fsync}1", vote(winner="model_b"), reviewer="r1")
+            return await store.pair_counts("human"), await store.vote_count()
+        finally:
+            await store.redis.config_set("appendfsync", "always")
+            await store.redis.aclose()
+
+    assert asyncio.run(main()) == ({("m1", "m2"): [1, 1, 0, 0]}, 2)
