@@ -17,7 +17,10 @@ Simulation (one run per seed, policy and board size):
 Prints one JSON line: per board size, the median votes each policy needed for each
 milestone over the seeds (runs that did not get there within `--budget` count as the
 budget), and `votes_saved_ratio` = uniform / ours per milestone (goal ≥ 1.5 with 8 and 30
-candidates). Run: `OMP_NUM_THREADS=1 python bench/matchmaking.py [--seeds 5]`.
+candidates). Run: `OMP_NUM_THREADS=1 python bench/matchmaking.py [--seeds 5]`; `--top-share`
+sets our rule's share for the race for first place, `--policies ours` (or `uniform`) runs
+one side only (uniform's runs do not depend on our rule: same seed, same runs). The README's
+30-model figures use `--sizes 30 --gaps 60 --budget 80000 --check-every 250`.
 """
 
 from __future__ import annotations
