@@ -79,9 +79,13 @@ async def queue_if_stale(store, queue, settings) -> str | None:
 
     if not await needs_refresh(store, settings.calibration_min_votes):
         return None
-    if any(j.status not in TERMINAL for j in await store.list_jobs(limit=5, kind=KIND)):
+    recent = await store.list_jobs(limit=5, kind=KIND)
+    if any(j.status not in TERMINAL for j in recent):
         return None
-    job = await enqueue(store, queue, settings, KIND, {"bootstrap": settings.board_bootstrap})
+    counted = dict((await store.aggregate_summary()).votes)
+    if recent and recent[0].status == "failed" and recent[0].params.get("votes") == counted:
+        return None  # it failed on these very votes: wait for new ones rather than fail again every interval
+    job = await enqueue(store, queue, settings, KIND, {"bootstrap": settings.board_bootstrap, "votes": counted})
     return job.id
 
 
