@@ -1,20 +1,31 @@
 """Matchmaking: which two models meet in the next battle.
 
-The rule, in one paragraph (the README repeats it): every model has a rating `r` and an
+The rule, in two parts (the README repeats it). Every model has a rating `r` and an
 uncertainty `σ` (Elo points; `σ` from its 95% CI, at least `prior_sigma / √(1 + votes)`,
-and `prior_sigma` with no votes). For a pair, one battle's outcome is worth
+and `prior_sigma` with no votes).
+
+**The order of the board.** For a pair, one battle's outcome is worth
 `I = p(1 − p)·(ln 10 / 400)²` in Fisher information about the rating difference, where
 `p` is the predicted win probability; the variance of the difference `V = σ_a² + σ_b²`
 would shrink by `V²·I / (1 + V·I)`. That expected reduction, times how open the pair's
-order still is, `erfc(|r_a − r_b| / (2·√(2V)))` (1 for models whose intervals coincide,
-about 0.17 when their 95% intervals just separate, near 0 for models two places apart on a
-settled board), is the pair's weight: it is largest for neighbours on the board whose
-ratings are still uncertain, and for new candidates (large σ). Without the second factor a
-pair two places apart (p = 0.64 at 100 points) weighs almost as much as a neighbouring
-pair, and uniform pairing put an 8-model board in order sooner (bench/matchmaking.py).
-The pair is drawn with probability `(1 − exploration)·weight / Σ weights + exploration /
-#pairs`, so every pair keeps some chance; a model never meets itself; which side is "A"
-is a coin flip.
+order still is, `erfc(|r_a − r_b| / √(2V))` (twice the chance that the two are in the
+wrong order: 1 for models whose ratings coincide, 0.1 once they are 1.64 standard errors
+apart — the board's 95% — and near 0 for models two places apart on a settled board), is
+the pair's weight: largest for neighbours on the board whose order is still open, and for
+new candidates (large σ).
+
+**The race for first place.** While the leader (highest rating) and the challenger (the
+highest upper bound `r + 1.96σ` among the others) are less than `top_margin·(σ_l + σ_c)`
+apart, a `top_share` of the draw goes to their games: the leader–challenger pair with
+weight `LEADER_PAIR_WEIGHT`, every other pair holding one of them with weight 1. The top
+model's interval separates from the second's when both are narrow, and an interval
+(ratings are centred on the board's mean) narrows fastest from games against the whole
+board, near and far, not only against neighbours (bench/matchmaking.py: giving the race
+to the neighbours instead separated the top no sooner than uniform pairing).
+
+The pair is drawn with probability `(1 − exploration)·((1 − share)·order weight / Σ +
+share·race weight / Σ) + exploration / #pairs`, so every pair keeps some chance; a model
+never meets itself; which side is "A" is a coin flip.
 
 Pure: no I/O. Pass a seeded `random.Random` for reproducible draws.
 """
@@ -30,6 +41,12 @@ from dataclasses import dataclass
 PRIOR_SIGMA = 200.0
 #: Share of the draw spread uniformly over all pairs.
 EXPLORATION = 0.1
+#: Share of the draw given to the race for first place while it is open.
+TOP_SHARE = 0.5
+#: The race is open while leader and challenger are less than this many `σ_l + σ_c` apart.
+TOP_MARGIN = 2.0
+#: Weight of the leader–challenger pair in the race (every other pair of theirs: 1).
+LEADER_PAIR_WEIGHT = 4.0
 
 _LOGIT_PER_POINT = math.log(10) / 400.0
 _Z95 = 1.959964
@@ -50,7 +67,8 @@ class ModelState:
 @dataclass(frozen=True)
 class PairWeight:
     """One unordered pair, its predicted win probability for `first` and its weight
-    (expected reduction of the variance of their rating difference, in Elo points²)."""
+    (expected reduction of the variance of their rating difference, in Elo points², times
+    how open their order is)."""
 
     first: str
     second: str
@@ -77,13 +95,17 @@ def sigma(model: ModelState, prior_sigma: float = PRIOR_SIGMA) -> float:
     return max(from_ci, floor)
 
 
-def pair_weights(models: Sequence[ModelState], prior_sigma: float = PRIOR_SIGMA) -> list[PairWeight]:
-    """Every unordered pair of distinct models with its weight (see the module docstring).
-    Duplicate names are merged (the first entry wins)."""
+def _unique(models: Sequence[ModelState]) -> list[ModelState]:
     unique: dict[str, ModelState] = {}
     for model in models:
         unique.setdefault(model.name, model)
-    states = list(unique.values())
+    return list(unique.values())
+
+
+def pair_weights(models: Sequence[ModelState], prior_sigma: float = PRIOR_SIGMA) -> list[PairWeight]:
+    """Every unordered pair of distinct models with its order weight (see the module
+    docstring). Duplicate names are merged (the first entry wins)."""
+    states = _unique(models)
     rated = [m.rating for m in states if m.rating is not None]
     centre = sum(rated) / len(rated) if rated else 1000.0
     out = []
@@ -95,9 +117,31 @@ def pair_weights(models: Sequence[ModelState], prior_sigma: float = PRIOR_SIGMA)
             info = p * (1 - p) * _LOGIT_PER_POINT**2
             variance = sigma(x, prior_sigma) ** 2 + sigma(y, prior_sigma) ** 2
             reduction = variance**2 * info / (1 + variance * info)
-            undecided = math.erfc(abs(rx - ry) / (2 * math.sqrt(2 * variance)))  # is their order still open?
+            undecided = math.erfc(abs(rx - ry) / math.sqrt(2 * variance))  # is their order still open?
             out.append(PairWeight(x.name, y.name, p, reduction * undecided))
     return out
+
+
+def top_race(models: Sequence[ModelState], prior_sigma: float = PRIOR_SIGMA, *,
+             margin: float = TOP_MARGIN) -> tuple[str, str] | None:
+    """(leader, challenger) while the race for first place is open (see the module
+    docstring), else None; None too with fewer than two rated models. The challenger may be
+    a model with no votes yet (rated at the board's mean, `prior_sigma`): it could be first."""
+    states = _unique(models)
+    rated = [m for m in states if m.rating is not None and m.votes > 0]
+    if len(rated) < 2:
+        return None
+    centre = sum(m.rating for m in rated) / len(rated)  # type: ignore[misc]
+
+    def rating(m: ModelState) -> float:
+        return centre if m.rating is None or m.votes <= 0 else m.rating
+
+    leader = max(rated, key=rating)
+    # A new candidate (at the board's mean, σ = prior) may well be the challenger: it could be best.
+    challenger = max((m for m in states if m is not leader), key=lambda m: rating(m) + _Z95 * sigma(m, prior_sigma))
+    if rating(leader) - rating(challenger) >= margin * (sigma(leader, prior_sigma) + sigma(challenger, prior_sigma)):
+        return None
+    return leader.name, challenger.name
 
 
 def choose_pair(
@@ -105,20 +149,31 @@ def choose_pair(
     rng: random.Random,
     *,
     exploration: float = EXPLORATION,
+    top_share: float = TOP_SHARE,
     prior_sigma: float = PRIOR_SIGMA,
 ) -> Matchup:
     """Draw the next battle's two models (sides randomised). Raises `ValueError` when
     fewer than two distinct models are given."""
-    if not 0 <= exploration <= 1:
-        raise ValueError(f"exploration must be in [0, 1], got {exploration}")
+    if not 0 <= exploration <= 1 or not 0 <= top_share <= 1:
+        raise ValueError(f"exploration and top_share must be in [0, 1], got {exploration}, {top_share}")
     pairs = pair_weights(models, prior_sigma)
     if not pairs:
         raise ValueError("matchmaking needs at least two different models")
-    total = sum(p.weight for p in pairs)
     n = len(pairs)
-    probabilities = [
-        (1 - exploration) * (p.weight / total if total > 0 else 1 / n) + exploration / n for p in pairs
-    ]
+    total = sum(p.weight for p in pairs)
+    order = [p.weight / total if total > 0 else 1 / n for p in pairs]
+    race = top_race(models, prior_sigma) if top_share > 0 else None
+    share = top_share if race else 0.0
+    if race:
+        top = set(race)
+        weights = [LEADER_PAIR_WEIGHT if {p.first, p.second} == top else 1.0 if top & {p.first, p.second} else 0.0
+                   for p in pairs]
+        race_total = sum(weights)
+        race_part = [w / race_total for w in weights]
+    else:
+        race_part = [0.0] * n
+    probabilities = [(1 - exploration) * ((1 - share) * o + share * r) + exploration / n
+                     for o, r in zip(order, race_part)]
     pick = rng.choices(range(n), weights=probabilities, k=1)[0]
     pair = pairs[pick]
     a, b = (pair.first, pair.second) if rng.random() < 0.5 else (pair.second, pair.first)

@@ -17,7 +17,10 @@ Simulation (one run per seed, policy and board size):
 Prints one JSON line: per board size, the median votes each policy needed for each
 milestone over the seeds (runs that did not get there within `--budget` count as the
 budget), and `votes_saved_ratio` = uniform / ours per milestone (goal ≥ 1.5 with 8 and 30
-candidates). Run: `OMP_NUM_THREADS=1 python bench/matchmaking.py [--seeds 5]`.
+candidates). Run: `OMP_NUM_THREADS=1 python bench/matchmaking.py [--seeds 5]`; `--top-share`
+sets our rule's share for the race for first place, `--policies ours` (or `uniform`) runs
+one side only (uniform's runs do not depend on our rule: same seed, same runs). The README's
+30-model figures use `--sizes 30 --gaps 60 --budget 80000 --check-every 250`.
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ def run(policy: str, n_models: int, gap: float, seed: int, args) -> dict[str, in
     pairs = [(a, b) for i, a in enumerate(truth) for b in truth[i + 1:]]
     for vote in range(1, args.budget + 1):
         if policy == "ours":
-            matchup = choose_pair(states, rng)
+            matchup = choose_pair(states, rng, top_share=args.top_share)
             a, b = matchup.model_a, matchup.model_b
         else:
             a, b = rng.choice(pairs)
@@ -111,19 +114,26 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--check-every", type=int, default=100)
     parser.add_argument("--budget", type=int, default=30000)
+    parser.add_argument("--top-share", type=float, default=None,
+                        help="our rule's share of the draw for the race for first place (default: the service's)")
+    parser.add_argument("--policies", default="ours,uniform", help="which policies to run (a comma-separated subset)")
     args = parser.parse_args()
-    result: dict[str, object] = {"bench": "matchmaking", "ties": args.ties, "noise": args.noise, "seeds": args.seeds,
+    from arena.matchmaking import TOP_SHARE
+
+    args.top_share = TOP_SHARE if args.top_share is None else args.top_share
+    policies = [p for p in ("ours", "uniform") if p in args.policies.split(",")]
+    result: dict[str, object] = {"bench": "matchmaking", "top_share": args.top_share, "ties": args.ties, "noise": args.noise, "seeds": args.seeds,
                                  "bootstrap_rounds": args.rounds, "check_every": args.check_every, "budget": args.budget}
     for size, gap in zip((int(s) for s in args.sizes.split(",")), (float(g) for g in args.gaps.split(","))):
-        votes = {p: [run(p, size, gap, seed, args) for seed in range(args.seeds)] for p in ("ours", "uniform")}
+        votes = {p: [run(p, size, gap, seed, args) for seed in range(args.seeds)] for p in policies}
         entry: dict[str, object] = {"gap_elo": gap}
         for milestone in ("top", "order"):
-            ours = float(np.median([v[milestone] for v in votes["ours"]]))
-            uniform = float(np.median([v[milestone] for v in votes["uniform"]]))
-            entry[milestone] = {"ours": ours, "uniform": uniform, "votes_saved_ratio": round(uniform / ours, 2),
-                                "ours_runs": [v[milestone] for v in votes["ours"]],
-                                "uniform_runs": [v[milestone] for v in votes["uniform"]]}
-        entry["goal_1_5x"] = all(entry[m]["votes_saved_ratio"] >= 1.5 for m in ("top", "order"))  # type: ignore[index]
+            medians = {p: float(np.median([v[milestone] for v in runs])) for p, runs in votes.items()}
+            entry[milestone] = {**medians, **{f"{p}_runs": [v[milestone] for v in runs] for p, runs in votes.items()}}
+            if len(medians) == 2:
+                entry[milestone]["votes_saved_ratio"] = round(medians["uniform"] / medians["ours"], 2)
+        if len(votes) == 2:
+            entry["goal_1_5x"] = all(entry[m]["votes_saved_ratio"] >= 1.5 for m in ("top", "order"))  # type: ignore[index]
         result[f"models_{size}"] = entry
     print(json.dumps(result))
 

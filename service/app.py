@@ -111,6 +111,12 @@ def create_app(settings: Settings, redis_url: str, *, worker: bool = False) -> L
         # The boards are refitted here, in the background, never in a vote's request.
         boards = board_cache(store, bootstrap=settings.board_bootstrap)
         refresher = asyncio.create_task(boards.run(store, settings.board_refresh_s)) if settings.board_refresh_s > 0 else None
+        # The judges' calibration reads the log: a job computes it, never a request.
+        calibration = None
+        if settings.calibration_refresh_s > 0:
+            from service import judge_calibration
+
+            calibration = asyncio.create_task(judge_calibration.run(store, queue, settings))
         task = None
         if worker:
             w = jobs.build_worker(redis_url, settings)
@@ -120,7 +126,7 @@ def create_app(settings: Settings, redis_url: str, *, worker: bool = False) -> L
         try:
             yield
         finally:
-            for running in (task, sync, refresher):
+            for running in (task, sync, refresher, calibration):
                 if running:
                     running.cancel()
                     with contextlib.suppress(BaseException):

@@ -57,6 +57,8 @@ class Settings(msgspec.Struct, kw_only=True):
     # board whose votes changed (the CLI's behaviour).
     board_refresh_s: float = 3.0
     board_bootstrap: int = 500  # bootstrap rounds of a board's 95% CI
+    calibration_refresh_s: float = 30.0  # how often the API checks whether the judges' calibration is due (0: never)
+    calibration_min_votes: int = 50  # votes counted since the last calibration that make it due
     locale: str = "en"  # the pages' language when the browser asks for none we have: en or zh_CN
 
     @property

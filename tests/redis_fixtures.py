@@ -49,6 +49,7 @@ def settings(redis_url: str, tmp_path: Path) -> Iterator[Settings]:
     s = Settings(
         data_dir=tmp_path / "data", redis_url=redis_url, key_prefix=prefix, admin_token="test-admin-token",
         job_heartbeat_s=2, job_sweep_s=1, job_retries=2, board_refresh_s=0.2,
+        calibration_refresh_s=0,  # on only where a test asks: its jobs would join other tests' workers
     )
     s.data_dir.mkdir(parents=True)
     yield s

@@ -4,7 +4,7 @@ from service.routes import datasets, health, jobs, pages, reports, runs
 from service.routes import compare, openai
 from service.routes import evals, login
 from service.routes import arena, arena_pages, battles, judging, leaderboard, reviewers
-from service.routes import corrections
+from service.routes import calibration, corrections
 
 ROUTE_HANDLERS = [
     health.health,
@@ -47,6 +47,7 @@ ROUTE_HANDLERS = [
     battles.vote,
     leaderboard.get_category_boards,
     leaderboard.get_leaderboard, leaderboard.leaderboard_status,
+    calibration.get_judge_calibration,
     reviewers.create_invite, reviewers.list_reviewers, reviewers.suspicious_reviewers, reviewers.exclude_reviewer, reviewers.include_reviewer,
     reviewers.revoke_invites,
     arena.arena_state, arena.active_models, arena.set_active, arena.add_prompts, judging.start_judge, judging.list_judge_jobs,

@@ -16,7 +16,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Redirect, Template
 
-from service import battles, leaderboards, reviewers
+from service import battles, judge_calibration, leaderboards, reviewers
 from service.csrf import check_form, form_token
 from service.i18n import for_request
 from service.errors import ArenaError, NotFound
@@ -119,8 +119,10 @@ async def leaderboard_page(request: Request, store: Store, category: str | None 
         boards.append({"view": view, "title": title, "ci_chart": ci_chart(view.rows), "heatmap": win_rate_heatmap(view.models, view.win_rates)})
     summary = await leaderboards.arena_summary(store, category=category, source=source)
     judge_runs = [j for j in await store.list_jobs(limit=10, kind="judge") if j.result]
+    calibration = await judge_calibration.calibration_view(store)  # as stored: a job computes it
     query = urlencode({k: v for k, v in (("category", category), ("source", source)) if v})
     return _page(request, "leaderboard.html", {"boards": boards, "summary": summary, "category": category, "source": source,
                                                "query": f"?{query}" if query else "", "by_category": by_category,
                                                "by": by or "", "groups": GROUPS, "error": error,
-                                               "judge_runs": judge_runs, "votes": await store.vote_count()}, status)
+                                               "judge_runs": judge_runs, "votes": await store.vote_count(),
+                                               "calibration": calibration}, status)

@@ -6,7 +6,7 @@
   bearer header or, for the pages, the signed read session `/login` sets. They name
   candidates beside their outputs, which a reviewer must not see before voting.
   `ARENA_PUBLIC_READS=1` opens them to everyone (a single-user local install).
-- **public**: the arena page, the leaderboard, `/api/leaderboard*`, `/api/arena`,
+- **public**: the arena page, the leaderboard, `/api/leaderboard*`, `/api/judges/calibration`, `/api/arena`,
   battles (a reviewer's own), `/health` and `/schema` need nothing.
 - Generation endpoints (`/v1/*`, `/api/compare`) need an API key (`API_KEY`): the admin
   token or one of `ARENA_API_KEYS`, as vLLM's `--api-key` does. They answer with a named

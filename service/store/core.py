@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from service.store.arena import ArenaStore
 from service.store.battle_answers import BattleAnswerStore
+from service.store.calibration import CalibrationStore
 from service.store.corrections import CorrectionStore
 from service.store.datasets import DatasetStore
 from service.store.evals import EvalStore
@@ -19,7 +20,7 @@ from service.store.keys import Keys
 from service.store.models import ModelStore
 
 
-class Store(DatasetStore, JobStore, ModelStore, ArenaStore, BattleAnswerStore, EvalStore, CorrectionStore):
+class Store(DatasetStore, JobStore, ModelStore, ArenaStore, BattleAnswerStore, EvalStore, CorrectionStore, CalibrationStore):
     """Async access to everything the service keeps in Redis."""
 
     def __init__(self, redis: aioredis.Redis, prefix: str = "arena") -> None:

@@ -92,6 +92,10 @@ class Keys:
         return f"{self.p}:agg:current"  # the generation the votes are counted into
 
     @property
+    def judge_calibration(self) -> str:
+        return f"{self.p}:judge-calibration"  # JSON: the last per-judge calibration, its time and vote counts
+
+    @property
     def aggregates_next(self) -> str:
         return f"{self.p}:agg:next"  # counter: the next rebuild's generation
 

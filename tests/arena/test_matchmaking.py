@@ -1,11 +1,12 @@
-"""Matchmaking: close, uncertain pairs and new candidates are favoured; never a self-match."""
+"""Matchmaking: close, uncertain pairs and new candidates are favoured; the race for first
+place gets its share while it is open; never a self-match."""
 
 import random
 from collections import Counter
 
 import pytest
 
-from arena.matchmaking import ModelState, choose_pair, pair_weights, sigma
+from arena.matchmaking import ModelState, choose_pair, pair_weights, sigma, top_race
 
 
 def draws(models, n=3000, seed=0, **kw):
@@ -49,3 +50,32 @@ def test_seeded_draws_repeat_and_errors():
     assert draws(models, 50, seed=7) == draws(models, 50, seed=7)
     with pytest.raises(ValueError, match="at least two"):
         choose_pair([ModelState("a"), ModelState("a")], random.Random(0))
+
+
+def test_the_race_for_first_place_takes_its_share_while_open_and_stops_once_settled():
+    # The top two overlap a little; lower down, two new-ish models are still wide open.
+    board = [ModelState(f"m{i}", 1000 - 60 * i, 990 - 60 * i, 1010 - 60 * i, votes=3000) for i in (2, 3, 6, 7)]
+    board += [ModelState("m4", 770, 650, 890, votes=200), ModelState("m5", 760, 640, 880, votes=200)]
+    open_top = [ModelState("first", 1100, 1070, 1130, votes=2000), ModelState("second", 1080, 1050, 1110, votes=2000), *board]
+    assert top_race(open_top) == ("first", "second")
+
+    def share(models, **kw):
+        picks = draws(models, **kw)
+        with_top = sum(bool({"first", "second"} & {m.model_a, m.model_b}) for m in picks) / len(picks)
+        far = sum({m.model_a, m.model_b} == {"first", "m7"} for m in picks) / len(picks)
+        return with_top, far
+
+    racing, far = share(open_top)
+    without, far_without = share(open_top, top_share=0.0)
+    assert racing > 0.45 and racing > without + 0.3  # (1 − exploration)·top_share at least
+    # The race plays the top two against the whole board, far models too, not only neighbours.
+    assert far > 2 * far_without and far > 0.02
+    settled = [ModelState("first", 1300, 1290, 1310, votes=5000), ModelState("second", 1080, 1070, 1090, votes=5000), *board]
+    assert top_race(settled) is None
+    assert draws(settled, 200, seed=3) == draws(settled, 200, seed=3, top_share=0.0)
+
+
+def test_a_new_candidate_can_be_the_challenger():
+    settled = [ModelState(f"m{i}", 1000 + 60 * i, 990 + 60 * i, 1010 + 60 * i, votes=3000) for i in range(5)]
+    assert top_race([*settled, ModelState("new")]) == ("m4", "new")
+    assert top_race(settled) is None

@@ -18,7 +18,7 @@ READS = ["/api/datasets", "/api/datasets/x", "/api/datasets/x/records", "/api/jo
          "/api/candidates/x", "/api/bases", "/api/evals", "/api/evals/eval_0000000000000000",
          "/api/candidates/x/evals", "/api/reports", "/api/reports/rep_x", "/api/judge"]
 PAGES = ["/runs", "/runs/run_x", "/evals/eval_0000000000000000", "/reports/rep_x", "/corrections"]
-PUBLIC = ["/health", "/schema", "/api/leaderboard", "/api/leaderboard/status", "/api/arena", "/arena", "/leaderboard"]
+PUBLIC = ["/health", "/schema", "/api/leaderboard", "/api/leaderboard/status", "/api/judges/calibration", "/api/arena", "/arena", "/leaderboard"]
 
 
 @pytest.fixture
