@@ -6,8 +6,8 @@ few hundred frequent function words on top, so common bigrams recur across recor
 "of the" does in real data) while no two records share a template: LSH meets the
 background collisions it meets on real data. Lengths follow Alpaca's: instructions of 4–30
 words, an `input` on 40% of records (10–120 words), outputs lognormal around 60 words
-(capped at 600). 5% of records are Chinese (characters drawn from a Zipf over ~3,000 Han
-characters).
+(capped at 600). 5% of records are Chinese (words drawn by their frequency in jieba's bundled
+dictionary).
 
 Planted: `exact` copies (case and punctuation changed, which the checks normalise away)
 and `near` copies whose answer has a few words substituted, inserted or deleted (the
@@ -39,6 +39,20 @@ def _vocabulary(rng: np.random.Generator, size: int = 20_000) -> list[str]:
     return _FUNCTION + pseudo
 
 
+def _chinese_words(limit: int = 60_000) -> tuple[np.ndarray, np.ndarray]:
+    """The `limit` most frequent words of jieba's bundled dictionary and their counts."""
+    import jieba
+
+    rows = []
+    with open(Path(jieba.__file__).parent / "dict.txt", encoding="utf-8") as f:
+        for line in f:
+            word, freq, *_ = line.split()
+            rows.append((int(freq), word))
+    rows.sort(reverse=True)
+    rows = rows[:limit]
+    return np.array([w for _, w in rows], dtype=object), np.array([c for c, _ in rows], dtype=float)
+
+
 class _Text:
     def __init__(self, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
@@ -46,9 +60,8 @@ class _Text:
         ranks = np.arange(1, len(self.vocab) + 1)
         p = 1.0 / ranks**1.07
         self.p = p / p.sum()
-        han = np.array([chr(c) for c in range(0x4E00, 0x4E00 + 3000)])
-        ph = 1.0 / np.arange(1, len(han) + 1) ** 0.9
-        self.han, self.ph = han, ph / ph.sum()
+        han, freq = _chinese_words()
+        self.han, self.ph = han, freq / freq.sum()
 
     def _draw(self, pool: str, n: int) -> np.ndarray:
         """`n` tokens from a pre-drawn Zipf stream (one `choice` per 1M tokens, not per text)."""
@@ -70,10 +83,11 @@ class _Text:
         return " ".join(tokens).rstrip(".") + "."
 
     def han_text(self, n: int) -> str:
-        chars = list(self._draw("_han", n))
-        for k in np.flatnonzero(self.rng.random(n) < 0.05):
-            chars[k] += "。"
-        return "".join(chars).rstrip("。") + "。"
+        """About `n` characters of Chinese: words drawn by their frequency in jieba's dictionary."""
+        chars = list(self._draw("_han", max(1, n // 2)))
+        for k in np.flatnonzero(self.rng.random(len(chars)) < 0.1):
+            chars[k] += "，" if self.rng.random() < 0.6 else "。"
+        return "".join(chars).rstrip("。，") + "。"
 
     def record(self) -> dict:
         rng = self.rng
@@ -93,7 +107,7 @@ class _Text:
         tokens = list(out) if cjk else out.split()
         for _ in range(max(1, len(tokens) // (60 if cjk else 25))):
             k = int(rng.integers(0, len(tokens)))
-            new = self.han_text(1)[0] if cjk else str(rng.choice(self.vocab[len(_FUNCTION):], p=None))
+            new = self.han_text(2)[0] if cjk else str(rng.choice(self.vocab[len(_FUNCTION):], p=None))
             op = rng.integers(0, 3)
             if op == 0:
                 tokens[k] = new
