@@ -202,7 +202,7 @@ def spool_records(path: Path, out: Path, fmt: str | None = None, *, encoding: st
                 except UnicodeDecodeError as exc:
                     hint = "" if encoding else "; give its encoding with --encoding (e.g. gb18030)"
                     raise InvalidInput(f"{filename}: not {encoding or 'UTF-8'}: byte 0x{raw[exc.start]:02x} at line {n}{hint}") from None
-                line = line.lstrip("\ufeff") if n == 1 else line
+                line = (line.lstrip("\ufeff") if n == 1 else line).rstrip("\r\n")  # as parse_dataset's lines
                 if not line.strip():
                     continue
                 try:

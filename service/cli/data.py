@@ -165,6 +165,8 @@ def data_check(ref: str, expected_refusal_rate: float | None, fmt: str | None, e
         if path.is_file():
             total, _ = datasets.spool_records(path, Path(tmp) / "records.jsonl", fmt, encoding=encoding)
             source, held, label = datasets.RecordFile(Path(tmp) / "records.jsonl"), [], str(path)
+        elif path.suffix.lower() in (".jsonl", ".json", ".parquet") or "/" in ref or path.exists():
+            raise InvalidInput(f"{ref}: no such file" if not path.exists() else f"{ref}: not a file")
         elif fmt is not None or encoding is not None:
             raise InvalidInput(f"{ref}: no such file (--format and --encoding apply to a FILE, not a stored dataset)")
         else:
