@@ -24,6 +24,9 @@
   sources of their records.
 
 Every threshold lives in `CheckConfig`; defaults are tuned to stay silent on clean data.
+`check_source` runs the same checks over records read in blocks (a file larger than
+memory): one pass (`_checks_scan`) keeps hashes, MinHash LSH band keys (`_minhash`) and
+labels per record, and records are read again only to confirm a candidate pair.
 The checks live beside this module: `_checks_pairs` (duplicates, conflicts, overlap),
 `_checks_records` (refusals, format, length, garbling, facts), over `_checks_context`'s
 per-record features; refusal detection is `evaluators.refusals`.
