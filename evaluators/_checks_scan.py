@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -197,6 +198,7 @@ def _scan_range(bounds: tuple[int, int]) -> Scan:
 
 
 _HASHERS: dict[bytes, Hashers] = {}
+_FORK_LOCK = threading.Lock()
 
 
 def _hashers(config: CheckConfig) -> Hashers:
@@ -218,14 +220,18 @@ def scan_all(read: Callable[[int, int], tuple[list[Conversation], list[int] | No
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     workers = min(workers, len(bounds))
-    _JOB = (read, config, overlap)
-    try:
-        if workers <= 1:
-            yield from map(_scan_range, bounds)
-            return
-        import multiprocessing
+    if workers <= 1:  # in this process: no shared state, safe from any thread
+        hashers = _hashers(config)
+        for start, stop in bounds:
+            records, lines = read(start, stop)
+            yield scan_block(records, start, lines, config, hashers, overlap=overlap)
+        return
+    import multiprocessing
 
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            yield from pool.map(_scan_range, bounds)
-    finally:
-        _JOB = None
+    with _FORK_LOCK:  # the job is handed to forked workers through a module global
+        _JOB = (read, config, overlap)
+        try:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+                yield from pool.map(_scan_range, bounds)
+        finally:
+            _JOB = None
