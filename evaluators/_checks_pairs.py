@@ -144,7 +144,10 @@ def _conflicting_answers(ctx: _Context) -> Check:
     for members in _equal_groups(ctx.unit_prompt_hash, ctx.unit_answered):  # the same prompt, word for word
         for u in members[1:]:
             groups.union(members[0], u)
-    pairs = candidate_pairs(ctx.unit_bands, answered, skip_same=ctx.unit_prompt_hash)
+    # One unit per distinct prompt proposes pairs for all its copies: 10k records asking one
+    # templated question would otherwise make one LSH bucket of 50M pairs.
+    distinct = answered[_first_of_each(ctx.unit_prompt_hash[answered])]
+    pairs = candidate_pairs(ctx.unit_bands, distinct)
     ctx.prefetch(owner[pairs.ravel()])
     for u, v, _ in _confirmed(ctx, pairs, lambda u: ctx.unit_feature(u).prompt_tokens, config.conflict_prompt_threshold):
         if _same_question(ctx.unit_feature(u), ctx.unit_feature(v), config.conflict_question_similarity):
