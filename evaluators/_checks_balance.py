@@ -14,15 +14,13 @@ from evaluators._checks_context import Check, Finding, _Context
 
 
 def _balance(ctx: _Context) -> Check:
-    from evaluators.lang import language
-
     config = ctx.config
     fields: dict[str, list[str | None]] = {}
-    names = sorted({name for r in ctx.records for name, _ in r.meta})
+    names = sorted({name for meta in ctx.meta for name, _ in meta})
     for name in names:
-        fields[name] = [r.metadata.get(name) for r in ctx.records]
-    fields["language"] = [language(f.question or f.answer) for f in ctx.features]
-    n = len(ctx.records)
+        fields[name] = [dict(meta).get(name) for meta in ctx.meta]
+    fields["language"] = ctx.language
+    n = ctx.n
     stats: dict[str, Any] = {}
     findings = []
     for name, values in fields.items():
@@ -53,7 +51,7 @@ def with_sources(ctx: _Context, findings: list[Finding], checks: tuple[str, ...]
     and the sources named in their message, when the records carry a source."""
     out = []
     for f in findings:
-        sources = sorted({s for i in f.record_indices if (s := ctx.records[i].metadata.get("source")) is not None})
+        sources = sorted({s for i in f.record_indices if (s := dict(ctx.meta[i]).get("source")) is not None})
         if f.check in checks and sources:
             f = msgspec.structs.replace(f, message=f"{f.message} (source{'s' if len(sources) > 1 else ''}: {', '.join(sources)})",
                                         details={**f.details, "sources": sources})

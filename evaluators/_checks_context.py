@@ -1,17 +1,16 @@
-"""What every dataset check reads: a record's text features, computed once, and the
-context (records, line numbers, config) that names records in findings."""
+"""What every dataset check reads: a record's text features, and the context (the scanned
+state of every record, line numbers, config) that names records in findings."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
+import numpy as np
 
 from evaluators import _text
-from evaluators._similarity import ShingleIndex
-from evaluators.records import Conversation, exchange_ends
+from evaluators.records import Conversation
 
 if TYPE_CHECKING:
     from evaluators.datachecks import CheckConfig
@@ -53,16 +52,74 @@ class _Record:
 
 
 class _Context:
-    """What every check reads: the records, their features, line numbers and config."""
+    """What every check reads: the scanned state of every record (`_checks_scan.Scan`,
+    concatenated), line numbers and config, and `feature(i)` — a record's text features,
+    read back from the source when a check must confirm a pair or quote a record."""
 
-    def __init__(self, records: list[Conversation], lines: list[int] | None, config: CheckConfig) -> None:
-        self.records = records
+    def __init__(self, read: Callable[[int, int], tuple[list[Conversation], list[int] | None]], n: int,
+                 scans: list[Any], lines: Sequence[int] | None, config: CheckConfig) -> None:
+        self.read, self.n, self.config = read, n, config
+        if lines is None and scans and scans[0].lines is not None:
+            lines = [line for s in scans for line in s.lines]
         self.lines = lines
-        self.config = config
-        self.features = [_Record(r) for r in records]
+        cat = (lambda name: np.concatenate([getattr(s, name) for s in scans]) if scans else np.empty(0))
+        for name in ("key_hash", "has_content", "full_bands", "prompt_hash", "prompt_bands", "unit_owner", "unit_end",
+                     "unit_answered", "unit_prompt_hash", "unit_bands", "answered", "refused", "prompt_len",
+                     "answer_len"):
+            setattr(self, name, cat(name))
+        self.language = [x for s in scans for x in s.language]
+        self.structure = [x for s in scans for x in s.structure]
+        self.ending = [x for s in scans for x in s.ending]
+        self.meta = [x for s in scans for x in s.meta]
+        self.garbled = [x for s in scans for x in s.garbled]
+        self.facts = [x for s in scans for x in s.facts]
+        self.extractive = sum(s.extractive for s in scans)
+        self.names_unchecked = sum(s.names_unchecked for s in scans)
+        self._records: dict[int, Conversation] = {}
+        self._features: dict[tuple[int, int], _Record] = {}
+
+    def record(self, index: int) -> Conversation:
+        """Record `index`, read back from the source (kept: a pair's records are read again)."""
+        if index not in self._records:
+            if len(self._records) > 100_000:
+                self._records.clear()
+            self._records[index] = self.read(index, index + 1)[0][0]
+        return self._records[index]
+
+    def prefetch(self, indices: Sequence[int] | np.ndarray) -> None:
+        """Read the records at `indices` in runs (one read per run of neighbours, not per record)."""
+        todo = sorted({int(i) for i in indices} - self._records.keys())
+        k = 0
+        while k < len(todo):
+            stop = k
+            while stop + 1 < len(todo) and todo[stop + 1] - todo[stop] < 16 and todo[stop + 1] - todo[k] < 4096:
+                stop += 1
+            records, _ = self.read(todo[k], todo[stop] + 1)
+            for i in todo[k : stop + 1]:
+                self._records[i] = records[i - todo[k]]
+            k = stop + 1
+
+    def feature(self, index: int) -> _Record:
+        """The text features of record `index`."""
+        return self.unit(index, -1)
+
+    def unit(self, index: int, end: int) -> _Record:
+        """The features of record `index` up to message `end` (-1: the whole record)."""
+        key = (index, end)
+        if key not in self._features:
+            if len(self._features) > 100_000:
+                self._features.clear()
+            record = self.record(index)
+            whole = end < 0 or end == len(record.messages)
+            self._features[key] = _Record(record if whole else Conversation(messages=record.messages[:end]))
+        return self._features[key]
+
+    def unit_feature(self, u: int) -> _Record:
+        """The features of exchange unit `u`."""
+        return self.unit(int(self.unit_owner[u]), int(self.unit_end[u]))
 
     def finding(self, check: str, severity: Severity, indices: Sequence[int], message: str, **details: Any) -> Finding:
-        indices = tuple(sorted(indices))
+        indices = tuple(sorted(int(i) for i in indices))
         lines = tuple(self.lines[i] for i in indices) if self.lines is not None else ()
         return Finding(check, severity, indices, lines, message, details)
 
@@ -72,37 +129,6 @@ class _Context:
 
     def names(self, indices: Sequence[int]) -> str:
         return ", ".join(self.name(i) for i in sorted(indices))
-
-    def shingle_index(self, token_lists: Sequence[list[str]]) -> ShingleIndex:
-        c = self.config
-        return ShingleIndex(token_lists, shingle_size=c.shingle_size, num_perm=c.num_perm, seed=c.minhash_seed)
-
-    @functools.cached_property
-    def exchanges(self) -> tuple[list[_Record], list[int]]:
-        """Every exchange as a unit of its own — the conversation up to and including that
-        answer — and the record each comes from. A record that is one exchange (or none) is
-        its own unit."""
-        units: list[_Record] = []
-        owners: list[int] = []
-        for i, (record, feature) in enumerate(zip(self.records, self.features)):
-            m = record.messages
-            ends = exchange_ends(record)
-            for end in [len(m)] if ends in ([], [len(m)]) else ends:  # a trailing user turn answers nothing
-                units.append(feature if end == len(m) else _Record(Conversation(messages=m[:end])))
-                owners.append(i)
-        return units, owners
-
-    @functools.cached_property
-    def exchange_prompt_index(self) -> ShingleIndex:
-        units, _ = self.exchanges
-        if len(units) == len(self.features) and all(u is f for u, f in zip(units, self.features)):
-            return self.prompt_index  # no multi-turn records: the units are the records
-        return self.shingle_index([u.prompt_tokens for u in units])
-
-    @functools.cached_property
-    def prompt_index(self) -> ShingleIndex:
-        """MinHash sketches of every prompt (shared by the conflict and overlap checks)."""
-        return self.shingle_index([f.prompt_tokens for f in self.features])
 
 
 Check = tuple[list[Finding], dict[str, Any]]  # a check's findings and its summary stats

@@ -5,12 +5,14 @@ same question)."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
+
+import numpy as np
 
 from evaluators import _text
 from evaluators._checks_context import Check, _Context, _quote, _Record
-from evaluators._similarity import UnionFind
+from evaluators._minhash import UnionFind, candidate_pairs, cross_pairs
 from evaluators.records import Conversation
-
 
 # ------------------------------------------------------------------- answer semantics
 
@@ -66,12 +68,9 @@ def _same_question(a: _Record, b: _Record, threshold: float) -> bool:
 
 
 def _exact_duplicates(ctx: _Context) -> Check:
-    groups: dict[tuple, list[int]] = defaultdict(list)
-    for i, feat in enumerate(ctx.features):
-        if any(content for _, content in feat.key):
-            groups[feat.key].append(i)
+    groups = _equal_groups(ctx.key_hash, ctx.has_content)
     findings = []
-    for members in sorted(g for g in groups.values() if len(g) > 1):
+    for members in groups:
         keep = members[0]
         findings.append(ctx.finding(
             "exact_duplicate", "warning", members,
@@ -82,46 +81,81 @@ def _exact_duplicates(ctx: _Context) -> Check:
     return findings, {"groups": len(findings), "extra_copies": sum(len(f.record_indices) - 1 for f in findings)}
 
 
+def _equal_groups(hashes: np.ndarray, mask: np.ndarray | None = None) -> list[list[int]]:
+    """Indices sharing a hash value (where `mask`), as sorted groups of two or more, ordered
+    by first member. 64-bit hashes: a collision among a billion records is ~3% likely."""
+    idx = np.arange(len(hashes)) if mask is None else np.flatnonzero(mask)
+    h = hashes[idx]
+    order = np.argsort(h, kind="stable")
+    idx, h = idx[order], h[order]
+    bounds = np.flatnonzero(np.diff(h)) + 1
+    groups = [g.tolist() for g in np.split(idx, bounds) if len(g) > 1]
+    return sorted(groups)
+
+
+def _first_of_each(hashes: np.ndarray) -> np.ndarray:
+    """The index of the first occurrence of each distinct hash, ascending."""
+    _, first = np.unique(hashes, return_index=True)
+    return np.sort(first)
+
+
+def _confirmed(ctx: _Context, pairs: np.ndarray, tokens: Callable[[int], list[str]], threshold: float
+               ) -> list[tuple[int, int, float]]:
+    """The candidate `pairs` whose exact shingle Jaccard (of `tokens(i)`) is ≥ threshold."""
+    out = []
+    size = ctx.config.shingle_size
+    for i, j in pairs.tolist():
+        a, b = _text.shingles(tokens(i), size), _text.shingles(tokens(j), size)
+        if a and b and (similarity := _text.jaccard(a, b)) >= threshold:
+            out.append((i, j, round(similarity, 3)))
+    return out
+
+
 def _near_duplicates(ctx: _Context) -> Check:
-    feats, config = ctx.features, ctx.config
-    first_of_key: dict[tuple, int] = {}
-    for i, feat in enumerate(feats):
-        first_of_key.setdefault(feat.key, i)
-    representatives = sorted(first_of_key.values())  # exact copies are reported by exact_duplicate
-    index = ctx.shingle_index([f.full_tokens for f in feats])
+    config = ctx.config
+    representatives = _first_of_each(ctx.key_hash)  # exact copies are reported by exact_duplicate
+    pairs = candidate_pairs(ctx.full_bands, representatives)
+    ctx.prefetch(pairs.ravel())
     groups, similarity = UnionFind(), {}
-    for i, j, sim in index.similar_pairs(representatives, config.near_duplicate_threshold):
-        if (_same_question(feats[i], feats[j], config.content_similarity_threshold)
-                and not _differ(feats[i].answer, feats[j].answer, config.content_similarity_threshold)):
+    for i, j, sim in _confirmed(ctx, pairs, lambda i: ctx.feature(i).full_tokens, config.near_duplicate_threshold):
+        a, b = ctx.feature(i), ctx.feature(j)
+        if (_same_question(a, b, config.content_similarity_threshold)
+                and not _differ(a.answer, b.answer, config.content_similarity_threshold)):
             groups.union(i, j)
             similarity[(i, j)] = sim
     findings = []
     for members in groups.groups():
         keep = members[0]
-        pairs = [[i, j, s] for (i, j), s in sorted(similarity.items()) if i in members]
+        pairs_in = [[i, j, s] for (i, j), s in sorted(similarity.items()) if i in members]
         findings.append(ctx.finding(
             "near_duplicate", "warning", members,
             f"{ctx.names(members)} are near-duplicates (word-shingle Jaccard "
-            f"≥ {min(p[2] for p in pairs):.2f}) with the same answer; keep {ctx.name(keep)}",
-            keep=keep, pairs=pairs,
+            f"≥ {min(p[2] for p in pairs_in):.2f}) with the same answer; keep {ctx.name(keep)}",
+            keep=keep, pairs=pairs_in,
         ))
     return findings, {"groups": len(findings)}
 
 
 def _conflicting_answers(ctx: _Context) -> Check:
     config = ctx.config
-    feats, owner = ctx.exchanges  # one unit per exchange; owner[u] is its record
-    answered = [u for u, f in enumerate(feats) if f.answer.strip() and f.prompt_tokens]
+    owner = ctx.unit_owner  # one unit per exchange; owner[u] is its record
+    answered = np.flatnonzero(ctx.unit_answered)
     groups = UnionFind()
-    by_prompt: dict[tuple[str, ...], int] = {}
-    for u in answered:
-        first = by_prompt.setdefault(tuple(feats[u].prompt_tokens), u)
-        groups.union(first, u)
-    for u, v, _ in ctx.exchange_prompt_index.similar_pairs(answered, config.conflict_prompt_threshold):
-        if _same_question(feats[u], feats[v], config.conflict_question_similarity):
+    for members in _equal_groups(ctx.unit_prompt_hash, ctx.unit_answered):  # the same prompt, word for word
+        for u in members[1:]:
+            groups.union(members[0], u)
+    # One unit per distinct prompt proposes pairs for all its copies: 10k records asking one
+    # templated question would otherwise make one LSH bucket of 50M pairs.
+    distinct = answered[_first_of_each(ctx.unit_prompt_hash[answered])]
+    pairs = candidate_pairs(ctx.unit_bands, distinct)
+    ctx.prefetch(owner[pairs.ravel()])
+    for u, v, _ in _confirmed(ctx, pairs, lambda u: ctx.unit_feature(u).prompt_tokens, config.conflict_prompt_threshold):
+        if _same_question(ctx.unit_feature(u), ctx.unit_feature(v), config.conflict_question_similarity):
             groups.union(u, v)
     findings = []
     for members in groups.groups():
+        ctx.prefetch(owner[members])
+        feats = {u: ctx.unit_feature(u) for u in members}
         classes: list[list[int]] = []  # units grouped by answers that agree
         for u in members:
             for cls in classes:
@@ -132,7 +166,7 @@ def _conflicting_answers(ctx: _Context) -> Check:
                 classes.append([u])
         if len(classes) < 2:
             continue
-        records = sorted({owner[u] for u in members})
+        records = sorted({int(owner[u]) for u in members})
         if len(classes) == 2 and len(members) == 2:
             a, b = members
             who = (f"{ctx.name(owner[a])} asks the same question twice" if owner[a] == owner[b]
@@ -140,38 +174,53 @@ def _conflicting_answers(ctx: _Context) -> Check:
             message = f"{who} but answer differently: {_quote(feats[a].answer)} vs {_quote(feats[b].answer)}"
         else:
             message = "the same question is answered differently: " + "; ".join(
-                f"{ctx.names(sorted({owner[u] for u in cls}))} {'say' if len(cls) > 1 else 'says'} "
+                f"{ctx.names(sorted({int(owner[u]) for u in cls}))} {'say' if len(cls) > 1 else 'says'} "
                 f"{_quote(feats[cls[0]].answer)}"
                 for cls in classes
             )
         findings.append(ctx.finding(
             "conflicting_answers", "error", records, message,
             prompt=feats[members[0]].question,
-            answers=[{"index": owner[u], "answer": feats[u].answer, "group": g}
+            answers=[{"index": int(owner[u]), "answer": feats[u].answer, "group": g}
                      for g, cls in enumerate(classes) for u in cls],
         ))
     return findings, {"groups": len(findings)}
 
 
 def _train_eval_overlap(ctx: _Context, eval_records: list[Conversation]) -> Check:
-    feats, config = ctx.features, ctx.config
+    from evaluators._checks_scan import Hashers, text_hash
+
+    config = ctx.config
     eval_feats = [_Record(r) for r in eval_records]
-    exact: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    exact: dict[int, list[int]] = defaultdict(list)
     for j, feat in enumerate(eval_feats):
         if feat.prompt_tokens:
-            exact[tuple(feat.prompt_tokens)].append(j)
-    near = ctx.prompt_index.matches_in(
-        ctx.shingle_index([f.prompt_tokens for f in eval_feats]), config.overlap_threshold
-    )
+            exact[text_hash(feat.prompt_tokens)].append(j)
+    hashers = Hashers(config)
+    eval_keys = hashers.keys(hashers.overlap, [f.prompt_tokens for f in eval_feats], config.shingle_size)
+    candidates = cross_pairs(ctx.prompt_bands, eval_keys)
+    ctx.prefetch(sorted(candidates))
+    eval_sets = {}
     findings = []
-    for i, feat in enumerate(feats):
-        if matches := exact.get(tuple(feat.prompt_tokens)):
+    for i in sorted(set(np.flatnonzero(np.isin(ctx.prompt_hash, list(exact))).tolist()) | set(candidates)):
+        feat = ctx.feature(i)
+        if matches := exact.get(int(ctx.prompt_hash[i])) if feat.prompt_tokens else None:
             findings.append(ctx.finding(
                 "train_eval_overlap", "error", [i],
                 f"{ctx.name(i)}'s prompt is also eval record #{matches[0]}'s prompt (after normalising)",
                 kind="exact", eval_indices=matches, similarity=1.0,
             ))
-        elif scored := [(s, j) for s, j in near.get(i, []) if _same_facts(feat, eval_feats[j])]:
+            continue
+        mine = _text.shingles(feat.prompt_tokens, config.shingle_size)
+        if not mine:
+            continue
+        scored = []
+        for j in candidates.get(i, ()):
+            if j not in eval_sets:
+                eval_sets[j] = _text.shingles(eval_feats[j].prompt_tokens, config.shingle_size)
+            scored.append((round(_text.jaccard(mine, eval_sets[j]), 3), j))
+        scored = sorted((s for s in scored if s[0] >= config.overlap_threshold), key=lambda s: (-s[0], s[1]))
+        if scored := [(s, j) for s, j in scored if _same_facts(feat, eval_feats[j])]:
             best, j = scored[0]
             findings.append(ctx.finding(
                 "train_eval_overlap", "error", [i],

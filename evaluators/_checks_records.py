@@ -13,7 +13,6 @@ from scipy.stats import binomtest
 from evaluators import _text
 from evaluators._checks_context import Check, _Context, _Record
 from evaluators.records import Conversation
-from evaluators.refusals import is_refusal
 
 if TYPE_CHECKING:
     from evaluators.datachecks import CheckConfig
@@ -26,14 +25,11 @@ def _refusal_rate(ctx: _Context) -> Check:
     """The refusal balance, tested per language of the question (a Chinese refusal flood
     must not hide among English answers, nor the reverse) and over all records."""
     config = ctx.config
-    from evaluators.lang import language
-
-    answered = [i for i, f in enumerate(ctx.features) if f.answer.strip()]
-    refused = {i for i in answered
-               if is_refusal(ctx.features[i].answer, config.refusal_patterns, config.refusal_search_chars)}
+    answered = np.flatnonzero(ctx.answered).tolist()
+    refused = set(np.flatnonzero(ctx.refused).tolist())
     groups: dict[str, list[int]] = defaultdict(list)
     for i in answered:
-        groups[language(ctx.features[i].question or ctx.features[i].answer)].append(i)
+        groups[ctx.language[i]].append(i)
     expected = config.expected_refusal_rate
 
     def test(members: list[int]) -> dict[str, Any]:
@@ -74,10 +70,8 @@ def _refusal_rate(ctx: _Context) -> Check:
 def _format_consistency(ctx: _Context) -> Check:
     config = ctx.config
     detectors = {
-        "structure": ({i: _text.answer_structure(f.answer) for i, f in enumerate(ctx.features)}, "warning"),
-        "final_punctuation": (
-            {i: _text.answer_ending(f.answer, config.format_min_words) for i, f in enumerate(ctx.features)}, "info"
-        ),
+        "structure": (dict(enumerate(ctx.structure)), "warning"),
+        "final_punctuation": (dict(enumerate(ctx.ending)), "info"),
     }
     findings, stats = [], {}
     for detector, (labels, severity) in detectors.items():
@@ -109,12 +103,11 @@ def _length_outliers(ctx: _Context) -> Check:
     config = ctx.config
     findings, stats = [], {}
     for field in ("prompt", "answer"):
-        lengths = {i: len(getattr(f, field).strip()) for i, f in enumerate(ctx.features)}
-        lengths = {i: n for i, n in lengths.items() if n > 0}  # empty ones are empty_or_garbled's
-        if len(lengths) < config.length_min_records:
+        all_lengths = ctx.prompt_len if field == "prompt" else ctx.answer_len
+        index = np.flatnonzero(all_lengths > 0)  # empty ones are empty_or_garbled's
+        if len(index) < config.length_min_records:
             continue
-        index = np.array(list(lengths))
-        values = np.array(list(lengths.values()), dtype=float)
+        values = all_lengths[index].astype(float)
         logs = np.log(values)
         median = float(np.median(logs))
         # 1.4826 × MAD estimates σ for normal data; the floor keeps templated data (all
@@ -139,30 +132,8 @@ def _length_outliers(ctx: _Context) -> Check:
 
 
 def _empty_or_garbled(ctx: _Context) -> Check:
-    c = ctx.config
-
-    def garbling(text: str) -> list[str]:
-        return _text.garbling(text, char_run=c.repeated_char_run, word_run=c.repeated_word_run,
-                              max_nonprintable=c.max_nonprintable_fraction)
-
-    findings = []
-    for i, (record, feat) in enumerate(zip(ctx.records, ctx.features)):
-        problems = []
-        if not record.messages:
-            problems.append("no turns at all")
-        else:
-            if not feat.question.strip():
-                problems.append("empty prompt")
-            if record.messages[-1].role != "assistant":
-                problems.append("no assistant answer")
-            elif not feat.answer.strip():
-                problems.append("empty answer")
-            for turn, message in enumerate(record.messages):
-                problems += [f"{message.role} turn {turn}: {p}" for p in garbling(message.content)]
-        if problems:
-            findings.append(ctx.finding(
-                "empty_or_garbled", "error", [i], f"{ctx.name(i)}: {'; '.join(problems)}", problems=problems
-            ))
+    findings = [ctx.finding("empty_or_garbled", "error", [i], f"{ctx.name(i)}: {'; '.join(problems)}", problems=problems)
+                for i, problems in ctx.garbled]  # found by the scan (`_checks_scan._problems`)
     return findings, {}
 
 
@@ -186,28 +157,18 @@ def _is_extractive(record: Conversation, feat: _Record, config: CheckConfig) -> 
 
 def _unsupported_facts(ctx: _Context) -> Check:
     """Numbers everywhere; names only in scripts with capitals (a CJK answer's names cannot
-    be told from its other words this way, and the summary says how many went unchecked)."""
-    from evaluators.lang import has_cjk
-
-    findings, checked, names_unchecked = [], 0, 0
-    for i, (record, feat) in enumerate(zip(ctx.records, ctx.features)):
-        if not feat.answer.strip() or not _is_extractive(record, feat, ctx.config):
-            continue
-        checked += 1
-        missing_numbers = sorted(_text.numbers(feat.answer) - _text.numbers(feat.prompt))
-        prompt_words = _text.words(feat.prompt)
-        if has_cjk(feat.answer):
-            names_unchecked += 1
-        missing_names = sorted(w for w in _text.capitalised_words(feat.answer) if w.casefold() not in prompt_words)
-        if missing_numbers or missing_names:
-            facts = ", ".join(missing_numbers + missing_names)
-            findings.append(ctx.finding(
-                "unsupported_facts", "warning", [i],
-                f"{ctx.name(i)}'s answer states {facts}, which its prompt (the context) does not contain",
-                numbers=missing_numbers, names=missing_names,
-            ))
-    stats: dict[str, Any] = {"extractive_records": checked}
-    if names_unchecked:
+    be told from its other words this way, and the summary says how many went unchecked).
+    The scan (`_checks_scan._scan_facts`) compares each extractive answer with its prompt."""
+    findings = []
+    for i, missing_numbers, missing_names in ctx.facts:
+        facts = ", ".join(missing_numbers + missing_names)
+        findings.append(ctx.finding(
+            "unsupported_facts", "warning", [i],
+            f"{ctx.name(i)}'s answer states {facts}, which its prompt (the context) does not contain",
+            numbers=missing_numbers, names=missing_names,
+        ))
+    stats: dict[str, Any] = {"extractive_records": ctx.extractive}
+    if names_unchecked := ctx.names_unchecked:
         stats["names_unchecked"] = names_unchecked
         stats["note"] = (f"{names_unchecked} extractive answers are in a CJK script: their numbers were checked, "
                          "their names were not (names are found by their capitals)")

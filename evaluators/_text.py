@@ -166,13 +166,18 @@ def answer_structure(answer: str) -> str | None:
     return "prose"
 
 
+def _has_words(text: str, n: int) -> bool:
+    """Whether `text` has at least `n` words (`lang.words` for CJK text, else by spaces)."""
+    return lang.has_words(text, n) if lang.has_cjk(text) else len(text.split()) >= n
+
+
 def answer_ending(answer: str, min_words: int) -> str | None:
     """How a prose answer of at least `min_words` words ends: with . ! ? … or without.
 
     None for shorter or non-prose answers: "Paris" has no punctuation style.
     """
     text = answer.strip().rstrip(_CLOSERS + "”’」』》）")
-    if len(lang.words(text) if lang.has_cjk(text) else text.split()) < min_words or answer_structure(answer) != "prose":
+    if not _has_words(text, min_words) or answer_structure(answer) != "prose":
         return None
     return "ends with . ! ?" if text[-1] in lang.SENTENCE_END else "no final punctuation"
 
@@ -192,10 +197,13 @@ def garbling(text: str, *, char_run: int, word_run: int, max_nonprintable: float
     problems = []
     if bad := text.count("\ufffd"):
         problems.append(f"{bad} U+FFFD replacement character(s)")
-    if mojibake := _MOJIBAKE.findall(text):
+    if not text.isascii() and (mojibake := _MOJIBAKE.findall(text)):
         problems.append(f"mojibake {', '.join(repr(m) for m in sorted(set(mojibake))[:3])}")
     if text:
-        hidden = sum(1 for c in text if unicodedata.category(c)[0] == "C" and c not in "\n\t\r")
+        # str.isprintable is False for every category-C character (and spaces other than
+        # " "): when it holds, the per-character count (slow in Python) would find none.
+        printable = text.replace("\n", "").replace("\t", "").replace("\r", "").isprintable()
+        hidden = 0 if printable else sum(1 for c in text if unicodedata.category(c)[0] == "C" and c not in "\n\t\r")
         if hidden / len(text) > max_nonprintable:
             problems.append(f"{hidden / len(text):.0%} non-printable characters")
     runs = re.finditer(r"(\S)\1{%d,}" % (char_run - 1), text)

@@ -24,6 +24,9 @@
   sources of their records.
 
 Every threshold lives in `CheckConfig`; defaults are tuned to stay silent on clean data.
+`check_source` runs the same checks over records read in blocks (a file larger than
+memory): one pass (`_checks_scan`) keeps hashes, MinHash LSH band keys (`_minhash`) and
+labels per record, and records are read again only to confirm a candidate pair.
 The checks live beside this module: `_checks_pairs` (duplicates, conflicts, overlap),
 `_checks_records` (refusals, format, length, garbling, facts), over `_checks_context`'s
 per-record features; refusal detection is `evaluators.refusals`.
@@ -33,14 +36,19 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import msgspec
 
 from evaluators._checks_balance import _balance, with_sources
 from evaluators._checks_context import Check, Finding, Severity, _Context, _Record  # noqa: F401
-from evaluators._checks_pairs import _conflicting_answers, _exact_duplicates, _near_duplicates, _train_eval_overlap
+from evaluators._checks_pairs import (
+    _conflicting_answers,
+    _exact_duplicates,
+    _near_duplicates,
+    _train_eval_overlap,
+)
 from evaluators._checks_records import (
     _empty_or_garbled,
     _format_consistency,
@@ -48,8 +56,11 @@ from evaluators._checks_records import (
     _refusal_rate,
     _unsupported_facts,
 )
+from evaluators._checks_scan import scan_all
 from evaluators.records import Conversation
 from evaluators.refusals import DEFAULT_REFUSAL_PATTERNS, is_refusal  # noqa: F401
+
+BLOCK_SIZE = 4096  # records per scanned block: what one worker holds at a time
 
 CHECKS: tuple[str, ...] = (
     "exact_duplicate",
@@ -162,16 +173,51 @@ def check_dataset(
     line_numbers: Sequence[int] | None = None,
     eval_records: Sequence[Conversation] | None = None,
     config: CheckConfig = CheckConfig(),
+    block_size: int = BLOCK_SIZE,
+    workers: int | None = 1,
 ) -> CheckReport:
     """Run the checks named in `config.checks` over `records` and return the report.
 
     `line_numbers[i]` is record i's 1-based line in its source file, used in messages.
     `train_eval_overlap` runs only when `eval_records` is given. Findings are grouped by
-    check, in the order of `CHECKS`.
+    check, in the order of `CHECKS`. `check_source` is the same over records read in
+    blocks (a file too large for memory); `workers` > 1 scans blocks in forked processes.
     """
     if line_numbers is not None and len(line_numbers) != len(records):
         raise ValueError(f"line_numbers has {len(line_numbers)} entries for {len(records)} records")
-    ctx = _Context(list(records), list(line_numbers) if line_numbers is not None else None, config)
+    records = list(records)
+
+    def read(start: int, stop: int) -> tuple[list[Conversation], None]:
+        return records[start:stop], None
+
+    return check_source(read, len(records), line_numbers=line_numbers, eval_records=eval_records, config=config,
+                        block_size=block_size, workers=workers)
+
+
+def check_source(
+    read: Callable[[int, int], tuple[list[Conversation], list[int] | None]],
+    n: int,
+    *,
+    line_numbers: Sequence[int] | None = None,
+    eval_records: Sequence[Conversation] | None = None,
+    config: CheckConfig = CheckConfig(),
+    block_size: int = BLOCK_SIZE,
+    workers: int | None = None,
+) -> CheckReport:
+    """`check_dataset` over `n` records that `read(start, stop)` returns in blocks, with
+    their source lines (or None; then `line_numbers`, if given, names them).
+
+    Memory grows by a few hundred bytes per record (hashes, LSH band keys, labels; see
+    `_checks_scan`), not with the records' text: a record is read again only to confirm a
+    candidate pair or to quote it. `read` must return the same records every call, and is
+    called from forked worker processes when `workers` (default: every CPU) > 1.
+    """
+    if block_size < 1:
+        raise ValueError(f"block_size must be at least 1, got {block_size}")
+    overlap = eval_records is not None and "train_eval_overlap" in config.checks
+    scans = list(scan_all(read, n, config, overlap=overlap, block_size=block_size, workers=workers))
+    ctx = _Context(read, n, scans, line_numbers, config)
+    del scans
     runners = {
         "exact_duplicate": _exact_duplicates,
         "near_duplicate": _near_duplicates,
@@ -196,7 +242,7 @@ def check_dataset(
             found, stats = runners[check](ctx)
         found = with_sources(ctx, found, ("exact_duplicate", "near_duplicate", "conflicting_answers"))
         flagged = {i for f in found for i in f.record_indices}
-        rate = len(flagged) / len(records) if records else 0.0
+        rate = len(flagged) / n if n else 0.0
         summary[check] = CheckSummary(findings=len(found), records=len(flagged), rate=rate, stats=stats)
         findings.extend(found)
-    return CheckReport(n_records=len(records), summary=summary, findings=findings)
+    return CheckReport(n_records=n, summary=summary, findings=findings)

@@ -48,11 +48,14 @@ def has_cjk(text: str) -> bool:
 _SCRIPT_OF = [("han", re.compile(f"[{_HAN}]")), ("kana", re.compile(f"[{_KANA}]")),
               ("hangul", re.compile(f"[{_HANGUL}]")), ("latin", re.compile(r"[A-Za-z\u00c0-\u024f]"))]
 _LETTER = re.compile(r"[^\W\d_]")
+_ASCII_LETTER = re.compile(r"[A-Za-z]")
 
 
 def language(text: str) -> str:
     """"zh", "ja", "ko" by the script most of its letters are in, "latin" for Latin
     letters, "other" for the rest (or no letters)."""
+    if text.isascii():  # the common case, without five scans: ASCII letters are Latin ones
+        return "latin" if _ASCII_LETTER.search(text) else "other"
     counts = {name: len(pattern.findall(text)) for name, pattern in _SCRIPT_OF}
     counts["other"] = len(_LETTER.findall(text)) - sum(counts.values())
     if max(counts.values()) <= 0:
@@ -102,6 +105,12 @@ def words(text: str) -> list[str]:
     for token in _WORDISH.findall(text):
         out.extend(segment_han(token) if _HAN_RUN.fullmatch(token) else [token])
     return out
+
+
+def has_words(text: str, n: int) -> bool:
+    """`len(words(text)) >= n`, segmenting only when it must: jieba cuts a Han run into one
+    word or more, so `n` pieces before segmenting are already `n` words."""
+    return len(_WORDISH.findall(normalize(text).casefold())) >= n or len(words(text)) >= n
 
 
 #: jieba part-of-speech flags of nouns: common (n), person (nr), place (ns), organisation

@@ -38,5 +38,5 @@ def is_refusal(answer: str, patterns: tuple[str, ...] = DEFAULT_REFUSAL_PATTERNS
     """True when the answer opens like a refusal: a pattern matches within its first
     `search_chars` characters (curly apostrophes read as straight). The refusal-rate check
     and `arena trace --refused` both use it."""
-    head = answer.replace("\u2019", "'")[:search_chars]
+    head = answer[:search_chars].replace("\u2019", "'")
     return any(p.search(head) for p in _compiled(tuple(patterns)))

@@ -19,6 +19,7 @@ import io
 import json
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -29,7 +30,8 @@ from service.dataset_formats import FORMATS, READERS, ColumnMapping, FieldLog, d
 from service.domain import Split
 from service.errors import InvalidInput, TooLarge
 
-__all__ = ["FORMATS", "ParsedDataset", "parse_dataset", "parse_plain", "read_records", "write_records"]
+__all__ = ["FORMATS", "ParsedDataset", "RecordFile", "parse_dataset", "parse_plain", "read_records", "spool_records",
+           "write_records"]
 
 
 class ParsedDataset(msgspec.Struct):
@@ -142,20 +144,124 @@ def parse_dataset(raw: bytes, filename: str = "<upload>", fmt: str | None = None
                 lines.append(line_of[i])
         else:
             for n, line in enumerate(text.splitlines(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InvalidInput(f"{filename}: invalid JSON at line {n}, column {exc.colno}: {exc.msg}") from None
-                where = f"{filename}: line {n}"
-                if not isinstance(obj, dict):
-                    raise InvalidInput(f"{where}: expected a JSON object, got {type(obj).__name__}")
-                records.append(read(obj, where))
-                lines.append(n)
+                if line.strip():
+                    records.append(_jsonl_record(line, n, filename, read))
+                    lines.append(n)
     if not records:
         raise InvalidInput(f"{filename}: no records")
     return ParsedDataset(records=records, format=read.format, line_numbers=lines, warnings=read.log.warnings())
+
+
+def _jsonl_record(line: str, n: int, filename: str, read: _Reader) -> Conversation:
+    """Line `n` of a JSONL file as a record (one-line errors naming the line)."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{filename}: invalid JSON at line {n}, column {exc.colno}: {exc.msg}") from None
+    where = f"{filename}: line {n}"
+    if not isinstance(obj, dict):
+        raise InvalidInput(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    return read(obj, where)
+
+
+def spool_records(path: Path, out: Path, fmt: str | None = None, *, encoding: str | None = None) -> tuple[int, str]:
+    """Read a dataset file record by record into `out` as normalised rows (what
+    `write_records` writes, readable by `RecordFile`); return (records, format).
+
+    JSONL is read a line at a time, so memory stays flat in the file's size; a JSON array or
+    Parquet file is parsed whole (`parse_dataset`). The same one-line errors as `parse_dataset`.
+    """
+    filename = path.name
+    if fmt is not None and fmt not in FORMATS:
+        raise InvalidInput(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot read ({exc.strerror})") from None
+    count = 0
+    with open(out, "wb") as sink:
+        def write(record: Conversation, line: int) -> None:
+            row = {"messages": record.messages, "line": line}
+            if record.meta:
+                row["meta"] = record.metadata
+            sink.write(msgspec.json.encode(row) + b"\n")
+
+        if filename.lower().endswith(".parquet") or head[:4] == b"PAR1" or head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"[":
+            parsed = parse_dataset(path.read_bytes(), filename, fmt, encoding=encoding)
+            for record, line in zip(parsed.records, parsed.line_numbers):
+                write(record, line)
+            return len(parsed.records), parsed.format
+        read = _Reader(fmt, None)
+        with open(path, "rb") as f:
+            for n, raw in enumerate(f, start=1):
+                try:
+                    line = raw.decode(encoding or "utf-8")
+                except LookupError:
+                    raise InvalidInput(f"unknown encoding {encoding!r}; e.g. utf-8, gb18030, gbk, big5") from None
+                except UnicodeDecodeError as exc:
+                    hint = "" if encoding else "; give its encoding with --encoding (e.g. gb18030)"
+                    raise InvalidInput(f"{filename}: not {encoding or 'UTF-8'}: byte 0x{raw[exc.start]:02x} at line {n}{hint}") from None
+                line = (line.lstrip("\ufeff") if n == 1 else line).rstrip("\r\n")  # as parse_dataset's lines
+                if not line.strip():
+                    continue
+                try:
+                    check_depth(line)
+                except TooDeep as exc:
+                    raise InvalidInput(f"{filename}: line {n}: {exc}") from None
+                write(_jsonl_record(line, n, filename, read), n)
+                count += 1
+    if not count:
+        raise InvalidInput(f"{filename}: no records")
+    return count, read.format
+
+
+class RecordFile:
+    """A normalised records file (`write_records`' rows) read by index, a block at a time:
+    only each row's byte span is kept in memory (16 bytes a record), never the records.
+
+    `keep(row)` (0-based rows) leaves rows out, e.g. a version's held-out split; indices
+    count the rows kept. `read(start, stop)` is what `evaluators.datachecks.check_source` reads.
+    """
+
+    def __init__(self, path: Path, keep: Callable[[int], bool] | None = None) -> None:
+        self.path = path
+        starts, ends = [], []
+        with open(path, "rb") as f:
+            offset = 0
+            for row, raw in enumerate(f):
+                if keep is None or keep(row):
+                    starts.append(offset)
+                    ends.append(offset + len(raw))
+                offset += len(raw)
+        import numpy as np
+
+        self.starts, self.ends = np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def read(self, start: int, stop: int) -> tuple[list[Conversation], list[int]]:
+        """Records [start, stop) and their source lines."""
+        if stop <= start:
+            return [], []
+        base = int(self.starts[start])
+        with open(self.path, "rb") as f:
+            f.seek(base)
+            buf = f.read(int(self.ends[stop - 1]) - base)
+        records, lines = [], []
+        for a, b in zip((self.starts[start:stop] - base).tolist(), (self.ends[start:stop] - base).tolist()):
+            record, line = _decode_row(buf[a:b])
+            records.append(record)
+            lines.append(line)
+        return records, lines
+
+
+def _decode_row(raw: bytes) -> tuple[Conversation, int]:
+    obj = msgspec.json.decode(raw)
+    record = Conversation(messages=tuple(Message(m["role"], m["content"]) for m in obj["messages"]),
+                          meta=tuple(sorted((obj.get("meta") or {}).items())))
+    return record, obj.get("line", 0)
 
 
 def _array_item_lines(text: str, n: int) -> list[int]:
@@ -201,10 +307,9 @@ def read_records(data_dir: Path, version_id: str) -> tuple[list[Conversation], l
     records, lines = [], []
     with open(records_path(data_dir, version_id), "rb") as f:
         for raw in f:
-            obj = msgspec.json.decode(raw)
-            records.append(Conversation(messages=tuple(Message(m["role"], m["content"]) for m in obj["messages"]),
-                                        meta=tuple(sorted((obj.get("meta") or {}).items()))))
-            lines.append(obj.get("line", 0))
+            record, line = _decode_row(raw)
+            records.append(record)
+            lines.append(line)
     return records, lines
 
 

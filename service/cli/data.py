@@ -135,31 +135,62 @@ def data_split(ref: str, test_fraction: float, seed: int) -> None:
 @data_cmd.command("check")
 @click.argument("ref")
 @click.option("--expected-refusal-rate", type=float, default=None, help="Share of refusals you expect (default 0.05).")
+@click.option("--format", "fmt", type=click.Choice(datasets.FORMATS), default=None,
+              help="With a FILE: its record format (detected when not given).")
+@click.option("--encoding", default=None, help="With a FILE: its text encoding when not UTF-8 (e.g. gb18030).")
+@click.option("--workers", type=int, default=None, help="Processes scanning records (default: every CPU).")
 @click.option("--json", "json_out", is_flag=True)
 @click.option("--fail-on", type=click.Choice(["never", "error", "warning"]), default="never", show_default=True,
               help="Exit 1 when a finding of this severity (or worse) exists.")
-def data_check(ref: str, expected_refusal_rate: float | None, json_out: bool, fail_on: str) -> None:
-    """Check REF for duplicates, conflicting answers, refusal floods, format drift, outliers, garbled
-    records, unsupported facts and train/eval overlap (its held-out split is the eval side)."""
-    from evaluators.datachecks import CheckConfig, check_dataset
+def data_check(ref: str, expected_refusal_rate: float | None, fmt: str | None, encoding: str | None,
+               workers: int | None, json_out: bool, fail_on: str) -> None:
+    """Check REF (a dataset NAME[@VERSION], or a dataset FILE, not stored) for duplicates,
+    conflicting answers, refusal floods, format drift, outliers, garbled records, unsupported
+    facts and train/eval overlap (a version's held-out split is the eval side).
 
-    s = settings()
-    with open_store(s) as store:
-        dsv = store.resolve_dataset(ref)
-    records, lines = datasets.read_records(s.data_dir, dsv.id)
-    held = set(dsv.split.test_indices) if dsv.split else set()
-    train_idx = [i for i in range(len(records)) if i not in held]
-    config = CheckConfig() if expected_refusal_rate is None else CheckConfig(expected_refusal_rate=expected_refusal_rate)
-    report = check_dataset([records[i] for i in train_idx], line_numbers=[lines[i] for i in train_idx],
-                           eval_records=[records[i] for i in sorted(held)] or None, config=config)
+    Records are read in blocks and kept as hashes and LSH keys, not text: memory grows by
+    about 2 KB a record (1M records: 2 GB)."""
+    import tempfile
+
+    from evaluators.datachecks import CheckConfig, check_source
+
+    if workers is not None and workers < 1:
+        raise InvalidInput(f"--workers must be at least 1, got {workers}")
+    try:
+        config = CheckConfig() if expected_refusal_rate is None else CheckConfig(expected_refusal_rate=expected_refusal_rate)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    with tempfile.TemporaryDirectory(prefix="arena-check-") as tmp:
+        path = Path(ref)
+        if path.is_file():
+            total, _ = datasets.spool_records(path, Path(tmp) / "records.jsonl", fmt, encoding=encoding)
+            source, held, label = datasets.RecordFile(Path(tmp) / "records.jsonl"), [], str(path)
+        elif path.suffix.lower() in (".jsonl", ".json", ".parquet") or "/" in ref or path.exists():
+            raise InvalidInput(f"{ref}: no such file" if not path.exists() else f"{ref}: not a file")
+        elif fmt is not None or encoding is not None:
+            raise InvalidInput(f"{ref}: no such file (--format and --encoding apply to a FILE, not a stored dataset)")
+        else:
+            s = settings()
+            with open_store(s) as store:
+                dsv = store.resolve_dataset(ref)
+            held = sorted(dsv.split.test_indices) if dsv.split else []
+            records_file = datasets.records_path(s.data_dir, dsv.id)
+            held_set = set(held)
+            source = datasets.RecordFile(records_file, lambda row: row not in held_set)
+            total, label = dsv.record_count, f"{dsv.ref} ({dsv.id})"
+        eval_file = datasets.RecordFile(source.path, lambda row: row in held_set) if held else None
+        eval_records = eval_file.read(0, len(eval_file))[0] if eval_file else None
+        report = check_source(source.read, len(source), eval_records=eval_records, config=config, workers=workers)
     # Report indices in the version's own numbering, not the training subset's.
+    train_idx = _kept_indices(total, held)
     findings = [
-        {**msgspec.to_builtins(f), "record_indices": [train_idx[i] for i in f.record_indices]} for f in report.findings
+        {**msgspec.to_builtins(f), "record_indices": [train_idx(i) for i in f.record_indices]} for f in report.findings
     ]
     if json_out:
-        echo_json({"dataset": dsv.ref, "id": dsv.id, "records": len(records), "summary": report.to_dict()["summary"], "findings": findings})
+        head = {"file": str(path)} if path.is_file() else {"dataset": dsv.ref, "id": dsv.id}
+        echo_json({**head, "records": total, "summary": report.to_dict()["summary"], "findings": findings})
     else:
-        click.echo(f"{dsv.ref} ({dsv.id}): {len(train_idx)} training records checked" + (f", {len(held)} held out" if held else ""))
+        click.echo(f"{label}: {len(source)} training records checked" + (f", {len(held)} held out" if held else ""))
         for name, summary in report.summary.items():
             mark = "ok " if summary.findings == 0 else "!! "
             click.echo(f"  {mark}{name:<20} {summary.findings:>4} finding(s), {summary.records:>4} record(s) ({summary.rate:.1%})")
@@ -171,3 +202,13 @@ def data_check(ref: str, expected_refusal_rate: float | None, json_out: bool, fa
     order = {"error": 2, "warning": 1, "info": 0}
     if fail_on != "never" and any(order[f["severity"]] >= order[fail_on] for f in findings):
         raise SystemExit(1)
+
+
+def _kept_indices(total: int, held: list[int]):
+    """Training-subset index → the version's own index (held-out rows left out)."""
+    if not held:
+        return lambda i: i
+    import numpy as np
+
+    kept = np.setdiff1d(np.arange(total), np.asarray(held))
+    return lambda i: int(kept[i])

@@ -429,3 +429,59 @@ def test_balance_reports_metadata_and_languages_and_names_sources():
     assert dup.details["sources"] == ["vendor", "web"] and dup.message.endswith("(sources: vendor, web)")
     balanced = [rec(f"q{i}", "a", source=("a", "b")[i % 2]) for i in range(10)]
     assert not check_dataset(balanced).by_check("balance")
+
+
+# ------------------------------------------------------------------- blocks and workers
+
+
+def _defective_records() -> list[Conversation]:
+    """Every kind of finding at once, multi-turn records and metadata included."""
+    records = [r.with_meta(source="web" if i % 3 else "books") for i, r in enumerate(CLEAN + SHARED_EXAMPLES)]
+    records[2] = conv(records[2].prompt, "")
+    records.append(records[0])  # an exact duplicate of 0
+    records.append(conv("How do I boil an egg so the yolk stays really soft?", CLEAN[0].answer))  # near-duplicate of 0
+    records.append(conv("What is the capital of Australia?", "Canberra is the capital."))
+    records.append(Conversation(messages=(Message("user", "What is the capital of Australia?"),
+                                          Message("assistant", "Sydney is the capital."),
+                                          Message("user", "Thanks"), Message("assistant", "You are welcome."))))
+    records.append(conv("Why is the sky blue?", "Because " + "very " * 12 + "much air scatters blue light."))
+    return records
+
+
+@pytest.mark.parametrize("block_size, workers", [(3, 1), (7, 2)])
+def test_checking_in_blocks_gives_the_same_report_as_one_pass(block_size, workers):
+    from evaluators.datachecks import check_source
+
+    records = _defective_records()
+    lines = [10 + 2 * i for i in range(len(records))]
+    evals = [user_turn("Why do onions make people cry?")]
+    whole = check_dataset(records, line_numbers=lines, eval_records=evals, block_size=len(records))
+    reads = []
+
+    def read(start, stop):
+        reads.append((start, stop))
+        return records[start:stop], lines[start:stop]
+
+    blocks = check_source(read, len(records), eval_records=evals, block_size=block_size, workers=workers)
+    assert blocks.to_dict() == whole.to_dict()
+    assert {f.check for f in whole.findings} >= {"exact_duplicate", "near_duplicate", "conflicting_answers",
+                                                 "empty_or_garbled", "train_eval_overlap"}
+    if workers == 1:  # the scan read the records block by block, never all at once
+        n = len(records)
+        assert reads[: -(-n // block_size)] == [(s, min(s + block_size, n)) for s in range(0, n, block_size)]
+
+
+def test_a_block_boundary_does_not_hide_a_duplicate_pair():
+    records = list(CLEAN)
+    near = conv("How do I boil an egg so the yolk stays really soft?", CLEAN[0].answer)
+    records[3:3] = [CLEAN[19]]  # exact copy of 19, in the first block; the original is in the last
+    records.append(near)  # near copy of 0, ten blocks later
+    report = check_dataset(records, block_size=2)
+    assert [f.record_indices for f in report.by_check("exact_duplicate")] == [(3, 20)]
+    assert [f.record_indices for f in report.by_check("near_duplicate")] == [(0, 21)]
+    assert report.by_check("near_duplicate")[0].details["keep"] == 0
+
+
+def test_block_size_must_be_positive():
+    with pytest.raises(ValueError, match="block_size must be at least 1, got 0"):
+        check_dataset(CLEAN, block_size=0)

@@ -1,0 +1,195 @@
+"""Near-duplicate search at scale: vectorised MinHash, LSH band keys, candidate pairs.
+
+Each text becomes the set of hashes of its word shingles (`_text.shingles`, hashed instead
+of joined); its MinHash sketch is the minimum of `rows × bands` hash functions over that
+set, and a band key is one 64-bit hash of `rows` consecutive minima. Two texts sharing any
+band key are a candidate pair. Only the band keys are kept (`bands` uint64 per text), so
+a million texts take ~200 MB, not the ~1 KB per text of a `datasketch.MinHash`.
+
+Written by hand rather than with `datasketch.MinHash` because that computes a Mersenne-prime
+modulus per shingle and permutation in uint64 (and per-text Python objects); the family here
+is `(a·h + b) mod 2³²` over 32-bit shingle hashes (a odd, so each is a permutation of the
+32-bit values), in numpy's uint32 lanes. Its recall against datasketch's on the same
+records is measured by `bench/datachecks.py`. The banding itself is datasketch's: `lsh_shape` takes
+`(bands, rows)` from `datasketch.MinHashLSH` for the same threshold, num_perm and weights.
+LSH only proposes: every candidate is confirmed by the exact Jaccard of the shingle sets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+_token_cache: dict[str, int] = {}
+
+
+def _token_hashes(tokens: list[str]) -> np.ndarray:
+    """64-bit hashes of `tokens` (blake2b, so the same in every process and run), through a
+    per-process cache: text repeats its words, so most tokens are dictionary look-ups."""
+    cache = _token_cache
+    if len(cache) > 2_000_000:  # bounded: a worker's cache never grows with N
+        cache.clear()
+    for token in set(tokens).difference(cache):
+        cache[token] = int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "little")
+    return np.fromiter(map(cache.__getitem__, tokens), dtype=np.uint64, count=len(tokens))
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: every input bit reaches every output bit."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def shingle_hashes(token_lists: Sequence[list[str]], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The hashed `size`-shingles of every token list, concatenated, and each list's start
+    offset (len + 1 entries). A list of `size` tokens or fewer is one shingle; an empty one
+    none — as `_text.shingles`."""
+    counts = np.fromiter((len(t) for t in token_lists), dtype=np.int64, count=len(token_lists))
+    flat = _token_hashes([t for tokens in token_lists for t in tokens])
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    n_shingles = np.where(counts == 0, 0, np.maximum(counts - size + 1, 1))
+    out_starts = np.concatenate([[0], np.cumsum(n_shingles)])
+    # Shingle k of list i starts at token starts[i] + k and spans min(size, count) tokens.
+    owner = np.repeat(np.arange(len(token_lists)), n_shingles)
+    first = starts[owner] + (np.arange(out_starts[-1]) - out_starts[owner])
+    span = np.minimum(counts[owner], size)
+    with np.errstate(over="ignore"):
+        h = flat[first] if len(first) else np.empty(0, dtype=np.uint64)
+        for k in range(1, size):
+            more = span > k
+            h = np.where(more, _mix(h * _MIX + flat[np.where(more, first + k, 0)]) if len(first) else h, h)
+        h = _mix(h + span.astype(np.uint64))
+    return h, out_starts
+
+
+class MinHasher:
+    """Band keys of shingle-hash sets under one seeded family of `bands × rows` hashes."""
+
+    def __init__(self, *, bands: int, rows: int, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        n = bands * rows
+        self.bands, self.rows = bands, rows
+        self.a = rng.integers(0, 2**31, size=n, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+        self.b = rng.integers(0, 2**32, size=n, dtype=np.uint32)
+        self.band_mult = rng.integers(0, 2**63, size=rows, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+
+    def band_keys(self, hashes: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """(texts, bands) uint64 keys; all-zero rows for texts with no shingles."""
+        n = len(starts) - 1
+        hashes = (hashes >> np.uint64(32)).astype(np.uint32)  # the high half of a well-mixed hash
+        keys = np.zeros((n, self.bands), dtype=np.uint64)
+        nonempty = np.flatnonzero(np.diff(starts) > 0)
+        # Chunks of ~16k shingles keep the (shingles × hashes) matrix near 15 MB, in cache.
+        chunk: list[int] = []
+        total = 0
+        for i in nonempty.tolist():
+            chunk.append(i)
+            total += int(starts[i + 1] - starts[i])
+            if total >= 16_384:
+                self._fill(keys, chunk, hashes, starts)
+                chunk, total = [], 0
+        if chunk:
+            self._fill(keys, chunk, hashes, starts)
+        return keys
+
+    def _fill(self, keys: np.ndarray, texts: list[int], hashes: np.ndarray, starts: np.ndarray) -> None:
+        idx = np.asarray(texts)
+        lo, hi = starts[idx], starts[idx + 1]
+        sel = np.concatenate([np.arange(a, b) for a, b in zip(lo.tolist(), hi.tolist())])
+        offsets = np.concatenate([[0], np.cumsum(hi - lo)[:-1]])
+        with np.errstate(over="ignore"):
+            # 32-bit lanes: half the memory traffic of uint64 over the (shingles × hashes) matrix.
+            values = np.multiply(hashes[sel, None], self.a[None, :])
+            values += self.b[None, :]
+            minima = np.minimum.reduceat(values, offsets, axis=0)  # (texts, bands × rows)
+            per_band = minima.reshape(len(idx), self.bands, self.rows).astype(np.uint64) * self.band_mult
+            keys[idx] = _mix(per_band.sum(axis=2, dtype=np.uint64)) | np.uint64(1)  # never 0: 0 means "no shingles"
+
+
+def lsh_shape(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows) for a search that proposes pairs somewhat below `threshold`, weighted
+    towards recall (datasketch's optimum for false-positive / false-negative weights 0.2 /
+    0.8). Extra candidates cost a little time and no precision (they are confirmed exactly);
+    a pair LSH misses is lost. datasketch cannot band near 0 or 1, hence the clamp."""
+    from datasketch import MinHashLSH
+
+    lsh = MinHashLSH(threshold=min(max(threshold - 0.1, 0.1), 0.9), num_perm=num_perm, weights=(0.2, 0.8))
+    return lsh.b, lsh.r
+
+
+def candidate_pairs(keys: np.ndarray, ids: np.ndarray | None = None, *, skip_same: np.ndarray | None = None) -> np.ndarray:
+    """Distinct (i, j), i < j, of rows of `keys` (restricted to `ids`) sharing a band key;
+    rows with no shingles (key 0) never pair. Pairs whose `skip_same` values are equal are
+    left out (already joined by the caller). Returns an (m, 2) int64 array, sorted."""
+    rows = np.arange(len(keys)) if ids is None else np.asarray(ids, dtype=np.int64)
+    found: list[np.ndarray] = []
+    for band in range(keys.shape[1] if len(keys) else 0):
+        k = keys[rows, band]
+        live = k != 0
+        r, k = rows[live], k[live]
+        order = np.argsort(k, kind="stable")
+        r, k = r[order], k[order]
+        if len(k) < 2:
+            continue
+        boundaries = np.flatnonzero(np.diff(k)) + 1
+        starts = np.concatenate([[0], boundaries])
+        lengths = np.diff(np.concatenate([starts, [len(k)]]))
+        for s, n in zip(starts[lengths > 1].tolist(), lengths[lengths > 1].tolist()):
+            members = np.sort(r[s : s + n])
+            a, b = np.triu_indices(n, 1)
+            found.append(np.stack([members[a], members[b]], axis=1))
+    if not found:
+        return np.empty((0, 2), dtype=np.int64)
+    pairs = np.unique(np.concatenate(found), axis=0)
+    if skip_same is not None:
+        pairs = pairs[skip_same[pairs[:, 0]] != skip_same[pairs[:, 1]]]
+    return pairs
+
+
+def cross_pairs(keys: np.ndarray, other: np.ndarray) -> dict[int, set[int]]:
+    """For each row i of `keys`, the rows j of `other` sharing a band key with it."""
+    found: dict[int, set[int]] = defaultdict(set)
+    for band in range(keys.shape[1]):
+        bucket: dict[int, list[int]] = defaultdict(list)
+        for j, key in enumerate(other[:, band].tolist()):
+            if key:
+                bucket[key].append(j)
+        for i, key in enumerate(keys[:, band].tolist()):
+            if key and key in bucket:
+                found[i].update(bucket[key])
+    return found
+
+
+class UnionFind:
+    """Groups of records joined by pairwise links (a ~ b, b ~ c → {a, b, c})."""
+
+    def __init__(self) -> None:
+        self.parent: dict[int, int] = {}
+
+    def find(self, x: int) -> int:
+        """The smallest-rooted representative of x's group."""
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: int, b: int) -> None:
+        """Join a's and b's groups."""
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+    def groups(self) -> list[list[int]]:
+        """Every group of two or more, each sorted, ordered by first member."""
+        members: dict[int, list[int]] = defaultdict(list)
+        for x in self.parent:
+            members[self.find(x)].append(x)
+        return sorted(sorted(g) for g in members.values() if len(g) > 1)
