@@ -340,7 +340,7 @@ def from_battle(battle: Battle, *, board: str | None = None) -> tuple[str, dict[
     `conv_metadata["arena"]`; the reviewer is that, else FastChat's `judge`, else "import";
     its category tags ours (checked) or, for a public battle, made from its prompt and its
     `category_tag` labels (`prompt_categories.battle_tags`)."""
-    from service.prompt_categories import battle_tags
+    from service.prompt_categories import battle_tags, check_pool_category
 
     record = msgspec.to_builtins(battle)
     meta = dict(record.pop("conv_metadata", None) or {})
@@ -350,6 +350,8 @@ def from_battle(battle: Battle, *, board: str | None = None) -> tuple[str, dict[
     if meta:
         record["conv_metadata"] = meta
     record.update({k: v for k, v in ours.items() if k in OUR_FIELDS})
+    if record.get("category") is not None:  # counted as a pool category: checked as one
+        record["category"] = check_pool_category(record["category"], "conv_metadata.arena")
     record.pop("categories", None)
     tags = battle_tags(battle)
     if tags:

@@ -48,8 +48,13 @@ class CategoryBoards(msgspec.Struct, kw_only=True):
 
 
 def dimension_of(category: str) -> tuple[str, str]:
-    """(dimension, value) of a known category: a tag's, or ("category", name) for a pool's."""
-    return parse_tag(category) or ("category", category)
+    """(dimension, value) of a known category: a tag's, or ("category", name) for a pool's —
+    also for a stored name that looks like a tag with a value no tag has (logged before pool
+    categories were checked): one odd category must not take the boards down."""
+    try:
+        return parse_tag(category) or ("category", category)
+    except InvalidInput:
+        return ("category", category)
 
 
 async def check_category(store, category: str | None, source: str | None = None) -> str | None:

@@ -226,3 +226,23 @@ def test_judge_verdicts_count_into_their_prompts_categories(settings, scripted):
         assert wrong.status_code == 422 and "expected one of human, judge" in wrong.text
     finally:
         srv.stop()
+
+
+def test_an_odd_stored_category_does_not_take_the_boards_down_and_import_refuses_one():
+    """A pool category that looks like a tag with an impossible value (`hard=1`, stored
+    before pool categories were checked) is a plain pool category to the boards; an import
+    that would bring one in is refused in one line."""
+    from arena.battles import Battle
+    from service.battles import from_battle
+    from service.category_boards import dimension_of
+
+    assert dimension_of("hard=1") == ("category", "hard=1")
+    assert dimension_of("language=zh") == ("language", "zh")
+    row = {"model_a": "x", "model_b": "y", "winner": "model_a", "question_id": "q", "tstamp": 1.0,
+           "conversation_a": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a"}],
+           "conversation_b": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "b"}],
+           "conv_metadata": {"arena": {"category": "hard=1"}}}
+    with pytest.raises(InvalidInput, match="hard=1"):
+        from_battle(msgspec.convert(row, Battle))
+    row["conv_metadata"] = {"arena": {"category": "geography"}}
+    assert from_battle(msgspec.convert(row, Battle))[1]["category"] == "geography"
