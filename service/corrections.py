@@ -146,3 +146,12 @@ def correction_records(corrections: list[Correction], existing) -> tuple[list, l
         records.append(record)
         used.append(correction)
     return records, used
+
+
+def added_row(record, correction: Correction) -> dict:
+    """A correction added to a dataset as `next.added.jsonl` lists it: who wrote it, for
+    which battle, and the record (`chat_row`)."""
+    from evaluators.records import chat_row
+
+    return {"correction": correction.id, "battle": correction.battle_id, "reviewer": correction.reviewer,
+            "reason": "accepted correction", **chat_row(record)}

@@ -20,7 +20,6 @@ from typing import Any
 import msgspec
 from rich.table import Table
 
-from evaluators.records import chat_row
 from service.demo_data import N_
 
 #: Scripted reviewers' names: several, as the per-reviewer rate limits expect.
@@ -102,7 +101,7 @@ class DemoArena:
     def add_corrections(self, kept: list) -> list:
         """The accepted corrections not yet in a dataset, as records to add to round 2 (and
         written, with who wrote them, to `report/added.jsonl`)."""
-        from service.corrections import correction_records, list_corrections
+        from service.corrections import added_row, correction_records, list_corrections
 
         accepted = [c for c in self.store._run(list_corrections(self.store.store, "accepted")) if not c.used_in]
         records, self.used_corrections = correction_records(accepted, kept)
@@ -110,8 +109,7 @@ class DemoArena:
         self.corrections_present = len(accepted) - len(records)
         with (self.out / "report" / "added.jsonl").open("w") as f:
             for rec, c in zip(records, self.used_corrections):
-                f.write(json.dumps({"correction": c.id, "battle": c.battle_id, "reviewer": c.reviewer,
-                                    "reason": "accepted correction", **chat_row(rec)}, ensure_ascii=False) + "\n")
+                f.write(json.dumps(added_row(rec, c), ensure_ascii=False) + "\n")
         return records
 
     def corrections_used(self, dataset_ref: str) -> None:

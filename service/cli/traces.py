@@ -109,9 +109,10 @@ def curate_cmd(report_ref, out, drop_top, drop_flagged, drop_sources, reason, bu
     added_path = out.with_suffix(".added.jsonl")  # the other half of the diff: what came in, and from whom
     if add_corrections:
         with added_path.open("w") as f:
+            from service.corrections import added_row
+
             for rec, c in zip(additions, used):
-                f.write(json.dumps({"correction": c.id, "battle": c.battle_id, "reviewer": c.reviewer,
-                                    "reason": "accepted correction", **chat_row(rec)}, ensure_ascii=False) + "\n")
+                f.write(json.dumps(added_row(rec, c), ensure_ascii=False) + "\n")
     removed_path = out.with_suffix(".removed.jsonl")
     with removed_path.open("w") as f:
         for item in result.removed:
