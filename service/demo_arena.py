@@ -40,10 +40,9 @@ class DemoArena:
     def arena_round(self, battles: int) -> None:
         """Step 5: `battles` arena battles between the round-1 candidates, each voted by a
         simulated reviewer; both-bad ones corrected; the corrections accepted by the admin."""
-        from arena.judge import ReferenceJudge
-        from evaluators.metrics import GenerationOutcome, score_sample
         from service.battles import create_battle, set_active
         from service.corrections import decide_correction, list_corrections, submit_correction
+        from service.judging import reference_judge
         from service.leaderboards import board_view
         from service.serving import Serving
 
@@ -54,8 +53,7 @@ class DemoArena:
         # (there against people clicking through) are lifted for them, and only for them.
         votes_settings = msgspec.structs.replace(self.settings, min_vote_s=0.0, votes_per_minute=10**6,
                                                  votes_per_minute_per_address=10**6)
-        reviewer = ReferenceJudge(lambda answer, gold: score_sample("exact_match", GenerationOutcome(answer, (gold,)))[0],
-                                  name="simulated reviewer", both_bad_below=1e-9)
+        reviewer = reference_judge("exact_match", name="simulated reviewer", allow_both_bad=True)
         rng = random.Random(0)
         store = self.store.store
 

@@ -201,18 +201,25 @@ def judge_job(ctx: JobContext) -> dict[str, Any]:
             close()
 
 
+def reference_judge(metric: str, *, name: str, allow_both_bad: bool) -> ReferenceJudge:
+    """A judge that scores each answer against the battle's reference with the benchmark
+    metric `metric` (a name of `evaluators.metrics`); with `allow_both_bad`, two answers
+    scoring 0 are "both bad"."""
+    from evaluators.metrics import GenerationOutcome, score_sample
+
+    def score(answer: str, reference: str) -> float:
+        return score_sample(metric, GenerationOutcome(answer, (reference,)))[0]
+
+    return ReferenceJudge(score, name=name, both_bad_below=1e-9 if allow_both_bad else None)
+
+
 def _make_judge(ctx: JobContext, spec: JudgeSpec, serving) -> Judge:
     if spec.kind == "url":
         check_judge_host(ctx.settings, spec.url or "")  # the worker's own rule, too
         client = OpenAIChatClient(spec.url, spec.model, api_key=judge_api_key(ctx.settings, spec), max_tokens=spec.max_tokens)
         return LLMJudge(client, allow_both_bad=spec.allow_both_bad, name=spec.name, graded=spec.graded)
     if spec.kind == "reference":
-        from evaluators.metrics import GenerationOutcome, score_sample
-
-        def metric(answer: str, reference: str) -> float:
-            return score_sample(spec.metric, GenerationOutcome(answer, (reference,)))[0]
-
-        return ReferenceJudge(metric, name=spec.name, both_bad_below=1e-9 if spec.allow_both_bad else None)
+        return reference_judge(spec.metric, name=spec.name, allow_both_bad=spec.allow_both_bad)
     return LLMJudge(_ServingChat(ctx, serving, spec.model, spec.max_tokens), allow_both_bad=spec.allow_both_bad, name=spec.name,
                     graded=spec.graded)
 
