@@ -38,8 +38,6 @@ record's training loss at the last checkpoint (high loss = suspicious).
 
 from __future__ import annotations
 
-import json
-import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -47,7 +45,6 @@ from typing import Any, Literal
 
 import msgspec
 import numpy as np
-import torch
 from scipy.stats import rankdata
 
 from evaluators.feature_store import FeatureKey, FeatureStore, parameters_hash, record_hash
@@ -61,7 +58,16 @@ from evaluators.gradients import (
     tokenize_examples,
     trainable_parameters,
 )
-from evaluators.records import Conversation, Message, conversation_text, exchanges
+from evaluators._checkpoints import checkpoint_step, load_adapter_weights, load_checkpoint_model, lr_at
+from evaluators._trace_evidence import (
+    _embedding_evidence,
+    auroc,
+    embedding_scores,
+    influence,
+    precision_at_k,
+    reference_conflicts,
+)
+from evaluators.records import Conversation, Message
 
 __all__ = [
     "AttributionError",
@@ -145,203 +151,6 @@ class AttributionResult(msgspec.Struct, kw_only=True):
         return np.array([getattr(r, name) for r in self.records], dtype=np.float64)
 
 
-# ---------------------------------------------------------------------------- metrics
-
-
-def auroc(scores: Sequence[float] | np.ndarray, positives: Sequence[int]) -> float:
-    """Area under the ROC curve of `scores` for finding the indices in `positives`
-    (ties count half; NaN when either class is empty)."""
-    s = np.asarray(scores, dtype=np.float64)
-    pos = np.zeros(len(s), dtype=bool)
-    pos[list(positives)] = True
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(s)
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def precision_at_k(scores: Sequence[float] | np.ndarray, positives: Sequence[int], k: int | None = None) -> float:
-    """Fraction of the `k` top-scored indices that are in `positives` (k defaults to |positives|)."""
-    k = len(positives) if k is None else k
-    if k <= 0:
-        return float("nan")
-    top = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:k]
-    return float(len(set(top.tolist()) & set(positives)) / k)
-
-
-# ---------------------------------------------------------------------------- scoring
-
-
-def influence(train: Sequence[np.ndarray], queries: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
-    """TracIn influence `(n_train, n_queries)`: checkpoint-weighted sum of feature cosines."""
-    n = train[0].shape[0]
-    m = queries[0].shape[0] if queries else 0
-    total = np.zeros((n, m), dtype=np.float64)
-    if m == 0:
-        return total
-    for t, q, w in zip(train, queries, weights):
-        total += w * (t.astype(np.float64) @ q.astype(np.float64).T)
-    return total
-
-
-def _normalise_text(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
-
-
-def _names_differ(a: str, b: str) -> bool:
-    """Each of two prompts names a key fact (a name, a number, a Chinese noun:
-    `evaluators._text.key_facts`) that the other's text does not contain."""
-    from evaluators._text import key_facts
-
-    la, lb = a.lower(), b.lower()
-    return any(f not in lb for f in key_facts(a)) and any(f not in la for f in key_facts(b))
-
-
-def reference_conflicts(
-    train_records: Sequence[Conversation],
-    failures: Sequence[Failure],
-    *,
-    prompt_similarity: np.ndarray | None = None,
-    threshold: float = 0.97,
-) -> list[list[int]]:
-    """For each failure with a gold answer, the training records that answer the failing
-    prompt otherwise than the gold: any exchange of the record (a multi-turn record may
-    teach the wrong answer in any of its turns, not only the last) whose user turn matches
-    the failing prompt (same words, or embedding cosine >= `threshold` when
-    `prompt_similarity` is given: one row per exchange, records' exchanges in order, one
-    column per failure) and whose assistant turn disagrees with the gold. An embedding match
-    is not taken when each prompt names something the other never mentions (`_names_differ`):
-    an English-centric model puts "张伟住在哪里？" and "周杰住在哪里？" together."""
-    owners: list[int] = []
-    pairs: list[tuple[str, str]] = []
-    raw: list[str] = []
-    for i, record in enumerate(train_records):
-        for prompt, answer in exchanges(record):
-            owners.append(i)
-            raw.append(prompt)
-            pairs.append((_normalise_text(prompt), _normalise_text(answer)))
-    if prompt_similarity is not None and prompt_similarity.shape != (len(pairs), len(failures)):
-        raise AttributionError(
-            f"prompt_similarity has shape {prompt_similarity.shape}: expected one row per exchange and one "
-            f"column per failure, {(len(pairs), len(failures))}"
-        )
-    out: list[list[int]] = []
-    for j, failure in enumerate(failures):
-        if failure.gold is None:
-            out.append([])
-            continue
-        prompt, gold = _normalise_text(failure.prompt.prompt), _normalise_text(failure.gold)
-        hits: set[int] = set()
-        for e, (p, a) in enumerate(pairs):
-            same = p == prompt or (
-                prompt_similarity is not None and prompt_similarity[e, j] >= threshold
-                and not _names_differ(raw[e], failure.prompt.prompt)
-            )
-            if same and a != gold and gold not in a:
-                hits.add(owners[e])
-        out.append(sorted(hits))
-    return out
-
-
-def embedding_scores(train_embeddings: np.ndarray, failure_embeddings: np.ndarray) -> np.ndarray:
-    """Nearest-neighbour baseline: each record's highest cosine to any failure."""
-    if failure_embeddings.shape[0] == 0:
-        return np.zeros(train_embeddings.shape[0])
-    return (train_embeddings @ failure_embeddings.T).max(axis=1).astype(np.float64)
-
-
-def _embed_or_none(texts: list[str]) -> np.ndarray | None:
-    try:
-        from evaluators.embeddings import EmbedderUnavailable, embed
-    except ImportError:
-        return None
-    try:
-        return embed(texts)
-    except EmbedderUnavailable:
-        return None
-
-
-def _record_text(record: Conversation) -> str:
-    """A record's questions and answers, in order (system turns left out: a prompt shared by
-    every record would only pull all of them together)."""
-    pairs = exchanges(record)
-    return "\n".join(f"{q}\n{a}" for q, a in pairs) if pairs else conversation_text(record)
-
-
-def _embedding_evidence(
-    train_records: Sequence[Conversation], failures: Sequence[Failure]
-) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """`(nearest-neighbour scores, exchange-prompt similarity (n_exchanges, n_failures))`,
-    or Nones when the embedding model is unavailable (the trace goes on without them).
-    A record is embedded whole, every exchange of it; a failure as its prompt's last user
-    turn and its output (for a one-exchange record, the same shape of text)."""
-    texts = [_record_text(r) for r in train_records]
-    texts += [f"{f.prompt.prompt}\n{f.output}" for f in failures]
-    prompts = [p for r in train_records for p, _ in exchanges(r)] + [f.prompt.prompt for f in failures]
-    vectors = _embed_or_none(texts + prompts)
-    if vectors is None:
-        return None, None
-    n, nf = len(train_records), len(failures)
-    prompt_vectors = vectors[n + nf :]
-    ne = len(prompt_vectors) - nf
-    return embedding_scores(vectors[:n], vectors[n : n + nf]), prompt_vectors[:ne] @ prompt_vectors[ne:].T
-
-
-# ---------------------------------------------------------------------------- checkpoints
-
-
-def checkpoint_step(path: str | Path) -> int:
-    """The training step of a checkpoint directory (`checkpoint-N`, else its trainer_state.json)."""
-    path = Path(path)
-    match = re.fullmatch(r"checkpoint-(\d+)", path.name)
-    if match:
-        return int(match.group(1))
-    state = path / "trainer_state.json"
-    if state.is_file():
-        return int(json.loads(state.read_text()).get("global_step", 0))
-    raise AttributionError(f"{path}: not a checkpoint (expected checkpoint-N or a trainer_state.json)")
-
-
-def _lr_at(path: Path, step: int) -> float | None:
-    """The learning rate logged closest before `step` in the checkpoint's trainer_state.json."""
-    state = path / "trainer_state.json"
-    if not state.is_file():
-        return None
-    logged = [
-        (e["step"], e["learning_rate"])
-        for e in json.loads(state.read_text()).get("log_history", [])
-        if "learning_rate" in e
-    ]
-    before = [lr for s, lr in logged if s <= step]
-    return float(before[-1]) if before else None
-
-
-def load_checkpoint_model(base_dir: str | Path, adapter_dir: str | Path) -> tuple[Any, Any]:
-    """`(model, tokenizer)`: the base at `base_dir` with the LoRA adapter of `adapter_dir`
-    loaded trainable (so its parameters get gradients), eager attention, float32, eval mode."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32, attn_implementation="eager")
-    model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=True)
-    model.eval()
-    return model, tokenizer
-
-
-def _load_adapter_weights(model: Any, adapter_dir: Path) -> None:
-    from peft import set_peft_model_state_dict
-    from peft.utils import load_peft_weights
-
-    result = set_peft_model_state_dict(model, load_peft_weights(str(adapter_dir), device="cpu"))
-    unexpected = getattr(result, "unexpected_keys", None)
-    if unexpected:
-        raise AttributionError(f"{adapter_dir}: adapter weights do not fit the first checkpoint's adapter: {unexpected[:3]}")
-
-
 # ---------------------------------------------------------------------------- tracing
 
 
@@ -377,7 +186,7 @@ def _features_at_checkpoints(
     out = _Features(train=[], queries=[], last_losses=np.zeros(0), reused=True, train_s=0.0, query_s=0.0)
     for n, (path, step) in enumerate(zip(paths, steps)):
         if n:
-            _load_adapter_weights(model, path)
+            load_adapter_weights(model, path)
         t0 = time.perf_counter()
         batch = store.get(key, step) if store is not None else None
         if batch is None:
@@ -487,7 +296,7 @@ def trace_failures(
 
     t0 = time.perf_counter()
     if checkpoint_weights == "lr":
-        raw = np.array([_lr_at(p, s) or 0.0 for p, s in zip(paths, steps)])
+        raw = np.array([lr_at(p, s) or 0.0 for p, s in zip(paths, steps)])
         weights = raw / raw.sum() if raw.sum() > 0 else np.full(len(paths), 1 / len(paths))
     else:
         weights = np.full(len(paths), 1 / len(paths))
