@@ -46,6 +46,8 @@ BATTLE_TTL_S = 24 * 3600
 #: Tokens per answer; the service's `ARENA_MAX_NEW_TOKENS_CAP` lowers it if smaller.
 ANSWER_TOKENS = 256
 MAX_REASON_CHARS = 1000
+#: Skipped records an import names (the count says how many in all).
+IMPORT_ERRORS_SHOWN = 20
 #: Our fields in a logged vote, kept in `conv_metadata["arena"]` on export.
 OUR_FIELDS = (
     "board", "reviewer", "battle_id", "choice", "reason", "category", "source", "categories", "battle_tstamp",
@@ -377,25 +379,43 @@ async def export_battles(store, *, boards: Iterable[str] = ("human", "judge"), i
 
 
 async def import_battles(store, records: list[Any], *, board: str | None = None, skip_invalid: bool = False) -> dict[str, Any]:
-    """Validate FastChat battles (dicts or `Battle`s) and log + count them as observations
-    (no battle, no rate limit). A battle with a `weight` is logged as that many votes (the
-    counters count votes, as the judging job logs a strong graded verdict). All-or-nothing
-    unless `skip_invalid`. Returns counts (of votes logged)."""
+    """Validate FastChat battles (dicts or `Battle`s, e.g. a request's body) and log them;
+    see `import_loaded`."""
     from arena.battles import BattleFormatError
 
     try:
         loaded = validate_battles(records, skip_invalid=skip_invalid)
     except BattleFormatError as exc:
         raise InvalidInput(str(exc)) from None
+    return await import_loaded(store, loaded, board=board, skip_invalid=skip_invalid)
+
+
+async def import_loaded(store, loaded, *, board: str | None = None, skip_invalid: bool = False,
+                        source: str | None = None) -> dict[str, Any]:
+    """Log + count the battles of `loaded` (`arena.battles.BattleFile`) as observations (no
+    battle, no rate limit). A battle with a `weight` is logged as that many votes (the
+    counters count votes, as the judging job logs a strong graded verdict). A record our
+    checks refuse (a bad `categories` list, a pool category that is a tag, a bad board) is
+    named by its position in the file, as the reader names its own errors: all-or-nothing
+    (`InvalidInput`, nothing logged), or with `skip_invalid` skipped like those. Returns
+    counts (of votes logged), `skipped` and the first `errors` (one line each)."""
+    from arena.battles import BattleFormatError
+
     grouped: dict[str, list[dict[str, Any]]] = {}
+    refused = []
     for k, battle in enumerate(loaded.battles):
         try:
             target, vote = from_battle(battle, board=board)
         except InvalidInput as exc:
-            raise InvalidInput(f"battle #{k}: {exc.message}") from None
+            refused.append(loaded.located(k, exc.message))
+            continue
         repeat = int(vote.pop("weight", None) or 1)
         grouped.setdefault(target, []).extend([vote] * repeat)
+    if refused and not skip_invalid:
+        raise InvalidInput(str(BattleFormatError(refused, source)))
     for target, votes in grouped.items():
         await store.record_observations(votes, board=target)
-    return {"imported": sum(len(v) for v in grouped.values()), "skipped": len(loaded.skipped),
+    skipped = sorted([*loaded.skipped, *refused], key=lambda e: e.index)
+    return {"imported": sum(len(v) for v in grouped.values()), "skipped": len(skipped),
+            "errors": [e.describe() for e in skipped[:IMPORT_ERRORS_SHOWN]],
             "by_board": {b: len(v) for b, v in grouped.items()}}

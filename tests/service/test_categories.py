@@ -20,7 +20,7 @@ from service.category_boards import MIN_CATEGORY_VOTES, category_boards
 from service.errors import InvalidInput
 from service.prompt_categories import LONG_FROM, battle_tags, check_task_type, prompt_tags, task_type_name
 from service.store import SyncStore
-from tests.redis_fixtures import fresh_board, settings_env
+from tests.redis_fixtures import LiveServer, fresh_board, settings_env
 from tests.scripted_openai import ScriptedOpenAI
 from tests.service.test_arena import ANSWERS, JUDGES, play, start
 
@@ -246,3 +246,64 @@ def test_an_odd_stored_category_does_not_take_the_boards_down_and_import_refuses
         from_battle(msgspec.convert(row, Battle))
     row["conv_metadata"] = {"arena": {"category": "geography"}}
     assert from_battle(msgspec.convert(row, Battle))[1]["category"] == "geography"
+
+
+def _import_record(k: int, categories=None, same_model: bool = False) -> dict:
+    record = {"model_a": "x", "model_b": "x" if same_model else "y", "winner": "model_a", "question_id": f"q{k}",
+              "tstamp": 1.0 + k, "conversation_a": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a"}],
+              "conversation_b": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "b"}],
+              "conv_metadata": {"arena": {"reviewer": "r1", "categories": categories or ["language=latin", "length=short"]}}}
+    return record
+
+
+def test_import_skips_a_bad_categories_record_and_names_its_place_in_the_file(settings, tmp_path, store):
+    """A file of good battles with one whose `categories` is bad: without --skip-invalid
+    nothing is imported and the error names the record's line; with it the good ones land,
+    the bad one is named by its line in the file (records the reader skipped counted), and
+    the votes already stored stay. The same through HTTP, by the record's index."""
+    store.record_observations([_import_record(100), _import_record(101)], board="human")
+
+    def human_votes() -> int:
+        return store.aggregate_summary().votes.get("human", 0)
+
+    bad = _import_record(5, categories=["not a tag"])
+    lines = [_import_record(1), None, _import_record(3, same_model=True), _import_record(4), bad, _import_record(6)]
+    path = tmp_path / "battles.jsonl"
+    path.write_text("\n".join("" if r is None else json.dumps(r) for r in lines) + "\n")
+    env = settings_env(settings)
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "service.cli", "battles", "import", str(path), *args],
+                              env=env, capture_output=True, text=True, timeout=120)
+
+    clean = tmp_path / "clean.jsonl"  # no record the reader refuses: our own check is what fails
+    clean.write_text("\n".join(json.dumps(r) for r in (_import_record(1), bad, _import_record(6))) + "\n")
+    out = subprocess.run([sys.executable, "-m", "service.cli", "battles", "import", str(clean)],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "line 2: conv_metadata.arena: categories: 'not a tag' is not a category tag" in out.stderr
+    assert "--skip-invalid" in out.stderr and human_votes() == 2
+
+    out = cli("--skip-invalid")
+    assert out.returncode == 0, out.stderr
+    assert "imported 3 battles (3 human); skipped 2 invalid" in out.stdout
+    assert "skipped line 3: field `model_b`" in out.stderr
+    assert "skipped line 5: conv_metadata.arena: categories: 'not a tag'" in out.stderr
+    assert human_votes() == 5
+
+    srv = LiveServer(settings).start()
+    try:
+        admin = srv.client(admin=True)
+        body = [r for r in lines if r is not None]  # the array index of the bad one is 3
+        clean_body = [r for r in body if r["model_b"] != "x"]  # the bad one at index 2
+        refused = admin.post("/api/battles/import", content=msgspec.json.encode(clean_body))
+        assert refused.status_code == 422 and "record 2: conv_metadata.arena: categories" in refused.json()["detail"]
+        assert human_votes() == 5
+        done = admin.post("/api/battles/import?skip_invalid=true", content=msgspec.json.encode(body))
+        assert done.status_code == 201, done.text
+        result = done.json()
+        assert result["imported"] == 3 and result["skipped"] == 2
+        assert [e.split(":")[0] for e in result["errors"]] == ["record 1", "record 3"]
+        assert human_votes() == 8
+    finally:
+        srv.stop()
