@@ -127,14 +127,19 @@ def check_tags(tags: Any, where: str) -> list[str]:
 
 def check_pool_category(value: Any, where: str) -> str | None:
     """A pool's free `category`: a string of at most `MAX_CATEGORY_CHARS` printable characters
-    that is not a category tag (those are set by the fields `task_type` and `hard`)."""
+    that is not a category tag (those are set by the fields `task_type` and `hard`). Pool
+    categories and tags share one namespace of boards, so a pool category `hard` would put
+    its prompts on the hard-prompts board: refused like `language=zh`."""
     if value is None or value == "":
         return None
     if not isinstance(value, str):
         raise InvalidInput(f"{where}: field 'category' must be a string")
     if len(value) > MAX_CATEGORY_CHARS or not value.isprintable():
         raise InvalidInput(f"{where}: category: expected at most {MAX_CATEGORY_CHARS} printable characters")
-    if value != "hard" and parse_tag(value) is not None:
+    if value == "hard":
+        raise InvalidInput(f"{where}: category 'hard' is the hard-prompts tag; set \"hard\": true in the record "
+                           "for a hard prompt, or name the category otherwise")
+    if parse_tag(value) is not None:
         raise InvalidInput(f"{where}: category {value!r} is a category tag; set `task_type` or `hard` in the record instead")
     return value
 

@@ -244,6 +244,9 @@ def test_an_odd_stored_category_does_not_take_the_boards_down_and_import_refuses
            "conv_metadata": {"arena": {"category": "hard=1"}}}
     with pytest.raises(InvalidInput, match="hard=1"):
         from_battle(msgspec.convert(row, Battle))
+    row["conv_metadata"] = {"arena": {"category": "hard"}}  # the hard-prompts tag is not a pool category
+    with pytest.raises(InvalidInput, match="hard-prompts tag"):
+        from_battle(msgspec.convert(row, Battle))
     row["conv_metadata"] = {"arena": {"category": "geography"}}
     assert from_battle(msgspec.convert(row, Battle))[1]["category"] == "geography"
 
@@ -307,3 +310,29 @@ def test_import_skips_a_bad_categories_record_and_names_its_place_in_the_file(se
         assert human_votes() == 8
     finally:
         srv.stop()
+
+
+def test_a_pool_category_named_hard_is_refused_so_the_hard_board_holds_hard_prompts_only(server):
+    """Pool categories and tags name boards in one namespace: a pool category `hard` would
+    count its (not hard) prompts on the hard-prompts board. Writing one is refused in one
+    line; the hard board counts only the prompts marked `"hard": true`."""
+    client, admin = server.client(), server.client(admin=True)
+    r = admin.post("/api/arena/prompts", json={"prompts": [{"prompt": ENGLISH_SHORT, "category": "hard"}]})
+    assert r.status_code == 422, r.text
+    assert "prompts[0]: category 'hard' is the hard-prompts tag; set \"hard\": true" in r.json()["detail"]
+    r = admin.post("/api/arena/prompts", json={"prompts": [{"prompt": ENGLISH_SHORT, "category": "Hard"}]})
+    assert r.status_code == 201, r.text  # another name is a pool category of its own
+    for _ in range(4):
+        play(client, "a")
+    hard = fresh_board(client, "/api/leaderboard?category=hard")
+
+    def battles_in(category: str) -> int:  # a pool category no vote is in yet is a 404
+        r = client.get("/api/leaderboard", params={"category": category})
+        assert r.status_code in (200, 404), r.text
+        return r.json()["n_battles"] if r.status_code == 200 else 0
+
+    assert hard["n_battles"] == battles_in("<i>pool</i>") and hard["n_battles"] + battles_in("Hard") == 4
+    columns = {c["category"]: c for c in client.get("/api/leaderboard/categories").json()["columns"]}
+    assert columns["hard"]["dimension"] == "hard" and columns["hard"]["n_battles"] == hard["n_battles"]
+    if "Hard" in columns:
+        assert columns["Hard"]["dimension"] == "category"
