@@ -323,11 +323,16 @@ async def reveal_if_voted(store, battle: dict[str, Any]) -> dict[str, Any] | Non
 
 
 def to_battle(vote: dict[str, Any]) -> Battle:
-    """A logged vote as a FastChat `Battle`, our fields in `conv_metadata["arena"]`, and
+    """A logged vote as a FastChat `Battle`, our fields in `conv_metadata["arena"]` (its
+    `categories` always, `[]` for a vote with none), and
     FastChat's style counts (`sum_assistant_a_tokens`, `header_count_a`, ...) computed from
     the answers when the vote does not carry them, so FastChat's own style control runs on
     the export."""
     ours = {k: vote[k] for k in OUR_FIELDS if vote.get(k) is not None}
+    # A vote logged before battles had tags is on the overall board only: said explicitly
+    # (`[]`), so a reader of the file (`arena ratings --category`, an import) does not
+    # compute tags the service never counted.
+    ours.setdefault("categories", [])
     fastchat = {k: v for k, v in vote.items() if k not in OUR_FIELDS and k != "prompt"}
     meta = dict(fastchat.get("conv_metadata") or {})
     if ours:

@@ -148,13 +148,16 @@ def check_pool_category(value: Any, where: str) -> str | None:
 
 
 def battle_tags(battle) -> list[str]:
-    """The tags of a FastChat battle (`arena.battles.Battle`): ours when it was exported here
-    (`conv_metadata["arena"]["categories"]`, checked), else computed from its first user
-    turn, with `hard` and task types from the public arena's `category_tag` labels
-    (`math_v0.1`, `creative_writing_v0.1`, `if_v0.1` score >= 4 as its "instruction following")."""
-    ours = ((battle.conv_metadata or {}).get("arena") or {}) if isinstance(battle.conv_metadata, dict) else {}
-    if isinstance(ours, dict) and ours.get("categories") is not None:
-        return check_tags(ours["categories"], "conv_metadata.arena")
+    """The tags of a FastChat battle (`arena.battles.Battle`). One exported here (it has
+    `conv_metadata["arena"]`) has the tags the service counted it under: its `categories`
+    (checked), none when it has no such list (a vote logged before tags existed, counted
+    on the overall board only). Any other file's battle (a public dump) gets tags computed
+    from its first user turn, with `hard` and task types from the public arena's
+    `category_tag` labels (`math_v0.1`, `creative_writing_v0.1`, `if_v0.1` score >= 4 as
+    its "instruction following")."""
+    ours = battle.conv_metadata.get("arena") if isinstance(battle.conv_metadata, dict) else None
+    if isinstance(ours, dict) and ours:
+        return check_tags(ours["categories"], "conv_metadata.arena") if ours.get("categories") is not None else []
     text = _first_user_turn(battle.conversation_a or battle.conversation_b or [])
     labels = battle.category_tag if isinstance(battle.category_tag, dict) else {}
     tasks = [name for name, key, flag in (("math", "math_v0.1", "math"), ("creative_writing", "creative_writing_v0.1", "creative_writing"))

@@ -336,3 +336,40 @@ def test_a_pool_category_named_hard_is_refused_so_the_hard_board_holds_hard_prom
     assert columns["hard"]["dimension"] == "hard" and columns["hard"]["n_battles"] == hard["n_battles"]
     if "Hard" in columns:
         assert columns["Hard"]["dimension"] == "category"
+
+
+def test_the_cli_and_the_service_give_the_same_category_board_on_the_same_votes(settings, tmp_path, store):
+    """Votes logged before battles had tags are on the service's overall board only; the
+    export says so (`categories: []`), so `arena ratings EXPORT --category TAG` rates the
+    votes the service's TAG board rates, though the untagged votes' prompts are Chinese."""
+    rng = random.Random(7)
+    conversation = [{"role": "user", "content": CHINESE_LONG}, {"role": "assistant", "content": "答"}]
+    votes = []
+    for k in range(60):
+        a, b = rng.sample(["m1", "m2", "m3"], 2)
+        vote = {"model_a": a, "model_b": b, "winner": rng.choice(["model_a", "model_b", "tie"]), "reviewer": f"r{k % 4}",
+                "question_id": f"q{k}", "conversation_a": conversation, "conversation_b": conversation}
+        if k % 3:  # a third logged before tags existed: no `categories`
+            vote["categories"] = ["language=zh", "length=long"]
+        votes.append(vote)
+    store.record_observations(votes, board="human")
+    env = settings_env(settings)
+    path = tmp_path / "export.json"
+    out = subprocess.run([sys.executable, "-m", "service.cli", "battles", "export", str(path)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert sum(r["conv_metadata"]["arena"]["categories"] == [] for r in json.loads(path.read_text())) == 20
+
+    out = subprocess.run([sys.executable, "-m", "service.cli", "ratings", str(path), "--category", "language=zh",
+                          "--bootstrap", "0", "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    cli = {r["model"]: r for r in json.loads(out.stdout)}
+    srv = LiveServer(settings).start()
+    try:
+        service = fresh_board(srv.client(), "/api/leaderboard?category=language=zh")
+    finally:
+        srv.stop()
+    assert service["n_battles"] == 40 and sum(r["votes"] for r in cli.values()) == 2 * 40
+    for row in service["rows"]:
+        assert cli[row["model"]]["votes"] == row["votes"], row["model"]
+        assert abs(cli[row["model"]]["rating"] - row["rating"]) < 1e-6, row["model"]
