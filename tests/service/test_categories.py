@@ -10,6 +10,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 
 import msgspec
 import pytest
@@ -79,6 +80,17 @@ def server(settings, scripted):
     srv.stop()
 
 
+def fitted_columns(client, query: str = "", timeout: float = 30.0) -> dict:
+    """`/api/leaderboard/categories` once the refresher has fitted every column (a column
+    never fitted in the process says `computing` until its next round)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        side = client.get(f"/api/leaderboard/categories{query}").json()
+        if not any(c["computing"] for c in side["columns"]) or time.monotonic() > deadline:
+            return side
+        time.sleep(0.05)
+
+
 def test_a_chinese_long_battle_counts_into_its_categories_and_no_others(server):
     client = server.client()
     battle, _ = play(client, "a")
@@ -99,14 +111,14 @@ def test_a_chinese_long_battle_counts_into_its_categories_and_no_others(server):
     exported = server.client(admin=True).get("/api/battles/export").json()
     assert exported[0]["conv_metadata"]["arena"]["categories"] == ["task_type=writing", "language=zh", "length=long", "hard"]
 
-    side = client.get("/api/leaderboard/categories").json()
+    side = fitted_columns(client)
     columns = {c["category"]: c for c in side["columns"]}
     assert side["columns"][0]["category"] is None and side["columns"][0]["n_battles"] == 2 and side["columns"][0]["enough"]
     assert set(side["models"]) == {"alpha", "beta"} and set(side["columns"][0]["cells"]) == {"alpha", "beta"}
     zh = columns["language=zh"]
     assert (zh["dimension"], zh["value"], zh["n_battles"], zh["enough"], zh["cells"]) == ("language", "zh", 1, False, {})
     assert columns["<i>pool</i>"]["dimension"] == "category"
-    only = client.get("/api/leaderboard/categories?by=length").json()["columns"]
+    only = fitted_columns(client, "?by=length")["columns"]
     assert [c["category"] for c in only] == [None, "length=long", "length=short"]
 
     page = client.get("/leaderboard")
@@ -332,7 +344,7 @@ def test_a_pool_category_named_hard_is_refused_so_the_hard_board_holds_hard_prom
         return r.json()["n_battles"] if r.status_code == 200 else 0
 
     assert hard["n_battles"] == battles_in("<i>pool</i>") and hard["n_battles"] + battles_in("Hard") == 4
-    columns = {c["category"]: c for c in client.get("/api/leaderboard/categories").json()["columns"]}
+    columns = {c["category"]: c for c in fitted_columns(client)["columns"]}
     assert columns["hard"]["dimension"] == "hard" and columns["hard"]["n_battles"] == hard["n_battles"]
     if "Hard" in columns:
         assert columns["Hard"]["dimension"] == "category"
@@ -373,3 +385,47 @@ def test_the_cli_and_the_service_give_the_same_category_board_on_the_same_votes(
     for row in service["rows"]:
         assert cli[row["model"]]["votes"] == row["votes"], row["model"]
         assert abs(cli[row["model"]]["rating"] - row["rating"]) < 1e-6, row["model"]
+
+
+def test_a_cold_page_fits_no_category_column_and_the_refresher_fits_each_once(store, settings):
+    """Fits counted (`BoardCache.fits`), not timed: with a refresher running, a cold
+    `/leaderboard` fits the two overall boards and no category column (each says
+    "computing"); the refresher's next round fits the columns, at `CATEGORY_ROUNDS`; then
+    votes in one category set refit only the boards they changed."""
+    from service.category_boards import CATEGORY_ROUNDS, MAX_COLUMNS
+
+    rng = random.Random(1)
+    tag_sets = [["language=zh", "length=long"], ["language=latin", "length=short", "task_type=coding"],
+                ["task_type=writing", "language=ja", "length=medium", "hard"], ["language=ko", "length=medium"]]
+    votes = [{**v, "category": f"pool{k % 3}"} for k, tags in enumerate(tag_sets * 3)
+             for v in _slice_votes(rng, 25, "model_a", tags)]
+    store.record_observations(votes, board="human")
+    categories = store.aggregate_summary().categories
+    assert len(categories) > MAX_COLUMNS  # the table is full
+
+    s = msgspec.structs.replace(settings, board_refresh_s=3600.0)  # one round at start, then none during the test
+    srv = LiveServer(s).start()
+    try:
+        client = srv.client()
+        cache = board_cache(srv.app.state.store)
+        page = client.get("/leaderboard")
+        assert page.status_code == 200 and page.text.count("computing…") == MAX_COLUMNS
+        assert cache.fits == 2  # the human and judge boards; no column
+        assert len(cache.wanted) == MAX_COLUMNS
+    finally:
+        srv.stop()
+
+    cache = board_cache(store.store)
+    cache.refreshing = True  # as `BoardCache.run` sets it: from here on the refresher fits
+    side = store._run(category_boards(store.store, "human"))
+    assert cache.fits == 1 and all(c.computing for c in side.columns[1:])
+    assert store._run(cache.refresh(store.store)) == MAX_COLUMNS and cache.fits == 1 + MAX_COLUMNS
+    side = store._run(category_boards(store.store, "human"))
+    assert cache.fits == 1 + MAX_COLUMNS and not any(c.computing for c in side.columns)
+    assert {e.view.bootstrap_rounds for k, e in cache.entries.items() if k[1]} == {CATEGORY_ROUNDS}
+
+    # Votes in one set of categories: the overall board and the shown columns they are in.
+    store.record_observations([{**v, "category": "pool0"} for v in _slice_votes(rng, 5, "model_b", tag_sets[0])], board="human")
+    changed = {None, *tag_sets[0], "pool0"} & {c.category for c in side.columns}
+    assert store._run(cache.refresh(store.store)) == len(changed)
+    assert cache.fits == 1 + MAX_COLUMNS + len(changed)
