@@ -130,10 +130,28 @@ class BattleFormatError(ValueError):
 
 
 class BattleFile(msgspec.Struct):
-    """What `read_battles` returns: the valid battles in file order and the skipped records."""
+    """What `read_battles` returns: the valid battles in file order and the skipped records.
+    `located` names where a valid battle was in the file, for a caller's own checks."""
 
     battles: list[Battle]
     skipped: list[InvalidRecord] = []
+    layout: str = "records"  # "records" (a JSON array or a list), "lines" (JSONL) or "rows" (Parquet, CSV)
+    line_numbers: list[int] | None = None  # JSONL with blank lines: the line of each record
+
+    def located(self, k: int, message: str, field: str | None = None) -> InvalidRecord:
+        """An `InvalidRecord` for `battles[k]`, at its position among all the records (the
+        skipped ones counted), as the reader would have named it: record, line or row."""
+        index = k
+        for skipped in sorted(e.index for e in self.skipped):
+            if skipped > index:
+                break
+            index += 1
+        line = row = None
+        if self.layout == "lines":
+            line = self.line_numbers[index] if self.line_numbers is not None else index + 1
+        elif self.layout == "rows":
+            row = index + 1
+        return InvalidRecord(index=index, field=field, message=message, line=line, row=row)
 
 
 def read_battles(path: str | Path, *, skip_invalid: bool = False) -> BattleFile:
@@ -158,9 +176,13 @@ def parse_battles(data: bytes | str, *, skip_invalid: bool = False, source: str 
     stripped = data.lstrip()
     if not stripped:
         return BattleFile(battles=[])
+    line_numbers = None
     if stripped[:1] in (b"[", b"{"):
         try:
-            battles, errors = (_parse_array if stripped[:1] == b"[" else _parse_jsonl)(data)
+            if stripped[:1] == b"[":
+                battles, errors = _parse_array(data)
+            else:
+                battles, errors, line_numbers = _parse_jsonl(data)
         except RecursionError:
             # msgspec recurses per level: a pathologically nested file must not be a traceback.
             raise BattleFormatError([InvalidRecord(index=0, field=None, message="nested too deeply to read")],
@@ -172,7 +194,8 @@ def parse_battles(data: bytes | str, *, skip_invalid: bool = False, source: str 
         )
     if errors and not skip_invalid:
         raise BattleFormatError(errors, source)
-    return BattleFile(battles=battles, skipped=errors)
+    layout = "lines" if stripped[:1] == b"{" else "records"
+    return BattleFile(battles=battles, skipped=errors, layout=layout, line_numbers=line_numbers)
 
 
 def validate_battles(records: Iterable[Any], *, skip_invalid: bool = False) -> BattleFile:
@@ -233,7 +256,7 @@ def _read_table(path: Path, *, skip_invalid: bool) -> BattleFile:
         raise BattleFormatError([InvalidRecord(index=index, field=None, message=message, row=index + 1)], str(path)) from None
     if errors and not skip_invalid:
         raise BattleFormatError(errors, str(path))
-    return BattleFile(battles=battles, skipped=errors)
+    return BattleFile(battles=battles, skipped=errors, layout="rows")
 
 
 def _first_needs_mapping(first: bytes | None) -> bool:
@@ -283,9 +306,12 @@ def _parse_array(data: bytes) -> tuple[list[Battle], list[InvalidRecord]]:
     return battles, errors
 
 
-def _parse_jsonl(data: bytes) -> tuple[list[Battle], list[InvalidRecord]]:
+def _parse_jsonl(data: bytes) -> tuple[list[Battle], list[InvalidRecord], list[int] | None]:
+    """(battles, errors, the line of each record when blank lines make it other than its
+    position + 1)."""
     lines = data.splitlines()
     numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+    line_numbers = [n for n, _ in numbered] if len(numbered) != len(lines) else None
     try:
         if _first_needs_mapping(numbered[0][1] if numbered else None):
             raise msgspec.DecodeError
@@ -298,7 +324,7 @@ def _parse_jsonl(data: bytes) -> tuple[list[Battle], list[InvalidRecord]]:
         if errors:
             bad = {e.index for e in errors}
             battles = [b for i, b in enumerate(battles) if i not in bad]
-        return battles, errors
+        return battles, errors, line_numbers
     battles, errors = [], []
     decoder = msgspec.json.Decoder()
     for index, (line_number, line) in enumerate(numbered):
@@ -312,7 +338,7 @@ def _parse_jsonl(data: bytes) -> tuple[list[Battle], list[InvalidRecord]]:
             errors.append(error)
         else:
             battles.append(battle)
-    return battles, errors
+    return battles, errors, line_numbers
 
 
 def _convert_record(record: Any, index: int, line: int | None = None, row: int | None = None) -> tuple[Battle | None, InvalidRecord | None]:

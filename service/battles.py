@@ -14,9 +14,8 @@ The log keeps FastChat's battle fields (`model_a`, `model_b`, `winner`, `judge` 
 reviewer, `tstamp`, `anony`, `question_id`, `conversation_a/b`, and for imported public
 data `language`, `category_tag`, `conv_metadata`) plus ours at the top level (`reviewer`,
 `battle_id`, `reason`, `time_to_vote_s`, `category`, `source`, `categories`: the battle's
-category tags, see `service.prompt_categories`, ...). An export moves ours
-into `conv_metadata["arena"]` and adds FastChat's style counts there, so files stay
-FastChat-compatible (its style control runs on them) and an import restores them exactly.
+category tags, see `service.prompt_categories`, ...). Export and import of the log are in
+`service.battle_files` (re-exported here).
 """
 
 from __future__ import annotations
@@ -30,10 +29,8 @@ from typing import Any
 
 import msgspec
 
-from arena.battles import Battle, validate_battles
 from arena.judge import CHOICES, WINNER_OF, match_id
 from arena.markdown import render_markdown
-from arena.style_metadata import with_conv_metadata
 from arena.matchmaking import choose_pair
 from service import battle_answers
 from service.battle_answers import anonymous_error
@@ -46,12 +43,6 @@ BATTLE_TTL_S = 24 * 3600
 #: Tokens per answer; the service's `ARENA_MAX_NEW_TOKENS_CAP` lowers it if smaller.
 ANSWER_TOKENS = 256
 MAX_REASON_CHARS = 1000
-#: Our fields in a logged vote, kept in `conv_metadata["arena"]` on export.
-OUR_FIELDS = (
-    "board", "reviewer", "battle_id", "choice", "reason", "category", "source", "categories", "battle_tstamp",
-    "time_to_vote_s", "judgement", "order", "consistent",
-)
-
 _rng = random.Random()
 
 
@@ -317,85 +308,7 @@ async def reveal_if_voted(store, battle: dict[str, Any]) -> dict[str, Any] | Non
     return {"model_a": battle["model_a"], "model_b": battle["model_b"], "vote_id": vote_id}
 
 
-# --- export and import ------------------------------------------------------------------
-
-
-def to_battle(vote: dict[str, Any]) -> Battle:
-    """A logged vote as a FastChat `Battle`, our fields in `conv_metadata["arena"]`, and
-    FastChat's style counts (`sum_assistant_a_tokens`, `header_count_a`, ...) computed from
-    the answers when the vote does not carry them, so FastChat's own style control runs on
-    the export."""
-    ours = {k: vote[k] for k in OUR_FIELDS if vote.get(k) is not None}
-    fastchat = {k: v for k, v in vote.items() if k not in OUR_FIELDS and k != "prompt"}
-    meta = dict(fastchat.get("conv_metadata") or {})
-    if ours:
-        meta["arena"] = ours
-    fastchat["conv_metadata"] = meta or None
-    battle = msgspec.convert({k: v for k, v in fastchat.items() if v is not None}, Battle)
-    return msgspec.structs.replace(battle, conv_metadata=with_conv_metadata(battle))
-
-
-def from_battle(battle: Battle, *, board: str | None = None) -> tuple[str, dict[str, Any]]:
-    """(board, logged vote) for an imported battle: our fields restored from
-    `conv_metadata["arena"]`; the reviewer is that, else FastChat's `judge`, else "import";
-    its category tags ours (checked) or, for a public battle, made from its prompt and its
-    `category_tag` labels (`prompt_categories.battle_tags`)."""
-    from service.prompt_categories import battle_tags, check_pool_category
-
-    record = msgspec.to_builtins(battle)
-    meta = dict(record.pop("conv_metadata", None) or {})
-    ours = meta.pop("arena", None) or {}
-    if not isinstance(ours, dict):
-        ours = {}
-    if meta:
-        record["conv_metadata"] = meta
-    record.update({k: v for k, v in ours.items() if k in OUR_FIELDS})
-    if record.get("category") is not None:  # counted as a pool category: checked as one
-        record["category"] = check_pool_category(record["category"], "conv_metadata.arena")
-    record.pop("categories", None)
-    tags = battle_tags(battle)
-    if tags:
-        record["categories"] = tags
-    record.setdefault("reviewer", battle.judge or "import")
-    target = board or record.pop("board", None) or "human"
-    record.pop("board", None)
-    if target not in ("human", "judge"):
-        raise InvalidInput(f"board {target!r}: expected 'human' or 'judge'")
-    return target, record
-
-
-async def export_battles(store, *, boards: Iterable[str] = ("human", "judge"), include_excluded: bool = False) -> list[Battle]:
-    """Every logged vote of `boards`, oldest first, as FastChat battles (excluded reviewers'
-    votes left out unless `include_excluded`)."""
-    boards = set(boards)
-    excluded = set() if include_excluded else await store.excluded_reviewers()
-    out = []
-    async for _, vote in store.iter_votes():
-        if vote.get("board", "human") in boards and vote.get("reviewer") not in excluded:
-            out.append(to_battle(vote))
-    return out
-
-
-async def import_battles(store, records: list[Any], *, board: str | None = None, skip_invalid: bool = False) -> dict[str, Any]:
-    """Validate FastChat battles (dicts or `Battle`s) and log + count them as observations
-    (no battle, no rate limit). A battle with a `weight` is logged as that many votes (the
-    counters count votes, as the judging job logs a strong graded verdict). All-or-nothing
-    unless `skip_invalid`. Returns counts (of votes logged)."""
-    from arena.battles import BattleFormatError
-
-    try:
-        loaded = validate_battles(records, skip_invalid=skip_invalid)
-    except BattleFormatError as exc:
-        raise InvalidInput(str(exc)) from None
-    grouped: dict[str, list[dict[str, Any]]] = {}
-    for k, battle in enumerate(loaded.battles):
-        try:
-            target, vote = from_battle(battle, board=board)
-        except InvalidInput as exc:
-            raise InvalidInput(f"battle #{k}: {exc.message}") from None
-        repeat = int(vote.pop("weight", None) or 1)
-        grouped.setdefault(target, []).extend([vote] * repeat)
-    for target, votes in grouped.items():
-        await store.record_observations(votes, board=target)
-    return {"imported": sum(len(v) for v in grouped.values()), "skipped": len(loaded.skipped),
-            "by_board": {b: len(v) for b, v in grouped.items()}}
+# Export and import live in their own module; their names stay importable from here.
+from service.battle_files import (  # noqa: E402,F401
+    OUR_FIELDS, export_battles, from_battle, import_battles, import_loaded, to_battle,
+)

@@ -12,6 +12,11 @@ board whose votes changed, since nothing else would.
 
 Boards not asked for in `IDLE_S` seconds are dropped rather than refitted; at most
 `MAX_BOARDS` are kept (least recently asked for first out).
+
+A board can be kept at fewer bootstrap rounds than the cache's (`rounds`, its own entry):
+the category table's columns are, and are fitted without the flip counts it does not show.
+`cached` never fits when a refresher runs: it asks the refresher to (`wanted`), and the
+caller shows "computing" meanwhile, so a cold page waits for no column's fit.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ log = logging.getLogger("arena.boards")
 MAX_BOARDS = 32
 IDLE_S = 600.0
 
-BoardKey = tuple[str, str | None, str | None]  # board, category, source
+BoardKey = tuple[str, str | None, str | None, int | None]  # board, category, source, rounds (None: the cache's)
 
 
 class _Entry(msgspec.Struct):
@@ -51,20 +56,32 @@ class BoardCache:
         self.entries: OrderedDict[BoardKey, _Entry] = OrderedDict()
         self.refreshing = False  # a refresher task keeps the entries fresh
         self.fits = 0  # fits made, for tests and benches
+        self.wanted: dict[BoardKey, None] = {}  # asked for by `cached`, not fitted yet: the refresher fits them
         self._locks: dict[BoardKey, asyncio.Lock] = {}
         self._ensure_lock = asyncio.Lock()
         self._ensured = False
 
-    async def view(self, store, board: str, category: str | None, source: str | None) -> BoardView:
+    async def view(self, store, board: str, category: str | None, source: str | None, *,
+                   rounds: int | None = None) -> BoardView:
         """The board's last fit (see the module doc for when it is refitted first)."""
-        key = (board, category, source)
+        key = (board, category, source, rounds)
         entry = self.entries.get(key)
         if entry is not None:
             entry.used_at = time.monotonic()
             self.entries.move_to_end(key)
-            if self.refreshing or (await store.board_versions([key]))[0] == entry.version:
+            if self.refreshing or (await store.board_versions([key[:3]]))[0] == entry.version:
                 return entry.view
         return await self._refit(store, key, only_if_stale=entry is not None)
+
+    async def cached(self, store, board: str, category: str | None, source: str | None, *,
+                     rounds: int | None = None) -> BoardView | None:
+        """Like `view`, but while a refresher runs a board never fitted here is not fitted
+        now: None, and the refresher's next round fits it."""
+        key = (board, category, source, rounds)
+        if self.refreshing and key not in self.entries:
+            self.wanted[key] = None
+            return None
+        return await self.view(store, board, category, source, rounds=rounds)
 
     async def refresh(self, store) -> int:
         """Refit every cached board whose votes changed since its fit; drop the idle ones.
@@ -72,11 +89,16 @@ class BoardCache:
         now = time.monotonic()
         for key in [k for k, e in self.entries.items() if now - e.used_at > IDLE_S]:
             del self.entries[key]
-        keys = list(self.entries)
-        if not keys:
-            return 0
         refitted = 0
-        for key, version in zip(keys, await store.board_versions(keys)):
+        wanted, self.wanted = list(self.wanted), {}
+        for key in wanted:
+            if key not in self.entries:
+                await self._refit(store, key, only_if_stale=False)
+                refitted += 1
+        keys = [k for k in self.entries if k not in wanted]
+        if not keys:
+            return refitted
+        for key, version in zip(keys, await store.board_versions([k[:3] for k in keys])):
             entry = self.entries.get(key)
             if entry is not None and entry.version != version:
                 await self._refit(store, key, only_if_stale=True)
@@ -121,11 +143,13 @@ class BoardCache:
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:  # one fit per board at a time; a second asker takes the first's result
             entry = self.entries.get(key)
-            if entry is not None and (not only_if_stale or (await store.board_versions([key]))[0] == entry.version):
+            if entry is not None and (not only_if_stale or (await store.board_versions([key[:3]]))[0] == entry.version):
                 return entry.view
             await self.ensure(store)
-            board, category, source = key
-            version, view = await fit_board(store, board, category=category, source=source, bootstrap=self.bootstrap)
+            board, category, source, rounds = key
+            version, view = await fit_board(store, board, category=category, source=source,
+                                            bootstrap=self.bootstrap if rounds is None else min(rounds, self.bootstrap),
+                                            fragility=rounds is None)
             self.fits += 1
             if view.n_battles == 0 and (category or source):
                 # Any string names a filter: an empty one costs nothing to fit and is not

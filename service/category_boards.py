@@ -5,7 +5,11 @@ ratings that a handful of votes would swing.
 
 A category is a battle's tag (`service.prompt_categories`: `language=zh`, `length=long`,
 `task_type=coding`, `hard`) or a pool's free `category`; its board is the aggregates'
-category slice, fitted and cached like any other board (`service.board_cache`).
+category slice, fitted and cached like any other board (`service.board_cache`) but at
+`CATEGORY_ROUNDS` bootstrap rounds and without flip counts (the table shows neither), and
+never while a page waits: with a refresher running, a column not fitted yet says
+"computing" and the refresher's next round fits it. A cold page fits the overall board
+only (measured: `bench/category_fits.py`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from service.board_cache import board_cache
 from service.errors import InvalidInput, NotFound
 from service.leaderboards import board_view, check_board
 from service.prompt_categories import DIMENSIONS, parse_tag
@@ -22,6 +27,9 @@ from service.prompt_categories import DIMENSIONS, parse_tag
 MIN_CATEGORY_VOTES = 20
 #: Category columns beside the overall one; past that, pick a dimension (`by`).
 MAX_COLUMNS = 12
+#: Bootstrap rounds of a column's CI (the overall board and a category's own page keep
+#: `ARENA_BOARD_BOOTSTRAP`): a fifth of the default's cost per fit.
+CATEGORY_ROUNDS = 100
 #: Longest `category` a request may name.
 MAX_CATEGORY_CHARS = 100
 #: What `by` may name: a tag dimension, or "category" for the pools' own categories.
@@ -34,9 +42,10 @@ class CategoryColumn(msgspec.Struct, kw_only=True):
     category: str | None
     dimension: str  # "overall", a tag dimension, or "category" (a pool's)
     value: str
-    n_battles: int
+    n_battles: int | None  # None while computing
     enough: bool
     cells: dict[str, dict[str, Any]]
+    computing: bool = False  # not fitted yet: the refresher's next round fits it
 
 
 class CategoryBoards(msgspec.Struct, kw_only=True):
@@ -95,14 +104,19 @@ async def category_boards(store, board: str = "human", *, by: str | None = None)
     shown, hidden = categories[:MAX_COLUMNS], max(0, len(categories) - MAX_COLUMNS)
     overall = await board_view(store, board)
     columns = [_column(overall, None, enough_at=1)]
+    cache = board_cache(store)
     for category in shown:
-        columns.append(_column(await board_view(store, board, category=category), category, enough_at=MIN_CATEGORY_VOTES))
+        view = await cache.cached(store, board, category, None, rounds=CATEGORY_ROUNDS)
+        columns.append(_column(view, category, enough_at=MIN_CATEGORY_VOTES))
     return CategoryBoards(board=board, min_votes=MIN_CATEGORY_VOTES, models=[r["model"] for r in overall.rows],
                           columns=columns, hidden=hidden)
 
 
 def _column(view, category: str | None, *, enough_at: int) -> CategoryColumn:
     dimension, value = dimension_of(category) if category else ("overall", "")
+    if view is None:
+        return CategoryColumn(category=category, dimension=dimension, value=value, n_battles=None, enough=False,
+                              cells={}, computing=True)
     enough = view.n_battles >= enough_at
     cells = {r["model"]: {k: r[k] for k in ("rank_ub", "rating", "ci_low", "ci_high", "votes")} for r in view.rows} if enough else {}
     return CategoryColumn(category=category, dimension=dimension, value=value, n_battles=view.n_battles, enough=enough, cells=cells)

@@ -59,6 +59,7 @@ class Settings(msgspec.Struct, kw_only=True):
     board_bootstrap: int = 500  # bootstrap rounds of a board's 95% CI
     calibration_refresh_s: float = 30.0  # how often the API checks whether the judges' calibration is due (0: never)
     calibration_min_votes: int = 50  # votes counted since the last calibration that make it due
+    calibration_min_interval_s: float = 600.0  # at least this long from one calibration job's end to the next one's queueing
     locale: str = "en"  # the pages' language when the browser asks for none we have: en or zh_CN
 
     @property

@@ -7,8 +7,10 @@ never computes it:
 - the API process's refresher (`run`, every `ARENA_CALIBRATION_REFRESH_S` seconds) reads
   the votes counted per board (one cheap read) and, when at least
   `ARENA_CALIBRATION_MIN_VOTES` were counted since the stored calibration (or none is
-  stored and the judge board has verdicts), queues a `judge-calibration` job, unless one
-  is already queued or running;
+  stored and the judge board has verdicts), queues a `judge-calibration` job, unless the
+  last one is still queued or running or ended less than `ARENA_CALIBRATION_MIN_INTERVAL_S`
+  ago; which job is the last is claimed atomically in the store, so several API processes
+  queue one job between them;
 - the job (`calibration_job`, on a worker) reads the votes log once, keeping of each vote
   only what calibration reads (the answers' token counts, not their text), runs
   `calibrate_judges` and stores the report with its time and the vote counts it saw;
@@ -31,6 +33,9 @@ from service.jobs import JobContext, job_handler
 log = logging.getLogger("arena.calibration")
 
 KIND = "judge-calibration"
+# A claimed job whose record is not there yet is being written by the process that claimed
+# it; after this long without a record, that process died between the two steps.
+CLAIM_GRACE_S = 60.0
 NOT_COMPUTED = "not computed yet: the background job runs once the judge board has verdicts"
 
 
@@ -73,19 +78,39 @@ async def needs_refresh(store, min_votes: int) -> bool:
 
 
 async def queue_if_stale(store, queue, settings) -> str | None:
-    """Queue a calibration job when one is due and none is queued or running; its id, or None."""
+    """Queue a calibration job when one is due; its id, or None. Of any number of API
+    processes calling this at once, one queues (the store's claim is atomic); none queues
+    while the last job is queued or running, nor within `calibration_min_interval_s` of its
+    end, nor again on the very votes the last one failed on."""
+    import secrets
+
     from service.domain import TERMINAL
+    from service.errors import NotFound
     from service.jobs import enqueue
 
     if not await needs_refresh(store, settings.calibration_min_votes):
         return None
-    recent = await store.list_jobs(limit=5, kind=KIND)
-    if any(j.status not in TERMINAL for j in recent):
-        return None
+    claim = await store.calibration_claim()
     counted = dict((await store.aggregate_summary()).votes)
-    if recent and recent[0].status == "failed" and recent[0].params.get("votes") == counted:
-        return None  # it failed on these very votes: wait for new ones rather than fail again every interval
-    job = await enqueue(store, queue, settings, KIND, {"bootstrap": settings.board_bootstrap, "votes": counted})
+    if claim is not None:
+        try:
+            last = await store.get_job(claim.job_id)
+        except NotFound:
+            last = None
+        if last is None:
+            if time.time() - claim.claimed_at < CLAIM_GRACE_S:
+                return None  # another process claimed it and is writing the job right now
+        elif last.status not in TERMINAL:
+            return None  # queued or running
+        elif time.time() - (last.finished_at or 0) < settings.calibration_min_interval_s:
+            return None
+        elif last.status == "failed" and last.params.get("votes") == counted:
+            return None  # it failed on these very votes: wait for new ones rather than fail again every interval
+    job_id = f"job_{secrets.token_hex(8)}"
+    if not await store.claim_calibration(job_id, replacing=claim):
+        return None  # another API process queued it first
+    job = await enqueue(store, queue, settings, KIND, {"bootstrap": settings.board_bootstrap, "votes": counted},
+                        job_id=job_id)
     return job.id
 
 

@@ -127,14 +127,19 @@ def check_tags(tags: Any, where: str) -> list[str]:
 
 def check_pool_category(value: Any, where: str) -> str | None:
     """A pool's free `category`: a string of at most `MAX_CATEGORY_CHARS` printable characters
-    that is not a category tag (those are set by the fields `task_type` and `hard`)."""
+    that is not a category tag (those are set by the fields `task_type` and `hard`). Pool
+    categories and tags share one namespace of boards, so a pool category `hard` would put
+    its prompts on the hard-prompts board: refused like `language=zh`."""
     if value is None or value == "":
         return None
     if not isinstance(value, str):
         raise InvalidInput(f"{where}: field 'category' must be a string")
     if len(value) > MAX_CATEGORY_CHARS or not value.isprintable():
         raise InvalidInput(f"{where}: category: expected at most {MAX_CATEGORY_CHARS} printable characters")
-    if value != "hard" and parse_tag(value) is not None:
+    if value == "hard":
+        raise InvalidInput(f"{where}: category 'hard' is the hard-prompts tag; set \"hard\": true in the record "
+                           "for a hard prompt, or name the category otherwise")
+    if parse_tag(value) is not None:
         raise InvalidInput(f"{where}: category {value!r} is a category tag; set `task_type` or `hard` in the record instead")
     return value
 
@@ -143,13 +148,16 @@ def check_pool_category(value: Any, where: str) -> str | None:
 
 
 def battle_tags(battle) -> list[str]:
-    """The tags of a FastChat battle (`arena.battles.Battle`): ours when it was exported here
-    (`conv_metadata["arena"]["categories"]`, checked), else computed from its first user
-    turn, with `hard` and task types from the public arena's `category_tag` labels
-    (`math_v0.1`, `creative_writing_v0.1`, `if_v0.1` score >= 4 as its "instruction following")."""
-    ours = ((battle.conv_metadata or {}).get("arena") or {}) if isinstance(battle.conv_metadata, dict) else {}
-    if isinstance(ours, dict) and ours.get("categories") is not None:
-        return check_tags(ours["categories"], "conv_metadata.arena")
+    """The tags of a FastChat battle (`arena.battles.Battle`). One exported here (it has
+    `conv_metadata["arena"]`) has the tags the service counted it under: its `categories`
+    (checked), none when it has no such list (a vote logged before tags existed, counted
+    on the overall board only). Any other file's battle (a public dump) gets tags computed
+    from its first user turn, with `hard` and task types from the public arena's
+    `category_tag` labels (`math_v0.1`, `creative_writing_v0.1`, `if_v0.1` score >= 4 as
+    its "instruction following")."""
+    ours = battle.conv_metadata.get("arena") if isinstance(battle.conv_metadata, dict) else None
+    if isinstance(ours, dict) and ours:
+        return check_tags(ours["categories"], "conv_metadata.arena") if ours.get("categories") is not None else []
     text = _first_user_turn(battle.conversation_a or battle.conversation_b or [])
     labels = battle.category_tag if isinstance(battle.category_tag, dict) else {}
     tasks = [name for name, key, flag in (("math", "math_v0.1", "math"), ("creative_writing", "creative_writing_v0.1", "creative_writing"))

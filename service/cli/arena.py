@@ -152,19 +152,25 @@ def battles_import(file: Path, board: str | None, skip_invalid: bool) -> None:
     (Kaggle lmsys-chatbot-arena 55k train.csv, arena-human-preference-140k), as a JSON
     array, JSON Lines, Parquet or CSV."""
     from arena.battles import BattleFormatError, read_battles
-    from service.battles import import_battles
+    from service.battles import import_loaded
     from service.errors import InvalidInput
 
+    hint = "" if skip_invalid else " (use --skip-invalid to skip malformed records)"
     try:
         loaded = read_battles(file, skip_invalid=skip_invalid)
     except BattleFormatError as exc:
-        raise InvalidInput(f"{exc}{'' if skip_invalid else ' (use --skip-invalid to skip malformed records)'}") from None
+        raise InvalidInput(f"{exc}{hint}") from None
     except OSError as exc:
         raise InvalidInput(f"{file}: cannot read ({exc.strerror or exc})") from None
     with open_store() as store:
-        result = store._run(import_battles(store.store, loaded.battles, board=board))
+        try:
+            result = store._run(import_loaded(store.store, loaded, board=board, skip_invalid=skip_invalid, source=str(file)))
+        except InvalidInput as exc:
+            raise InvalidInput(f"{exc.message}{hint}") from None
+    for line in result["errors"]:
+        click.echo(f"skipped {line}", err=True)
     boards = ", ".join(f"{n} {b}" for b, n in result["by_board"].items())
-    click.echo(f"imported {result['imported']} battles ({boards or 'none'}); skipped {len(loaded.skipped)} invalid")
+    click.echo(f"imported {result['imported']} battles ({boards or 'none'}); skipped {result['skipped']} invalid")
 
 
 # --- reviewers --------------------------------------------------------------------------

@@ -63,8 +63,10 @@ def ratings_cmd() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {model, rating, ci_low, ci_high, rank_ub, votes, win_rate, elo, flip_votes}.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE.svg|png", help="Write the CI chart and win-rate heatmap.")
 @click.option("--category", metavar="CATEGORY", help="Rate only the battles in CATEGORY: a tag (language=zh, length=long, "
-              "task_type=math, hard: language and length from the first prompt, hard and task types from the public "
-              "dumps' category_tag; an export's own tags as they are) or a pool category.")
+              "task_type=math, hard) or a pool category. A file exported here (`arena battles export`) keeps the tags "
+              "the service counted each vote under, so the board is the service's; a vote logged before tags existed "
+              "has none and is in no tag's board, as on the service. Other files (public dumps) get tags computed: "
+              "language and length from the first prompt, hard and task types from their category_tag.")
 @click.option("--skip-invalid", is_flag=True, help="Skip malformed records (and say how many) instead of failing.")
 @click.option("--no-elo", "no_elo", is_flag=True, help="Skip the online Elo column (its sequential pass is ~a third of reading a big file).")
 def fit_cmd(

@@ -96,6 +96,10 @@ class Keys:
         return f"{self.p}:judge-calibration"  # JSON: the last per-judge calibration, its time and vote counts
 
     @property
+    def judge_calibration_job(self) -> str:
+        return f"{self.p}:judge-calibration:job"  # "<job id> <claimed at>": the last calibration job queued
+
+    @property
     def aggregates_next(self) -> str:
         return f"{self.p}:agg:next"  # counter: the next rebuild's generation
 

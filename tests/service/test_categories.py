@@ -10,6 +10,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 
 import msgspec
 import pytest
@@ -20,7 +21,7 @@ from service.category_boards import MIN_CATEGORY_VOTES, category_boards
 from service.errors import InvalidInput
 from service.prompt_categories import LONG_FROM, battle_tags, check_task_type, prompt_tags, task_type_name
 from service.store import SyncStore
-from tests.redis_fixtures import fresh_board, settings_env
+from tests.redis_fixtures import LiveServer, fresh_board, settings_env
 from tests.scripted_openai import ScriptedOpenAI
 from tests.service.test_arena import ANSWERS, JUDGES, play, start
 
@@ -79,6 +80,17 @@ def server(settings, scripted):
     srv.stop()
 
 
+def fitted_columns(client, query: str = "", timeout: float = 30.0) -> dict:
+    """`/api/leaderboard/categories` once the refresher has fitted every column (a column
+    never fitted in the process says `computing` until its next round)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        side = client.get(f"/api/leaderboard/categories{query}").json()
+        if not any(c["computing"] for c in side["columns"]) or time.monotonic() > deadline:
+            return side
+        time.sleep(0.05)
+
+
 def test_a_chinese_long_battle_counts_into_its_categories_and_no_others(server):
     client = server.client()
     battle, _ = play(client, "a")
@@ -99,14 +111,14 @@ def test_a_chinese_long_battle_counts_into_its_categories_and_no_others(server):
     exported = server.client(admin=True).get("/api/battles/export").json()
     assert exported[0]["conv_metadata"]["arena"]["categories"] == ["task_type=writing", "language=zh", "length=long", "hard"]
 
-    side = client.get("/api/leaderboard/categories").json()
+    side = fitted_columns(client)
     columns = {c["category"]: c for c in side["columns"]}
     assert side["columns"][0]["category"] is None and side["columns"][0]["n_battles"] == 2 and side["columns"][0]["enough"]
     assert set(side["models"]) == {"alpha", "beta"} and set(side["columns"][0]["cells"]) == {"alpha", "beta"}
     zh = columns["language=zh"]
     assert (zh["dimension"], zh["value"], zh["n_battles"], zh["enough"], zh["cells"]) == ("language", "zh", 1, False, {})
     assert columns["<i>pool</i>"]["dimension"] == "category"
-    only = client.get("/api/leaderboard/categories?by=length").json()["columns"]
+    only = fitted_columns(client, "?by=length")["columns"]
     assert [c["category"] for c in only] == [None, "length=long", "length=short"]
 
     page = client.get("/leaderboard")
@@ -244,5 +256,176 @@ def test_an_odd_stored_category_does_not_take_the_boards_down_and_import_refuses
            "conv_metadata": {"arena": {"category": "hard=1"}}}
     with pytest.raises(InvalidInput, match="hard=1"):
         from_battle(msgspec.convert(row, Battle))
+    row["conv_metadata"] = {"arena": {"category": "hard"}}  # the hard-prompts tag is not a pool category
+    with pytest.raises(InvalidInput, match="hard-prompts tag"):
+        from_battle(msgspec.convert(row, Battle))
     row["conv_metadata"] = {"arena": {"category": "geography"}}
     assert from_battle(msgspec.convert(row, Battle))[1]["category"] == "geography"
+
+
+def _import_record(k: int, categories=None, same_model: bool = False) -> dict:
+    record = {"model_a": "x", "model_b": "x" if same_model else "y", "winner": "model_a", "question_id": f"q{k}",
+              "tstamp": 1.0 + k, "conversation_a": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a"}],
+              "conversation_b": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "b"}],
+              "conv_metadata": {"arena": {"reviewer": "r1", "categories": categories or ["language=latin", "length=short"]}}}
+    return record
+
+
+def test_import_skips_a_bad_categories_record_and_names_its_place_in_the_file(settings, tmp_path, store):
+    """A file of good battles with one whose `categories` is bad: without --skip-invalid
+    nothing is imported and the error names the record's line; with it the good ones land,
+    the bad one is named by its line in the file (records the reader skipped counted), and
+    the votes already stored stay. The same through HTTP, by the record's index."""
+    store.record_observations([_import_record(100), _import_record(101)], board="human")
+
+    def human_votes() -> int:
+        return store.aggregate_summary().votes.get("human", 0)
+
+    bad = _import_record(5, categories=["not a tag"])
+    lines = [_import_record(1), None, _import_record(3, same_model=True), _import_record(4), bad, _import_record(6)]
+    path = tmp_path / "battles.jsonl"
+    path.write_text("\n".join("" if r is None else json.dumps(r) for r in lines) + "\n")
+    env = settings_env(settings)
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "service.cli", "battles", "import", str(path), *args],
+                              env=env, capture_output=True, text=True, timeout=120)
+
+    clean = tmp_path / "clean.jsonl"  # no record the reader refuses: our own check is what fails
+    clean.write_text("\n".join(json.dumps(r) for r in (_import_record(1), bad, _import_record(6))) + "\n")
+    out = subprocess.run([sys.executable, "-m", "service.cli", "battles", "import", str(clean)],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "line 2: conv_metadata.arena: categories: 'not a tag' is not a category tag" in out.stderr
+    assert "--skip-invalid" in out.stderr and human_votes() == 2
+
+    out = cli("--skip-invalid")
+    assert out.returncode == 0, out.stderr
+    assert "imported 3 battles (3 human); skipped 2 invalid" in out.stdout
+    assert "skipped line 3: field `model_b`" in out.stderr
+    assert "skipped line 5: conv_metadata.arena: categories: 'not a tag'" in out.stderr
+    assert human_votes() == 5
+
+    srv = LiveServer(settings).start()
+    try:
+        admin = srv.client(admin=True)
+        body = [r for r in lines if r is not None]  # the array index of the bad one is 3
+        clean_body = [r for r in body if r["model_b"] != "x"]  # the bad one at index 2
+        refused = admin.post("/api/battles/import", content=msgspec.json.encode(clean_body))
+        assert refused.status_code == 422 and "record 2: conv_metadata.arena: categories" in refused.json()["detail"]
+        assert human_votes() == 5
+        done = admin.post("/api/battles/import?skip_invalid=true", content=msgspec.json.encode(body))
+        assert done.status_code == 201, done.text
+        result = done.json()
+        assert result["imported"] == 3 and result["skipped"] == 2
+        assert [e.split(":")[0] for e in result["errors"]] == ["record 1", "record 3"]
+        assert human_votes() == 8
+    finally:
+        srv.stop()
+
+
+def test_a_pool_category_named_hard_is_refused_so_the_hard_board_holds_hard_prompts_only(server):
+    """Pool categories and tags name boards in one namespace: a pool category `hard` would
+    count its (not hard) prompts on the hard-prompts board. Writing one is refused in one
+    line; the hard board counts only the prompts marked `"hard": true`."""
+    client, admin = server.client(), server.client(admin=True)
+    r = admin.post("/api/arena/prompts", json={"prompts": [{"prompt": ENGLISH_SHORT, "category": "hard"}]})
+    assert r.status_code == 422, r.text
+    assert "prompts[0]: category 'hard' is the hard-prompts tag; set \"hard\": true" in r.json()["detail"]
+    r = admin.post("/api/arena/prompts", json={"prompts": [{"prompt": ENGLISH_SHORT, "category": "Hard"}]})
+    assert r.status_code == 201, r.text  # another name is a pool category of its own
+    for _ in range(4):
+        play(client, "a")
+    hard = fresh_board(client, "/api/leaderboard?category=hard")
+
+    def battles_in(category: str) -> int:  # a pool category no vote is in yet is a 404
+        r = client.get("/api/leaderboard", params={"category": category})
+        assert r.status_code in (200, 404), r.text
+        return r.json()["n_battles"] if r.status_code == 200 else 0
+
+    assert hard["n_battles"] == battles_in("<i>pool</i>") and hard["n_battles"] + battles_in("Hard") == 4
+    columns = {c["category"]: c for c in fitted_columns(client)["columns"]}
+    assert columns["hard"]["dimension"] == "hard" and columns["hard"]["n_battles"] == hard["n_battles"]
+    if "Hard" in columns:
+        assert columns["Hard"]["dimension"] == "category"
+
+
+def test_the_cli_and_the_service_give_the_same_category_board_on_the_same_votes(settings, tmp_path, store):
+    """Votes logged before battles had tags are on the service's overall board only; the
+    export says so (`categories: []`), so `arena ratings EXPORT --category TAG` rates the
+    votes the service's TAG board rates, though the untagged votes' prompts are Chinese."""
+    rng = random.Random(7)
+    conversation = [{"role": "user", "content": CHINESE_LONG}, {"role": "assistant", "content": "答"}]
+    votes = []
+    for k in range(60):
+        a, b = rng.sample(["m1", "m2", "m3"], 2)
+        vote = {"model_a": a, "model_b": b, "winner": rng.choice(["model_a", "model_b", "tie"]), "reviewer": f"r{k % 4}",
+                "question_id": f"q{k}", "conversation_a": conversation, "conversation_b": conversation}
+        if k % 3:  # a third logged before tags existed: no `categories`
+            vote["categories"] = ["language=zh", "length=long"]
+        votes.append(vote)
+    store.record_observations(votes, board="human")
+    env = settings_env(settings)
+    path = tmp_path / "export.json"
+    out = subprocess.run([sys.executable, "-m", "service.cli", "battles", "export", str(path)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert sum(r["conv_metadata"]["arena"]["categories"] == [] for r in json.loads(path.read_text())) == 20
+
+    out = subprocess.run([sys.executable, "-m", "service.cli", "ratings", str(path), "--category", "language=zh",
+                          "--bootstrap", "0", "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    cli = {r["model"]: r for r in json.loads(out.stdout)}
+    srv = LiveServer(settings).start()
+    try:
+        service = fresh_board(srv.client(), "/api/leaderboard?category=language=zh")
+    finally:
+        srv.stop()
+    assert service["n_battles"] == 40 and sum(r["votes"] for r in cli.values()) == 2 * 40
+    for row in service["rows"]:
+        assert cli[row["model"]]["votes"] == row["votes"], row["model"]
+        assert abs(cli[row["model"]]["rating"] - row["rating"]) < 1e-6, row["model"]
+
+
+def test_a_cold_page_fits_no_category_column_and_the_refresher_fits_each_once(store, settings):
+    """Fits counted (`BoardCache.fits`), not timed: with a refresher running, a cold
+    `/leaderboard` fits the two overall boards and no category column (each says
+    "computing"); the refresher's next round fits the columns, at `CATEGORY_ROUNDS`; then
+    votes in one category set refit only the boards they changed."""
+    from service.category_boards import CATEGORY_ROUNDS, MAX_COLUMNS
+
+    rng = random.Random(1)
+    tag_sets = [["language=zh", "length=long"], ["language=latin", "length=short", "task_type=coding"],
+                ["task_type=writing", "language=ja", "length=medium", "hard"], ["language=ko", "length=medium"]]
+    votes = [{**v, "category": f"pool{k % 3}"} for k, tags in enumerate(tag_sets * 3)
+             for v in _slice_votes(rng, 25, "model_a", tags)]
+    store.record_observations(votes, board="human")
+    categories = store.aggregate_summary().categories
+    assert len(categories) > MAX_COLUMNS  # the table is full
+
+    s = msgspec.structs.replace(settings, board_refresh_s=3600.0)  # one round at start, then none during the test
+    srv = LiveServer(s).start()
+    try:
+        client = srv.client()
+        cache = board_cache(srv.app.state.store)
+        page = client.get("/leaderboard")
+        assert page.status_code == 200 and page.text.count("computing…") == MAX_COLUMNS
+        assert cache.fits == 2  # the human and judge boards; no column
+        assert len(cache.wanted) == MAX_COLUMNS
+    finally:
+        srv.stop()
+
+    cache = board_cache(store.store)
+    cache.refreshing = True  # as `BoardCache.run` sets it: from here on the refresher fits
+    side = store._run(category_boards(store.store, "human"))
+    assert cache.fits == 1 and all(c.computing for c in side.columns[1:])
+    assert store._run(cache.refresh(store.store)) == MAX_COLUMNS and cache.fits == 1 + MAX_COLUMNS
+    side = store._run(category_boards(store.store, "human"))
+    assert cache.fits == 1 + MAX_COLUMNS and not any(c.computing for c in side.columns)
+    assert {e.view.bootstrap_rounds for k, e in cache.entries.items() if k[1]} == {CATEGORY_ROUNDS}
+
+    # Votes in one set of categories: the overall board and the shown columns they are in.
+    store.record_observations([{**v, "category": "pool0"} for v in _slice_votes(rng, 5, "model_b", tag_sets[0])], board="human")
+    changed = {None, *tag_sets[0], "pool0"} & {c.category for c in side.columns}
+    assert store._run(cache.refresh(store.store)) == len(changed)
+    assert cache.fits == 1 + MAX_COLUMNS + len(changed)

@@ -60,7 +60,8 @@ def _row(page: str, judge: str) -> str:
 
 
 def test_bad_judge_is_marked_below_human_agreement_from_the_background_job(settings):
-    s = msgspec.structs.replace(settings, calibration_refresh_s=0.2, calibration_min_votes=10, board_bootstrap=200)
+    s = msgspec.structs.replace(settings, calibration_refresh_s=0.2, calibration_min_votes=10,
+                                calibration_min_interval_s=0.0, board_bootstrap=200)
     store = SyncStore(s.redis_url, s.key_prefix)
     human, judged = _planted(random.Random(3))
     store.record_observations(human, board="human")
@@ -108,5 +109,56 @@ def test_bad_judge_is_marked_below_human_agreement_from_the_background_job(setti
             assert again["votes"]["human"] == len(human) + len(more)
         finally:
             srv.stop()
+    finally:
+        store.close()
+
+
+def _queue_attempts(settings, stores: int) -> list[str | None]:
+    """`queue_if_stale` from `stores` store clients at once, each with its own queue, as
+    that many API processes' refreshers would."""
+    import asyncio
+
+    from service import jobs
+    from service.judge_calibration import queue_if_stale
+    from service.store import Store
+
+    async def go():
+        clients = [(Store.from_url(settings.redis_url, settings.key_prefix), jobs.make_queue(settings.redis_url, settings))
+                   for _ in range(stores)]
+        try:
+            return await asyncio.gather(*(queue_if_stale(st, q, settings) for st, q in clients))
+        finally:
+            for st, q in clients:
+                await q.disconnect()
+                await st.close()
+
+    return asyncio.run(go())
+
+
+def test_api_processes_queue_one_calibration_and_wait_the_interval_after_it(settings):
+    s = msgspec.structs.replace(settings, calibration_min_votes=10, calibration_min_interval_s=600.0)
+    store = SyncStore(s.redis_url, s.key_prefix)
+    human, judged = _planted(random.Random(5), items=10)
+    store.record_observations(human, board="human")
+    store.record_observations(judged, board="judge")
+    try:
+        queued = _queue_attempts(s, stores=4)
+        assert sum(q is not None for q in queued) == 1, queued
+        [job] = store.list_jobs(kind="judge-calibration")
+        assert job.status == "queued" and job.id in queued
+        assert _queue_attempts(s, stores=2) == [None, None]  # still queued: nobody queues another
+
+        # The job ends (as a worker would end it) and more votes than the threshold arrive
+        # at once: due by the votes, but not until the interval since its end has passed.
+        store.update_job(job.id, status="succeeded", finished_at=time.time())
+        store.save_judge_calibration(msgspec.json.encode({"computed_at": time.time(), "votes": job.params["votes"],
+                                                          "bootstrap_rounds": 0, "report": {}}))
+        store.record_observations([{**v, "question_id": f"new{k}"} for k, v in enumerate(human[:12])], board="human")
+        assert _queue_attempts(s, stores=2) == [None, None]
+        assert len(store.list_jobs(kind="judge-calibration")) == 1
+        store.update_job(job.id, finished_at=time.time() - 601)
+        again = _queue_attempts(s, stores=3)
+        assert sum(q is not None for q in again) == 1, again
+        assert [j.status for j in store.list_jobs(kind="judge-calibration")] == ["queued", "succeeded"]
     finally:
         store.close()
