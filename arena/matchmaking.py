@@ -26,8 +26,8 @@ battles, and an open one or the race gets them. The share of imagined battles pe
 the plan `π`; the battle is drawn with probability `(1 − exploration)·π +
 exploration/#pairs`, so every pair keeps some chance and concurrent battles between two
 refits spread over the plan rather than all landing on one pair. A model never meets
-itself; which side is "A" is a coin flip. Plans are cached per input, so the draws
-between two refits cost a lookup.
+itself; which side is "A" is a coin flip. With no rated model yet the plan is uniform.
+Plans are cached per input, so the draws between two refits cost a lookup.
 
 Pure: no I/O. Pass a seeded `random.Random` for reproducible draws.
 """
@@ -201,6 +201,17 @@ def _battles_key(states: tuple[ModelState, ...], pair_battles: Mapping[tuple[str
     return tuple(out)
 
 
+def _check(models: Sequence[ModelState], exploration: float, top_weight: float, prior_sigma: float,
+           virtual_votes: int) -> tuple[ModelState, ...]:
+    if not 0 <= exploration <= 1 or top_weight < 0 or prior_sigma <= 0 or virtual_votes < 1:
+        raise ValueError(f"matchmaking: exploration must be in [0, 1], top_weight ≥ 0, prior_sigma > 0 and "
+                         f"virtual_votes ≥ 1, got {exploration}, {top_weight}, {prior_sigma}, {virtual_votes}")
+    states = _unique(models)
+    if len(states) < 2:
+        raise ValueError("matchmaking needs at least two different models")
+    return states
+
+
 def plan(models: Sequence[ModelState], pair_battles: Mapping[tuple[str, str], float] | None = None, *,
          exploration: float = EXPLORATION, top_weight: float = TOP_WEIGHT, prior_sigma: float = PRIOR_SIGMA,
          virtual_votes: int = VIRTUAL_VOTES) -> list[PairShare]:
@@ -209,12 +220,7 @@ def plan(models: Sequence[ModelState], pair_battles: Mapping[tuple[str, str], fl
     the battles fought between them; without it the rule sees each model's CI alone.
     Duplicate names are merged (the first entry wins). Raises `ValueError` with fewer than
     two distinct models or a parameter out of range."""
-    if not 0 <= exploration <= 1 or top_weight < 0 or prior_sigma <= 0 or virtual_votes < 1:
-        raise ValueError(f"matchmaking: exploration must be in [0, 1], top_weight ≥ 0, prior_sigma > 0 and "
-                         f"virtual_votes ≥ 1, got {exploration}, {top_weight}, {prior_sigma}, {virtual_votes}")
-    states = _unique(models)
-    if len(states) < 2:
-        raise ValueError("matchmaking needs at least two different models")
+    states = _check(models, exploration, top_weight, prior_sigma, virtual_votes)
     probability, _ = _plan(states, _battles_key(states, pair_battles), exploration, top_weight, prior_sigma, virtual_votes)
     first, second = np.triu_indices(len(states), 1)
     return [PairShare(states[i].name, states[j].name, float(x)) for i, j, x in zip(first, second, probability)]
@@ -226,12 +232,7 @@ def choose_pair(models: Sequence[ModelState], rng: random.Random, *,
                 virtual_votes: int = VIRTUAL_VOTES) -> Matchup:
     """Draw the next battle's two models (sides randomised) from `plan`. Raises
     `ValueError` as `plan` does."""
-    if not 0 <= exploration <= 1 or top_weight < 0 or prior_sigma <= 0 or virtual_votes < 1:
-        plan(models, exploration=exploration, top_weight=top_weight, prior_sigma=prior_sigma,
-             virtual_votes=virtual_votes)  # raises the one-line error
-    states = _unique(models)
-    if len(states) < 2:
-        raise ValueError("matchmaking needs at least two different models")
+    states = _check(models, exploration, top_weight, prior_sigma, virtual_votes)
     probability, cumulative = _plan(states, _battles_key(states, pair_battles), exploration, top_weight,
                                     prior_sigma, virtual_votes)
     pick = min(int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right")), len(probability) - 1)

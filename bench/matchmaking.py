@@ -16,11 +16,15 @@ Simulation (one run per seed, policy and board size):
 
 Prints one JSON line: per board size, the median votes each policy needed for each
 milestone over the seeds (runs that did not get there within `--budget` count as the
-budget), and `votes_saved_ratio` = uniform / ours per milestone (goal ≥ 1.5 with 8 and 30
-candidates). Run: `OMP_NUM_THREADS=1 python bench/matchmaking.py [--seeds 5]`; `--top-share`
-sets our rule's share for the race for first place, `--policies ours` (or `uniform`) runs
-one side only (uniform's runs do not depend on our rule: same seed, same runs). The README's
-30-model figures use `--sizes 30 --gaps 60 --budget 80000 --check-every 250`.
+budget), `votes_saved_ratio` = uniform / ours per milestone (goal ≥ 1.5 with 8 and 30
+candidates) with `ratio_ci95`, a bootstrap interval over seeds (a seed's two runs resampled
+together), and `leader_share`, the share of battles holding the board's current leader.
+Our policy sees what the service gives it: the states and battles per pair of the last
+refit. Run: `OMP_NUM_THREADS=1 python bench/matchmaking.py [--seeds 5] [--first-seed 0]
+[--workers 2]`; `--top-weight` and `--exploration` set our rule's parameters, `--policies
+ours` (or `uniform`) runs one side only (uniform's runs do not depend on our rule: same
+seed, same runs). The README's 30-model figures use `--sizes 30 --gaps 60 --budget 80000
+--check-every 250`.
 """
 
 from __future__ import annotations
