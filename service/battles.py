@@ -144,7 +144,9 @@ async def deal_battle(store, serving, settings: Settings, *, reviewer: str, prom
         if count == 0:
             raise Conflict("the prompt pool is empty: type a prompt, or an admin adds some with `arena prompts add FILE`")
         prompt = msgspec.convert(await store.prompt_at(rng.randrange(count)), ArenaPrompt)
-    matchup = choose_pair(await model_states(store, active), rng)
+    states, fought = await model_states(store, active)
+    # A new fit means a new plan (well under a second even for 100 models): off the event loop.
+    matchup = await asyncio.to_thread(choose_pair, states, rng, pair_battles=fought)
     # Sampled as the public arena does, with a seed only the server knows, and never through
     # the answer cache: nobody can reproduce a battle's answers with a named model's output.
     seed = secrets.randbits(63)

@@ -21,7 +21,7 @@ import msgspec
 import numpy as np
 
 from arena.battles import Agreement
-from arena.counts import PairCounts, win_rate_matrix
+from arena.counts import PairCounts, battle_count_matrix, win_rate_matrix
 from arena.matchmaking import ModelState
 from arena.ratings import leaderboard
 from service.errors import InvalidInput
@@ -43,6 +43,7 @@ class BoardView(msgspec.Struct, kw_only=True):
     notes: list[str]
     models: list[str]  # heatmap order (= rows order)
     win_rates: list[list[float | None]]  # P(row beats column), ties excluded; None where unknown
+    battles: list[list[int]]  # battles between row and column, ties included (matchmaking reads them)
 
 
 def check_board(board: str) -> None:
@@ -66,6 +67,7 @@ async def fit_board(store, board: str, *, category: str | None = None, source: s
                                         fragility=fragility)
     models = [row.model for row in board_fit.rows]
     matrix = win_rate_matrix(counts) if models else np.zeros((0, 0))
+    fought = battle_count_matrix(counts) if models else np.zeros((0, 0), dtype=np.int64)
     order = [counts.models.index(m) for m in models]
     ordered = matrix[np.ix_(order, order)] if models else matrix
     return agg.version, BoardView(
@@ -78,6 +80,7 @@ async def fit_board(store, board: str, *, category: str | None = None, source: s
         notes=list(board_fit.notes),
         models=models,
         win_rates=[[None if math.isnan(x) else float(x) for x in line] for line in ordered.tolist()],
+        battles=fought[np.ix_(order, order)].tolist() if models else [],
     )
 
 
@@ -122,8 +125,9 @@ async def reviewer_stats(store) -> list[dict[str, Any]]:
     return [{"reviewer": n, "votes": votes.get(n, 0), "excluded": n in excluded} for n in sorted(names)]
 
 
-async def model_states(store, models: Sequence[str]) -> list[ModelState]:
-    """What matchmaking needs of each model, from the (unfiltered) human board."""
+async def model_states(store, models: Sequence[str]) -> tuple[list[ModelState], dict[tuple[str, str], int]]:
+    """What matchmaking needs, from the (unfiltered) human board's last fit: each model's
+    state, and the battles fought per pair of these models (pairs that never met left out)."""
     view = await board_view(store, "human")
     by_model = {row["model"]: row for row in view.rows}
     states = []
@@ -133,4 +137,8 @@ async def model_states(store, models: Sequence[str]) -> list[ModelState]:
             states.append(ModelState(name))
         else:
             states.append(ModelState(name, row["rating"], row["ci_low"], row["ci_high"], row["votes"]))
-    return states
+    asked = set(models)
+    wanted = {name: i for i, name in enumerate(view.models) if name in asked}
+    battles = {(a, b): view.battles[i][j] for a, i in wanted.items() for b, j in wanted.items()
+               if i < j and view.battles[i][j] > 0}
+    return states, battles

@@ -362,3 +362,46 @@ def test_chat_prompts_keep_their_system_turn_and_history(settings, scripted):
         assert r.status_code == 422 and "turn 0" in r.json()["detail"]
     finally:
         srv.stop()
+
+
+def test_dealt_pairs_follow_the_board(settings, scripted):
+    """Matchmaking reads the human board's fit and its battles per pair: with alpha far
+    ahead after many battles, beta and gamma close and barely compared, most battles are
+    beta against gamma, and the dealt pairs follow `arena.matchmaking.plan` of that board."""
+    from collections import Counter
+
+    from arena.matchmaking import ModelState, plan
+    from service.store import SyncStore
+
+    def votes(a, b, wins_a, wins_b):
+        return [{"model_a": a, "model_b": b, "winner": "model_a", "reviewer": "r"}] * wins_a + \
+               [{"model_a": a, "model_b": b, "winner": "model_b", "reviewer": "r"}] * wins_b
+
+    history = votes("alpha", "beta", 540, 60) + votes("alpha", "gamma", 7, 1) + votes("beta", "gamma", 4, 4)
+    store = SyncStore(settings.redis_url, settings.key_prefix)
+    try:
+        store.record_observations(history, board="human")
+        srv = start(settings, scripted)
+        try:
+            setup_arena(srv, models=("alpha", "beta", "gamma"))
+            admin, client = srv.client(admin=True), srv.client()
+            board = fresh_board(admin)
+            fought = {frozenset((a, b)): board["battles"][i][j] for i, a in enumerate(board["models"])
+                      for j, b in enumerate(board["models"]) if i < j}
+            assert fought == {frozenset(("alpha", "beta")): 600, frozenset(("alpha", "gamma")): 8, frozenset(("beta", "gamma")): 8}
+            states = [ModelState(r["model"], r["rating"], r["ci_low"], r["ci_high"], r["votes"]) for r in board["rows"]]
+            expected = {frozenset((p.first, p.second)): p.probability
+                        for p in plan(states, {tuple(pair): n for pair, n in fought.items()})}
+            assert expected[frozenset(("beta", "gamma"))] > 0.5
+            dealt = Counter()
+            for _ in range(60):
+                r = client.post("/api/battles")
+                assert r.status_code == 201, r.text
+                battle = store.get_battle(r.json()["id"])
+                dealt[frozenset((battle["model_a"], battle["model_b"]))] += 1
+            for pair, share in expected.items():
+                assert abs(dealt[pair] / 60 - share) < 4 * (share * (1 - share) / 60) ** 0.5 + 0.02, (pair, dealt, expected)
+        finally:
+            srv.stop()
+    finally:
+        store.close()

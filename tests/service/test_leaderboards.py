@@ -234,3 +234,22 @@ def test_the_api_keeps_nothing_that_grows_with_the_log(settings):
     finally:
         srv.stop()
         seeded.close()
+
+
+def test_matchmaking_reads_the_boards_states_and_battles_per_pair(store):
+    from service.leaderboards import model_states
+
+    human, _ = _votes(seed=7)
+    store.record_observations(human, board="human")
+    states, battles = store._run(model_states(store.store, ["m1", "m2", "m3", "new"]))
+    _, view = store._run(fit_board(store.store, "human", bootstrap=ROUNDS))
+    rows = {r["model"]: r for r in view.rows}
+    assert [s.name for s in states] == ["m1", "m2", "m3", "new"]
+    assert all(s.rating == rows[s.name]["rating"] and s.votes == rows[s.name]["votes"] for s in states[:3])
+    assert states[3].rating is None and states[3].votes == 0
+    fought = {}
+    for v in human:
+        if {v["model_a"], v["model_b"]} <= {"m1", "m2", "m3"}:
+            key = frozenset((v["model_a"], v["model_b"]))
+            fought[key] = fought.get(key, 0) + 1
+    assert {frozenset(pair): n for pair, n in battles.items()} == fought  # m4, not asked for, left out
