@@ -239,6 +239,11 @@ def scan_all(read: Callable[[int, int], tuple[list[Conversation], list[int] | No
         return
     import multiprocessing
 
+    from evaluators import lang
+
+    sample, _ = read(0, min(n, 256))
+    if any(lang.has_cjk(m.content) for record in sample for m in record.messages):
+        lang.load_segmenter()  # once here, inherited by every worker, rather than once in each
     with _FORK_LOCK:  # the job is handed to forked workers through a module global
         _JOB = (read, config, overlap)
         try:

@@ -91,6 +91,11 @@ def _jieba():
     return jieba
 
 
+def load_segmenter() -> None:
+    """Load jieba's dictionary now (once per process; a forked child inherits it)."""
+    _jieba()
+
+
 def segment_han(run: str) -> list[str]:
     """A run of Han characters cut into words by jieba (precise mode, its bundled dictionary)."""
     return [w for w in _jieba().lcut(run, HMM=True) if w.strip()]
