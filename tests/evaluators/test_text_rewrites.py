@@ -78,3 +78,11 @@ def test_character_runs_are_found_as_the_plain_pattern_found_them(text, char_run
     plain = next((r for r in runs if r.group(1) not in _text._RULE_CHARS), None)
     found = [p for p in _text.garbling(text, char_run=char_run, word_run=99, max_nonprintable=1.0) if "repeated" in p]
     assert found == ([f"{plain.group(1)!r} repeated {len(plain.group())} times"] if plain else [])
+
+
+def test_ascii_text_is_its_own_normal_form():
+    from evaluators import lang
+
+    ascii_text = "".join(map(chr, range(128))) * 2
+    assert lang.normalize(ascii_text) == unicodedata.normalize("NFKC", ascii_text).translate(lang._PUNCT) == ascii_text
+    assert not lang.has_cjk(ascii_text) and lang.has_cjk("abc中")
