@@ -13,6 +13,11 @@ Planted: `exact` copies (case and punctuation changed, which the checks normalis
 and `near` copies whose answer has a few words substituted, inserted or deleted (the
 question unchanged, so the near_duplicate check's "same question, same answer" rule holds)
 — each pair (original, copy) is listed in the returned `planted` dict.
+
+`generate_templated` writes the other shape real instruction data takes: every record the
+same long instruction wrapper around a short slot and a short answer (word-bigram Jaccard
+≈ 0.4 between two records: below the threshold, yet each LSH band made of template
+shingles only is shared by a large part of the file), with the same planted copies.
 """
 
 from __future__ import annotations
@@ -123,10 +128,28 @@ def exact_copy(record: dict) -> dict:
     return {k: (v.upper().rstrip(".?。") + "!" if v else v) if k != "input" else v for k, v in record.items()}
 
 
-def generate(path: Path, n: int, *, seed: int = 0, near_share: float = 0.01, exact_share: float = 0.005) -> dict:
+TEMPLATE = ("Below is an instruction that describes a task, paired with an input that provides further context. "
+            "Write a response that appropriately completes the request, and keep the response short and to the "
+            "point. Instruction:")
+
+
+class _Templated(_Text):
+    def record(self) -> dict:
+        rng = self.rng
+        return {"instruction": f"{TEMPLATE} {self.words(int(rng.integers(6, 13))).rstrip('.')}?", "input": "",
+                "output": self.words(int(rng.integers(10, 25)))}
+
+
+def generate_templated(path: Path, n: int, *, seed: int = 0) -> dict:
+    """`generate`, with every record the same long wrapper around a short slot and answer."""
+    return generate(path, n, seed=seed, text=_Templated(seed))
+
+
+def generate(path: Path, n: int, *, seed: int = 0, near_share: float = 0.01, exact_share: float = 0.005,
+             text: _Text | None = None) -> dict:
     """Write `n` Alpaca records to `path` (JSONL); return the planted pairs by kind,
     as (original index, copy index) lists."""
-    text = _Text(seed)
+    text = text or _Text(seed)
     rng = np.random.default_rng(seed + 1)
     n_near, n_exact = int(n * near_share), int(n * exact_share)
     n_base = n - n_near - n_exact

@@ -99,41 +99,63 @@ def _first_of_each(hashes: np.ndarray) -> np.ndarray:
     return np.sort(first)
 
 
-def _confirmed(ctx: _Context, pairs: np.ndarray, tokens: Callable[[int], list[str]], threshold: float
-               ) -> list[tuple[int, int, float]]:
-    """The candidate `pairs` whose exact shingle Jaccard (of `tokens(i)`) is ≥ threshold."""
-    out = []
+def _join_confirmed(ctx: _Context, pairs: np.ndarray, tokens: Callable[[int], list[str]], threshold: float,
+                    groups: UnionFind, same: Callable[[int, int], bool]) -> tuple[dict[tuple[int, int], float], int]:
+    """Join in `groups` each candidate pair (i, j) whose exact shingle Jaccard (of
+    `tokens(i)`) is ≥ threshold and `same(i, j)` holds. A pair already in one group is
+    not compared again: a group of n copies costs about n comparisons, not n²/2. Returns
+    the joining links {(i, j): similarity} and how many pairs were compared exactly."""
     size = ctx.config.shingle_size
+    cache: dict[int, set[str]] = {}  # a template bucket's representatives recur in many pairs
+
+    def shingles(i: int) -> set[str]:
+        if i not in cache:
+            if len(cache) > 10_000:
+                cache.clear()
+            cache[i] = _text.shingles(tokens(i), size)
+        return cache[i]
+
+    links, compared = {}, 0
     for i, j in pairs.tolist():
-        a, b = _text.shingles(tokens(i), size), _text.shingles(tokens(j), size)
-        if a and b and (similarity := _text.jaccard(a, b)) >= threshold:
-            out.append((i, j, round(similarity, 3)))
-    return out
+        if groups.find(i) == groups.find(j):
+            continue
+        compared += 1
+        a, b = shingles(i), shingles(j)
+        if a and b and (similarity := _text.jaccard(a, b)) >= threshold and same(i, j):
+            groups.union(i, j)
+            links[(i, j)] = round(similarity, 3)
+    return links, compared
 
 
 def _near_duplicates(ctx: _Context) -> Check:
     config = ctx.config
     representatives = _first_of_each(ctx.key_hash)  # exact copies are reported by exact_duplicate
-    pairs = candidate_pairs(ctx.full_bands, representatives)
+    pairs = candidate_pairs(ctx.full_bands, representatives, signature=ctx.full_signature,
+                            threshold=config.near_duplicate_threshold)
     ctx.prefetch(pairs.ravel())
-    groups, similarity = UnionFind(), {}
-    for i, j, sim in _confirmed(ctx, pairs, lambda i: ctx.feature(i).full_tokens, config.near_duplicate_threshold):
+
+    def same(i: int, j: int) -> bool:
         a, b = ctx.feature(i), ctx.feature(j)
-        if (_same_question(a, b, config.content_similarity_threshold)
-                and not _differ(a.answer, b.answer, config.content_similarity_threshold)):
-            groups.union(i, j)
-            similarity[(i, j)] = sim
+        return (_same_question(a, b, config.content_similarity_threshold)
+                and not _differ(a.answer, b.answer, config.content_similarity_threshold))
+
+    groups = UnionFind()
+    links, compared = _join_confirmed(ctx, pairs, lambda i: ctx.feature(i).full_tokens,
+                                      config.near_duplicate_threshold, groups, same)
+    by_group: dict[int, list[list]] = defaultdict(list)
+    for (i, j), sim in sorted(links.items()):
+        by_group[groups.find(i)].append([i, j, sim])
     findings = []
     for members in groups.groups():
         keep = members[0]
-        pairs_in = [[i, j, s] for (i, j), s in sorted(similarity.items()) if i in members]
+        pairs_in = by_group[groups.find(keep)]  # the links that joined the group (a spanning tree)
         findings.append(ctx.finding(
             "near_duplicate", "warning", members,
             f"{ctx.names(members)} are near-duplicates (word-shingle Jaccard "
             f"≥ {min(p[2] for p in pairs_in):.2f}) with the same answer; keep {ctx.name(keep)}",
             keep=keep, pairs=pairs_in,
         ))
-    return findings, {"groups": len(findings)}
+    return findings, {"groups": len(findings), "candidate_pairs": len(pairs), "compared": compared}
 
 
 def _conflicting_answers(ctx: _Context) -> Check:
@@ -147,11 +169,12 @@ def _conflicting_answers(ctx: _Context) -> Check:
     # One unit per distinct prompt proposes pairs for all its copies: 10k records asking one
     # templated question would otherwise make one LSH bucket of 50M pairs.
     distinct = answered[_first_of_each(ctx.unit_prompt_hash[answered])]
-    pairs = candidate_pairs(ctx.unit_bands, distinct)
+    pairs = candidate_pairs(ctx.unit_bands, distinct, signature=ctx.unit_signature,
+                            threshold=config.conflict_prompt_threshold)
     ctx.prefetch(owner[pairs.ravel()])
-    for u, v, _ in _confirmed(ctx, pairs, lambda u: ctx.unit_feature(u).prompt_tokens, config.conflict_prompt_threshold):
-        if _same_question(ctx.unit_feature(u), ctx.unit_feature(v), config.conflict_question_similarity):
-            groups.union(u, v)
+    _, compared = _join_confirmed(
+        ctx, pairs, lambda u: ctx.unit_feature(u).prompt_tokens, config.conflict_prompt_threshold, groups,
+        lambda u, v: _same_question(ctx.unit_feature(u), ctx.unit_feature(v), config.conflict_question_similarity))
     findings = []
     for members in groups.groups():
         ctx.prefetch(owner[members])
@@ -184,7 +207,7 @@ def _conflicting_answers(ctx: _Context) -> Check:
             answers=[{"index": int(owner[u]), "answer": feats[u].answer, "group": g}
                      for g, cls in enumerate(classes) for u in cls],
         ))
-    return findings, {"groups": len(findings)}
+    return findings, {"groups": len(findings), "candidate_pairs": len(pairs), "compared": compared}
 
 
 def _train_eval_overlap(ctx: _Context, eval_records: list[Conversation]) -> Check:

@@ -151,7 +151,7 @@ def _is_extractive(record: Conversation, feat: _Record, config: CheckConfig) -> 
     user_text = "\n".join(m.content for m in record.prompt_messages if m.role == "user")
     count = (lambda t: len(words(t))) if has_cjk(user_text) else (lambda t: len(t.split()))
     n_words = count(user_text)
-    return (n_words >= config.context_min_words and len(_text.sentences(user_text)) >= 2
+    return (n_words >= config.context_min_words and _text.has_sentences(user_text, 2)
             and count(feat.answer) <= n_words)
 
 

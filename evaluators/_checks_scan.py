@@ -46,6 +46,7 @@ class Scan:
     key_hash: np.ndarray  # uint64: the normalised conversation (exact duplicates)
     has_content: np.ndarray  # bool: some turn has a token
     full_bands: np.ndarray  # (n, bands) uint64: LSH keys of the whole conversation's shingles
+    full_signature: np.ndarray  # (n, bands × rows) uint8: its b-bit MinHash (`MinHasher.sketch`)
     prompt_hash: np.ndarray  # uint64: the prompt's tokens (0: no prompt tokens)
     prompt_bands: np.ndarray  # (n, bands) at overlap_threshold: prompts vs eval prompts
     unit_owner: np.ndarray  # int64: the record of each unit
@@ -53,6 +54,7 @@ class Scan:
     unit_answered: np.ndarray  # bool: a non-empty answer to a non-empty prompt
     unit_prompt_hash: np.ndarray
     unit_bands: np.ndarray  # (units, bands) at conflict_prompt_threshold
+    unit_signature: np.ndarray  # (units, bands × rows) uint8
     answered: np.ndarray  # bool: the record's answer is not blank
     refused: np.ndarray  # bool
     language: list[str]  # of the question (or answer)
@@ -83,6 +85,9 @@ class Hashers:
     def keys(self, hasher: MinHasher, token_lists: list[list[str]], size: int) -> np.ndarray:
         return hasher.band_keys(*shingle_hashes(token_lists, size))
 
+    def sketch(self, hasher: MinHasher, token_lists: list[list[str]], size: int) -> tuple[np.ndarray, np.ndarray]:
+        return hasher.sketch(*shingle_hashes(token_lists, size))
+
 
 def scan_block(records: list[Conversation], start: int, lines: list[int] | None, config: CheckConfig,
                hashers: Hashers, *, overlap: bool) -> Scan:
@@ -104,14 +109,21 @@ def scan_block(records: list[Conversation], start: int, lines: list[int] | None,
     def empty(rows: int, hasher: MinHasher) -> np.ndarray:
         return np.zeros((rows, 0), dtype=np.uint64)  # a check that does not run keeps no keys
 
+    def sketch(rows: int, hasher: MinHasher, token_lists: list[list[str]] | None) -> tuple[np.ndarray, np.ndarray]:
+        if token_lists is None:
+            return empty(rows, hasher), np.zeros((rows, 0), dtype=np.uint8)
+        return hashers.sketch(hasher, token_lists, size)
+
     want_pairs = bool(checks & {"near_duplicate"})
     want_conflicts = "conflicting_answers" in checks
+    full_bands, full_signature = sketch(n, hashers.full, [f.full_tokens for f in feats] if want_pairs else None)
+    unit_bands, unit_signature = sketch(len(units), hashers.conflict,
+                                        [u.prompt_tokens for u in units] if want_conflicts else None)
     scan = Scan(
         start=start, n=n, lines=lines,
         key_hash=np.fromiter((text_hash(f.key) for f in feats), dtype=np.uint64, count=n),
         has_content=np.fromiter((any(c for _, c in f.key) for f in feats), dtype=bool, count=n),
-        full_bands=(hashers.keys(hashers.full, [f.full_tokens for f in feats], size) if want_pairs
-                    else empty(n, hashers.full)),
+        full_bands=full_bands, full_signature=full_signature,
         prompt_hash=np.fromiter((text_hash(f.prompt_tokens) if f.prompt_tokens else 0 for f in feats),
                                 dtype=np.uint64, count=n),
         prompt_bands=(hashers.keys(hashers.overlap, [f.prompt_tokens for f in feats], size) if overlap
@@ -122,8 +134,7 @@ def scan_block(records: list[Conversation], start: int, lines: list[int] | None,
                                   count=len(units)),
         unit_prompt_hash=np.fromiter((text_hash(u.prompt_tokens) if u.prompt_tokens else 0 for u in units),
                                      dtype=np.uint64, count=len(units)),
-        unit_bands=(hashers.keys(hashers.conflict, [u.prompt_tokens for u in units], size) if want_conflicts
-                    else empty(len(units), hashers.conflict)),
+        unit_bands=unit_bands, unit_signature=unit_signature,
         answered=np.fromiter((bool(f.answer.strip()) for f in feats), dtype=bool, count=n),
         refused=np.zeros(n, dtype=bool),
         language=[], structure=[], ending=[],
@@ -228,6 +239,11 @@ def scan_all(read: Callable[[int, int], tuple[list[Conversation], list[int] | No
         return
     import multiprocessing
 
+    from evaluators import lang
+
+    sample, _ = read(0, min(n, 256))
+    if any(lang.has_cjk(m.content) for record in sample for m in record.messages):
+        lang.load_segmenter()  # once here, inherited by every worker, rather than once in each
     with _FORK_LOCK:  # the job is handed to forked workers through a module global
         _JOB = (read, config, overlap)
         try:

@@ -3,8 +3,10 @@
 Each text becomes the set of hashes of its word shingles (`_text.shingles`, hashed instead
 of joined); its MinHash sketch is the minimum of `rows × bands` hash functions over that
 set, and a band key is one 64-bit hash of `rows` consecutive minima. Two texts sharing any
-band key are a candidate pair. Only the band keys are kept (`bands` uint64 per text), so
-a million texts take ~200 MB, not the ~1 KB per text of a `datasketch.MinHash`.
+band key are a candidate pair, unless the low bytes of their minima (a b-bit MinHash
+signature) put their Jaccard clearly below the threshold. Only the band keys and that
+signature are kept (`bands` uint64 and `bands × rows` bytes per text), so a million texts
+take ~300 MB, not the ~1 KB per text of a `datasketch.MinHash`.
 
 Written by hand rather than with `datasketch.MinHash` because that computes a Mersenne-prime
 modulus per shingle and permutation in uint64 (and per-text Python objects); the family here
@@ -82,9 +84,16 @@ class MinHasher:
 
     def band_keys(self, hashes: np.ndarray, starts: np.ndarray) -> np.ndarray:
         """(texts, bands) uint64 keys; all-zero rows for texts with no shingles."""
+        return self.sketch(hashes, starts)[0]
+
+    def sketch(self, hashes: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(texts, bands) uint64 band keys (all-zero rows for texts with no shingles) and the
+        (texts, bands × rows) uint8 signature: the low byte of every minimum, a b-bit MinHash
+        from which `estimated_similarity` reads the Jaccard of two texts."""
         n = len(starts) - 1
         hashes = (hashes >> np.uint64(32)).astype(np.uint32)  # the high half of a well-mixed hash
         keys = np.zeros((n, self.bands), dtype=np.uint64)
+        signature = np.zeros((n, self.bands * self.rows), dtype=np.uint8)
         nonempty = np.flatnonzero(np.diff(starts) > 0)
         # Chunks of ~16k shingles keep the (shingles × hashes) matrix near 15 MB, in cache.
         chunk: list[int] = []
@@ -93,13 +102,14 @@ class MinHasher:
             chunk.append(i)
             total += int(starts[i + 1] - starts[i])
             if total >= 16_384:
-                self._fill(keys, chunk, hashes, starts)
+                self._fill(keys, signature, chunk, hashes, starts)
                 chunk, total = [], 0
         if chunk:
-            self._fill(keys, chunk, hashes, starts)
-        return keys
+            self._fill(keys, signature, chunk, hashes, starts)
+        return keys, signature
 
-    def _fill(self, keys: np.ndarray, texts: list[int], hashes: np.ndarray, starts: np.ndarray) -> None:
+    def _fill(self, keys: np.ndarray, signature: np.ndarray, texts: list[int], hashes: np.ndarray,
+              starts: np.ndarray) -> None:
         idx = np.asarray(texts)
         lo, hi = starts[idx], starts[idx + 1]
         sel = np.concatenate([np.arange(a, b) for a, b in zip(lo.tolist(), hi.tolist())])
@@ -109,6 +119,7 @@ class MinHasher:
             values = np.multiply(hashes[sel, None], self.a[None, :])
             values += self.b[None, :]
             minima = np.minimum.reduceat(values, offsets, axis=0)  # (texts, bands × rows)
+            signature[idx] = minima.astype(np.uint8)
             per_band = minima.reshape(len(idx), self.bands, self.rows).astype(np.uint64) * self.band_mult
             keys[idx] = _mix(per_band.sum(axis=2, dtype=np.uint64)) | np.uint64(1)  # never 0: 0 means "no shingles"
 
@@ -124,12 +135,32 @@ def lsh_shape(threshold: float, num_perm: int) -> tuple[int, int]:
     return lsh.b, lsh.r
 
 
-def candidate_pairs(keys: np.ndarray, ids: np.ndarray | None = None, *, skip_same: np.ndarray | None = None) -> np.ndarray:
+#: A bucket with more members than this is a shared template, not a cluster of copies:
+#: each member is paired with its BUCKET_CAP first (lowest-index) members only, so a bucket of
+#: n costs n × BUCKET_CAP pairs instead of n²/2.
+BUCKET_CAP = 16
+
+
+def candidate_pairs(keys: np.ndarray, ids: np.ndarray | None = None, *, signature: np.ndarray | None = None,
+                    threshold: float = 0.0, cap: int = BUCKET_CAP) -> np.ndarray:
     """Distinct (i, j), i < j, of rows of `keys` (restricted to `ids`) sharing a band key;
-    rows with no shingles (key 0) never pair. Pairs whose `skip_same` values are equal are
-    left out (already joined by the caller). Returns an (m, 2) int64 array, sorted."""
+    rows with no shingles (key 0) never pair. Returns an (m, 2) int64 array, sorted.
+
+    Work stays linear in the rows when many share a key (a long template common to
+    thousands of records): a bucket of more than `cap` pairs each member with the bucket's
+    `cap` lowest rows only. Two near-copies inside such a bucket still meet wherever they
+    share a band key the template does not (their own words), or through a representative
+    both are joined to. With a `signature` (`MinHasher.sketch`), pairs whose estimated
+    Jaccard is clearly below `threshold` (`plausible`) are dropped here, vectorised, before
+    any exact comparison."""
     rows = np.arange(len(keys)) if ids is None else np.asarray(ids, dtype=np.int64)
     found: list[np.ndarray] = []
+
+    def keep(pairs: np.ndarray) -> None:
+        if signature is not None and len(pairs):
+            pairs = pairs[plausible(signature, pairs, threshold)]
+        found.append(pairs)
+
     for band in range(keys.shape[1] if len(keys) else 0):
         k = keys[rows, band]
         live = k != 0
@@ -141,16 +172,35 @@ def candidate_pairs(keys: np.ndarray, ids: np.ndarray | None = None, *, skip_sam
         boundaries = np.flatnonzero(np.diff(k)) + 1
         starts = np.concatenate([[0], boundaries])
         lengths = np.diff(np.concatenate([starts, [len(k)]]))
+        small: list[np.ndarray] = []
         for s, n in zip(starts[lengths > 1].tolist(), lengths[lengths > 1].tolist()):
             members = np.sort(r[s : s + n])
-            a, b = np.triu_indices(n, 1)
-            found.append(np.stack([members[a], members[b]], axis=1))
+            a, b = np.triu_indices(min(n, cap), 1)
+            small.append(np.stack([members[a], members[b]], axis=1))
+            for lo in range(cap, n, 8192):  # the rest of a template bucket, against its first `cap`
+                rest = members[lo : lo + 8192]
+                keep(np.stack([np.tile(members[:cap], len(rest)), np.repeat(rest, cap)], axis=1))
+        if small:
+            keep(np.concatenate(small))
     if not found:
         return np.empty((0, 2), dtype=np.int64)
-    pairs = np.unique(np.concatenate(found), axis=0)
-    if skip_same is not None:
-        pairs = pairs[skip_same[pairs[:, 0]] != skip_same[pairs[:, 1]]]
-    return pairs
+    return np.unique(np.concatenate(found), axis=0)
+
+
+def plausible(signature: np.ndarray, pairs: np.ndarray, threshold: float) -> np.ndarray:
+    """Which `pairs` may have a Jaccard ≥ `threshold`, by their b-bit MinHash signatures:
+    a pair at exactly the threshold matches in a share p = t + (1 - t)/256 of its k
+    bytes (equal minima, or different ones whose low bytes agree); a pair matching in
+    fewer than p − 4.5·√(p(1 − p)/k) is dropped (a pair at the threshold is lost with
+    probability ~3·10⁻⁶; one above it, less)."""
+    k = signature.shape[1]
+    p = threshold + (1 - threshold) / 256
+    floor = (p - 4.5 * np.sqrt(p * (1 - p) / k)) * k
+    out = np.empty(len(pairs), dtype=bool)
+    for lo in range(0, len(pairs), 65_536):  # bounded temporaries: 65k pairs × k bytes
+        chunk = pairs[lo : lo + 65_536]
+        out[lo : lo + 65_536] = (signature[chunk[:, 0]] == signature[chunk[:, 1]]).sum(axis=1) >= floor
+    return out
 
 
 def cross_pairs(keys: np.ndarray, other: np.ndarray) -> dict[int, set[int]]:

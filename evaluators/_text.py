@@ -8,6 +8,7 @@ few shingles) and its negations are read from jieba words ("非常" is not "非"
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import unicodedata
@@ -49,9 +50,18 @@ def normalise_tokens(text: str) -> list[str]:
     """Case-folded tokens of `text` normalised by `lang.normalize` (full-width forms, CJK
     punctuation), punctuation dropped, symbols and numbers kept, CJK by character."""
     text = lang.normalize(text).casefold()
-    # Only the one-character alternative of _TOKEN can be punctuation.
-    tokens = [t for t in _TOKEN.findall(text) if len(t) > 1 or t.isalnum() or unicodedata.category(t)[0] != "P"]
+    # Only a one-character token can be punctuation: a set look-up, not a category per token.
+    punctuation = _punctuation()
+    tokens = [t for t in _TOKEN.findall(text) if t not in punctuation]
     return lang.split_cjk(tokens) if lang.has_cjk(text) else tokens
+
+
+@functools.lru_cache(maxsize=1)
+def _punctuation() -> frozenset[str]:
+    """Every character of Unicode category P (punctuation). All lie in planes 0 and 1
+    (the supplementary planes above hold ideographs, tags and private use), which
+    tests/evaluators/test_text_rewrites.py checks against the whole range."""
+    return frozenset(c for c in map(chr, range(0x20000)) if unicodedata.category(c)[0] == "P")
 
 
 def negated(text: str, tokens: list[str]) -> bool:
@@ -134,6 +144,18 @@ def sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
 
 
+def has_sentences(text: str, n: int) -> bool:
+    """`len(sentences(text)) >= n`, stopping at the `n`th sentence."""
+    found, at = 0, 0
+    for end in _SENTENCE_END.finditer(text):
+        if text[at : end.start()].strip():
+            found += 1
+            if found >= n:
+                return True
+        at = end.end()
+    return found + bool(text[at:].strip()) >= n
+
+
 def last_sentence(text: str) -> str:
     """The last sentence-like piece of `text`: the question, in a context-then-question prompt."""
     pieces = sentences(text)
@@ -206,9 +228,21 @@ def garbling(text: str, *, char_run: int, word_run: int, max_nonprintable: float
         hidden = 0 if printable else sum(1 for c in text if unicodedata.category(c)[0] == "C" and c not in "\n\t\r")
         if hidden / len(text) > max_nonprintable:
             problems.append(f"{hidden / len(text):.0%} non-printable characters")
-    runs = re.finditer(r"(\S)\1{%d,}" % (char_run - 1), text)
-    if run := next((r for r in runs if r.group(1) not in _RULE_CHARS), None):
+    char_loop, word_loop = _run_patterns(char_run, word_run)
+    # The pattern only where some character repeated `char_run` times is there at all: a
+    # substring search per distinct character is far cheaper than a backreference per position.
+    if (any(c * char_run in text for c in set(text).difference(_RULE_CHARS))
+            and (run := next((r for r in char_loop.finditer(text) if r.group(1) not in _RULE_CHARS), None))):
         problems.append(f"{run.group(1)!r} repeated {len(run.group())} times")
-    if loop := re.search(r"\b(\w+)(?:\W+\1\b){%d,}" % (word_run - 1), text, re.IGNORECASE):
+    if loop := word_loop.search(text):
         problems.append(f"the word {loop.group(1)!r} repeated {word_run}+ times in a row")
     return problems
+
+
+@functools.lru_cache(maxsize=8)
+def _run_patterns(char_run: int, word_run: int) -> tuple[re.Pattern, re.Pattern]:
+    """A character repeated `char_run`+ times; a word repeated `word_run`+ times in a row.
+    The word is captured possessively (`\\w++`): a shorter capture could never be followed
+    by `\\W`, so backtracking into it only cost time."""
+    return (re.compile(r"(\S)\1{%d,}" % (char_run - 1)),
+            re.compile(r"\b(\w++)(?:\W+\1\b){%d,}" % (word_run - 1), re.IGNORECASE))

@@ -42,7 +42,7 @@ SENTENCE_END = ".!?…。！？"
 
 def has_cjk(text: str) -> bool:
     """True when `text` has a Han, kana or Hangul character."""
-    return _CJK.search(text) is not None
+    return not text.isascii() and _CJK.search(text) is not None
 
 
 _SCRIPT_OF = [("han", re.compile(f"[{_HAN}]")), ("kana", re.compile(f"[{_KANA}]")),
@@ -76,6 +76,8 @@ def _opencc():
 def normalize(text: str, *, t2s: bool = False) -> str:
     """NFKC plus CJK punctuation as ASCII (see the module doc); `t2s` also maps Traditional
     to Simplified Chinese. Case is kept: callers fold it when they compare."""
+    if text.isascii():  # NFKC and the CJK punctuation table leave ASCII as it is
+        return text
     text = unicodedata.normalize("NFKC", text).translate(_PUNCT)
     if t2s and has_cjk(text):
         text = _opencc().convert(text)
@@ -89,6 +91,11 @@ def _jieba():
     jieba.setLogLevel(logging.WARNING)  # no "Building prefix dict" chatter on the CLI
     jieba.initialize()  # under jieba's own lock
     return jieba
+
+
+def load_segmenter() -> None:
+    """Load jieba's dictionary now (once per process; a forked child inherits it)."""
+    _jieba()
 
 
 def segment_han(run: str) -> list[str]:

@@ -31,7 +31,16 @@ DEFAULT_REFUSAL_PATTERNS: tuple[str, ...] = (
 
 @functools.lru_cache(maxsize=16)
 def _compiled(patterns: tuple[str, ...]) -> tuple[re.Pattern, ...]:
-    return tuple(re.compile(p, re.IGNORECASE) for p in patterns)
+    """The patterns as one alternation (one scan of the answer instead of one per pattern);
+    separately when joining could change them (a capturing group, whose backreferences
+    would be renumbered, or global inline flags)."""
+    each = tuple(re.compile(p, re.IGNORECASE) for p in patterns)
+    if len(each) < 2 or any(p.groups for p in each):
+        return each
+    try:
+        return (re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE),)
+    except re.error:
+        return each
 
 
 def is_refusal(answer: str, patterns: tuple[str, ...] = DEFAULT_REFUSAL_PATTERNS, search_chars: int = 200) -> bool:
