@@ -12,7 +12,8 @@ diagonal, `σ_i²` from each CI (at least `prior_sigma / √(1 + votes)`).
 What it wants: the board's order and its leader settled.
 - **Order**: every neighbouring pair of the current ranking, contrast `c = e_(k) − e_(k+1)`,
   gap `d`, variance `V = cᵀCc`; it is open while `z = d/√V` is small, weight
-  `erfc(z/√2)` (twice the chance the two are in the wrong order: 0.1 at the 95% line).
+  `erfc(z/(1.5·√2))` (twice the chance the two are in the wrong order were their variance
+  1.5² times larger: 0.27 at the 95% line, 0.05 at z = 3 — see `ORDER_MARGIN`).
 - **The race for first place**: the leader's and the runner-up's intervals (of centred
   ratings, as the board shows them) separate once `d ≥ 1.96·(σ₁ + σ₂)`; weight
   `top_weight·erfc(z/√2)` with `z = 1.645·d / (1.96·(σ₁ + σ₂))`, the same 0.1 at its line.
@@ -49,6 +50,12 @@ PRIOR_SIGMA = 200.0
 EXPLORATION = 0.1
 #: Weight of the race for first place against one neighbouring pair of the order.
 TOP_WEIGHT = 6.0
+#: A neighbouring pair counts as open until its gap is this many times past the line:
+#: its weight is `erfc(z / (ORDER_MARGIN·√2))`. A pair only just past the 95% line drifts
+#: back and forth across it from one refit to the next; aiming a little past it ordered the
+#: board sooner and the top too (bench/matchmaking.py, 8 models, 80 seeds: 1.0 gave 1.46×
+#: and 1.59×, 1.5 gives 1.59× and 1.72× for order and top; 2.0 lost the top on seeds 0–39).
+ORDER_MARGIN = 1.5
 #: Imagined battles a plan places.
 VIRTUAL_VOTES = 100
 
@@ -167,7 +174,7 @@ def _plan(states: tuple[ModelState, ...], battles: tuple[float, ...] | None, exp
     placed = np.zeros(len(first))
     coef = np.empty(m + 1)
     for _ in range(virtual_votes):
-        coef[: m - 1] = erfc(gap / np.sqrt(2 * v[: m - 1])) / v[: m - 1]
+        coef[: m - 1] = erfc(gap / (ORDER_MARGIN * np.sqrt(2 * v[: m - 1]))) / v[: m - 1]
         s1, s2 = math.sqrt(v[m - 1]), math.sqrt(v[m])
         race = top_weight * float(erfc(_Z90 * gap[0] / (_Z95 * (s1 + s2) * math.sqrt(2))))
         # ΔV/V of σ₁ + σ₂, as twice its relative shrinkage: Σ ΔV_i/(σ_i·(σ₁ + σ₂)).
