@@ -84,16 +84,22 @@ class MinHasher:
 
     def band_keys(self, hashes: np.ndarray, starts: np.ndarray) -> np.ndarray:
         """(texts, bands) uint64 keys; all-zero rows for texts with no shingles."""
-        return self.sketch(hashes, starts)[0]
+        return self._sketch(hashes, starts, with_signature=False)[0]
 
     def sketch(self, hashes: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(texts, bands) uint64 band keys (all-zero rows for texts with no shingles) and the
         (texts, bands × rows) uint8 signature: the low byte of every minimum, a b-bit MinHash
-        from which `estimated_similarity` reads the Jaccard of two texts."""
+        from which `plausible` reads the Jaccard of two texts."""
+        keys, signature = self._sketch(hashes, starts, with_signature=True)
+        assert signature is not None
+        return keys, signature
+
+    def _sketch(self, hashes: np.ndarray, starts: np.ndarray, *,
+                with_signature: bool) -> tuple[np.ndarray, np.ndarray | None]:
         n = len(starts) - 1
         hashes = (hashes >> np.uint64(32)).astype(np.uint32)  # the high half of a well-mixed hash
         keys = np.zeros((n, self.bands), dtype=np.uint64)
-        signature = np.zeros((n, self.bands * self.rows), dtype=np.uint8)
+        signature = np.zeros((n, self.bands * self.rows), dtype=np.uint8) if with_signature else None
         nonempty = np.flatnonzero(np.diff(starts) > 0)
         # Chunks of ~16k shingles keep the (shingles × hashes) matrix near 15 MB, in cache.
         chunk: list[int] = []
@@ -108,7 +114,7 @@ class MinHasher:
             self._fill(keys, signature, chunk, hashes, starts)
         return keys, signature
 
-    def _fill(self, keys: np.ndarray, signature: np.ndarray, texts: list[int], hashes: np.ndarray,
+    def _fill(self, keys: np.ndarray, signature: np.ndarray | None, texts: list[int], hashes: np.ndarray,
               starts: np.ndarray) -> None:
         idx = np.asarray(texts)
         lo, hi = starts[idx], starts[idx + 1]
@@ -119,7 +125,8 @@ class MinHasher:
             values = np.multiply(hashes[sel, None], self.a[None, :])
             values += self.b[None, :]
             minima = np.minimum.reduceat(values, offsets, axis=0)  # (texts, bands × rows)
-            signature[idx] = minima.astype(np.uint8)
+            if signature is not None:
+                signature[idx] = minima.astype(np.uint8)
             per_band = minima.reshape(len(idx), self.bands, self.rows).astype(np.uint64) * self.band_mult
             keys[idx] = _mix(per_band.sum(axis=2, dtype=np.uint64)) | np.uint64(1)  # never 0: 0 means "no shingles"
 
