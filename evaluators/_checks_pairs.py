@@ -31,7 +31,7 @@ def _differ(a: str, b: str, threshold: float) -> bool:
         return False
     mentioned_a = _text.words(a) | _text.numbers(a)
     mentioned_b = _text.words(b) | _text.numbers(b)
-    if _text.key_facts(a) - mentioned_b and _text.key_facts(b) - mentioned_a:
+    if _text.has_key_fact_outside(a, mentioned_b) and _text.has_key_fact_outside(b, mentioned_a):
         return True
     if _text.polarity(ta) != _text.polarity(tb):
         return True

@@ -8,7 +8,7 @@ from collections import Counter, defaultdict
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy.stats import binomtest
+from scipy.special import bdtrc
 
 from evaluators import _text
 from evaluators._checks_context import Check, _Context, _Record
@@ -35,7 +35,9 @@ def _refusal_rate(ctx: _Context) -> Check:
     def test(members: list[int]) -> dict[str, Any]:
         k = sum(1 for i in members if i in refused)
         n = len(members)
-        p = float(binomtest(k, n, expected, alternative="greater").pvalue) if n and k else 1.0
+        # P(X >= k), X ~ Bin(n, expected): one-sided binomial test (scipy.stats.binomtest's
+        # "greater"), from scipy.special: importing scipy.stats costs the command 0.6 s.
+        p = float(bdtrc(k - 1, n, expected)) if n and k else 1.0
         return {"refusals": k, "answered": n, "rate": k / n if n else 0.0, "p_value": p}
 
     stats = {**test(answered), "expected_rate": expected,

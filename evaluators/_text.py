@@ -12,7 +12,7 @@ import functools
 import json
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Set
 
 from evaluators import lang
 
@@ -50,10 +50,17 @@ def normalise_tokens(text: str) -> list[str]:
     """Case-folded tokens of `text` normalised by `lang.normalize` (full-width forms, CJK
     punctuation), punctuation dropped, symbols and numbers kept, CJK by character."""
     text = lang.normalize(text).casefold()
-    # Only a one-character token can be punctuation: a set look-up, not a category per token.
-    punctuation = _punctuation()
-    tokens = [t for t in _TOKEN.findall(text) if t not in punctuation]
+    tokens = _kept_token().findall(text)
     return lang.split_cjk(tokens) if lang.has_cjk(text) else tokens
+
+
+@functools.lru_cache(maxsize=1)
+def _kept_token() -> re.Pattern:
+    """`_TOKEN` less its punctuation tokens, which are all one character: "_" alone (the
+    one punctuation character `\w` matches; a longer word run keeps it) and any single
+    `[^\w\s]` of category P. Matching them not at all costs less than a look-up per token."""
+    others = "".join(sorted(_punctuation() - {"_"}))
+    return re.compile(r"\d+(?:[.,:/]\d+)*|\w\w+|[^\W_]|[^\w\s%s]" % re.escape(others))
 
 
 @functools.lru_cache(maxsize=1)
@@ -116,8 +123,10 @@ def capitalised_words(text: str) -> set[str]:
         word = match.group()
         if not word[0].isupper() or word == "I":
             continue
-        before = text[: match.start()].rstrip(" \t")
-        if not before or before[-1] in _SENTENCE_OPENERS:
+        at = match.start()  # the character before the word, spaces and tabs skipped
+        while at and text[at - 1] in " \t":
+            at -= 1
+        if not at or text[at - 1] in _SENTENCE_OPENERS:
             continue
         found.add(word)
     return found
@@ -126,7 +135,19 @@ def capitalised_words(text: str) -> set[str]:
 def key_facts(text: str) -> set[str]:
     """Numbers and named entities of `text`: what must not change between two answers
     (in Chinese, which has no capitals: its nouns, by jieba's tagger)."""
-    return numbers(text) | {w.casefold() for w in capitalised_words(text)} | set(lang.cjk_nouns(text))
+    return set().union(*_key_fact_kinds(text))
+
+
+def has_key_fact_outside(text: str, known: set[str]) -> bool:
+    """`bool(key_facts(text) - known)`, stopping at the first kind with one: jieba's
+    part-of-speech tagger (the slow part) runs only when every number and name is known."""
+    return any(kind - known for kind in _key_fact_kinds(text))
+
+
+def _key_fact_kinds(text: str) -> Iterator[Set[str]]:
+    yield numbers(text)
+    yield {w.casefold() for w in capitalised_words(text)}
+    yield lang.cjk_nouns(text)
 
 
 def content_tokens(tokens: Iterable[str]) -> set[str]:

@@ -1,5 +1,5 @@
 """The faster forms of the checks' text features give exactly what the plain forms gave:
-punctuation by a precomputed set instead of a category per token, a possessive word-run
+punctuation left out by the token pattern instead of a category per token, a possessive word-run
 pattern, refusal patterns joined into one alternation."""
 
 from __future__ import annotations
@@ -42,6 +42,15 @@ def test_normalise_tokens_drops_exactly_the_punctuation(text):
     folded = lang.normalize(text).casefold()
     plain = [t for t in _text._TOKEN.findall(folded) if len(t) > 1 or t.isalnum() or unicodedata.category(t)[0] != "P"]
     assert _text.normalise_tokens(text) == (lang.split_cjk(plain) if lang.has_cjk(folded) else plain)
+
+
+def test_token_pattern_keeps_what_filtering_kept_for_every_character():
+    """Each character of planes 0-1 alone, inside a word and between spaces: the pattern
+    that never matches punctuation gives the tokens that filtering `_TOKEN`'s gave."""
+    punctuation = _text._punctuation()
+    chars = "".join(map(chr, range(0x20000)))
+    for text in (chars, " ".join(chars), "a".join(chars), "_".join(chars), "1".join(chars)):
+        assert _text._kept_token().findall(text) == [t for t in _text._TOKEN.findall(text) if t not in punctuation]
 
 
 @pytest.mark.parametrize("text", TEXTS)
