@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 import numpy as np
@@ -28,6 +28,8 @@ from evaluators.refusals import is_refusal
 
 if TYPE_CHECKING:
     from evaluators.datachecks import CheckConfig
+
+T = TypeVar("T")
 
 
 def text_hash(value: Any) -> int:
@@ -119,20 +121,22 @@ def scan_block(records: list[Conversation], start: int, lines: list[int] | None,
     full_bands, full_signature = sketch(n, hashers.full, [f.full_tokens for f in feats] if want_pairs else None)
     unit_bands, unit_signature = sketch(len(units), hashers.conflict,
                                         [u.prompt_tokens for u in units] if want_conflicts else None)
+    prompt_hash = [text_hash(f.prompt_tokens) if f.prompt_tokens else 0 for f in feats]
+    whole = {id(f): h for f, h in zip(feats, prompt_hash)}  # a single-exchange record is its own unit
     scan = Scan(
         start=start, n=n, lines=lines,
         key_hash=np.fromiter((text_hash(f.key) for f in feats), dtype=np.uint64, count=n),
         has_content=np.fromiter((any(c for _, c in f.key) for f in feats), dtype=bool, count=n),
         full_bands=full_bands, full_signature=full_signature,
-        prompt_hash=np.fromiter((text_hash(f.prompt_tokens) if f.prompt_tokens else 0 for f in feats),
-                                dtype=np.uint64, count=n),
+        prompt_hash=np.asarray(prompt_hash, dtype=np.uint64),
         prompt_bands=(hashers.keys(hashers.overlap, [f.prompt_tokens for f in feats], size) if overlap
                       else empty(n, hashers.overlap)),
         unit_owner=np.asarray(owner, dtype=np.int64),
         unit_end=np.asarray(ends, dtype=np.int32),
         unit_answered=np.fromiter((bool(u.answer.strip() and u.prompt_tokens) for u in units), dtype=bool,
                                   count=len(units)),
-        unit_prompt_hash=np.fromiter((text_hash(u.prompt_tokens) if u.prompt_tokens else 0 for u in units),
+        unit_prompt_hash=np.fromiter((whole[id(u)] if id(u) in whole else text_hash(u.prompt_tokens) if u.prompt_tokens
+                                      else 0 for u in units),
                                      dtype=np.uint64, count=len(units)),
         unit_bands=unit_bands, unit_signature=unit_signature,
         answered=np.fromiter((bool(f.answer.strip()) for f in feats), dtype=bool, count=n),
@@ -228,9 +232,7 @@ def scan_all(read: Callable[[int, int], tuple[list[Conversation], list[int] | No
     — `read` is inherited, not pickled."""
     global _JOB
     bounds = [(s, min(s + block_size, n)) for s in range(0, n, block_size)]
-    if workers is None:
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    workers = min(workers, len(bounds))
+    workers = min(worker_count(workers), len(bounds))
     if workers <= 1:  # in this process: no shared state, safe from any thread
         hashers = _hashers(config)
         for start, stop in bounds:
@@ -251,3 +253,41 @@ def scan_all(read: Callable[[int, int], tuple[list[Conversation], list[int] | No
                 yield from pool.map(_scan_range, bounds)
         finally:
             _JOB = None
+
+
+def worker_count(workers: int | None) -> int:
+    """`workers`, or by default the CPUs this process may use."""
+    if workers is not None:
+        return workers
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+_TASK: Callable[[], Any] | None = None
+
+
+def _run_task() -> Any:
+    assert _TASK is not None
+    return _TASK()
+
+
+def in_background(task: Callable[[], T]) -> Callable[[], T]:
+    """Start `task()` in a forked process (which inherits everything `task` reads) and
+    return a function that waits for its result: one check runs beside the others."""
+    global _TASK
+    import multiprocessing
+
+    with _FORK_LOCK:
+        _TASK = task
+        try:  # a "fork" pool forks its process inside `submit`, while `_TASK` is set
+            pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+            future = pool.submit(_run_task)
+        finally:
+            _TASK = None
+
+    def result() -> T:
+        try:
+            return future.result()
+        finally:
+            pool.shutdown()
+
+    return result

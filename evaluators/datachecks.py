@@ -56,7 +56,7 @@ from evaluators._checks_records import (
     _refusal_rate,
     _unsupported_facts,
 )
-from evaluators._checks_scan import scan_all
+from evaluators._checks_scan import in_background, scan_all, worker_count
 from evaluators.records import Conversation
 from evaluators.refusals import DEFAULT_REFUSAL_PATTERNS, is_refusal  # noqa: F401
 
@@ -229,17 +229,25 @@ def check_source(
         "unsupported_facts": _unsupported_facts,
         "balance": _balance,
     }
-    findings: list[Finding] = []
-    summary: dict[str, CheckSummary] = {}
+    # The near-duplicate search (the slowest check) runs in a forked process beside the
+    # others when the scan had workers to spare.
+    early: dict[str, Callable[[], Check]] = {}
+    if "near_duplicate" in config.checks and min(worker_count(workers), -(-n // block_size)) > 1:
+        early["near_duplicate"] = in_background(lambda: _near_duplicates(ctx))
+    results: dict[str, Check] = {}
     for check in CHECKS:
-        if check not in config.checks:
+        if check not in config.checks or check in early:
             continue
         if check == "train_eval_overlap":
-            if eval_records is None:
-                continue
-            found, stats = _train_eval_overlap(ctx, list(eval_records))
+            if eval_records is not None:
+                results[check] = _train_eval_overlap(ctx, list(eval_records))
         else:
-            found, stats = runners[check](ctx)
+            results[check] = runners[check](ctx)
+    results.update((check, result()) for check, result in early.items())
+    findings: list[Finding] = []
+    summary: dict[str, CheckSummary] = {}
+    for check in (c for c in CHECKS if c in results):
+        found, stats = results[check]
         found = with_sources(ctx, found, ("exact_duplicate", "near_duplicate", "conflicting_answers"))
         flagged = {i for f in found for i in f.record_indices}
         rate = len(flagged) / n if n else 0.0
