@@ -22,7 +22,7 @@ import numpy as np
 
 from evaluators import _text
 from evaluators._checks_context import _Record
-from evaluators._minhash import MinHasher, lsh_shape, shingle_hashes
+from evaluators._minhash import MinHasher, lsh_shape, shingle_hashes, token_windows, window_shingles
 from evaluators.records import Conversation, exchange_ends
 from evaluators.refusals import is_refusal
 
@@ -108,19 +108,21 @@ def scan_block(records: list[Conversation], start: int, lines: list[int] | None,
             owner.append(start + i)
             ends.append(end)
 
-    def empty(rows: int, hasher: MinHasher) -> np.ndarray:
+    def empty(rows: int) -> np.ndarray:
         return np.zeros((rows, 0), dtype=np.uint64)  # a check that does not run keeps no keys
 
-    def sketch(rows: int, hasher: MinHasher, token_lists: list[list[str]] | None) -> tuple[np.ndarray, np.ndarray]:
-        if token_lists is None:
-            return empty(rows, hasher), np.zeros((rows, 0), dtype=np.uint8)
-        return hashers.sketch(hasher, token_lists, size)
+    def no_sketch(rows: int) -> tuple[np.ndarray, np.ndarray]:
+        return empty(rows), np.zeros((rows, 0), dtype=np.uint8)
 
-    want_pairs = bool(checks & {"near_duplicate"})
-    want_conflicts = "conflicting_answers" in checks
-    full_bands, full_signature = sketch(n, hashers.full, [f.full_tokens for f in feats] if want_pairs else None)
-    unit_bands, unit_signature = sketch(len(units), hashers.conflict,
-                                        [u.prompt_tokens for u in units] if want_conflicts else None)
+    # Each record's tokens are hashed once: its prompt, and a single-exchange unit's, are a
+    # prefix of the whole conversation's (`_Record.full_tokens`), so a window of it.
+    if checks & {"near_duplicate", "conflicting_answers"} or overlap:
+        flat, first, counts = token_windows([f.full_tokens for f in feats])
+    full_bands, full_signature = (hashers.full.sketch(*window_shingles(flat, first, counts, size))
+                                  if "near_duplicate" in checks else no_sketch(n))
+    unit_bands, unit_signature = (hashers.conflict.sketch(*_unit_windows(feats, units, owner, start, flat, first, size))
+                                  if "conflicting_answers" in checks else no_sketch(len(units)))
+    prompt_counts = np.fromiter((len(f.prompt_tokens) for f in feats), dtype=np.int64, count=n)
     prompt_hash = [text_hash(f.prompt_tokens) if f.prompt_tokens else 0 for f in feats]
     whole = {id(f): h for f, h in zip(feats, prompt_hash)}  # a single-exchange record is its own unit
     scan = Scan(
@@ -129,8 +131,8 @@ def scan_block(records: list[Conversation], start: int, lines: list[int] | None,
         has_content=np.fromiter((any(c for _, c in f.key) for f in feats), dtype=bool, count=n),
         full_bands=full_bands, full_signature=full_signature,
         prompt_hash=np.asarray(prompt_hash, dtype=np.uint64),
-        prompt_bands=(hashers.keys(hashers.overlap, [f.prompt_tokens for f in feats], size) if overlap
-                      else empty(n, hashers.overlap)),
+        prompt_bands=(hashers.overlap.band_keys(*window_shingles(flat, first, prompt_counts, size)) if overlap
+                      else empty(n)),
         unit_owner=np.asarray(owner, dtype=np.int64),
         unit_end=np.asarray(ends, dtype=np.int32),
         unit_answered=np.fromiter((bool(u.answer.strip() and u.prompt_tokens) for u in units), dtype=bool,
@@ -162,6 +164,20 @@ def scan_block(records: list[Conversation], start: int, lines: list[int] | None,
     if "unsupported_facts" in checks:
         _scan_facts(scan, records, feats, config)
     return scan
+
+
+def _unit_windows(feats: list[_Record], units: list[_Record], owner: list[int], start: int, flat: np.ndarray,
+                  first: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The prompt shingles of every exchange unit: a window of its record's token hashes
+    when the unit is the whole record, the hashes of its own tokens otherwise (an earlier
+    exchange of a multi-turn record)."""
+    others = [u for u, i in zip(units, owner) if u is not feats[i - start]]
+    more, more_first, _ = token_windows([u.prompt_tokens for u in others])
+    ends = iter((more_first + len(flat)).tolist())
+    unit_first = [first[i - start] if u is feats[i - start] else next(ends) for u, i in zip(units, owner)]
+    unit_counts = [len(u.prompt_tokens) for u in units]
+    return window_shingles(np.concatenate([flat, more]), np.asarray(unit_first, dtype=np.int64),
+                           np.asarray(unit_counts, dtype=np.int64), size)
 
 
 def _problems(record: Conversation, feat: _Record, c: CheckConfig) -> list[str]:

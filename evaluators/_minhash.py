@@ -53,20 +53,32 @@ def shingle_hashes(token_lists: Sequence[list[str]], size: int) -> tuple[np.ndar
     """The hashed `size`-shingles of every token list, concatenated, and each list's start
     offset (len + 1 entries). A list of `size` tokens or fewer is one shingle; an empty one
     none — as `_text.shingles`."""
+    flat, first, counts = token_windows(token_lists)
+    return window_shingles(flat, first, counts, size)
+
+
+def token_windows(token_lists: Sequence[list[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The token hashes of every list, concatenated, with each list's first position and
+    length in them: windows that `window_shingles` reads (a prefix of a list is a window too)."""
     counts = np.fromiter((len(t) for t in token_lists), dtype=np.int64, count=len(token_lists))
     flat = _token_hashes([t for tokens in token_lists for t in tokens])
-    starts = np.concatenate([[0], np.cumsum(counts)])
+    return flat, np.cumsum(counts) - counts, counts
+
+
+def window_shingles(flat: np.ndarray, first: np.ndarray, counts: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """`shingle_hashes` of the token windows `flat[first[i] : first[i] + counts[i]]`."""
+    counts = np.asarray(counts, dtype=np.int64)
     n_shingles = np.where(counts == 0, 0, np.maximum(counts - size + 1, 1))
     out_starts = np.concatenate([[0], np.cumsum(n_shingles)])
-    # Shingle k of list i starts at token starts[i] + k and spans min(size, count) tokens.
-    owner = np.repeat(np.arange(len(token_lists)), n_shingles)
-    first = starts[owner] + (np.arange(out_starts[-1]) - out_starts[owner])
+    # Shingle k of window i starts at token first[i] + k and spans min(size, count) tokens.
+    owner = np.repeat(np.arange(len(counts)), n_shingles)
+    start = np.asarray(first, dtype=np.int64)[owner] + (np.arange(out_starts[-1]) - out_starts[owner])
     span = np.minimum(counts[owner], size)
     with np.errstate(over="ignore"):
-        h = flat[first] if len(first) else np.empty(0, dtype=np.uint64)
+        h = flat[start] if len(start) else np.empty(0, dtype=np.uint64)
         for k in range(1, size):
             more = span > k
-            h = np.where(more, _mix(h * _MIX + flat[np.where(more, first + k, 0)]) if len(first) else h, h)
+            h = np.where(more, _mix(h * _MIX + flat[np.where(more, start + k, 0)]) if len(start) else h, h)
         h = _mix(h + span.astype(np.uint64))
     return h, out_starts
 
