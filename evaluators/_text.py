@@ -56,7 +56,7 @@ def normalise_tokens(text: str) -> list[str]:
 
 @functools.lru_cache(maxsize=1)
 def _kept_token() -> re.Pattern:
-    """`_TOKEN` less its punctuation tokens, which are all one character: "_" alone (the
+    r"""`_TOKEN` less its punctuation tokens, which are all one character: "_" alone (the
     one punctuation character `\w` matches; a longer word run keeps it) and any single
     `[^\w\s]` of category P. Matching them not at all costs less than a look-up per token."""
     others = "".join(sorted(_punctuation() - {"_"}))

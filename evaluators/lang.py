@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import unicodedata
 
@@ -93,9 +94,23 @@ def _jieba():
     return jieba
 
 
-def load_segmenter() -> None:
-    """Load jieba's dictionary now (once per process; a forked child inherits it)."""
+def load_segmenter(*, tagger: bool = False) -> None:
+    """Load jieba's dictionary now (once per process; a forked child inherits it), and with
+    `tagger` its part-of-speech tables too (`cjk_nouns`)."""
     _jieba()
+    if tagger:
+        import jieba.posseg  # noqa: F401  (builds the tagger on import)
+
+
+def looks_chinese(path: str | os.PathLike, sample: int = 65_536) -> bool:
+    """Whether the first `sample` bytes of a text file hold Han characters, written out
+    or as JSON escapes: a hint to load the segmenter early, not a check."""
+    with open(path, "rb") as f:
+        head = f.read(sample).decode("utf-8", errors="ignore")
+    return bool(_HAN_RUN.search(head) or _HAN_ESCAPE.search(head))
+
+
+_HAN_ESCAPE = re.compile(r"\\u(?:4[eE]|[5-8][0-9a-fA-F]|9[0-9a-fA-F])[0-9a-fA-F]{2}")  # U+4E00–U+9FFF
 
 
 def segment_han(run: str) -> list[str]:

@@ -70,3 +70,27 @@ def test_bad_input_is_a_one_line_error(tmp_path):
     assert arena("data", "check", str(gbk), "--encoding", "gbk", env=env).returncode == 0
     workers = arena("data", "check", str(bad), "--workers", "0", env=env)
     assert workers.returncode == 1 and workers.stderr.strip() == "error: --workers must be at least 1, got 0"
+
+
+def test_a_chinese_file_spools_beside_the_segmenter_load_with_the_same_findings_and_errors(tmp_path):
+    """With two workers a Chinese file is spooled in a forked process while the command
+    loads jieba: the findings are the library's, and a bad line is still one line."""
+    env = embedded_env(tmp_path)
+    rows = [{"instruction": f"请用一句话介绍第{i}种{['面包', '河流', '仙人掌', '密码'][i % 4]}的特点。", "output": f"它的特点是编号{i * 7}。"}
+            for i in range(30)]
+    rows.append(dict(rows[5]))  # 30: exact copy of 5
+    data = tmp_path / "zh.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")  # ensure_ascii: the Han text as \\u escapes
+    result = arena("data", "check", str(data), "--json", "--workers", "2", env=env)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert [5, 30] in [f["record_indices"] for f in out["findings"] if f["check"] == "exact_duplicate"]
+    parsed = parse_dataset(data.read_bytes(), data.name)
+    library = json.loads(json.dumps(check_dataset(parsed.records, line_numbers=parsed.line_numbers).to_dict()))
+    assert out["findings"] == library["findings"] and out["summary"] == library["summary"]
+    bad = tmp_path / "zh_bad.jsonl"
+    bad.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + '\n{"instruction": "问", "output": \n')
+    result = arena("data", "check", str(bad), "--workers", "2", env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: zh_bad.jsonl: invalid JSON at line 32, column 32: Expecting value"]
