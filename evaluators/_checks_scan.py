@@ -160,7 +160,8 @@ def scan_block(records: list[Conversation], start: int, lines: list[int] | None,
         scan.structure = [_text.answer_structure(f.answer) for f in feats]
         scan.ending = [_text.answer_ending(f.answer, config.format_min_words) for f in feats]
     if "empty_or_garbled" in checks:
-        scan.garbled = [(start + i, p) for i, (r, f) in enumerate(zip(records, feats)) if (p := _problems(r, f, config))]
+        runs = iter(_text.char_run_texts([m.content for r in records for m in r.messages], config.repeated_char_run))
+        scan.garbled = [(start + i, p) for i, (r, f) in enumerate(zip(records, feats)) if (p := _problems(r, f, config, runs))]
     if "unsupported_facts" in checks:
         _scan_facts(scan, records, feats, config)
     return scan
@@ -180,8 +181,9 @@ def _unit_windows(feats: list[_Record], units: list[_Record], owner: list[int], 
                            np.asarray(unit_counts, dtype=np.int64), size)
 
 
-def _problems(record: Conversation, feat: _Record, c: CheckConfig) -> list[str]:
-    """What is empty or garbled in one record (the `empty_or_garbled` check's evidence)."""
+def _problems(record: Conversation, feat: _Record, c: CheckConfig, runs: Iterator[bool]) -> list[str]:
+    """What is empty or garbled in one record (the `empty_or_garbled` check's evidence);
+    `runs` says, message by message, whether one may hold a character run."""
     problems = []
     if not record.messages:
         return ["no turns at all"]
@@ -194,7 +196,7 @@ def _problems(record: Conversation, feat: _Record, c: CheckConfig) -> list[str]:
     for turn, message in enumerate(record.messages):
         problems += [f"{message.role} turn {turn}: {p}" for p in _text.garbling(
             message.content, char_run=c.repeated_char_run, word_run=c.repeated_word_run,
-            max_nonprintable=c.max_nonprintable_fraction)]
+            max_nonprintable=c.max_nonprintable_fraction, may_run=next(runs))]
     return problems
 
 

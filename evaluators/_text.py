@@ -14,6 +14,8 @@ import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Set
 
+import numpy as np
+
 from evaluators import lang
 
 # A number keeps its inner separators ("3.5", "1,000", "12:30"); otherwise words, or any
@@ -231,12 +233,15 @@ def answer_ending(answer: str, min_words: int) -> str | None:
 _CP1252_SPECIALS = "€‚ƒ„…†‡ˆ‰Š‹ŒŽ‘’“”•–—˜™š›œžŸ"
 _MOJIBAKE = re.compile(f"[ÃÂ][\u0080-\u00bf{_CP1252_SPECIALS}]|â€[\u0080-\u00bf{_CP1252_SPECIALS}]?")
 _RULE_CHARS = set("-=_*#~.")  # long runs of these are markdown rules and separators
+_NEVER_RUNS = np.array(sorted(map(ord, _RULE_CHARS | set(" \t\n\r"))), dtype=np.uint32)
 
 
-def garbling(text: str, *, char_run: int, word_run: int, max_nonprintable: float) -> list[str]:
+def garbling(text: str, *, char_run: int, word_run: int, max_nonprintable: float, may_run: bool = True) -> list[str]:
     """What looks broken in `text`, one phrase per problem (empty when it looks fine):
     U+FFFD, mojibake, a share of non-printable characters above `max_nonprintable`, a
-    character repeated `char_run`+ times, a word repeated `word_run`+ times in a row."""
+    character repeated `char_run`+ times, a word repeated `word_run`+ times in a row.
+    `may_run=False`: the caller knows no character repeats `char_run` times in a row
+    (`char_run_texts`), so that search is skipped."""
     problems = []
     if bad := text.count("\ufffd"):
         problems.append(f"{bad} U+FFFD replacement character(s)")
@@ -252,12 +257,34 @@ def garbling(text: str, *, char_run: int, word_run: int, max_nonprintable: float
     char_loop, word_loop = _run_patterns(char_run, word_run)
     # The pattern only where some character repeated `char_run` times is there at all: a
     # substring search per distinct character is far cheaper than a backreference per position.
-    if (any(c * char_run in text for c in set(text).difference(_RULE_CHARS))
+    if (may_run and any(c * char_run in text for c in set(text).difference(_RULE_CHARS))
             and (run := next((r for r in char_loop.finditer(text) if r.group(1) not in _RULE_CHARS), None))):
         problems.append(f"{run.group(1)!r} repeated {len(run.group())} times")
     if loop := word_loop.search(text):
         problems.append(f"the word {loop.group(1)!r} repeated {word_run}+ times in a row")
     return problems
+
+
+def char_run_texts(texts: list[str], char_run: int) -> np.ndarray:
+    """Which of `texts` may hold a character repeated `char_run`+ times in a row (one bool
+    each): every such text is marked, and a text not marked has no run `garbling` would
+    report. One vectorised pass over a block of texts (code points compared with their
+    neighbours; whitespace and rule characters, which `garbling` never reports, skipped)
+    instead of a substring search per distinct character of each text."""
+    marked = np.zeros(len(texts), dtype=bool)
+    if char_run <= 1:
+        return marked | np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)).astype(bool)
+    codes = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
+    same = (codes[1:] == codes[:-1]) & ~np.isin(codes[:-1], _NEVER_RUNS)
+    cut = ends[(ends >= 1) & (ends <= len(same))] - 1
+    same[cut] = False  # the last character of a text and the first of the next
+    at = np.flatnonzero(same)  # at[j]: codes[at[j]] == codes[at[j] + 1]
+    k = char_run - 2  # a run of char_run characters is k + 1 consecutive positions of `at`
+    if len(at) > k:
+        starts = at[: len(at) - k][at[k:] - at[: len(at) - k] == k]
+        marked[np.searchsorted(ends, starts, side="right")] = True
+    return marked
 
 
 @functools.lru_cache(maxsize=8)

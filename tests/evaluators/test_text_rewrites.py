@@ -89,6 +89,21 @@ def test_character_runs_are_found_as_the_plain_pattern_found_them(text, char_run
     assert found == ([f"{plain.group(1)!r} repeated {len(plain.group())} times"] if plain else [])
 
 
+@pytest.mark.parametrize("char_run", [2, 3, 20])
+def test_char_run_texts_marks_every_text_with_a_run_and_no_run_across_texts(char_run):
+    """Marked wherever `garbling` could report a run (a necessary condition, exact at the
+    block's text boundaries): "x" * 10 twice in a row is two texts without a run of 20."""
+    texts = TEXTS + ["", "x" * 19, "x" * 10, "x" * 10, "", "", "y" * 20, "z" * 20 + "-" * 30, "-" * 30, " " * 40,
+                     "\ud800" * 25, "ab" * 30, "\u00a0" * 25 + "q" * 20, "", "w" * char_run, "w" * (char_run - 1)]
+    marked = _text.char_run_texts(texts, char_run)
+    for text, mark in zip(texts, marked.tolist()):
+        plain = any(r.group(1) not in _text._RULE_CHARS for r in re.finditer(r"(\S)\1{%d,}" % (char_run - 1), text))
+        assert mark or not plain, text
+        assert mark == any(c * char_run in text for c in set(text) - _text._RULE_CHARS - set(" \t\n\r")), text
+    assert not _text.char_run_texts(["x" * 10, "x" * 10], 20).any()
+    assert _text.char_run_texts([], 20).tolist() == []
+
+
 def test_ascii_text_is_its_own_normal_form():
     from evaluators import lang
 
