@@ -110,3 +110,34 @@ def test_ascii_text_is_its_own_normal_form():
     ascii_text = "".join(map(chr, range(128))) * 2
     assert lang.normalize(ascii_text) == unicodedata.normalize("NFKC", ascii_text).translate(lang._PUNCT) == ascii_text
     assert not lang.has_cjk(ascii_text) and lang.has_cjk("abc中")
+
+
+USER_PATTERNS = (r"(\w+) \1 refuse", r"(?-i:NO WAY)", r"\bnope\b", r"de(?:cline|ny)d?", r"x{2,}y", r"[abc]+q")
+
+
+def _plain_refusal(text, patterns):
+    head = text[:200].replace("\u2019", "'")
+    return any(re.search(p, head, re.IGNORECASE) for p in patterns)
+
+
+def test_refusal_prefilter_never_hides_a_match():
+    """The literal prefilter is a necessary condition: on texts mixing the patterns' own
+    words with the characters `re.IGNORECASE` equates (İ/i/ı, ſ/s, K/k, σ/ς/Σ, µ/μ, ß),
+    is_refusal answers exactly what searching with each pattern answers."""
+    import random
+
+    from evaluators.refusals import _needles, required_literals
+
+    assert required_literals(r"\bI(?:'m| am) sorry,? but\b") == {" sorry"}
+    assert required_literals(r"[abc]+") is None and _needles(("sorry", "[abc]+")) is None
+    pieces = ["I'm sorry, but", "İ'M ſORRY, BUT", "I AM SORRY but", "as an AI", "AS AN Aİ", "as a large language model",
+              "I can't help", "I CANNOT", "  I cannot", "I must decline", "i mUSt refuse", "对不起，我无法", "作为一个AI",
+              "我无法回答", "我拒绝", "I won’t assist", "ok", "Sure!", "Σ", "ς", "ſ", "K", "µ", "ß", "ı", "\u0130", " ",
+              "word word refuse", "WORD word refuse", "no way", "NO WAY", "nope", "denied", "xxxy", "XXy", "abcq", "\n"]
+    rng = random.Random(0)
+    for patterns in (DEFAULT_REFUSAL_PATTERNS, USER_PATTERNS):
+        for _ in range(3000):
+            text = "".join(rng.choice(pieces) + rng.choice(["", " ", ", "]) for _ in range(rng.randint(0, 6)))
+            assert is_refusal(text, patterns) == _plain_refusal(text, patterns), (text, patterns)
+    for text in TEXTS:
+        assert is_refusal(text) == _plain_refusal(text, DEFAULT_REFUSAL_PATTERNS)
