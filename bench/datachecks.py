@@ -20,8 +20,10 @@ block boundaries), then, in one run:
   instruction wrapper around a short slot and answer in every record, as much real
   instruction data is), keys `cli_templated_<n>`, `near_templated_<n>`: the data on which
   an uncapped LSH bucket makes every pair a candidate;
-- `--old-rev REV`: the previous implementation (`check_dataset` of that git revision, on
-  the parsed records, as a subprocess) on the first size: seconds and peak RSS.
+- `--old-rev REV`: the same command from that git revision (its `arena`, `evaluators` and
+  `service` extracted with `git archive`), on the first size, right after ours: seconds,
+  peak memory, `same_findings` (its JSON findings and summary equal ours) and
+  `cli_vs_old` = its seconds / ours.
 
 Prints one JSON line. Run: `OMP_NUM_THREADS=1 python bench/datachecks.py [--sizes 100000,1000000]`.
 """
@@ -70,10 +72,11 @@ def _tree_memory(pid: int) -> int:
     return total
 
 
-def run_measured(cmd: list[str], env: dict | None = None) -> tuple[subprocess.CompletedProcess, float, float]:
+def run_measured(cmd: list[str], env: dict | None = None,
+                 cwd: Path | None = None) -> tuple[subprocess.CompletedProcess, float, float]:
     """Run `cmd`; return (result, wall seconds, peak memory of its process tree in MB (PSS))."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
     peak = 0
     done = threading.Event()
 
@@ -92,7 +95,7 @@ def run_measured(cmd: list[str], env: dict | None = None) -> tuple[subprocess.Co
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err), wall, peak / 2**20
 
 
-def cli_run(path: Path, planted: dict, tmp: Path) -> dict:
+def cli_run(path: Path, planted: dict, tmp: Path) -> tuple[dict, dict]:
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | {"ARENA_DATA_DIR": str(tmp / "data")}
     result, wall, rss = run_measured([sys.executable, "-m", "service.cli.__main__", "data", "check", str(path), "--json"],
                                      env=env)
@@ -111,7 +114,7 @@ def cli_run(path: Path, planted: dict, tmp: Path) -> dict:
 
     return {"s": round(wall, 2), "peak_mb": round(rss), "recall_near": round(recall(planted["near"], "near_duplicate"), 4),
             "recall_exact": round(recall(planted["exact"], "exact_duplicate"), 4),
-            "findings": {k: v["findings"] for k, v in report["summary"].items()}}
+            "findings": {k: v["findings"] for k, v in report["summary"].items()}}, report
 
 
 def near_search(path: Path, planted: dict, tmp: Path, threshold: float = 0.7, num_perm: int = 128) -> dict:
@@ -163,21 +166,23 @@ def near_search(path: Path, planted: dict, tmp: Path, threshold: float = 0.7, nu
             "pairs_ours": len(ours), "pairs_datasketch": len(theirs)}
 
 
-def old_run(path: Path, rev: str, tmp: Path) -> dict:
-    """The previous implementation's `check_dataset` on the parsed file, from git revision `rev`."""
+def old_run(path: Path, rev: str, tmp: Path, new_report: dict) -> dict:
+    """The same command, `arena data check FILE --json`, from git revision `rev` (its tree
+    extracted with `git archive`, run from there), and whether its findings are ours."""
     tree = tmp / "old"
     tree.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "evaluators", "service"], capture_output=True, check=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "arena", "evaluators", "service"],
+                             capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
-    code = ("import sys; from pathlib import Path; from service.datasets import parse_dataset; "
-            "from evaluators.datachecks import check_dataset; "
-            f"p = parse_dataset(Path({str(path)!r}).read_bytes(), 'a.jsonl'); "
-            "check_dataset(p.records, line_numbers=p.line_numbers)")
-    env = os.environ | {"PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
-    result, wall, rss = run_measured([sys.executable, "-c", code], env=env)
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | {
+        "ARENA_DATA_DIR": str(tmp / "old-data"), "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
+    result, wall, rss = run_measured([sys.executable, "-m", "service.cli.__main__", "data", "check", str(path), "--json"],
+                                     env=env, cwd=tree)
     if result.returncode != 0:
         raise SystemExit(f"old implementation failed: {result.stderr[-2000:]}")
-    return {"rev": rev, "s": round(wall, 2), "peak_mb": round(rss)}
+    old_report = json.loads(result.stdout)
+    return {"rev": rev, "s": round(wall, 2), "peak_mb": round(rss),
+            "same_findings": old_report["findings"] == new_report["findings"] and old_report["summary"] == new_report["summary"]}
 
 
 def main() -> None:
@@ -186,7 +191,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--near-sizes", default="100000", help="sizes at which to run the near-duplicate comparison")
     parser.add_argument("--templated", action="store_true", help="templated records (one long shared wrapper)")
-    parser.add_argument("--old-rev", default=None, help="also time this git revision's check_dataset on the first size")
+    parser.add_argument("--old-rev", default=None, help="also time this git revision's `arena data check` on the first size")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
     near_sizes = {int(s) for s in args.near_sizes.split(",") if s}
@@ -198,12 +203,13 @@ def main() -> None:
             path = tmp / f"alpaca_{n}.jsonl"
             planted = (generate_templated if args.templated else generate)(path, n, seed=args.seed)
             out[f"planted_{kind}{n}"] = {k: len(v) for k, v in planted.items()}
-            out[f"cli_{kind}{n}"] = cli_run(path, planted, tmp)
+            out[f"cli_{kind}{n}"], report = cli_run(path, planted, tmp)
+            if args.old_rev and n == sizes[0]:
+                out[f"old_{kind}{n}"] = old_run(path, args.old_rev, tmp, report)
+                out[f"cli_vs_old_{kind}{n}"] = round(out[f"old_{kind}{n}"]["s"] / out[f"cli_{kind}{n}"]["s"], 2)
+            del report
             if n in near_sizes:
                 out[f"near_{kind}{n}"] = near_search(path, planted, tmp)
-            if args.old_rev and n == sizes[0]:
-                out[f"old_{kind}{n}"] = old_run(path, args.old_rev, tmp)
-                out[f"cli_vs_old_{kind}{n}"] = round(out[f"old_{kind}{n}"]["s"] / out[f"cli_{kind}{n}"]["s"], 2)
             path.unlink()
     first, last = sizes[0], sizes[-1]
     out["goals"] = {f"cli_{kind}{first}_s<=15": out[f"cli_{kind}{first}"]["s"] <= 15,
