@@ -276,10 +276,11 @@ def char_run_texts(texts: list[str], char_run: int) -> np.ndarray:
         return marked | np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)).astype(bool)
     codes = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
-    same = (codes[1:] == codes[:-1]) & ~np.isin(codes[:-1], _NEVER_RUNS)
+    same = codes[1:] == codes[:-1]
     cut = ends[(ends >= 1) & (ends <= len(same))] - 1
     same[cut] = False  # the last character of a text and the first of the next
     at = np.flatnonzero(same)  # at[j]: codes[at[j]] == codes[at[j] + 1]
+    at = at[~np.isin(codes[at], _NEVER_RUNS)]
     k = char_run - 2  # a run of char_run characters is k + 1 consecutive positions of `at`
     if len(at) > k:
         starts = at[: len(at) - k][at[k:] - at[: len(at) - k] == k]
