@@ -149,7 +149,7 @@ def data_check(ref: str, expected_refusal_rate: float | None, fmt: str | None, e
     facts and train/eval overlap (a version's held-out split is the eval side).
 
     Records are read in blocks and kept as hashes and LSH keys, not text: memory grows by
-    about 2 KB a record (1M records: 2 GB)."""
+    about 2.5 KB a record (1M records: 2.6 GB)."""
     import tempfile
 
     from evaluators.datachecks import CheckConfig, check_source
