@@ -180,6 +180,7 @@ def leaderboard(
     the row below (`arena.fragility`; not for style-controlled ratings)."""
     if counts.n_battles == 0:
         return Leaderboard(rows=[], n_battles=0, bootstrap_rounds=0, anchor=_anchor_text(anchor, init_rating), components=[], notes=["no battles yet: nothing to rate"])
+    flip_votes: dict[str, int | None] | None = None
     if style is not None:
         models, rating, low, high = style.models, style.ratings, style.ci_low, style.ci_high
         notes, components, rounds = list(style.notes), style.components, style.rounds
@@ -190,8 +191,16 @@ def leaderboard(
         theta_hat = setup.fit_point()
         fit = setup.ratings(theta_hat, anchor, init_rating, scale, base)
         models, rating, notes, components = fit.models, fit.ratings, list(fit.notes), fit.components
-        if bootstrap > 0:
+        if fragility and bootstrap > 0:  # the flips need the point ratings only: computed beside the bootstrap
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(1) as pool:
+                flips = pool.submit(_flips, counts, models, rating, components)
+                ci = setup.bootstrap_ci(theta_hat, bootstrap, seed, 0.95, None, init_rating, scale, base)
+                flip_votes = flips.result()
+        elif bootstrap > 0:
             ci = setup.bootstrap_ci(theta_hat, bootstrap, seed, 0.95, None, init_rating, scale, base)
+        if bootstrap > 0:
             low, high, rounds = ci.low, ci.high, bootstrap
             if ci.prior_rounds and not fit.prior_ties:
                 notes.append(f"{ci.prior_rounds} of {bootstrap} bootstrap resamples had no finite MLE and used the weak prior")
@@ -219,7 +228,9 @@ def leaderboard(
             )
         )
     if fragility and style is None:
-        rows = _with_flips(counts, rows, groups, models)
+        if flip_votes is None:
+            flip_votes = _flips(counts, models, rating, components)
+        rows = [msgspec.structs.replace(r, flip_votes=flip_votes.get(r.model)) for r in rows]
     return Leaderboard(
         rows=rows,
         n_battles=counts.n_battles,
@@ -235,15 +246,16 @@ def leaderboard(
 # --- internals ----------------------------------------------------------------------------
 
 
-def _with_flips(counts: PairCounts, rows: list[LeaderboardRow], groups: np.ndarray, models: list[str]) -> list[LeaderboardRow]:
-    """`rows` with `flip_votes` filled in, per comparison-graph component."""
+def _flips(counts: PairCounts, models: list[str], rating: np.ndarray, components: list[list[str]]) -> dict[str, int | None]:
+    """Each model's `flip_votes`: the votes whose removal swaps it with the model ranked just
+    below it in its comparison-graph component (by the point ratings)."""
     from arena.fragility import adjacent_flips
 
-    component = {models[i]: int(groups[i]) for i in range(len(models))}
+    key = {m: (-r, i) for i, (m, r) in enumerate(zip(models, rating.tolist()))}  # the rows' order
     flips: dict[str, int | None] = {}
-    for c in sorted(set(component.values())):
-        order = [r.model for r in rows if component[r.model] == c]
+    for group in components:
+        order = sorted(group, key=key.__getitem__)
         flips.update({upper: f.votes for upper, f in adjacent_flips(counts, order).items()})
-    return [msgspec.structs.replace(r, flip_votes=flips.get(r.model)) for r in rows]
+    return flips
 
 
