@@ -63,7 +63,7 @@ class _Context:
             lines = [line for s in scans for line in s.lines]
         self.lines = lines
         cat = (lambda name: np.concatenate([getattr(s, name) for s in scans]) if scans else np.empty(0))
-        for name in ("key_hash", "has_content", "full_bands", "full_signature", "prompt_hash", "prompt_bands", "unit_owner",
+        for name in ("key_hash", "has_content", "full_bands", "full_signature", "prompt_hash", "prompt_bands", "prompt_signature", "unit_owner",
                      "unit_end", "unit_answered", "unit_prompt_hash", "unit_bands", "unit_signature", "answered", "refused", "prompt_len",
                      "answer_len"):
             setattr(self, name, cat(name))

@@ -11,7 +11,7 @@ import numpy as np
 
 from evaluators import _text
 from evaluators._checks_context import Check, _Context, _quote, _Record
-from evaluators._minhash import UnionFind, candidate_pairs, cross_pairs
+from evaluators._minhash import UnionFind, candidate_pairs
 from evaluators.records import Conversation
 
 # ------------------------------------------------------------------- answer semantics
@@ -220,11 +220,22 @@ def _train_eval_overlap(ctx: _Context, eval_records: list[Conversation]) -> Chec
         if feat.prompt_tokens:
             exact[text_hash(feat.prompt_tokens)].append(j)
     hashers = Hashers(config)
-    eval_keys = hashers.keys(hashers.overlap, [f.prompt_tokens for f in eval_feats], config.shingle_size)
-    candidates = cross_pairs(ctx.prompt_bands, eval_keys)
+    eval_keys, eval_signature = hashers.sketch(hashers.overlap, [f.prompt_tokens for f in eval_feats], config.shingle_size)
+    # Eval prompts first, then the training prompts, searched as one set: in a bucket too
+    # large to pair in full (a shared template), every training prompt still meets the
+    # bucket's first eval prompts, and the work stays linear in the records.
+    n_eval = len(eval_feats)
+    pairs = candidate_pairs(np.concatenate([eval_keys, ctx.prompt_bands]),
+                            signature=np.concatenate([eval_signature, ctx.prompt_signature]),
+                            threshold=config.overlap_threshold)
+    pairs = pairs[(pairs[:, 0] < n_eval) & (pairs[:, 1] >= n_eval)]
+    candidates: dict[int, list[int]] = defaultdict(list)
+    for j, i in pairs.tolist():
+        candidates[i - n_eval].append(j)
     ctx.prefetch(sorted(candidates))
     eval_sets = {}
     findings = []
+    compared = 0
     for i in sorted(set(np.flatnonzero(np.isin(ctx.prompt_hash, list(exact))).tolist()) | set(candidates)):
         feat = ctx.feature(i)
         if matches := exact.get(int(ctx.prompt_hash[i])) if feat.prompt_tokens else None:
@@ -238,6 +249,7 @@ def _train_eval_overlap(ctx: _Context, eval_records: list[Conversation]) -> Chec
         if not mine:
             continue
         scored = []
+        compared += len(candidates.get(i, ()))
         for j in candidates.get(i, ()):
             if j not in eval_sets:
                 eval_sets[j] = _text.shingles(eval_feats[j].prompt_tokens, config.shingle_size)
@@ -250,4 +262,4 @@ def _train_eval_overlap(ctx: _Context, eval_records: list[Conversation]) -> Chec
                 f"{ctx.name(i)}'s prompt nearly copies eval record #{j}'s prompt (word-shingle Jaccard {best:.2f})",
                 kind="near", eval_indices=[j for _, j in scored], similarity=best,
             ))
-    return findings, {"eval_records": len(eval_records)}
+    return findings, {"eval_records": len(eval_records), "candidate_pairs": len(pairs), "compared": compared}

@@ -51,6 +51,7 @@ class Scan:
     full_signature: np.ndarray  # (n, bands × rows) uint8: its b-bit MinHash (`MinHasher.sketch`)
     prompt_hash: np.ndarray  # uint64: the prompt's tokens (0: no prompt tokens)
     prompt_bands: np.ndarray  # (n, bands) at overlap_threshold: prompts vs eval prompts
+    prompt_signature: np.ndarray  # (n, bands × rows) uint8: their b-bit MinHash
     unit_owner: np.ndarray  # int64: the record of each unit
     unit_end: np.ndarray  # int32: the unit's end in its record's messages
     unit_answered: np.ndarray  # bool: a non-empty answer to a non-empty prompt
@@ -83,9 +84,6 @@ class Hashers:
         self.full = hasher(config.near_duplicate_threshold, 1)
         self.conflict = hasher(config.conflict_prompt_threshold, 2)
         self.overlap = hasher(config.overlap_threshold, 3)
-
-    def keys(self, hasher: MinHasher, token_lists: list[list[str]], size: int) -> np.ndarray:
-        return hasher.band_keys(*shingle_hashes(token_lists, size))
 
     def sketch(self, hasher: MinHasher, token_lists: list[list[str]], size: int) -> tuple[np.ndarray, np.ndarray]:
         return hasher.sketch(*shingle_hashes(token_lists, size))
@@ -123,6 +121,8 @@ def scan_block(records: list[Conversation], start: int, lines: list[int] | None,
     unit_bands, unit_signature = (hashers.conflict.sketch(*_unit_windows(feats, units, owner, start, flat, first, size))
                                   if "conflicting_answers" in checks else no_sketch(len(units)))
     prompt_counts = np.fromiter((len(f.prompt_tokens) for f in feats), dtype=np.int64, count=n)
+    prompt_bands, prompt_signature = (hashers.overlap.sketch(*window_shingles(flat, first, prompt_counts, size))
+                                      if overlap else no_sketch(n))
     prompt_hash = [text_hash(f.prompt_tokens) if f.prompt_tokens else 0 for f in feats]
     whole = {id(f): h for f, h in zip(feats, prompt_hash)}  # a single-exchange record is its own unit
     scan = Scan(
@@ -131,8 +131,7 @@ def scan_block(records: list[Conversation], start: int, lines: list[int] | None,
         has_content=np.fromiter((any(c for _, c in f.key) for f in feats), dtype=bool, count=n),
         full_bands=full_bands, full_signature=full_signature,
         prompt_hash=np.asarray(prompt_hash, dtype=np.uint64),
-        prompt_bands=(hashers.overlap.band_keys(*window_shingles(flat, first, prompt_counts, size)) if overlap
-                      else empty(n)),
+        prompt_bands=prompt_bands, prompt_signature=prompt_signature,
         unit_owner=np.asarray(owner, dtype=np.int64),
         unit_end=np.asarray(ends, dtype=np.int32),
         unit_answered=np.fromiter((bool(u.answer.strip() and u.prompt_tokens) for u in units), dtype=bool,

@@ -224,20 +224,6 @@ def plausible(signature: np.ndarray, pairs: np.ndarray, threshold: float) -> np.
     return out
 
 
-def cross_pairs(keys: np.ndarray, other: np.ndarray) -> dict[int, set[int]]:
-    """For each row i of `keys`, the rows j of `other` sharing a band key with it."""
-    found: dict[int, set[int]] = defaultdict(set)
-    for band in range(keys.shape[1]):
-        bucket: dict[int, list[int]] = defaultdict(list)
-        for j, key in enumerate(other[:, band].tolist()):
-            if key:
-                bucket[key].append(j)
-        for i, key in enumerate(keys[:, band].tolist()):
-            if key and key in bucket:
-                found[i].update(bucket[key])
-    return found
-
-
 class UnionFind:
     """Groups of records joined by pairwise links (a ~ b, b ~ c → {a, b, c})."""
 

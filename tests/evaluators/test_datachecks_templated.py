@@ -68,3 +68,40 @@ def test_templated_records_cost_linear_work(reports, check):
     # Twice the records, about twice the work (a quadratic search would be ~4×).
     for work in ("candidate_pairs", "compared"):
         assert large[work] <= 2.6 * max(small[work], 100), (small, large)
+
+
+@pytest.fixture(scope="module")
+def overlap_reports():
+    """Training and held-out records from one template; 10 held-out prompts nearly copy a
+    training prompt (one slot word substituted)."""
+    out = {}
+    for n in (1500, 3000):
+        records, _ = templated(n)
+        held, _ = templated(n // 10, seed=1)
+        planted = []
+        for k, i in enumerate(range(5, n, n // 10)[:10]):  # not a planted near-copy pair (0, 1 mod 10)
+            prompt = records[i].messages[0].content.split()
+            prompt[-3] = "zuzuzu"
+            held[k] = Conversation(messages=(Message("user", " ".join(prompt)), Message("assistant", "fine")))
+            planted.append((i, k))
+        report = check_dataset(records, eval_records=held, config=CheckConfig(checks=("train_eval_overlap",)))
+        out[n] = (report, planted)
+    return out
+
+
+def test_templated_train_eval_overlap_finds_the_copies_with_linear_work(overlap_reports):
+    """Every training prompt shares the template's LSH buckets with every held-out prompt:
+    pairing them all was n_train × n_eval exact comparisons. Eval prompts first, under the
+    bucket cap, the work grows linearly and the planted copies are still found."""
+    for report, planted in overlap_reports.values():
+        found = sorted((f.record_indices[0], f.details["eval_indices"][0]) for f in report.by_check("train_eval_overlap"))
+        assert found == planted
+    small, large = (overlap_reports[n][0].summary["train_eval_overlap"].stats for n in (1500, 3000))
+    for stats, n in ((small, 1500), (large, 3000)):
+        # Template-only pairs sit near the threshold (Jaccard ~0.55), where the signatures
+        # cannot rule them out: each training prompt is compared with a few dozen held-out
+        # prompts (the first of each large bucket), not with all n / 10 of them.
+        assert stats["compared"] <= stats["candidate_pairs"] <= 64 * n, stats
+        assert stats["compared"] <= 0.4 * n * (n // 10), stats  # and the share falls as n grows
+    for work in ("candidate_pairs", "compared"):
+        assert large[work] <= 2.6 * max(small[work], 100), (small, large)
