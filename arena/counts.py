@@ -14,8 +14,6 @@ from dataclasses import dataclass
 
 import msgspec
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from arena.battles import Battle
 
@@ -265,6 +263,9 @@ class PairCounts:
     def _component_labels(self) -> np.ndarray:
         m = len(self._models)
         a = self.arrays()
+        from scipy.sparse import coo_matrix  # here, not at import: `arena.tally` reads files without scipy
+        from scipy.sparse.csgraph import connected_components
+
         graph = coo_matrix((np.ones(len(a.first)), (a.first, a.second)), shape=(m, m))
         _, labels = connected_components(graph, directed=False)
         return labels

@@ -10,12 +10,10 @@ bytes per record, not by the records' text, and blocks can be scanned in paralle
 from __future__ import annotations
 
 import hashlib
-import os
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
@@ -23,13 +21,13 @@ import numpy as np
 from evaluators import _text
 from evaluators._checks_context import _Record
 from evaluators._minhash import MinHasher, lsh_shape, shingle_hashes, token_windows, window_shingles
+from evaluators._parallel import FORK_LOCK, worker_count
 from evaluators.records import Conversation, exchange_ends
 from evaluators.refusals import is_refusal
 
 if TYPE_CHECKING:
     from evaluators.datachecks import CheckConfig
 
-T = TypeVar("T")
 
 
 def text_hash(value: Any) -> int:
@@ -230,7 +228,6 @@ def _scan_range(bounds: tuple[int, int]) -> Scan:
 
 
 _HASHERS: dict[bytes, Hashers] = {}
-_FORK_LOCK = threading.Lock()
 
 
 def _hashers(config: CheckConfig) -> Hashers:
@@ -263,7 +260,7 @@ def scan_all(read: Callable[[int, int], tuple[list[Conversation], list[int] | No
     sample, _ = read(0, min(n, 256))
     if any(lang.has_cjk(m.content) for record in sample for m in record.messages):
         lang.load_segmenter()  # once here, inherited by every worker, rather than once in each
-    with _FORK_LOCK:  # the job is handed to forked workers through a module global
+    with FORK_LOCK:  # the job is handed to forked workers through a module global
         _JOB = (read, config, overlap)
         try:
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
@@ -271,40 +268,3 @@ def scan_all(read: Callable[[int, int], tuple[list[Conversation], list[int] | No
         finally:
             _JOB = None
 
-
-def worker_count(workers: int | None) -> int:
-    """`workers`, or by default the CPUs this process may use."""
-    if workers is not None:
-        return workers
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-_TASK: Callable[[], Any] | None = None
-
-
-def _run_task() -> Any:
-    assert _TASK is not None
-    return _TASK()
-
-
-def in_background(task: Callable[[], T]) -> Callable[[], T]:
-    """Start `task()` in a forked process (which inherits everything `task` reads) and
-    return a function that waits for its result: one check runs beside the others."""
-    global _TASK
-    import multiprocessing
-
-    with _FORK_LOCK:
-        _TASK = task
-        try:  # a "fork" pool forks its process inside `submit`, while `_TASK` is set
-            pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
-            future = pool.submit(_run_task)
-        finally:
-            _TASK = None
-
-    def result() -> T:
-        try:
-            return future.result()
-        finally:
-            pool.shutdown()
-
-    return result

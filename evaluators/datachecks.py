@@ -56,7 +56,8 @@ from evaluators._checks_records import (
     _refusal_rate,
     _unsupported_facts,
 )
-from evaluators._checks_scan import in_background, scan_all, worker_count
+from evaluators._checks_scan import scan_all
+from evaluators._parallel import in_background, worker_count
 from evaluators.records import Conversation
 from evaluators.refusals import DEFAULT_REFUSAL_PATTERNS, is_refusal  # noqa: F401
 

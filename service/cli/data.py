@@ -209,7 +209,7 @@ def _spool(path: Path, out: Path, fmt: str | None, encoding: str | None, workers
     while this one loads jieba's dictionary and tagger, which the scan's workers and the
     pair checks inherit instead of loading them after the spool."""
     from evaluators import lang
-    from evaluators._checks_scan import in_background, worker_count
+    from evaluators._parallel import in_background, worker_count
 
     def spool() -> int:
         return datasets.spool_records(path, out, fmt, encoding=encoding)[0]

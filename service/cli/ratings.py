@@ -90,16 +90,17 @@ def fit_cmd(
     With --json and --style-control, ratings are the style-adjusted ones (plus
     `rating_raw`); coefficients and notes go to stderr. --lc-baseline adds `lc_win_rate`,
     `lc_ci` and `lc_length_coefficient` to the JSON rows (None for models that never met it)."""
-    from arena.counts import PairCounts
-    from arena.ratings import bradley_terry, leaderboard, online_elo
-    from arena.style import style_control as fit_style
-
     anchor_pair = _parse_anchor(anchor)
     if plot_path is not None and plot_path.suffix.lower() not in _PLOT_SUFFIXES:
         raise InvalidInput(f"--plot {plot_path}: expected a .svg or .png file name")
     # Without style control only who met whom, who won and when matter: streamed into counts
     # and Elo (memory O(models²)); a malformed file falls back to the validating reader.
-    tally = None if style_control or lc_baseline or category else _tally(battles_path, elo=not no_elo)
+    tallied = None if style_control or lc_baseline or category else _start_tally(battles_path, elo=not no_elo)
+    from arena.counts import PairCounts
+    from arena.ratings import bradley_terry, leaderboard, online_elo
+    from arena.style import style_control as fit_style
+
+    tally = tallied() if tallied is not None else None
     if tally is not None:
         battles, counts, elo = None, tally.counts, tally.elo
     else:
@@ -206,11 +207,23 @@ def explain_cmd(battles_path: Path, upper: str, lower: str, show: int, as_json: 
         click.echo(f"  … and {len(rows) - show} more (--show N, or --json)")
 
 
-def _tally(battles_path: Path, *, elo: bool):
-    from arena.tally import tally_file
+def _start_tally(battles_path: Path, *, elo: bool):
+    """A function giving the file's `arena.tally.Tally` (None: read it the validating way).
+    With a second CPU the file is read in a forked process while this one imports the
+    leaderboard's modules (scipy and the fits: ~0.3 s of the command)."""
+    from evaluators._parallel import in_background, worker_count
 
     if not battles_path.is_file():
         raise InvalidInput(f"{battles_path}: no such file")
+    if worker_count(None) < 2:
+        tally = _tally(battles_path, elo=elo)
+        return lambda: tally
+    return in_background(lambda: _tally(battles_path, elo=elo))
+
+
+def _tally(battles_path: Path, *, elo: bool):
+    from arena.tally import tally_file
+
     tally = tally_file(battles_path, elo=elo)
     return tally if tally is not None and tally.n_battles else None
 
