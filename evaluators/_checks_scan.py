@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from evaluators.datachecks import CheckConfig
 
 
-
 def text_hash(value: Any) -> int:
     """A 64-bit hash of a plain value (tokens, a record's key); never 0 (0 means "none")."""
     return int.from_bytes(hashlib.blake2b(msgspec.json.encode(value), digest_size=8).digest(), "little") | 1
@@ -171,8 +170,8 @@ def _unit_windows(feats: list[_Record], units: list[_Record], owner: list[int], 
     exchange of a multi-turn record)."""
     others = [u for u, i in zip(units, owner) if u is not feats[i - start]]
     more, more_first, _ = token_windows([u.prompt_tokens for u in others])
-    ends = iter((more_first + len(flat)).tolist())
-    unit_first = [first[i - start] if u is feats[i - start] else next(ends) for u, i in zip(units, owner)]
+    at_more = iter((more_first + len(flat)).tolist())  # where each other unit's tokens start
+    unit_first = [first[i - start] if u is feats[i - start] else next(at_more) for u, i in zip(units, owner)]
     unit_counts = [len(u.prompt_tokens) for u in units]
     return window_shingles(np.concatenate([flat, more]), np.asarray(unit_first, dtype=np.int64),
                            np.asarray(unit_counts, dtype=np.int64), size)
