@@ -5,6 +5,7 @@ it with that answer as text (never markup), and the submitted correction waits f
 from __future__ import annotations
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.e2e.test_arena_browser import ANSWERS, ATTACKS, CHROMIUM, browser, scripted, start  # noqa: F401  (fixtures)
 
@@ -24,10 +25,12 @@ def test_vote_both_bad_then_correct_on_the_page(settings, scripted, browser):  #
         assert not page.locator("#correction").is_visible()  # nothing to correct before the vote
         page.get_by_role("button", name="Both are bad").click()
         page.wait_for_selector("#reveal:not([hidden])")
-        page.wait_for_function("document.getElementById('correction').open")  # always offered on both-bad
+        # Waits that poll without evaluating a string in the page (the page's CSP forbids
+        # eval, which a string `wait_for_function` predicate needs while it polls).
+        expect(page.locator("#correction")).to_have_js_property("open", True)  # always offered on both-bad
         assert page.input_value("#correction-text") == ""
         page.check('input[name="based_on"][value="a"]')
-        page.wait_for_function("document.getElementById('correction-text').value !== ''")  # fetched: the page streamed the answers
+        expect(page.locator("#correction-text")).not_to_have_value("")  # fetched: the page streamed the answers
         filled = page.input_value("#correction-text")
         shown = {ATTACKS["evil-a"](""), ANSWERS["lora-r8"]("")}
         assert filled in shown  # answer A as the model wrote it: plain text, markup and all
