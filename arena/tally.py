@@ -116,6 +116,11 @@ class _Folder:
                 if None not in map(_tstamp, votes):
                     return False  # a time this reader cannot type (a Parquet timestamp column)
                 self.missing_t = True
+            else:
+                if np.isnan(t).any():  # numpy reads None as NaN: some battle has no tstamp
+                    if None not in map(_tstamp, votes):
+                        return False  # a NaN time: the validating reader rejects it
+                    self.missing_t = True
         if self.missing_t:
             t = np.arange(self.n, self.n + n, dtype=float)
         self.n += n

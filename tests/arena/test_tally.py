@@ -78,6 +78,17 @@ def test_without_elo_the_counts_are_the_same_and_nothing_is_kept(tmp_path, monke
     assert kept == [[]]  # read once, nothing per battle kept
 
 
+def test_battles_without_tstamp_among_timed_ones_give_file_order_elo(tmp_path, monkeypatch):
+    monkeypatch.setattr(tally_module, "CHUNK_LINES", 7)
+    records = battles(400)
+    records[230:230] = [Battle(model_a="late", model_b="m0", winner="tie"), Battle(model_a="m1", model_b="later", winner="model_b")]
+    path = tmp_path / "b.jsonl"
+    write_battles(path, records)
+    got = tally_file(path)
+    assert got.counts == PairCounts.from_battles(records)
+    assert got.elo == pytest.approx(online_elo(records), abs=1e-9)  # not sorted with NaN for the missing times
+
+
 def test_one_pass_numbers_models_as_first_seen(tmp_path):
     records = battles(50)
     path = tmp_path / "b.jsonl"
