@@ -191,16 +191,13 @@ def leaderboard(
         theta_hat = setup.fit_point()
         fit = setup.ratings(theta_hat, anchor, init_rating, scale, base)
         models, rating, notes, components = fit.models, fit.ratings, list(fit.notes), fit.components
-        if fragility and bootstrap > 0:  # the flips need the point ratings only: computed beside the bootstrap
+        if bootstrap > 0:
             from concurrent.futures import ThreadPoolExecutor
 
-            with ThreadPoolExecutor(1) as pool:
-                flips = pool.submit(_flips, counts, models, rating, components)
+            with ThreadPoolExecutor(1) as pool:  # the flips need the point ratings only: computed beside the bootstrap
+                flips = pool.submit(_flips, counts, models, rating, components) if fragility else None
                 ci = setup.bootstrap_ci(theta_hat, bootstrap, seed, 0.95, None, init_rating, scale, base)
-                flip_votes = flips.result()
-        elif bootstrap > 0:
-            ci = setup.bootstrap_ci(theta_hat, bootstrap, seed, 0.95, None, init_rating, scale, base)
-        if bootstrap > 0:
+                flip_votes = flips.result() if flips is not None else None
             low, high, rounds = ci.low, ci.high, bootstrap
             if ci.prior_rounds and not fit.prior_ties:
                 notes.append(f"{ci.prior_rounds} of {bootstrap} bootstrap resamples had no finite MLE and used the weak prior")

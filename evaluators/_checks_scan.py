@@ -103,11 +103,8 @@ def scan_block(records: list[Conversation], start: int, lines: list[int] | None,
             owner.append(start + i)
             ends.append(end)
 
-    def empty(rows: int) -> np.ndarray:
-        return np.zeros((rows, 0), dtype=np.uint64)  # a check that does not run keeps no keys
-
-    def no_sketch(rows: int) -> tuple[np.ndarray, np.ndarray]:
-        return empty(rows), np.zeros((rows, 0), dtype=np.uint8)
+    def no_sketch(rows: int) -> tuple[np.ndarray, np.ndarray]:  # a check that does not run keeps no keys
+        return np.zeros((rows, 0), dtype=np.uint64), np.zeros((rows, 0), dtype=np.uint8)
 
     # Each record's tokens are hashed once: its prompt, and a single-exchange unit's, are a
     # prefix of the whole conversation's (`_Record.full_tokens`), so a window of it.

@@ -94,24 +94,14 @@ class MinHasher:
         self.b = rng.integers(0, 2**32, size=n, dtype=np.uint32)
         self.band_mult = rng.integers(0, 2**63, size=rows, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
 
-    def band_keys(self, hashes: np.ndarray, starts: np.ndarray) -> np.ndarray:
-        """(texts, bands) uint64 keys; all-zero rows for texts with no shingles."""
-        return self._sketch(hashes, starts, with_signature=False)[0]
-
     def sketch(self, hashes: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(texts, bands) uint64 band keys (all-zero rows for texts with no shingles) and the
         (texts, bands × rows) uint8 signature: the low byte of every minimum, a b-bit MinHash
         from which `plausible` reads the Jaccard of two texts."""
-        keys, signature = self._sketch(hashes, starts, with_signature=True)
-        assert signature is not None
-        return keys, signature
-
-    def _sketch(self, hashes: np.ndarray, starts: np.ndarray, *,
-                with_signature: bool) -> tuple[np.ndarray, np.ndarray | None]:
         n = len(starts) - 1
         hashes = (hashes >> np.uint64(32)).astype(np.uint32)  # the high half of a well-mixed hash
         keys = np.zeros((n, self.bands), dtype=np.uint64)
-        signature = np.zeros((n, self.bands * self.rows), dtype=np.uint8) if with_signature else None
+        signature = np.zeros((n, self.bands * self.rows), dtype=np.uint8)
         nonempty = np.flatnonzero(np.diff(starts) > 0)
         # Chunks of ~16k shingles keep the (hashes × shingles) matrix near 8 MB, in cache.
         chunk: list[int] = []
@@ -126,7 +116,7 @@ class MinHasher:
             self._fill(keys, signature, chunk, hashes, starts)
         return keys, signature
 
-    def _fill(self, keys: np.ndarray, signature: np.ndarray | None, texts: list[int], hashes: np.ndarray,
+    def _fill(self, keys: np.ndarray, signature: np.ndarray, texts: list[int], hashes: np.ndarray,
               starts: np.ndarray) -> None:
         idx = np.asarray(texts)
         lo, hi = starts[idx], starts[idx + 1]
@@ -139,8 +129,7 @@ class MinHasher:
             values = np.multiply(self.a[:, None], hashes[sel][None, :])
             values += self.b[:, None]
             minima = np.ascontiguousarray(np.minimum.reduceat(values, offsets, axis=1).T)  # (texts, bands × rows)
-            if signature is not None:
-                signature[idx] = minima.astype(np.uint8)
+            signature[idx] = minima.astype(np.uint8)
             per_band = minima.reshape(len(idx), self.bands, self.rows).astype(np.uint64) * self.band_mult
             keys[idx] = _mix(per_band.sum(axis=2, dtype=np.uint64)) | np.uint64(1)  # never 0: 0 means "no shingles"
 

@@ -67,13 +67,15 @@ def is_refusal(answer: str, patterns: tuple[str, ...] = DEFAULT_REFUSAL_PATTERNS
 def _needles(patterns: tuple[str, ...]) -> tuple[str, ...] | None:
     """Case-folded strings one of which any match of any pattern contains, or None when
     some pattern needs no literal (then every answer is searched)."""
+    if _fold_tables() is None:
+        return None
     found: set[str] = set()
     for pattern in patterns:
         try:
             literals = required_literals(pattern)
         except (re.error, RecursionError):
             return None
-        if not literals or _fold_tables() is None:
+        if not literals:
             return None
         found |= {_fold(lit) for lit in literals}
     return tuple(sorted(found))
