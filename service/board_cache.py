@@ -26,7 +26,7 @@ import logging
 import time
 import weakref
 from collections import OrderedDict
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from redis import exceptions as redis_errors
@@ -38,7 +38,18 @@ log = logging.getLogger("arena.boards")
 MAX_BOARDS = 32
 IDLE_S = 600.0
 
-BoardKey = tuple[str, str | None, str | None, int | None]  # board, category, source, rounds (None: the cache's)
+class BoardKey(NamedTuple):
+    """A cached board: the aggregates' slice it is fitted from, and its bootstrap rounds."""
+
+    board: str
+    category: str | None
+    source: str | None
+    rounds: int | None = None  # None: the cache's
+
+    @property
+    def aggregates(self) -> tuple[str, str | None, str | None]:
+        """(board, category, source): what `store.board_versions` reads the version of."""
+        return self.board, self.category, self.source
 
 
 class _Entry(msgspec.Struct):
@@ -64,12 +75,12 @@ class BoardCache:
     async def view(self, store, board: str, category: str | None, source: str | None, *,
                    rounds: int | None = None) -> BoardView:
         """The board's last fit (see the module doc for when it is refitted first)."""
-        key = (board, category, source, rounds)
+        key = BoardKey(board, category, source, rounds)
         entry = self.entries.get(key)
         if entry is not None:
             entry.used_at = time.monotonic()
             self.entries.move_to_end(key)
-            if self.refreshing or (await store.board_versions([key[:3]]))[0] == entry.version:
+            if self.refreshing or (await store.board_versions([key.aggregates]))[0] == entry.version:
                 return entry.view
         return await self._refit(store, key, only_if_stale=entry is not None)
 
@@ -77,7 +88,7 @@ class BoardCache:
                      rounds: int | None = None) -> BoardView | None:
         """Like `view`, but while a refresher runs a board never fitted here is not fitted
         now: None, and the refresher's next round fits it."""
-        key = (board, category, source, rounds)
+        key = BoardKey(board, category, source, rounds)
         if self.refreshing and key not in self.entries:
             self.wanted[key] = None
             return None
@@ -98,7 +109,7 @@ class BoardCache:
         keys = [k for k in self.entries if k not in wanted]
         if not keys:
             return refitted
-        for key, version in zip(keys, await store.board_versions([k[:3] for k in keys])):
+        for key, version in zip(keys, await store.board_versions([k.aggregates for k in keys])):
             entry = self.entries.get(key)
             if entry is not None and entry.version != version:
                 await self._refit(store, key, only_if_stale=True)
@@ -143,7 +154,7 @@ class BoardCache:
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:  # one fit per board at a time; a second asker takes the first's result
             entry = self.entries.get(key)
-            if entry is not None and (not only_if_stale or (await store.board_versions([key[:3]]))[0] == entry.version):
+            if entry is not None and (not only_if_stale or (await store.board_versions([key.aggregates]))[0] == entry.version):
                 return entry.view
             await self.ensure(store)
             board, category, source, rounds = key
