@@ -8,6 +8,7 @@ array, else JSON Lines).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -54,6 +55,29 @@ def record_batches(path: str | Path, columns: list[str] | None = None) -> Iterat
         parse_options=pacsv.ParseOptions(newlines_in_values=True),
     )
     yield from reader
+
+
+def jsonl_block(fd: int, begin: int, end: int, size: int) -> bytes:
+    """The lines of a JSON Lines file (open as `fd`, `size` bytes long) that start at a byte
+    in [begin, end): consecutive ranges give each line exactly once, so a file can be read
+    in blocks in any order, by several processes."""
+
+    def line_start(at: int) -> int:  # the first line start at or after `at`
+        if at <= 0:
+            return 0
+        at -= 1  # a line starts at `at` when the byte before it ends a line
+        while at < size:
+            piece = os.pread(fd, 1 << 16, at)
+            if not piece:
+                break
+            cut = piece.find(b"\n")
+            if cut >= 0:
+                return at + cut + 1
+            at += len(piece)
+        return size
+
+    first, stop = line_start(begin), line_start(min(end, size))
+    return os.pread(fd, stop - first, first) if stop > first else b""
 
 
 def jsonl_chunks(path: str | Path, block_bytes: int) -> Iterator[bytes]:

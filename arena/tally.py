@@ -25,22 +25,26 @@ whose line-numbered errors and `--skip-invalid` apply. The format is decided onc
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from itertools import repeat
 from operator import attrgetter, is_not
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import msgspec
 import numpy as np
 
 from arena.counts import _OUTCOMES, OUTCOME_SCORE, PairCounts
 from arena.elo import replay
-from arena.files import file_format, jsonl_chunks, record_batches
+from arena.files import file_format, jsonl_block, jsonl_chunks, record_batches
 
 #: Lines decoded per step: ~100 bytes a battle, so a block is ~4 MB of text (blocks that fit
 #: in cache decode ~1.5x faster than 20 MB ones).
 CHUNK_LINES = 40_000
+#: Blocks of a split read (`start_tally`) the calling process keeps as columns at most
+#: (~1.3 MB each): beyond them the forked reader reads on alone, so memory stays bounded.
+BACK_BLOCKS = 32
 _SCORE = np.array(OUTCOME_SCORE)
 _Winner = Literal["model_a", "model_b", "tie", "tie (bothbad)"]  # any other winner: the validating reader
 
@@ -56,6 +60,17 @@ class _Vote(msgspec.Struct, gc=False):  # gc=False: a million untracked records 
 
 _model_a, _model_b, _winner = attrgetter("model_a"), attrgetter("model_b"), attrgetter("winner")
 _tstamp, _timestamp, _weight = attrgetter("tstamp"), attrgetter("timestamp"), attrgetter("weight")
+
+
+class _Columns(NamedTuple):
+    """A chunk's battles as columns: model ids, outcome ids, times (None: some battle has
+    none) and weights (None: all 1)."""
+
+    a: np.ndarray
+    b: np.ndarray
+    o: np.ndarray
+    t: np.ndarray | None
+    w: np.ndarray | None
 
 
 class Tally(msgspec.Struct):
@@ -95,12 +110,11 @@ class _Folder:
                     index[name] = len(models)
                     models.append(name)
 
-    def add(self, votes: list[_Vote]) -> bool:
-        if not votes:
-            return True
+    def columns(self, votes: list[_Vote]) -> _Columns | None:
+        """The chunk as numbered columns, or None when a record needs the validating reader."""
         n = len(votes)
         if any(map(is_not, map(_timestamp, votes), repeat(None))) and None in map(_tstamp, votes):
-            return False
+            return None
         o = np.fromiter(map(_OUTCOMES.__getitem__, map(_winner, votes)), dtype=np.int64, count=n)
         try:
             a, b = self._ids(votes, _model_a), self._ids(votes, _model_b)
@@ -108,30 +122,58 @@ class _Folder:
             self._learn(votes)
             a, b = self._ids(votes, _model_a), self._ids(votes, _model_b)
         if (a == b).any() or "" in self.index or None in self.index:
-            return False
-        if not self.missing_t:
-            try:
-                t = np.fromiter(map(_tstamp, votes), dtype=float, count=n)
-            except TypeError:  # a battle without tstamp: Elo goes in file order from here on
-                if None not in map(_tstamp, votes):
-                    return False  # a time this reader cannot type (a Parquet timestamp column)
-                self.missing_t = True
-            else:
-                if np.isnan(t).any():  # numpy reads None as NaN: some battle has no tstamp
-                    if None not in map(_tstamp, votes):
-                        return False  # a NaN time: the validating reader rejects it
-                    self.missing_t = True
-        if self.missing_t:
-            t = np.arange(self.n, self.n + n, dtype=float)
-        self.n += n
+            return None
+        try:
+            t = np.fromiter(map(_tstamp, votes), dtype=float, count=n)
+        except TypeError:  # a battle without tstamp (numpy versions differ: None raises or reads as NaN)
+            t = np.full(n, np.nan)
+        if not np.isfinite(t).all():
+            times = list(map(_tstamp, votes))
+            if any(x is not None and not (isinstance(x, (int, float)) and math.isfinite(x)) for x in times):
+                return None  # a time that is not a finite number: the validating reader says where
+            t = None  # a battle without tstamp: Elo goes in file order from here on
         w = None
         if any(map(_weight, votes)) or 0 in map(_weight, votes):
             w = np.fromiter((1 if x is None else x for x in map(_weight, votes)), dtype=np.int64, count=n)
             if (w < 1).any():
-                return False
+                return None
+        return _Columns(a, b, o, t, w)
+
+    def add(self, votes: list[_Vote]) -> bool:
+        """Fold a chunk in; False when a record needs the validating reader."""
+        if not votes:
+            return True
+        columns = self.columns(votes)
+        if columns is None:
+            return False
+        self.fold(columns)
+        return True
+
+    def adopt(self, other: _Folder, columns: _Columns) -> _Columns:
+        """`columns` numbered by `other` (which read a later part of the file), renumbered
+        as this folder numbers models: new ones in the order the chunk first names them."""
+        pairs = np.column_stack([columns.a, columns.b]).ravel()
+        ids, first = np.unique(pairs, return_index=True)
+        for local in ids[np.argsort(first)].tolist():
+            name = other.models[local]
+            if name not in self.index:
+                self.index[name] = len(self.models)
+                self.models.append(name)
+        lut = np.array([self.index.get(name, -1) for name in other.models], dtype=np.int64)  # -1: not in this chunk
+        return columns._replace(a=lut[columns.a], b=lut[columns.b])
+
+    def fold(self, columns: _Columns) -> None:
+        """Count the chunk's votes and run its Elo (or keep its columns: see `tally_file`)."""
+        a, b, o, t, w = columns
+        n = len(a)
+        if t is None:
+            self.missing_t = True
+        if self.missing_t:
+            t = np.arange(self.n, self.n + n, dtype=float)
+        self.n += n
         self._count(a, b, o, w)
         if not self.with_elo:
-            return True
+            return
         if self.elo.size < len(self.models):
             self.elo = np.concatenate([self.elo, np.full(len(self.models) - self.elo.size, 1000.0)])
         if self.ordered and (self.missing_t or (t[0] >= self.last_t and (np.diff(t) >= 0).all())):
@@ -142,7 +184,6 @@ class _Folder:
         else:
             self.kept.append(np.rec.fromarrays([a.astype(np.int32), b.astype(np.int32), o.astype(np.int8), t],
                                                names="a,b,o,t"))  # 17 bytes a battle
-        return True
 
     def _count(self, a: np.ndarray, b: np.ndarray, o: np.ndarray, w: np.ndarray | None) -> None:
         swap = a > b
@@ -201,6 +242,9 @@ def _chunks(path: Path) -> Iterator[list[_Vote]]:
             yield decoder.decode_lines(chunk)
 
 
+_FAILED = (msgspec.DecodeError, msgspec.ValidationError, ValueError, KeyError, OSError, RecursionError)
+
+
 def tally_file(path: str | Path, *, elo: bool = True) -> Tally | None:
     """Pair counts and online Elo of a battles file (JSONL, JSON array, Parquet, CSV), or None
     when a record is malformed (the caller then reads it the validating way). Without `elo`
@@ -219,5 +263,94 @@ def tally_file(path: str | Path, *, elo: bool = True) -> Tally | None:
                         return None
                 return unordered.finish()
         return folder.finish()
-    except (msgspec.DecodeError, msgspec.ValidationError, ValueError, KeyError, OSError, RecursionError):
+    except _FAILED:
         return None
+
+
+def start_tally(path: str | Path, *, elo: bool = True) -> Callable[[], Tally | None]:
+    """Start `tally_file(path, elo=elo)` beside the caller and return a function that gives
+    its result: the caller works meanwhile (the CLI imports the fits).
+
+    With a second CPU the file is read in a forked process. A JSON Lines file bigger than
+    two blocks is read from both ends: the child folds blocks (~4 MB of lines) from the
+    front; the caller, once it asks for the result, decodes blocks from the back into
+    columns (`_Folder.columns`, at most `BACK_BLOCKS`) until the two meet, then folds them
+    after the child's, in file order and renumbered as the child numbered models
+    (`_Folder.adopt`). So the result is exactly `tally_file`'s, and the caller's import
+    time is not added to the read. A file whose times go backwards (with Elo) is read
+    again by `tally_file`, which keeps every battle's columns for the sorted replay."""
+    from evaluators._parallel import in_background, worker_count
+
+    path = Path(path)
+    if worker_count(None) < 2:
+        return lambda: tally_file(path, elo=elo)
+    block = CHUNK_LINES * 100
+    try:
+        size = path.stat().st_size
+        split = size > 2 * block and file_format(path) == "jsonl"
+    except OSError:
+        split = False
+    if not split:
+        return in_background(lambda: tally_file(path, elo=elo))
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    # Blocks [ends[0], ends[1]) are not taken yet: the child takes from the front, the caller from the back.
+    ends, lock = context.RawArray("q", [0, -(-size // block)]), context.Lock()
+    front = in_background(lambda: _read_front(path, elo, block, size, ends, lock))
+
+    def result() -> Tally | None:
+        back = _read_back(path, block, size, ends, lock)
+        folder = front()
+        if folder is None or back is None:
+            return None
+        numbering, chunks = back
+        for columns in chunks:
+            if not folder.ordered:
+                break
+            folder.fold(folder.adopt(numbering, columns))
+        return folder.finish() if folder.ordered else tally_file(path, elo=elo)
+
+    return result
+
+
+def _read_front(path: Path, elo: bool, block: int, size: int, ends, lock) -> _Folder | None:
+    """The forked reader: folds blocks from the front until it meets the caller's."""
+    folder, decoder = _Folder(elo), msgspec.json.Decoder(_Vote)
+    try:
+        with path.open("rb") as handle:
+            while folder.ordered:  # once time order breaks, `start_tally` reads again
+                with lock:
+                    k = ends[0]
+                    if k >= ends[1]:
+                        break
+                    ends[0] = k + 1
+                if not folder.add(decoder.decode_lines(jsonl_block(handle.fileno(), k * block, (k + 1) * block, size))):
+                    return None
+    except _FAILED:
+        return None
+    return folder
+
+
+def _read_back(path: Path, block: int, size: int, ends, lock) -> tuple[_Folder, list[_Columns]] | None:
+    """The caller's share: blocks from the back, as columns numbered by a folder of its
+    own, returned in file order (None: a record needs the validating reader)."""
+    numbering, decoder = _Folder(elo=False), msgspec.json.Decoder(_Vote)
+    chunks: dict[int, _Columns] = {}
+    try:
+        with path.open("rb") as handle:
+            while len(chunks) < BACK_BLOCKS:
+                with lock:
+                    k = ends[1] - 1
+                    if k < ends[0]:
+                        break
+                    ends[1] = k
+                votes = decoder.decode_lines(jsonl_block(handle.fileno(), k * block, (k + 1) * block, size))
+                if votes:
+                    columns = numbering.columns(votes)
+                    if columns is None:
+                        return None
+                    chunks[k] = columns
+    except _FAILED:
+        return None
+    return numbering, [chunks[k] for k in sorted(chunks)]

@@ -209,23 +209,20 @@ def explain_cmd(battles_path: Path, upper: str, lower: str, show: int, as_json: 
 
 def _start_tally(battles_path: Path, *, elo: bool):
     """A function giving the file's `arena.tally.Tally` (None: read it the validating way).
-    With a second CPU the file is read in a forked process while this one imports the
-    leaderboard's modules (scipy and the fits: ~0.3 s of the command)."""
-    from evaluators._parallel import in_background, worker_count
+    The file is read beside this process while it imports the leaderboard's modules (scipy
+    and the fits: ~0.3 s of the command), and by both once they are loaded
+    (`arena.tally.start_tally`)."""
+    from arena.tally import start_tally
 
     if not battles_path.is_file():
         raise InvalidInput(f"{battles_path}: no such file")
-    if worker_count(None) < 2:
-        tally = _tally(battles_path, elo=elo)
-        return lambda: tally
-    return in_background(lambda: _tally(battles_path, elo=elo))
+    started = start_tally(battles_path, elo=elo)
 
+    def tally():
+        found = started()
+        return found if found is not None and found.n_battles else None
 
-def _tally(battles_path: Path, *, elo: bool):
-    from arena.tally import tally_file
-
-    tally = tally_file(battles_path, elo=elo)
-    return tally if tally is not None and tally.n_battles else None
+    return tally
 
 
 def _in_category(battles, category: str, battles_path: Path):

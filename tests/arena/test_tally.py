@@ -3,6 +3,10 @@ every format `arena ratings` reads; malformed files are left to the validating r
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
+import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -101,3 +105,69 @@ def test_a_dump_time_without_tstamp_goes_to_the_validating_reader(tmp_path):
     write_battles(path, battles(10))
     path.write_text(path.read_text() + '{"model_a": "m1", "model_b": "m2", "winner": "tie", "timestamp": ""}\n')
     assert tally_file(path) is None  # only the validating reader converts (or rejects) `timestamp`
+
+
+@pytest.mark.parametrize("number", ["nan", "Infinity", "-Infinity"])
+def test_a_time_that_is_not_finite_goes_to_the_validating_reader(tmp_path, number):
+    path = tmp_path / "b.jsonl"
+    write_battles(path, battles(10, no_time=True))  # also among battles without tstamp
+    path.write_text(path.read_text() + f'{{"model_a": "m1", "model_b": "m2", "winner": "tie", "tstamp": {number}}}\n')
+    assert tally_file(path) is None  # `read_battles` rejects it with its line number
+
+
+def _split_file(tmp_path, records) -> Path:
+    path = tmp_path / "b.jsonl"
+    write_battles(path, records)
+    return path
+
+
+def _slow_front(monkeypatch, seconds: float) -> None:
+    """The forked reader starts late, so the caller reads from the back first."""
+    real = tally_module._read_front
+    monkeypatch.setattr(tally_module, "_read_front", lambda *args: time.sleep(seconds) or real(*args))
+
+
+@pytest.mark.parametrize("kind", ["timed", "unordered", "untimed", "untimed_later", "new_model_at_the_end"])
+@pytest.mark.parametrize("caller_first", [False, True])
+@pytest.mark.parametrize("elo", [True, False])
+def test_reading_from_both_ends_gives_the_one_pass_result(tmp_path, monkeypatch, kind, caller_first, elo):
+    monkeypatch.setattr(tally_module, "CHUNK_LINES", 300)  # ~30 kB blocks: a dozen of them
+    monkeypatch.setattr(tally_module, "BACK_BLOCKS", 5)  # the caller stops after 5; the child reads the rest
+    monkeypatch.setattr("evaluators._parallel.worker_count", lambda workers: 2)
+    records = battles(4000, shuffle_time=kind == "unordered", no_time=kind == "untimed")
+    if kind == "untimed_later":
+        records = records[:2500] + [msgspec.structs.replace(b, tstamp=None) for b in records[2500:]]
+    if kind == "new_model_at_the_end":  # first seen in the caller's blocks, in this order
+        records += [Battle(model_a="zz", model_b="m3", winner="model_a"), Battle(model_a="m0", model_b="aa", winner="tie")]
+    path = _split_file(tmp_path, records)
+    if caller_first:
+        _slow_front(monkeypatch, 0.5)
+    got = tally_module.start_tally(path, elo=elo)()
+    assert got == tally_file(path, elo=elo)  # counts with models in first-seen order, Elo bit for bit
+    assert got.counts == PairCounts.from_battles(records)
+    assert got.elo == (pytest.approx(online_elo(records), abs=1e-9) if elo else None)
+
+
+@pytest.mark.parametrize("where", ["front", "back"])
+def test_a_bad_record_in_either_part_goes_to_the_validating_reader(tmp_path, monkeypatch, where):
+    monkeypatch.setattr(tally_module, "CHUNK_LINES", 300)
+    monkeypatch.setattr("evaluators._parallel.worker_count", lambda workers: 2)
+    records = battles(4000)
+    bad = Battle(model_a="m1", model_b="m1", winner="tie")  # a model against itself
+    records.insert(10 if where == "front" else len(records) - 10, bad)
+    path = _split_file(tmp_path, records)
+    _slow_front(monkeypatch, 0.5)  # the caller surely reads the last blocks
+    assert tally_module.start_tally(path)() is None
+
+
+def test_blocks_give_each_line_once(tmp_path):
+    from arena.files import jsonl_block
+
+    lines = [b'{"k": %d, "pad": "%s"}' % (i, b"x" * (i % 37)) for i in range(500)]
+    path = tmp_path / "b.jsonl"
+    path.write_bytes(b"\n".join(lines))  # no newline at the end
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        for block in (1, 7, 64, 1000, size, size + 5):
+            parts = [jsonl_block(handle.fileno(), k * block, (k + 1) * block, size) for k in range(-(-size // block))]
+            assert b"".join(parts).split(b"\n") == lines, block
