@@ -21,7 +21,6 @@ import os
 import random
 import secrets
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -70,23 +69,10 @@ def main() -> None:
     parser.add_argument("--votes", type=int, default=4000, help="votes per block")
     parser.add_argument("--rounds", type=int, default=3, help="blocks of each kind, alternating")
     args = parser.parse_args()
-    from service.redis_server import EmbeddedRedis
+    from _redis import bench_redis
 
-    url = os.environ.get("REDIS_URL")
-    embedded = None
-    if not url:
-        import redis
-
-        embedded = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="bench-categories-")) / "redis")
-        url = embedded.start()
-        client = redis.Redis.from_url(url)
-        client.config_set("appendonly", "no")
-        client.close()
-    try:
+    with bench_redis("categories", appendonly=False) as url:
         print(json.dumps(asyncio.run(run(url, args.votes, args.rounds))))
-    finally:
-        if embedded is not None:
-            embedded.stop()
 
 
 if __name__ == "__main__":

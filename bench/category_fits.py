@@ -121,18 +121,10 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=30)
     parser.add_argument("--new-votes", type=int, default=10)
     args = parser.parse_args()
-    from service.redis_server import EmbeddedRedis
+    from _redis import bench_redis
 
-    url = os.environ.get("REDIS_URL")
-    embedded = None
-    if not url:
-        embedded = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="bench-fits-")) / "redis")
-        url = embedded.start()
-    try:
+    with bench_redis("fits") as url:
         print(json.dumps(asyncio.run(run(url, args.votes, args.models, args.new_votes))))
-    finally:
-        if embedded is not None:
-            embedded.stop()
 
 
 if __name__ == "__main__":

@@ -269,26 +269,19 @@ def main() -> None:
         poll(args.poll, args.poll_seconds)
         return
 
-    from service.redis_server import EmbeddedRedis
+    from _redis import bench_redis
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-leaderboard-"))
-    embedded = None
-    url = args.redis_url
-    if not url:
-        embedded = EmbeddedRedis(tmp / "redis")
-        url = embedded.start()
     prefix = f"bench-{secrets.token_hex(4)}"
-    try:
-        import_s = asyncio.run(import_votes(url, prefix, args.votes, args.models))
-        runs = {"refresher": run_api(args, url, prefix, args.refresh_s, tmp)}
-        if not args.no_baseline:
-            runs["baseline"] = run_api(args, url, prefix, 0.0, tmp)
-        redis_mb = _redis_memory_mb(url)
-    finally:
-        if embedded is not None:
-            embedded.stop()
-        elif url:
-            _drop_prefix(url, prefix)
+    with bench_redis("leaderboard", args.redis_url, directory=tmp) as url:
+        try:
+            import_s = asyncio.run(import_votes(url, prefix, args.votes, args.models))
+            runs = {"refresher": run_api(args, url, prefix, args.refresh_s, tmp)}
+            if not args.no_baseline:
+                runs["baseline"] = run_api(args, url, prefix, 0.0, tmp)
+            redis_mb = _redis_memory_mb(url)
+        finally:
+            _drop_prefix(url, prefix)  # a shared Redis keeps nothing of the bench's
     main_run = runs["refresher"]
     result = {
         "bench": "leaderboard", "imported_votes": args.votes, "models": args.models,
