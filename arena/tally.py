@@ -6,7 +6,8 @@ structs) and folds each chunk into integer pair counts and the running Elo, so m
 O(models² + chunk), not O(battles): ten million battles read in the memory of one chunk.
 Per record, only C runs (the decoder, then `map` with `attrgetter` and a dict to number the
 models) except the online Elo, an inherently sequential loop: about a third of the read,
-skipped with `elo=False` (`arena ratings --no-elo`). Formats: JSONL (streamed),
+skipped with `elo=False` (`arena ratings --no-elo`). `start_tally` reads a JSON Lines file
+from both ends, in a forked process and the caller, with the same result. Formats: JSONL (streamed),
 a JSON array (decoded at once, into the slim records only), and the public arena's dumps
 as Parquet or CSV (streamed in record batches with pyarrow).
 
