@@ -334,8 +334,9 @@ def test_a_pool_category_named_hard_is_refused_so_the_hard_board_holds_hard_prom
     assert "prompts[0]: category 'hard' is the hard-prompts tag; set \"hard\": true" in r.json()["detail"]
     r = admin.post("/api/arena/prompts", json={"prompts": [{"prompt": ENGLISH_SHORT, "category": "Hard"}]})
     assert r.status_code == 201, r.text  # another name is a pool category of its own
-    for _ in range(4):
-        play(client, "a")
+    played = [play(client, "a")[0]["prompt"] for _ in range(4)]
+    while all(p == ENGLISH_SHORT for p in played) and len(played) < 40:  # the draw may miss the hard prompt
+        played.append(play(client, "a")[0]["prompt"])
     hard = fresh_board(client, "/api/leaderboard?category=hard")
 
     def battles_in(category: str) -> int:  # a pool category no vote is in yet is a 404
@@ -343,7 +344,8 @@ def test_a_pool_category_named_hard_is_refused_so_the_hard_board_holds_hard_prom
         assert r.status_code in (200, 404), r.text
         return r.json()["n_battles"] if r.status_code == 200 else 0
 
-    assert hard["n_battles"] == battles_in("<i>pool</i>") and hard["n_battles"] + battles_in("Hard") == 4
+    assert hard["n_battles"] == battles_in("<i>pool</i>") == len(played) - played.count(ENGLISH_SHORT) > 0
+    assert battles_in("Hard") == played.count(ENGLISH_SHORT)
     columns = {c["category"]: c for c in fitted_columns(client)["columns"]}
     assert columns["hard"]["dimension"] == "hard" and columns["hard"]["n_battles"] == hard["n_battles"]
     if "Hard" in columns:
