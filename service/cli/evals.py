@@ -251,8 +251,8 @@ def check_cmd(baseline: str, candidate: str, task_files: str, margin: float, alp
     try:
         if not 0 < alpha < 1:
             raise CannotRun(f"--alpha {alpha}: expected a level in (0, 1)")
-        if margin < 0:
-            raise CannotRun(f"--margin {margin}: expected >= 0")
+        if not margin >= 0 or margin == float("inf"):  # nan compares false
+            raise CannotRun(f"--margin {margin}: expected a finite number >= 0")
         tasks = [_task_file(f, apply_chat_template=apply_chat_template, system_instruction=system_instruction,
                             fewshot_as_multiturn=fewshot_as_multiturn) for f in _names(task_files)]
         if not tasks:

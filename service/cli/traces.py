@@ -65,13 +65,13 @@ def trace_cmd(candidate, evals, battles, top, threshold, metric, no_gold, refuse
 @click.command("curate")
 @click.option("--report", "report_ref", required=True, help="Report id, or a report directory.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Next round's dataset (JSONL).")
-@click.option("--drop-top", type=int, default=None, help="Drop the K records most responsible for the failures.")
+@click.option("--drop-top", type=click.IntRange(min=1), default=None, help="Drop the K records most responsible for the failures.")
 @click.option("--drop-flagged", is_flag=True, help="Drop records the checks flag (duplicates, garbled, overlap) or that contradict gold.")
 @click.option("--drop-source", "drop_sources", multiple=True, metavar="VALUE|FIELD=VALUE",
               help="Drop every record of this source (or FIELD=VALUE of other metadata, e.g. annotator=ann-7); repeatable. "
                    "The report's 'By source' section says which ones the trace blames.")
 @click.option("--reason", default=None, help="Why (kept with each record dropped by --drop-source).")
-@click.option("--budget", type=int, default=None, help="Then keep at most N records, chosen by embedding clustering.")
+@click.option("--budget", type=click.IntRange(min=1), default=None, help="Then keep at most N records, chosen by embedding clustering.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--add-as", default=None, help="Also add it as a new version of this dataset name (lineage to the source).")
 @click.option("--add-corrections", is_flag=True,

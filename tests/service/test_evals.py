@@ -248,6 +248,10 @@ def test_check_says_why_it_cannot_run_and_judges_an_lm_eval_directory(settings, 
     unknown = check("--baseline", "good", "--candidate", "nobody")
     assert unknown.returncode == 2
     assert unknown.stderr.strip().splitlines() == ["error: no candidate named 'nobody'; known: bad, good, same"]
+    for margin in ("nan", "inf", "-0.1"):  # nan would make every candidate "not within margin"
+        bad = check("--baseline", "good", "--candidate", "same", "--margin", margin)
+        assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+            f"error: --margin {float(margin)}: expected a finite number >= 0"], bad.stderr
     broken = arena(settings, "check", "--baseline", "good", "--candidate", "same", "--task",
                    str(write_task(tmp_path / "broken.yaml", metric_list=[{"metric": "exact_mach"}])), cwd=tmp_path)
     assert broken.returncode == 2 and "field 'metric_list[0].metric'" in broken.stderr and "exact_match" in broken.stderr

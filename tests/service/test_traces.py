@@ -105,6 +105,10 @@ def test_trace_report_page_and_curate(settings, tiny_base, word_task_records, tm
         bad = subprocess.run([sys.executable, "-m", "service.cli.__main__", "curate", "--report", report_id, "--out", str(out2),
                               "--drop-source", "vendor-x"], env=env, capture_output=True, text=True, timeout=300)
         assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "no record of words@1 has source='vendor-x'" in bad.stderr
+        for option in ("--drop-top", "--budget"):  # a usage error, not a traceback
+            bad = subprocess.run([sys.executable, "-m", "service.cli.__main__", "curate", "--report", report_id, "--out",
+                                  str(out2), option, "-5"], env=env, capture_output=True, text=True, timeout=300)
+            assert bad.returncode == 2 and "Traceback" not in bad.stderr and "-5 is not in the range x>=1" in bad.stderr
     finally:
         srv.stop()
         store.close()
