@@ -115,6 +115,11 @@ def test_gb18030_files_and_parquet():
     assert parse_dataset(raw, "gbk.jsonl", encoding="gb18030").records[0].answer == "中国。"
     with pytest.raises(InvalidInput, match="unknown encoding 'klingon'"):
         parse_dataset(raw, "gbk.jsonl", encoding="klingon")
+    # Big5 (Traditional) also decodes as GB18030, into nonsense: the hint names Big5.
+    big5 = jsonl({"instruction": "請用繁體中文介紹台灣的首都。", "output": "台灣的首都是台北，位於島嶼北部，是政治與經濟中心。"}).decode().encode("big5")
+    with pytest.raises(InvalidInput, match="not UTF-8.*it reads as big5: give --encoding big5"):
+        parse_dataset(big5, "big5.jsonl")
+    assert parse_dataset(big5, "big5.jsonl", encoding="big5").records[0].answer.startswith("台灣的首都是台北")
     table = pa.table({"instruction": ["一加一？", "二加二？"], "input": ["", ""], "output": ["二", "四"]})
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
