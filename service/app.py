@@ -84,6 +84,12 @@ def _store_unreachable(request: Request, exc: Exception) -> Response:
     return _problem(503, "Unavailable", "the store (Redis) is unreachable or restarting; nothing was saved, try again")
 
 
+def _too_deep(request: Request, exc: RecursionError) -> Response:
+    # A body nested past the JSON decoder's depth (1,000 `[`s cost a client nothing).
+    log.warning("too deep to read on %s %s: %s", request.method, request.url.path, exc)
+    return _problem(400, "InvalidInput", "the request body is nested too deeply to read")
+
+
 def _internal_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _problem(500, "InternalError", "the server hit an unexpected error; it is logged")
@@ -153,6 +159,7 @@ def create_app(settings: Settings, redis_url: str, *, worker: bool = False) -> L
             HTTPException: _http_error,
             redis_errors.ConnectionError: _store_unreachable,
             redis_errors.TimeoutError: _store_unreachable,
+            RecursionError: _too_deep,
             500: _internal_error,
         },
         openapi_config=OpenAPIConfig(

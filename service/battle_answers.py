@@ -112,6 +112,9 @@ async def answer_events(store, battle: dict[str, Any], side: str, after: int = 0
             yield 1, {"text": battle[f"answer_{side}"]}
             yield 2, {"done": True}
             return
+    last = await store.last_answer_event(battle["id"], side)
+    if last is not None and last[0] <= after and ("done" in last[1] or "failed" in last[1]):
+        return  # the reader has every event already: nothing to wait for (a reconnect after `done`)
     quiet_since = time.monotonic()
     while True:
         events = await store.read_answer_events(battle["id"], side, after, block_ms=KEEPALIVE_MS)

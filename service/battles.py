@@ -43,7 +43,7 @@ BATTLE_TTL_S = 24 * 3600
 #: Tokens per answer; the service's `ARENA_MAX_NEW_TOKENS_CAP` lowers it if smaller.
 ANSWER_TOKENS = 256
 MAX_REASON_CHARS = 1000
-_rng = random.Random()
+_rng = random.SystemRandom()  # which side is A must not be predictable from the battles a client has seen
 
 
 class Reveal(msgspec.Struct, kw_only=True):

@@ -41,6 +41,6 @@ def form_token(connection: ASGIConnection, settings: Settings) -> tuple[str, tup
 def check_form(connection: ASGIConnection, data: dict[str, str]) -> None:
     """`Forbidden` unless the form's `csrf_token` equals the browser's `arena_csrf` cookie."""
     cookie, field = connection.cookies.get(CSRF_COOKIE, ""), str(data.get(CSRF_FIELD, ""))
-    if not (_FORMAT.fullmatch(cookie) and hmac.compare_digest(cookie, field)):
+    if not (_FORMAT.fullmatch(cookie) and hmac.compare_digest(cookie.encode(), field.encode())):  # str: ASCII only
         raise Forbidden("this form did not come from this site's page (its CSRF token is missing or does not match); "
                         "reload the page and submit it again")

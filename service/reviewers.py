@@ -55,6 +55,12 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def check_reviewer_id(reviewer: str) -> None:
+    """`InvalidInput` unless `reviewer` could name a reviewer: an invited one's name (letters,
+    digits, . _ -) or an anonymous id (`anon-` and the same characters)."""
+    check_name(reviewer, "reviewer")
+
+
 async def create_invite(store: Store, reviewer: str) -> str:
     """A new invite token for `reviewer` (a name: letters, digits, . _ -). Returned once."""
     check_name(reviewer, "reviewer name")
@@ -125,7 +131,7 @@ def _verify(value: str, secret: bytes) -> str | None:
     if not reviewer.startswith(ANON_PREFIX) or not mac:
         return None
     expected = _sign(reviewer, secret).rpartition(".")[2]
-    return reviewer if hmac.compare_digest(mac, expected) else None
+    return reviewer if hmac.compare_digest(mac.encode(), expected.encode()) else None  # str: ASCII only
 
 
 def client_address(connection: ASGIConnection, settings: Settings) -> str:

@@ -91,7 +91,7 @@ def _session_valid(value: str, secret: bytes, tokens: list[str]) -> bool:
     body = f"{fingerprint}.{expires}"
     good = hmac.compare_digest(mac.encode(), hmac.new(secret, body.encode(), hashlib.sha256).hexdigest()[:32].encode())
     return (good and expires.isdigit() and int(expires) > time.time()
-            and any(hmac.compare_digest(fingerprint, _fingerprint(t)) for t in tokens))
+            and any(hmac.compare_digest(fingerprint.encode(), _fingerprint(t).encode()) for t in tokens))
 
 
 def is_read_token(connection: ASGIConnection, token: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
@@ -46,11 +47,34 @@ async def get_battle(store: Store, battle_id: str) -> dict:
     return view
 
 
-#: Live readers of battle answers one API process serves per battle, and in all: each holds
-#: a connection and a Redis read, so an unbounded number is a cheap way to exhaust the server.
+#: Live readers of battle answers one API process serves per battle, per reviewer and in
+#: all: each holds a connection and a Redis read (from the store's reader pool, which votes
+#: never wait on), so an unbounded number is a cheap way to exhaust the server.
 MAX_ANSWER_READERS_PER_BATTLE = 8
+MAX_ANSWER_READERS_PER_REVIEWER = 24
 MAX_ANSWER_READERS = 512
+#: The largest `Last-Event-ID` taken (an answer has far fewer events; Redis ids stop at 2^64).
+MAX_EVENT_ID = 1 << 32
 _readers: dict[str, int] = {}
+
+
+class _ReaderSlot:
+    """One live reader counted against the caps above, released exactly once: when its
+    stream ends, or when the stream object is dropped unstarted (a client that hung up
+    before the first byte: the stream's own `finally` never runs then)."""
+
+    def __init__(self, *keys: str) -> None:
+        self.keys = keys
+        for key in keys:
+            _readers[key] = _readers.get(key, 0) + 1
+        _readers[""] = _readers.get("", 0) + 1
+
+    def release(self) -> None:
+        keys, self.keys = self.keys, ()
+        for key in (*keys, "") if keys else ():
+            _readers[key] -= 1
+            if not _readers[key]:
+                del _readers[key]
 
 
 @get("/api/battles/{battle_id:str}/answers/{side:str}",
@@ -68,12 +92,16 @@ async def battle_answer(request: Request, store: Store, battle_id: str, side: Li
         raise Forbidden("this battle was dealt to another reviewer: only they can read its answers; ask for your own battle")
     try:
         after = max(0, int(request.headers.get("last-event-id") or 0))
+        if after > MAX_EVENT_ID:
+            raise ValueError
     except ValueError:
         raise InvalidInput("Last-Event-ID: expected the number of the last event received") from None
-    if _readers.get(battle_id, 0) >= MAX_ANSWER_READERS_PER_BATTLE or sum(_readers.values()) >= MAX_ANSWER_READERS:
-        raise RateLimited("this battle's answers already have the most live readers this server serves; "
-                          "close other tabs or try again later")
-    _readers[battle_id] = _readers.get(battle_id, 0) + 1
+    by_battle, by_reviewer = f"battle:{battle_id}", f"reviewer:{reviewer.id}"
+    if _readers.get(by_battle, 0) >= MAX_ANSWER_READERS_PER_BATTLE:
+        raise RateLimited("this battle's answers already have the most live readers this server serves; close other tabs")
+    if _readers.get(by_reviewer, 0) >= MAX_ANSWER_READERS_PER_REVIEWER or _readers.get("", 0) >= MAX_ANSWER_READERS:
+        raise RateLimited("too many answer streams are open; close other tabs or try again later")
+    slot = _ReaderSlot(by_battle, by_reviewer)
 
     async def events() -> AsyncIterator[ServerSentEventMessage]:
         try:
@@ -88,11 +116,11 @@ async def battle_answer(request: Request, store: Store, battle_id: str, side: Li
                     yield ServerSentEventMessage(event="failed", id=seq,
                                                  data=msgspec.json.encode({"message": event["failed"]}).decode())
         finally:
-            _readers[battle_id] -= 1
-            if not _readers[battle_id]:
-                del _readers[battle_id]
+            slot.release()
 
-    return ServerSentEvent(events(), headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    stream = events()
+    weakref.finalize(stream, slot.release)
+    return ServerSentEvent(stream, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
 @post("/api/battles/{battle_id:str}/vote", summary="Vote once on your own battle (a, b, tie, both_bad); reveals the models", status_code=200)

@@ -288,9 +288,9 @@ class ArenaStore(AggregateStore):
     async def revoke_invites(self, reviewer: str) -> int:
         """Forget every invite token of `reviewer`, so none identifies them again. Returns
         how many were revoked (0: they held none)."""
-        tokens = await self.redis.hgetall(self.keys.reviewer_tokens)
-        mine = [token for token, name in tokens.items() if name.decode() == reviewer]
-        return int(await self.redis.hdel(self.keys.reviewer_tokens, *mine)) if mine else 0
+        # One script: an invite link exchanged for a session in between a read and a delete
+        # would leave that session working.
+        return int(await self.redis.eval(_REVOKE_INVITES, 1, self.keys.reviewer_tokens, reviewer))
 
     async def invited_reviewers(self) -> list[str]:
         """Reviewers who hold an invite token, sorted (one name may hold several tokens)."""
@@ -348,6 +348,18 @@ class ArenaStore(AggregateStore):
 
 
 # One step, so two tabs opening the same link cannot both get a session from it.
+_REVOKE_INVITES = """
+local entries = redis.call('HGETALL', KEYS[1])
+local revoked = 0
+for i = 1, #entries, 2 do
+  if entries[i + 1] == ARGV[1] then
+    redis.call('HDEL', KEYS[1], entries[i])
+    revoked = revoked + 1
+  end
+end
+return revoked
+"""
+
 _EXCHANGE_INVITE = """
 local name = redis.call('HGET', KEYS[1], ARGV[1])
 if not name then return false end

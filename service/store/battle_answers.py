@@ -16,7 +16,15 @@ _enc = msgspec.json.Encoder()
 
 class BattleAnswerStore:
     redis: Any
+    readers: Any
     keys: Any
+
+    async def last_answer_event(self, battle_id: str, side: str) -> tuple[int, dict[str, Any]] | None:
+        """The last (seq, event) of one side's answer log, or None while it has none."""
+        entries = await self.redis.xrevrange(self.keys.battle_answer(battle_id, side), count=1)
+        for entry_id, fields in entries:
+            return int(entry_id.decode().split("-")[1]), msgspec.json.decode(fields[b"e"])
+        return None
 
     async def append_answer_events(self, battle_id: str, events: list[tuple[str, int, dict[str, Any]]], ttl_s: int) -> None:
         """Append `(side, seq, event)`s to the sides' answer logs (seq counts from 1 per
@@ -33,7 +41,7 @@ class BattleAnswerStore:
         """The events of one side after `seq`, as (seq, event); with `block_ms`, waits up to
         that long for the first one (an empty list when none came)."""
         key = self.keys.battle_answer(battle_id, side)
-        reply = await self.redis.xread({key: f"0-{after}"}, block=block_ms)
+        reply = await (self.readers if block_ms else self.redis).xread({key: f"0-{after}"}, block=block_ms)
         events = []
         for _, entries in reply or []:
             for entry_id, fields in entries:

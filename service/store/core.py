@@ -23,19 +23,28 @@ from service.store.models import ModelStore
 class Store(DatasetStore, JobStore, ModelStore, ArenaStore, BattleAnswerStore, EvalStore, CorrectionStore, CalibrationStore):
     """Async access to everything the service keeps in Redis."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str = "arena") -> None:
+    def __init__(self, redis: aioredis.Redis, prefix: str = "arena", *, readers: aioredis.Redis | None = None) -> None:
         self.redis = redis
+        #: The connections blocking reads of answer streams wait on (`read_answer_events`):
+        #: a pool of their own, so that readers, however many and however idle, never take
+        #: the connections votes and battles need.
+        self.readers = readers if readers is not None else redis
         self.keys = Keys(prefix)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "arena") -> Store:
-        return cls(aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30), prefix)
+    def from_url(cls, url: str, prefix: str = "arena", *, max_readers: int = 520) -> Store:
+        def client(**pool: Any) -> aioredis.Redis:
+            return aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30, **pool)
+
+        return cls(client(), prefix, readers=client(max_connections=max_readers))
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
 
     async def close(self) -> None:
         await self.redis.aclose()
+        if self.readers is not self.redis:
+            await self.readers.aclose()
 
 
 class SyncStore:
