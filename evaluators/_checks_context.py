@@ -57,8 +57,9 @@ class _Context:
     read back from the source when a check must confirm a pair or quote a record."""
 
     def __init__(self, read: Callable[[int, int], tuple[list[Conversation], list[int] | None]], n: int,
-                 scans: list[Any], lines: Sequence[int] | None, config: CheckConfig) -> None:
-        self.read, self.n, self.config = read, n, config
+                 scans: list[Any], lines: Sequence[int] | None, config: CheckConfig,
+                 ids: Sequence[int] | None = None) -> None:
+        self.read, self.n, self.config, self.ids = read, n, config, ids
         if lines is None and scans and scans[0].lines is not None:
             lines = [line for s in scans for line in s.lines]
         self.lines = lines
@@ -124,8 +125,9 @@ class _Context:
         return Finding(check, severity, indices, lines, message, details)
 
     def name(self, index: int) -> str:
-        """'#3 (line 4)' — how messages refer to a record."""
-        return f"#{index} (line {self.lines[index]})" if self.lines is not None else f"#{index}"
+        """'#3 (line 4)' — how messages refer to a record (by its id, when the caller gave ids)."""
+        shown = index if self.ids is None else self.ids[index]
+        return f"#{shown} (line {self.lines[index]})" if self.lines is not None else f"#{shown}"
 
     def names(self, indices: Sequence[int]) -> str:
         return ", ".join(self.name(i) for i in sorted(indices))

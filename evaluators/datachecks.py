@@ -164,6 +164,26 @@ class CheckReport(msgspec.Struct, frozen=True):
         """Plain JSON-ready data (dicts, lists, numbers, strings)."""
         return msgspec.to_builtins(self)
 
+    def renumbered(self, ids: Sequence[int], n_records: int | None = None) -> CheckReport:
+        """The report with checked record i called `ids[i]` wherever findings name a record
+        (`record_indices`, and in `details` the `keep`, the near-duplicate `pairs` and the
+        conflicting `answers`' `index`): e.g. a version's own numbering when only its
+        training records were checked. Eval indices stay the eval set's."""
+
+        def details(d: dict[str, Any]) -> dict[str, Any]:
+            d = dict(d)
+            if isinstance(d.get("keep"), int):
+                d["keep"] = ids[d["keep"]]
+            if isinstance(d.get("pairs"), list):
+                d["pairs"] = [[ids[i], ids[j], *rest] for i, j, *rest in d["pairs"]]
+            if isinstance(d.get("answers"), list):
+                d["answers"] = [{**a, "index": ids[a["index"]]} for a in d["answers"]]
+            return d
+
+        findings = [msgspec.structs.replace(f, record_indices=tuple(ids[i] for i in f.record_indices), details=details(f.details))
+                    for f in self.findings]
+        return CheckReport(n_records=self.n_records if n_records is None else n_records, summary=self.summary, findings=findings)
+
 
 # ----------------------------------------------------------------------------- entry
 
@@ -204,9 +224,13 @@ def check_source(
     config: CheckConfig = CheckConfig(),
     block_size: int = BLOCK_SIZE,
     workers: int | None = None,
+    record_ids: Sequence[int] | None = None,
 ) -> CheckReport:
     """`check_dataset` over `n` records that `read(start, stop)` returns in blocks, with
-    their source lines (or None; then `line_numbers`, if given, names them).
+    their source lines (or None; then `line_numbers`, if given, names them). `record_ids`,
+    if given, is the number each record goes by in messages (`#12`): e.g. its index in a
+    dataset version when only the version's training records are checked; findings'
+    `record_indices` still count the checked records.
 
     Memory grows by a few hundred bytes per record (hashes, LSH band keys, labels; see
     `_checks_scan`), not with the records' text: a record is read again only to confirm a
@@ -217,7 +241,7 @@ def check_source(
         raise ValueError(f"block_size must be at least 1, got {block_size}")
     overlap = eval_records is not None and "train_eval_overlap" in config.checks
     scans = list(scan_all(read, n, config, overlap=overlap, block_size=block_size, workers=workers))
-    ctx = _Context(read, n, scans, line_numbers, config)
+    ctx = _Context(read, n, scans, line_numbers, config, record_ids)
     del scans
     runners = {
         "exact_duplicate": _exact_duplicates,

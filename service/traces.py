@@ -322,14 +322,7 @@ def _embedding_model() -> str:
 
 
 def _reindex_checks(checks, version_index: list[int], n: int):
-    from evaluators.datachecks import CheckReport
-
-    def details(d):
-        return {**d, "keep": version_index[d["keep"]]} if isinstance(d, dict) and isinstance(d.get("keep"), int) else d
-
-    findings = [msgspec.structs.replace(f, record_indices=tuple(version_index[i] for i in f.record_indices), details=details(f.details))
-                for f in checks.findings]
-    return CheckReport(n_records=n, summary=checks.summary, findings=findings) if hasattr(checks, "summary") else checks
+    return checks.renumbered(version_index, n) if hasattr(checks, "summary") else checks
 
 
 def load_report(settings: Settings, report: str, *, allow_path: bool = False) -> dict[str, Any]:

@@ -180,12 +180,13 @@ def data_check(ref: str, expected_refusal_rate: float | None, fmt: str | None, e
             total, label = dsv.record_count, f"{dsv.ref} ({dsv.id})"
         eval_file = datasets.RecordFile(source.path, lambda row: row in held_set) if held else None
         eval_records = eval_file.read(0, len(eval_file))[0] if eval_file else None
-        report = check_source(source.read, len(source), eval_records=eval_records, config=config, workers=workers)
-    # Report indices in the version's own numbering, not the training subset's.
-    train_idx = _kept_indices(total, held)
-    findings = [
-        {**msgspec.to_builtins(f), "record_indices": [train_idx(i) for i in f.record_indices]} for f in report.findings
-    ]
+        # Records go by the version's own numbering, in messages and findings alike.
+        ids = _kept_indices(total, held)
+        report = check_source(source.read, len(source), eval_records=eval_records, config=config, workers=workers,
+                              record_ids=ids)
+    if held:
+        report = report.renumbered(ids)
+    findings = [msgspec.to_builtins(f) for f in report.findings]
     if json_out:
         head = {"file": str(path)} if path.is_file() else {"dataset": dsv.ref, "id": dsv.id}
         echo_json({**head, "records": total, "summary": report.to_dict()["summary"], "findings": findings})
@@ -221,11 +222,9 @@ def _spool(path: Path, out: Path, fmt: str | None, encoding: str | None, workers
     return result()
 
 
-def _kept_indices(total: int, held: list[int]):
-    """Training-subset index → the version's own index (held-out rows left out)."""
+def _kept_indices(total: int, held: list[int]) -> list[int] | None:
+    """Each training record's index in the version (held-out rows left out); None: the same."""
     if not held:
-        return lambda i: i
-    import numpy as np
-
-    kept = np.setdiff1d(np.arange(total), np.asarray(held))
-    return lambda i: int(kept[i])
+        return None
+    held_set = set(held)
+    return [i for i in range(total) if i not in held_set]

@@ -48,8 +48,15 @@ def test_check_a_stored_version_leaves_its_held_out_split_to_the_overlap_check(t
     out = json.loads(result.stdout)
     flagged = {i for f in out["findings"] for i in f["record_indices"]}
     assert not flagged & held  # findings name training records only, in the version's own numbering
-    if not {3, 40} & held:
-        assert [3, 40] in [f["record_indices"] for f in out["findings"] if f["check"] == "exact_duplicate"]
+    assert held & set(range(3)) and not {3, 30, 40, 41} & held  # the seed holds out a record before the copies
+    duplicates = {f["check"]: f for f in out["findings"] if f["check"] in ("exact_duplicate", "near_duplicate")}
+    for check, pair in (("exact_duplicate", [3, 40]), ("near_duplicate", [30, 41])):
+        found = duplicates[check]
+        # One numbering everywhere: the indices, `keep` (which a script drops the others by),
+        # the near pairs, and the text.
+        assert found["record_indices"] == pair and found["details"]["keep"] == pair[0], found
+        assert all(p[:2] == pair for p in found["details"].get("pairs", [pair]))
+        assert f"#{pair[0]} (line {pair[0] + 1})" in found["message"] and f"#{pair[1]} (line {pair[1] + 1})" in found["message"]
 
 
 def test_bad_input_is_a_one_line_error(tmp_path):
