@@ -74,8 +74,8 @@ def _exact_duplicates(ctx: _Context) -> Check:
         keep = members[0]
         findings.append(ctx.finding(
             "exact_duplicate", "warning", members,
-            f"{ctx.names(members)} are the same conversation after normalising case, whitespace and "
-            f"punctuation; keep {ctx.name(keep)}",
+            f"{ctx.names(members)} are the same conversation after normalising case, whitespace, "
+            f"punctuation and Traditional/Simplified Chinese; keep {ctx.name(keep)}",
             keep=keep,
         ))
     return findings, {"groups": len(findings), "extra_copies": sum(len(f.record_indices) - 1 for f in findings)}

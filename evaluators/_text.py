@@ -50,8 +50,9 @@ _POLARITY = {"yes": "yes", "true": "yes", "correct": "yes", "no": "no", "false":
 
 def normalise_tokens(text: str) -> list[str]:
     """Case-folded tokens of `text` normalised by `lang.normalize` (full-width forms, CJK
-    punctuation), punctuation dropped, symbols and numbers kept, CJK by character."""
-    text = lang.normalize(text).casefold()
+    punctuation, Traditional Chinese as Simplified), punctuation dropped, symbols and
+    numbers kept, CJK by character."""
+    text = lang.normalize(text, t2s=True).casefold()
     tokens = _kept_token().findall(text)
     return lang.split_cjk(tokens) if lang.has_cjk(text) else tokens
 

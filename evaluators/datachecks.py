@@ -4,8 +4,8 @@
 `CheckReport`: one `Finding` per problem, naming the records by 0-based index (and
 1-based source line when the caller passes `line_numbers`) and saying why. The checks:
 
-- `exact_duplicate`: the same conversation after normalising case, whitespace and
-  punctuation;
+- `exact_duplicate`: the same conversation after normalising case, whitespace,
+  punctuation and Traditional Chinese (as Simplified);
 - `near_duplicate`: MinHash + LSH (datasketch) over word shingles of the whole
   conversation, confirmed by exact Jaccard, when the answers do not differ materially;
 - `conflicting_answers`: (near-)identical prompts whose answers differ materially; every

@@ -57,6 +57,26 @@ def test_chinese_defects_are_found_and_clean_data_stays_silent():
     assert set(conflict.record_indices) == {n + 10, n + 11}
 
 
+def test_traditional_copies_are_duplicates_conflicts_and_eval_overlap():
+    """A record and its Traditional-Chinese copy are one record to every pair check (OpenCC
+    t2s before matching), in the training set and against the eval set."""
+    clean = clean_set()
+    heating = qa("请简要说明为什么冬天北方城市需要集中供暖系统来保证居民的生活质量。", "因为北方冬季气温很低，集中供暖能稳定地为居民提供温暖。")
+    heating_trad = qa("請簡要說明為什麼冬天北方城市需要集中供暖系統來保證居民的生活質量。", "因為北方冬季氣溫很低，集中供暖能穩定地為居民提供溫暖。")
+    company = qa("马云创办的公司叫什么名字？", "阿里巴巴")
+    company_trad = qa("馬雲創辦的公司叫什麼名字？", "腾讯")
+    boiling_trad = qa("水的沸點是多少？", "一百攝氏度。")
+    records = clean + [heating, heating_trad, company, company_trad, boiling_trad]
+    n = len(clean)
+    report = check_dataset(records, eval_records=[qa("水的沸点是多少？", "100摄氏度。")])
+    [exact] = report.by_check("exact_duplicate")
+    assert exact.record_indices == (n, n + 1) and "Traditional/Simplified" in exact.message
+    [conflict] = report.by_check("conflicting_answers")
+    assert conflict.record_indices == (n + 2, n + 3)
+    [overlap] = report.by_check("train_eval_overlap")
+    assert overlap.record_indices == (n + 4,) and overlap.details["kind"] == "exact"
+
+
 def test_refusals_negations_and_segmentation():
     for refusal in (REFUSAL, "对不起，我不能提供这方面的信息。", "作为一个人工智能，我没有个人观点。", "很抱歉，但我无法帮助您完成这个请求。"):
         assert is_refusal(refusal), refusal
