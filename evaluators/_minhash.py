@@ -102,19 +102,34 @@ class MinHasher:
         hashes = (hashes >> np.uint64(32)).astype(np.uint32)  # the high half of a well-mixed hash
         keys = np.zeros((n, self.bands), dtype=np.uint64)
         signature = np.zeros((n, self.bands * self.rows), dtype=np.uint8)
-        nonempty = np.flatnonzero(np.diff(starts) > 0)
-        # Chunks of ~16k shingles keep the (hashes × shingles) matrix near 8 MB, in cache.
+        sizes = np.diff(starts)
+        # Chunks of ~16k shingles keep the (hashes × shingles) matrix near 8 MB, in cache; a
+        # longer text is taken in windows of that size (else one 50 MB record alone would
+        # make a matrix of 128 × 50M minima).
         chunk: list[int] = []
         total = 0
-        for i in nonempty.tolist():
+        for i in np.flatnonzero(sizes > 0).tolist():
+            if sizes[i] > _CHUNK_SHINGLES:
+                self._fill_long(keys, signature, i, hashes, starts)
+                continue
             chunk.append(i)
-            total += int(starts[i + 1] - starts[i])
-            if total >= 16_384:
+            total += int(sizes[i])
+            if total >= _CHUNK_SHINGLES:
                 self._fill(keys, signature, chunk, hashes, starts)
                 chunk, total = [], 0
         if chunk:
             self._fill(keys, signature, chunk, hashes, starts)
         return keys, signature
+
+    def _fill_long(self, keys: np.ndarray, signature: np.ndarray, i: int, hashes: np.ndarray, starts: np.ndarray) -> None:
+        minima = None
+        with np.errstate(over="ignore"):
+            for at in range(int(starts[i]), int(starts[i + 1]), _CHUNK_SHINGLES):
+                values = np.multiply(self.a[:, None], hashes[at : min(at + _CHUNK_SHINGLES, int(starts[i + 1]))][None, :])
+                values += self.b[:, None]
+                window = values.min(axis=1)
+                minima = window if minima is None else np.minimum(minima, window)
+        self._store(keys, signature, np.array([i]), minima[None, :])
 
     def _fill(self, keys: np.ndarray, signature: np.ndarray, texts: list[int], hashes: np.ndarray,
               starts: np.ndarray) -> None:
@@ -129,9 +144,18 @@ class MinHasher:
             values = np.multiply(self.a[:, None], hashes[sel][None, :])
             values += self.b[:, None]
             minima = np.ascontiguousarray(np.minimum.reduceat(values, offsets, axis=1).T)  # (texts, bands × rows)
-            signature[idx] = minima.astype(np.uint8)
+        self._store(keys, signature, idx, minima)
+
+    def _store(self, keys: np.ndarray, signature: np.ndarray, idx: np.ndarray, minima: np.ndarray) -> None:
+        """Texts `idx`'s signature bytes and band keys from their minima (texts, bands × rows)."""
+        signature[idx] = minima.astype(np.uint8)
+        with np.errstate(over="ignore"):
             per_band = minima.reshape(len(idx), self.bands, self.rows).astype(np.uint64) * self.band_mult
             keys[idx] = _mix(per_band.sum(axis=2, dtype=np.uint64)) | np.uint64(1)  # never 0: 0 means "no shingles"
+
+
+#: Shingles per (hashes × shingles) block of `MinHasher.sketch`.
+_CHUNK_SHINGLES = 16_384
 
 
 def lsh_shape(threshold: float, num_perm: int) -> tuple[int, int]:

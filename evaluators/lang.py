@@ -113,19 +113,35 @@ def looks_chinese(path: str | os.PathLike, sample: int = 65_536) -> bool:
 _HAN_ESCAPE = re.compile(r"\\u(?:4[eE]|[5-8][0-9a-fA-F]|9[0-9a-fA-F])[0-9a-fA-F]{2}")  # U+4E00–U+9FFF
 
 
+#: Han characters of one text that jieba segments: its DAG and HMM grow with a run and cost
+#: ~20 µs a character, so a hostile 5 MB line took minutes and a gigabyte. Past them a text's
+#: Han characters are taken one by one (`words`), and `cjk_nouns` reads no further.
+SEGMENT_MAX_CHARS = 20_000
+#: jieba is given a long run in pieces of this many characters (memory per piece, not per run).
+_SEGMENT_PIECE = 4_000
+
+
 def segment_han(run: str) -> list[str]:
     """A run of Han characters cut into words by jieba (precise mode, its bundled dictionary)."""
-    return [w for w in _jieba().lcut(run, HMM=True) if w.strip()]
+    cut = _jieba().lcut
+    return [w for at in range(0, len(run), _SEGMENT_PIECE) for w in cut(run[at : at + _SEGMENT_PIECE], HMM=True) if w.strip()]
 
 
 def words(text: str) -> list[str]:
-    """Word tokens of `text`: Han runs segmented by jieba, kana and Hangul by character,
-    other scripts by Unicode word; numbers whole; punctuation dropped; case-folded. Text
-    without CJK gives exactly its Unicode words."""
+    """Word tokens of `text`: Han runs segmented by jieba (its first `SEGMENT_MAX_CHARS`
+    Han characters; any further ones one by one), kana and Hangul by character, other
+    scripts by Unicode word; numbers whole; punctuation dropped; case-folded. Text without
+    CJK gives exactly its Unicode words."""
     text = normalize(text).casefold()
     out: list[str] = []
+    budget = SEGMENT_MAX_CHARS
     for token in _WORDISH.findall(text):
-        out.extend(segment_han(token) if _HAN_RUN.fullmatch(token) else [token])
+        if not _HAN_RUN.fullmatch(token):
+            out.append(token)
+            continue
+        out.extend(segment_han(token[:budget]) if budget > 0 else ())
+        out.extend(token[max(budget, 0) :])
+        budget -= len(token)
     return out
 
 
@@ -149,9 +165,14 @@ def cjk_nouns(text: str) -> frozenset[str]:
     _jieba()
     import jieba.posseg
 
-    found = set()
+    found, budget = set(), SEGMENT_MAX_CHARS
     for run in _HAN_RUN.findall(normalize(text)):
-        found.update(pair.word for pair in jieba.posseg.lcut(run) if pair.flag in _NOUN_FLAGS)
+        for at in range(0, min(len(run), budget), _SEGMENT_PIECE):
+            piece = run[at : min(at + _SEGMENT_PIECE, budget)]
+            found.update(pair.word for pair in jieba.posseg.lcut(piece) if pair.flag in _NOUN_FLAGS)
+        budget -= len(run)
+        if budget <= 0:
+            break
     return frozenset(found)
 
 
@@ -166,8 +187,14 @@ def split_cjk(tokens: list[str]) -> list[str]:
     they are): the checks' unit, so a one-character edit changes few shingles."""
     out: list[str] = []
     for token in tokens:
-        if has_cjk(token):
-            out.extend(_MIXED.findall(token))
-        else:
+        if not has_cjk(token):
             out.append(token)
+        elif _CJK_RUN.fullmatch(token):  # one shared string per character: 8 bytes a token, not ~60
+            out.extend(map(_ONE_CHAR.setdefault, token, token))
+        else:
+            out.extend(_MIXED.findall(token))
     return out
+
+
+_CJK_RUN = re.compile(f"[{CJK_CHARS}]+")
+_ONE_CHAR: dict[str, str] = {}

@@ -140,3 +140,18 @@ def test_a_gate_on_a_chinese_rouge_task_flags_a_real_regression():
     assert verdict.status == "regression", verdict
     [same] = compare(scores(baseline_answers), scores(baseline_answers), default_margin=0.1)
     assert same.status == "pass", same
+
+
+def test_a_hostile_long_chinese_line_is_segmented_in_bounded_work():
+    """jieba reads the first `SEGMENT_MAX_CHARS` Han characters of a text (in pieces); the
+    rest are taken one by one; CJK characters split out of a run share one string each."""
+    from evaluators import lang
+
+    run = "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(lang.SEGMENT_MAX_CHARS + 3000))
+    found = lang.words(run)
+    assert found[-3000:] == list(run[-3000:])
+    assert "".join(found[:-3000]) == run[: lang.SEGMENT_MAX_CHARS]
+    assert lang.words("今天天气很好") == lang.segment_han("今天天气很好")  # short text: as before
+    tokens = lang.split_cjk(["好好好", "iphone手机", "abc"])
+    assert tokens == ["好", "好", "好", "iphone", "手", "机", "abc"] and tokens[0] is tokens[1] is tokens[2]
+    assert lang.cjk_nouns("北京" * 20_000) == lang.cjk_nouns("北京" * (lang.SEGMENT_MAX_CHARS // 2))

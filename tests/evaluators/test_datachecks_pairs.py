@@ -131,3 +131,22 @@ def test_train_eval_overlap_exact_and_near():
         ((1,), "exact", [0]),
         ((7,), "near", [1]),
     ]
+
+
+def test_a_very_long_text_is_sketched_in_windows_with_the_same_result(monkeypatch):
+    """A text with more shingles than one block (a 50 MB record) is taken in windows: same
+    keys and signature as in one piece, without a (hashes × all its shingles) matrix."""
+    import numpy as np
+
+    from evaluators import _minhash
+
+    rng = np.random.default_rng(0)
+    sizes = [5, 70_000, 0, 12, 40_000, 3]  # two long texts among short ones (and an empty one)
+    hashes = rng.integers(0, 2**63, size=sum(sizes), dtype=np.uint64)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    hasher = _minhash.MinHasher(bands=16, rows=8, seed=1)
+    windowed = hasher.sketch(hashes, starts)
+    monkeypatch.setattr(_minhash, "_CHUNK_SHINGLES", 10**9)  # everything in one block
+    whole = hasher.sketch(hashes, starts)
+    assert all((a == b).all() for a, b in zip(windowed, whole))
+    assert (windowed[0][2] == 0).all() and (windowed[0][[0, 1, 3, 4, 5]] != 0).all()
