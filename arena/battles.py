@@ -187,6 +187,8 @@ def parse_battles(data: bytes | str, *, skip_invalid: bool = False, source: str 
             # msgspec recurses per level: a pathologically nested file must not be a traceback.
             raise BattleFormatError([InvalidRecord(index=0, field=None, message="nested too deeply to read")],
                                     source) from None
+        except BattleFormatError as exc:  # the array as a whole is unreadable: name the file
+            raise BattleFormatError(exc.errors, source) from None
     else:
         raise BattleFormatError(
             [InvalidRecord(index=0, field=None, message="expected a JSON array of battles or JSON Lines (one object per line)")],
@@ -317,7 +319,7 @@ def _parse_jsonl(data: bytes) -> tuple[list[Battle], list[InvalidRecord], list[i
             raise msgspec.DecodeError
         # One typed decode of the lines joined into an array is ~10x faster than a loop.
         battles = msgspec.json.decode(b"[" + b",".join(line for _, line in numbered) + b"]", type=list[Battle])
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # record by record, below, to say which line
         pass
     else:
         errors = [e for i, b in enumerate(battles) if (e := _check_values(b, i, numbered[i][0])) is not None]
@@ -332,6 +334,9 @@ def _parse_jsonl(data: bytes) -> tuple[list[Battle], list[InvalidRecord], list[i
             record = decoder.decode(line)
         except msgspec.DecodeError as exc:
             errors.append(InvalidRecord(index=index, field=None, message=f"not valid JSON ({exc})", line=line_number))
+            continue
+        except RecursionError:
+            errors.append(InvalidRecord(index=index, field=None, message="nested too deeply to read", line=line_number))
             continue
         battle, error = _convert_record(record, index, line_number)
         if error is not None:

@@ -117,9 +117,23 @@ def test_skip_invalid_keeps_the_good_records_and_counts_the_rest() -> None:
     assert [(e.index, e.field) for e in loaded.skipped] == [(1, "winner")]
 
 
-def test_broken_json_array_is_an_error_even_when_skipping() -> None:
+def test_broken_json_array_is_an_error_even_when_skipping(tmp_path: Path) -> None:
     with pytest.raises(BattleFormatError, match="not valid JSON"):
         parse_battles('[{"model_a": "a", ', skip_invalid=True)
+    path = tmp_path / "cut.json"
+    path.write_text('[{"model_a": "a", ')
+    with pytest.raises(BattleFormatError, match=f"^{path}: 1 invalid record: .*not valid JSON"):  # says which file
+        read_battles(path, skip_invalid=True)
+
+
+def test_an_overnested_line_is_one_invalid_record_named_by_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "deep.jsonl"
+    path.write_text(json.dumps(_record()) + "\n" + '{"model_a": ' + "[" * 100_000 + "\n" + json.dumps(_record(winner="tie")) + "\n")
+    with pytest.raises(BattleFormatError) as info:
+        read_battles(path)
+    assert [(e.line, e.message) for e in info.value.errors] == [(2, "nested too deeply to read")]
+    loaded = read_battles(path, skip_invalid=True)
+    assert len(loaded.battles) == 2 and [e.line for e in loaded.skipped] == [2]
 
 
 def test_a_document_that_is_not_battles_is_rejected() -> None:
