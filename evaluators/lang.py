@@ -46,15 +46,18 @@ def has_cjk(text: str) -> bool:
     return not text.isascii() and _CJK.search(text) is not None
 
 
+# CJK characters are counted one by one, other scripts by word: a Han character carries about
+# what a word does, so "如何学习Python？" is Chinese, and "Tell me about 北京" is not.
 _SCRIPT_OF = [("han", re.compile(f"[{_HAN}]")), ("kana", re.compile(f"[{_KANA}]")),
-              ("hangul", re.compile(f"[{_HANGUL}]")), ("latin", re.compile(r"[A-Za-z\u00c0-\u024f]"))]
-_LETTER = re.compile(r"[^\W\d_]")
+              ("hangul", re.compile(f"[{_HANGUL}]")), ("latin", re.compile(r"[A-Za-z\u00c0-\u024f]+"))]
+_LETTER = re.compile(f"[{CJK_CHARS}]|[^\\W\\d_{CJK_CHARS}]+")
 _ASCII_LETTER = re.compile(r"[A-Za-z]")
 
 
 def language(text: str) -> str:
-    """"zh", "ja", "ko" by the script most of its letters are in, "latin" for Latin
-    letters, "other" for the rest (or no letters)."""
+    """"zh", "ja", "ko" by the script most of its letters are in (CJK counted by
+    character, other scripts by word), "latin" for Latin letters, "other" for the rest (or
+    no letters)."""
     if text.isascii():  # the common case, without five scans: ASCII letters are Latin ones
         return "latin" if _ASCII_LETTER.search(text) else "other"
     counts = {name: len(pattern.findall(text)) for name, pattern in _SCRIPT_OF}

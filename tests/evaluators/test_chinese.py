@@ -155,3 +155,11 @@ def test_a_hostile_long_chinese_line_is_segmented_in_bounded_work():
     tokens = lang.split_cjk(["好好好", "iphone手机", "abc"])
     assert tokens == ["好", "好", "好", "iphone", "手", "机", "abc"] and tokens[0] is tokens[1] is tokens[2]
     assert lang.cjk_nouns("北京" * 20_000) == lang.cjk_nouns("北京" * (lang.SEGMENT_MAX_CHARS // 2))
+
+
+def test_a_chinese_prompt_with_an_english_word_is_chinese():
+    """CJK counted by character, other scripts by word (the arena's language=zh board took
+    "如何学习Python？" for Latin)."""
+    assert language("如何学习Python？") == "zh" and language("北京的Beijing Capital International Airport是哪年建的？") == "zh"
+    assert language("Tell me about 北京") == "latin" and language("Как дела, Python?") == "other"
+    assert language("東京はどこですか") == "ja" and language("안녕하세요 여러분") == "ko"
