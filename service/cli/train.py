@@ -161,6 +161,11 @@ class _local_worker:
 
     def __exit__(self, *exc):
         if self.thread:
+            import logging
+
+            # The job is done (or failed, and said so): SAQ's notice that its idle timers were
+            # cancelled on the way out is not news to the user.
+            logging.getLogger("saq").setLevel(logging.ERROR)
             self.loop.call_soon_threadsafe(lambda: self.task and self.task.cancel())
             self.thread.join(timeout=30)
 
