@@ -203,7 +203,7 @@ def run_api(args, url: str, prefix: str, refresh_s: float, tmp: Path) -> dict:
 
     port = free_port()
     env = {**os.environ, "REDIS_URL": url, "ARENA_KEY_PREFIX": prefix, "ARENA_DATA_DIR": str(tmp / "data"),
-           "ARENA_ADMIN_TOKEN": "bench", "ARENA_VOTES_PER_MINUTE": "100000000", "ARENA_VOTES_PER_MINUTE_PER_ADDRESS": "0",
+           "ARENA_ADMIN_TOKEN": "bench", "ARENA_VOTES_PER_MINUTE": "100000000", "ARENA_VOTES_PER_MINUTE_PER_ADDRESS": "0", "ARENA_BATTLES_PER_MINUTE_PER_ADDRESS": "0",
            "ARENA_MIN_VOTE_S": "0", "ARENA_BOARD_REFRESH_S": str(refresh_s), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "bench.leaderboard:app", "--factory", "--host", "127.0.0.1", "--port", str(port),

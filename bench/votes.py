@@ -252,7 +252,7 @@ def run_once(args, mode: str) -> dict:
            "ARENA_ADMIN_TOKEN": "bench", "ARENA_VOTES_PER_MINUTE": "100000000", "PYTHONPATH": str(ROOT),
            # Every client is on 127.0.0.1 and votes on battles dealt moments ago: the limits
            # meant for people would refuse the load itself (the checks still run in the script).
-           "ARENA_VOTES_PER_MINUTE_PER_ADDRESS": "0", "ARENA_MIN_VOTE_S": "0",
+           "ARENA_VOTES_PER_MINUTE_PER_ADDRESS": "0", "ARENA_BATTLES_PER_MINUTE_PER_ADDRESS": "0", "ARENA_MIN_VOTE_S": "0",
            "OMP_NUM_THREADS": "1"}
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "bench.votes:app", "--factory", "--host", "127.0.0.1", "--port", str(port),

@@ -35,7 +35,7 @@ from arena.matchmaking import choose_pair
 from service import battle_answers
 from service.battle_answers import anonymous_error
 from service.config import Settings
-from service.errors import ArenaError, Conflict, InvalidInput
+from service.errors import ArenaError, Conflict, InvalidInput, RateLimited
 from service.prompts import ArenaPrompt, check_prompt_text
 
 #: How long a battle waits for its vote (seconds).
@@ -117,7 +117,7 @@ async def set_active(store, settings: Settings, names: Iterable[str], active: bo
 
 
 async def deal_battle(store, serving, settings: Settings, *, reviewer: str, prompt_text: str | None = None,
-                      rng: random.Random | None = None) -> tuple[dict[str, Any], asyncio.Task]:
+                      rng: random.Random | None = None, address: str | None = None) -> tuple[dict[str, Any], asyncio.Task]:
     """Pick a prompt (the reviewer's, else one from the pool) and a pair (matchmaking over
     the active candidates), start sampling both answers (`battle_params`, a secret
     per-battle seed, no answer cache) and store the battle, bound to `reviewer`, with no
@@ -126,10 +126,16 @@ async def deal_battle(store, serving, settings: Settings, *, reviewer: str, prom
     result is the complete record (`battle_answers.record_answers`), its error anonymous.
 
     Raises `Conflict` when fewer than two candidates are active or the pool is empty and
-    no prompt was typed; the anonymous form of a generation error refused up front."""
+    no prompt was typed; `RateLimited` past `ARENA_BATTLES_PER_MINUTE_PER_ADDRESS` battles
+    dealt to the client `address` this minute; the anonymous form of a generation error
+    refused up front."""
     from service.generation import GenItem
     from service.leaderboards import model_states
 
+    limit = settings.battles_per_minute_per_address
+    if address is not None and limit > 0 and await store.count_deal(address) > limit:
+        raise RateLimited(f"too many new battles from this address ({limit} a minute): vote on the one you have, "
+                          "or wait a minute")
     rng = rng or _rng
     active = await store.active_models()
     if len(active) < 2:  # a count only: reviewers never learn which candidates compete
@@ -195,10 +201,11 @@ def _complete(store):
 
 
 async def create_battle(store, serving, settings: Settings, *, reviewer: str, prompt_text: str | None = None,
-                        rng: random.Random | None = None) -> dict[str, Any]:
+                        rng: random.Random | None = None, address: str | None = None) -> dict[str, Any]:
     """`deal_battle`, waiting for both answers: the complete record (see `deal_battle`).
     A caller that goes away does not stop the answers (the reviewer may still open the battle)."""
-    _, answers = await deal_battle(store, serving, settings, reviewer=reviewer, prompt_text=prompt_text, rng=rng)
+    _, answers = await deal_battle(store, serving, settings, reviewer=reviewer, prompt_text=prompt_text, rng=rng,
+                                   address=address)
     return await asyncio.shield(answers)
 
 

@@ -42,6 +42,8 @@ class Settings(msgspec.Struct, kw_only=True):
     battle_top_p: float = 1.0
     min_vote_s: float = 2.0  # votes sooner than this after the battle was dealt are refused
     votes_per_minute_per_address: int = 60
+    # Battles dealt to one client address a minute (each costs two generations); 0: no limit.
+    battles_per_minute_per_address: int = 60
     trusted_proxy_header: str | None = None  # e.g. X-Forwarded-For; read only from trusted_proxies
     trusted_proxies: str | None = None  # comma-separated peer addresses allowed to set that header
     # Who may read (see README "Roles"): viewer tokens besides the admin token, or everyone.

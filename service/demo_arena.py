@@ -52,7 +52,7 @@ class DemoArena:
         # Scripted reviewers vote as fast as the script runs: the per-reviewer pace limits
         # (there against people clicking through) are lifted for them, and only for them.
         votes_settings = msgspec.structs.replace(self.settings, min_vote_s=0.0, votes_per_minute=10**6,
-                                                 votes_per_minute_per_address=10**6)
+                                                 votes_per_minute_per_address=10**6, battles_per_minute_per_address=0)
         reviewer = reference_judge("exact_match", name="simulated reviewer", allow_both_bad=True)
         rng = random.Random(0)
         store = self.store.store

@@ -58,7 +58,8 @@ async def arena_page(request: Request, store: Store, battle: str | None = None, 
         else:  # a reload shows the same unvoted battle again rather than generating another
             record = await store.pending_battle(reviewer.id)
             if record is None or record.get("failed"):
-                record, _ = await battles.deal_battle(store, request.app.state.serving, settings, reviewer=reviewer.id)
+                record, _ = await battles.deal_battle(store, request.app.state.serving, settings, reviewer=reviewer.id,
+                                                      address=reviewers.client_address(request, settings))
                 await store.set_pending_battle(reviewer.id, record["id"], battles.BATTLE_TTL_S)
         context["battle"] = battles.public_view(record)
     except ArenaError as exc:
@@ -75,7 +76,7 @@ async def arena_own_prompt(
         check_form(request, data)
         reviewer = await reviewers.identify(request, store, settings)
         record, _ = await battles.deal_battle(store, request.app.state.serving, settings, reviewer=reviewer.id,
-                                              prompt_text=data.get("prompt", ""))
+                                              prompt_text=data.get("prompt", ""), address=reviewers.client_address(request, settings))
     except ArenaError as exc:
         return _page(request, "arena.html", {"error": exc.message, "battle": None, "allow_prompt": True, "prompt": data.get("prompt", "")}, exc.status)
     return Redirect(f"/arena?battle={record['id']}", status_code=303, cookies=list(reviewer.cookies))

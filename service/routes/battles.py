@@ -34,7 +34,8 @@ async def create_battle(request: Request, store: Store, data: BattleRequest | No
     settings = request.app.state.settings
     reviewer = await reviewers.identify(request, store, settings)
     battle = await battles.create_battle(
-        store, request.app.state.serving, settings, reviewer=reviewer.id, prompt_text=data.prompt if data else None
+        store, request.app.state.serving, settings, reviewer=reviewer.id, prompt_text=data.prompt if data else None,
+        address=reviewers.client_address(request, settings),
     )
     return Response(battles.public_view(battle), status_code=201, cookies=list(reviewer.cookies))
 

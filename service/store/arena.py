@@ -285,6 +285,18 @@ class ArenaStore(AggregateStore):
         raw = await self.redis.eval(_EXCHANGE_INVITE, 1, self.keys.reviewer_tokens, token_hash, session_hash)
         return raw.decode() if raw else None
 
+    async def count_deal(self, address: str, window_s: int = 60) -> int:
+        """Count one battle dealt to `address` in the current `window_s` window; returns how
+        many it has had in the window, this one included (the key expires with it)."""
+        import time
+
+        key = self.keys.address_deals(address, int(time.time() // window_s))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, window_s * 2)
+            count, _ = await pipe.execute()
+        return int(count)
+
     async def revoke_invites(self, reviewer: str) -> int:
         """Forget every invite token of `reviewer`, so none identifies them again. Returns
         how many were revoked (0: they held none)."""

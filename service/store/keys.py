@@ -112,6 +112,9 @@ class Keys:
     def address_rate(self, address: str) -> str:
         return f"{self.p}:rate-address:{address}"  # votes from one client address in the window
 
+    def address_deals(self, address: str, minute: int) -> str:
+        return f"{self.p}:deals-address:{address}:{minute}"  # battles dealt to one client address in a minute
+
     @property
     def reviewer_tokens(self) -> str:
         return f"{self.p}:reviewers:tokens"  # hash sha256(token) -> reviewer id

@@ -37,7 +37,8 @@ def test_acknowledged_votes_survive_a_killed_server(tmp_path):
     server = EmbeddedRedis(store_dir)
     url = server.start()
     settings = Settings(data_dir=tmp_path / "data", redis_url=url, key_prefix="survive", admin_token="t",
-                        min_vote_s=0.0, votes_per_minute=10**8, votes_per_minute_per_address=0)
+                        min_vote_s=0.0, votes_per_minute=10**8, votes_per_minute_per_address=0,
+                        battles_per_minute_per_address=0)
     settings.data_dir.mkdir()
     app = LiveServer(settings).start()
     try:

@@ -129,3 +129,23 @@ def test_a_revoke_racing_the_invite_links_exchange_leaves_no_session(redis_url):
         return survived
 
     assert asyncio.run(race()) == []
+
+
+def test_one_address_cannot_deal_battles_in_a_loop(settings, scripted):
+    """Every battle costs two generations: past `ARENA_BATTLES_PER_MINUTE_PER_ADDRESS` a
+    minute, one client address (here with a new cookie-less identity every time) gets 429."""
+    import msgspec
+
+    scripted.stream_delay_s = 0.0
+    server = start(msgspec.structs.replace(settings, battles_per_minute_per_address=4), scripted, ["lora-left", "lora-right"])
+    try:
+        while time.localtime().tm_sec > 45:  # the window is the clock's minute: stay inside one
+            time.sleep(1)
+        dealt = [httpx.post(f"{server.url}/api/battles", timeout=30).status_code for _ in range(6)]
+        assert dealt == [201] * 4 + [429] * 2, dealt
+        r = httpx.post(f"{server.url}/api/battles", timeout=30)
+        assert r.status_code == 429 and "4 a minute" in r.json()["detail"]
+        page = httpx.get(f"{server.url}/arena", timeout=30)  # the page deals no battle either, and says why
+        assert "too many new battles from this address" in page.text and "data-battle=" not in page.text
+    finally:
+        server.stop()

@@ -381,7 +381,7 @@ def test_dealt_pairs_follow_the_board(settings, scripted):
     store = SyncStore(settings.redis_url, settings.key_prefix)
     try:
         store.record_observations(history, board="human")
-        srv = start(settings, scripted)
+        srv = start(msgspec.structs.replace(settings, battles_per_minute_per_address=0), scripted)  # 60 dealt below
         try:
             setup_arena(srv, models=("alpha", "beta", "gamma"))
             admin, client = srv.client(admin=True), srv.client()

@@ -24,7 +24,8 @@ def cast_votes(settings, votes: list[tuple[str, str, str, str, str]]) -> None:
     from service.battles import cast_vote, store_battle
     from service.store import Store
 
-    s = msgspec.structs.replace(settings, min_vote_s=0.0, votes_per_minute=10**6, votes_per_minute_per_address=10**6)
+    s = msgspec.structs.replace(settings, min_vote_s=0.0, votes_per_minute=10**6, votes_per_minute_per_address=10**6,
+                                battles_per_minute_per_address=0)
 
     async def main() -> None:
         store = Store.from_url(s.redis_url, s.key_prefix)
