@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from evaluators import _text
+from evaluators import _text, lang
 from evaluators._checks_context import Check, _Context, _quote, _Record
 from evaluators._minhash import UnionFind, candidate_pairs
 from evaluators.records import Conversation
@@ -26,6 +26,7 @@ def _differ(a: str, b: str, threshold: float) -> bool:
     Canberra."), not a difference. Otherwise they differ when their content words (not
     stopwords) have a Jaccard similarity below `threshold`.
     """
+    a, b = lang.zh_numerals_to_digits(a), lang.zh_numerals_to_digits(b)  # "三十岁" is "30岁"
     ta, tb = _text.normalise_tokens(a), _text.normalise_tokens(b)
     if ta == tb:
         return False

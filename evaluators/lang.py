@@ -179,6 +179,52 @@ def cjk_nouns(text: str) -> frozenset[str]:
     return frozenset(found)
 
 
+_ZH_DIGIT = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
+_ZH_UNIT = {"十": 10, "百": 100, "千": 1000}
+_ZH_BIG = {"万": 10**4, "亿": 10**8}
+_ZH_NUMERAL = re.compile("[零〇一二两三四五六七八九十百千万亿]+")
+#: What follows a lone numeral character when it counts something ("三岁", "五个"): a lone
+#: 一 elsewhere is mostly a word's part ("一定", "统一"), not a number.
+_ZH_COUNTED = set("岁年月日天周个位名次人元块角米里斤克吨号点分秒度倍页章条件")
+
+
+def _zh_number(run: str) -> int | None:
+    """The value of a run of Chinese numerals, or None when it is no number ("万一": in case)."""
+    if run[0] in "百千万亿":
+        return None
+    if not any(c in _ZH_UNIT or c in _ZH_BIG for c in run):  # read digit by digit: 二〇二〇 is 2020
+        return int("".join(str(_ZH_DIGIT[c]) for c in run))
+    total = section = number = 0
+    for c in run:
+        if c in _ZH_DIGIT:
+            number = _ZH_DIGIT[c]
+        elif c in _ZH_UNIT:
+            section += (number or 1) * _ZH_UNIT[c]
+            number = 0
+        elif c == "亿":  # everything so far, times 10^8
+            total = (total + section + number) * _ZH_BIG[c]
+            section = number = 0
+        else:  # 万: the section since the last 亿, times 10^4
+            total += (section + number) * _ZH_BIG[c]
+            section = number = 0
+    return total + section + number
+
+
+def zh_numerals_to_digits(text: str) -> str:
+    """`text` with its Chinese numbers in Arabic digits ("三十岁" → "30岁", "一百零五" →
+    "105"): a run of numeral characters of two or more, or one before a counted unit
+    (岁, 个, 年 ...), so that "30岁" and "三十岁" say the same thing."""
+    if not _ZH_NUMERAL.search(text):
+        return text
+
+    def digits(match: re.Match) -> str:
+        run, after = match.group(), text[match.end() : match.end() + 1]
+        value = _zh_number(run) if len(run) >= 2 or after in _ZH_COUNTED else None
+        return run if value is None else str(value)
+
+    return _ZH_NUMERAL.sub(digits, text)
+
+
 def mixed_chars(text: str) -> list[str]:
     """CMRC/DuReader's mixed segmentation: each CJK character a token, other scripts by
     word, numbers whole, punctuation dropped, case-folded."""

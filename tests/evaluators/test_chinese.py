@@ -163,3 +163,18 @@ def test_a_chinese_prompt_with_an_english_word_is_chinese():
     assert language("如何学习Python？") == "zh" and language("北京的Beijing Capital International Airport是哪年建的？") == "zh"
     assert language("Tell me about 北京") == "latin" and language("Как дела, Python?") == "other"
     assert language("東京はどこですか") == "ja" and language("안녕하세요 여러분") == "ko"
+
+
+def test_chinese_numerals_are_the_numbers_they_name_when_answers_are_compared():
+    """'30岁' and '三十岁' are one answer, not a conflict; '三十一岁' is another."""
+    from evaluators.lang import zh_numerals_to_digits
+
+    assert [zh_numerals_to_digits(t) for t in ("三十岁", "一百零五", "二〇二〇年", "两千三百万", "一亿两千万", "三岁")] == [
+        "30岁", "105", "2020年", "23000000", "120000000", "3岁"]
+    assert [zh_numerals_to_digits(t) for t in ("一定要统一", "万一下雨")] == ["一定要统一", "万一下雨"]  # words, not numbers
+    context = "李明出生于1990年，现在是2020年。"
+    same = [qa(f"{context}李明今年多少岁？", "30岁"), qa(f"{context}李明今年多少岁？", "三十岁")]
+    assert not check_dataset(clean_set() + same).by_check("conflicting_answers")
+    other = [qa(f"{context}李明今年多少岁？", "30岁"), qa(f"{context}李明今年多少岁？", "三十一岁")]
+    [conflict] = check_dataset(clean_set() + other).by_check("conflicting_answers")
+    assert len(conflict.record_indices) == 2
