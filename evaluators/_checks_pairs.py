@@ -26,10 +26,12 @@ def _differ(a: str, b: str, threshold: float) -> bool:
     Canberra."), not a difference. Otherwise they differ when their content words (not
     stopwords) have a Jaccard similarity below `threshold`.
     """
-    a, b = lang.zh_numerals_to_digits(a), lang.zh_numerals_to_digits(b)  # "三十岁" is "30岁"
     ta, tb = _text.normalise_tokens(a), _text.normalise_tokens(b)
     if ta == tb:
         return False
+    a_digits, b_digits = lang.zh_numerals_to_digits(a), lang.zh_numerals_to_digits(b)
+    if (a_digits != a or b_digits != b) and _text.normalise_tokens(a_digits) == _text.normalise_tokens(b_digits):
+        return False  # the same but for how a number is written: "30岁", "三十岁"
     mentioned_a = _text.words(a) | _text.numbers(a)
     mentioned_b = _text.words(b) | _text.numbers(b)
     if _text.has_key_fact_outside(a, mentioned_b) and _text.has_key_fact_outside(b, mentioned_a):
