@@ -315,19 +315,33 @@ def start_tally(path: str | Path, *, elo: bool = True) -> Callable[[], Tally | N
     return result
 
 
+def _claimed(path: Path, block: int, size: int, ends, lock, *, front: bool) -> Iterator[tuple[int, list[_Vote]]]:
+    """(k, its votes) for each block this process claims from the untaken ones [ends[0],
+    ends[1]): from the front or from the back, one at a time, until none is left (a block
+    is claimed only when the next one is asked for)."""
+    decoder = msgspec.json.Decoder(_Vote)
+    with path.open("rb") as handle:
+        while True:
+            with lock:
+                if ends[0] >= ends[1]:
+                    return
+                if front:
+                    k = ends[0]
+                    ends[0] = k + 1
+                else:
+                    k = ends[1] = ends[1] - 1
+            yield k, decoder.decode_lines(jsonl_block(handle.fileno(), k * block, (k + 1) * block, size))
+
+
 def _read_front(path: Path, elo: bool, block: int, size: int, ends, lock) -> _Folder | None:
     """The forked reader: folds blocks from the front until it meets the caller's."""
-    folder, decoder = _Folder(elo), msgspec.json.Decoder(_Vote)
+    folder = _Folder(elo)
     try:
-        with path.open("rb") as handle:
-            while folder.ordered:  # once time order breaks, `start_tally` reads again
-                with lock:
-                    k = ends[0]
-                    if k >= ends[1]:
-                        break
-                    ends[0] = k + 1
-                if not folder.add(decoder.decode_lines(jsonl_block(handle.fileno(), k * block, (k + 1) * block, size))):
-                    return None
+        for _, votes in _claimed(path, block, size, ends, lock, front=True):
+            if not folder.add(votes):
+                return None
+            if not folder.ordered:  # time order broke: `start_tally` reads again
+                break
     except _FAILED:
         return None
     return folder
@@ -336,22 +350,17 @@ def _read_front(path: Path, elo: bool, block: int, size: int, ends, lock) -> _Fo
 def _read_back(path: Path, block: int, size: int, ends, lock) -> tuple[_Folder, list[_Columns]] | None:
     """The caller's share: blocks from the back, as columns numbered by a folder of its
     own, returned in file order (None: a record needs the validating reader)."""
-    numbering, decoder = _Folder(elo=False), msgspec.json.Decoder(_Vote)
+    numbering = _Folder(elo=False)
     chunks: dict[int, _Columns] = {}
     try:
-        with path.open("rb") as handle:
-            while len(chunks) < BACK_BLOCKS:
-                with lock:
-                    k = ends[1] - 1
-                    if k < ends[0]:
-                        break
-                    ends[1] = k
-                votes = decoder.decode_lines(jsonl_block(handle.fileno(), k * block, (k + 1) * block, size))
-                if votes:
-                    columns = numbering.columns(votes)
-                    if columns is None:
-                        return None
-                    chunks[k] = columns
+        for k, votes in _claimed(path, block, size, ends, lock, front=False):
+            if votes:
+                columns = numbering.columns(votes)
+                if columns is None:
+                    return None
+                chunks[k] = columns
+            if len(chunks) >= BACK_BLOCKS:
+                break
     except _FAILED:
         return None
     return numbering, [chunks[k] for k in sorted(chunks)]

@@ -121,14 +121,22 @@ class MinHasher:
             self._fill(keys, signature, chunk, hashes, starts)
         return keys, signature
 
-    def _fill_long(self, keys: np.ndarray, signature: np.ndarray, i: int, hashes: np.ndarray, starts: np.ndarray) -> None:
-        minima = None
+    def _permuted(self, hashes: np.ndarray) -> np.ndarray:
+        """(hashes × shingles) uint32: every hash of the family applied to every shingle."""
         with np.errstate(over="ignore"):
-            for at in range(int(starts[i]), int(starts[i + 1]), _CHUNK_SHINGLES):
-                values = np.multiply(self.a[:, None], hashes[at : min(at + _CHUNK_SHINGLES, int(starts[i + 1]))][None, :])
-                values += self.b[:, None]
-                window = values.min(axis=1)
-                minima = window if minima is None else np.minimum(minima, window)
+            # 32-bit lanes: half the memory traffic of uint64 over the (hashes × shingles) matrix,
+            # laid out so that both the arithmetic and the per-text minimum run along contiguous
+            # shingles (~9x faster than shingles × hashes, whose reduceat strides across rows).
+            values = np.multiply(self.a[:, None], hashes[None, :])
+            values += self.b[:, None]
+        return values
+
+    def _fill_long(self, keys: np.ndarray, signature: np.ndarray, i: int, hashes: np.ndarray, starts: np.ndarray) -> None:
+        lo, hi = int(starts[i]), int(starts[i + 1])
+        minima = None
+        for at in range(lo, hi, _CHUNK_SHINGLES):
+            window = self._permuted(hashes[at : min(at + _CHUNK_SHINGLES, hi)]).min(axis=1)
+            minima = window if minima is None else np.minimum(minima, window)
         self._store(keys, signature, np.array([i]), minima[None, :])
 
     def _fill(self, keys: np.ndarray, signature: np.ndarray, texts: list[int], hashes: np.ndarray,
@@ -137,13 +145,8 @@ class MinHasher:
         lo, hi = starts[idx], starts[idx + 1]
         sel = np.concatenate([np.arange(a, b) for a, b in zip(lo.tolist(), hi.tolist())])
         offsets = np.concatenate([[0], np.cumsum(hi - lo)[:-1]])
-        with np.errstate(over="ignore"):
-            # 32-bit lanes: half the memory traffic of uint64 over the (hashes × shingles) matrix,
-            # laid out so that both the arithmetic and the per-text minimum run along contiguous
-            # shingles (~9x faster than shingles × hashes, whose reduceat strides across rows).
-            values = np.multiply(self.a[:, None], hashes[sel][None, :])
-            values += self.b[:, None]
-            minima = np.ascontiguousarray(np.minimum.reduceat(values, offsets, axis=1).T)  # (texts, bands × rows)
+        values = self._permuted(hashes[sel])
+        minima = np.ascontiguousarray(np.minimum.reduceat(values, offsets, axis=1).T)  # (texts, bands × rows)
         self._store(keys, signature, idx, minima)
 
     def _store(self, keys: np.ndarray, signature: np.ndarray, idx: np.ndarray, minima: np.ndarray) -> None:

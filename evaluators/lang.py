@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import unicodedata
+from collections.abc import Iterator
 
 _HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
 _KANA = "\u3040-\u30ff\u31f0-\u31ff"
@@ -124,10 +125,15 @@ SEGMENT_MAX_CHARS = 20_000
 _SEGMENT_PIECE = 4_000
 
 
+def _pieces(run: str) -> Iterator[str]:
+    """`run` in pieces of `_SEGMENT_PIECE` characters, as jieba is given it."""
+    return (run[at : at + _SEGMENT_PIECE] for at in range(0, len(run), _SEGMENT_PIECE))
+
+
 def segment_han(run: str) -> list[str]:
     """A run of Han characters cut into words by jieba (precise mode, its bundled dictionary)."""
     cut = _jieba().lcut
-    return [w for at in range(0, len(run), _SEGMENT_PIECE) for w in cut(run[at : at + _SEGMENT_PIECE], HMM=True) if w.strip()]
+    return [w for piece in _pieces(run) for w in cut(piece, HMM=True) if w.strip()]
 
 
 def words(text: str) -> list[str]:
@@ -170,8 +176,7 @@ def cjk_nouns(text: str) -> frozenset[str]:
 
     found, budget = set(), SEGMENT_MAX_CHARS
     for run in _HAN_RUN.findall(normalize(text)):
-        for at in range(0, min(len(run), budget), _SEGMENT_PIECE):
-            piece = run[at : min(at + _SEGMENT_PIECE, budget)]
+        for piece in _pieces(run[:budget]):
             found.update(pair.word for pair in jieba.posseg.lcut(piece) if pair.flag in _NOUN_FLAGS)
         budget -= len(run)
         if budget <= 0:

@@ -55,12 +55,6 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def check_reviewer_id(reviewer: str) -> None:
-    """`InvalidInput` unless `reviewer` could name a reviewer: an invited one's name (letters,
-    digits, . _ -) or an anonymous id (`anon-` and the same characters)."""
-    check_name(reviewer, "reviewer")
-
-
 async def create_invite(store: Store, reviewer: str) -> str:
     """A new invite token for `reviewer` (a name: letters, digits, . _ -). Returned once."""
     check_name(reviewer, "reviewer name")

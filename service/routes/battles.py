@@ -60,19 +60,19 @@ _readers: dict[str, int] = {}
 
 
 class _ReaderSlot:
-    """One live reader counted against the caps above, released exactly once: when its
-    stream ends, or when the stream object is dropped unstarted (a client that hung up
-    before the first byte: the stream's own `finally` never runs then)."""
+    """One live reader counted under each of `keys` (its battle, its reviewer, and "": the
+    process), released exactly once: when its stream ends, or when the stream object is
+    dropped unstarted (a client that hung up before the first byte: the stream's own
+    `finally` never runs then)."""
 
     def __init__(self, *keys: str) -> None:
         self.keys = keys
         for key in keys:
             _readers[key] = _readers.get(key, 0) + 1
-        _readers[""] = _readers.get("", 0) + 1
 
     def release(self) -> None:
         keys, self.keys = self.keys, ()
-        for key in (*keys, "") if keys else ():
+        for key in keys:
             _readers[key] -= 1
             if not _readers[key]:
                 del _readers[key]
@@ -102,7 +102,7 @@ async def battle_answer(request: Request, store: Store, battle_id: str, side: Li
         raise RateLimited("this battle's answers already have the most live readers this server serves; close other tabs")
     if _readers.get(by_reviewer, 0) >= MAX_ANSWER_READERS_PER_REVIEWER or _readers.get("", 0) >= MAX_ANSWER_READERS:
         raise RateLimited("too many answer streams are open; close other tabs or try again later")
-    slot = _ReaderSlot(by_battle, by_reviewer)
+    slot = _ReaderSlot(by_battle, by_reviewer, "")
 
     async def events() -> AsyncIterator[ServerSentEventMessage]:
         try:

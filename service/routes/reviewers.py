@@ -6,6 +6,7 @@ import msgspec
 from litestar import Request, delete, get, post
 
 from service import leaderboards, reviewers
+from service.domain import check_name
 from service.routes.auth import ADMIN
 from service.store import Store
 
@@ -32,14 +33,14 @@ async def suspicious_reviewers(store: Store, min_votes: int = 20) -> list[dict]:
 
 @post("/api/reviewers/{reviewer:str}/exclude", summary="Refuse a reviewer's votes from now on and recount the boards without their past ones", status_code=200, **ADMIN)
 async def exclude_reviewer(store: Store, reviewer: str) -> dict:
-    reviewers.check_reviewer_id(reviewer)
+    check_name(reviewer, "reviewer")  # an invited name or an anonymous id
     await store.exclude_reviewer(reviewer)
     return {"reviewer": reviewer, "excluded": True, "counted": await store.rebuild_aggregates()}
 
 
 @delete("/api/reviewers/{reviewer:str}/exclude", summary="Count a reviewer's votes again", status_code=200, **ADMIN)
 async def include_reviewer(store: Store, reviewer: str) -> dict:
-    reviewers.check_reviewer_id(reviewer)
+    check_name(reviewer, "reviewer")
     await store.include_reviewer(reviewer)
     return {"reviewer": reviewer, "excluded": False, "counted": await store.rebuild_aggregates()}
 

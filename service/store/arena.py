@@ -288,8 +288,6 @@ class ArenaStore(AggregateStore):
     async def count_deal(self, address: str, window_s: int = 60) -> int:
         """Count one battle dealt to `address` in the current `window_s` window; returns how
         many it has had in the window, this one included (the key expires with it)."""
-        import time
-
         key = self.keys.address_deals(address, int(time.time() // window_s))
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.incr(key)
