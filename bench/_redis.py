@@ -11,11 +11,12 @@ from pathlib import Path
 
 
 @contextmanager
-def bench_redis(name: str, url: str | None = None, *, directory: Path | None = None, appendonly: bool = True) -> Iterator[str]:
-    """The URL of the Redis to use: `url`, else `REDIS_URL`, else an embedded server in
-    `directory` (default: a new temporary one named after the bench), with its append-only
-    file turned off unless `appendonly`."""
-    url = url or os.environ.get("REDIS_URL")
+def bench_redis(name: str, url: str | None = None, *, directory: Path | None = None, appendonly: bool = True,
+                from_env: bool = True) -> Iterator[str]:
+    """The URL of the Redis to use: `url`, else `REDIS_URL` (with `from_env`), else an
+    embedded server in `directory` (default: a new temporary one named after the bench),
+    with its append-only file turned off unless `appendonly`."""
+    url = url or (os.environ.get("REDIS_URL") if from_env else None)
     if url:
         yield url
         return

@@ -273,7 +273,8 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-leaderboard-"))
     prefix = f"bench-{secrets.token_hex(4)}"
-    with bench_redis("leaderboard", args.redis_url, directory=tmp) as url:
+    # The embedded, append-only server unless --redis-url (REDIS_URL's is not asked for).
+    with bench_redis("leaderboard", args.redis_url, directory=tmp, from_env=False) as url:
         try:
             import_s = asyncio.run(import_votes(url, prefix, args.votes, args.models))
             runs = {"refresher": run_api(args, url, prefix, args.refresh_s, tmp)}
