@@ -301,7 +301,8 @@ def start_tally(path: str | Path, *, elo: bool = True) -> Callable[[], Tally | N
     front = in_background(lambda: _read_front(path, elo, block, size, ends, lock))
 
     def result() -> Tally | None:
-        back = _read_back(path, block, size, ends, lock)
+        with front:  # an error here (or ^C) kills the forked reader
+            back = _read_back(path, block, size, ends, lock)
         folder = front()
         if folder is None or back is None:
             return None

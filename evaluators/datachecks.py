@@ -57,7 +57,7 @@ from evaluators._checks_records import (
     _unsupported_facts,
 )
 from evaluators._checks_scan import scan_all
-from evaluators._parallel import in_background, worker_count
+from evaluators._parallel import Background, in_background, worker_count
 from evaluators.records import Conversation
 from evaluators.refusals import DEFAULT_REFUSAL_PATTERNS, is_refusal  # noqa: F401
 
@@ -256,19 +256,23 @@ def check_source(
     }
     # The near-duplicate search (the slowest check) runs in a forked process beside the
     # others when the scan had workers to spare.
-    early: dict[str, Callable[[], Check]] = {}
+    early: dict[str, Background[Check]] = {}
     if "near_duplicate" in config.checks and min(worker_count(workers), -(-n // block_size)) > 1:
         early["near_duplicate"] = in_background(lambda: _near_duplicates(ctx))
     results: dict[str, Check] = {}
-    for check in CHECKS:
-        if check not in config.checks or check in early:
-            continue
-        if check == "train_eval_overlap":
-            if eval_records is not None:
-                results[check] = _train_eval_overlap(ctx, list(eval_records))
-        else:
-            results[check] = runners[check](ctx)
-    results.update((check, result()) for check, result in early.items())
+    try:
+        for check in CHECKS:
+            if check not in config.checks or check in early:
+                continue
+            if check == "train_eval_overlap":
+                if eval_records is not None:
+                    results[check] = _train_eval_overlap(ctx, list(eval_records))
+            else:
+                results[check] = runners[check](ctx)
+        results.update((check, result()) for check, result in early.items())
+    finally:  # a check that raised leaves no search running behind it
+        for background in early.values():
+            background.cancel()
     findings: list[Finding] = []
     summary: dict[str, CheckSummary] = {}
     for check in (c for c in CHECKS if c in results):

@@ -217,8 +217,8 @@ def _spool(path: Path, out: Path, fmt: str | None, encoding: str | None, workers
 
     if worker_count(workers) < 2 or encoding not in (None, "utf-8") or not lang.looks_chinese(path):
         return spool()
-    result = in_background(spool)
-    lang.load_segmenter(tagger=True)
+    with in_background(spool) as result:
+        lang.load_segmenter(tagger=True)
     return result()
 
 

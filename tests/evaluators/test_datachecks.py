@@ -164,3 +164,32 @@ def test_a_block_boundary_does_not_hide_a_duplicate_pair():
 def test_block_size_must_be_positive():
     with pytest.raises(ValueError, match="block_size must be at least 1, got 0"):
         check_dataset(CLEAN, block_size=0)
+
+
+def test_a_check_that_fails_leaves_no_near_duplicate_search_running(monkeypatch):
+    """The near-duplicate search runs in a forked process beside the other checks; when one
+    of them raises, that process is killed, not left running (a CLI would wait for it at
+    exit, a worker would keep it for good)."""
+    import multiprocessing
+    import time
+
+    from evaluators import datachecks
+
+    searching = multiprocessing.get_context("fork").Event()
+
+    def slow_search(ctx):
+        searching.set()
+        time.sleep(600)
+
+    def broken(ctx):
+        assert searching.wait(30)
+        raise RuntimeError("a check failed")
+
+    monkeypatch.setattr(datachecks, "_near_duplicates", slow_search)
+    monkeypatch.setattr(datachecks, "_refusal_rate", broken)
+    records = _defective_records()
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="a check failed"):
+        datachecks.check_source(lambda a, b: (records[a:b], None), len(records), block_size=3, workers=2)
+    assert multiprocessing.active_children() == []
+    assert time.monotonic() - started < 60
