@@ -15,7 +15,8 @@ server under a running `arena serve`; `arena server stop` stops it whatever the 
 It has a password (`requirepass`), random, generated once and kept mode 0600 in
 `<data dir>/redis/password`: another local user cannot read or write the votes through
 the port. Restarted after a crash, it takes its old port back when that port is free, so
-clients that kept the URL reconnect.
+clients that kept the URL reconnect; `arena serve` and `arena worker` restart it themselves
+when its process dies (`revive`, from a watchdog thread in `service.runtime.redis_url`).
 """
 
 from __future__ import annotations
@@ -216,6 +217,19 @@ class EmbeddedRedis:
         self.state_file.write_text(json.dumps({"pid": proc.pid, "port": port}))
         self.started_here = True
         return self.url
+
+    def revive(self, timeout: float = 15.0) -> bool:
+        """Start the server again if its recorded process is gone (killed, crashed, out of
+        memory): on the same port when it is free, with its AOF loaded, so clients holding
+        the URL reconnect and every acknowledged write is back. Not after `stop()` or the
+        last `release()` (they forget the server), and never beside a live process that is
+        merely slow to answer. Returns whether it started one."""
+        with self._lock():
+            state = self._state()
+            if not state or _pid_alive(int(state["pid"])):
+                return False
+            self._start_locked(timeout)
+            return True
 
     def pid(self) -> int | None:
         """The recorded server process id, or None."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import signal
@@ -11,25 +12,57 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from service.config import Settings
+from service.config import Settings, redact_url
 from service.redis_server import EmbeddedRedis
 
 
+log = logging.getLogger("arena.redis")
+
+#: Seconds between a long-running process's checks that the embedded server's process lives.
+WATCH_S = 1.0
+
+
 @contextlib.contextmanager
-def redis_url(settings: Settings) -> Iterator[str]:
+def redis_url(settings: Settings, *, keep_up: bool = False) -> Iterator[str]:
     """The Redis URL to use: `REDIS_URL`, or the data dir's embedded server, started if
     needed and leased for the duration: it stops when its last user is done (see
-    `service.redis_server`), never under another process still using it."""
+    `service.redis_server`), never under another process still using it. With `keep_up`
+    (`arena serve`, `arena worker`) a server whose process dies is started again, on the
+    same URL, within about `WATCH_S` seconds."""
     if settings.redis_url:
         yield settings.redis_url
         return
     server = EmbeddedRedis(settings.data_dir)
     url = server.acquire()
     try:
-        with _sigterm_exits():
+        with _sigterm_exits(), (_kept_up(server) if keep_up else contextlib.nullcontext()):
             yield url
     finally:
         server.release()
+
+
+@contextlib.contextmanager
+def _kept_up(server: EmbeddedRedis) -> Iterator[None]:
+    """A watchdog thread that restarts the server when its process is gone (`revive`): until
+    then requests get 503s that say the store is unreachable, and the AOF (fsynced before
+    every reply) brings back every acknowledged write."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(WATCH_S):
+            try:
+                if server.revive():
+                    log.warning("the embedded Redis server had stopped; started it again on %s", redact_url(server.url))
+            except Exception as exc:  # retried next time; requests get 503 meanwhile
+                log.warning("the embedded Redis server is down and did not restart: %s", exc)
+
+    watcher = threading.Thread(target=watch, name="embedded-redis-watchdog", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
 
 
 @contextlib.contextmanager

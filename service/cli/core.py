@@ -36,7 +36,7 @@ def serve_cmd(host: str | None, port: int | None, worker: bool | None) -> None:
 
     s = settings()
     in_process = s.embedded if worker is None else worker
-    with redis_url(s) as url:
+    with redis_url(s, keep_up=True) as url:
         app = create_app(s, url, worker=in_process)
         if app.state.token_generated:
             click.echo(f"admin token (generated, kept in {s.data_dir / 'admin_token'}): {app.state.admin_token}")
@@ -64,7 +64,7 @@ def worker_cmd(concurrency: int) -> None:
     from service.runtime import redis_url
 
     s = settings()
-    with redis_url(s) as url:
+    with redis_url(s, keep_up=True) as url:
         w = build_worker(url, s, concurrency=concurrency)
         click.echo(f"worker {w.id} on {redact_url(url)}")
         asyncio.run(run_worker(w))

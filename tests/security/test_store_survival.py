@@ -71,6 +71,13 @@ def test_acknowledged_votes_survive_a_killed_server(tmp_path):
         EmbeddedRedis(store_dir).stop()
 
 
+def _answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
 def _health(port: int) -> dict:
     return httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json()
 
@@ -143,4 +150,48 @@ def test_serve_stopped_by_sigterm_stops_the_server_it_was_the_last_user_of(tmp_p
     finally:
         if serve.poll() is None:
             serve.kill()
+        server.stop()
+
+
+def test_serve_restarts_its_embedded_server_when_that_process_dies(tmp_path):
+    """The embedded server killed under `arena serve` (OOM killer, kill -9): serve starts it
+    again on the same port by itself, with every acknowledged write back from the AOF; in
+    between, requests get a 503 that says why. `arena server stop` is obeyed, not undone."""
+    env = embedded_env(tmp_path) | {"ARENA_ADMIN_TOKEN": "t"}
+    cli = [sys.executable, "-m", "service.cli.__main__"]
+    serve, port = _start_serve(env)
+    server = EmbeddedRedis(tmp_path / "data")
+    admin = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": "Bearer t"}, timeout=10)
+    try:
+        r = admin.post("/api/datasets", files={"file": ("a.jsonl", b'{"prompt": "x", "completion": "y"}\n')},
+                       data={"name": "kept"})
+        assert r.status_code == 201, r.text
+        url, pid = server.url, server.pid()
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while _answers(url):  # the signal takes a moment to land
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        while True:  # down for a moment, then back without anyone restarting it
+            r = admin.get("/api/datasets")
+            if r.status_code == 200:
+                break
+            assert r.status_code == 503 and "Traceback" not in r.text, r.text
+            assert time.monotonic() < deadline, "the server did not come back"
+            time.sleep(0.1)
+        assert [d["name"] for d in r.json()] == ["kept"]
+        while server.pid() == pid:  # it answers a moment before its pid is recorded
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert server.url == url  # a new process on the same URL
+        assert _health(port)["status"] == "ok"
+        # A deliberate stop stays a stop.
+        stopped = subprocess.run([*cli, "server", "stop"], env=env, capture_output=True, text=True, timeout=60)
+        assert stopped.returncode == 0, stopped.stderr
+        time.sleep(3)
+        assert not server.running()
+        assert admin.get("/api/datasets").status_code == 503
+    finally:
+        serve.send_signal(signal.SIGINT)
+        serve.wait(timeout=60)
         server.stop()
