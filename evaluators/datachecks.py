@@ -196,8 +196,10 @@ def check_dataset(
     config: CheckConfig = CheckConfig(),
     block_size: int = BLOCK_SIZE,
     workers: int | None = 1,
+    record_ids: Sequence[int] | None = None,
 ) -> CheckReport:
     """Run the checks named in `config.checks` over `records` and return the report.
+    `record_ids`: what messages call each record (as `check_source`).
 
     `line_numbers[i]` is record i's 1-based line in its source file, used in messages.
     `train_eval_overlap` runs only when `eval_records` is given. Findings are grouped by
@@ -212,7 +214,7 @@ def check_dataset(
         return records[start:stop], None
 
     return check_source(read, len(records), line_numbers=line_numbers, eval_records=eval_records, config=config,
-                        block_size=block_size, workers=workers)
+                        block_size=block_size, workers=workers, record_ids=record_ids)
 
 
 def check_source(

@@ -119,3 +119,7 @@ class Candidate(msgspec.Struct, kw_only=True):
     parent: str | None = None  # the candidate a DPO run started from (its SFT adapter, also its reference)
     #: DPO: where the preference pairs came from ("file NAME" or "arena human"), their SHA-256 and count.
     preferences: dict[str, Any] | None = None
+    #: The version's held-out indices when the run was given its records ([]: none held out;
+    #: None: not recorded, a candidate from before this was kept): a later re-split of the
+    #: version does not change what the candidate was trained on (`arena trace` reads this).
+    held_out: list[int] | None = None

@@ -116,6 +116,7 @@ def train_job(ctx: JobContext) -> dict[str, Any]:
         cand = Candidate(
             name=name, base=base.name, dataset=dsv.ref, dataset_id=dsv.id, run_id=ctx.job_id, adapter_dir=result.adapter_dir,
             config=msgspec.to_builtins(config), metrics=metrics, created_at=time.time(),
+            held_out=sorted(dsv.split.test_indices) if dsv.split else [],
         )
         ctx.call(store.add_candidate(cand))
         return {"candidate": name, "adapter_dir": result.adapter_dir, "record_indices": kept, **metrics,

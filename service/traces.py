@@ -225,8 +225,10 @@ def trace_job(ctx: JobContext) -> dict[str, Any]:
     if result is None or not result.checkpoints:
         raise InvalidInput(f"candidate {cand.name}: its run {cand.run_id} kept no checkpoints to trace with")
     records, lines = datasets.read_records(settings.data_dir, dsv.id)
-    held = set(dsv.split.test_indices) if dsv.split else set()
-    version_index = [i for i in range(len(records)) if i not in held]  # what the run was given
+    # What the run was given: the version minus its held-out split as it was then (a split
+    # made or changed since does not change what the candidate trained on).
+    held = set(cand.held_out if cand.held_out is not None else dsv.split.test_indices if dsv.split else ())
+    version_index = [i for i in range(len(records)) if i not in held]
     train_records = [records[i] for i in version_index]
     trained = set(result.train_indices)
     in_training = [j in trained for j in range(len(train_records))]
@@ -263,7 +265,8 @@ def trace_job(ctx: JobContext) -> dict[str, Any]:
     ctx.progress(0.02, f"{len(failures)} failures, {len(passes)} passes, {len(train_records)} records, "
                        f"{len(checkpoints)} of {len(result.checkpoints)} checkpoints")
     t0 = time.perf_counter()
-    checks = check_dataset(train_records, line_numbers=[lines[i] for i in version_index])
+    # Messages name records as the report does: by their index in the version.
+    checks = check_dataset(train_records, line_numbers=[lines[i] for i in version_index], record_ids=version_index)
     cost["dataset_checks_s"] = time.perf_counter() - t0
 
     def progress(stage: str, done: int, total: int) -> None:

@@ -122,12 +122,15 @@ def data_show(ref: str, limit: int, json_out: bool) -> None:
 @click.argument("ref")
 @click.option("--test-fraction", default=0.1, show_default=True, type=float)
 @click.option("--seed", default=0, show_default=True, type=int)
-def data_split(ref: str, test_fraction: float, seed: int) -> None:
-    """Make a deterministic held-out split of REF, recorded on the version."""
+@click.option("--force", is_flag=True, help="Re-split a version candidates were trained on (their held-out "
+                                            "benchmarks would then hold records they trained on).")
+def data_split(ref: str, test_fraction: float, seed: int, force: bool) -> None:
+    """Make a deterministic held-out split of REF, recorded on the version. A version
+    candidates were trained on keeps its split unless --force."""
     with open_store() as store:
         dsv = store.resolve_dataset(ref)
         split = datasets.make_split(dsv.record_count, test_fraction, seed)
-        dsv = store.set_dataset_split(dsv, split)
+        dsv = store.split_dataset(dsv, split, force=force)
     click.echo(f"{dsv.ref}: {len(split.test_indices)} held out, {dsv.record_count - len(split.test_indices)} for training (seed {seed})")
     _ = msgspec
 

@@ -31,6 +31,7 @@ class DatasetUpload:
 class SplitRequest(msgspec.Struct):
     test_fraction: float = 0.1
     seed: int = 0
+    force: bool = False  # re-split a version candidates were trained on (409 otherwise)
 
 
 @post("/api/datasets", summary="Add a dataset file as a new version (multipart)", status_code=201, **ADMIN_BULK)
@@ -89,5 +90,5 @@ async def split_dataset(store: Store, name: str, data: SplitRequest, version: st
     if not isinstance(data.seed, int):
         raise InvalidInput("seed must be an integer")
     split = datasets.make_split(dsv.record_count, data.test_fraction, data.seed)
-    dsv = await store.set_dataset_split(dsv, split)
+    dsv = await store.split_dataset(dsv, split, force=data.force is True)
     return {"dataset": msgspec.to_builtins(dsv)}

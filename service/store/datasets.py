@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from service.domain import DatasetVersion, Split
-from service.errors import InvalidInput, NotFound
+from service.errors import Conflict, InvalidInput, NotFound
 
 _enc = msgspec.json.Encoder()
 
@@ -74,6 +74,21 @@ class DatasetStore:
         if not matches:
             raise NotFound(f"dataset {name!r} has no version {version!r}")
         raise InvalidInput(f"version prefix {version!r} of {name!r} is ambiguous")
+
+    async def split_dataset(self, dsv: DatasetVersion, split: Split, *, force: bool = False) -> DatasetVersion:
+        """Record `split` on the version. A version candidates were trained on keeps its split
+        (their held-out benchmarks would then hold records they trained on) unless `force`;
+        the same split again is no change."""
+        if not force and (dsv.split.test_indices if dsv.split else []) != split.test_indices:
+            trained = [c.name for c in await self.list_candidates() if c.dataset_id == dsv.id]  # type: ignore[attr-defined]
+            if trained:
+                listed = ", ".join(trained[:5]) + (f" and {len(trained) - 5} more" if len(trained) > 5 else "")
+                raise Conflict(
+                    f"{dsv.ref}: candidates were trained on it as it is split now ({listed}); a new split would put "
+                    "records they trained on into the held-out set that evals and `task from-data` read. Add the "
+                    "records under a new name to split them another way, or force it (arena data split --force; "
+                    "the API's force: true): traces keep the records each candidate was given")
+        return await self.set_dataset_split(dsv, split)
 
     async def set_dataset_split(self, dsv: DatasetVersion, split: Split) -> DatasetVersion:
         updated = msgspec.structs.replace(dsv, split=split)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
 
 import httpx
 
+from service import datasets
 from service.bases import make_base
 from service.store import SyncStore
 from tests.redis_fixtures import LiveServer, settings_env
@@ -38,6 +40,11 @@ def test_trace_report_page_and_curate(settings, tiny_base, word_task_records, tm
         # One record whose answer is markup: the report must show it escaped.
         lines[5] = json.dumps({"messages": [{"role": "user", "content": "Count the words: <b>x</b>"},
                                           {"role": "assistant", "content": "<script>alert(1)</script>"}]})
+        # Two training records that are one record twice: the trace's check evidence must
+        # name them as the report does, by their place in the version.
+        held = set(datasets.make_split(40, 0.25, 0).test_indices)
+        copy_of, copy = [i for i in range(6, 40) if i not in held][:2]
+        lines[copy] = lines[copy_of]
         assert admin.post("/api/datasets", files={"file": ("w.jsonl", "\n".join(lines))}, data={"name": "words"}).status_code == 201
         assert admin.post("/api/datasets/words/split", json={"test_fraction": 0.25, "seed": 0}).status_code == 200
         config = {"epochs": 2, "batch_size": 6, "lr": 5e-3, "logging_steps": 2, "eval_fraction": 0.0, "max_length": 64, "save_steps": 3}
@@ -57,7 +64,7 @@ def test_trace_report_page_and_curate(settings, tiny_base, word_task_records, tm
         done = wait_job(admin, f"/api/reports/{report_id}")
         assert done["job"]["status"] == "succeeded", done["job"]["error"]
         report = done["report"]
-        held = set(store.resolve_dataset("words").split.test_indices)
+        assert held == set(store.resolve_dataset("words").split.test_indices)
         # Every training record of the version is scored, by its position in the version.
         assert sorted(e["index"] for e in report["examples"]) == [i for i in range(40) if i not in held]
         scores = [e["score"] for e in report["examples"]]
@@ -69,6 +76,21 @@ def test_trace_report_page_and_curate(settings, tiny_base, word_task_records, tm
         assert not report["failures"][0]["prompt"].startswith("User:")
         assert {"read_failures_s", "dataset_checks_s", "train_features_s", "query_features_s"} <= set(report["method"]["cost"])
         assert report["checks"]["summary"]
+        named = re.findall(r"#(\d+) \(line (\d+)\)", json.dumps(report, ensure_ascii=False))
+        assert (str(copy_of), str(copy_of + 1)) in named and (str(copy), str(copy + 1)) in named
+        assert all(int(line) == int(i) + 1 for i, line in named), named  # line i+1 of the file is record i
+        # The version keeps the split its candidate was trained with: a new split would put
+        # trained-on records into the held-out benchmark. Forced, the trace still reads the
+        # records the run was given.
+        resplit = admin.post("/api/datasets/words/split", json={"test_fraction": 0.5, "seed": 7})
+        assert resplit.status_code == 409 and "counter" in resplit.json()["detail"], resplit.text
+        assert admin.post("/api/datasets/words/split", json={"test_fraction": 0.25, "seed": 0}).status_code == 200  # the same: fine
+        assert admin.post("/api/datasets/words/split", json={"test_fraction": 0.5, "seed": 7, "force": True}).status_code == 200
+        again = admin.post("/api/reports", json={"candidate": "counter", "evals": [ev.json()["id"]], "top": 50})
+        redone = wait_job(admin, f"/api/reports/{again.json()['id']}")
+        assert redone["job"]["status"] == "succeeded", redone["job"]["error"]
+        assert sorted(e["index"] for e in redone["report"]["examples"]) == [i for i in range(40) if i not in held]
+        assert admin.post("/api/datasets/words/split", json={"test_fraction": 0.25, "seed": 0, "force": True}).status_code == 200
         page = admin.get(f"/reports/{report_id}")
         assert page.status_code == 200 and "<svg" in page.text
         if 5 not in held:
