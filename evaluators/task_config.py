@@ -36,6 +36,7 @@ import yaml
 from jinja2.sandbox import SandboxedEnvironment
 
 from evaluators.bounded_json import TooDeep, check_depth
+from evaluators.encodings import not_utf8
 from evaluators.metrics import AGGREGATIONS, DEFAULT_METRICS, METRICS, OUTPUT_TYPES, OutputType, metrics_for
 
 
@@ -256,11 +257,20 @@ def _key_lines(text: str) -> dict[str, int]:
     return {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
 
 
-def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+def _read_text(path: Path, what: str) -> str:
+    """The file as UTF-8 text; `TaskError` saying where it is not (and what it reads as)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
-        raise TaskError(f"{path}: cannot read task file: {exc.strerror}") from None
+        raise TaskError(f"{path}: cannot read {what}: {exc.strerror}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise TaskError(not_utf8(str(path), raw, exc, option=None)) from None
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    text = _read_text(path, "task file")
     try:
         check_depth(text)
         raw = yaml.safe_load(text)
@@ -405,24 +415,19 @@ def load_docs(path: str | os.PathLike) -> list[dict[str, Any]]:
     `TaskError` naming file and line."""
     path = Path(path)
     docs = []
-    try:
-        handle = path.open(encoding="utf-8")
-    except OSError as exc:
-        raise TaskError(f"{path}: cannot read dataset: {exc.strerror}") from None
-    with handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                check_depth(line)
-                doc = json.loads(line)
-            except TooDeep as exc:
-                raise TaskError(f"{path}:{number}: nested deeper than {exc.limit} levels") from None
-            except json.JSONDecodeError as exc:
-                raise TaskError(f"{path}:{number}: invalid JSON: {exc.msg} (column {exc.colno})") from None
-            if not isinstance(doc, dict):
-                raise TaskError(f"{path}:{number}: expected a JSON object, got {type(doc).__name__}")
-            docs.append(doc)
+    for number, line in enumerate(_read_text(path, "dataset").split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            check_depth(line)
+            doc = json.loads(line)
+        except TooDeep as exc:
+            raise TaskError(f"{path}:{number}: nested deeper than {exc.limit} levels") from None
+        except json.JSONDecodeError as exc:
+            raise TaskError(f"{path}:{number}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+        if not isinstance(doc, dict):
+            raise TaskError(f"{path}:{number}: expected a JSON object, got {type(doc).__name__}")
+        docs.append(doc)
     return docs
 
 

@@ -91,28 +91,9 @@ def _decode(raw: bytes, filename: str, encoding: str | None) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        guess = _guess_encoding(raw, exc.start)
-        hint = f"; it reads as {guess}: give --encoding {guess}" if guess else "; give its encoding with --encoding"
-        raise InvalidInput(f"{filename}: not UTF-8: byte 0x{raw[exc.start]:02x} at line {line} (offset {exc.start}){hint}") from None
+        from evaluators.encodings import not_utf8
 
-
-def _guess_encoding(raw: bytes, at: int) -> str | None:
-    """The encoding the lines around byte `at` most plausibly are in, or None: of the
-    Chinese ones first (GB18030, Big5), else of any charset-normalizer knows, the decoding
-    with the least "chaos". GB18030 alone would decode almost any bytes, Big5 ones
-    included, into plausible-looking nonsense; and on a line or two of Chinese an
-    unrestricted guess often names a Korean code page."""
-    import charset_normalizer
-
-    start = raw.rfind(b"\n", max(0, at - 32768), at) + 1
-    stop = raw.find(b"\n", at, at + 32768)
-    sample = raw[start : stop if stop >= 0 else at + 32768]
-    best = (charset_normalizer.from_bytes(sample, cp_isolation=["gb18030", "big5"]).best()
-            or charset_normalizer.from_bytes(sample).best())
-    if best is None or best.encoding in ("utf_8", "ascii"):
-        return None
-    return best.encoding.replace("_", "-")
+        raise InvalidInput(not_utf8(filename, raw, exc)) from None
 
 
 def _parquet_rows(raw: bytes, filename: str) -> list[dict]:

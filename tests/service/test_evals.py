@@ -308,6 +308,18 @@ def test_task_from_data_export_and_validate(settings, arena_setup, tmp_path):
     assert "bad.yaml:3: field 'doc_to_target': template syntax error" in bad.stderr
     missing = arena(settings, "task", "from-data", "words@7", cwd=tmp_path)
     assert missing.returncode == 1 and "versions 1..1, not 7" in missing.stderr
+    # A task file, or its documents, saved in a Chinese code page: one line naming where it
+    # stops being UTF-8 and what it reads as, never a traceback.
+    (tmp_path / "gbk.yaml").write_bytes("task: 城市问答\ndataset: docs.jsonl\n".encode("gb18030"))
+    (tmp_path / "big5.yaml").write_text("task: t\ndataset: docs.jsonl\ndoc_to_text: '{{q}}'\ndoc_to_target: '{{a}}'\n")
+    (tmp_path / "docs.jsonl").write_bytes(json.dumps({"q": "陳靜住在哪個城市？", "a": "蘇州"}, ensure_ascii=False).encode("big5") + b"\n")
+    for task_file, where, encoding in (("gbk.yaml", "gbk.yaml", "gb18030"), ("big5.yaml", "docs.jsonl", "big5")):
+        for command in (("task", "validate", task_file), ("task", "export", task_file, "--out", "x"),
+                        ("eval", "--candidate", "good", "--task", task_file)):
+            done = arena(settings, *command, cwd=tmp_path)
+            assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+            assert done.stderr.count("\n") == 1 and f"{where}: not UTF-8: byte" in done.stderr, done.stderr
+            assert f"it reads as {encoding}: save it as UTF-8" in done.stderr, done.stderr
 
 
 # --- the runner's model over the generation backend ----------------------------------------------
