@@ -84,9 +84,12 @@ def normalize(text: str, *, t2s: bool = False) -> str:
     if text.isascii():  # NFKC and the CJK punctuation table leave ASCII as it is
         return text
     text = unicodedata.normalize("NFKC", text).translate(_PUNCT)
-    if t2s and has_cjk(text):
-        text = _opencc().convert(text)
-    return text
+    return simplified(text) if t2s else text
+
+
+def simplified(text: str) -> str:
+    """Traditional Chinese characters in `text` mapped to Simplified (OpenCC t2s); other text as it is."""
+    return _opencc().convert(text) if has_cjk(text) else text
 
 
 @functools.lru_cache(maxsize=1)

@@ -78,8 +78,13 @@ def test_traditional_copies_are_duplicates_conflicts_and_eval_overlap():
 
 
 def test_refusals_negations_and_segmentation():
-    for refusal in (REFUSAL, "对不起，我不能提供这方面的信息。", "作为一个人工智能，我没有个人观点。", "很抱歉，但我无法帮助您完成这个请求。"):
+    for refusal in (REFUSAL, "对不起，我不能提供这方面的信息。", "作为一个人工智能，我没有个人观点。", "很抱歉，但我无法帮助您完成这个请求。",
+                    # Traditional Chinese (Hong Kong and Taiwan data) reads as Simplified
+                    "抱歉，我無法回答這個問題。", "對不起，我無法提供這方面的資訊。", "作為一個人工智慧，我沒有個人觀點。"):
         assert is_refusal(refusal), refusal
+    flood = [qa(f"第{i}个问题是什么？", "抱歉，我無法回答這個問題。" if i % 3 == 0 else f"第{i}个问题的答案是{i}。") for i in range(30)]
+    [finding] = check_dataset(flood).by_check("refusal_rate")
+    assert finding.record_indices == tuple(range(0, 30, 3))
     for answer in ("抱歉让你久等了，答案是42。", "我无法想象比这更好的结果，答案是对的。" if False else "北京是中国的首都。", "非常好，继续保持。"):
         assert not is_refusal(answer), answer
     # 非常 ("very") is no negation: a one-word intensifier change is not a different answer ...
