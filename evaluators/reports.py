@@ -3,7 +3,8 @@
 `build_report(...)` turns an `AttributionResult`, the failures, the dataset-check report and
 the records into one plain dict (what `report.json` holds); `render_html` and
 `render_markdown` present it for people (a page with plots; a pull-request comment);
-`write_report` writes all three into a directory.
+`write_report` writes all three into a directory. Their interface strings are gettext
+messages (`_`), translated with the catalog the caller passes (the service's zh_CN one).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import io
 import json
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from evaluators.records import Conversation, exchanges
 from evaluators.sources import by_source
 
 _TEMPLATES = Path(__file__).resolve().parent / "templates"
+PLOT_FILE = "scores.svg"
 
 
 def _short(text: str, n: int = 240) -> str:
@@ -150,9 +152,7 @@ def _score_plot(report: dict[str, Any]) -> str:
     ax.bar(range(len(top)), [e["score"] for e in top], color=colours)
     ax.set_xticks(range(len(top)))
     ax.set_xticklabels([str(e["index"]) for e in top], rotation=90, fontsize=7)
-    ax.set_xlabel("training record (index), most responsible first")
-    ax.set_ylabel("score")
-    ax.set_title("Top records by responsibility (red: also flagged by a check or a reference conflict)", fontsize=9)
+    # No words in the picture: the page's caption says what it shows, in the reader's language.
     fig.tight_layout()
     buf = io.StringIO()
     fig.savefig(buf, format="svg")
@@ -167,22 +167,41 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def render_html(report: dict[str, Any]) -> str:
-    """A self-contained, escaped HTML page (inline CSS and SVG; no scripts)."""
-    return _environment().get_template("report.html").render(r=report, score_plot=_score_plot(report) if report["examples"] else "")
+def score_plot(report: dict[str, Any]) -> str:
+    """The page's SVG of the top records' scores ("" when no record was scored)."""
+    return _score_plot(report) if report["examples"] else ""
 
 
-def render_markdown(report: dict[str, Any]) -> str:
+def render_html(report: dict[str, Any], *, plot: str | None = None, gettext: Callable[[str], str] | None = None,
+                lang: str = "en", switch: dict[str, str] | None = None) -> str:
+    """A self-contained, escaped HTML page (inline CSS and SVG; no scripts). `gettext`
+    translates its interface strings (the service passes the reader's catalog; `lang` is
+    the page's <html lang>); `plot` is `score_plot(report)`, made here when not given;
+    `switch` ({"locale", "name"}) links the page in the other language."""
+    return _environment().get_template("report.html").render(
+        r=report, score_plot=score_plot(report) if plot is None else plot, _=gettext or _same, lang=lang, switch=switch)
+
+
+def render_markdown(report: dict[str, Any], *, gettext: Callable[[str], str] | None = None) -> str:
     """A Markdown summary for a pull-request comment."""
-    return _environment().get_template("report.md").render(r=report)
+    return _environment().get_template("report.md").render(r=report, _=gettext or _same)
 
 
-def write_report(report: dict[str, Any], directory: str | Path) -> dict[str, Path]:
-    """Write report.json, report.html and report.md; returns their paths."""
+def _same(text: str) -> str:
+    return text
+
+
+def write_report(report: dict[str, Any], directory: str | Path, *, gettext: Callable[[str], str] | None = None,
+                 lang: str = "en") -> dict[str, Path]:
+    """Write report.json, report.html, report.md (in `gettext`'s language) and the page's
+    plot, scores.svg (the service renders the page again in each reader's language);
+    returns their paths."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "report.json", "html": out / "report.html", "md": out / "report.md"}
+    paths = {"json": out / "report.json", "html": out / "report.html", "md": out / "report.md", "svg": out / PLOT_FILE}
     paths["json"].write_text(json.dumps(msgspec.to_builtins(report), indent=1, ensure_ascii=False))
-    paths["html"].write_text(render_html(report))
-    paths["md"].write_text(render_markdown(report))
+    plot = score_plot(report)
+    paths["svg"].write_text(plot)
+    paths["html"].write_text(render_html(report, plot=plot, gettext=gettext, lang=lang))
+    paths["md"].write_text(render_markdown(report, gettext=gettext))
     return paths

@@ -41,6 +41,11 @@ def translations(locale: str) -> gettext.NullTranslations:
     return gettext.GNUTranslations(buffer)
 
 
+def known_locale(value: str | None) -> str:
+    """`value` as one of `LOCALES` (`zh-CN`, `zh` → zh_CN), English when it is none of them."""
+    return _known(value) or "en"
+
+
 def _known(value: str | None) -> str | None:
     if not value:
         return None

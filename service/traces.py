@@ -312,7 +312,10 @@ def trace_job(ctx: JobContext) -> dict[str, Any]:
     )
     cost["report_s"] = time.perf_counter() - t0  # building it; writing the HTML's plot is not counted
     report["method"]["cost"] = {k: round(v, 3) for k, v in cost.items()}
-    paths = write_report(report, report_dir(settings, ctx.job_id))
+    from service.i18n import HTML_LANG, known_locale, translations
+
+    locale = known_locale(settings.locale)  # the files' language; the page follows each reader's
+    paths = write_report(report, report_dir(settings, ctx.job_id), gettext=translations(locale).gettext, lang=HTML_LANG[locale])
     top = report["examples"][: min(10, len(report["examples"]))]
     return {"report_dir": str(report_dir(settings, ctx.job_id)), "paths": {k: str(v) for k, v in paths.items()},
             "failures": len(failures), "top": [{"index": e["index"], "score": e["score"]} for e in top]}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import msgspec
 from litestar import Request, get, post
 from litestar.response import Response
@@ -63,4 +65,21 @@ async def report_page(request: Request, store: Store, report_id: str) -> Respons
         error = PathRedactor(request.app.state.settings.data_dir).text(job.error or "")
         body = f"<!doctype html><meta http-equiv='refresh' content='3'><p>Report {escape(report_id)}: {escape(job.status)} ({job.progress:.0%}) {escape(error)}</p>"
         return Response(body, media_type="text/html")
-    return Response(path.read_text(), media_type="text/html")
+    return _report_in_language(request, report_id, path)
+
+
+def _report_in_language(request: Request, report_id: str, page: Path) -> Response:
+    """The report page in the reader's language (`service.i18n`), rendered again from
+    report.json and its plot; a report written before the plot was kept apart is served
+    as it was written."""
+    from evaluators.reports import PLOT_FILE, render_html
+    from service.i18n import for_request
+
+    plot = page.with_name(PLOT_FILE)
+    if not plot.exists():
+        return Response(page.read_text(), media_type="text/html")
+    context, cookies = for_request(request)
+    report = traces.load_report(request.app.state.settings, report_id)
+    switch = {"locale": context["other_locale"], "name": context["other_locale_name"]}
+    html = render_html(report, plot=plot.read_text(), gettext=context["_"], lang=context["lang"], switch=switch)
+    return Response(html, media_type="text/html", cookies=list(cookies))

@@ -93,6 +93,13 @@ def test_trace_report_page_and_curate(settings, tiny_base, word_task_records, tm
         assert admin.post("/api/datasets/words/split", json={"test_fraction": 0.25, "seed": 0, "force": True}).status_code == 200
         page = admin.get(f"/reports/{report_id}")
         assert page.status_code == 200 and "<svg" in page.text
+        assert '<html lang="en"' in page.text and "Most responsible training records" in page.text
+        # The data owner's page speaks their language, as every other page does.
+        zh = admin.get(f"/reports/{report_id}", headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+        assert zh.status_code == 200 and '<html lang="zh-CN"' in zh.text and "<svg" in zh.text
+        assert "责任最大的训练记录" in zh.text and "Most responsible training records" not in zh.text
+        if 5 not in held:
+            assert "<script>alert(1)</script>" not in zh.text and "&lt;script&gt;" in zh.text
         if 5 not in held:
             assert "<script>alert(1)</script>" not in page.text and "&lt;script&gt;" in page.text
         assert admin.post("/api/reports", json={"candidate": "nobody", "evals": []}).status_code in (422, 404)
