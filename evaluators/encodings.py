@@ -50,14 +50,17 @@ def _encodes(char: str, encoding: str) -> bool:
     return True
 
 
-def not_utf8(name: str, raw: bytes, error: UnicodeDecodeError, *, option: str | None = "--encoding") -> str:
-    """One line saying where `raw` (the file `name`) stops being UTF-8 and what it reads as:
-    with `option`, how to name the encoding; without, how to convert the file."""
-    line = raw[: error.start].count(b"\n") + 1
+def not_utf8(name: str, raw: bytes, error: UnicodeDecodeError, *, option: str | None = "--encoding",
+             line: int | None = None) -> str:
+    """One line saying where `raw` (the file `name`, or its line `line`) stops being UTF-8
+    and what it reads as: with `option`, how to name the encoding; without, how to convert
+    the file."""
+    newlines = raw[: error.start].count(b"\n")
+    at = f"line {line}" if line is not None else f"line {newlines + 1} (offset {error.start})"
     guess = guess_encoding(raw, error.start)
     if option:
         hint = f"; it reads as {guess}: give {option} {guess}" if guess else f"; give its encoding with {option}"
     else:
         hint = (f"; it reads as {guess}: save it as UTF-8 (e.g. iconv -f {guess} -t utf-8)" if guess
                 else "; save it as UTF-8")
-    return f"{name}: not UTF-8: byte 0x{raw[error.start]:02x} at line {line} (offset {error.start}){hint}"
+    return f"{name}: not UTF-8: byte 0x{raw[error.start]:02x} at {at}{hint}"

@@ -132,8 +132,12 @@ def _finish(turns: list[Message], where: str) -> Conversation:
 
 
 def from_alpaca(obj: dict, where: str) -> Conversation:
-    instruction = _text(obj, "instruction", where)
+    """One Alpaca record, as LLaMA-Factory and XTuner read it: the user turn is the
+    instruction and the input joined by a newline, either of them may be empty (not both)."""
+    instruction = _text(obj, "instruction", where, allow_empty=True)
     context = _optional_text(obj, "input", where)
+    if not (instruction.strip() or context.strip()):
+        raise InvalidInput(f"{where}: fields 'instruction' and 'input' are both empty")
     output = _text(obj, "output", where)
     system = _optional_text(obj, "system", where)
     turns = [Message("system", system)] if system.strip() else []
@@ -144,7 +148,7 @@ def from_alpaca(obj: dict, where: str) -> Conversation:
         if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(p, str) and p.strip() for p in pair)):
             raise InvalidInput(f"{where}: history[{k}]: expected [query, response], two non-empty strings")
         turns += [Message("user", pair[0]), Message("assistant", pair[1])]
-    prompt = f"{instruction}\n\n{context}" if context.strip() else instruction
+    prompt = "\n".join(part for part in (instruction, context) if part.strip())
     return _finish([*turns, Message("user", prompt), Message("assistant", output)], where)
 
 
@@ -299,8 +303,8 @@ class ColumnMapping:
     """One `dataset_info.json` entry: its `formatting` (alpaca or sharegpt), its `columns`
     (LLaMA-Factory's names → the file's) and, for ShareGPT, its `tags`."""
 
-    def __init__(self, entry: dict[str, Any], name: str) -> None:
-        where = f"dataset_info.json: dataset {name!r}"
+    def __init__(self, entry: dict[str, Any], name: str, source: str = "dataset_info.json") -> None:
+        where = f"{source}: dataset {name!r}"
         self.format = entry.get("formatting", "alpaca")
         if self.format not in ("alpaca", "sharegpt"):
             raise InvalidInput(f"{where}: formatting {self.format!r}; expected alpaca or sharegpt")
@@ -335,12 +339,12 @@ class ColumnMapping:
         return record.with_meta(**dict(meta)) if meta else record
 
 
-def column_mapping(info: Any, dataset: str) -> ColumnMapping:
-    """The entry `dataset` of a parsed `dataset_info.json`."""
+def column_mapping(info: Any, dataset: str, source: str = "dataset_info.json") -> ColumnMapping:
+    """The entry `dataset` of a parsed `dataset_info.json` (`source`: the file, for errors)."""
     if not isinstance(info, dict):
-        raise InvalidInput("dataset_info.json: expected a JSON object of dataset names")
+        raise InvalidInput(f"{source}: expected a JSON object of dataset names")
     if dataset not in info:
-        raise InvalidInput(f"dataset_info.json: no dataset {dataset!r}; it has {', '.join(sorted(info)[:20]) or 'none'}")
+        raise InvalidInput(f"{source}: no dataset {dataset!r}; it has {', '.join(sorted(info)[:20]) or 'none'}")
     if not isinstance(info[dataset], dict):
-        raise InvalidInput(f"dataset_info.json: dataset {dataset!r} must be an object")
-    return ColumnMapping(info[dataset], dataset)
+        raise InvalidInput(f"{source}: dataset {dataset!r} must be an object")
+    return ColumnMapping(info[dataset], dataset, source)

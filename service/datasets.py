@@ -160,7 +160,8 @@ def _jsonl_record(line: str, n: int, filename: str, read: _Reader) -> Conversati
     return read(obj, where)
 
 
-def spool_records(path: Path, out: Path, fmt: str | None = None, *, encoding: str | None = None) -> tuple[int, str]:
+def spool_records(path: Path, out: Path, fmt: str | None = None, *, encoding: str | None = None,
+                  mapping: ColumnMapping | None = None) -> tuple[int, str]:
     """Read a dataset file record by record into `out` as normalised rows (what
     `write_records` writes, readable by `RecordFile`); return (records, format).
 
@@ -184,11 +185,11 @@ def spool_records(path: Path, out: Path, fmt: str | None = None, *, encoding: st
             sink.write(msgspec.json.encode(row) + b"\n")
 
         if filename.lower().endswith(".parquet") or head[:4] == b"PAR1" or head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"[":
-            parsed = parse_dataset(path.read_bytes(), filename, fmt, encoding=encoding)
+            parsed = parse_dataset(path.read_bytes(), filename, fmt, encoding=encoding, mapping=mapping)
             for record, line in zip(parsed.records, parsed.line_numbers):
                 write(record, line)
             return len(parsed.records), parsed.format
-        read = _Reader(fmt, None)
+        read = _Reader(fmt, mapping)
         with open(path, "rb") as f:
             for n, raw in enumerate(f, start=1):
                 try:
@@ -196,8 +197,11 @@ def spool_records(path: Path, out: Path, fmt: str | None = None, *, encoding: st
                 except LookupError:
                     raise InvalidInput(f"unknown encoding {encoding!r}; e.g. utf-8, gb18030, gbk, big5") from None
                 except UnicodeDecodeError as exc:
-                    hint = "" if encoding else "; give its encoding with --encoding (e.g. gb18030)"
-                    raise InvalidInput(f"{filename}: not {encoding or 'UTF-8'}: byte 0x{raw[exc.start]:02x} at line {n}{hint}") from None
+                    if encoding:
+                        raise InvalidInput(f"{filename}: not {encoding}: byte 0x{raw[exc.start]:02x} at line {n}") from None
+                    from evaluators.encodings import not_utf8
+
+                    raise InvalidInput(not_utf8(filename, raw, exc, line=n)) from None
                 line = (line.lstrip("\ufeff") if n == 1 else line).rstrip("\r\n")  # as parse_dataset's lines
                 if not line.strip():
                     continue

@@ -95,7 +95,7 @@ def parse_prompt_record(obj: Any, where: str, *, source: str | None = None, cate
             raise InvalidInput(f"{where}: no prompt: expected one of the fields {', '.join(_TEXT_KEYS)} or messages")
         text = obj[key]
         if key == "instruction" and isinstance(obj.get("input"), str) and obj["input"].strip():
-            text = f"{text}\n\n{obj['input']}"
+            text = f"{text}\n{obj['input']}"  # as the dataset reader (and LLaMA-Factory) joins them
         ref_key = next((k for k in _REFERENCE_KEYS if k in obj), None)
         reference = obj[ref_key] if ref_key else None
     if isinstance(reference, list):  # lm-eval style targets: keep the first

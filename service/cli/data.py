@@ -17,6 +17,14 @@ def data_cmd() -> None:
     """Add, list, show, split and check datasets."""
 
 
+def _mapping_options(command):
+    """`--dataset-info FILE --dataset NAME`: LLaMA-Factory's column mapping (see `_mapping`)."""
+    command = click.option("--dataset", "info_name", default=None,
+                           help="The dataset_info.json entry to use (with --dataset-info).")(command)
+    return click.option("--dataset-info", "dataset_info", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                        help="LLaMA-Factory's dataset_info.json: read FILE with the column mapping of --dataset.")(command)
+
+
 @data_cmd.command("add")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--name", required=True, help="Dataset name (letters, digits, . _ -).")
@@ -24,9 +32,7 @@ def data_cmd() -> None:
 @click.option("--parent", default=None, help="NAME[@VERSION] this version was curated from (lineage).")
 @click.option("--note", default="", help="A note kept with the version.")
 @click.option("--encoding", default=None, help="The file's text encoding when not UTF-8 (e.g. gb18030, gbk, big5).")
-@click.option("--dataset-info", "dataset_info", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="LLaMA-Factory's dataset_info.json: read FILE with the column mapping of --dataset.")
-@click.option("--dataset", "info_name", default=None, help="The dataset_info.json entry to use (with --dataset-info).")
+@_mapping_options
 @click.option("--json", "json_out", is_flag=True)
 def data_add(file: Path, name: str, fmt: str | None, parent: str | None, note: str, encoding: str | None,
              dataset_info: Path | None, info_name: str | None, json_out: bool) -> None:
@@ -75,7 +81,7 @@ def _mapping(dataset_info: Path | None, info_name: str | None, fmt: str | None):
         raise InvalidInput(f"{dataset_info}: cannot read ({exc})") from None
     except (msgspec.DecodeError, TooDeep) as exc:
         raise InvalidInput(f"{dataset_info}: not valid JSON ({exc})") from None
-    return column_mapping(info, info_name)
+    return column_mapping(info, info_name, str(dataset_info))
 
 
 @data_cmd.command("list")
@@ -141,12 +147,13 @@ def data_split(ref: str, test_fraction: float, seed: int, force: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(datasets.FORMATS), default=None,
               help="With a FILE: its record format (detected when not given).")
 @click.option("--encoding", default=None, help="With a FILE: its text encoding when not UTF-8 (e.g. gb18030).")
+@_mapping_options
 @click.option("--workers", type=int, default=None, help="Processes scanning records (default: every CPU).")
 @click.option("--json", "json_out", is_flag=True)
 @click.option("--fail-on", type=click.Choice(["never", "error", "warning"]), default="never", show_default=True,
               help="Exit 1 when a finding of this severity (or worse) exists.")
 def data_check(ref: str, expected_refusal_rate: float | None, fmt: str | None, encoding: str | None,
-               workers: int | None, json_out: bool, fail_on: str) -> None:
+               dataset_info: Path | None, info_name: str | None, workers: int | None, json_out: bool, fail_on: str) -> None:
     """Check REF (a dataset NAME[@VERSION], or a dataset FILE, not stored) for duplicates,
     conflicting answers, refusal floods, format drift, outliers, garbled records, unsupported
     facts and train/eval overlap (a version's held-out split is the eval side).
@@ -165,8 +172,11 @@ def data_check(ref: str, expected_refusal_rate: float | None, fmt: str | None, e
         raise InvalidInput(str(exc)) from None
     with tempfile.TemporaryDirectory(prefix="arena-check-") as tmp:
         path = Path(ref)
+        mapping = _mapping(dataset_info, info_name, fmt)
+        if mapping is not None and not path.is_file():
+            raise InvalidInput(f"{ref}: no such file (--dataset-info applies to a FILE, not a stored dataset)")
         if path.is_file():
-            total = _spool(path, Path(tmp) / "records.jsonl", fmt, encoding, workers)
+            total = _spool(path, Path(tmp) / "records.jsonl", fmt, encoding, workers, mapping)
             source, held, label = datasets.RecordFile(Path(tmp) / "records.jsonl"), [], str(path)
         elif path.suffix.lower() in (".jsonl", ".json", ".parquet") or "/" in ref or path.exists():
             raise InvalidInput(f"{ref}: no such file" if not path.exists() else f"{ref}: not a file")
@@ -208,7 +218,7 @@ def data_check(ref: str, expected_refusal_rate: float | None, fmt: str | None, e
         raise SystemExit(1)
 
 
-def _spool(path: Path, out: Path, fmt: str | None, encoding: str | None, workers: int | None) -> int:
+def _spool(path: Path, out: Path, fmt: str | None, encoding: str | None, workers: int | None, mapping=None) -> int:
     """`datasets.spool_records`; for a Chinese file with a second CPU, in a forked process
     while this one loads jieba's dictionary and tagger, which the scan's workers and the
     pair checks inherit instead of loading them after the spool."""
@@ -216,7 +226,7 @@ def _spool(path: Path, out: Path, fmt: str | None, encoding: str | None, workers
     from evaluators._parallel import in_background, worker_count
 
     def spool() -> int:
-        return datasets.spool_records(path, out, fmt, encoding=encoding)[0]
+        return datasets.spool_records(path, out, fmt, encoding=encoding, mapping=mapping)[0]
 
     if worker_count(workers) < 2 or encoding not in (None, "utf-8") or not lang.looks_chinese(path):
         return spool()

@@ -55,10 +55,10 @@ CLEAN = [
 ]
 
 # The examples in /work/shared/data, converted by hand as service.datasets does
-# (Alpaca: instruction, blank line, input; seed format: the User/Assistant turns).
+# (Alpaca: instruction, newline, input, as LLaMA-Factory joins them; seed format: the User/Assistant turns).
 SHARED_EXAMPLES = [
-    conv("Convert the temperature to Fahrenheit.\n\n25 °C", "77 °F"),
-    conv("Name the largest tributary of the Orvell river.\n\n"
+    conv("Convert the temperature to Fahrenheit.\n25 °C", "77 °F"),
+    conv("Name the largest tributary of the Orvell river.\n"
          "The Orvell river rises in the Kessin hills. Its largest tributary is the Mira.", "The Mira."),
     conv("Write a polite reply declining a meeting on Thursday.",
          "Thank you for the invitation. Unfortunately I am not available on Thursday; "

@@ -101,3 +101,25 @@ def test_a_chinese_file_spools_beside_the_segmenter_load_with_the_same_findings_
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "error: zh_bad.jsonl: invalid JSON at line 32, column 32: Expecting value"]
+
+
+def test_check_a_llama_factory_file_through_its_dataset_info(tmp_path):
+    """`arena data check` reads a file with LLaMA-Factory's column mapping, as `arena data add`
+    does (the detection error points at --dataset-info); errors name the info file given."""
+    rows = [{"问题": r["instruction"], "补充": r["input"], "回答": r["output"]} for r in _rows()]
+    data = tmp_path / "mapped.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    info = tmp_path / "my_info.json"
+    info.write_text(json.dumps({"zh": {"file_name": "mapped.jsonl", "columns": {"prompt": "问题", "query": "补充",
+                                                                                "response": "回答"}}}))
+    env = embedded_env(tmp_path)
+    plain = arena("data", "check", str(data), env=env)
+    assert plain.returncode == 1 and "--dataset-info" in plain.stderr
+    mapped = arena("data", "check", str(data), "--dataset-info", str(info), "--dataset", "zh", "--json", env=env)
+    assert mapped.returncode == 0, mapped.stderr
+    by_check = {f["check"]: f for f in json.loads(mapped.stdout)["findings"]}
+    assert by_check["exact_duplicate"]["record_indices"] == [3, 40]
+    wrong = arena("data", "check", str(data), "--dataset-info", str(info), "--dataset", "nope", env=env)
+    assert wrong.returncode == 1 and wrong.stderr == f"error: {info}: no dataset 'nope'; it has zh\n"
+    stored = arena("data", "check", "qa", "--dataset-info", str(info), "--dataset", "zh", env=env)
+    assert stored.returncode == 1 and "--dataset-info applies to a FILE" in stored.stderr

@@ -34,6 +34,18 @@ def test_llama_factory_alpaca_keeps_system_and_history():
         parse_dataset(jsonl({**record, "history": [["只有一半"]]}), "zh.jsonl")
 
 
+def test_alpaca_instruction_and_input_join_as_llama_factory_joins_them():
+    """LLaMA-Factory's AlpacaDatasetConverter (and XTuner's alpaca_map_fn): the user turn is
+    instruction and input joined by one newline, either one possibly empty: a record trains
+    here on the prompt it trains on there."""
+    both = {"instruction": "根据上下文回答问题。", "input": "罗兰住在济南。罗兰住在哪里？", "output": "济南。"}
+    only_input = {"instruction": "", "input": "王芳住在哪个城市？", "output": "上海"}
+    parsed = parse_dataset(jsonl(both, only_input), "zh.jsonl")
+    assert [r.prompt for r in parsed.records] == ["根据上下文回答问题。\n罗兰住在济南。罗兰住在哪里？", "王芳住在哪个城市？"]
+    with pytest.raises(InvalidInput, match=r"line 1: fields 'instruction' and 'input' are both empty"):
+        parse_dataset(jsonl({**only_input, "input": " "}), "zh.jsonl")
+
+
 def test_sharegpt_xtuner_and_openai_parts():
     sharegpt = {"system": "你是客服。", "conversations": [
         {"from": "human", "value": "查一下订单 42。"}, {"from": "function_call", "value": '{"name": "order", "id": 42}'},

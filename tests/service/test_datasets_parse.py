@@ -37,7 +37,7 @@ def test_plain_array_and_jsonl_normalise_to_the_same_version():
 
 def test_alpaca_input_joins_the_prompt():
     rec = parse_dataset(b'{"instruction": "Name it.", "input": "It is Mira.", "output": "Mira"}', "x.jsonl").records[0]
-    assert rec.prompt == "Name it.\n\nIt is Mira."
+    assert rec.prompt == "Name it.\nIt is Mira."  # as LLaMA-Factory and XTuner join them
     assert rec.answer == "Mira"
 
 
