@@ -92,6 +92,10 @@ def curate_cmd(report_ref, out, drop_top, drop_flagged, drop_sources, reason, bu
     if not drop_top and not drop_flagged and not budget and not drop_sources and not add_corrections:
         raise InvalidInput("say what to drop or add: --drop-top K, --drop-flagged, --drop-source S, --budget N "
                            "and/or --add-corrections")
+    if add_as:
+        from service.domain import check_name
+
+        check_name(add_as, "dataset name")  # before any file is written
     s = settings()
     report = traces.load_report(s, report_ref, allow_path=True)
     result = traces.curate_from_report(s, report, drop_top=drop_top, drop_flagged=drop_flagged, budget=budget, seed=seed,
@@ -127,14 +131,22 @@ def curate_cmd(report_ref, out, drop_top, drop_flagged, drop_sources, reason, bu
                 from service.corrections import mark_used
 
                 store._run(mark_used(store.store, [c.id for c in used], added.ref))
+    still = traces.open_errors(report, {item.index for item in result.removed})
     summary = {"kept": len(result.kept), "removed": len(result.removed), "out": str(out), "removed_file": str(removed_path),
-               "dataset": added.ref if added else None}
+               "dataset": added.ref if added else None, "open_errors": still}
     if add_corrections:
         summary.update(added_corrections=len(additions), added_file=str(added_path))
     if json_out:
         echo_json(summary)
         return
     click.echo(f"kept {len(result.kept)} of {result.n_input} records -> {out}; reasons for the {len(result.removed)} removed in {removed_path}")
+    if still:
+        kinds = ", ".join(sorted({f["check"] for f in still}))
+        records = sorted({i for f in still for i in f["record_indices"]})
+        shown = ", ".join(map(str, records[:12])) + (" …" if len(records) > 12 else "")
+        click.echo(f"note: {len(still)} error-level finding{'s' if len(still) != 1 else ''} ({kinds}) still hold in the kept "
+                   f"records ({shown}): pick the right side by hand, or drop one with --drop-source / --drop-top "
+                   "(--json lists them)", err=True)
     if add_corrections:
         click.echo(f"added {len(additions)} correction{'s' if len(additions) != 1 else ''} (accepted, not yet used) -> {added_path}")
     if added:

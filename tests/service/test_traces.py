@@ -138,6 +138,28 @@ def test_trace_report_page_and_curate(settings, tiny_base, word_task_records, tm
             bad = subprocess.run([sys.executable, "-m", "service.cli.__main__", "curate", "--report", report_id, "--out",
                                   str(out2), option, "-5"], env=env, capture_output=True, text=True, timeout=300)
             assert bad.returncode == 2 and "Traceback" not in bad.stderr and "-5 is not in the range x>=1" in bad.stderr
+        # A bad --add-as name is refused before anything is written: the user's files stay.
+        out2.write_text("keep-me\n")
+        bad = subprocess.run([sys.executable, "-m", "service.cli.__main__", "curate", "--report", report_id, "--out", str(out2),
+                              "--drop-top", "2", "--add-as", "../bad"], env=env, capture_output=True, text=True, timeout=300)
+        assert bad.returncode == 1 and "dataset name '../bad' is not valid" in bad.stderr
+        assert out2.read_text() == "keep-me\n"
     finally:
         srv.stop()
         store.close()
+
+
+def test_curate_says_which_error_level_findings_the_next_round_still_holds():
+    """--drop-flagged drops what is safe to drop; a conflict both of whose sides are kept
+    (the wrong answer's duplicate copy dropped, one copy left) is named, not kept silently."""
+    from service.traces import open_errors
+
+    report = {"checks": {"findings": [
+        {"check": "conflicting_answers", "severity": "error", "record_indices": [3, 7, 8], "message": "马超: 长沙 vs 太原"},
+        {"check": "conflicting_answers", "severity": "error", "record_indices": [10, 11], "message": "resolved"},
+        {"check": "empty_or_garbled", "severity": "error", "record_indices": [20], "message": "garbled"},
+        {"check": "exact_duplicate", "severity": "warning", "record_indices": [3, 30], "message": "copies"},
+    ]}}
+    still = open_errors(report, removed={8, 11})
+    assert [(f["check"], f["record_indices"]) for f in still] == [("conflicting_answers", [3, 7]), ("empty_or_garbled", [20])]
+    assert open_errors(report, removed={3, 7, 8, 10, 20}) == []
