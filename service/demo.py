@@ -293,7 +293,7 @@ class Demo(DemoData, DemoArena):
         self.console.print(_("report: {path}").format(path=out / "report.html"))
 
     def round_two(self) -> None:
-        from service import datasets, runs, traces
+        from service import curate, datasets, runs
 
         _ = self._
         self.step(7, _("Round 2: curate from the report, add the accepted corrections, retrain, gate against round 1"))
@@ -304,7 +304,7 @@ class Demo(DemoData, DemoArena):
         # And every record of a source the trace blames beyond its share: the one action that
         # reaches the failures the trace never saw (the held-out split's).
         drop_sources = [f"{f['field']}={f['value']}" for f in self.suspects]
-        result = traces.curate_from_report(self.settings, self.report, drop_top=flagged or None, drop_flagged=True, budget=None,
+        result = curate.curate_from_report(self.settings, self.report, drop_top=flagged or None, drop_flagged=True, budget=None,
                                            drop_sources=drop_sources, reason="the trace blames it beyond its share")
         added = self.add_corrections(result.kept)
         next_file = self.out / "inputs" / "facts-round2.jsonl"

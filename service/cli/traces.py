@@ -86,7 +86,7 @@ def curate_cmd(report_ref, out, drop_top, drop_flagged, drop_sources, reason, bu
     import json
 
     from evaluators.records import chat_row
-    from service import datasets, traces
+    from service import curate, datasets, traces
     from service.errors import InvalidInput
 
     if not drop_top and not drop_flagged and not budget and not drop_sources and not add_corrections:
@@ -98,7 +98,7 @@ def curate_cmd(report_ref, out, drop_top, drop_flagged, drop_sources, reason, bu
         check_name(add_as, "dataset name")  # before any file is written
     s = settings()
     report = traces.load_report(s, report_ref, allow_path=True)
-    result = traces.curate_from_report(s, report, drop_top=drop_top, drop_flagged=drop_flagged, budget=budget, seed=seed,
+    result = curate.curate_from_report(s, report, drop_top=drop_top, drop_flagged=drop_flagged, budget=budget, seed=seed,
                                        drop_sources=drop_sources, reason=reason)
     additions, used = [], []
     if add_corrections:
@@ -131,7 +131,7 @@ def curate_cmd(report_ref, out, drop_top, drop_flagged, drop_sources, reason, bu
                 from service.corrections import mark_used
 
                 store._run(mark_used(store.store, [c.id for c in used], added.ref))
-    still = traces.open_errors(report, {item.index for item in result.removed})
+    still = curate.open_errors(report, {item.index for item in result.removed})
     summary = {"kept": len(result.kept), "removed": len(result.removed), "out": str(out), "removed_file": str(removed_path),
                "dataset": added.ref if added else None, "open_errors": still}
     if add_corrections:

@@ -152,7 +152,7 @@ def test_trace_report_page_and_curate(settings, tiny_base, word_task_records, tm
 def test_curate_says_which_error_level_findings_the_next_round_still_holds():
     """--drop-flagged drops what is safe to drop; a conflict both of whose sides are kept
     (the wrong answer's duplicate copy dropped, one copy left) is named, not kept silently."""
-    from service.traces import open_errors
+    from service.curate import open_errors
 
     report = {"checks": {"findings": [
         {"check": "conflicting_answers", "severity": "error", "record_indices": [3, 7, 8], "message": "马超: 长沙 vs 太原"},
