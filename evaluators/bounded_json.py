@@ -42,3 +42,52 @@ def check_depth(text: str, limit: int = MAX_DEPTH) -> None:
                 raise TooDeep(text.count("\n", 0, match.start()) + 1, limit)
         elif token in ("]", "}"):
             depth = max(0, depth - 1)
+
+
+#: More values than any task file holds once its YAML aliases are expanded.
+MAX_YAML_VALUES = 100_000
+
+
+class TooMany(ValueError):
+    """YAML aliases that expand to more values than allowed (a "billion laughs" file);
+    `line` is the first anchor an alias repeats (1-based)."""
+
+    def __init__(self, line: int, limit: int) -> None:
+        super().__init__(f"line {line}: its aliases expand to more than {limit:,} values")
+        self.line, self.limit = line, limit
+
+
+def safe_yaml(text: str, limit: int = MAX_YAML_VALUES):
+    """`yaml.safe_load(text)`, refusing (`TooMany`) a document whose aliases expand to more
+    than `limit` values: a few lines of nested aliases name billions of values, which the
+    loader shares but anything that walks the result (a copy, a JSON encoding) expands.
+    The node graph is measured before anything is built; aliases point at shared nodes, so
+    measuring is linear in the text."""
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        sizes: dict[int, int] = {}
+        aliased: list[int] = []
+
+        def size(n) -> int:
+            known = sizes.get(id(n))
+            if known is not None:
+                aliased.append(n.start_mark.line + 1)
+                return known
+            sizes[id(n)] = 1  # a recursive alias counts once
+            children = n.value if isinstance(n, yaml.SequenceNode) else \
+                [c for pair in n.value for c in pair] if isinstance(n, yaml.MappingNode) else ()
+            total = 1 + sum(size(c) for c in children)
+            sizes[id(n)] = total
+            if total > limit:
+                raise TooMany(min(aliased, default=n.start_mark.line + 1), limit)
+            return total
+
+        size(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()

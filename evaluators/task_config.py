@@ -35,7 +35,7 @@ import msgspec
 import yaml
 from jinja2.sandbox import SandboxedEnvironment
 
-from evaluators.bounded_json import TooDeep, check_depth
+from evaluators.bounded_json import TooDeep, TooMany, check_depth, safe_yaml
 from evaluators.encodings import not_utf8
 from evaluators.metrics import AGGREGATIONS, DEFAULT_METRICS, METRICS, OUTPUT_TYPES, OutputType, metrics_for
 
@@ -273,9 +273,11 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     text = _read_text(path, "task file")
     try:
         check_depth(text)
-        raw = yaml.safe_load(text)
+        raw = safe_yaml(text)
     except TooDeep as exc:
         raise TaskError(f"{path}:{exc.line}: nested deeper than {exc.limit} levels") from None
+    except TooMany as exc:
+        raise TaskError(f"{path}:{exc.line}: YAML aliases expand to more than {exc.limit:,} values") from None
     except RecursionError:  # block-style nesting, which has no brackets to count
         raise TaskError(f"{path}: nested too deeply to read") from None
     except yaml.constructor.ConstructorError as exc:

@@ -34,6 +34,7 @@ from typing import Any
 import msgspec
 import yaml
 
+from evaluators.bounded_json import TooDeep, TooMany, check_depth, safe_yaml
 from evaluators.records import Conversation
 from evaluators.runner import EvalResult, evaluate
 from evaluators.tasks import (
@@ -92,8 +93,9 @@ def parse_task_text(text: str, overrides: dict[str, Any] | None = None) -> TaskC
     apply; a relative `dataset` path means nothing here (send `docs`, or name a
     registered dataset)."""
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError:
+        check_depth(text)
+        raw = safe_yaml(text)
+    except (yaml.YAMLError, TooDeep, TooMany, RecursionError):
         raw = None  # the loader below reports where
     except UnicodeError as exc:
         raise InvalidInput(f"task: not valid text: {exc}") from None

@@ -54,3 +54,31 @@ def test_deep_task_files_and_battle_files_are_errors(tmp_path):
     docs.write_text('{"q": "x"}\n{"q": ' + DEEP + "}\n")
     with pytest.raises(TaskError, match=rf"docs\.jsonl:2: nested deeper than {MAX_DEPTH} levels"):
         load_docs(docs)
+
+
+BOMB = ("task: t\ndataset: docs.jsonl\ndoc_to_text: '{{q}}'\ndoc_to_target: '{{a}}'\nmetadata:\n"
+        "  a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+        + "".join(f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10)))
+
+
+def test_a_yaml_alias_bomb_is_refused_before_anything_expands_it(tmp_path, live_server):
+    """Ten lines of nested aliases name 9^10 values: `task validate` used to run out of
+    memory (18 GB, then killed) walking them. Refused with the line, from a file, the CLI and
+    the API alike; a task with a few shared anchors still loads."""
+    from evaluators.bounded_json import MAX_YAML_VALUES, TooMany, safe_yaml
+
+    task = tmp_path / "bomb.yaml"
+    task.write_text(BOMB)
+    (tmp_path / "docs.jsonl").write_text('{"q": "x", "a": "y"}\n')
+    with pytest.raises(TooMany):
+        safe_yaml(BOMB)
+    with pytest.raises(TaskError, match=rf"bomb\.yaml:6: YAML aliases expand to more than {MAX_YAML_VALUES:,} values"):
+        load_task(task)
+    result = arena("task", "validate", str(task), env=embedded_env(tmp_path))
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "YAML aliases expand" in result.stderr
+    r = live_server.client(admin=True).post("/api/evals", json={"candidates": ["x"], "task": BOMB.replace("dataset: docs.jsonl\n", ""),
+                                                                 "docs": [{"q": "x", "a": "y"}]}, timeout=60)
+    assert r.status_code == 422 and "YAML aliases expand" in r.json()["detail"], r.text
+    shared = "task: t\ndataset: docs.jsonl\ndoc_to_text: &t '{{q}}'\ndoc_to_target: '{{a}}'\nmetadata: {again: *t}\n"
+    task.write_text(shared)
+    assert load_task(task).doc_to_text == "{{q}}"
