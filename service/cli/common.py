@@ -56,6 +56,13 @@ def call_with_queue(store: SyncStore, s: Settings, fn: Any, *args: Any, **kwargs
     return store._run(go())
 
 
+def cancel_job(store: SyncStore, s: Settings, job_id: str):
+    """`service.jobs.cancel` from the CLI (`arena jobs cancel`, `arena runs cancel`)."""
+    from service.jobs import cancel
+
+    return call_with_queue(store, s, lambda st, queue, _settings: cancel(st, queue, job_id))
+
+
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(msgspec.to_builtins(value), indent=2, ensure_ascii=False))
 

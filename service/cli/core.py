@@ -7,7 +7,7 @@ import asyncio
 import click
 
 from service.config import redact_url
-from service.cli.common import call_with_queue, echo_json, open_store, settings
+from service.cli.common import call_with_queue, cancel_job, echo_json, open_store, settings
 
 
 @click.command("config")
@@ -107,11 +107,9 @@ def jobs_show(job_id: str) -> None:
 @click.argument("job_id")
 def jobs_cancel(job_id: str) -> None:
     """Cancel a queued or running job."""
-    from service.jobs import cancel
-
     s = settings()
     with open_store(s) as store:
-        job = call_with_queue(store, s, cancel, job_id)
+        job = cancel_job(store, s, job_id)
     click.echo(f"{job.id}: {job.status}{' (stopping at the next step)' if job.status == 'running' else ''}")
 
 

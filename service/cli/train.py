@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from service.cli.common import call_with_queue, echo_json, follow_job, open_store, settings
+from service.cli.common import call_with_queue, cancel_job, echo_json, follow_job, open_store, settings
 
 
 def _enqueue(store, s, **kw):
@@ -201,9 +201,7 @@ def runs_show(run_id: str) -> None:
 @click.argument("run_id")
 def runs_cancel(run_id: str) -> None:
     """Stop a run within a few steps; no candidate is registered."""
-    from service.jobs import cancel
-
     s = settings()
     with open_store(s) as store:
-        job = call_with_queue(store, s, cancel, run_id)
+        job = cancel_job(store, s, run_id)
     click.echo(f"{job.id}: {job.status}{' (stopping within a few steps)' if job.status == 'running' else ''}")

@@ -189,3 +189,18 @@ def test_job_orphaned_by_saq_is_requeued_and_finishes(settings, store, tmp_path)
         assert done.attempts == 2
     finally:
         stop(worker)
+
+
+def test_cancel_from_the_cli(settings, store, tmp_path):
+    """`arena jobs cancel` and `arena runs cancel` as a user types them (both were a
+    TypeError traceback; only the API's DELETE worked)."""
+    env = settings_env(settings)
+    for command in ("jobs", "runs"):
+        queued = enqueue(store, settings, "test.count", n=3, delay=0.01, dir=str(tmp_path))
+        done = subprocess.run([sys.executable, "-m", "service.cli.__main__", command, "cancel", queued.id], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and done.stdout.strip() == f"{queued.id}: cancelled", done.stderr
+        assert store.get_job(queued.id).status == "cancelled"
+        again = subprocess.run([sys.executable, "-m", "service.cli.__main__", command, "cancel", queued.id], env=env,
+                               capture_output=True, text=True, timeout=120)
+        assert again.returncode == 1 and again.stderr == f"error: job {queued.id} already cancelled\n"
