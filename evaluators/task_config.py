@@ -21,7 +21,9 @@ renders them), what kind of model output it scores, and which metrics.
 
 from __future__ import annotations
 
+import collections.abc
 import difflib
+import inspect
 import json
 import os
 import re
@@ -35,6 +37,7 @@ import msgspec
 import yaml
 from jinja2.sandbox import SandboxedEnvironment
 
+from evaluators import safe_regex
 from evaluators.bounded_json import TooDeep, TooMany, check_depth, safe_yaml
 from evaluators.encodings import not_utf8
 from evaluators.metrics import AGGREGATIONS, DEFAULT_METRICS, METRICS, OUTPUT_TYPES, OutputType, metrics_for
@@ -53,19 +56,13 @@ class TaskError(ValueError):
 #: The longest string or list a template's `*` may build, and the largest `**` exponent.
 MAX_TEMPLATE_ITEMS = 1_000_000
 MAX_EXPONENT = 1024
-#: Seconds a `regex_replace` pattern may run (the `regex` engine's timeout) before the
-#: template fails: a task's pattern is untrusted and may backtrack catastrophically.
-REGEX_TIMEOUT_S = 1.0
-
-
 def _regex_replace(text: str, pattern: str, replacement: str = "", count: int = 0) -> str:
     import regex
 
     try:
-        return regex.sub(pattern, replacement, text, count=count, timeout=REGEX_TIMEOUT_S)
-    except TimeoutError:
-        raise jinja2.sandbox.SecurityError(
-            f"regex_replace pattern {pattern[:60]!r} ran over {REGEX_TIMEOUT_S:g} s") from None
+        return safe_regex.sub(pattern, replacement, text, count=count)
+    except safe_regex.RegexTooSlow as exc:
+        raise jinja2.sandbox.SecurityError(f"regex_replace {exc}") from None
     except regex.error as exc:
         raise jinja2.TemplateError(f"regex_replace pattern {pattern[:60]!r}: {exc}") from None
 
@@ -237,6 +234,10 @@ def _validate(task: TaskConfig) -> None:
         if unknown:
             raise TaskError(f"field '{where}.{sorted(unknown)[0]}': not an option of {m.metric!r}; "
                             f"options: {', '.join(sorted(spec.options)) or '(none)'}")
+        for option, value in m.kwargs.items():
+            problem = _option_problem(spec.score, option, value)
+            if problem:
+                raise TaskError(f"field '{where}.{option}': {problem}")
     names = [m.metric for m in task.metric_list]
     if len(set(names)) != len(names):
         twice = sorted(n for n in names if names.count(n) > 1)[0]
@@ -293,6 +294,28 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     if not isinstance(raw, dict):
         raise TaskError(f"{path}: expected a mapping of task fields, got {type(raw).__name__}")
     return raw, _key_lines(text)
+
+
+def _option_problem(score: Callable[..., float], option: str, value: Any) -> str | None:
+    """What is wrong with a metric option's value, by the type of the metric's keyword
+    (booleans, numbers, lists of regular expressions), or None: a wrong value fails here,
+    when the task is loaded, not at the end of an eval."""
+    import typing
+
+    default = inspect.signature(score).parameters[option].default
+    expected = typing.get_type_hints(score).get(option)
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else f"expected true or false, got {value!r}"
+    if isinstance(default, (int, float)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok else f"expected a number, got {value!r}"
+    if typing.get_origin(expected) in (list, tuple, typing.Sequence, collections.abc.Sequence):
+        if not isinstance(value, list):
+            return f"expected a list, got {type(value).__name__} {value!r:.60}"
+        if option.startswith("regex"):
+            return next((p for p in map(safe_regex.check_pattern, value) if p), None)
+        return None if all(isinstance(v, str) for v in value) else "expected a list of strings"
+    return None
 
 
 def _normalise_raw(raw: dict[str, Any], base_dir: Path, where: Callable[[str], str]) -> dict[str, Any]:

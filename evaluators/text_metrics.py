@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 
+from evaluators import safe_regex
 from evaluators.metrics import GenerationOutcome, register_metric
 
 
@@ -57,8 +58,8 @@ def exact_match(
     `strip` also trims surrounding whitespace."""
 
     def norm(text: str) -> str:
-        for pattern in regexes_to_ignore:
-            text = re.sub(pattern, "", text)
+        for pattern in regexes_to_ignore:  # untrusted (a task's): under a time limit
+            text = safe_regex.sub(pattern, "", text)
         if ignore_case:
             text = text.lower()
         if ignore_punctuation:

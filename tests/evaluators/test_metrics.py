@@ -37,6 +37,21 @@ def test_exact_match_is_strict_by_default_and_normalises_like_lm_eval():
     assert value("exact_match", gen("x1", "x2"), ignore_numbers=True) == 1.0
 
 
+def test_a_backtracking_pattern_fails_in_a_second_instead_of_holding_the_worker():
+    """`regexes_to_ignore` comes from an untrusted task file: `(a+)+$` on 40 a's and a b ran
+    for an hour under `re` (the worker ignored SIGTERM meanwhile). The `regex` engine reads
+    that one in linear time; a pattern that backtracks there too fails with its name."""
+    import time
+
+    from evaluators.safe_regex import RegexTooSlow
+
+    assert value("exact_match", gen("a" * 40 + "b", "b"), regexes_to_ignore=["(a+)+$"]) == 0.0
+    started = time.monotonic()
+    with pytest.raises(RegexTooSlow, match=r"pattern '\(a\|aa\)\+\$' ran over 1 s"):
+        value("exact_match", gen("a" * 40 + "!", "x"), regexes_to_ignore=["(a|aa)+$"])
+    assert time.monotonic() - started < 30
+
+
 def test_generation_metrics_take_the_best_reference():
     assert value("exact_match", gen("4", "four", "4")) == 1.0
     assert value("token_f1", gen("the cat sat", "dog", "a cat sat down")) == pytest.approx(0.8)

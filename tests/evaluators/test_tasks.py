@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import msgspec
@@ -305,3 +306,21 @@ def test_templates_cannot_exhaust_the_worker(template, message):
     ok = TaskConfig(task="t", dataset="d.jsonl", doc_to_text="{{ a * 3 }}{{ 2 ** 10 }}{{ a | regex_replace('x', 'y') }}",
                     doc_to_target="{{a}}")
     assert build_requests(ok, [{"a": "x"}])[0].prompt == "xxx1024y"
+
+
+@pytest.mark.parametrize("options, message", [
+    ("regexes_to_ignore: ['(unclosed']", "'(unclosed' is not a valid regular expression"),
+    ("regexes_to_ignore: abc", "expected a list, got str"),
+    ("regexes_to_ignore: [5]", "expected a regular expression (a string), got int"),
+    ("ignore_case: {a: 1}", "expected true or false"),
+    ("ignore_case: 1", "expected true or false"),
+])
+def test_metric_options_are_checked_when_the_task_loads(tmp_path, options, message):
+    """A wrong option used to pass `task validate` and fail the eval at the end (or, for a
+    string where a list goes, silently ignore three one-character "regexes")."""
+    (tmp_path / "d.jsonl").write_text('{"q": "x", "a": "y"}\n')
+    task = tmp_path / "t.yaml"
+    task.write_text("task: t\ndataset: d.jsonl\ndoc_to_text: '{{q}}'\ndoc_to_target: '{{a}}'\n"
+                    f"metric_list:\n  - metric: exact_match\n    {options}\n")
+    with pytest.raises(TaskError, match=rf"t\.yaml:5: field 'metric_list\[0\]\.\w+': .*{re.escape(message)}"):
+        load_task(task)
