@@ -25,6 +25,7 @@ from evaluators.task_config import (
     TaskError,
     TaskMetadata,
     _compile,
+    render_bounded,
     is_registered_dataset,
     load_docs,
     load_task,
@@ -39,7 +40,7 @@ from evaluators.task_export import LmEvalExport, export_lm_eval, lm_eval_config,
 def render(template: str, doc: dict[str, Any]) -> str:
     """Render a Jinja template with the document's fields as variables (undefined
     variables are errors, not empty strings)."""
-    return _compile(template).render(**doc)
+    return render_bounded(_compile(template), doc)
 
 
 def doc_hash(doc: dict[str, Any]) -> str:

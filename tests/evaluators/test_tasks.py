@@ -297,15 +297,30 @@ def test_templates_render_in_a_sandbox():
     ("{{ [1] * 2000000 }}", "over the template limit"),
     ("{{ ((2 ** 1000) ** 1000) ** 1000 }}", "over the template limit"),
     ("{{ a | regex_replace('(', '') }}", "regex_replace pattern"),
+    # Found by an attacker audit: each filled 20 GB or ran until killed.
+    ("{{ ('x' * 999999) | center(10000000000) }}", "over the limit"),
+    ("{{ 'x'.ljust(10000000000) }}", "over the limit"),
+    ("{{ '%10000000000s' % a }}", "format width over the template limit"),
+    ("{{ '{:>10000000000}'.format(a) }}", "format width over the template limit"),
+    ("{{ '%10000000000s' | format(a) }}", "format width over the template limit"),
+    ("{{ ('x' * 999999) | replace('x', 'xxxxxxxxxx') }}", "replace that could build text"),
+    ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "ran over 2 s"),
+    ("{% for i in range(100000) %}{% for j in range(100) %}xy{% endfor %}{% endfor %}", "renders over 1,000,000 characters"),
+    ("{{ range(10**9) | list }}", "over"),
+    ("{% set ns = namespace(s='x' * 1000) %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+     "concatenation over the template limit"),
+    ("{% set ns = namespace(s='x' * 1000) %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}", "sum of"),
+    ("{% set ns = namespace(l=[1] * 1000) %}{% for i in range(40) %}{{ ns.l.extend(ns.l) }}{% endfor %}", "list of over"),
 ])
 def test_templates_cannot_exhaust_the_worker(template, message):
     """Untrusted task templates are bounded in memory and time, each failure a task error."""
     task = TaskConfig(task="t", dataset="d.jsonl", doc_to_text=template, doc_to_target="{{a}}")
     with pytest.raises(TaskError, match=rf"doc 0 .*{message}"):
         build_requests(task, [{"a": "x"}])
-    ok = TaskConfig(task="t", dataset="d.jsonl", doc_to_text="{{ a * 3 }}{{ 2 ** 10 }}{{ a | regex_replace('x', 'y') }}",
-                    doc_to_target="{{a}}")
-    assert build_requests(ok, [{"a": "x"}])[0].prompt == "xxx1024y"
+    ok = TaskConfig(task="t", dataset="d.jsonl", doc_to_text="{{ a * 3 }}{{ 2 ** 10 }}{{ a | regex_replace('x', 'y') }}"
+                    "{{ a | center(5) }}{{ '%3s' % a }}{{ '{:>3}'.format(a) }}{{ a | replace('x', 'z') }}"
+                    "{% for c in ['p', 'q'] %}{{ c }}{% endfor %}{{ 'Order 12345678' }}", doc_to_target="{{a}}")
+    assert build_requests(ok, [{"a": "x"}])[0].prompt == "xxx1024y  x    x  xzpqOrder 12345678"
 
 
 @pytest.mark.parametrize("options, message", [
