@@ -332,10 +332,16 @@ def _paired_test(task: str, baseline: MetricScores, candidate: MetricScores, *, 
     if not keys:
         return Verdict(**common, status="error", reason=f"{name}: no items scored by both runs "
                        f"({len(baseline.values)} baseline, {len(candidate.values)} candidate)")
-    vb = np.array([baseline.values[k] for k in keys])
-    vc = np.array([candidate.values[k] for k in keys])
-    wb = np.array([baseline.weights.get(k, 1.0) for k in keys])
-    wc = np.array([candidate.weights.get(k, 1.0) for k in keys])
+    vb = np.array([baseline.values[k] for k in keys], dtype=float)
+    vc = np.array([candidate.values[k] for k in keys], dtype=float)
+    wb = np.array([baseline.weights.get(k, 1.0) for k in keys], dtype=float)
+    wc = np.array([candidate.weights.get(k, 1.0) for k in keys], dtype=float)
+    for side, values, weights in (("baseline", vb, wb), ("candidate", vc, wc)):
+        bad = [k for k, ok in zip(keys, np.isfinite(values) & np.isfinite(weights)) if not ok]
+        if bad:  # one NaN makes every bootstrap round NaN: no test can be run on it
+            return Verdict(**common, status="error", reason=(
+                f"{name}: the {side} has no finite score on {len(bad)} of {len(keys)} paired items "
+                f"(NaN or inf; e.g. item {bad[0]}): a metric missing on some items cannot gate"))
     agg = candidate.aggregation
     base_value, cand_value = aggregate_value(agg, vb, wb), aggregate_value(agg, vc, wc)
     common.update(baseline=base_value, candidate=cand_value, diff=cand_value - base_value)

@@ -253,6 +253,9 @@ def check_cmd(baseline: str, candidate: str, task_files: str, margin: float, alp
             raise CannotRun(f"--alpha {alpha}: expected a level in (0, 1)")
         if not margin >= 0 or margin == float("inf"):  # nan compares false
             raise CannotRun(f"--margin {margin}: expected a finite number >= 0")
+        for option, out in (("--junit", junit_path), ("--json", None if to_stdout else json_path)):
+            if out is not None and not Path(out).parent.is_dir():  # found now, not after the evals
+                raise CannotRun(f"{option} {out}: no directory {Path(out).parent}")
         tasks = [_task_file(f, apply_chat_template=apply_chat_template, system_instruction=system_instruction,
                             fewshot_as_multiturn=fewshot_as_multiturn) for f in _names(task_files)]
         if not tasks:
@@ -283,14 +286,16 @@ def check_cmd(baseline: str, candidate: str, task_files: str, margin: float, alp
     except (ArenaError, ValueError) as exc:
         click.echo(f"error: {getattr(exc, 'message', None) or exc}", err=True)
         sys.exit(2)
-    if junit_path is not None:
-        write_junit(verdicts, junit_path)
-    if json_path is not None:
-        text = json.dumps(verdicts_json(verdicts), indent=2, ensure_ascii=False)
-        if to_stdout:
-            click.echo(text)
-        else:
-            Path(json_path).write_text(text, encoding="utf-8")
+    try:
+        if junit_path is not None:
+            write_junit(verdicts, junit_path)
+        if json_path is not None and not to_stdout:
+            Path(json_path).write_text(json.dumps(verdicts_json(verdicts), indent=2, ensure_ascii=False), encoding="utf-8")
+    except OSError as exc:  # a gate whose report is lost could not report: 2, never 1
+        click.echo(f"error: cannot write {exc.filename}: {exc.strerror}", err=True)
+        sys.exit(2)
+    if to_stdout:
+        click.echo(json.dumps(verdicts_json(verdicts), indent=2, ensure_ascii=False))
     code = exit_code(verdicts)
     if not to_stdout:
         _print_verdicts(verdicts, str(baseline), candidate, margin)

@@ -171,6 +171,21 @@ def test_what_cannot_be_compared_exits_2():
     assert exit_code(verdicts) == 2 and exit_code([]) == 2
 
 
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_a_score_that_is_not_a_number_cannot_gate(bad):
+    """One NaN (lm-eval writes bare NaN; a perplexity over an empty text is one) made every
+    bootstrap round NaN and `arena check` an IndexError traceback with exit 1, which CI reads
+    as a regression. It is exit 2, naming the metric and an item."""
+    keys = [f"h{i}" for i in range(16)]
+    values = [0.5 + 0.01 * i for i in range(16)]
+    base = MetricScores("byte_perplexity", False, "mean", dict(zip(keys, values)))
+    nan_one = MetricScores("byte_perplexity", False, "mean", {**dict(zip(keys, values)), "h3": bad})
+    for b, c, side in ((nan_one, base, "baseline"), (base, nan_one, "candidate")):
+        verdict = compare_metric("ppl", b, c, margin=0.0, seed=0)
+        assert verdict.status == "error" and exit_code([verdict]) == 2
+        assert f"the {side} has no finite score on 1 of 16 paired items" in verdict.reason and "h3" in verdict.reason
+
+
 def test_junit_and_json_reports(tmp_path):
     bad_base, bad_cand = paired(b=40, c=2, both_right=50, both_wrong=8)
     ok_base, ok_cand = paired(b=3, c=3, both_right=150, both_wrong=44)

@@ -252,6 +252,10 @@ def test_check_says_why_it_cannot_run_and_judges_an_lm_eval_directory(settings, 
         bad = check("--baseline", "good", "--candidate", "same", "--margin", margin)
         assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
             f"error: --margin {float(margin)}: expected a finite number >= 0"], bad.stderr
+    for option in ("--junit", "--json"):  # found before any eval runs; 2 (could not report), never 1
+        lost = check("--baseline", "good", "--candidate", "same", option, str(tmp_path / "missing" / "gate.out"))
+        assert lost.returncode == 2 and lost.stderr == f"error: {option} {tmp_path / 'missing' / 'gate.out'}: no directory " \
+                                                       f"{tmp_path / 'missing'}\n", lost.stderr
     broken = arena(settings, "check", "--baseline", "good", "--candidate", "same", "--task",
                    str(write_task(tmp_path / "broken.yaml", metric_list=[{"metric": "exact_mach"}])), cwd=tmp_path)
     assert broken.returncode == 2 and "field 'metric_list[0].metric'" in broken.stderr and "exact_match" in broken.stderr
