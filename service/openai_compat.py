@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
@@ -54,7 +54,8 @@ class _Sampling(msgspec.Struct, kw_only=True):
     temperature: float | None = None
     top_p: float | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    #: A 64-bit integer, as torch's generator takes (a seed past it was a 500, or an error mid-stream).
+    seed: Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)] | None = None
     n: int | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None

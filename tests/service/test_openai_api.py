@@ -201,6 +201,10 @@ def test_bad_input_gets_the_right_status_and_says_what_is_wrong(server):
         assert says in r.json()["detail"], (extra, r.json())
     r = client.post("/v1/completions", json={"model": "cand-a", "prompt": ["a", "b"]})
     assert r.status_code == 400 and "one string" in r.json()["detail"]
+    for path, body in (("/v1/chat/completions", chat_body("cand-a", "hi")), ("/v1/completions", {"model": "cand-a", "prompt": "hi"})):
+        for stream in (False, True):  # a seed torch cannot take: 400 before any generation (it was a 500, or an error mid-stream)
+            r = client.post(path, json=body | {"seed": 2**64, "temperature": 1.0, "max_tokens": 2, "stream": stream})
+            assert r.status_code == 400 and "seed" in r.text, r.text
     r = client.post("/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400
     r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "no model"}]})
