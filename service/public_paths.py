@@ -15,7 +15,8 @@ from typing import Any
 
 #: Keys whose values are file-system paths in what the service stores.
 PATH_KEYS = frozenset({"path", "adapter_dir", "out_dir", "report_dir", "base_path", "adapter", "source", "results_path",
-                       "samples_path", "dir", "docs_path", "yaml_path", "checkpoint", "resumed_from"})
+                       "samples_path", "dir", "docs_path", "yaml_path", "checkpoint", "resumed_from",
+                       "dataset"})  # a task's JSONL file (a dataset ref, NAME@N:SPLIT, is never absolute)
 DATA_DIR_NAME = "$ARENA_DATA_DIR"
 
 
