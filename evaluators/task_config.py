@@ -407,6 +407,9 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
         raise TaskError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
     if not isinstance(raw, dict):
         raise TaskError(f"{path}: expected a mapping of task fields, got {type(raw).__name__}")
+    for key in raw:
+        if not isinstance(key, str):
+            raise TaskError(f"{path}: field names are text; got {key!r}")
     return raw, _key_lines(text)
 
 

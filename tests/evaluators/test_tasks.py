@@ -339,3 +339,13 @@ def test_metric_options_are_checked_when_the_task_loads(tmp_path, options, messa
                     f"metric_list:\n  - metric: exact_match\n    {options}\n")
     with pytest.raises(TaskError, match=rf"t\.yaml:5: field 'metric_list\[0\]\.\w+': .*{re.escape(message)}"):
         load_task(task)
+
+
+@pytest.mark.parametrize("text, key", [("?", "None"), ("1: x\n", "1"), ("null: 3\n", "None")])
+def test_a_field_name_that_is_not_text_is_a_task_error(tmp_path, text, key):
+    """`?` (a YAML key with no name) was a TypeError deep in the field-name hint: a 500 from
+    POST /api/evals (found by the API fuzz test)."""
+    task = tmp_path / "t.yaml"
+    task.write_text(text)
+    with pytest.raises(TaskError, match=rf"t\.yaml: field names are text; got {key}"):
+        load_task(task)
