@@ -24,14 +24,13 @@ from evaluators.task_config import (
     TaskConfig,
     TaskError,
     TaskMetadata,
-    _compile,
-    render_bounded,
     is_registered_dataset,
     load_docs,
     load_task,
     load_task_docs,
 )
 from evaluators.task_export import LmEvalExport, export_lm_eval, lm_eval_config, task_from_records
+from evaluators.task_templates import _compile, render_bounded
 
 
 # --- rendering ---------------------------------------------------------------------------
