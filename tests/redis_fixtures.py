@@ -87,8 +87,10 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.app = create_app(settings, settings.redis_url, worker=worker)
+        # A test that leaves a stream open must not keep the server (and its board refresher,
+        # logging into a closed stream for the rest of the run) alive after `stop`.
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
-                                                   proxy_headers=False))
+                                                   proxy_headers=False, timeout_graceful_shutdown=5))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self) -> LiveServer:
@@ -103,6 +105,9 @@ class LiveServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)
+        if self.thread.is_alive():  # still waiting on a connection or a task: stop without waiting
+            self.server.force_exit = True
+            self.thread.join(timeout=15)
 
     def client(self, admin: bool = False) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.settings.admin_token}"} if admin else {}
