@@ -337,7 +337,8 @@ class Demo(DemoData, DemoArena):
     def gate_against(self, baseline: str, candidate: str, *, show: bool = True) -> dict[str, dict[str, Any]]:
         """The regression gate of `candidate` against `baseline` on each split (printed
         unless `show` is false), with the two-sided exact McNemar test's verdict in `change`."""
-        from evaluators.regression import compare, exit_code, load_lm_eval_results
+        from evaluators.gate_scores import load_lm_eval_results
+        from evaluators.regression import compare, exit_code
 
         _ = self._
         gates = {}

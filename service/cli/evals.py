@@ -167,7 +167,7 @@ class CannotRun(Exception):
 
 
 def _scores_of(record, name: str, task: str):
-    from evaluators.regression import load_lm_eval_results
+    from evaluators.gate_scores import load_lm_eval_results
 
     folder = Path(record.candidate(name).results_path).parent
     try:
@@ -267,7 +267,7 @@ def check_cmd(baseline: str, candidate: str, task_files: str, margin: float, alp
         baseline_dir = Path(baseline) if Path(baseline).is_dir() else None
         with open_store(s) as store:
             if baseline_dir is not None:
-                from evaluators.regression import load_lm_eval_results
+                from evaluators.gate_scores import load_lm_eval_results
 
                 try:
                     baseline_scores = load_lm_eval_results(baseline_dir)
@@ -286,16 +286,17 @@ def check_cmd(baseline: str, candidate: str, task_files: str, margin: float, alp
     except (ArenaError, ValueError) as exc:
         click.echo(f"error: {getattr(exc, 'message', None) or exc}", err=True)
         sys.exit(2)
+    text = json.dumps(verdicts_json(verdicts), indent=2, ensure_ascii=False) if json_path is not None else None
     try:
         if junit_path is not None:
             write_junit(verdicts, junit_path)
-        if json_path is not None and not to_stdout:
-            Path(json_path).write_text(json.dumps(verdicts_json(verdicts), indent=2, ensure_ascii=False), encoding="utf-8")
+        if text is not None and not to_stdout:
+            Path(json_path).write_text(text, encoding="utf-8")
     except OSError as exc:  # a gate whose report is lost could not report: 2, never 1
         click.echo(f"error: cannot write {exc.filename}: {exc.strerror}", err=True)
         sys.exit(2)
     if to_stdout:
-        click.echo(json.dumps(verdicts_json(verdicts), indent=2, ensure_ascii=False))
+        click.echo(text)
     code = exit_code(verdicts)
     if not to_stdout:
         _print_verdicts(verdicts, str(baseline), candidate, margin)

@@ -10,7 +10,8 @@ from evaluators.datachecks import check_dataset, is_refusal
 from evaluators.lang import language, mixed_chars, normalize, words
 from evaluators.metrics import GenerationOutcome, score_sample
 from evaluators.records import Conversation, Message
-from evaluators.regression import MetricScores, TaskScores, compare
+from evaluators.gate_scores import MetricScores, TaskScores
+from evaluators.regression import compare
 
 PLACES = [("杭州", "浙江省"), ("南京", "江苏省"), ("成都", "四川省"), ("武汉", "湖北省"), ("长沙", "湖南省"),
           ("西安", "陕西省"), ("郑州", "河南省"), ("济南", "山东省"), ("福州", "福建省"), ("广州", "广东省"),

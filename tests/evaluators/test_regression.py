@@ -8,16 +8,13 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
+from evaluators.gate_scores import MetricScores, TaskScores, load_lm_eval_results, scores_from_result
 from evaluators.regression import (
-    MetricScores,
-    TaskScores,
     compare,
     compare_metric,
     exit_code,
     holm,
-    load_lm_eval_results,
     mcnemar_exact,
-    scores_from_result,
     tango_ci,
     tango_z,
     verdicts_json,
