@@ -75,6 +75,9 @@ CHECKS: tuple[str, ...] = (
     "train_eval_overlap",
     "balance",
 )
+#: Checks whose findings are about records together (copies, or answers that conflict):
+#: their findings quote each record's source, and one holds while two of its records remain.
+GROUP_CHECKS: tuple[str, ...] = ("exact_duplicate", "near_duplicate", "conflicting_answers")
 
 
 class CheckConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -279,7 +282,7 @@ def check_source(
     summary: dict[str, CheckSummary] = {}
     for check in (c for c in CHECKS if c in results):
         found, stats = results[check]
-        found = with_sources(ctx, found, ("exact_duplicate", "near_duplicate", "conflicting_answers"))
+        found = with_sources(ctx, found, GROUP_CHECKS)
         flagged = {i for f in found for i in f.record_indices}
         rate = len(flagged) / n if n else 0.0
         summary[check] = CheckSummary(findings=len(found), records=len(flagged), rate=rate, stats=stats)

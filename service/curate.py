@@ -19,20 +19,18 @@ def parse_source_rule(rule: str) -> tuple[str, str]:
     return field, value
 
 
-#: Checks whose finding is about records together (it holds while two of them are kept).
-_GROUP_CHECKS = ("exact_duplicate", "near_duplicate", "conflicting_answers")
-
-
 def open_errors(report: dict[str, Any], removed: set[int]) -> list[dict[str, Any]]:
     """The report's error-level check findings that the next round still holds once the
     `removed` records are gone (a conflict both of whose sides were kept, a garbled record
     kept), with their records that are kept: what `--drop-flagged` leaves to a person."""
+    from evaluators.datachecks import GROUP_CHECKS
+
     still = []
     for finding in (report.get("checks") or {}).get("findings", []):
         if finding["severity"] != "error":
             continue
         kept = [i for i in finding["record_indices"] if i not in removed]
-        if len(kept) >= (2 if finding["check"] in _GROUP_CHECKS else 1):
+        if len(kept) >= (2 if finding["check"] in GROUP_CHECKS else 1):
             still.append({"check": finding["check"], "record_indices": kept, "message": finding["message"]})
     return still
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import msgspec
@@ -42,8 +43,13 @@ class Split(msgspec.Struct, kw_only=True):
     test_indices: list[int]
 
     def train_indices(self, n: int) -> list[int]:
-        test = set(self.test_indices)
-        return [i for i in range(n) if i not in test]
+        return kept_indices(n, self.test_indices)
+
+
+def kept_indices(n: int, held: Iterable[int]) -> list[int]:
+    """0..n-1 without the `held` indices (a version's training records, in order)."""
+    held = set(held)
+    return [i for i in range(n) if i not in held]
 
 
 class DatasetVersion(msgspec.Struct, kw_only=True):

@@ -20,7 +20,7 @@ import msgspec
 from service import datasets
 from service.config import Settings
 from service.ids import check_id, under
-from service.domain import Candidate, JobRecord, check_name
+from service.domain import Candidate, JobRecord, check_name, kept_indices
 from service.errors import Conflict, InvalidInput
 from service.jobs import JobCancelled, JobContext, enqueue, job_handler
 
@@ -74,8 +74,7 @@ async def start_run(store, queue, settings: Settings, *, base: str, data: str, n
 def training_records(settings: Settings, dsv) -> tuple[list, list[int]]:
     """The records a run trains on: the version minus its held-out split (kept for benchmarks)."""
     records, _ = datasets.read_records(settings.data_dir, dsv.id)
-    held = set(dsv.split.test_indices) if dsv.split else set()
-    keep = [i for i in range(len(records)) if i not in held]
+    keep = kept_indices(len(records), dsv.split.test_indices if dsv.split else ())
     return [records[i] for i in keep], keep
 
 

@@ -22,6 +22,7 @@ import msgspec
 from evaluators.records import Conversation, Message, user_turn
 from service.checkpoints import spread
 from service.config import Settings
+from service.domain import kept_indices
 from service.ids import check_id, under
 from service.errors import InvalidInput, NotFound
 from service.jobs import JobContext, enqueue, job_handler
@@ -227,8 +228,8 @@ def trace_job(ctx: JobContext) -> dict[str, Any]:
     records, lines = datasets.read_records(settings.data_dir, dsv.id)
     # What the run was given: the version minus its held-out split as it was then (a split
     # made or changed since does not change what the candidate trained on).
-    held = set(cand.held_out if cand.held_out is not None else dsv.split.test_indices if dsv.split else ())
-    version_index = [i for i in range(len(records)) if i not in held]
+    held = cand.held_out if cand.held_out is not None else dsv.split.test_indices if dsv.split else ()
+    version_index = kept_indices(len(records), held)
     train_records = [records[i] for i in version_index]
     trained = set(result.train_indices)
     in_training = [j in trained for j in range(len(train_records))]

@@ -9,6 +9,7 @@ import msgspec
 
 from service import datasets
 from service.cli.common import echo_json, open_store, settings
+from service.domain import kept_indices
 from service.errors import InvalidInput
 
 
@@ -237,7 +238,4 @@ def _spool(path: Path, out: Path, fmt: str | None, encoding: str | None, workers
 
 def _kept_indices(total: int, held: list[int]) -> list[int] | None:
     """Each training record's index in the version (held-out rows left out); None: the same."""
-    if not held:
-        return None
-    held_set = set(held)
-    return [i for i in range(total) if i not in held_set]
+    return kept_indices(total, held) if held else None
