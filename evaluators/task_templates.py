@@ -18,12 +18,18 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from evaluators import safe_regex
 
-# Task files are untrusted: templates render in Jinja's sandbox, so `{{ cycler.__init__
-# .__globals__ }}` and friends raise `SecurityError` instead of reaching Python objects,
-# `range` is capped by the sandbox, and `*`/`**` and `regex_replace` are bounded here.
-#: The longest string or list a template's `*` may build, and the largest `**` exponent.
+# Jinja's sandbox makes `{{ cycler.__init__.__globals__ }}` and friends raise `SecurityError`
+# instead of reaching Python objects, and caps `range`; what builds text is bounded here.
+#: The longest string or list a template may build, and the largest `**` exponent.
 MAX_TEMPLATE_ITEMS = 1_000_000
 MAX_EXPONENT = 1024
+#: Seconds one template may take on one document, and the longest text it may render.
+TEMPLATE_TIMEOUT_S = 2.0
+MAX_TEMPLATE_OUTPUT = 1_000_000
+# A width or precision of a million or more in a %-format or a str.format field.
+_HUGE_FORMAT = re.compile(r"%[-+ #0]*(?:\*|\d{7,})|%[-+ #0]*\d*\.\d{7,}|\{[^{}]*:[^{}]*\d{7,}[^{}]*\}")
+
+
 def _regex_replace(text: str, pattern: str, replacement: str = "", count: int = 0) -> str:
     import regex
 
@@ -33,13 +39,6 @@ def _regex_replace(text: str, pattern: str, replacement: str = "", count: int = 
         raise jinja2.sandbox.SecurityError(f"regex_replace {exc}") from None
     except regex.error as exc:
         raise jinja2.TemplateError(f"regex_replace pattern {pattern[:60]!r}: {exc}") from None
-
-
-#: Seconds one template may take on one document, and the longest text it may render.
-TEMPLATE_TIMEOUT_S = 2.0
-MAX_TEMPLATE_OUTPUT = 1_000_000
-# A width or precision of a million or more in a %-format or a str.format field.
-_HUGE_FORMAT = re.compile(r"%[-+ #0]*(?:\*|\d{7,})|%[-+ #0]*\d*\.\d{7,}|\{[^{}]*:[^{}]*\d{7,}[^{}]*\}")
 
 
 def _check_call(args: tuple, kwargs: dict, owner: Any = None, name: str = "") -> None:

@@ -69,7 +69,7 @@ def choose_locale(connection: ASGIConnection, default: str = "en") -> tuple[str,
         found = negotiate_locale(preferred, list(LOCALES), sep="_") or _known(next(iter(preferred), None))
         if found:
             return found, ()
-    return _known(default) or "en", ()
+    return known_locale(default), ()
 
 
 def page_context(locale: str) -> dict[str, object]:
