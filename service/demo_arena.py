@@ -126,7 +126,7 @@ class DemoArena:
         job = self.enqueue(start_dpo_run, base="tiny", parent="r2-curated", name="r2-dpo", source=arena_source("human"),
                            config=DPO_CONFIG)
         result = self.follow(job, _("train {name}").format(name="r2-dpo"))["result"]
-        pairs = job.params["preferences"]["pairs"]
+        pairs, left_out = job.params["preferences"]["pairs"], job.params["preferences"]["left_out"]
         self.console.print(_("r2-dpo: {pairs} preference pairs from the simulated votes and corrections, {steps} steps, "
                              "reward margin {margin:+.3f}, reward accuracy {accuracy:.0%} (TRL's, last steps)").format(
             pairs=pairs, steps=result["steps"], margin=result["reward_margin"] or 0.0, accuracy=result["reward_accuracy"] or 0.0))
@@ -140,6 +140,7 @@ class DemoArena:
                                  "of {n}), exact McNemar p={p:.3g}: [bold]{change}[/]").format(
                 split=_("held-out test split") if split == "test" else _("debug split (traced, curated on)"), diff=g["diff"],
                 fixed=g["discordant"][1], broke=g["discordant"][0], n=g["n"], p=g["p_value"], change=_(CHANGE_WORDS[g["change"]])))
-        self.summary["dpo"] = {"simulated_votes": True, "parent": "r2-curated", "pairs": pairs, "steps": result["steps"],
+        self.summary["dpo"] = {"simulated_votes": True, "parent": "r2-curated", "pairs": pairs, "left_out": left_out,
+                               "steps": result["steps"],
                                "reward_margin": result["reward_margin"], "reward_accuracy": result["reward_accuracy"],
                                "gate_vs_parent": self.gate_dpo}

@@ -21,7 +21,7 @@ from service.domain import Candidate, JobRecord, check_name
 from service.errors import Conflict, InvalidInput
 from service.ids import check_id, under
 from service.jobs import JobCancelled, JobContext, enqueue
-from service.preferences import PreferencePair, encode_pairs, export_preferences, preferences_sha256
+from service.preferences import PreferencePair, encode_pairs, export_preferences, left_out_said, preferences_sha256
 
 
 class PreferenceSource(msgspec.Struct, kw_only=True, frozen=True):
@@ -77,10 +77,11 @@ async def start_dpo_run(store, queue, settings: Settings, *, base: str, parent: 
         cfg = msgspec.convert(config, DPOTrainConfig)
     except msgspec.ValidationError as exc:
         raise InvalidInput(f"DPO config: {exc}") from None
+    skipped: dict[str, int] | None = None  # votes that gave no pair (or fewer than they could), by reason
     if source.kind == "arena":
         pairs, skipped = await export_preferences(store, boards=source.boards)
         if not pairs:
-            left_out = ", ".join(f"{n} {r}" for r, n in sorted(skipped.items())) or "no votes"
+            left_out = left_out_said(skipped) if skipped else "no votes"
             raise InvalidInput(f"no preference pairs in the arena's {'+'.join(source.boards)} votes ({left_out}); "
                                "ties and both-bad votes give none")
     elif not pairs:
@@ -92,7 +93,8 @@ async def start_dpo_run(store, queue, settings: Settings, *, base: str, parent: 
     if not await store.reserve_candidate_name(name, run_id):
         raise Conflict(f"candidate name {name!r} is taken by queued run {await store.candidate_reserved_by(name)}")
     params = {"method": "dpo", "base": base, "parent": parent, "candidate": name, "config": msgspec.to_builtins(cfg),
-              "preferences": {"source": source.describe(), "sha256": sha, "pairs": len(pairs)},
+              "preferences": {"source": source.describe(), "sha256": sha, "pairs": len(pairs),
+                              **({} if skipped is None else {"left_out": skipped})},
               "dataset": sft.dataset, "dataset_id": sft.dataset_id}
     return await enqueue(store, queue, settings, "train", params, job_id=run_id)
 

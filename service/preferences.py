@@ -28,8 +28,10 @@ import msgspec
 from evaluators.records import Message
 from service.errors import InvalidInput
 
-#: Why a logged vote gave no pair, by the name `export_preferences` counts it under.
-SKIP_REASONS = ("tie", "both_bad", "no_answers", "prompts_differ")
+#: Why a logged vote gave no pair, or fewer than it could, by the name `export_preferences`
+#: counts it under ("empty_or_same": an answer was empty, or the chosen text equals the
+#: rejected one, as when a correction repeats one of a both-bad battle's answers).
+SKIP_REASONS = ("tie", "both_bad", "no_answers", "prompts_differ", "empty_or_same")
 
 
 class PreferencePair(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -60,7 +62,8 @@ class PreferencePair(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_f
 
 
 def preference_pairs(vote: Mapping[str, Any], *, correction: str | None = None) -> tuple[list[PreferencePair], str | None]:
-    """The pairs one logged vote gives, and, when it gives none, why (one of `SKIP_REASONS`).
+    """The pairs one logged vote gives, and, when it gives none or fewer than it could, why
+    (one of `SKIP_REASONS`).
 
     `correction` is an accepted corrected answer for the vote's battle: with it a both-bad
     vote gives two pairs (the correction preferred to each answer); other votes ignore it."""
@@ -82,18 +85,17 @@ def preference_pairs(vote: Mapping[str, Any], *, correction: str | None = None) 
     else:
         other = "b" if choice == "a" else "a"
         pairs = [(answers[choice], answers[other], models[choice], models[other], "vote")]
-    out = []
-    for chosen, rejected, model_chosen, model_rejected, origin in pairs:
-        if chosen.strip() and rejected.strip() and chosen != rejected:
-            out.append(PreferencePair(chosen=[Message("assistant", chosen)], rejected=[Message("assistant", rejected)],
-                                      model_chosen=model_chosen, model_rejected=model_rejected, origin=origin, **common))
-    return out, (None if out else "no_answers")
+    out = [PreferencePair(chosen=[Message("assistant", chosen)], rejected=[Message("assistant", rejected)],
+                          model_chosen=model_chosen, model_rejected=model_rejected, origin=origin, **common)
+           for chosen, rejected, model_chosen, model_rejected, origin in pairs
+           if chosen.strip() and rejected.strip() and chosen != rejected]
+    return out, (None if len(out) == len(pairs) else "empty_or_same")
 
 
 async def export_preferences(store, *, boards: Iterable[str] = ("human",),
                              corrections: Mapping[str, str] | None = None) -> tuple[list[PreferencePair], dict[str, int]]:
     """Preference pairs from every logged vote of `boards` (oldest first), excluded
-    reviewers' votes left out, and how many votes gave none, by reason.
+    reviewers' votes left out, and how many votes gave none (or fewer than they could), by reason.
 
     `corrections` maps a battle id to its accepted corrected answer (see `preference_pairs`);
     by default, the store's accepted corrections (the latest per battle), so a both-bad vote
@@ -115,6 +117,11 @@ async def export_preferences(store, *, boards: Iterable[str] = ("human",),
         if reason:
             skipped[reason] += 1
     return pairs, dict(skipped)
+
+
+def left_out_said(skipped: Mapping[str, int]) -> str:
+    """`export_preferences`' counts in words: "1 both-bad, 2 tie" (or "none")."""
+    return ", ".join(f"{n} {reason.replace('_', '-')}" for reason, n in sorted(skipped.items())) or "none"
 
 
 async def accepted_corrections(store) -> dict[str, str]:

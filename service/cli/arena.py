@@ -134,13 +134,12 @@ def battles_export(file: Path, fmt: str, board: str | None, include_excluded: bo
 
 
 def _export_preferences(file: Path, boards: tuple[str, ...]) -> None:
-    from service.preferences import export_preferences, write_preferences
+    from service.preferences import export_preferences, left_out_said, write_preferences
 
     with open_store() as store:
         pairs, skipped = store._run(export_preferences(store.store, boards=boards))
     write_preferences(file, pairs)
-    left_out = ", ".join(f"{n} {reason.replace('_', '-')}" for reason, n in sorted(skipped.items()))
-    click.echo(f"wrote {len(pairs)} preference pairs to {file} ({'/'.join(boards)} board); left out: {left_out or 'none'}")
+    click.echo(f"wrote {len(pairs)} preference pairs to {file} ({'/'.join(boards)} board); left out: {left_out_said(skipped)}")
 
 
 @battles_cmd.command("import")

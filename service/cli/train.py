@@ -91,7 +91,8 @@ def train_cmd(ctx: click.Context, method, base, data, name, parent, preferences,
                 jobs.append(_enqueue(store, s, base=base, data=data, name=f"{name}{suffix}", config={**config, **combo}))
         for job in jobs:
             if not json_out:
-                click.echo(f"queued {job.id}: {'DPO ' if method == 'dpo' else ''}candidate {job.params['candidate']}")
+                click.echo(f"queued {job.id}: {'DPO ' if method == 'dpo' else ''}candidate {job.params['candidate']}"
+                           + (_pairs_said(job.params["preferences"]) if method == "dpo" else ""))
         if not wait:
             if json_out:
                 echo_json(jobs)
@@ -123,6 +124,14 @@ def _enqueue_dpo(store, s, *, base, parent, name, preferences: Path | None, from
         source, pairs = PreferenceSource(kind="file", name=preferences.name), read_preferences(preferences)
     return call_with_queue(store, s, start_dpo_run, base=base, parent=parent, name=name, source=source, pairs=pairs,
                            config=config)
+
+
+def _pairs_said(prefs: dict) -> str:
+    """What a DPO run trains on, as " (N preference pairs; left out: 2 tie)"."""
+    from service.preferences import left_out_said
+
+    left_out = prefs.get("left_out")
+    return f" ({prefs['pairs']} preference pairs" + (f"; left out: {left_out_said(left_out)})" if left_out else ")")
 
 
 class _local_worker:

@@ -102,6 +102,13 @@ def test_a_both_bad_vote_with_an_accepted_correction_prefers_it_to_both_answers(
     assert reason is None
     assert [(p.chosen[0].content, p.rejected[0].content, p.model_rejected, p.origin) for p in pairs] == [
         ("good", "bad a", "x", "correction"), ("good", "bad b", "y", "correction")]
+    # A correction that repeats one of the answers prefers nothing to it: one pair, and it says
+    # why the other was left out (the demo's count of pairs depends on it).
+    pairs, reason = preference_pairs(vote, correction="bad b")
+    assert [(p.chosen[0].content, p.rejected[0].content) for p in pairs] == [("bad b", "bad a")]
+    assert reason == "empty_or_same"
+    assert preference_pairs({**vote, "winner": "model_a", "conversation_a": [*vote["conversation_a"][:1],
+                             {"role": "assistant", "content": " "}]}) == ([], "empty_or_same")
     # Multi-turn battles whose earlier turns differ share no prompt: no pair, and it says why.
     diverged = {**vote, "winner": "model_a",
                 "conversation_a": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "1"},
@@ -167,7 +174,9 @@ def test_from_arena_snapshots_the_same_pairs_as_the_export_through_cli_and_api(s
     assert out.returncode == 0, out.stderr
     (job,) = json.loads(out.stdout)
     assert job["kind"] == "train" and job["params"]["method"] == "dpo"
-    assert job["params"]["preferences"] == {"source": "arena human", "sha256": sha, "pairs": 1}
+    assert job["params"]["preferences"] == {"source": "arena human", "sha256": sha, "pairs": 1, "left_out": {"tie": 1}}
+    said = arena(settings, "train", "--method", "dpo", "--base", "tiny", "--from", "sft", "--from-arena", "--name", "d-cli2")
+    assert said.returncode == 0 and "DPO candidate d-cli2 (1 preference pairs; left out: 1 tie)" in said.stdout, said.stdout
     assert (settings.data_dir / "preferences" / f"{sha}.jsonl").read_bytes() == exported.read_bytes()
 
     server = LiveServer(settings).start()  # no worker: the runs stay queued
