@@ -80,14 +80,8 @@ from evaluators.gradients import (  # noqa: E402
     tokenize_examples,
     trainable_parameters,
 )
-from evaluators.synthetic import (  # noqa: E402
-    LEAD_INS,
-    benchmark_outcomes,
-    greedy_answers,
-    is_correct,
-    make_synthetic_dataset,
-    training_recipe,
-)
+from evaluators.synthetic import make_synthetic_dataset, training_recipe  # noqa: E402
+from evaluators.synthetic_bench import LEAD_INS, benchmark_outcomes, greedy_answers, is_correct  # noqa: E402
 from service.models.tiny import BUILDER_VERSION, build_tiny_base  # noqa: E402
 from service.training import TrainConfig, train_adapter  # noqa: E402
 

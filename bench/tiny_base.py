@@ -44,7 +44,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from evaluators.records import user_turn  # noqa: E402
-from evaluators.synthetic import greedy_answers, make_synthetic_dataset  # noqa: E402
+from evaluators.synthetic import make_synthetic_dataset  # noqa: E402
+from evaluators.synthetic_bench import greedy_answers  # noqa: E402
 from service.models.tiny import build_tiny_base, read_tiny_build  # noqa: E402
 from service.training import TrainConfig, train_adapter  # noqa: E402
 from test_tiny_base_facts import made_up_facts  # noqa: E402

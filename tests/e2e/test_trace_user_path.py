@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.user_path import fresh_env, user_path  # noqa: E402
-from evaluators.synthetic import LEAD_INS  # noqa: E402
+from evaluators.synthetic_bench import LEAD_INS  # noqa: E402
 from tests.redis_fixtures import settings_env  # noqa: E402
 
 

@@ -39,13 +39,8 @@ from evaluators.gradients import (
     trainable_parameters,
 )
 from evaluators.records import Conversation, Message, user_turn
-from evaluators.synthetic import (
-    benchmark_outcomes,
-    greedy_answers,
-    is_correct,
-    make_synthetic_dataset,
-    training_recipe,
-)
+from evaluators.synthetic import make_synthetic_dataset, training_recipe
+from evaluators.synthetic_bench import benchmark_outcomes, greedy_answers, is_correct
 from service.training import TrainConfig, train_adapter
 
 
