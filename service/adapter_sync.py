@@ -26,7 +26,7 @@ import msgspec
 
 from service.config import Settings
 from service.domain import Candidate
-from service.errors import ArenaError, NotFound
+from service.errors import ArenaError, NotFound, stop_if_cancelled
 from service.generation import RemoteBackend
 from service.generation.remote_adapters import RemoteAdapters
 
@@ -177,7 +177,9 @@ async def keep_in_sync(store, settings: Settings) -> None:
         try:
             await reconcile_adapters(store, settings)
         except Exception:  # noqa: BLE001 - the store restarting, say: the next round may succeed
+            stop_if_cancelled()
             log.exception("adapter reconcile failed")
         if settings.remote_adapter_sync_s <= 0:
             return
+        stop_if_cancelled()
         await asyncio.sleep(settings.remote_adapter_sync_s)

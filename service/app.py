@@ -39,6 +39,8 @@ from service.store import Store
 log = logging.getLogger("arena.app")
 
 PROBLEM = "application/problem+json"
+#: How long shutdown waits for each background task (the worker, the refreshers) to stop.
+SHUTDOWN_WAIT_S = 10.0
 
 
 def _problem(status: int, title: str, detail: str, **extra: object) -> Response:
@@ -132,11 +134,16 @@ def create_app(settings: Settings, redis_url: str, *, worker: bool = False) -> L
         try:
             yield
         finally:
+            # Each loop stops at its next await; one that does not (see
+            # `errors.stop_if_cancelled`) is left behind rather than holding the shutdown.
             for running in (task, sync, refresher, calibration):
                 if running:
                     running.cancel()
-                    with contextlib.suppress(BaseException):
-                        await running
+                    done, _ = await asyncio.wait([running], timeout=SHUTDOWN_WAIT_S)
+                    if done and not running.cancelled():
+                        running.exception()  # retrieved, as `await` did: the loop logged its own errors
+                    elif not done:
+                        log.warning("a background task did not stop within %s s of shutdown: %s", SHUTDOWN_WAIT_S, running)
             await queue.disconnect()
             with contextlib.suppress(Exception):  # the store still closes
                 app.state.serving.close()

@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 import msgspec
 from redis import exceptions as redis_errors
 
+from service.errors import stop_if_cancelled
 from service.leaderboards import BOOTSTRAP_ROUNDS, BoardView, fit_board
 
 log = logging.getLogger("arena.boards")
@@ -130,12 +131,15 @@ class BoardCache:
                 except asyncio.CancelledError:
                     raise
                 except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:  # Redis restarting
+                    stop_if_cancelled()
                     log.warning("refreshing the leaderboards: the store is unreachable (%s); serving the last fits", exc)
                 except Exception:  # a bad fit: logged whole, retried next round
+                    stop_if_cancelled()
                     log.exception("refreshing the leaderboards failed; serving the last fits")
                 # Fits take at most a quarter of the time: on a busy machine the boards lag
                 # a little more rather than the votes slowing down.
                 busy = time.monotonic() - started
+                stop_if_cancelled()  # a call that swallowed the cancellation whole
                 await asyncio.sleep(max(interval_s - busy, 3 * busy))
         finally:
             self.refreshing = False

@@ -34,7 +34,7 @@ from saq.job import Status as SaqStatus
 
 from service.config import Settings
 from service.domain import TERMINAL, JobRecord
-from service.errors import ArenaError, Conflict, NotFound
+from service.errors import ArenaError, Conflict, NotFound, stop_if_cancelled
 from service.store import Store
 
 log = logging.getLogger("arena.jobs")
@@ -307,7 +307,9 @@ async def run_worker(worker: Worker) -> None:
             try:
                 await worker._arena_periodic()  # type: ignore[attr-defined]
             except Exception:  # noqa: BLE001 - keep sweeping; the next round may succeed
+                stop_if_cancelled()
                 log.exception("job sweep failed")
+            stop_if_cancelled()
             await asyncio.sleep(worker._arena_sweep_s)  # type: ignore[attr-defined]
 
     side = asyncio.create_task(periodic())

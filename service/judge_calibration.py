@@ -28,6 +28,7 @@ from typing import Any
 import msgspec
 from redis import exceptions as redis_errors
 
+from service.errors import stop_if_cancelled
 from service.jobs import JobContext, job_handler
 
 log = logging.getLogger("arena.calibration")
@@ -125,9 +126,12 @@ async def run(store, queue, settings) -> None:
         except asyncio.CancelledError:
             raise
         except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+            stop_if_cancelled()
             log.warning("judge calibration: the store is unreachable (%s); serving the last one", exc)
         except Exception:
+            stop_if_cancelled()
             log.exception("judge calibration: queueing failed; serving the last one")
+        stop_if_cancelled()
         await asyncio.sleep(settings.calibration_refresh_s)
 
 
