@@ -43,7 +43,12 @@ PROBLEM = "application/problem+json"
 SHUTDOWN_WAIT_S = 10.0
 
 
-def _problem(status: int, title: str, detail: str, **extra: object) -> Response:
+def _problem(status: int, title: str, detail: str, request: Request | None = None, **extra: object) -> Response:
+    """Problem details (RFC 9457); on `/v1/` also the `error` object OpenAI clients read."""
+    if request is not None and request.url.path.startswith("/v1/") and "error" not in extra:
+        from service.openai_compat import openai_error
+
+        extra["error"] = openai_error(status, detail)
     return Response({"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}, status_code=status, media_type=PROBLEM)
 
 
@@ -67,34 +72,38 @@ def _redact(request: Request, obj):
 def _arena_error(request: Request, exc: ArenaError) -> Response:
     if isinstance(exc, LoginRequired):  # a page: send the browser to sign in, then back
         return Redirect(f"/login?{urlencode({'next': exc.extra.get('next', '/')})}", status_code=303)
-    return _problem(exc.status, type(exc).__name__, _redact(request, exc.message), **_redact(request, exc.extra))
+    return _problem(exc.status, type(exc).__name__, _redact(request, exc.message), request, **_redact(request, exc.extra))
 
 
 def _validation_error(request: Request, exc: ValidationException) -> Response:
     # A body or parameter that does not fit the schema: 422, as InvalidInput; /v1 answers 400 as OpenAI does.
+    # The detail says which field, as clients show only it ("Validation failed" alone said nothing).
     status = 400 if request.url.path.startswith("/v1/") else 422
-    return _problem(status, "InvalidInput", _redact(request, str(exc.detail)), errors=exc.extra or [])
+    found = [e for e in exc.extra or [] if isinstance(e, dict) and e.get("message")] if isinstance(exc.extra, list) else []
+    said = "; ".join((f"{e['key']}: " if e.get("key") not in (None, "data") else "") + str(e["message"]) for e in found[:3])
+    detail = f"{exc.detail}: {said}" if said else str(exc.detail)
+    return _problem(status, "InvalidInput", _redact(request, detail), request, errors=exc.extra or [])
 
 
-def _http_error(_: Request, exc: HTTPException) -> Response:
-    return _problem(exc.status_code, type(exc).__name__, str(exc.detail))
+def _http_error(request: Request, exc: HTTPException) -> Response:
+    return _problem(exc.status_code, type(exc).__name__, str(exc.detail), request)
 
 
 def _store_unreachable(request: Request, exc: Exception) -> Response:
     # Redis restarting or gone: nothing was acknowledged, so the client may retry.
     log.warning("store unreachable on %s %s: %s", request.method, request.url.path, exc)
-    return _problem(503, "Unavailable", "the store (Redis) is unreachable or restarting; nothing was saved, try again")
+    return _problem(503, "Unavailable", "the store (Redis) is unreachable or restarting; nothing was saved, try again", request)
 
 
 def _too_deep(request: Request, exc: RecursionError) -> Response:
     # A body nested past the JSON decoder's depth (1,000 `[`s cost a client nothing).
     log.warning("too deep to read on %s %s: %s", request.method, request.url.path, exc)
-    return _problem(400, "InvalidInput", "the request body is nested too deeply to read")
+    return _problem(400, "InvalidInput", "the request body is nested too deeply to read", request)
 
 
 def _internal_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return _problem(500, "InternalError", "the server hit an unexpected error; it is logged")
+    return _problem(500, "InternalError", "the server hit an unexpected error; it is logged", request)
 
 
 def create_app(settings: Settings, redis_url: str, *, worker: bool = False) -> Litestar:

@@ -73,6 +73,7 @@ class ChatCompletionRequest(_Sampling, kw_only=True):
     logprobs: bool | None = None
     top_logprobs: int | None = None
     tools: list[dict[str, Any]] | None = None
+    response_format: dict[str, Any] | None = None
 
 
 class CompletionRequest(_Sampling, kw_only=True):
@@ -93,6 +94,10 @@ def chat_item(request: ChatCompletionRequest, cap: int | None) -> GenItem:
     from service.generation import GenItem
 
     _refuse(request, logprobs=bool(request.logprobs), top_logprobs=bool(request.top_logprobs), tools=bool(request.tools))
+    kind = (request.response_format or {}).get("type", "text")
+    if kind != "text":  # answering free text to a client that parses JSON would fail it later, and far away
+        raise InvalidInput(f"response_format type {kind!r} is not supported by this server (no constrained decoding); "
+                           "ask for text", param="response_format")
     max_tokens = request.max_completion_tokens if request.max_completion_tokens is not None else request.max_tokens
     field = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
     params = _params(request, max_tokens, field, CHAT_DEFAULT_MAX_TOKENS, cap)
@@ -169,6 +174,9 @@ def _conversation(messages: list[ChatMessage]) -> Conversation:
                 f"messages[{n}].role={message.role!r}: expected one of {', '.join(_ROLES)} (tool turns are not supported)",
                 param=f"messages[{n}].role",
             )
+        if message.content is None and role != "assistant":
+            raise InvalidInput(f"messages[{n}].content is null: a {message.role} message needs its text",
+                               param=f"messages[{n}].content")
         turns.append(Message(role, _text(message.content, n)))
     if turns[-1].role == "assistant":
         raise InvalidInput("the last message is an assistant turn; end with a user turn (continuing an answer is not supported)",

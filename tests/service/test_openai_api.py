@@ -195,7 +195,9 @@ def test_bad_input_gets_the_right_status_and_says_what_is_wrong(server):
                         ({"messages": []}, "messages is empty"),
                         ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
                         ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}, "last message"),
-                        ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "only text parts")):
+                        ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "only text parts"),
+                        ({"messages": [{"role": "user", "content": None}]}, "messages[0].content is null"),
+                        ({"response_format": {"type": "json_object"}}, "response_format type 'json_object'")):
         r = client.post("/v1/chat/completions", json=chat_body("cand-a", "hi") | extra)
         assert r.status_code == 400, (extra, r.text)
         assert says in r.json()["detail"], (extra, r.json())
@@ -205,10 +207,22 @@ def test_bad_input_gets_the_right_status_and_says_what_is_wrong(server):
         for stream in (False, True):  # a seed torch cannot take: 400 before any generation (it was a 500, or an error mid-stream)
             r = client.post(path, json=body | {"seed": 2**64, "temperature": 1.0, "max_tokens": 2, "stream": stream})
             assert r.status_code == 400 and "seed" in r.text, r.text
-    r = client.post("/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
-    assert r.status_code == 400
-    r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "no model"}]})
-    assert r.status_code == 400 and "model" in r.text
+    assert client.post("/v1/chat/completions", json=chat_body("cand-a", "hi", max_tokens=2)
+                       | {"response_format": {"type": "text"}}).status_code == 200
+    # Every failure on /v1 carries OpenAI's `error` object beside the problem details, the
+    # body's own shape too (it was only on the errors the routes raise).
+    for r in (client.post("/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}),
+              client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "no model"}]}),
+              client.post("/v1/chat/completions", json=[[[[1]]]]),
+              client.get("/v1/nothing-here"),
+              client.post("/v1/chat/completions", json=chat_body("cand-a", "x" * 2_000_000))):
+        assert 400 <= r.status_code < 500 and r.json()["error"]["message"] == r.json()["detail"], (r.status_code, r.text[:300])
+        assert r.json()["error"]["type"] == "invalid_request_error"
+    assert "model" in client.post("/v1/chat/completions", json={"messages": []}).json()["error"]["message"]
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0)
+    with pytest.raises(openai.BadRequestError) as bad:  # the message the official client shows is ours
+        client.chat.completions.create(model="cand-a", messages=[{"role": "user", "content": "q"}], max_tokens="many")
+    assert bad.value.message.startswith("Error code: 400") and "max_tokens" in bad.value.message
 
 
 def test_answers_are_cached_in_redis_and_no_cache_regenerates(server, settings):
