@@ -15,7 +15,6 @@ reported as warnings naming them, never dropped in silence.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import random
 import re
@@ -29,6 +28,7 @@ from evaluators.records import Conversation, Message
 from service.dataset_formats import FORMATS, READERS, ColumnMapping, FieldLog, detect, parse_plain, read_meta
 from service.domain import Split
 from service.errors import InvalidInput, TooLarge
+from service.parquet_rows import parquet_rows
 
 __all__ = ["FORMATS", "ParsedDataset", "RecordFile", "parse_dataset", "parse_plain", "read_records", "spool_records",
            "write_records"]
@@ -96,16 +96,6 @@ def _decode(raw: bytes, filename: str, encoding: str | None) -> str:
         raise InvalidInput(not_utf8(filename, raw, exc)) from None
 
 
-def _parquet_rows(raw: bytes, filename: str) -> list[dict]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_table(io.BytesIO(raw)).to_pylist()
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise InvalidInput(f"{filename}: not a readable Parquet file ({str(exc)[:200]})") from None
-
-
 def parse_dataset(raw: bytes, filename: str = "<upload>", fmt: str | None = None, max_bytes: int | None = None, *,
                   encoding: str | None = None, mapping: ColumnMapping | None = None) -> ParsedDataset:
     """Parse and validate a whole dataset file. Raises `InvalidInput` at the first bad record
@@ -118,7 +108,7 @@ def parse_dataset(raw: bytes, filename: str = "<upload>", fmt: str | None = None
     records: list[Conversation] = []
     lines: list[int] = []
     if filename.lower().endswith(".parquet") or raw[:4] == b"PAR1":
-        for i, row in enumerate(_parquet_rows(raw, filename)):
+        for i, row in enumerate(parquet_rows(raw, filename, max_bytes)):
             records.append(read(row, f"{filename}: row {i + 1}"))
             lines.append(i + 1)
     else:

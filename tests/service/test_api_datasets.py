@@ -93,3 +93,41 @@ def test_split_over_http(live_server):
         assert store.resolve_dataset("qa@1").split.seed == 1
     finally:
         store.close()
+
+
+def _parquet(table) -> bytes:
+    import io
+
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def test_a_parquet_bomb_is_413_and_stores_nothing(settings):
+    """A few kilobytes of Parquet (one long string, dictionary-encoded, in every row) decode
+    to far more than the upload limit: refused before the rows are read into memory."""
+    import pyarrow as pa
+    from msgspec.structs import replace
+
+    from tests.redis_fixtures import LiveServer
+
+    server = LiveServer(replace(settings, max_upload_bytes=1_000_000)).start()
+    try:
+        admin = server.client(admin=True)
+        rows = 20_000
+        bomb = _parquet(pa.table({"instruction": pa.array(["x" * 2000] * rows).dictionary_encode(), "output": pa.array(["y"] * rows)}))
+        assert len(bomb) < 20_000  # 40 MB of text once decoded
+        r = upload(admin, bomb, name="bomb", filename="bomb.parquet")
+        assert r.status_code == 413, r.text
+        assert "decode to more than 1000000 bytes" in r.json()["detail"]
+        assert admin.get("/api/datasets").json() == []
+        assert not list(settings.data_dir.glob("datasets/*.jsonl"))
+        # A real Parquet dataset under the limit (chat records with a metadata column) still loads.
+        chat = [[{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}] for i in range(500)]
+        ok = upload(admin, _parquet(pa.table({"messages": chat, "source": ["s"] * 500})), name="chat", filename="chat.parquet")
+        assert ok.status_code == 201, ok.text
+        assert ok.json()["dataset"]["record_count"] == 500 and ok.json()["dataset"]["format"] == "chat"
+    finally:
+        server.stop()
