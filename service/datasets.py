@@ -124,6 +124,8 @@ def parse_dataset(raw: bytes, filename: str = "<upload>", fmt: str | None = None
                 items = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise InvalidInput(f"{filename}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+            except ValueError:
+                raise InvalidInput(_long_number(text, filename)) from None
             line_of = _array_item_lines(text, len(items))
             for i, item in enumerate(items):
                 records.append(read(item, f"{filename}: record {i} (line {line_of[i]})"))
@@ -144,10 +146,26 @@ def _jsonl_record(line: str, n: int, filename: str, read: _Reader) -> Conversati
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"{filename}: invalid JSON at line {n}, column {exc.colno}: {exc.msg}") from None
+    except ValueError:
+        raise InvalidInput(_long_number(line, filename, n)) from None
     where = f"{filename}: line {n}"
     if not isinstance(obj, dict):
         raise InvalidInput(f"{where}: expected a JSON object, got {type(obj).__name__}")
     return read(obj, where)
+
+
+def _long_number(text: str, filename: str, line: int = 1) -> str:
+    """The error for the one `ValueError` `json.loads` raises besides `JSONDecodeError`: a
+    number with more digits than Python converts (`sys.get_int_max_str_digits`, 4300)."""
+    import sys
+
+    limit = sys.get_int_max_str_digits()
+    found = re.search(r"\d{%d,}" % (limit + 1), text)
+    if found:
+        line += text.count("\n", 0, found.start())
+        column = found.start() - text.rfind("\n", 0, found.start())
+        return f"{filename}: line {line}, column {column}: a number with more than {limit} digits"
+    return f"{filename}: line {line}: a number too long to read"
 
 
 def spool_records(path: Path, out: Path, fmt: str | None = None, *, encoding: str | None = None,

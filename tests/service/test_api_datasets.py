@@ -131,3 +131,17 @@ def test_a_parquet_bomb_is_413_and_stores_nothing(settings):
         assert ok.json()["dataset"]["record_count"] == 500 and ok.json()["dataset"]["format"] == "chat"
     finally:
         server.stop()
+
+
+def test_a_number_too_long_for_python_is_422_naming_the_line(live_server):
+    """`json.loads` refuses an integer of more than 4300 digits with a plain ValueError (not
+    a JSONDecodeError): the upload names the line, as any other bad JSON."""
+    admin = live_server.client(admin=True)
+    assert upload(admin, GOOD).status_code == 201
+    number = b"9" * 5000
+    r = upload(admin, GOOD + b'{"instruction": "q", "output": "a", "n": ' + number + b"}\n")
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == "d.jsonl: line 3, column 42: a number with more than 4300 digits"
+    r = upload(admin, b'[{"instruction": "q",\n "output": "a", "n": ' + number + b"}]", filename="d.json")
+    assert r.status_code == 422 and r.json()["detail"].startswith("d.json: line 2, column 22: a number with more than"), r.text
+    assert len(admin.get("/api/datasets/greet").json()["versions"]) == 1
