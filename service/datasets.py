@@ -127,8 +127,12 @@ def parse_dataset(raw: bytes, filename: str = "<upload>", fmt: str | None = None
             except ValueError:
                 raise InvalidInput(_long_number(text, filename)) from None
             line_of = _array_item_lines(text, len(items))
+            escapes = _SURROGATE_ESCAPE.search(text) is not None
             for i, item in enumerate(items):
-                records.append(read(item, f"{filename}: record {i} (line {line_of[i]})"))
+                where = f"{filename}: record {i} (line {line_of[i]})"
+                if escapes:
+                    _check_unicode(item, where)
+                records.append(read(item, where))
                 lines.append(line_of[i])
         else:
             for n, line in enumerate(text.splitlines(), start=1):
@@ -151,7 +155,32 @@ def _jsonl_record(line: str, n: int, filename: str, read: _Reader) -> Conversati
     where = f"{filename}: line {n}"
     if not isinstance(obj, dict):
         raise InvalidInput(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    if _SURROGATE_ESCAPE.search(line):
+        _check_unicode(obj, where)
     return read(obj, where)
+
+
+#: A `\uD800`-`\uDFFF` escape: the only way a lone surrogate gets into decoded UTF-8 text.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _check_unicode(value: object, where: str, field: str = "") -> None:
+    """`InvalidInput` when a string in `value` (keys too) holds a lone UTF-16 surrogate
+    (`"\\ud800"` with no pair): `json.loads` takes it, but it is not Unicode text and no
+    record, hash or response could hold it."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidInput(f"{where}: {('field ' + repr(field) + ': ') if field else ''}\\u{ord(value[exc.start]):04x} "
+                               "is half of a UTF-16 surrogate pair without its other half: not Unicode text") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_unicode(key, where, field)
+            _check_unicode(item, where, key if isinstance(key, str) and not field else field)
+    elif isinstance(value, list):
+        for item in value:
+            _check_unicode(item, where, field)
 
 
 def _long_number(text: str, filename: str, line: int = 1) -> str:

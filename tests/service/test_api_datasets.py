@@ -145,3 +145,30 @@ def test_a_number_too_long_for_python_is_422_naming_the_line(live_server):
     r = upload(admin, b'[{"instruction": "q",\n "output": "a", "n": ' + number + b"}]", filename="d.json")
     assert r.status_code == 422 and r.json()["detail"].startswith("d.json: line 2, column 22: a number with more than"), r.text
     assert len(admin.get("/api/datasets/greet").json()["versions"]) == 1
+
+
+def test_a_lone_surrogate_escape_is_422_naming_the_record_over_http_and_the_cli(live_server, tmp_path):
+    """`"\\ud800"` is valid JSON that decodes to no Unicode text: `json.loads` takes it, the
+    record's hash could not encode it (a 500, a traceback in the CLI). Refused up front."""
+    from tests.service.test_cli import arena, embedded_env
+
+    admin = live_server.client(admin=True)
+    assert upload(admin, GOOD).status_code == 201
+    r = upload(admin, GOOD + b'{"instruction": "q\\ud800", "output": "a"}\n')
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == ("d.jsonl: line 3: field 'instruction': \\ud800 is half of a UTF-16 surrogate pair "
+                                  "without its other half: not Unicode text")
+    r = upload(admin, b'[{"instruction": "q", "output": "a"},\n {"instruction": "q", "output": "\\udc80"}]', filename="d.json")
+    assert r.status_code == 422 and r.json()["detail"].startswith("d.json: record 1 (line 2): field 'output': \\udc80"), r.text
+    # A pair written as two escapes is one character, and stays what it was.
+    r = upload(admin, b'{"instruction": "emoji \\ud83d\\ude00", "output": "a"}\n', name="emoji")
+    assert r.status_code == 201, r.text
+    assert admin.get("/api/datasets/emoji/records").json()["records"][0]["messages"][0]["content"] == "emoji \U0001F600"
+    assert len(admin.get("/api/datasets/greet").json()["versions"]) == 1
+
+    bad = tmp_path / "lone.jsonl"
+    bad.write_bytes(b'{"instruction": "\\ud800", "output": "a"}\n')
+    result = arena("data", "add", str(bad), "--name", "lone", env=embedded_env(tmp_path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip() == ("error: lone.jsonl: line 1: field 'instruction': \\ud800 is half of a UTF-16 "
+                                     "surrogate pair without its other half: not Unicode text")
