@@ -188,7 +188,10 @@ end
 """
 
 # Count the next `count` logged votes after `after` into generation `gen`; when the log
-# ends within them, make `gen` current in the same call, so no vote falls between.
+# ends within them, make `gen` current in the same call, so no vote falls between; unless
+# a recount started later (a higher generation: a later exclusion) is current already: then
+# `gen` is stale (it may count a reviewer excluded since it began) and is returned as the
+# generation to drop.
 # KEYS: stream, current-generation key, excluded reviewers
 # ARGV: aggregates prefix, gen, after ('' = from the start), count
 # Returns {done, last id, human counted, judge counted, previous generation}.
@@ -213,6 +216,7 @@ for _, entry in ipairs(entries) do
 end
 if #entries < tonumber(ARGV[4]) then
   local previous = redis.call('GET', KEYS[2]) or '0'
+  if tonumber(previous) > tonumber(ARGV[2]) then return {1, last, human, judge, ARGV[2]} end
   redis.call('SET', KEYS[2], ARGV[2])
   return {1, last, human, judge, previous}
 end

@@ -109,7 +109,9 @@ class AggregateStore:
         """Recount every aggregate from the log, skipping excluded reviewers, into a new
         generation that becomes current atomically with the count of the log's last vote;
         then delete the previous one. Each step counts `chunk` votes, so Redis is never
-        held for long. Returns votes counted per board."""
+        held for long. Of two recounts that overlap, the one started later stands: one
+        started earlier that finishes last is dropped, as it may count a reviewer excluded
+        while it ran. Returns votes counted per board (by this recount)."""
         gen = str(await self.redis.incr(self.keys.aggregates_next))
         script = self._script("rebuild", REBUILD_CHUNK_LUA)
         counted = {"human": 0, "judge": 0}

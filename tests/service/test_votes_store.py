@@ -167,3 +167,38 @@ def test_a_vote_counts_once_after_the_server_forgot_the_script(settings, fsync):
             await store.redis.aclose()
 
     assert asyncio.run(main()) == ({("m1", "m2"): [1, 1, 0, 0]}, 2)
+
+
+def test_an_older_rebuild_finishing_last_never_counts_a_reviewer_excluded_meanwhile(settings):
+    """Two recounts overlap (two exclusions in a row, from two admin requests or the CLI):
+    the one started first counted part of the log before the second exclusion. When it
+    finishes last, its counts must not replace the newer recount's."""
+    from service.store import Store
+    from service.store.aggregate_scripts import REBUILD_CHUNK_LUA
+
+    async def main():
+        first, second = (Store.from_url(settings.redis_url, settings.key_prefix) for _ in range(2))
+        await first.record_observations([vote("m1", "m2", "model_a", reviewer="spam")] * 30, board="human")
+        await first.record_observations([vote("m1", "m2", "model_b", reviewer="honest")] * 10, board="human")
+        script, gate, calls = first._script("rebuild", REBUILD_CHUNK_LUA), asyncio.Event(), []
+
+        async def paused(**kwargs):  # the first recount stops after its first chunk (spam's votes, counted)
+            calls.append(1)
+            if len(calls) == 2:
+                await gate.wait()
+            return await script(**kwargs)
+
+        first._scripts["rebuild"] = paused
+        older = asyncio.create_task(first.rebuild_aggregates(chunk=10))
+        while len(calls) < 2:
+            await asyncio.sleep(0.01)
+        await second.exclude_reviewer("spam")
+        assert await second.rebuild_aggregates() == {"human": 10, "judge": 0}
+        gate.set()
+        await older
+        counts = await second.pair_counts("human")
+        await first.close()
+        await second.close()
+        return counts
+
+    assert asyncio.run(main()) == {("m1", "m2"): [0, 10, 0, 0]}
