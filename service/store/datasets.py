@@ -18,15 +18,17 @@ class DatasetStore:
         """Register a version under its name. Returns (version, created); identical content
         already registered under the same name returns the existing version."""
         k = self.keys
-        existing_ids = [i.decode() for i in await self.redis.lrange(k.dataset_versions(dsv.name), 0, -1)]
-        if dsv.id in existing_ids:
-            return await self.get_dataset_version(dsv.id, dsv.name), False
-        # WATCH the version list so two concurrent adds cannot take the same number.
+        # WATCH the version list so two concurrent adds can neither take the same number nor
+        # both register the same content (checked under the WATCH, not before it).
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     await pipe.watch(k.dataset_versions(dsv.name))
-                    n = await pipe.llen(k.dataset_versions(dsv.name))
+                    existing_ids = [i.decode() for i in await pipe.lrange(k.dataset_versions(dsv.name), 0, -1)]
+                    if dsv.id in existing_ids:
+                        await pipe.unwatch()
+                        return await self.get_dataset_version(dsv.id, dsv.name), False
+                    n = len(existing_ids)
                     dsv = msgspec.structs.replace(dsv, version=n + 1)
                     pipe.multi()
                     pipe.set(k.dataset_version(self._dsv_key(dsv.name, dsv.id)), _enc.encode(dsv))
