@@ -13,6 +13,7 @@ from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
 from service import battle_answers, battles, reviewers
+from service.csrf import check_same_origin
 from service.errors import Forbidden, InvalidInput, RateLimited
 from service.routes.auth import ADMIN, ADMIN_BULK
 from service.store import Store
@@ -32,6 +33,7 @@ class VoteRequest(msgspec.Struct, forbid_unknown_fields=True):
 @post("/api/battles", summary="Create a battle: a prompt, two anonymous answers (Model A / Model B)", status_code=201)
 async def create_battle(request: Request, store: Store, data: BattleRequest | None = None) -> Response:
     settings = request.app.state.settings
+    check_same_origin(request)
     reviewer = await reviewers.identify(request, store, settings)
     battle = await battles.create_battle(
         store, request.app.state.serving, settings, reviewer=reviewer.id, prompt_text=data.prompt if data else None,
@@ -127,6 +129,7 @@ async def battle_answer(request: Request, store: Store, battle_id: str, side: Li
 @post("/api/battles/{battle_id:str}/vote", summary="Vote once on your own battle (a, b, tie, both_bad); reveals the models", status_code=200)
 async def vote(request: Request, store: Store, battle_id: str, data: VoteRequest) -> Response:
     settings = request.app.state.settings
+    check_same_origin(request)
     reviewer = await reviewers.identify(request, store, settings, new=False)
     reveal = await battles.cast_vote(store, settings, battle_id, data.choice, reviewer=reviewer.id, reason=data.reason,
                                      address=reviewers.client_address(request, settings))

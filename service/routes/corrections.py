@@ -14,7 +14,7 @@ from litestar.params import Body
 from litestar.response import Redirect, Template
 
 from service import battles, corrections, reviewers
-from service.csrf import check_form
+from service.csrf import check_form, check_same_origin
 from service.errors import ArenaError, Forbidden, NotFound
 from service.routes.arena_pages import _page
 from service.routes.auth import ADMIN, PAGE_VIEWER, is_admin
@@ -41,6 +41,7 @@ def _mine(c: corrections.Correction) -> dict[str, Any]:
       status_code=201)
 async def submit_correction(request: Request, store: Store, battle_id: str, data: CorrectionRequest) -> Response:
     settings = request.app.state.settings
+    check_same_origin(request)
     reviewer = await reviewers.identify(request, store, settings, new=False)
     correction = await corrections.submit_correction(store, settings, battle_id, reviewer=reviewer.id, text=data.text,
                                                      based_on=data.based_on)

@@ -225,6 +225,61 @@ def test_without_javascript_the_page_reloads_until_both_answers_are_in(settings,
         server.stop()
 
 
+def test_a_page_on_another_port_cannot_deal_or_vote_as_the_reviewer(settings, scripted, browser):
+    """Another port of the host is the same site: the browser sends the reviewer's SameSite
+    cookies with its "simple" POSTs (text/plain, no preflight). Such a page, even knowing
+    the battle's id, deals nothing and votes nothing; the reviewer's own click still votes."""
+    import http.server
+    import threading
+
+    from playwright.sync_api import expect
+
+    server = start(settings, scripted, ["lora-r8", "base"])
+    evil = None
+    try:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"{server.url}/arena")
+        expect(page.get_by_role("button", name="A is better")).to_be_enabled(timeout=30000)
+        battle = page.locator("#battle").get_attribute("data-battle")
+        html = f"""<!doctype html><script>
+          var post = {{method: "POST", credentials: "include", mode: "no-cors", headers: {{"Content-Type": "text/plain"}}}};
+          Promise.all([fetch("{server.url}/api/battles", post),
+                       fetch("{server.url}/api/battles/{battle}/vote", Object.assign({{body: '{{"choice": "b"}}'}}, post))])
+            .then(function () {{ document.title = "sent"; }}, function (e) {{ document.title = "failed: " + e; }});
+        </script>""".encode()
+
+        class Evil(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.end_headers()
+                self.wfile.write(html)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Evil)
+        threading.Thread(target=evil.serve_forever, daemon=True).start()
+        attacker = context.new_page()
+        answered = []
+        attacker.on("response", lambda r: answered.append((r.request.method, r.url.removeprefix(server.url), r.status)))
+        attacker.goto(f"http://127.0.0.1:{evil.server_address[1]}/")
+        attacker.wait_for_function("document.title !== ''", timeout=20000)
+        assert attacker.title() == "sent"
+        assert sorted(a for a in answered if a[0] == "POST") == [("POST", "/api/battles", 403),
+                                                                 ("POST", f"/api/battles/{battle}/vote", 403)]
+        page.get_by_role("button", name="A is better").click()  # the battle is still the reviewer's to vote on
+        page.locator("#reveal").wait_for(state="visible")
+        status = server.client(admin=True).get("/api/leaderboard/status").json()
+        assert status["votes"] == 1, status
+        context.close()
+    finally:
+        if evil is not None:
+            evil.shutdown()
+        server.stop()
+
+
 @pytest.mark.parametrize("csp", ["enforced", "bypassed"])
 def test_model_output_cannot_run_script(settings, scripted, browser, tmp_path, csp):
     # With the page's Content-Security-Policy bypassed, escaping alone must hold.

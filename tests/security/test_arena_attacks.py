@@ -163,6 +163,34 @@ def test_vote_without_an_identity_is_401(arena):
     assert boards(server)["human"]["n_battles"] == 1
 
 
+def test_a_page_of_another_origin_cannot_deal_vote_or_correct_with_the_reviewers_cookie(arena):
+    """A browser sends a "simple" cross-origin POST (text/plain, no preflight) with the
+    cookies of the same site: a page on another port of the host, or a sibling subdomain.
+    What the browser says of the request's origin decides; the page's own fetch, the
+    X-Reviewer-Token header and non-browser clients are unaffected."""
+    server = arena()
+    owner = server.client()
+    battle = deal(owner)
+    wait_out_min_vote_time()
+    before = boards(server)
+    plain = {"content-type": "text/plain"}
+    for foreign in ({"sec-fetch-site": "same-site", "origin": "http://127.0.0.1:1"},
+                    {"sec-fetch-site": "cross-site", "origin": "http://evil.example"},
+                    {"origin": "http://evil.example"},  # a browser without Fetch Metadata
+                    {"origin": "null"}):  # a sandboxed frame
+        headers = {**plain, **foreign}
+        refused(owner.post("/api/battles", headers=headers), 403, "came from another site")
+        refused(owner.post(f"/api/battles/{battle['id']}/vote", content=b'{"choice": "b"}', headers=headers), 403,
+                "came from another site")
+        refused(owner.post(f"/api/battles/{battle['id']}/corrections", content=b'{"text": "x"}', headers=headers), 403,
+                "came from another site")
+    assert boards(server) == before
+    own = {"sec-fetch-site": "same-origin", "origin": server.url}
+    r = vote(owner, battle, headers=own)  # the arena page's own fetch
+    assert r.status_code == 200 and r.json()["choice"] == "a", r.text
+    assert deal(owner)  # curl: neither header
+
+
 def test_vote_on_another_reviewers_battle_is_403(arena):
     server = arena()
     owner, other = server.client(), server.client()
