@@ -93,6 +93,9 @@ def test_trace_report_page_and_curate(settings, tiny_base, word_task_records, tm
         assert admin.post("/api/datasets/words/split", json={"test_fraction": 0.25, "seed": 0, "force": True}).status_code == 200
         page = admin.get(f"/reports/{report_id}")
         assert page.status_code == 200 and "<svg" in page.text
+        # Its text is training records and model output: the browser is told to run nothing.
+        assert page.headers["content-security-policy"].startswith("default-src 'none';") and "script-src" not in page.headers[
+            "content-security-policy"] and page.headers["x-content-type-options"] == "nosniff"
         assert '<html lang="en"' in page.text and "Most responsible training records" in page.text
         # The data owner's page speaks their language, as every other page does.
         zh = admin.get(f"/reports/{report_id}", headers={"Accept-Language": "zh-CN,zh;q=0.9"})
