@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -30,6 +31,18 @@ PLOT_FILE = "scores.svg"
 def _short(text: str, n: int = 240) -> str:
     text = " ".join(text.split())
     return text if len(text) <= n else text[: n - 1] + "…"
+
+
+#: What makes markup inside a table cell: emphasis, code, links and images, strikethrough,
+#: the cell separator, and the backslash itself (CommonMark takes a backslash before any
+#: of them as the character); `<`, `>` and `&` are left to the environment's HTML escaping.
+_MARKDOWN = re.compile(r"([\\`*_\[\]!|~])")
+
+
+def _md(text: str) -> str:
+    """Text from a record or a model as literal markdown: a table cell of a pull-request
+    comment shows `![](https://…)` or `[click](…)` as written, never as an image or a link."""
+    return _MARKDOWN.sub(r"\\\1", text)
 
 
 def _exchanges(record: Conversation) -> dict[str, list[list[str]]]:
@@ -164,6 +177,7 @@ def _score_plot(report: dict[str, Any]) -> str:
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES), autoescape=True, trim_blocks=True, lstrip_blocks=True)
     env.filters["short"] = _short
+    env.filters["md"] = _md
     return env
 
 

@@ -44,3 +44,17 @@ def test_report_lists_every_record_and_each_exchange_of_a_chat():
     md = render_markdown(report)
     assert "Where does Ann live? → &lt;b&gt;Rome&lt;/b&gt; / What color is the cup? → red" in md
     assert "Where does Bob live? → Oslo" in md
+
+
+def test_record_text_in_the_markdown_report_is_literal():
+    """report.md is posted as a pull-request comment: a training record's markdown must
+    show as written, never become an image (fetched as the page loads), a link, or a
+    broken table."""
+    report = _report()
+    report["examples"][1]["prompt"] = "See ![](https://evil.example/p.png) and [click](https://phish.example)"
+    report["examples"][1]["answer"] = "**bold** | `code` ~~gone~~ _it_ \\"
+    md = render_markdown(report)
+    row = next(line for line in md.splitlines() if "evil.example" in line)
+    assert "See \\!\\[\\](https://evil.example/p.png) and \\[click\\](https://phish.example)" in row
+    assert "\\*\\*bold\\*\\* \\| \\`code\\` \\~\\~gone\\~\\~ \\_it\\_ \\\\" in row
+    assert row.count(" | ") == 5  # the table's own separators only: six cells
