@@ -91,3 +91,46 @@ def safe_yaml(text: str, limit: int = MAX_YAML_VALUES):
         return loader.construct_document(node)
     finally:
         loader.dispose()
+
+
+#: A `\uD800`-`\uDFFF` escape: the only way a lone surrogate gets into decoded UTF-8 text.
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def lone_surrogate(value: object, field: str = "") -> str | None:
+    """What is wrong when a string in decoded JSON `value` (keys too) holds a lone UTF-16
+    surrogate (`"\\ud800"` with no pair): `json.loads` takes it, but it is not Unicode text
+    and no record, hash or response could hold it. None when there is none. Worth calling
+    only on text that `SURROGATE_ESCAPE` matches."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return (f"{('field ' + repr(field) + ': ') if field else ''}\\u{ord(value[exc.start]):04x} "
+                    "is half of a UTF-16 surrogate pair without its other half: not Unicode text")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            found = lone_surrogate(key, field) or lone_surrogate(item, key if isinstance(key, str) and not field else field)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for item in value:
+            found = lone_surrogate(item, field)
+            if found:
+                return found
+    return None
+
+
+def long_number(text: str, line: int = 1) -> str:
+    """Where and what, for the one `ValueError` `json.loads` raises besides
+    `JSONDecodeError`: a number with more digits than Python converts
+    (`sys.get_int_max_str_digits`, 4300). `line` is the text's first line number."""
+    import sys
+
+    limit = sys.get_int_max_str_digits()
+    found = re.search(r"\d{%d,}" % (limit + 1), text)
+    if found:
+        line += text.count("\n", 0, found.start())
+        column = found.start() - text.rfind("\n", 0, found.start())
+        return f"line {line}, column {column}: a number with more than {limit} digits"
+    return f"line {line}: a number too long to read"

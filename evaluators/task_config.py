@@ -36,7 +36,7 @@ import msgspec
 import yaml
 
 from evaluators import safe_regex
-from evaluators.bounded_json import TooDeep, TooMany, check_depth, safe_yaml
+from evaluators.bounded_json import SURROGATE_ESCAPE, TooDeep, TooMany, check_depth, lone_surrogate, long_number, safe_yaml
 from evaluators.encodings import not_utf8
 from evaluators.metrics import AGGREGATIONS, DEFAULT_METRICS, METRICS, OUTPUT_TYPES, OutputType, metrics_for
 from evaluators.task_templates import _compile
@@ -406,8 +406,12 @@ def load_docs(path: str | os.PathLike) -> list[dict[str, Any]]:
             raise TaskError(f"{path}:{number}: nested deeper than {exc.limit} levels") from None
         except json.JSONDecodeError as exc:
             raise TaskError(f"{path}:{number}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+        except ValueError:  # the other error json.loads raises: a number past Python's digit limit
+            raise TaskError(f"{path}: {long_number(line, number)}") from None
         if not isinstance(doc, dict):
             raise TaskError(f"{path}:{number}: expected a JSON object, got {type(doc).__name__}")
+        if SURROGATE_ESCAPE.search(line) and (problem := lone_surrogate(doc)):
+            raise TaskError(f"{path}:{number}: {problem}")
         docs.append(doc)
     return docs
 

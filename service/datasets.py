@@ -23,7 +23,7 @@ from pathlib import Path
 
 import msgspec
 
-from evaluators.bounded_json import TooDeep, check_depth
+from evaluators.bounded_json import SURROGATE_ESCAPE, TooDeep, check_depth, lone_surrogate, long_number
 from evaluators.records import Conversation, Message
 from service.dataset_formats import FORMATS, READERS, ColumnMapping, FieldLog, detect, parse_plain, read_meta
 from service.domain import Split
@@ -127,7 +127,7 @@ def parse_dataset(raw: bytes, filename: str = "<upload>", fmt: str | None = None
             except ValueError:
                 raise InvalidInput(_long_number(text, filename)) from None
             line_of = _array_item_lines(text, len(items))
-            escapes = _SURROGATE_ESCAPE.search(text) is not None
+            escapes = SURROGATE_ESCAPE.search(text) is not None
             for i, item in enumerate(items):
                 where = f"{filename}: record {i} (line {line_of[i]})"
                 if escapes:
@@ -155,46 +155,20 @@ def _jsonl_record(line: str, n: int, filename: str, read: _Reader) -> Conversati
     where = f"{filename}: line {n}"
     if not isinstance(obj, dict):
         raise InvalidInput(f"{where}: expected a JSON object, got {type(obj).__name__}")
-    if _SURROGATE_ESCAPE.search(line):
+    if SURROGATE_ESCAPE.search(line):
         _check_unicode(obj, where)
     return read(obj, where)
 
 
-#: A `\uD800`-`\uDFFF` escape: the only way a lone surrogate gets into decoded UTF-8 text.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-
-
-def _check_unicode(value: object, where: str, field: str = "") -> None:
-    """`InvalidInput` when a string in `value` (keys too) holds a lone UTF-16 surrogate
-    (`"\\ud800"` with no pair): `json.loads` takes it, but it is not Unicode text and no
-    record, hash or response could hold it."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise InvalidInput(f"{where}: {('field ' + repr(field) + ': ') if field else ''}\\u{ord(value[exc.start]):04x} "
-                               "is half of a UTF-16 surrogate pair without its other half: not Unicode text") from None
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _check_unicode(key, where, field)
-            _check_unicode(item, where, key if isinstance(key, str) and not field else field)
-    elif isinstance(value, list):
-        for item in value:
-            _check_unicode(item, where, field)
+def _check_unicode(value: object, where: str) -> None:
+    """`InvalidInput` when decoded `value` holds a lone UTF-16 surrogate (`bounded_json.lone_surrogate`)."""
+    problem = lone_surrogate(value)
+    if problem:
+        raise InvalidInput(f"{where}: {problem}")
 
 
 def _long_number(text: str, filename: str, line: int = 1) -> str:
-    """The error for the one `ValueError` `json.loads` raises besides `JSONDecodeError`: a
-    number with more digits than Python converts (`sys.get_int_max_str_digits`, 4300)."""
-    import sys
-
-    limit = sys.get_int_max_str_digits()
-    found = re.search(r"\d{%d,}" % (limit + 1), text)
-    if found:
-        line += text.count("\n", 0, found.start())
-        column = found.start() - text.rfind("\n", 0, found.start())
-        return f"{filename}: line {line}, column {column}: a number with more than {limit} digits"
-    return f"{filename}: line {line}: a number too long to read"
+    return f"{filename}: {long_number(text, line)}"
 
 
 def spool_records(path: Path, out: Path, fmt: str | None = None, *, encoding: str | None = None,

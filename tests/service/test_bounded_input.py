@@ -56,6 +56,23 @@ def test_deep_task_files_and_battle_files_are_errors(tmp_path):
         load_docs(docs)
 
 
+@pytest.mark.parametrize("line,says", [
+    ('{"q": "x", "n": ' + "9" * 5000 + "}", r"docs\.jsonl: line 2, column 17: a number with more than 4300 digits"),
+    ('{"q": "\\ud800 hi"}', r"docs\.jsonl:2: field 'q': \\ud800 is half of a UTF-16 surrogate pair"),
+])
+def test_task_documents_json_cannot_read_is_a_task_error_naming_the_line(tmp_path, line, says):
+    """`json.loads` raises a plain ValueError for a number past Python's 4300 digits (a
+    traceback from `arena task validate`) and takes a lone surrogate that no answer or
+    sample file could then hold (an encoding error with no line); both name the line now,
+    as a dataset upload's do. A paired escape (an emoji) is text."""
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"q": "\\ud83d\\ude00"}\n' + line + "\n")
+    with pytest.raises(TaskError, match=says):
+        load_docs(docs)
+    docs.write_text('{"q": "\\ud83d\\ude00"}\n')
+    assert load_docs(docs) == [{"q": "\U0001F600"}]
+
+
 BOMB = ("task: t\ndataset: docs.jsonl\ndoc_to_text: '{{q}}'\ndoc_to_target: '{{a}}'\nmetadata:\n"
         "  a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
         + "".join(f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10)))
