@@ -40,6 +40,9 @@ class TaskScores(msgspec.Struct, frozen=True):
     task: str
     metrics: dict[str, MetricScores]
     primary_metric: str
+    #: How lm-eval asked the prompts, from its results file (`apply_chat_template`,
+    #: `system_instruction`); None when not known (our runs, lm-eval versions before 0.4.3).
+    asked: dict[str, Any] | None = None
 
 
 def _item_keys(hashes: Sequence[str]) -> list[str]:
@@ -103,6 +106,7 @@ def load_lm_eval_results(path: str | os.PathLike, filter_name: str | None = None
         raise ValueError(f"{root}: no samples_<task>_<date>.jsonl files (run lm_eval with --log_samples)")
     higher: dict[str, dict[str, bool]] = {}
     order: dict[str, list[str]] = {}
+    asked: dict[str, dict[str, Any]] = {}
     for file in results_files:
         try:
             doc = json.loads(file.read_text(encoding="utf-8"))
@@ -111,11 +115,15 @@ def load_lm_eval_results(path: str | os.PathLike, filter_name: str | None = None
         for task, entry in (doc.get("results") or {}).items():
             order[task] = [k.split(",")[0] for k in entry if "," in k and "_stderr," not in k]
             higher[task] = {**higher.get(task, {}), **(doc.get("higher_is_better") or {}).get(task, {})}
+            if "chat_template" in doc:  # the run's chat options (its flags, not the task's YAML)
+                asked[task] = {"apply_chat_template": bool(doc.get("chat_template")),
+                               "system_instruction": doc.get("system_instruction") or ""}
     latest: dict[str, Path] = {}
     for file in sample_files:  # sorted by date: later files replace earlier ones
         task = file.name[len("samples_"):file.name.rfind("_")]
         latest[task] = file
-    return {task: _read_samples(task, file, filter_name, higher.get(task, {}), order.get(task, []))
+    return {task: msgspec.structs.replace(_read_samples(task, file, filter_name, higher.get(task, {}), order.get(task, [])),
+                                          asked=asked.get(task))
             for task, file in latest.items()}
 
 

@@ -28,6 +28,20 @@ class LmEvalExport(msgspec.Struct, frozen=True):
     yaml_path: str
     data_path: str
     dropped_metrics: list[str]
+    run_flags: list[str] = []  # lm_eval's flags the task needs: its chat options are run flags there
+
+
+def lm_eval_flags(task: TaskConfig) -> list[str]:
+    """The `lm_eval` flags that ask the task's prompts as we do: lm-eval takes the chat
+    options (`--apply_chat_template`, `--system_instruction`, `--fewshot_as_multiturn`)
+    per run, not per task, so a run without them asks other prompts (the exported
+    YAML keeps them under `metadata.arena_chat` only)."""
+    flags = ["--apply_chat_template"] if task.apply_chat_template else []
+    if task.system_instruction:
+        flags += ["--system_instruction", task.system_instruction]
+    if task.fewshot_as_multiturn:
+        flags.append("--fewshot_as_multiturn")
+    return flags
 
 
 def lm_eval_config(task: TaskConfig, data_path: str) -> tuple[dict[str, Any], list[str]]:
@@ -102,7 +116,7 @@ def export_lm_eval(task: TaskConfig, docs: Sequence[dict[str, Any]], out_dir: st
     yaml_path = out / f"{task.task}.yaml"
     yaml_path.write_text(yaml.dump(config, Dumper=_TaskDumper, sort_keys=False, allow_unicode=True, width=1000),
                          encoding="utf-8")
-    return LmEvalExport(str(yaml_path), str(data_path), dropped)
+    return LmEvalExport(str(yaml_path), str(data_path), dropped, lm_eval_flags(task))
 
 
 def record_doc(record: Conversation) -> dict[str, Any]:

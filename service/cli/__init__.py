@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("service.cli.evals", "eval_cmd", "Run a benchmark task on one or more candidates, as a job."),
     "evals": ("service.cli.evals", "evals_cmd", "List and show finished evals."),
     "check": ("service.cli.evals", "check_cmd", "Regression gate: candidate vs baseline on paired samples (exit 0/1/2)."),
-    "task": ("service.cli.evals", "task_cmd", "Derive a task from a dataset, export it for lm-eval, validate it."),
+    "task": ("service.cli.tasks", "task_cmd", "Derive a task from a dataset, export it for lm-eval, validate it."),
     "compare": ("service.cli.compare", "compare_cmd", "Answers of several candidates to one prompt, side by side."),
     "trace": ("service.cli.traces", "trace_cmd", "Trace failures to the training records that caused them; write the report."),
     "curate": ("service.cli.traces", "curate_cmd", "Write the next round's dataset from a report (drop flagged records, coreset)."),

@@ -1,5 +1,5 @@
-"""`arena eval`, `arena check` (the regression gate), `arena task from-data|export|validate`
-and `arena evals list|show`.
+"""`arena eval`, `arena check` (the regression gate) and `arena evals list|show`
+(`arena task` is `service.cli.tasks`).
 
 `eval` and `check` run their evals as jobs. When no worker is live on the Redis they
 use (always so in embedded mode), a worker runs in this process, as `arena train
@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 from service.cli.common import call_with_queue, echo_json, follow_job, open_store, settings
 from service.errors import ArenaError, InvalidInput
@@ -226,6 +225,26 @@ def _print_verdicts(verdicts, baseline: str, candidate: str, margin: float) -> N
             click.echo(f"  {v.task}: {v.reason}")
 
 
+def _same_prompts(task, scores) -> None:
+    """`CannotRun` when lm-eval asked the baseline other prompts than the candidate will be
+    asked: its chat options are run flags, and a run without `--apply_chat_template` on a
+    chat task scores a chat-trained baseline near zero, so any candidate "passes"."""
+    from evaluators.task_export import lm_eval_flags
+
+    asked = scores.asked if scores is not None else None
+    if asked is None:
+        return
+    wanted = {"apply_chat_template": task.apply_chat_template,
+              "system_instruction": task.system_instruction if task.apply_chat_template else asked["system_instruction"]}
+    differ = [k for k in wanted if wanted[k] != asked[k]]
+    if differ:
+        said = ", ".join(f"{k}={asked[k]!r} (the task: {wanted[k]!r})" for k in differ)
+        flags = lm_eval_flags(task)
+        run = f"with {' '.join(flags)}" if flags else "without --apply_chat_template and --system_instruction"
+        raise CannotRun(f"--baseline: lm-eval asked task {task.task} other prompts than the candidate gets: {said}; "
+                        f"run lm_eval {run} (arena task export prints the command)")
+
+
 @click.command("check")
 @click.option("--baseline", required=True,
               help="Baseline candidate, or an lm-eval output directory (results_*.json + samples_*.jsonl).")
@@ -273,6 +292,8 @@ def check_cmd(baseline: str, candidate: str, task_files: str, margin: float, alp
                     baseline_scores = load_lm_eval_results(baseline_dir)
                 except ValueError as exc:
                     raise CannotRun(f"--baseline: {exc}") from None
+                for t in tasks:
+                    _same_prompts(t, baseline_scores.get(t.task))
                 scores = _gather_scores(store, s, tasks, [candidate], limit, rerun, to_stdout)
             else:
                 run = list(dict.fromkeys([baseline, candidate]))
@@ -305,102 +326,3 @@ def check_cmd(baseline: str, candidate: str, task_files: str, margin: float, alp
         reason = next((f"{v.task}: {v.reason}" for v in verdicts if v.status == "error"), "nothing to compare")
         click.echo(f"error: {reason}", err=True)
     sys.exit(code)
-
-
-# --- arena task ----------------------------------------------------------------------------------
-
-
-class _TaskDumper(yaml.SafeDumper):
-    """Strings with line breaks double-quoted ("\\n User:"), as task files are written by hand."""
-
-
-_TaskDumper.add_representer(
-    str, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v, style='"' if "\n" in v else None))
-
-
-@click.group("task")
-def task_cmd() -> None:
-    """Derive, export and validate benchmark tasks."""
-
-
-@task_cmd.command("from-data")
-@click.argument("dataset")
-@click.option("--split", type=click.Choice(["test", "train", "all"]), default="test", show_default=True,
-              help="Which records: the held-out split (test), the rest (train), or all.")
-@click.option("--name", default=None, help="Task name (default: the dataset's name).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Default: <name>.yaml")
-@click.option("--metrics", default="exact_match,token_f1,rouge_l", show_default=True, help="Comma-separated metrics.")
-@click.option("--max-gen-toks", type=int, default=64, show_default=True)
-def task_from_data(dataset: str, split: str, name: str | None, out: Path | None, metrics: str, max_gen_toks: int) -> None:
-    """A chat generation task over DATASET's held-out split (NAME[@VERSION]), in each candidate's chat template."""
-    from evaluators.tasks import TaskError, task_from_records
-    from service.evals import resolve_dataset_docs
-
-    s = settings()
-    with open_store(s) as store:
-        dsv = store.resolve_dataset(dataset)
-        ref = f"{dsv.ref}:{split}"
-        _, _, docs = store._run(resolve_dataset_docs(store.store, s, ref))
-    name = name or dsv.name
-    try:
-        task, _ = task_from_records(name, [], dataset=ref, metric_list=_names(metrics), max_gen_toks=max_gen_toks)
-    except TaskError as exc:
-        raise InvalidInput(str(exc)) from None
-    config = {
-        "task": task.task, "dataset": ref, "output_type": task.output_type,
-        # Each record's last user turn, after its earlier turns, in each candidate's own chat
-        # template: the prompt the record was trained on, and what a trace reads back.
-        "apply_chat_template": True, "doc_to_history": task.doc_to_history, "doc_to_text": task.doc_to_text,
-        "doc_to_target": task.doc_to_target, "generation_kwargs": {"until": task.generation_kwargs.until,
-                                                                   "max_gen_toks": max_gen_toks},
-        "metric_list": [{"metric": m.metric} for m in task.metric_list],
-        "metadata": {"version": 1.0, "dataset_id": dsv.id, "documents": len(docs)},
-    }
-    out = out or Path(f"{name}.yaml")
-    out.write_text(yaml.dump(config, Dumper=_TaskDumper, sort_keys=False, allow_unicode=True, width=1000), encoding="utf-8")
-    click.echo(f"wrote {out}: task {name} over {ref} ({len(docs)} documents, dataset id {dsv.id})")
-
-
-def _resolve_docs(task):
-    """The task's documents, through the store when it names a registered dataset."""
-    from evaluators.tasks import is_registered_dataset
-    from service.evals import prepare_task
-
-    s = settings()
-    if is_registered_dataset(task.dataset):
-        with open_store(s) as store:
-            return store._run(prepare_task(store.store, s, task, store_docs=False))
-    return _run_without_store(prepare_task(None, s, task, store_docs=False))
-
-
-def _run_without_store(coro):
-    import asyncio
-
-    return asyncio.run(coro)
-
-
-@task_cmd.command("export")
-@click.argument("task_file")
-@click.option("--format", "fmt", type=click.Choice(["lm-eval"]), default="lm-eval", show_default=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Directory to write into.")
-def task_export(task_file: str, fmt: str, out: Path) -> None:
-    """Write TASK as <task>.yaml + <task>.jsonl that `lm_eval --include_path OUT` runs."""
-    from evaluators.tasks import export_lm_eval
-
-    prepared = _resolve_docs(_task_file(task_file))
-    export = export_lm_eval(prepared.task, prepared.docs, out)
-    click.echo(f"wrote {export.yaml_path} and {export.data_path} ({len(prepared.docs)} documents)")
-    if export.dropped_metrics:
-        click.echo(f"lm-eval lacks {', '.join(export.dropped_metrics)}: kept in metadata.arena_metric_list only")
-    click.echo(f"run: lm_eval --model hf --model_args pretrained=BASE,peft=ADAPTER --tasks {prepared.task.task} "
-               f"--include_path {out} --log_samples --output_path RESULTS_DIR")
-
-
-@task_cmd.command("validate")
-@click.argument("task_file")
-def task_validate(task_file: str) -> None:
-    """Check TASK: fields, templates on every document, metrics."""
-    prepared = _resolve_docs(_task_file(task_file))
-    t = prepared.task
-    click.echo(f"ok: task {t.task}: {len(prepared.docs)} documents from {prepared.dataset}, {t.output_type}, "
-               f"metrics {', '.join(m.metric for m in t.metrics)}")

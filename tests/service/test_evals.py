@@ -284,6 +284,19 @@ def test_check_says_why_it_cannot_run_and_judges_an_lm_eval_directory(settings, 
     assert "no items scored by both runs" in unpaired.stdout
     assert unpaired.stderr.strip().splitlines()[-1].startswith("error: words: rouge_l: no items scored by both runs")
 
+    # lm-eval takes its chat options as run flags, not from the task: a baseline asked through
+    # a chat template, gated on a task asked without one, was scored on other prompts (a chat
+    # task run without --apply_chat_template scored a chat-trained baseline 0: every candidate
+    # "passed"). Exit 2, saying which flags.
+    (other / "results_2026-01-01T00-00-00.json").write_text(json.dumps(
+        {"results": {"words": {"rouge_l,none": 0.5}}, "higher_is_better": {"words": {"rouge_l": True}},
+         "chat_template": "{{ messages }}", "system_instruction": None}))
+    asked = check("--baseline", str(other), "--candidate", "same", "--limit", "8")
+    assert asked.returncode == 2 and asked.stderr.strip().splitlines() == [
+        "error: --baseline: lm-eval asked task words other prompts than the candidate gets: apply_chat_template=True "
+        "(the task: False); run lm_eval without --apply_chat_template and --system_instruction (arena task export "
+        "prints the command)"], asked.stderr
+
 
 # --- the CLI's task commands -----------------------------------------------------------------------
 
@@ -299,6 +312,9 @@ def test_task_from_data_export_and_validate(settings, arena_setup, tmp_path):
     exported = arena(settings, "task", "export", "words.yaml", "--format", "lm-eval", "--out", "lm", cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
     assert "lm-eval lacks rouge_l" in exported.stdout
+    # The command it prints asks the prompts as we do: lm-eval takes the chat options as flags.
+    assert "run: lm_eval --model hf --model_args pretrained=BASE,peft=ADAPTER --tasks words --include_path lm " \
+           "--apply_chat_template --log_samples --output_path RESULTS_DIR" in exported.stdout, exported.stdout
     docs = [json.loads(line) for line in (tmp_path / "lm" / "words.jsonl").read_text().splitlines()]
     assert len(docs) == 24 and docs[0]["prompt"].endswith("Assistant:") and docs[0]["answer"].startswith("The second")
     again = load_task(tmp_path / "lm" / "words.yaml")  # our loader reads lm-eval's spelling back
