@@ -79,7 +79,7 @@ def _validation_error(request: Request, exc: ValidationException) -> Response:
     # A body or parameter that does not fit the schema: 422, as InvalidInput; /v1 answers 400 as OpenAI does.
     # The detail says which field, as clients show only it ("Validation failed" alone said nothing).
     status = 400 if request.url.path.startswith("/v1/") else 422
-    found = [e for e in exc.extra or [] if isinstance(e, dict) and e.get("message")] if isinstance(exc.extra, list) else []
+    found = [e for e in exc.extra if isinstance(e, dict) and e.get("message")] if isinstance(exc.extra, list) else []
     said = "; ".join((f"{e['key']}: " if e.get("key") not in (None, "data") else "") + str(e["message"]) for e in found[:3])
     detail = f"{exc.detail}: {said}" if said else str(exc.detail)
     return _problem(status, "InvalidInput", _redact(request, detail), request, errors=exc.extra or [])

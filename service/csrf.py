@@ -58,11 +58,13 @@ def check_same_origin(connection: ASGIConnection) -> None:
         return
     fetched_from = connection.headers.get("sec-fetch-site", "").strip().lower()
     origin = connection.headers.get("origin", "").strip()
-    if fetched_from:
+    if origin == "null":  # a sandboxed frame, a data: URL
+        foreign = True
+    elif fetched_from:
         foreign = fetched_from not in _OWN_SITE
     else:  # an older browser: its Origin against the host it asked for
-        foreign = bool(origin) and origin != "null" and urlsplit(origin).netloc.lower() != connection.headers.get("host", "").lower()
-    if foreign or origin == "null":
+        foreign = bool(origin) and urlsplit(origin).netloc.lower() != connection.headers.get("host", "").lower()
+    if foreign:
         raise Forbidden(f"this request came from another site ({origin or fetched_from}); a reviewer's vote, battle or "
                         "correction is accepted only from this arena's own page, or with the X-Reviewer-Token header")
 

@@ -57,11 +57,13 @@ class Forbidden(ArenaError):
 
 def stop_if_cancelled() -> None:
     """Call in a background loop's `except` clauses and before it sleeps: re-raise the
-    task's cancellation when another error took its place, or a call swallowed it. Library code can turn a cancellation into an error of its
-    own (Python 3.11's `asyncio.timeout` turns one that meets its deadline into
-    TimeoutError, which redis-py raises as its TimeoutError), and a loop that logs errors
-    and tries again would then run on after its owner cancelled it: the server's shutdown
-    waited for it forever, its refresher logging that the store was gone."""
+    task's cancellation when another error took its place, or a call swallowed it.
+
+    Library code can turn a cancellation into an error of its own (Python 3.11's
+    `asyncio.timeout` turns one that meets its deadline into TimeoutError, which redis-py
+    raises as its TimeoutError), and a loop that logs errors and tries again would then run
+    on after its owner cancelled it: the server's shutdown waited for it forever, its
+    refresher logging that the store was gone."""
     import asyncio
 
     task = asyncio.current_task()
