@@ -100,6 +100,12 @@ _TaskDumper.add_representer(
     str, lambda d, s: d.represent_scalar("tag:yaml.org,2002:str", s, style='"' if "\n" in s else None))
 
 
+def task_yaml(config: dict[str, Any]) -> str:
+    """A task mapping as YAML the way task files are written: keys in order, text as is
+    (Chinese unescaped), multi-line strings double-quoted."""
+    return yaml.dump(config, Dumper=_TaskDumper, sort_keys=False, allow_unicode=True, width=1000)
+
+
 def export_lm_eval(task: TaskConfig, docs: Sequence[dict[str, Any]], out_dir: str | os.PathLike) -> LmEvalExport:
     """Write `<task>.yaml` and `<task>.jsonl` into `out_dir` so that
     `lm_eval --tasks <task> --include_path <out_dir>` runs the task on `docs`.
@@ -114,8 +120,7 @@ def export_lm_eval(task: TaskConfig, docs: Sequence[dict[str, Any]], out_dir: st
             fh.write(json.dumps(doc, ensure_ascii=False) + "\n")
     config, dropped = lm_eval_config(task, str(data_path))
     yaml_path = out / f"{task.task}.yaml"
-    yaml_path.write_text(yaml.dump(config, Dumper=_TaskDumper, sort_keys=False, allow_unicode=True, width=1000),
-                         encoding="utf-8")
+    yaml_path.write_text(task_yaml(config), encoding="utf-8")
     return LmEvalExport(str(yaml_path), str(data_path), dropped, lm_eval_flags(task))
 
 

@@ -6,19 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import yaml
 
 from service.cli.common import open_store, settings
 from service.cli.evals import _names, _task_file
 from service.errors import InvalidInput
-
-
-class _TaskDumper(yaml.SafeDumper):
-    """Strings with line breaks double-quoted ("\\n User:"), as task files are written by hand."""
-
-
-_TaskDumper.add_representer(
-    str, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v, style='"' if "\n" in v else None))
 
 
 @click.group("task")
@@ -36,6 +27,7 @@ def task_cmd() -> None:
 @click.option("--max-gen-toks", type=int, default=64, show_default=True)
 def task_from_data(dataset: str, split: str, name: str | None, out: Path | None, metrics: str, max_gen_toks: int) -> None:
     """A chat generation task over DATASET's held-out split (NAME[@VERSION]), in each candidate's chat template."""
+    from evaluators.task_export import task_yaml
     from evaluators.tasks import TaskError, task_from_records
     from service.evals import resolve_dataset_docs
 
@@ -60,7 +52,7 @@ def task_from_data(dataset: str, split: str, name: str | None, out: Path | None,
         "metadata": {"version": 1.0, "dataset_id": dsv.id, "documents": len(docs)},
     }
     out = out or Path(f"{name}.yaml")
-    out.write_text(yaml.dump(config, Dumper=_TaskDumper, sort_keys=False, allow_unicode=True, width=1000), encoding="utf-8")
+    out.write_text(task_yaml(config), encoding="utf-8")
     click.echo(f"wrote {out}: task {name} over {ref} ({len(docs)} documents, dataset id {dsv.id})")
 
 
