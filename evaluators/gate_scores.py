@@ -1,10 +1,11 @@
 """The per-sample scores the regression gate (`evaluators.regression`) compares: from a
 runner result (`scores_from_result`) or an lm-eval output directory written with
-`--log_samples` (`load_lm_eval_results`), keyed by `doc_hash` so that both runs join item
-by item."""
+`--log_samples` (`load_lm_eval_results`), keyed by the document's content (`doc_key`) so
+that both runs join item by item."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -45,6 +46,27 @@ class TaskScores(msgspec.Struct, frozen=True):
     asked: dict[str, Any] | None = None
 
 
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def doc_key(doc: Any) -> str:
+    """A document's identity for pairing items across runs: its content, as HF `datasets`
+    leaves it. lm-eval reads an exported task through `datasets`, which makes the
+    documents one table: a key missing from one document becomes null there, and a
+    column mixing ints and floats becomes floats. lm-eval's `doc_hash` hashes that form,
+    so it differs from ours for such documents (5 of a 25-item task paired); this key
+    drops null members, writes integral floats as ints and sorts keys, so both forms agree."""
+    text = json.dumps(_canonical(doc), sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def _item_keys(hashes: Sequence[str]) -> list[str]:
     seen: dict[str, int] = {}
     keys = []
@@ -57,7 +79,7 @@ def _item_keys(hashes: Sequence[str]) -> list[str]:
 
 def scores_from_result(result: EvalResult) -> TaskScores:
     """The per-sample scores of a runner result, ready for `compare`."""
-    keys = _item_keys([s.doc_hash for s in result.samples])
+    keys = _item_keys([doc_key(s.doc) for s in result.samples])
     metrics = {}
     for name, m in result.metrics.items():
         values = {k: s.scores[name] for k, s in zip(keys, result.samples)}
@@ -89,61 +111,110 @@ def _sample_value(value: Any) -> tuple[float, float] | None:
 
 
 def load_lm_eval_results(path: str | os.PathLike, filter_name: str | None = None) -> dict[str, TaskScores]:
-    """Per-sample scores of every task in an lm-eval output directory (searched
-    recursively for `results_*.json` and `samples_<task>_*.jsonl`; the newest file per
-    task wins), keyed by task. Runs written by `EvalResult.write` read the same way.
+    """Per-sample scores of every task in ONE model's lm-eval output: the folder lm-eval
+    wrote for it (`<output_path>/<model>/`, holding `results_<date>.json` and
+    `samples_<task>_<date>.jsonl`), a folder above it holding only that one, or a results
+    file. The newest run per task wins. Runs written by `EvalResult.write` read the same way.
+
+    A folder holding several models' runs is refused (ValueError naming them): lm-eval
+    writes each model into its own sub-folder, and taking the newest would gate a
+    candidate against itself when a CI job writes both runs under one path.
 
     Rows with several filters: `filter_name`, else the only one, else "none". Metrics
     logged as [value, weight] pairs need a known aggregation (lm-eval's perplexities and
-    bits per byte); others of that form are skipped. Raises ValueError naming the file
-    when no samples are found or a line is not JSON."""
+    bits per byte); others of that form are skipped. Output of another shape raises
+    ValueError naming the file (and line)."""
     root = Path(path)
     if not root.exists():
         raise ValueError(f"{root}: no such lm-eval output directory or results file")
-    results_files = sorted(root.rglob("results_*.json"), key=_stamp) if root.is_dir() else [root]
-    sample_files = sorted((root if root.is_dir() else root.parent).rglob("samples_*.jsonl"), key=_stamp)
+    folder = root if root.is_dir() else root.parent
+    sample_files = sorted(folder.rglob("samples_*.jsonl") if root.is_dir() else folder.glob("samples_*.jsonl"),
+                          key=_stamp)
     if not sample_files:
         raise ValueError(f"{root}: no samples_<task>_<date>.jsonl files (run lm_eval with --log_samples)")
-    higher: dict[str, dict[str, bool]] = {}
-    order: dict[str, list[str]] = {}
-    asked: dict[str, dict[str, Any]] = {}
-    for file in results_files:
-        try:
-            doc = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{file}: not a readable lm-eval results file: {exc}") from None
-        for task, entry in (doc.get("results") or {}).items():
-            order[task] = [k.split(",")[0] for k in entry if "," in k and "_stderr," not in k]
-            higher[task] = {**higher.get(task, {}), **(doc.get("higher_is_better") or {}).get(task, {})}
-            if "chat_template" in doc:  # the run's chat options (its flags, not the task's YAML)
-                asked[task] = {"apply_chat_template": bool(doc.get("chat_template")),
-                               "system_instruction": doc.get("system_instruction") or ""}
+    folders = sorted({str(f.parent) for f in sample_files})
+    if len(folders) > 1:
+        raise ValueError(f"{root} holds the runs of {len(folders)} models ({', '.join(folders)}): "
+                         f"pass the folder of the one to compare")
+    run = Path(folders[0])
+    results = {file: _results_doc(file) for file in ([root] if root.is_file() else sorted(run.glob("results_*.json"),
+                                                                                           key=_stamp))}
     latest: dict[str, Path] = {}
     for file in sample_files:  # sorted by date: later files replace earlier ones
-        task = file.name[len("samples_"):file.name.rfind("_")]
-        latest[task] = file
-    return {task: msgspec.structs.replace(_read_samples(task, file, filter_name, higher.get(task, {}), order.get(task, [])),
-                                          asked=asked.get(task))
-            for task, file in latest.items()}
+        latest[file.name[len("samples_"):file.name.rfind("_")]] = file
+    out = {}
+    for task, file in latest.items():
+        doc = _results_for(task, file, results)
+        entry = doc.get("results", {}).get(task, {}) if doc else {}
+        higher = (doc.get("higher_is_better") or {}).get(task, {}) if doc else {}
+        order = [k.split(",")[0] for k in entry if "," in k and "_stderr," not in k]
+        asked = None
+        if doc and "chat_template" in doc:  # the run's chat options (its flags, not the task's YAML)
+            asked = {"apply_chat_template": bool(doc.get("chat_template")),
+                     "system_instruction": doc.get("system_instruction") or ""}
+        scores = _read_samples(task, file, filter_name, higher if isinstance(higher, dict) else {}, order)
+        out[task] = msgspec.structs.replace(scores, asked=asked)
+    return out
+
+
+def _results_doc(file: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{file}: not a readable lm-eval results file: {exc}") from None
+    shape = {"results": dict, "higher_is_better": dict, "config": dict}
+    if not isinstance(doc, dict) or any(not isinstance(doc.get(k) or {}, t) for k, t in shape.items()):
+        raise ValueError(f"{file}: not an lm-eval results file (expected an object with a 'results' object)")
+    if any(not isinstance(v, dict) for v in doc.get("results", {}).values()):
+        raise ValueError(f"{file}: not an lm-eval results file ('results' maps each task to an object)")
+    return doc
+
+
+def _results_for(task: str, samples: Path, results: dict[Path, dict[str, Any]]) -> dict[str, Any] | None:
+    """The results document of the run that wrote `samples` (lm-eval stamps both files
+    alike), else the newest that reports `task`. A folder where different models ran
+    the task is refused: its newest samples may belong to either."""
+    having = {f: d for f, d in results.items() if task in (d.get("results") or {})}
+    models = {json.dumps((d.get("config") or {}).get("model_args"), sort_keys=True, default=str)
+              for d in having.values()}
+    if len(models) > 1:
+        raise ValueError(f"{samples.parent}: runs of task {task} by {len(models)} different models "
+                         f"(config.model_args differ across {', '.join(f.name for f in having)}); "
+                         f"keep one model's runs in the folder")
+    same = [d for f, d in having.items() if _stamp(f) == _stamp(samples)]
+    return same[0] if same else (list(having.values())[-1] if having else None)
 
 
 def _read_samples(task: str, file: Path, filter_name: str | None, higher: dict[str, bool],
                   order: list[str]) -> TaskScores:
     rows = []
-    with file.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if line.strip():
+    try:
+        with file.open(encoding="utf-8") as fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"{file}:{number}: invalid JSON: {exc.msg}") from None
+                if not isinstance(row, dict) or not (isinstance(row.get("doc"), dict) or "doc_hash" in row):
+                    raise ValueError(f"{file}:{number}: not an lm-eval sample (expected an object with "
+                                     f"'doc' or 'doc_hash')")
+                if not isinstance(row.get("filter", "none"), str):
+                    raise ValueError(f"{file}:{number}: 'filter' is not a string")
+                rows.append(row)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{file}: cannot read: {exc}") from None
     filters = sorted({r.get("filter", "none") for r in rows})
     chosen = filter_name or (filters[0] if len(filters) == 1 else "none")
     if chosen not in filters:
-        raise ValueError(f"{file}: filter {chosen!r} not found; filters in file: {', '.join(filters)}")
-    rows = sorted((r for r in rows if r.get("filter", "none") == chosen), key=lambda r: r.get("doc_id", 0))
-    keys = _item_keys([str(r["doc_hash"]) for r in rows])
-    names = list(dict.fromkeys(n for r in rows for n in (r.get("metrics") or [k for k in r if k not in _ROW_FIELDS])))
+        raise ValueError(f"{file}: filter {chosen!r} not found; filters in file: {', '.join(filters) or 'none'}")
+    rows = sorted((r for r in rows if r.get("filter", "none") == chosen),
+                  key=lambda r: r["doc_id"] if isinstance(r.get("doc_id"), int) else 0)
+    keys = _item_keys([doc_key(r["doc"]) if isinstance(r.get("doc"), dict) else str(r["doc_hash"]) for r in rows])
+    listed = [r["metrics"] if isinstance(r.get("metrics"), list) else [k for k in r if k not in _ROW_FIELDS]
+              for r in rows]
+    names = list(dict.fromkeys(n for names in listed for n in names if isinstance(n, str)))
     metrics = {}
     for name in names:
         values, weights = {}, {}

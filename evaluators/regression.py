@@ -1,7 +1,8 @@
 """The regression gate: is a candidate at least as good as the baseline, task by task?
 
-Both runs are joined item by item on `doc_hash` (the same hash lm-eval logs), so the test
-is paired: the same documents, scored for both. Items present on one side only are
+Both runs are joined item by item on the document's content (`gate_scores.doc_key`; lm-eval's
+`doc_hash` changes when HF `datasets` rewrites a document), so the test is paired: the same
+documents, scored for both. Items present on one side only are
 reported and left out. The scores come from `evaluators.gate_scores` (a runner result, or
 an lm-eval output directory).
 

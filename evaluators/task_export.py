@@ -13,6 +13,7 @@ import yaml
 
 from evaluators.metrics import DEFAULT_METRICS, METRICS
 from evaluators.records import EOS, TURN_SEP, USER_PREFIX, Conversation, render_plain
+from evaluators.text_metrics import exact_match_in_lm_eval
 from evaluators.task_config import _CHAT_FIELDS, GenerationKwargs, MetricConfig, TaskConfig, TaskError
 
 _PLAIN = TaskConfig(task="plain", dataset="plain.jsonl", doc_to_target="")
@@ -51,12 +52,13 @@ def lm_eval_config(task: TaskConfig, data_path: str) -> tuple[dict[str, Any], li
         (kept if METRICS[m.metric].in_lm_eval else dropped).append(m)
     if not kept:
         kept = [MetricConfig(DEFAULT_METRICS[task.output_type][0])]
+    options = {m.metric: exact_match_in_lm_eval(m.kwargs) if m.metric == "exact_match" else m.kwargs for m in kept}
 
     def entry(m: MetricConfig) -> dict[str, Any]:
         spec = METRICS[m.metric]
         return {"metric": m.metric, "aggregation": m.aggregation or spec.aggregation,
                 "higher_is_better": spec.higher_is_better if m.higher_is_better is None else m.higher_is_better,
-                **m.kwargs}
+                **options[m.metric]}
 
     config: dict[str, Any] = {
         "task": task.task,
@@ -77,7 +79,9 @@ def lm_eval_config(task: TaskConfig, data_path: str) -> tuple[dict[str, Any], li
         config["generation_kwargs"] = msgspec.to_builtins(task.generation_kwargs)
     config["metric_list"] = [entry(m) for m in kept]
     config["metadata"] = {"version": task.metadata.version, **task.metadata.extra}
-    if dropped:
+    if dropped or any(options[m.metric] != m.kwargs for m in kept):
+        # Ours, as the task says them (reloading the YAML restores them): the metrics lm-eval
+        # lacks, and options rewritten into what lm-eval computes the same way.
         config["metadata"]["arena_metric_list"] = [
             {"metric": m.metric, **{k: v for k, v in (("aggregation", m.aggregation),
                                                       ("higher_is_better", m.higher_is_better)) if v is not None},

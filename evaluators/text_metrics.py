@@ -36,11 +36,59 @@ _PUNCT_TABLE = str.maketrans("", "", string.punctuation)
 _DIGIT_TABLE = str.maketrans("", "", string.digits)
 
 
-def _drop_punctuation(text: str) -> str:
-    """Every Unicode punctuation character removed (ASCII and CJK: `.,!?` and `。，！？“”`)."""
-    import unicodedata
+@lru_cache(maxsize=1)
+def _ignored_punctuation() -> str:
+    """What `ignore_punctuation` drops: ASCII punctuation (lm-eval's `string.punctuation`,
+    symbols such as `$+<=>` included) and every Unicode punctuation character (CJK
+    `。，！？“”` included), sorted."""
+    from evaluators._text import _punctuation
 
-    return "".join(c for c in text.translate(_PUNCT_TABLE) if unicodedata.category(c)[0] != "P")
+    return "".join(sorted(set(string.punctuation) | _punctuation()))
+
+
+@lru_cache(maxsize=1)
+def _all_punct_table() -> dict[int, None]:
+    return str.maketrans("", "", _ignored_punctuation())
+
+
+def _drop_punctuation(text: str) -> str:
+    """Every punctuation character removed (ASCII and CJK: `.,!?` and `。，！？“”`)."""
+    return text.translate(_all_punct_table())
+
+
+def _char_class(chars: str) -> str:
+    """A regex character class of `chars`, as ranges of code points written `\\uXXXX`."""
+    points = sorted(map(ord, chars))
+    ranges: list[list[int]] = []
+    for p in points:
+        if ranges and p == ranges[-1][1] + 1:
+            ranges[-1][1] = p
+        else:
+            ranges.append([p, p])
+    esc = lambda p: f"\\u{p:04x}" if p <= 0xFFFF else f"\\U{p:08x}"  # noqa: E731
+    return "[" + "".join(esc(a) if a == b else f"{esc(a)}-{esc(b)}" for a, b in ranges) + "]+"
+
+
+def exact_match_in_lm_eval(options: dict) -> dict:
+    """lm-eval's `exact_match` options that score what ours score with `options`.
+
+    lm-eval has no `strip`, and its `ignore_punctuation` drops ASCII punctuation only
+    ("北京。" against "北京": 0 there, 1 here). With either, the steps after the task's
+    regexes (punctuation, digits, surrounding whitespace) become regexes too, in our
+    order; lm-eval runs its regexes first, then lower-cases, which neither creates nor
+    removes those characters, so the result is the same text."""
+    if not (options.get("strip") or options.get("ignore_punctuation")):
+        return dict(options)
+    out = {k: v for k, v in options.items() if k not in ("strip", "ignore_punctuation", "ignore_numbers")}
+    regexes = list(options.get("regexes_to_ignore") or ())
+    if options.get("ignore_punctuation"):
+        regexes.append(_char_class(_ignored_punctuation()))
+    if options.get("ignore_numbers"):
+        regexes.append("[0-9]+")
+    if options.get("strip"):
+        regexes += [r"^\s+", r"\s+$"]
+    out["regexes_to_ignore"] = regexes
+    return out
 
 
 @register_metric("exact_match", output_type="generate_until")

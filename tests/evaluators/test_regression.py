@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from evaluators.gate_scores import MetricScores, TaskScores, load_lm_eval_results, scores_from_result
+from evaluators.gate_scores import MetricScores, TaskScores, doc_key, load_lm_eval_results, scores_from_result
 from evaluators.regression import (
     compare,
     compare_metric,
@@ -205,12 +205,13 @@ def test_junit_and_json_reports(tmp_path):
     assert verdicts_json(verdicts)["verdicts"][0]["task"] == "qa"
 
 
-def write_lm_eval_run(root, stamp, rows, task="qa", higher=None):
-    run = root / "model__name"
+def write_lm_eval_run(root, stamp, rows, task="qa", higher=None, model="model__name", model_args="pretrained=m"):
+    run = root / model
     run.mkdir(parents=True, exist_ok=True)
     results = {"results": {task: {"alias": task, "exact_match,none": 0.5, "exact_match_stderr,none": 0.1}},
                "higher_is_better": {task: higher or {"exact_match": True}},
-               "n-samples": {task: {"original": len(rows), "effective": len(rows)}}}
+               "n-samples": {task: {"original": len(rows), "effective": len(rows)}},
+               "config": {"model": "hf", "model_args": model_args}}
     (run / f"results_{stamp}.json").write_text(json.dumps(results))
     with (run / f"samples_{task}_{stamp}.jsonl").open("w") as fh:
         for row in rows:
@@ -230,10 +231,11 @@ def test_load_lm_eval_results_reads_the_newest_samples_per_task(tmp_path):
     baseline = load_lm_eval_results(tmp_path)
     qa = baseline["qa"]
     assert qa.primary_metric == "exact_match"
-    assert qa.metrics["exact_match"].values == {"hash0": 0.0, "hash1": 1.0, "hash2": 0.0, "hash3": 1.0}
+    key = [doc_key({"q": i}) for i in range(4)]
+    assert qa.metrics["exact_match"].values == {key[0]: 0.0, key[1]: 1.0, key[2]: 0.0, key[3]: 1.0}
     ppl = qa.metrics["word_perplexity"]
     assert ppl.aggregation == "weighted_perplexity" and not ppl.higher_is_better
-    assert ppl.values["hash2"] == -12.0 and ppl.weights["hash2"] == 4.0
+    assert ppl.values[key[2]] == -12.0 and ppl.weights[key[2]] == 4.0
 
 
 def test_load_lm_eval_results_chooses_a_filter(tmp_path):
@@ -241,7 +243,72 @@ def test_load_lm_eval_results_chooses_a_filter(tmp_path):
     write_lm_eval_run(tmp_path, "2024-01-01T10-00-00.000001", rows)
     with pytest.raises(ValueError, match="filter 'none' not found; filters in file: flexible-extract, strict-match"):
         load_lm_eval_results(tmp_path)
-    assert load_lm_eval_results(tmp_path, "strict-match")["qa"].metrics["exact_match"].values == {"hash0": 1.0}
+    assert load_lm_eval_results(tmp_path, "strict-match")["qa"].metrics["exact_match"].values == {doc_key({"q": 0}): 1.0}
+
+
+def test_a_folder_with_several_models_runs_is_refused(tmp_path):
+    """lm-eval writes each model into <output_path>/<model>/. A CI job that writes the
+    baseline and then the candidate under one path must not have the candidate (the
+    newest run) gated against itself."""
+    write_lm_eval_run(tmp_path, "2024-01-01T10-00-00.000001", [lm_eval_row(0, 1.0)], model="base")
+    write_lm_eval_run(tmp_path, "2024-01-02T10-00-00.000001", [lm_eval_row(0, 0.0)], model="cand",
+                      model_args="pretrained=m,peft=cand")
+    with pytest.raises(ValueError, match=r"holds the runs of 2 models \(.*base, .*cand\): pass the folder"):
+        load_lm_eval_results(tmp_path)
+    assert load_lm_eval_results(tmp_path / "base")["qa"].metrics["exact_match"].values == {doc_key({"q": 0}): 1.0}
+    # Two models' runs in one folder (written with --output_path DIR/results.json by hand).
+    write_lm_eval_run(tmp_path, "2024-01-03T10-00-00.000001", [lm_eval_row(0, 0.0)], model="base",
+                      model_args="pretrained=m,peft=cand")
+    with pytest.raises(ValueError, match="runs of task qa by 2 different models"):
+        load_lm_eval_results(tmp_path / "base")
+
+
+def test_a_rerun_of_the_same_model_takes_the_newest_and_its_own_results(tmp_path):
+    write_lm_eval_run(tmp_path, "2024-01-01T10-00-00.000001", [lm_eval_row(0, 1.0)])
+    write_lm_eval_run(tmp_path, "2024-01-02T10-00-00.000001", [lm_eval_row(0, 0.0)])
+    newer = json.loads(next((tmp_path / "model__name").glob("results_2024-01-02*")).read_text())
+    newer.update(chat_template="{{x}}", system_instruction="Be brief.")
+    next((tmp_path / "model__name").glob("results_2024-01-02*")).write_text(json.dumps(newer))
+    qa = load_lm_eval_results(tmp_path)["qa"]
+    assert qa.metrics["exact_match"].values == {doc_key({"q": 0}): 0.0}
+    assert qa.asked == {"apply_chat_template": True, "system_instruction": "Be brief."}
+
+
+@pytest.mark.parametrize("results, line, error", [
+    ([1, 2], None, "not an lm-eval results file"),
+    ({"results": {"qa": 0.5}}, None, "'results' maps each task to an object"),
+    ({"results": {}, "config": "x"}, None, "not an lm-eval results file"),
+    ({"results": {}}, "[1, 2]", r"samples_qa_2024.*:1: not an lm-eval sample"),
+    ({"results": {}}, '{"doc_id": 0, "exact_match": 1}', r":1: not an lm-eval sample \(expected an object with 'doc'"),
+    ({"results": {}}, '{"doc": {"q": 1}, "filter": 3, "exact_match": 1}', "'filter' is not a string"),
+    ({"results": {}}, '{"doc": {"q": 1}, "metrics": 7, "x": "y"}', "no per-sample metric values"),
+])
+def test_lm_eval_output_of_another_shape_is_an_error_naming_the_file(tmp_path, results, line, error):
+    """What CI reads as exit 1 (a regression) must not come from a traceback: every shape
+    the loader does not know is a ValueError (the CLI's exit 2) naming the file."""
+    run = tmp_path / "m"
+    run.mkdir()
+    (run / "results_2024-01-01T10-00-00.000001.json").write_text(json.dumps(results))
+    (run / "samples_qa_2024-01-01T10-00-00.000001.jsonl").write_text(
+        (line or json.dumps(lm_eval_row(0, 1.0))) + "\n")
+    with pytest.raises(ValueError, match=error):
+        load_lm_eval_results(tmp_path)
+
+
+def test_documents_pair_by_content_as_datasets_leaves_them():
+    """HF datasets, which lm-eval reads the exported task with, makes documents one table:
+    keys missing from a document become null, int columns holding a float become floats,
+    keys follow the table's order. lm-eval's doc_hash then differs from ours; the content
+    key does not."""
+    ours = [{"question": "1+1", "answer": 2, "history": [{"role": "user", "content": "hi"}]},
+            {"question": "half", "answer": 0.5}]
+    theirs = [{"answer": 2.0, "history": [{"content": "hi", "role": "user"}], "question": "1+1"},
+              {"answer": 0.5, "history": None, "question": "half"}]
+    from evaluators.tasks import doc_hash
+
+    assert [doc_hash(d) for d in ours] != [doc_hash(d) for d in theirs]
+    assert [doc_key(d) for d in ours] == [doc_key(d) for d in theirs]
+    assert doc_key({"a": 1}) != doc_key({"a": 1.5}) != doc_key({"a": "1"})
 
 
 def test_a_runner_result_written_to_disk_is_a_baseline(tmp_path):

@@ -11,6 +11,7 @@ import yaml
 
 from evaluators.records import Conversation, Message
 from evaluators.tasks import (
+    MetricConfig,
     TaskConfig,
     TaskError,
     build_requests,
@@ -161,9 +162,11 @@ def test_export_to_lm_eval_then_reload(tmp_path):
     config = yaml.safe_load(Path(export.yaml_path).read_text())
     assert config["task"] == "capitals" and config["dataset_path"] == "json"
     assert config["dataset_kwargs"] == {"data_files": {"test": export.data_path}} and config["test_split"] == "test"
+    # lm-eval has no `strip` (its exact_match stops with a TypeError): it becomes regexes it runs alike.
     assert config["metric_list"] == [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True,
-                                      "ignore_case": True, "strip": True}]
+                                      "ignore_case": True, "regexes_to_ignore": [r"^\s+", r"\s+$"]}]
     assert config["metadata"]["version"] == 2.0
+    assert config["metadata"]["arena_metric_list"][0] == {"metric": "exact_match", "ignore_case": True, "strip": True}
     assert export.dropped_metrics == ["token_f1"]  # lm-eval has no SQuAD token F1 by that name
     assert load_docs(export.data_path) == DOCS
 
@@ -349,3 +352,58 @@ def test_a_field_name_that_is_not_text_is_a_task_error(tmp_path, text, key):
     task.write_text(text)
     with pytest.raises(TaskError, match=rf"t\.yaml: field names are text; got {key}"):
         load_task(task)
+
+
+def lm_eval_exact_match(pred, ref, regexes_to_ignore=None, ignore_case=False, ignore_punctuation=False,
+                        ignore_numbers=False):
+    """lm-eval 0.4.13's `exact_match_hf_evaluate` for one pair (lm_eval/api/metrics.py), where
+    lm-eval is not installed; the real one where it is."""
+    try:
+        from lm_eval.api.metrics import exact_match_hf_evaluate
+    except ImportError:
+        import string
+
+        import numpy as np
+
+        def exact_match_hf_evaluate(predictions, references, regexes_to_ignore=None, ignore_case=False,
+                                    ignore_punctuation=False, ignore_numbers=False):
+            predictions, references = np.asarray(predictions), np.asarray(references)
+            for s in regexes_to_ignore or ():
+                predictions = np.array([re.sub(s, "", x) for x in predictions])
+                references = np.array([re.sub(s, "", x) for x in references])
+            if ignore_case:
+                predictions, references = np.char.lower(predictions), np.char.lower(references)
+            for flag, chars in ((ignore_punctuation, string.punctuation), (ignore_numbers, string.digits)):
+                if flag:
+                    table = chars.maketrans("", "", chars)
+                    predictions = np.char.translate(predictions, table=table)
+                    references = np.char.translate(references, table=table)
+            return {"exact_match": np.mean(predictions == references)}
+    return float(exact_match_hf_evaluate([pred], [ref], regexes_to_ignore=regexes_to_ignore, ignore_case=ignore_case,
+                                         ignore_punctuation=ignore_punctuation, ignore_numbers=ignore_numbers)
+                 ["exact_match"])
+
+
+@pytest.mark.parametrize("options", [
+    {"strip": True}, {"ignore_punctuation": True}, {"ignore_punctuation": True, "strip": True, "ignore_case": True},
+    {"ignore_numbers": True, "strip": True}, {"ignore_numbers": True, "ignore_punctuation": True},
+    {"regexes_to_ignore": ["答案[:：]"], "strip": True, "ignore_punctuation": True}, {"ignore_case": True},
+])
+def test_exported_exact_match_scores_in_lm_eval_what_it_scores_here(tmp_path, options):
+    """The export's exact_match options make lm-eval's exact_match give our score on every
+    pair: `strip` is not an lm-eval option, and its ignore_punctuation keeps CJK
+    punctuation ("北京。" against "北京": 0 there, 1 here)."""
+    from evaluators.metrics import GenerationOutcome, score_sample
+
+    task = TaskConfig(task="t", dataset="d.jsonl", doc_to_text="{{q}}", doc_to_target="{{a}}",
+                      metric_list=[MetricConfig("exact_match", kwargs=options)])
+    config = yaml.safe_load(Path(export_lm_eval(task, [{"q": "x", "a": "y"}], tmp_path).yaml_path).read_text())
+    exported = {k: v for k, v in config["metric_list"][0].items()
+                if k not in ("metric", "aggregation", "higher_is_better")}
+    pairs = [("北京。", "北京"), (" Paris \n", "paris"), ("Paris .", "Paris"), ("「上海」！", "上海"), ("a 5", "a"),
+             ("答案：42。", "42"), ("  答案: 北京 ", "北京"), ("$100!", "100"), ("x—y", "xy"), ("Tokyo", "Kyoto"),
+             ("A１２", "a"), ("\u3000东京\u3000", "东京"), ("ΣΑΣ.", "σας")]
+    for pred, ref in pairs:
+        ours = score_sample("exact_match", GenerationOutcome(pred, (ref,)), options)[0]
+        assert lm_eval_exact_match(pred, ref, **exported) == ours, (pred, ref, exported)
+    assert load_task(Path(tmp_path) / "t.yaml").metric_list[0].kwargs == options  # reloading restores ours
