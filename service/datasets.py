@@ -28,7 +28,7 @@ from evaluators.records import Conversation, Message
 from service.dataset_formats import FORMATS, READERS, ColumnMapping, FieldLog, detect, parse_plain, read_meta
 from service.domain import Split
 from service.errors import InvalidInput, TooLarge
-from service.parquet_rows import parquet_rows
+from service.parquet_rows import iter_parquet_rows, parquet_rows
 
 __all__ = ["FORMATS", "ParsedDataset", "RecordFile", "parse_dataset", "parse_plain", "read_records", "spool_records",
            "write_records"]
@@ -176,8 +176,9 @@ def spool_records(path: Path, out: Path, fmt: str | None = None, *, encoding: st
     """Read a dataset file record by record into `out` as normalised rows (what
     `write_records` writes, readable by `RecordFile`); return (records, format).
 
-    JSONL is read a line at a time, so memory stays flat in the file's size; a JSON array or
-    Parquet file is parsed whole (`parse_dataset`). The same one-line errors as `parse_dataset`.
+    JSONL is read a line at a time and Parquet a batch of rows at a time, so memory stays
+    flat in the file's size; a JSON array is parsed whole (`parse_dataset`). The same
+    one-line errors as `parse_dataset`.
     """
     filename = path.name
     if fmt is not None and fmt not in FORMATS:
@@ -195,12 +196,19 @@ def spool_records(path: Path, out: Path, fmt: str | None = None, *, encoding: st
                 row["meta"] = record.metadata
             sink.write(msgspec.json.encode(row) + b"\n")
 
-        if filename.lower().endswith(".parquet") or head[:4] == b"PAR1" or head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"[":
+        read = _Reader(fmt, mapping)
+        if filename.lower().endswith(".parquet") or head[:4] == b"PAR1":
+            for n, row in enumerate(iter_parquet_rows(lambda: str(path), filename), start=1):
+                write(read(row, f"{filename}: row {n}"), n)
+                count += 1
+            if not count:
+                raise InvalidInput(f"{filename}: no records")
+            return count, read.format
+        if head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"[":
             parsed = parse_dataset(path.read_bytes(), filename, fmt, encoding=encoding, mapping=mapping)
             for record, line in zip(parsed.records, parsed.line_numbers):
                 write(record, line)
             return len(parsed.records), parsed.format
-        read = _Reader(fmt, mapping)
         with open(path, "rb") as f:
             for n, raw in enumerate(f, start=1):
                 try:

@@ -12,6 +12,7 @@ limit is refused before it is materialised.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 
 from service.errors import InvalidInput, TooLarge
 
@@ -23,27 +24,31 @@ def parquet_rows(raw: bytes, filename: str, max_bytes: int | None = None) -> lis
     """The rows of a Parquet file as dicts. Raises `InvalidInput` for a file pyarrow cannot
     read, `TooLarge` when its rows decode to more than `max_bytes` (None: no bound), counting
     each value's bytes and one more per value, as a JSON line would hold them."""
+    return list(iter_parquet_rows(lambda: io.BytesIO(raw), filename, max_bytes))
+
+
+def iter_parquet_rows(open_source, filename: str, max_bytes: int | None = None) -> Iterator[dict]:
+    """`parquet_rows` one batch of rows at a time, from `open_source()` (a path or a new
+    file object): a local file of any size is read in memory bounded by a batch."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        schema = pq.ParquetFile(io.BytesIO(raw)).schema
+        schema = pq.ParquetFile(open_source()).schema
         text_columns = [c.path for c in schema if c.physical_type == "BYTE_ARRAY"]
-        pf = pq.ParquetFile(io.BytesIO(raw), read_dictionary=text_columns)
+        pf = pq.ParquetFile(open_source(), read_dictionary=text_columns)
         meta = pf.metadata
         if max_bytes is not None:
             declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
             if declared > max_bytes or meta.num_rows > max_bytes:
                 raise _too_large(filename, max_bytes)
-        rows: list[dict] = []
         decoded = 0
         for batch in pf.iter_batches(batch_size=BATCH_ROWS):
             if max_bytes is not None:
                 decoded += sum(decoded_bytes(column) for column in batch.columns)
                 if decoded > max_bytes:
                     raise _too_large(filename, max_bytes)
-            rows.extend(batch.to_pylist())
-        return rows
+            yield from batch.to_pylist()
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise InvalidInput(f"{filename}: not a readable Parquet file ({str(exc)[:200]})") from None
 

@@ -161,3 +161,36 @@ def test_cli_reads_llama_factory_files_as_users_bring_them(tmp_path):
     refused = arena("data", "add", str(gbk), "--name", "gbk", env=env)
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1 and "--encoding gb18030" in refused.stderr
     assert arena("data", "add", str(gbk), "--name", "gbk", "--encoding", "gb18030", env=env).returncode == 0
+
+
+def test_a_local_parquet_file_is_spooled_a_batch_at_a_time(tmp_path):
+    """`arena data check FILE.parquet` spools the file it checks: a compressed Parquet file
+    of a few KB can hold 80 MB of text, and reading it whole held all of it (and its
+    records) in memory. Batch by batch, the peak is a batch's rows."""
+    import tracemalloc
+
+    from service.datasets import RecordFile, spool_records
+
+    rows = 20_000
+    table = pa.table({"instruction": pa.array(["问" * 2000] * rows).dictionary_encode(),
+                      "output": pa.array([f"答{i}" for i in range(rows)])})
+    path = tmp_path / "big.parquet"
+    pq.write_table(table, path)
+    assert path.stat().st_size < 200_000  # 80 MB of UTF-8 text once decoded
+    tracemalloc.start()
+    try:
+        count, fmt = spool_records(path, tmp_path / "records.jsonl")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (count, fmt) == (rows, "alpaca")
+    assert peak < 30_000_000, f"spooling peaked at {peak / 1e6:.0f} MB of Python objects"
+    spooled = RecordFile(tmp_path / "records.jsonl")
+    assert len(spooled) == rows and spooled.read(rows - 1, rows)[0][0].answer == f"答{rows - 1}"
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"instruction": ["一加一？", "二加二？"], "output": ["二", ""]}), bad)
+    with pytest.raises(InvalidInput, match=r"bad.parquet: row 2: field 'output' is empty"):
+        spool_records(bad, tmp_path / "bad.jsonl")
+    (tmp_path / "junk.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(InvalidInput, match="junk.parquet: not a readable Parquet file"):
+        spool_records(tmp_path / "junk.parquet", tmp_path / "junk.jsonl")
