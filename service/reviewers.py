@@ -33,6 +33,8 @@ from service.store import Store
 
 TOKEN_HEADER = "x-reviewer-token"
 TOKEN_COOKIE = "arena_token"
+USED_INVITE = ("this invite link is unknown, revoked or already used (a link opens one browser session); "
+               "ask the admin for a new one")
 ANON_COOKIE = "arena_reviewer"
 ANON_PREFIX = "anon-"
 _COOKIE_AGE_S = 365 * 86400
@@ -76,8 +78,7 @@ async def identify(connection: ASGIConnection, store: Store, settings: Settings,
         session = secrets.token_urlsafe(24)
         name = await store.exchange_invite(hash_token(url_token.strip()), hash_token(session))
         if name is None:
-            raise Unauthorized("this invite link is unknown, revoked or already used (a link opens one browser "
-                               "session); ask the admin for a new one")
+            raise Unauthorized(USED_INVITE)
         return Reviewer(name, True, (_cookie(TOKEN_COOKIE, session, connection, settings),))
     token = connection.headers.get(TOKEN_HEADER) or connection.cookies.get(TOKEN_COOKIE)
     if token:

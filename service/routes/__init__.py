@@ -51,7 +51,7 @@ ROUTE_HANDLERS = [
     reviewers.create_invite, reviewers.list_reviewers, reviewers.suspicious_reviewers, reviewers.exclude_reviewer, reviewers.include_reviewer,
     reviewers.revoke_invites,
     arena.arena_state, arena.active_models, arena.set_active, arena.add_prompts, judging.start_judge, judging.list_judge_jobs,
-    arena_pages.arena_page, arena_pages.arena_own_prompt, arena_pages.arena_vote_form, arena_pages.leaderboard_page,
+    arena_pages.arena_page, arena_pages.arena_join, arena_pages.arena_own_prompt, arena_pages.arena_vote_form, arena_pages.leaderboard_page,
     corrections.submit_correction, corrections.list_corrections, corrections.accept_correction, corrections.reject_correction,
     corrections.correction_form, corrections.corrections_page, corrections.decide_form,
 ]

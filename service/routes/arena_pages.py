@@ -19,7 +19,7 @@ from litestar.response import Redirect, Template
 from service import battles, judge_calibration, leaderboards, reviewers
 from service.csrf import check_form, form_token
 from service.i18n import for_request
-from service.errors import ArenaError, NotFound
+from service.errors import ArenaError, NotFound, Unauthorized
 from service.category_boards import GROUPS, category_boards, check_category
 from service.leaderboard_charts import ci_chart, win_rate_heatmap
 from service.store import Store
@@ -43,12 +43,12 @@ def _page(request: Request, name: str, context: dict[str, Any], status: int = 20
 @get("/arena", include_in_schema=False)
 async def arena_page(request: Request, store: Store, battle: str | None = None, token: str | None = None) -> Template | Response:
     settings = request.app.state.settings
+    if token is not None:
+        return await _invite_page(request, store, token)
     try:
-        reviewer = await reviewers.identify(request, store, settings, url_token=token)
+        reviewer = await reviewers.identify(request, store, settings)
     except ArenaError as exc:
         return _page(request, "arena.html", {"error": exc.message, "battle": None, "allow_prompt": False}, exc.status)
-    if token:  # keep the token in a cookie, not in the address bar or the history
-        return Redirect("/arena", status_code=303, cookies=list(reviewer.cookies))
     context: dict[str, Any] = {"battle": None, "reveal": None, "error": None, "allow_prompt": True, "reviewer": reviewer.id}
     status = 200
     try:
@@ -65,6 +65,37 @@ async def arena_page(request: Request, store: Store, battle: str | None = None, 
     except ArenaError as exc:
         context["error"], status = exc.message, exc.status if isinstance(exc, NotFound) else 200
     return _page(request, "arena.html", context, status, reviewer.cookies)
+
+
+async def _invite_page(request: Request, store: Store, token: str) -> Template:
+    """An invite link asks before it signs the browser in. Opening it changes nothing: a
+    page on another site could send the browser to the link of an invite of its own (its
+    votes would then count as that reviewer's), and mail scanners that open links would
+    use up the single-use token before its reviewer does."""
+    name = await store.reviewer_for_token(reviewers.hash_token(token.strip())) if token.strip() else None
+    if name is None:
+        return _page(request, "arena.html", {"error": reviewers.USED_INVITE, "battle": None, "allow_prompt": False}, 401)
+    session = request.cookies.get(reviewers.TOKEN_COOKIE, "").strip()
+    current = await store.reviewer_for_token(reviewers.hash_token(session)) if session else None
+    invite = {"token": token.strip(), "reviewer": name, "current": current}
+    return _page(request, "arena.html", {"invite": invite, "battle": None, "allow_prompt": False, "error": None})
+
+
+@post("/arena/join", include_in_schema=False)
+async def arena_join(
+    request: Request, store: Store, data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+) -> Template | Response:
+    """The invite page's button: the token is exchanged for a session kept in a cookie (the
+    link is used up), and the browser goes on to the arena without it in the address."""
+    try:
+        check_form(request, data)
+        token = str(data.get("token", "")).strip()
+        if not token:
+            raise Unauthorized(reviewers.USED_INVITE)
+        reviewer = await reviewers.identify(request, store, request.app.state.settings, url_token=token)
+    except ArenaError as exc:
+        return _page(request, "arena.html", {"error": exc.message, "battle": None, "allow_prompt": False}, exc.status)
+    return Redirect("/arena", status_code=303, cookies=list(reviewer.cookies))
 
 
 @post("/arena", include_in_schema=False)

@@ -280,6 +280,70 @@ def test_a_page_on_another_port_cannot_deal_or_vote_as_the_reviewer(settings, sc
         server.stop()
 
 
+def test_an_invite_link_signs_in_only_when_its_reviewer_says_so(settings, scripted, browser):
+    """Login CSRF: a page on another site sends the browser to the link of an invite of its
+    own, or posts the join form itself. Neither signs the browser in (its votes would
+    count as the attacker's reviewer); the invited reviewer's click does."""
+    import http.server
+    import threading
+
+    from playwright.sync_api import expect
+
+    server = start(msgspec.structs.replace(settings, reviewer_mode="invite"), scripted, ["lora-r8", "base"])
+    evil = None
+    try:
+        admin = server.client(admin=True)
+        theirs = admin.post("/api/reviewers/invites", json={"reviewer": "mallory"}).json()["token"]
+        mine = admin.post("/api/reviewers/invites", json={"reviewer": "ann"}).json()["token"]
+        html = {"/go": f'<!doctype html><script>location.href = "{server.url}/arena?token={theirs}";</script>',
+                "/post": f"""<!doctype html><form method="post" action="{server.url}/arena/join" id="f">
+                  <input name="token" value="{theirs}"><input name="csrf_token" value="guess"></form>
+                  <script>document.getElementById("f").submit();</script>"""}
+
+        class Evil(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.end_headers()
+                self.wfile.write(html[self.path].encode())
+
+            def log_message(self, *args) -> None:
+                pass
+
+        evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Evil)
+        threading.Thread(target=evil.serve_forever, daemon=True).start()
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{evil.server_address[1]}/go")
+        page.wait_for_url(f"{server.url}/arena?token=*")
+        expect(page.locator("#invite-reviewer")).to_have_text("mallory")
+        with page.expect_response(f"{server.url}/arena/join") as joined:
+            page.goto(f"http://127.0.0.1:{evil.server_address[1]}/post")
+        assert joined.value.status == 403
+        assert not [c for c in context.cookies() if c["name"] == "arena_token"]
+        assert page.goto(f"{server.url}/arena").status == 401  # still nobody
+        # The reviewer's own link, and their click.
+        page.goto(f"{server.url}/arena?token={mine}")
+        page.get_by_role("button", name="Continue as ann").click()
+        page.wait_for_url(f"{server.url}/arena")
+        expect(page.get_by_role("button", name="A is better")).to_be_enabled(timeout=30000)
+        page.get_by_role("button", name="A is better").click()
+        page.locator("#reveal").wait_for(state="visible")
+        votes = {r["reviewer"]: r["votes"] for r in admin.get("/api/reviewers").json()}
+        assert votes.get("ann") == 1 and not votes.get("mallory"), votes
+        # The other invite was never used: its reviewer can still open it.
+        fresh = browser.new_context()
+        late = fresh.new_page()
+        late.goto(f"{server.url}/arena?token={theirs}")
+        expect(late.get_by_role("button", name="Continue as mallory")).to_be_visible()
+        fresh.close()
+        context.close()
+    finally:
+        if evil is not None:
+            evil.shutdown()
+        server.stop()
+
+
 @pytest.mark.parametrize("csp", ["enforced", "bypassed"])
 def test_model_output_cannot_run_script(settings, scripted, browser, tmp_path, csp):
     # With the page's Content-Security-Policy bypassed, escaping alone must hold.

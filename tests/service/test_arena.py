@@ -189,9 +189,18 @@ def test_invite_mode_needs_a_token(settings, scripted):
         ann = srv.client()
         ann.headers["X-Reviewer-Token"] = invite["token"]
         play(ann, "b")
-        # The link: the page keeps the token in a cookie and drops it from the address.
+        # The link asks first: opening it (a mail scanner, a page on another site sending the
+        # browser there) signs nothing in and uses nothing up.
         browser = srv.client()
-        r = browser.get(f"/arena?token={invite['token']}", follow_redirects=False)
+        for _ in range(2):
+            r = browser.get(f"/arena?token={invite['token']}", follow_redirects=False)
+            assert r.status_code == 200 and "arena_token" not in r.cookies and 'id="join-form"' in r.text
+            assert 'id="invite-reviewer">ann<' in r.text and 'action="/arena/join"' in r.text
+        assert browser.get("/arena").status_code == 401  # not signed in by the visit
+        forged = srv.client().post("/arena/join", data={"token": invite["token"]}, follow_redirects=False)
+        assert forged.status_code == 403 and "arena_token" not in forged.cookies  # another site's form
+        # The button: the token becomes a session kept in a cookie and leaves the address.
+        r = browser.post("/arena/join", data=with_csrf(browser, {"token": invite["token"]}), follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"] == "/arena" and "arena_token" in r.cookies
         assert r.cookies["arena_token"] != invite["token"]  # a session of its own, not the link's token
         page = browser.get("/arena")
@@ -199,6 +208,15 @@ def test_invite_mode_needs_a_token(settings, scripted):
         # Single-use: the link (from a history, a log, a referrer) opens nothing a second time.
         again = srv.client().get(f"/arena?token={invite['token']}", follow_redirects=False)
         assert again.status_code == 401 and "already used" in again.text
+        late = srv.client()
+        late = late.post("/arena/join", data=with_csrf(late, {"token": invite["token"]}), follow_redirects=False)
+        assert late.status_code == 401 and "already used" in late.text
+        empty = srv.client()
+        assert empty.post("/arena/join", data=with_csrf(empty, {"token": " "})).status_code == 401
+        # A second invite opened in a signed-in browser says whom it replaces.
+        other = admin.post("/api/reviewers/invites", json={"reviewer": "bob"}).json()
+        switch = browser.get(f"/arena?token={other['token']}")
+        assert 'id="invite-switch"' in switch.text and "<strong>ann</strong>" in switch.text
         reviewers = {r["reviewer"]: r for r in admin.get("/api/reviewers").json()}
         assert reviewers["ann"]["votes"] == 1
     finally:
