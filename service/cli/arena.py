@@ -7,12 +7,12 @@ from pathlib import Path
 
 import click
 
-from service.cli.common import call_with_queue, echo_json, follow_job, open_store, settings
+from service.cli.common import ListingGroup, call_with_queue, echo_json, follow_job, open_store, settings
 
 # --- prompts ----------------------------------------------------------------------------
 
 
-@click.group("prompts")
+@click.group("prompts", cls=ListingGroup)
 def prompts_cmd() -> None:
     """The arena's prompt pool: add from a file, a dataset's held-out split or a task."""
 
@@ -175,7 +175,7 @@ def battles_import(file: Path, board: str | None, skip_invalid: bool) -> None:
 # --- reviewers --------------------------------------------------------------------------
 
 
-@click.group("reviewers")
+@click.group("reviewers", cls=ListingGroup)
 def reviewers_cmd() -> None:
     """Invite reviewers, revoke their tokens, list them, exclude (or re-include) one's votes."""
 

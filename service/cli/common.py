@@ -17,6 +17,23 @@ from service.runtime import redis_url
 from service.store import SyncStore
 
 
+class ListingGroup(click.Group):
+    """A command group that runs its `list` command when given none (`arena candidates`
+    lists candidates, as `git branch` lists branches); `--help` shows the group's help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, invoke_without_command=True, **kwargs)
+        inner = self.callback
+
+        def callback(*a: Any, **kw: Any) -> Any:
+            ctx = click.get_current_context()
+            if ctx.invoked_subcommand is None:
+                return ctx.invoke(self.commands["list"])
+            return inner(*a, **kw) if inner else None
+
+        self.callback = callback
+
+
 def settings() -> Settings:
     try:
         return load_settings()

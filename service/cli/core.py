@@ -7,7 +7,7 @@ import asyncio
 import click
 
 from service.config import redact_url
-from service.cli.common import call_with_queue, cancel_job, echo_json, open_store, settings
+from service.cli.common import ListingGroup, call_with_queue, cancel_job, echo_json, open_store, settings
 
 
 @click.command("config")
@@ -70,7 +70,7 @@ def worker_cmd(concurrency: int) -> None:
         asyncio.run(run_worker(w))
 
 
-@click.group("jobs")
+@click.group("jobs", cls=ListingGroup)
 def jobs_cmd() -> None:
     """List, show and cancel jobs."""
 

@@ -7,10 +7,10 @@ import datetime
 
 import click
 
-from service.cli.common import echo_json, open_store
+from service.cli.common import ListingGroup, echo_json, open_store
 
 
-@click.group("corrections")
+@click.group("corrections", cls=ListingGroup)
 def corrections_cmd() -> None:
     """Corrected answers reviewers wrote after voting: list them, accept or reject each.
     Accepted ones join a dataset with `arena curate --add-corrections`."""

@@ -8,12 +8,12 @@ import click
 import msgspec
 
 from service import datasets
-from service.cli.common import echo_json, open_store, settings
+from service.cli.common import ListingGroup, echo_json, open_store, settings
 from service.domain import kept_indices
 from service.errors import InvalidInput
 
 
-@click.group("data")
+@click.group("data", cls=ListingGroup)
 def data_cmd() -> None:
     """Add, list, show, split and check datasets."""
 

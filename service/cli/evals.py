@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from service.cli.common import call_with_queue, echo_json, follow_job, open_store, settings
+from service.cli.common import ListingGroup, call_with_queue, echo_json, follow_job, open_store, settings
 from service.errors import ArenaError, InvalidInput
 
 
@@ -124,7 +124,7 @@ def eval_cmd(candidates: str, task_file: str, limit, apply_chat_template, system
     echo_json(record) if json_out else _print_eval(record)
 
 
-@click.group("evals")
+@click.group("evals", cls=ListingGroup)
 def evals_cmd() -> None:
     """List and show finished evals."""
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from service.cli.common import echo_json, open_store, settings
+from service.cli.common import ListingGroup, echo_json, open_store, settings
 
 
-@click.group("base")
+@click.group("base", cls=ListingGroup)
 def base_cmd() -> None:
     """Register base models, or build the offline tiny base."""
 
@@ -73,7 +73,7 @@ def base_list(json_out: bool) -> None:
         click.echo("no bases yet: `arena base tiny` builds one offline")
 
 
-@click.group("candidates")
+@click.group("candidates", cls=ListingGroup)
 def candidates_cmd() -> None:
     """List candidates (trained adapters) with their lineage and metrics."""
 

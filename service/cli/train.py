@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from service.cli.common import call_with_queue, cancel_job, echo_json, follow_job, open_store, settings
+from service.cli.common import ListingGroup, call_with_queue, cancel_job, echo_json, follow_job, open_store, settings
 
 
 def _enqueue(store, s, **kw):
@@ -179,7 +179,7 @@ class _local_worker:
             self.thread.join(timeout=30)
 
 
-@click.group("runs")
+@click.group("runs", cls=ListingGroup)
 def runs_cmd() -> None:
     """List, show and cancel training runs."""
 

@@ -58,6 +58,10 @@ def test_datasets_in_embedded_mode_persist_between_commands(tmp_path):
     assert "2 held out" in split.stdout
     shown = arena("data", "show", "qa@1", "--limit", "1", "--json", env=env)
     assert json.loads(shown.stdout)["dataset"]["split"]["seed"] == 1
+    # A group with a list command lists when run alone, as its help says ("arena data" = "arena data list").
+    alone, listed = arena("data", env=env), arena("data", "list", env=env)
+    assert alone.returncode == 0 and alone.stdout == listed.stdout and "latest @1" in alone.stdout
+    assert "Commands:" in arena("data", "--help", env=env).stdout
 
 
 def test_bad_input_is_one_line_and_non_zero(tmp_path):
