@@ -1,6 +1,6 @@
 """Benchmark tasks: how a document becomes a prompt and a target, and the requests a
-task makes of a model. The task file itself (fields, validation, loading) is
-`evaluators.task_config`; lm-eval export and tasks from records are
+task makes of a model. The task file itself is `evaluators.task_config` (fields,
+validation) and `evaluators.task_files` (loading); lm-eval export and tasks from records are
 `evaluators.task_export`; every public name is importable from here.
 """
 
@@ -25,10 +25,8 @@ from evaluators.task_config import (
     TaskError,
     TaskMetadata,
     is_registered_dataset,
-    load_docs,
-    load_task,
-    load_task_docs,
 )
+from evaluators.task_files import load_docs, load_task, load_task_docs
 from evaluators.task_export import LmEvalExport, export_lm_eval, lm_eval_config, task_from_records
 from evaluators.task_templates import _compile, render_bounded
 
