@@ -6,7 +6,7 @@ One candidate (a LoRA trained with `train_adapter` on the tiny base, on the
 generate_until task over held-out questions (`--docs` of them), exact match, exported
 with `export_lm_eval`. Then:
 
-- ours: `evaluators.runner.evaluate` over `service.evals.BackendModel` on an
+- ours: `evaluators.runner.evaluate` over `service.eval_backend.BackendModel` on an
   `InProcessBackend` (what the `eval` job runs), 64 documents per backend call as the
   job does, batches of `--batch-size` rows;
 - lm-eval's CLI as a user runs it, on the exported task:
@@ -54,7 +54,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from evaluators.runner import evaluate  # noqa: E402
 from evaluators.tasks import export_lm_eval, task_from_records  # noqa: E402
-from service.evals import BackendModel  # noqa: E402
+from service.eval_backend import BackendModel  # noqa: E402
 from service.generation import InProcessBackend  # noqa: E402
 from service.models.corpus import word_task  # noqa: E402
 from service.models.tiny import build_tiny_base  # noqa: E402

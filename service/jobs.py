@@ -40,7 +40,7 @@ from service.store import Store
 log = logging.getLogger("arena.jobs")
 
 #: Modules whose import registers job handlers.
-HANDLER_MODULES: list[str] = ["service.runs", "service.traces", "service.evals", "service.judging",
+HANDLER_MODULES: list[str] = ["service.runs", "service.traces", "service.eval_job", "service.judging",
                               "service.judge_calibration"]
 
 Handler = Callable[["JobContext"], "dict[str, Any] | None"]

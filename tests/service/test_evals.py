@@ -27,7 +27,7 @@ from evaluators.tasks import TaskConfig, load_task
 from service import datasets
 from service.domain import BaseModel, Candidate
 from service.errors import InvalidInput
-from service.evals import BackendModel
+from service.eval_backend import BackendModel
 from service.models.corpus import word_task
 from service.store import SyncStore
 from tests.redis_fixtures import LiveServer, settings_env, poll_done
