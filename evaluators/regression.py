@@ -300,7 +300,9 @@ def compare(
         if name not in cand.metrics or name not in base.metrics:
             side = "candidate" if name not in cand.metrics else "baseline"
             have = ", ".join(sorted((cand if side == "candidate" else base).metrics))
-            verdicts.append(Verdict(task, name, "error", f"metric {name!r} missing in {side} results (has: {have})",
+            both = [m for m in cand.metrics if m in base.metrics]  # e.g. lm-eval lacks our token_f1
+            hint = f"; gate on a metric both have with --metric {both[0]}" if both else ""
+            verdicts.append(Verdict(task, name, "error", f"metric {name!r} missing in {side} results (has: {have}){hint}",
                                     margin=margin))
             continue
         verdicts.append(_paired_test(task, base.metrics[name], cand.metrics[name], margin=margin, alpha=alpha,

@@ -166,6 +166,12 @@ def test_what_cannot_be_compared_exits_2():
     assert "no items scored by both runs" in verdicts[0].reason
     assert verdicts[1].reason == "task 'math' missing in candidate results"
     assert exit_code(verdicts) == 2 and exit_code([]) == 2
+    # An lm-eval baseline lacks our own metrics: the reason names one both runs have.
+    em, f1 = binary_scores([1, 0]), MetricScores("token_f1", True, "mean", {"h0": 1.0, "h1": 0.5})
+    ours = TaskScores("qa", {"token_f1": f1, "exact_match": em}, "token_f1")
+    verdict = compare({"qa": task_scores("qa", em)}, {"qa": ours})[0]
+    assert verdict.reason == ("metric 'token_f1' missing in baseline results (has: exact_match); "
+                              "gate on a metric both have with --metric exact_match")
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
