@@ -38,6 +38,10 @@ class TooLarge(ArenaError):
     status = 413
 
 
+class UnsupportedMediaType(ArenaError):
+    status = 415
+
+
 class Unauthorized(ArenaError):
     status = 401
 

@@ -158,9 +158,24 @@ def bulk_body_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         raise TooLarge(f"the body is {int(length)} bytes, over this server's limit of {limit} bytes (ARENA_MAX_UPLOAD_BYTES)")
 
 
+def json_body_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """A JSON route takes a JSON body: `Content-Type: application/json` (or `+json`, or none
+    said). Litestar decodes the body whatever it is labelled; a `text/plain` or form body is
+    a client mistake, or a page on another site sending a "simple" request, and gets a 415
+    as vLLM's server refuses it."""
+    from service.errors import UnsupportedMediaType
+
+    said = connection.headers.get("content-type", "").split(";")[0].strip().lower()
+    if said and said != "application/json" and not said.endswith("+json"):
+        raise UnsupportedMediaType(f"Content-Type {said!r}: this route takes a JSON body; send "
+                                   "'Content-Type: application/json'")
+
+
 ADMIN = {"guards": [admin_guard], "security": [{"admin": []}]}
 #: Admin routes that take whole files (see `bulk_body_guard`); every other route takes at most SMALL_BODY_BYTES.
 ADMIN_BULK = {"guards": [admin_guard, bulk_body_guard], "security": [{"admin": []}], "request_max_body_size": None}
 VIEWER = {"guards": [viewer_guard], "security": [{"viewer": []}]}
 PAGE_VIEWER = {"guards": [page_viewer_guard]}
 API_KEY = {"guards": [api_key_guard], "security": [{"api_key": []}]}
+#: Generation routes that take a JSON body (`/v1/chat/completions`, `/v1/completions`).
+API_KEY_JSON = {"guards": [api_key_guard, json_body_guard], "security": [{"api_key": []}]}

@@ -34,7 +34,7 @@ from litestar.response import ServerSentEvent
 
 from service import openai_compat as oa
 from service.errors import ArenaError, NotFound
-from service.routes.auth import API_KEY
+from service.routes.auth import API_KEY, API_KEY_JSON
 
 if TYPE_CHECKING:
     from service.generation import GenItem, Generation
@@ -89,7 +89,7 @@ async def get_model(request: Request, model: FromPath[str]) -> dict:
         raise NotFound(f"unknown model {model!r}; available: {', '.join(names) or 'none'}", available=names)
 
 
-@post("/v1/chat/completions", summary="OpenAI-compatible chat completion from a candidate", status_code=200, **API_KEY)
+@post("/v1/chat/completions", summary="OpenAI-compatible chat completion from a candidate", status_code=200, **API_KEY_JSON)
 async def chat_completions(request: Request, data: JSONBody[oa.ChatCompletionRequest]) -> Response:
     with _openai_errors():
         serving: Serving = request.app.state.serving
@@ -104,7 +104,7 @@ async def chat_completions(request: Request, data: JSONBody[oa.ChatCompletionReq
     return Response(oa.chat_response(reply, gen))
 
 
-@post("/v1/completions", summary="OpenAI-compatible text completion from a candidate (prompt sent as is)", status_code=200, **API_KEY)
+@post("/v1/completions", summary="OpenAI-compatible text completion from a candidate (prompt sent as is)", status_code=200, **API_KEY_JSON)
 async def completions(request: Request, data: JSONBody[oa.CompletionRequest]) -> Response:
     with _openai_errors():
         serving: Serving = request.app.state.serving

@@ -219,6 +219,17 @@ def test_bad_input_gets_the_right_status_and_says_what_is_wrong(server):
         assert 400 <= r.status_code < 500 and r.json()["error"]["message"] == r.json()["detail"], (r.status_code, r.text[:300])
         assert r.json()["error"]["type"] == "invalid_request_error"
     assert "model" in client.post("/v1/chat/completions", json={"messages": []}).json()["error"]["message"]
+    # A body labelled as something else than JSON (curl -d without -H, a form, a "simple"
+    # cross-site text/plain request) is a 415 saying what to send, as vLLM refuses it.
+    body = json.dumps(chat_body("cand-a", "hi", max_tokens=2)).encode()
+    for kind in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        for path in ("/v1/chat/completions", "/v1/completions"):
+            r = client.post(path, content=body, headers={"content-type": kind})
+            assert r.status_code == 415 and "Content-Type: application/json" in r.json()["error"]["message"], r.text
+    for kind in ("application/json; charset=utf-8", "application/vnd.api+json", None):
+        headers = {"content-type": kind} if kind else {}
+        r = client.post("/v1/chat/completions", content=body, headers=headers)
+        assert r.status_code == 200, (kind, r.text)
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0)
     with pytest.raises(openai.BadRequestError) as bad:  # the message the official client shows is ours
         client.chat.completions.create(model="cand-a", messages=[{"role": "user", "content": "q"}], max_tokens="many")
