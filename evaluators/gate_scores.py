@@ -10,6 +10,7 @@ import json
 import os
 import re
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,28 @@ class TaskScores(msgspec.Struct, frozen=True):
     asked: dict[str, Any] | None = None
 
 
+# What pyarrow's JSON reader parses as a timestamp (ISO 8601: a date, then optionally an
+# hour, minutes and seconds after "T" or " ", and a "Z" or +hh[[:]mm] offset once a time is there).
+_TIMESTAMP = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2})(?::(\d{2})(?::(\d{2}))?)?"
+                        r"(Z|([+-])(\d{2})(?::?(\d{2}))?)?)?")
+
+
+def _timestamp(text: str) -> str:
+    """`text` as lm-eval logs it when HF datasets read it as a timestamp (`str(datetime)`,
+    in UTC: "2024-01-05T10:00+02:00" -> "2024-01-05 08:00:00"); other text as it is."""
+    m = _TIMESTAMP.fullmatch(text)
+    if m is None:
+        return text
+    y, mo, d, h, mi, s, _, sign, oh, om = m.groups()
+    try:
+        at = datetime(int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(s or 0))
+        if sign:
+            at -= (1 if sign == "+" else -1) * timedelta(hours=int(oh), minutes=int(om or 0))
+    except (ValueError, OverflowError):
+        return text
+    return str(at)
+
+
 def _canonical(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _canonical(v) for k, v in value.items() if v is not None}
@@ -53,6 +76,8 @@ def _canonical(value: Any) -> Any:
         return [_canonical(v) for v in value]
     if isinstance(value, float) and value.is_integer():
         return int(value)
+    if isinstance(value, str):
+        return _timestamp(value)
     return value
 
 
@@ -60,9 +85,11 @@ def doc_key(doc: Any) -> str:
     """A document's identity for pairing items across runs: its content, as HF `datasets`
     leaves it. lm-eval reads an exported task through `datasets`, which makes the
     documents one table: a key missing from one document becomes null there, and a
-    column mixing ints and floats becomes floats. lm-eval's `doc_hash` hashes that form,
-    so it differs from ours for such documents (5 of a 25-item task paired); this key
-    drops null members, writes integral floats as ints and sorts keys, so both forms agree."""
+    column mixing ints and floats becomes floats, and a column of ISO-8601 date strings
+    becomes timestamps (logged as "2024-01-05 00:00:00"). lm-eval's `doc_hash` hashes that
+    form, so it differs from ours for such documents (5 of a 25-item task paired); this key
+    drops null members, writes integral floats as ints, date strings as lm-eval logs
+    timestamps, and sorts keys, so both forms agree."""
     text = json.dumps(_canonical(doc), sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

@@ -352,3 +352,27 @@ def test_improved_only_when_the_exact_mcnemar_test_says_so():
     base, cand = paired(8, 0, 30, 2)
     [v] = compare({"t": task_scores("t", base)}, {"t": task_scores("t", cand)}, default_margin=0.1)
     assert v.significant_decrease and not v.significant_increase
+
+
+def test_documents_pair_when_datasets_reads_date_strings_as_timestamps(tmp_path):
+    """pyarrow's JSON reader (HF datasets, which lm-eval reads the exported task with)
+    turns a column of ISO-8601 date strings into timestamps, and lm-eval logs them as
+    `str(datetime)` ("2024-01-05" -> "2024-01-05 00:00:00", offsets moved to UTC). A
+    document with such a field, used by its templates or not, must pair all the same."""
+    datasets = pytest.importorskip("datasets")
+    docs = [{"question": f"q{i}", "added": f"2024-01-{i + 1:02d}", "at": at, "maybe": m}
+            for i, (at, m) in enumerate([("2024-01-05T10:00:00+02:00", "x"), ("2024-01-05 10:00", None),
+                                         ("2024-01-05T10Z", "2024-02-30"), ("2024-01-05T10:00:00", "y")])]
+    for d in docs:
+        if d["maybe"] is None:
+            del d["maybe"]
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    table = datasets.load_dataset("json", data_files={"test": str(path)}, cache_dir=str(tmp_path / "cache"))["test"]
+    assert str(table.features["added"].dtype).startswith("timestamp")  # what lm-eval then sees
+    theirs = [json.loads(json.dumps(d, default=str)) for d in table]  # lm-eval's handle_non_serializable
+    assert theirs[0]["added"] == "2024-01-01 00:00:00" and theirs[0]["at"] == "2024-01-05 08:00:00"
+    assert [doc_key(d) for d in docs] == [doc_key(d) for d in theirs]
+    # Strings pyarrow does not read as timestamps stay as they are.
+    assert doc_key({"d": "2024-01-05T10:00:00.5"}) != doc_key({"d": "2024-01-05 10:00:00"})
+    assert doc_key({"d": "2024-02-30"}) != doc_key({"d": "2024-03-01 00:00:00"})
