@@ -45,6 +45,9 @@ class TaskScores(msgspec.Struct, frozen=True):
     #: How lm-eval asked the prompts, from its results file (`apply_chat_template`,
     #: `system_instruction`); None when not known (our runs, lm-eval versions before 0.4.3).
     asked: dict[str, Any] | None = None
+    #: Per item: sha256 of the prompt the model was given (lm-eval's `prompt_hash`) and its
+    #: first characters; empty where the run did not log them.
+    prompts: dict[str, tuple[str, str]] = {}
 
 
 # What pyarrow's JSON reader parses as a timestamp (ISO 8601: a date, then optionally an
@@ -112,11 +115,22 @@ def scores_from_result(result: EvalResult) -> TaskScores:
         values = {k: s.scores[name] for k, s in zip(keys, result.samples)}
         weights = {k: s.weights[name] for k, s in zip(keys, result.samples) if name in s.weights}
         metrics[name] = MetricScores(name, m.higher_is_better, m.aggregation, values, weights)
-    return TaskScores(result.task, metrics, next(iter(result.metrics)))
+    from evaluators.runner import text_hash
+
+    prompts = {k: (text_hash(s.prompt), s.prompt[:_EXCERPT]) for k, s in zip(keys, result.samples)}
+    return TaskScores(result.task, metrics, next(iter(result.metrics)), prompts=prompts)
+
+
+def other_prompts(baseline: TaskScores, candidate: TaskScores) -> list[tuple[str, str, str]]:
+    """Items both runs logged whose prompts differ: (key, the baseline's prompt, the
+    candidate's), excerpts. Empty when the runs asked the same prompts, or did not say."""
+    return [(k, baseline.prompts[k][1], text) for k, (digest, text) in candidate.prompts.items()
+            if k in baseline.prompts and baseline.prompts[k][0] != digest]
 
 
 # --- reading lm-eval output --------------------------------------------------------------
 
+_EXCERPT = 160
 _STAMP = re.compile(r"_(\d{4}-\d\d-\d\dT[\d\-.]+)\.jsonl?$")
 _ROW_FIELDS = {"doc_id", "doc", "target", "arguments", "resps", "filtered_resps", "filter", "metrics", "doc_hash",
                "prompt_hash", "target_hash", "task", "task_name", "candidate", "prompt", "response", "gold"}
@@ -260,4 +274,20 @@ def _read_samples(task: str, file: Path, filter_name: str | None, higher: dict[s
     if not metrics:
         raise ValueError(f"{file}: no per-sample metric values found")
     primary = next((m for m in order if m in metrics), next(iter(metrics)))
-    return TaskScores(task, metrics, primary)
+    prompts = {key: (row["prompt_hash"], _row_prompt(row)[:_EXCERPT]) for key, row in zip(keys, rows)
+               if isinstance(row.get("prompt_hash"), str)}
+    return TaskScores(task, metrics, primary, prompts=prompts)
+
+
+def _row_prompt(row: dict[str, Any]) -> str:
+    """The prompt of a sample row: ours (`prompt`), else the first request's context, in
+    lm-eval's file shape (`arguments.gen_args_0.arg_0`) or its in-memory one."""
+    if isinstance(row.get("prompt"), str):
+        return row["prompt"]
+    args = row.get("arguments")
+    first = args.get("gen_args_0") if isinstance(args, dict) else None
+    if isinstance(first, dict) and isinstance(first.get("arg_0"), str):
+        return first["arg_0"]
+    if isinstance(args, list) and args and isinstance(args[0], list) and args[0] and isinstance(args[0][0], str):
+        return args[0][0]
+    return ""

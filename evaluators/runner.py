@@ -182,7 +182,8 @@ def lm_eval_results_json(results: Sequence[EvalResult], config_extra: dict[str, 
     return doc
 
 
-def _hash_text(text: str) -> str:
+def text_hash(text: str) -> str:
+    """sha256 of `text` as lm-eval hashes prompts and targets (`prompt_hash`, `target_hash`)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -198,8 +199,8 @@ def _sample_row(result: EvalResult, s: SampleResult) -> dict[str, Any]:
         "filter": "none",
         "metrics": list(s.scores),
         "doc_hash": s.doc_hash,
-        "prompt_hash": _hash_text(s.prompt),
-        "target_hash": _hash_text(str(target)),
+        "prompt_hash": text_hash(s.prompt),
+        "target_hash": text_hash(str(target)),
         "task": result.task,
         "candidate": result.candidate,
         "prompt": s.prompt,

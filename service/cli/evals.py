@@ -245,6 +245,26 @@ def _same_prompts(task, scores) -> None:
                         f"run lm_eval {run} (arena task export prints the command)")
 
 
+def _asked_alike(task, baseline, candidate) -> None:
+    """`CannotRun` when the baseline run was given other prompts than the candidate, item by
+    item (lm-eval's `prompt_hash` against ours): the paired test would compare answers to
+    different questions. lm-eval sends only the last user turn of a multi-turn document,
+    and renders templates over fields HF datasets rewrote (dates, numbers)."""
+    from evaluators.gate_scores import other_prompts
+
+    if baseline is None or candidate is None or task.output_type not in ("generate_until", "multiple_choice"):
+        return
+    differ = other_prompts(baseline, candidate)
+    if differ:
+        _, theirs, ours = differ[0]
+        paired = sum(k in baseline.prompts for k in candidate.prompts)
+        why = "lm-eval sends only a multi-turn document's last user turn; " if task.doc_to_history else ""
+        raise CannotRun(f"--baseline: {len(differ)} of {paired} items of task {task.task} were asked other prompts "
+                        f"than the candidate gets, e.g. {theirs!r} where the candidate gets {ours!r}; {why}compare "
+                        f"runs asked alike, or pass --allow-other-prompts when the baseline is another model "
+                        f"family on purpose (another chat template)")
+
+
 @click.command("check")
 @click.option("--baseline", required=True,
               help="Baseline candidate, or an lm-eval output directory (results_*.json + samples_*.jsonl).")
@@ -259,10 +279,12 @@ def _same_prompts(task, scores) -> None:
 @click.option("--json", "json_path", is_flag=False, flag_value="-", default=None,
               help="Write the verdicts as JSON to this file (no value or '-': to stdout, instead of the table).")
 @click.option("--rerun", is_flag=True, help="Run fresh evals even where cached ones exist.")
+@click.option("--allow-other-prompts", is_flag=True,
+              help="Gate against a baseline directory whose items were asked other prompts (another chat template).")
 @_chat_options
 def check_cmd(baseline: str, candidate: str, task_files: str, margin: float, alpha: float, metric: str | None, limit,
-              junit_path: Path | None, json_path: str | None, rerun: bool, apply_chat_template, system_instruction,
-              fewshot_as_multiturn) -> None:
+              junit_path: Path | None, json_path: str | None, rerun: bool, allow_other_prompts: bool,
+              apply_chat_template, system_instruction, fewshot_as_multiturn) -> None:
     """Gate CANDIDATE against BASELINE on paired per-sample scores: exit 0 pass, 1 regression, 2 could not run."""
     from evaluators.regression import compare, exit_code, verdicts_json, write_junit
 
@@ -295,6 +317,9 @@ def check_cmd(baseline: str, candidate: str, task_files: str, margin: float, alp
                 for t in tasks:
                     _same_prompts(t, baseline_scores.get(t.task))
                 scores = _gather_scores(store, s, tasks, [candidate], limit, rerun, to_stdout)
+                for t in tasks:
+                    if not allow_other_prompts:
+                        _asked_alike(t, baseline_scores.get(t.task), scores[candidate].get(t.task))
             else:
                 run = list(dict.fromkeys([baseline, candidate]))
                 scores = _gather_scores(store, s, tasks, run, limit, rerun, to_stdout)

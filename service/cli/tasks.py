@@ -87,6 +87,12 @@ def task_export(task_file: str, fmt: str, out: Path) -> None:
     click.echo(f"wrote {export.yaml_path} and {export.data_path} ({len(prepared.docs)} documents)")
     if export.dropped_metrics:
         click.echo(f"lm-eval lacks {', '.join(export.dropped_metrics)}: kept in metadata.arena_metric_list only")
+    history = prepared.task.doc_to_history
+    turns = sum(bool(d.get(history)) for d in prepared.docs) if history else 0
+    if turns:
+        click.echo(f"warning: {turns} of {len(prepared.docs)} documents have earlier turns ({history}); lm-eval asks "
+                   "only the last user turn, so its scores on them are not ours (arena check refuses such a baseline)",
+                   err=True)
     import shlex
 
     click.echo("run: " + shlex.join(["lm_eval", "--model", "hf", "--model_args", "pretrained=BASE,peft=ADAPTER", "--tasks",

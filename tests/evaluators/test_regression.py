@@ -4,6 +4,7 @@ import json
 import math
 import xml.etree.ElementTree as ET
 
+import msgspec
 import numpy as np
 import pytest
 from scipy import optimize, stats
@@ -333,6 +334,7 @@ def test_a_runner_result_written_to_disk_is_a_baseline(tmp_path):
     baseline = load_lm_eval_results(tmp_path / "v1")
     ours = scores_from_result(results["v1"]).metrics["exact_match"].values
     assert baseline["last"].metrics["exact_match"].values == ours
+    assert baseline["last"].prompts == scores_from_result(results["v1"]).prompts  # the same prompt_hash, read back
     assert len(baseline["last"].metrics["exact_match"].values) == 4
     verdict = compare(baseline, {"last": scores_from_result(results["v2"])})[0]
     assert verdict.n_paired == 4 and verdict.diff == -1.0 and verdict.status == "regression"
@@ -376,3 +378,24 @@ def test_documents_pair_when_datasets_reads_date_strings_as_timestamps(tmp_path)
     # Strings pyarrow does not read as timestamps stay as they are.
     assert doc_key({"d": "2024-01-05T10:00:00.5"}) != doc_key({"d": "2024-01-05 10:00:00"})
     assert doc_key({"d": "2024-02-30"}) != doc_key({"d": "2024-03-01 00:00:00"})
+
+
+def test_the_prompts_each_run_was_asked_are_read_per_item(tmp_path):
+    """lm-eval logs `prompt_hash` (sha256 of the first request's context, written under
+    arguments.gen_args_0.arg_0); ours logs the same hash of the prompt it sent. Items whose
+    hashes differ were asked other questions."""
+    import hashlib
+
+    from evaluators.gate_scores import other_prompts
+
+    def row(i, prompt):
+        return {**lm_eval_row(i, 1.0), "arguments": {"gen_args_0": {"arg_0": prompt, "arg_1": {}}},
+                "prompt_hash": hashlib.sha256(prompt.encode()).hexdigest()}
+
+    write_lm_eval_run(tmp_path / "a", "2024-01-01T10-00-00.000001", [row(0, "User:q0"), row(1, "User:q1")])
+    write_lm_eval_run(tmp_path / "b", "2024-01-01T10-00-00.000001", [row(0, "User:q0"), row(1, "q1 (last turn)")])
+    a, b = load_lm_eval_results(tmp_path / "a")["qa"], load_lm_eval_results(tmp_path / "b")["qa"]
+    assert a.prompts[doc_key({"q": 1})][1] == "User:q1"
+    assert other_prompts(a, a) == [] and other_prompts(a, b) == [(doc_key({"q": 1}), "User:q1", "q1 (last turn)")]
+    unlogged = msgspec.structs.replace(a, prompts={})
+    assert other_prompts(unlogged, b) == []  # a run that did not log prompts says nothing

@@ -272,6 +272,31 @@ def test_check_says_why_it_cannot_run_and_judges_an_lm_eval_directory(settings, 
     assert judged.returncode == 0, judged.stdout + judged.stderr
     assert "PASS" in judged.stdout and f"same from cached eval {record['id']}" in judged.stderr
 
+    # Items the baseline was asked otherwise (lm-eval sends a multi-turn document's last user
+    # turn only, and renders fields HF datasets rewrote): per item, its prompt_hash against
+    # ours. Answers to other questions do not pair: exit 2, unless said to be on purpose.
+    import hashlib
+    import shutil
+
+    otherwise = tmp_path / "asked-otherwise"
+    shutil.copytree(baseline_dir, otherwise)
+    [samples] = otherwise.glob("samples_*.jsonl")
+    rows = [json.loads(line) for line in samples.read_text().splitlines()]
+    for row in rows[:3]:  # lm-eval's file shape: no `prompt`, the context in arguments.gen_args_0.arg_0
+        asked = "Question: " + row["doc"]["question"] + "\nAnswer:"
+        del row["prompt"]
+        row["arguments"] = {"gen_args_0": {"arg_0": asked, "arg_1": {"until": ["\n"]}}}
+        row["prompt_hash"] = hashlib.sha256(asked.encode()).hexdigest()
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    refused = check("--baseline", str(otherwise), "--candidate", "same", "--limit", "8")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    [line] = refused.stderr.strip().splitlines()[-1:]
+    assert line.startswith("error: --baseline: 3 of 8 items of task words were asked other prompts than the candidate "
+                           f"gets, e.g. {rows[0]['arguments']['gen_args_0']['arg_0']!r} where"), line
+    assert "--allow-other-prompts" in line
+    allowed = check("--baseline", str(otherwise), "--candidate", "same", "--limit", "8", "--allow-other-prompts")
+    assert allowed.returncode == 0 and "PASS" in allowed.stdout, allowed.stdout + allowed.stderr
+
     # The same task name over other documents: nothing pairs.
     other = tmp_path / "other"
     other.mkdir()
@@ -379,3 +404,17 @@ def test_backend_model_scores_choices_and_text_like_the_reference_backend(tiny_b
 
     with pytest.raises(InvalidInput, match="cannot score log-likelihoods"):
         BackendModel(GenerateOnly()).loglikelihood([("good", "a", "b")])
+
+
+def test_export_warns_that_lm_eval_asks_a_multi_turn_document_its_last_turn_only(settings, tmp_path):
+    docs = [{"question": "And 3+3?", "answer": "6",
+             "history": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]},
+            {"question": "1+1?", "answer": "2", "history": []}]
+    (tmp_path / "mt.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    write_task(tmp_path / "mt.yaml", task="mt", dataset="mt.jsonl", doc_to_text="{{question}}",
+               doc_to_target="{{answer}}", apply_chat_template=True, doc_to_history="history")
+    exported = arena(settings, "task", "export", "mt.yaml", "--out", "lm", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert exported.stderr.strip() == (
+        "warning: 1 of 2 documents have earlier turns (history); lm-eval asks only the last user turn, so its "
+        "scores on them are not ours (arena check refuses such a baseline)")
