@@ -76,7 +76,10 @@ def exact_match_in_lm_eval(options: dict) -> dict:
     ("北京。" against "北京": 0 there, 1 here). With either, the steps after the task's
     regexes (punctuation, digits, surrounding whitespace) become regexes too, in our
     order; lm-eval runs its regexes first, then lower-cases, which neither creates nor
-    removes those characters, so the result is the same text."""
+    removes those characters, so the result is the same text. Two exceptions, both in
+    lower-casing (`ignore_case`): a capital sigma next to removed punctuation (Python picks
+    σ or ς by the letters around it: "a?Σ" against "aΣ" is 0 here, 1 there), and "İ", which
+    numpy's lower-casing in lm-eval cuts to one character."""
     if not (options.get("strip") or options.get("ignore_punctuation")):
         return dict(options)
     out = {k: v for k, v in options.items() if k not in ("strip", "ignore_punctuation", "ignore_numbers")}
