@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from evaluators.runner import evaluate
+from evaluators.gate_scores import doc_key
 from evaluators.tasks import TaskConfig, load_task
 from service import datasets
 from service.domain import BaseModel, Candidate
@@ -418,3 +419,50 @@ def test_export_warns_that_lm_eval_asks_a_multi_turn_document_its_last_turn_only
     assert exported.stderr.strip() == (
         "warning: 1 of 2 documents have earlier turns (history); lm-eval asks only the last user turn, so its "
         "scores on them are not ours (arena check refuses such a baseline)")
+
+
+def test_the_gate_against_the_real_lm_eval_run_as_the_export_prints(settings, arena_setup, tiny_base, adapters,
+                                                                     tmp_path):
+    """The CI path with lm-eval itself: `arena task from-data` → `arena task export` → the
+    `lm_eval` command it prints (hf + peft, the task's chat flags) → `arena check
+    --baseline` on lm-eval's output. The same weights asked the same prompts answer the
+    same: every item pairs (by content, after HF datasets rewrote the documents), every
+    prompt_hash and every answer agrees, and the gate compares rather than refuses."""
+    pytest.importorskip("lm_eval")
+    import shlex
+    import shutil
+
+    made = arena(settings, "task", "from-data", "words", "--out", "words.yaml", "--metrics", "exact_match", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    exported = arena(settings, "task", "export", "words.yaml", "--out", "lm", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    [command] = [line[len("run: "):] for line in exported.stdout.splitlines() if line.startswith("run: ")]
+    command = command.replace("BASE", str(tiny_base)).replace("ADAPTER", adapters["good"])
+    argv = shlex.split(command.replace("RESULTS_DIR", str(tmp_path / "results")))
+    argv[0] = str(Path(sys.executable).parent / "lm_eval")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "HF_DATASETS_CACHE": str(tmp_path / "hf-datasets"), "OMP_NUM_THREADS": "1"}
+    ran = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    [folder] = [p for p in (tmp_path / "results").iterdir() if p.is_dir()]
+
+    def check(baseline, *more):
+        return arena(settings, "check", "--baseline", str(baseline), "--candidate", "good", "--task", "words.yaml",
+                     "--margin", "0.5", *more, cwd=tmp_path)
+
+    gated = check(folder, "--json")
+    assert gated.returncode == 0, gated.stdout + gated.stderr
+    [verdict] = json.loads(gated.stdout)["verdicts"]
+    assert verdict["n_paired"] == 24 and verdict["baseline"] == verdict["candidate"] and verdict["discordant"] == [0, 0]
+    # Item by item: the same prompt sent (lm-eval's prompt_hash) and the same answer.
+    [theirs_file] = folder.glob("samples_words_*.jsonl")
+    theirs = {doc_key(r["doc"]): r for r in map(json.loads, theirs_file.read_text().splitlines())}
+    [ours_file] = settings.data_dir.glob("evals/*/good/samples_words_*.jsonl")
+    ours = {doc_key(r["doc"]): r for r in map(json.loads, ours_file.read_text().splitlines())}
+    assert theirs.keys() == ours.keys() and len(ours) == 24
+    assert all(theirs[k]["prompt_hash"] == ours[k]["prompt_hash"] for k in ours)
+    assert all(theirs[k]["filtered_resps"][0] == ours[k]["response"] for k in ours)
+    # Another model's run beside it under the same output path: which one is the baseline?
+    shutil.copytree(folder, folder.parent / "another__model")
+    both = check(folder.parent)
+    assert both.returncode == 2 and "holds the runs of 2 models" in both.stderr, both.stderr
