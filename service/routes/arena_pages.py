@@ -43,7 +43,7 @@ def _page(request: Request, name: str, context: dict[str, Any], status: int = 20
 @get("/arena", include_in_schema=False)
 async def arena_page(request: Request, store: Store, battle: str | None = None, token: str | None = None) -> Template | Response:
     settings = request.app.state.settings
-    if token is not None:
+    if token and token.strip():
         return await _invite_page(request, store, token)
     try:
         reviewer = await reviewers.identify(request, store, settings)
@@ -72,7 +72,7 @@ async def _invite_page(request: Request, store: Store, token: str) -> Template:
     page on another site could send the browser to the link of an invite of its own (its
     votes would then count as that reviewer's), and mail scanners that open links would
     use up the single-use token before its reviewer does."""
-    name = await store.reviewer_for_token(reviewers.hash_token(token.strip())) if token.strip() else None
+    name = await store.reviewer_for_token(reviewers.hash_token(token.strip()))
     if name is None:
         return _page(request, "arena.html", {"error": reviewers.USED_INVITE, "battle": None, "allow_prompt": False}, 401)
     session = request.cookies.get(reviewers.TOKEN_COOKIE, "").strip()

@@ -197,6 +197,7 @@ def test_invite_mode_needs_a_token(settings, scripted):
             assert r.status_code == 200 and "arena_token" not in r.cookies and 'id="join-form"' in r.text
             assert 'id="invite-reviewer">ann<' in r.text and 'action="/arena/join"' in r.text
         assert browser.get("/arena").status_code == 401  # not signed in by the visit
+        assert "invite-only" in browser.get("/arena?token=%20").text  # an empty token is no invite
         forged = srv.client().post("/arena/join", data={"token": invite["token"]}, follow_redirects=False)
         assert forged.status_code == 403 and "arena_token" not in forged.cookies  # another site's form
         # The button: the token becomes a session kept in a cookie and leaves the address.
