@@ -201,11 +201,14 @@ def load_lm_eval_results(path: str | os.PathLike, filter_name: str | None = None
 def _results_doc(file: Path) -> dict[str, Any]:
     try:
         doc = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"{file}: not a readable lm-eval results file: {exc}") from None
-    shape = {"results": dict, "higher_is_better": dict, "config": dict}
-    if not isinstance(doc, dict) or any(not isinstance(doc.get(k) or {}, t) for k, t in shape.items()):
+    # Each of these is an object or absent; null counts as absent (an empty list, false or
+    # "" is another shape, not an empty object: `.values()` on it is a traceback, exit 1).
+    shape = ("results", "higher_is_better", "config")
+    if not isinstance(doc, dict) or any(doc.get(k) is not None and not isinstance(doc[k], dict) for k in shape):
         raise ValueError(f"{file}: not an lm-eval results file (expected an object with a 'results' object)")
+    doc = {**doc, **{k: {} for k in shape if doc.get(k) is None}}
     if any(not isinstance(v, dict) for v in doc.get("results", {}).values()):
         raise ValueError(f"{file}: not an lm-eval results file ('results' maps each task to an object)")
     return doc
@@ -238,6 +241,8 @@ def _read_samples(task: str, file: Path, filter_name: str | None, higher: dict[s
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"{file}:{number}: invalid JSON: {exc.msg}") from None
+                except RecursionError:
+                    raise ValueError(f"{file}:{number}: nested too deeply to be an lm-eval sample") from None
                 if not isinstance(row, dict) or not (isinstance(row.get("doc"), dict) or "doc_hash" in row):
                     raise ValueError(f"{file}:{number}: not an lm-eval sample (expected an object with "
                                      f"'doc' or 'doc_hash')")
@@ -252,7 +257,10 @@ def _read_samples(task: str, file: Path, filter_name: str | None, higher: dict[s
         raise ValueError(f"{file}: filter {chosen!r} not found; filters in file: {', '.join(filters) or 'none'}")
     rows = sorted((r for r in rows if r.get("filter", "none") == chosen),
                   key=lambda r: r["doc_id"] if isinstance(r.get("doc_id"), int) else 0)
-    keys = _item_keys([doc_key(r["doc"]) if isinstance(r.get("doc"), dict) else str(r["doc_hash"]) for r in rows])
+    try:
+        keys = _item_keys([doc_key(r["doc"]) if isinstance(r.get("doc"), dict) else str(r["doc_hash"]) for r in rows])
+    except RecursionError:
+        raise ValueError(f"{file}: a document nested too deeply to be an lm-eval sample's") from None
     listed = [r["metrics"] if isinstance(r.get("metrics"), list) else [k for k in r if k not in _ROW_FIELDS]
               for r in rows]
     names = list(dict.fromkeys(n for names in listed for n in names if isinstance(n, str)))

@@ -270,6 +270,13 @@ def test_a_folder_with_several_models_runs_is_refused(tmp_path):
         load_lm_eval_results(tmp_path / "base")
 
 
+def test_a_results_file_with_null_members_reads_as_without_them(tmp_path):
+    write_lm_eval_run(tmp_path, "2024-01-01T10-00-00.000001", [lm_eval_row(0, 1.0)])
+    [results] = (tmp_path / "model__name").glob("results_*.json")
+    results.write_text(json.dumps({"results": None, "higher_is_better": None, "config": None}))
+    assert load_lm_eval_results(tmp_path)["qa"].metrics["exact_match"].values == {doc_key({"q": 0}): 1.0}
+
+
 def test_a_rerun_of_the_same_model_takes_the_newest_and_its_own_results(tmp_path):
     write_lm_eval_run(tmp_path, "2024-01-01T10-00-00.000001", [lm_eval_row(0, 1.0)])
     write_lm_eval_run(tmp_path, "2024-01-02T10-00-00.000001", [lm_eval_row(0, 0.0)])
@@ -289,6 +296,12 @@ def test_a_rerun_of_the_same_model_takes_the_newest_and_its_own_results(tmp_path
     ({"results": {}}, '{"doc_id": 0, "exact_match": 1}', r":1: not an lm-eval sample \(expected an object with 'doc'"),
     ({"results": {}}, '{"doc": {"q": 1}, "filter": 3, "exact_match": 1}', "'filter' is not a string"),
     ({"results": {}}, '{"doc": {"q": 1}, "metrics": 7, "x": "y"}', "no per-sample metric values"),
+    # Falsy values of another shape are not empty objects (they were an AttributeError).
+    ({"results": []}, None, "not an lm-eval results file"),
+    ({"results": False}, None, "not an lm-eval results file"),
+    # Nested past Python's recursion limit: in json.loads, or in doc_key after it.
+    ({"results": {}}, '{"doc": {"q": ' + "[" * 100000 + "]" * 100000 + "}}", r":1: nested too deeply"),
+    ({"results": {}}, '{"exact_match": 1, "doc": {"q": ' + "[" * 600 + "]" * 600 + "}}", "nested too deeply"),
 ])
 def test_lm_eval_output_of_another_shape_is_an_error_naming_the_file(tmp_path, results, line, error):
     """What CI reads as exit 1 (a regression) must not come from a traceback: every shape
