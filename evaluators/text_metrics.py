@@ -81,7 +81,8 @@ def exact_match_in_lm_eval(options: dict) -> dict:
     σ or ς by the letters around it: "a?Σ" against "aΣ" is 0 here, 1 there), and "İ", which
     numpy's lower-casing in lm-eval cuts to one character."""
     if not (options.get("strip") or options.get("ignore_punctuation")):
-        return dict(options)
+        # `strip: false` said outright is still no lm-eval option (its TypeError).
+        return {k: v for k, v in options.items() if k != "strip"}
     out = {k: v for k, v in options.items() if k not in ("strip", "ignore_punctuation", "ignore_numbers")}
     regexes = list(options.get("regexes_to_ignore") or ())
     if options.get("ignore_punctuation"):

@@ -388,6 +388,7 @@ def lm_eval_exact_match(pred, ref, regexes_to_ignore=None, ignore_case=False, ig
     {"strip": True}, {"ignore_punctuation": True}, {"ignore_punctuation": True, "strip": True, "ignore_case": True},
     {"ignore_numbers": True, "strip": True}, {"ignore_numbers": True, "ignore_punctuation": True},
     {"regexes_to_ignore": ["答案[:：]"], "strip": True, "ignore_punctuation": True}, {"ignore_case": True},
+    {"strip": False, "ignore_case": True}, {"strip": False, "ignore_punctuation": False},
 ])
 def test_exported_exact_match_scores_in_lm_eval_what_it_scores_here(tmp_path, options):
     """The export's exact_match options make lm-eval's exact_match give our score on every
@@ -406,4 +407,5 @@ def test_exported_exact_match_scores_in_lm_eval_what_it_scores_here(tmp_path, op
     for pred, ref in pairs:
         ours = score_sample("exact_match", GenerationOutcome(pred, (ref,)), options)[0]
         assert lm_eval_exact_match(pred, ref, **exported) == ours, (pred, ref, exported)
+    assert "strip" not in exported  # never an lm-eval option, even false: its exact_match stops with a TypeError
     assert load_task(Path(tmp_path) / "t.yaml").metric_list[0].kwargs == options  # reloading restores ours
