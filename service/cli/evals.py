@@ -258,7 +258,11 @@ def _asked_alike(task, baseline, candidate) -> None:
     if differ:
         _, theirs, ours = differ[0]
         paired = sum(k in baseline.prompts for k in candidate.prompts)
-        why = "lm-eval sends only a multi-turn document's last user turn; " if task.doc_to_history else ""
+        why = ""
+        if task.num_fewshot:  # lm-eval samples the examples with its own seed (as turns under --apply_chat_template)
+            why += f"lm-eval picks a {task.num_fewshot}-shot task's examples its own way; "
+        if task.doc_to_history:
+            why += "lm-eval sends only a multi-turn document's last user turn; "
         raise CannotRun(f"--baseline: {len(differ)} of {paired} items of task {task.task} were asked other prompts "
                         f"than the candidate gets, e.g. {theirs!r} where the candidate gets {ours!r}; {why}compare "
                         f"runs asked alike, or pass --allow-other-prompts when the baseline is another model "

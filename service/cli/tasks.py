@@ -93,6 +93,10 @@ def task_export(task_file: str, fmt: str, out: Path) -> None:
         click.echo(f"warning: {turns} of {len(prepared.docs)} documents have earlier turns ({history}); lm-eval asks "
                    "only the last user turn, so its scores on them are not ours (arena check refuses such a baseline)",
                    err=True)
+    if prepared.task.num_fewshot:
+        click.echo(f"warning: lm-eval picks the {prepared.task.num_fewshot} few-shot examples of each document its own "
+                   "way (and, with --apply_chat_template, sends them as earlier turns), so it asks other prompts than "
+                   "ours (arena check refuses such a baseline)", err=True)
     import shlex
 
     click.echo("run: " + shlex.join(["lm_eval", "--model", "hf", "--model_args", "pretrained=BASE,peft=ADAPTER", "--tasks",

@@ -421,6 +421,33 @@ def test_export_warns_that_lm_eval_asks_a_multi_turn_document_its_last_turn_only
         "scores on them are not ours (arena check refuses such a baseline)")
 
 
+def test_a_few_shot_task_is_told_apart_from_a_multi_turn_one(settings, tmp_path):
+    """lm-eval samples a few-shot task's examples itself (and, under --apply_chat_template,
+    sends them as turns: fewshot_as_multiturn is its default there), so it never asks our
+    prompts: the export says so, and the gate's refusal names the few-shot examples, not
+    the history the task's documents do not have (found with the real lm-eval 0.4.13:
+    24 of 24 prompts differed, blamed on "a multi-turn document's last user turn")."""
+    from evaluators.gate_scores import MetricScores, TaskScores
+    from service.cli.evals import CannotRun, _asked_alike
+
+    docs = [{"question": f"{i}+{i}?", "answer": str(2 * i), "history": []} for i in range(4)]
+    (tmp_path / "fs.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    write_task(tmp_path / "fs.yaml", task="fs", dataset="fs.jsonl", doc_to_text="{{question}}",
+               doc_to_target="{{answer}}", num_fewshot=2)
+    exported = arena(settings, "task", "export", "fs.yaml", "--out", "lm", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert "lm-eval picks the 2 few-shot examples of each document its own way" in exported.stderr
+
+    def scores(prompt):
+        return TaskScores("fs", {"exact_match": MetricScores("exact_match", True, "mean", {"k": 1.0}, {})},
+                          "exact_match", prompts={"k": (prompt, prompt)})
+
+    task = load_task(tmp_path / "fs.yaml")
+    with pytest.raises(CannotRun, match="lm-eval picks a 2-shot task's examples its own way; compare") as refused:
+        _asked_alike(task, scores("theirs"), scores("ours"))
+    assert "multi-turn" not in str(refused.value)
+
+
 def test_the_gate_against_the_real_lm_eval_run_as_the_export_prints(settings, arena_setup, tiny_base, adapters,
                                                                      tmp_path):
     """The CI path with lm-eval itself: `arena task from-data` → `arena task export` → the
