@@ -33,6 +33,13 @@ class ListingGroup(click.Group):
 
         self.callback = callback
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # Options with no command before them are the list's (`arena jobs --limit 5`, `arena
+        # candidates --json`): the group has none of its own but --help.
+        if args and args[0].startswith("-") and args[0] not in ctx.help_option_names and "list" in self.commands:
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
 
 def settings() -> Settings:
     try:

@@ -62,6 +62,9 @@ def test_datasets_in_embedded_mode_persist_between_commands(tmp_path):
     alone, listed = arena("data", env=env), arena("data", "list", env=env)
     assert alone.returncode == 0 and alone.stdout == listed.stdout and "latest @1" in alone.stdout
     assert "Commands:" in arena("data", "--help", env=env).stdout
+    # The list's options work there too ("arena data --json" was "No such option", exit 2).
+    alone, listed = arena("data", "--json", env=env), arena("data", "list", "--json", env=env)
+    assert alone.returncode == 0 and alone.stdout == listed.stdout and json.loads(alone.stdout)
 
 
 def test_bad_input_is_one_line_and_non_zero(tmp_path):
