@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 FileFormat = Literal["parquet", "csv", "json", "jsonl"]
 
@@ -37,8 +37,8 @@ def file_format(path: str | Path) -> FileFormat:
 
 def record_batches(path: str | Path, columns: list[str] | None = None) -> Iterator["pyarrow.RecordBatch"]:  # noqa: F821
     """The rows of a Parquet or CSV file as pyarrow record batches, streamed (about
-    `BATCH_ROWS` rows each for Parquet, one CSV block each for CSV). `columns` limits a
-    Parquet read to those present. Raises `pyarrow.ArrowInvalid` (a `ValueError`) or
+    `BATCH_ROWS` rows each for Parquet, one CSV block each for CSV). `columns` limits the
+    read to those present. Raises `pyarrow.ArrowInvalid` (a `ValueError`) or
     `OSError` on a file that is not what its suffix says."""
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -49,12 +49,12 @@ def record_batches(path: str | Path, columns: list[str] | None = None) -> Iterat
         present = None if columns is None else [c for c in columns if c in handle.schema_arrow.names]
         yield from handle.iter_batches(batch_size=BATCH_ROWS, columns=present)
         return
-    reader = pacsv.open_csv(
-        path,
-        read_options=pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES),
-        parse_options=pacsv.ParseOptions(newlines_in_values=True),
-    )
-    yield from reader
+    options = {"read_options": pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES),
+               "parse_options": pacsv.ParseOptions(newlines_in_values=True)}
+    if columns is not None:  # the header's names first, then only those columns are converted
+        present = [c for c in columns if c in pacsv.open_csv(path, **options).schema.names]
+        options["convert_options"] = pacsv.ConvertOptions(include_columns=present)
+    yield from pacsv.open_csv(path, **options)
 
 
 def jsonl_block(fd: int, begin: int, end: int, size: int) -> bytes:
@@ -78,6 +78,110 @@ def jsonl_block(fd: int, begin: int, end: int, size: int) -> bytes:
 
     first, stop = line_start(begin), line_start(min(end, size))
     return os.pread(fd, stop - first, first) if stop > first else b""
+
+
+class ArrayLayout(NamedTuple):
+    """Where a JSON array's objects are: the first one's `{` at byte `start`, and `sep`, the
+    bytes between two of them (`}`, the comma and its whitespace, `{`)."""
+
+    start: int
+    sep: bytes
+
+
+def json_array_layout(path: str | Path) -> ArrayLayout | None:
+    """The layout of a JSON array of objects, from its first two elements, or None (not an
+    array of objects, fewer than two, or a first object over 1 MB).
+
+    Blocks of the array (`json_array_block`) start where `sep` does. Pretty-printed arrays
+    (`json.dump(..., indent=N)`, FastChat's and `arena battles export`'s) separate their
+    elements by a newline and an indentation that nested objects do not have, and a JSON
+    string holds no raw newline, so there `sep` is found only between elements. In a
+    compact array `},{` may also occur inside a string or a nested list: a block then cuts
+    an object in two, its decoding fails, and the reader decodes the whole file instead."""
+    with Path(path).open("rb") as handle:
+        head = handle.read(1 << 20)
+    at = 3 if head.startswith(b"\xef\xbb\xbf") else 0
+    at = _skip_space(head, at)
+    if head[at : at + 1] != b"[":
+        return None
+    start = _skip_space(head, at + 1)
+    if head[start : start + 1] != b"{":
+        return None
+    close = _object_end(head, start)
+    if close is None:
+        return None
+    comma = _skip_space(head, close + 1)
+    if head[comma : comma + 1] != b",":
+        return None
+    second = _skip_space(head, comma + 1)
+    if head[second : second + 1] != b"{":
+        return None
+    return ArrayLayout(start, head[close : second + 1])
+
+
+def _skip_space(data: bytes, at: int) -> int:
+    while at < len(data) and data[at] in b" \t\r\n":
+        at += 1
+    return at
+
+
+def _object_end(data: bytes, start: int) -> int | None:
+    """The index of the `}` that closes the object opening at `start` (None: not in `data`)."""
+    depth, in_string, escaped = 0, False, False
+    for k in range(start, len(data)):
+        c = data[k]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == 0x5C:  # backslash
+                escaped = True
+            elif c == 0x22:
+                in_string = False
+        elif c == 0x22:
+            in_string = True
+        elif c in b"{[":
+            depth += 1
+        elif c in b"}]":
+            depth -= 1
+            if depth == 0:
+                return k
+    return None
+
+
+def json_array_block(fd: int, begin: int, end: int, size: int, layout: ArrayLayout) -> bytes | bytearray:
+    """The objects of a JSON array (open as `fd`, `size` bytes long, laid out as `layout`)
+    that start at a byte in [begin, end), as a JSON array of their own (b"" when none).
+    Like `jsonl_block`: consecutive ranges give each object once, in any order."""
+    sep = layout.sep
+
+    def element_start(at: int) -> int:  # the first object start at or after `at`
+        if at <= layout.start:
+            return layout.start
+        pos = at - (len(sep) - 1)  # a separator whose `{` is at or after `at`
+        while pos < size:
+            piece = os.pread(fd, (1 << 16) + len(sep), pos)
+            found = piece.find(sep)
+            if found >= 0:
+                return pos + found + len(sep) - 1
+            if len(piece) < len(sep):
+                break
+            pos += len(piece) - len(sep) + 1
+        return size
+
+    first, stop = element_start(begin), element_start(min(end, size))
+    if stop <= first:
+        return b""
+    # Up to the next object's separator, less its comma and whitespace (keeping its `}`);
+    # the last block runs to the array's own `]`. Read in place, between brackets.
+    length = stop - first - (len(sep) - 2 if stop < size else 0)
+    data = bytearray(length + 2)
+    data[0], data[-1] = 0x5B, 0x5D  # [ ]
+    got = os.preadv(fd, [memoryview(data)[1:-1]], first)
+    if got != length:
+        raise OSError(f"{length - got} bytes fewer than expected: the file changed while it was read")
+    if stop == size:
+        del data[-1]
+    return data
 
 
 def jsonl_chunks(path: str | Path, block_bytes: int) -> Iterator[bytes]:

@@ -68,12 +68,24 @@ def to_fastchat(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _from_kaggle(record: dict[str, Any]) -> dict[str, Any]:
+def kaggle_winner(record: dict[str, Any]) -> str:
+    """FastChat's `winner` of a Kaggle 55k record, from its three 0/1 winner columns."""
     flags = [(winner, _flag(record.get(column), column)) for column, winner in _KAGGLE_WINNERS]
     chosen = [winner for winner, flag in flags if flag]
     if len(chosen) != 1:
         got = "/".join(str(int(flag)) for _, flag in flags)
         raise RecordError("winner_model_a", f"expected exactly one of winner_model_a, winner_model_b, winner_tie to be 1, got {got}")
+    return chosen[0]
+
+
+def dump_seconds(value: Any) -> float | None:
+    """A dump's `timestamp` (ISO 8601 text or a Parquet time; naive times read as UTC) in
+    seconds since the epoch, as `to_fastchat` reads it; None stays None. Raises `RecordError`."""
+    return None if value is None else _seconds(value)
+
+
+def _from_kaggle(record: dict[str, Any]) -> dict[str, Any]:
+    winner = kaggle_winner(record)
     prompts = _turns(record, "prompt")
     answers = {side: _turns(record, f"response_{side}") for side in "ab"}
     for side, turns in answers.items():
@@ -82,7 +94,7 @@ def _from_kaggle(record: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "model_a": record.get("model_a"),
         "model_b": record.get("model_b"),
-        "winner": chosen[0],
+        "winner": winner,
         "turn": len(prompts),
     }
     if record.get("id") is not None:

@@ -6,21 +6,23 @@ structs) and folds each chunk into integer pair counts and the running Elo, so m
 O(models² + chunk), not O(battles): ten million battles read in the memory of one chunk.
 Per record, only C runs (the decoder, then `map` with `attrgetter` and a dict to number the
 models) except the online Elo, an inherently sequential loop: about a third of the read,
-skipped with `elo=False` (`arena ratings --no-elo`). `start_tally` reads a JSON Lines file
-from both ends, in a forked process and the caller, with the same result. Formats: JSONL (streamed),
-a JSON array (decoded at once, into the slim records only), and the public arena's dumps
-as Parquet or CSV (streamed in record batches with pyarrow).
+skipped with `elo=False` (`arena ratings --no-elo`). `arena.tally_split.start_tally` reads a
+file from both ends, in a forked process and the caller, with the same result. Formats: JSONL and JSON
+arrays of objects (FastChat's `clean_battle*.json`), both streamed in byte blocks of whole
+records (`arena.files`), and Parquet or CSV, FastChat's or the public arena's dumps,
+streamed in record batches with pyarrow (only the columns read here are converted).
 
 Online Elo follows the battles' time order (`tstamp`), as FastChat's `compute_elo`: while
 the file's timestamps do not go backwards it is updated as the chunks come; if they do, the
 compact (model, model, outcome, tstamp) columns — 17 bytes a battle — are kept and sorted
 at the end instead (only when Elo is asked for).
 
-Only well-formed input in FastChat's schema takes this path: the first malformed record
-(or one this reader cannot type, or a public dump's own schema: the 55k CSV's winner
-columns, the 140k `both_bad` and ISO `timestamp`) makes `tally_file` return None, and the
-caller reads the file with `arena.battles.read_battles`, which maps those schemas and
-whose line-numbered errors and `--skip-invalid` apply. The format is decided once, in
+Only well-formed input takes this path: FastChat's schema, and in Parquet or CSV also the
+public dumps' (the 55k's winner columns, the 140k's `both_bad` and ISO `timestamp`, mapped
+by `arena.public_dumps` as the validating reader maps them). The first malformed record
+(or one this reader cannot type, or a public dump's time in JSON) makes `tally_file`
+return None, and the caller reads the file with `arena.battles.read_battles`, whose
+line-numbered errors and `--skip-invalid` apply. The format is decided once, in
 `arena.files`, for both readers.
 """
 
@@ -38,14 +40,11 @@ import numpy as np
 
 from arena.counts import _OUTCOMES, OUTCOME_SCORE, PairCounts
 from arena.elo import replay
-from arena.files import file_format, jsonl_block, jsonl_chunks, record_batches
+from arena.files import file_format, json_array_block, json_array_layout, jsonl_block, jsonl_chunks, record_batches
 
 #: Lines decoded per step: ~100 bytes a battle, so a block is ~4 MB of text (blocks that fit
 #: in cache decode ~1.5x faster than 20 MB ones).
 CHUNK_LINES = 40_000
-#: Blocks of a split read (`start_tally`) the calling process keeps as columns at most
-#: (~1.3 MB each): beyond them the forked reader reads on alone, so memory stays bounded.
-BACK_BLOCKS = 32
 _SCORE = np.array(OUTCOME_SCORE)
 _Winner = Literal["model_a", "model_b", "tie", "tie (bothbad)"]  # any other winner: the validating reader
 
@@ -219,24 +218,65 @@ def _elo_pass(elo: np.ndarray, a: np.ndarray, b: np.ndarray, o: np.ndarray) -> N
     elo[:] = ratings
 
 
+#: The columns of a Parquet or CSV battles file that the tally reads: FastChat's, or a public
+#: dump's (`arena.public_dumps`: the 55k's three winner columns, the 140k's `both_bad` and
+#: ISO `timestamp`); conversations and the rest are never decoded.
+_TABLE_COLUMNS = ["model_a", "model_b", "winner", "winner_model_a", "winner_model_b", "winner_tie", "tstamp", "timestamp", "weight"]
+
+
 def _arrow_batches(path: Path) -> Iterator[list[_Vote]]:
-    for batch in record_batches(path, columns=["model_a", "model_b", "winner", "tstamp", "timestamp", "weight"]):
-        columns = batch.schema.names
-        if not {"model_a", "model_b", "winner"} <= set(columns) or ("timestamp" in columns and "tstamp" not in columns):
-            raise ValueError("not FastChat's columns")  # a public dump's own schema: the validating reader maps it
-        data = {name: batch.column(name).to_pylist() for name in ("model_a", "model_b", "winner", "tstamp", "weight") if name in columns}
+    from arena.public_dumps import dump_seconds, kaggle_winner
+
+    for batch in record_batches(path, columns=_TABLE_COLUMNS):
+        data = {name: batch.column(name).to_pylist() for name in _TABLE_COLUMNS if name in batch.schema.names}
         n = batch.num_rows
-        t = data.get("tstamp", [None] * n)
-        w = data.get("weight", [None] * n)
-        yield [_Vote(data["model_a"][k], data["model_b"][k], data["winner"][k], t[k], weight=w[k]) for k in range(n)]
+        if "model_a" not in data or "model_b" not in data:
+            raise ValueError("no model_a/model_b columns")  # the validating reader says what is missing
+        if "winner" in data:
+            winners = ["tie (bothbad)" if w == "both_bad" else w for w in data["winner"]]
+        else:  # the 55k's winner columns (a missing one is an error there too)
+            flags = [data.get(column, [None] * n) for column in ("winner_model_a", "winner_model_b", "winner_tie")]
+            winners = [kaggle_winner(dict(zip(("winner_model_a", "winner_model_b", "winner_tie"), row))) for row in zip(*flags)]
+        times = data.get("tstamp", [None] * n)
+        if "timestamp" in data:  # where a battle has no tstamp (a Parquet time in tstamp: the validating reader)
+            times = [dump_seconds(s) if t is None else t for t, s in zip(times, data["timestamp"])]
+        weights = data.get("weight", [None] * n)
+        yield [_Vote(a, b, w, t, weight=x) for a, b, w, t, x in zip(data["model_a"], data["model_b"], winners, times, weights)]
 
 
-def _chunks(path: Path) -> Iterator[list[_Vote]]:
+def _block_reader(path: Path) -> Callable[[int, int, int, int], list[_Vote]] | None:
+    """For a file read in byte blocks (JSON Lines, or a JSON array of objects with a layout,
+    `arena.files.json_array_layout`): a function (fd, begin, end, size) -> the votes that
+    start in [begin, end). None for other files."""
+    kind = file_format(path)
+    if kind == "jsonl":
+        lines = msgspec.json.Decoder(_Vote)
+        return lambda fd, begin, end, size: lines.decode_lines(jsonl_block(fd, begin, end, size))
+    layout = json_array_layout(path) if kind == "json" else None
+    if layout is None:
+        return None
+    array = msgspec.json.Decoder(list[_Vote])
+
+    def read(fd: int, begin: int, end: int, size: int) -> list[_Vote]:
+        data = json_array_block(fd, begin, end, size, layout)
+        return array.decode(data) if data else []
+
+    return read
+
+
+def _chunks(path: Path, *, blocks: bool = True) -> Iterator[list[_Vote]]:
     kind = file_format(path)
     if kind in ("parquet", "csv"):
         yield from _arrow_batches(path)
+        return
+    read = _block_reader(path) if blocks else None
+    if read is not None:
+        block, size = CHUNK_LINES * 100, path.stat().st_size
+        with path.open("rb") as handle:
+            for k in range(-(-size // block)):
+                yield read(handle.fileno(), k * block, (k + 1) * block, size)
     elif kind == "json":
-        yield msgspec.json.Decoder(list[_Vote]).decode(path.read_bytes())
+        yield msgspec.json.Decoder(list[_Vote]).decode(path.read_bytes().removeprefix(b"\xef\xbb\xbf"))
     else:
         decoder = msgspec.json.Decoder(_Vote)
         for chunk in jsonl_chunks(path, CHUNK_LINES * 100):
@@ -252,116 +292,30 @@ def tally_file(path: str | Path, *, elo: bool = True) -> Tally | None:
     the read is ~30% faster and its memory O(models² + chunk) whatever the battles' order."""
     path = Path(path)
     try:
-        folder = _Folder(elo)
-        for votes in _chunks(path):
-            if not folder.add(votes):
-                return None
-            if not folder.ordered:  # timestamps went backwards: read again, keeping every battle's columns
-                unordered = _Folder()
-                unordered.ordered = False
-                for again in _chunks(path):
-                    if not unordered.add(again):
-                        return None
-                return unordered.finish()
-        return folder.finish()
-    except _FAILED:
+        return _tally(path, elo, blocks=True)
+    except msgspec.ValidationError:
         return None
-
-
-def start_tally(path: str | Path, *, elo: bool = True) -> Callable[[], Tally | None]:
-    """Start `tally_file(path, elo=elo)` beside the caller and return a function that gives
-    its result: the caller works meanwhile (the CLI imports the fits).
-
-    With a second CPU the file is read in a forked process. A JSON Lines file bigger than
-    two blocks is read from both ends: the child folds blocks (~4 MB of lines) from the
-    front; the caller, once it asks for the result, decodes blocks from the back into
-    columns (`_Folder.columns`, at most `BACK_BLOCKS`) until the two meet, then folds them
-    after the child's, in file order and renumbered as the child numbered models
-    (`_Folder.adopt`). So the result is exactly `tally_file`'s, and the caller's import
-    time is not added to the read. A file whose times go backwards (with Elo) is read
-    again by `tally_file`, which keeps every battle's columns for the sorted replay."""
-    from evaluators._parallel import in_background, worker_count
-
-    path = Path(path)
-    if worker_count(None) < 2:
-        return lambda: tally_file(path, elo=elo)
-    block = CHUNK_LINES * 100
-    try:
-        size = path.stat().st_size
-        split = size > 2 * block and file_format(path) == "jsonl"
-    except OSError:
-        split = False
-    if not split:
-        return in_background(lambda: tally_file(path, elo=elo))
-    import multiprocessing
-
-    context = multiprocessing.get_context("fork")
-    # Blocks [ends[0], ends[1]) are not taken yet: the child takes from the front, the caller from the back.
-    ends, lock = context.RawArray("q", [0, -(-size // block)]), context.Lock()
-    front = in_background(lambda: _read_front(path, elo, block, size, ends, lock))
-
-    def result() -> Tally | None:
-        with front:  # an error here (or ^C) kills the forked reader
-            back = _read_back(path, block, size, ends, lock)
-        folder = front()
-        if folder is None or back is None:
+    except msgspec.DecodeError:
+        try:  # a JSON array whose blocks do not decode (see `json_array_layout`): decode it at once
+            if file_format(path) != "json" or json_array_layout(path) is None:
+                return None
+            return _tally(path, elo, blocks=False)
+        except _FAILED:
             return None
-        numbering, chunks = back
-        for columns in chunks:
-            if not folder.ordered:
-                break
-            folder.fold(folder.adopt(numbering, columns))
-        return folder.finish() if folder.ordered else tally_file(path, elo=elo)
-
-    return result
+    except _FAILED:
+        return None
 
 
-def _claimed(path: Path, block: int, size: int, ends, lock, *, front: bool) -> Iterator[tuple[int, list[_Vote]]]:
-    """(k, its votes) for each block this process claims from the untaken ones [ends[0],
-    ends[1]): from the front or from the back, one at a time, until none is left (a block
-    is claimed only when the next one is asked for)."""
-    decoder = msgspec.json.Decoder(_Vote)
-    with path.open("rb") as handle:
-        while True:
-            with lock:
-                if ends[0] >= ends[1]:
-                    return
-                if front:
-                    k = ends[0]
-                    ends[0] = k + 1
-                else:
-                    k = ends[1] = ends[1] - 1
-            yield k, decoder.decode_lines(jsonl_block(handle.fileno(), k * block, (k + 1) * block, size))
-
-
-def _read_front(path: Path, elo: bool, block: int, size: int, ends, lock) -> _Folder | None:
-    """The forked reader: folds blocks from the front until it meets the caller's."""
+def _tally(path: Path, elo: bool, *, blocks: bool) -> Tally | None:
     folder = _Folder(elo)
-    try:
-        for _, votes in _claimed(path, block, size, ends, lock, front=True):
-            if not folder.add(votes):
-                return None
-            if not folder.ordered:  # time order broke: `start_tally` reads again
-                break
-    except _FAILED:
-        return None
-    return folder
-
-
-def _read_back(path: Path, block: int, size: int, ends, lock) -> tuple[_Folder, list[_Columns]] | None:
-    """The caller's share: blocks from the back, as columns numbered by a folder of its
-    own, returned in file order (None: a record needs the validating reader)."""
-    numbering = _Folder(elo=False)
-    chunks: dict[int, _Columns] = {}
-    try:
-        for k, votes in _claimed(path, block, size, ends, lock, front=False):
-            if votes:
-                columns = numbering.columns(votes)
-                if columns is None:
+    for votes in _chunks(path, blocks=blocks):
+        if not folder.add(votes):
+            return None
+        if not folder.ordered:  # timestamps went backwards: read again, keeping every battle's columns
+            unordered = _Folder()
+            unordered.ordered = False
+            for again in _chunks(path, blocks=blocks):
+                if not unordered.add(again):
                     return None
-                chunks[k] = columns
-            if len(chunks) >= BACK_BLOCKS:
-                break
-    except _FAILED:
-        return None
-    return numbering, [chunks[k] for k in sorted(chunks)]
+            return unordered.finish()
+    return folder.finish()

@@ -207,8 +207,8 @@ def _start_tally(battles_path: Path, *, elo: bool):
     """A function giving the file's `arena.tally.Tally` (None: read it the validating way).
     The file is read beside this process while it imports the leaderboard's modules (scipy
     and the fits: ~0.3 s of the command), and by both once they are loaded
-    (`arena.tally.start_tally`)."""
-    from arena.tally import start_tally
+    (`arena.tally_split.start_tally`)."""
+    from arena.tally_split import start_tally
 
     if not battles_path.is_file():
         raise InvalidInput(f"{battles_path}: no such file")

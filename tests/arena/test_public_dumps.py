@@ -381,8 +381,9 @@ def test_import_errors_are_one_line_and_nothing_is_stored(settings, tmp_path: Pa
 
 @pytest.mark.parametrize("name,rows", [("train.csv", lambda: _kaggle_rows(60)), ("arena.jsonl", lambda: _arena_140k_rows(60))])
 def test_ratings_read_a_dump_through_the_mapping_reader(tmp_path: Path, name: str, rows) -> None:
-    """`arena ratings` on a dump: the streaming tally leaves the public schemas (winner
-    columns, `both_bad`, ISO `timestamp`) to the reader that maps them."""
+    """`arena ratings` on a dump in JSON Lines: the streaming tally leaves a foreign time
+    (ISO `timestamp`) to the reader that maps it. (A Parquet or CSV dump is streamed:
+    `test_the_tally_streams_a_table_dump_as_the_mapping_reader_reads_it`.)"""
     from arena.counts import PairCounts
     from arena.tally import tally_file
 
@@ -391,9 +392,56 @@ def test_ratings_read_a_dump_through_the_mapping_reader(tmp_path: Path, name: st
         for row in rows:
             row["winner"] = "tie" if row["winner"] == "both_bad" else row["winner"]  # only the timestamp is foreign
     path = _write(rows, tmp_path / name)
-    assert tally_file(path) is None
+    if name.endswith(".jsonl"):
+        assert tally_file(path) is None
     counts = PairCounts.from_battles(read_battles(path).battles)
     result = CliRunner().invoke(cli, ["ratings", str(path), "--bootstrap", "0", "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     votes = {row["model"]: row["votes"] for row in json.loads(result.stdout)}
     assert sum(votes.values()) == 2 * len(rows) and set(votes) == set(counts.models)
+
+
+@pytest.mark.parametrize("name", ["train.csv", "train.parquet", "arena-140k.parquet", "arena-140k.csv", "times.parquet"])
+def test_the_tally_streams_a_table_dump_as_the_mapping_reader_reads_it(tmp_path: Path, monkeypatch, name: str) -> None:
+    """A public dump in Parquet or CSV is counted by the streaming tally (only the columns
+    it needs: never a conversation), with the counts and Elo the mapping reader gives:
+    the 55k's winner columns, the 140k's `both_bad` and ISO `timestamp` (naive: UTC),
+    and a Parquet time column."""
+    from arena import tally as tally_module
+    from arena.counts import PairCounts
+    from arena.elo import online_elo
+    from arena.files import record_batches
+    from arena.tally import tally_file
+
+    rows = _kaggle_rows(300) if name.startswith("train") else _arena_140k_rows(300)
+    if name == "times.parquet":  # a Parquet time column, out of order, some rows with a tstamp too
+        for k, row in enumerate(rows):
+            row["timestamp"] = datetime(2025, 5, 1 + (k * 7) % 28, 14, k % 60, 41)
+            row["tstamp"] = 1.7e9 + k if k % 5 == 0 else None
+    if name == "arena-140k.csv":  # nested columns are JSON text in a CSV
+        rows = [{k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()} for row in rows]
+    path = _write(rows, tmp_path / name)
+    battles = read_battles(path).battles
+    asked = []
+    monkeypatch.setattr(tally_module, "record_batches", lambda p, columns=None: asked.append(columns) or record_batches(p, columns))
+    got = tally_file(path)
+    assert got is not None and got.counts == PairCounts.from_battles(battles)
+    assert got.elo == pytest.approx(online_elo(battles), abs=1e-9)
+    assert not {"conversation_a", "conversation_b", "prompt", "response_a", "conv_metadata"} & set(asked[0])
+
+
+@pytest.mark.parametrize("broken", ["flags", "time"])
+def test_a_dump_row_the_mapping_reader_rejects_is_left_to_it(tmp_path: Path, broken: str) -> None:
+    """A row the mapping reader rejects (two winner columns set, a time that is not ISO 8601)
+    makes the tally step aside, so `arena ratings` names the row."""
+    from arena.tally import tally_file
+
+    rows = _kaggle_rows(20) if broken == "flags" else _arena_140k_rows(20)
+    if broken == "flags":
+        rows[7]["winner_model_b"] = rows[7]["winner_model_a"] = 1
+    else:
+        rows[7]["timestamp"] = "yesterday"
+    path = _write(rows, tmp_path / "dump.parquet")
+    assert tally_file(path) is None
+    result = CliRunner().invoke(cli, ["ratings", str(path), "--bootstrap", "0"])
+    assert result.exit_code != 0 and "row 8" in str(result.exception), result.exception

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from arena import tally as tally_module
+from arena import tally_split
 from arena.battles import Battle, write_battles
 from arena.counts import PairCounts
 from arena.elo import online_elo
@@ -123,8 +124,8 @@ def _split_file(tmp_path, records) -> Path:
 
 def _slow_front(monkeypatch, seconds: float) -> None:
     """The forked reader starts late, so the caller reads from the back first."""
-    real = tally_module._read_front
-    monkeypatch.setattr(tally_module, "_read_front", lambda *args: time.sleep(seconds) or real(*args))
+    real = tally_split._read_front
+    monkeypatch.setattr(tally_split, "_read_front", lambda *args: time.sleep(seconds) or real(*args))
 
 
 @pytest.mark.parametrize("kind", ["timed", "unordered", "untimed", "untimed_later", "new_model_at_the_end"])
@@ -132,7 +133,7 @@ def _slow_front(monkeypatch, seconds: float) -> None:
 @pytest.mark.parametrize("elo", [True, False])
 def test_reading_from_both_ends_gives_the_one_pass_result(tmp_path, monkeypatch, kind, caller_first, elo):
     monkeypatch.setattr(tally_module, "CHUNK_LINES", 300)  # ~30 kB blocks: a dozen of them
-    monkeypatch.setattr(tally_module, "BACK_BLOCKS", 5)  # the caller stops after 5; the child reads the rest
+    monkeypatch.setattr(tally_split, "BACK_BLOCKS", 5)  # the caller stops after 5; the child reads the rest
     monkeypatch.setattr("evaluators._parallel.worker_count", lambda workers: 2)
     records = battles(4000, shuffle_time=kind == "unordered", no_time=kind == "untimed")
     if kind == "untimed_later":
@@ -142,7 +143,7 @@ def test_reading_from_both_ends_gives_the_one_pass_result(tmp_path, monkeypatch,
     path = _split_file(tmp_path, records)
     if caller_first:
         _slow_front(monkeypatch, 0.5)
-    got = tally_module.start_tally(path, elo=elo)()
+    got = tally_split.start_tally(path, elo=elo)()
     assert got == tally_file(path, elo=elo)  # counts with models in first-seen order, Elo bit for bit
     assert got.counts == PairCounts.from_battles(records)
     assert got.elo == (pytest.approx(online_elo(records), abs=1e-9) if elo else None)
@@ -157,7 +158,7 @@ def test_a_bad_record_in_either_part_goes_to_the_validating_reader(tmp_path, mon
     records.insert(10 if where == "front" else len(records) - 10, bad)
     path = _split_file(tmp_path, records)
     _slow_front(monkeypatch, 0.5)  # the caller surely reads the last blocks
-    assert tally_module.start_tally(path)() is None
+    assert tally_split.start_tally(path)() is None
 
 
 def test_blocks_give_each_line_once(tmp_path):
@@ -171,3 +172,80 @@ def test_blocks_give_each_line_once(tmp_path):
         for block in (1, 7, 64, 1000, size, size + 5):
             parts = [jsonl_block(handle.fileno(), k * block, (k + 1) * block, size) for k in range(-(-size // block))]
             assert b"".join(parts).split(b"\n") == lines, block
+
+
+def _array_layouts(records: list[dict]) -> dict[str, bytes]:
+    import json
+
+    return {
+        "indent=1 (ours, FastChat's)": msgspec.json.format(msgspec.json.encode(records), indent=1),
+        "indent=2": json.dumps(records, indent=2).encode(),
+        "one per line": b"[\n" + b",\n".join(json.dumps(r).encode() for r in records) + b"\n]\n",
+        "compact": json.dumps(records, separators=(",", ":")).encode(),
+        "json.dumps": b"\xef\xbb\xbf  " + json.dumps(records).encode() + b"\n",
+    }
+
+
+def test_array_blocks_give_each_object_once(tmp_path):
+    from arena.files import json_array_block, json_array_layout
+
+    records = [{"model_a": f"m{i % 5}", "model_b": "z", "winner": "tie", "pad": "x" * (i % 37),
+                "conv_metadata": {"turns": [{"a": i}, {"b": [1, {"c": "}, {"}]}]}} for i in range(300)]
+    flat = [{"model_a": f"m{i % 5}", "model_b": "z", "winner": "tie", "pad": "x" * (i % 37), "meta": {"b": [1, 2]}}
+            for i in range(300)]
+    for name, data in _array_layouts(records).items():
+        if name in ("compact", "json.dumps"):  # objects in lists would hold the separator: see below
+            records, data = flat, _array_layouts(flat)[name]
+        path = tmp_path / "b.json"
+        path.write_bytes(data)
+        layout, size = json_array_layout(path), len(data)
+        assert layout is not None, name
+        with path.open("rb") as handle:
+            for block in (1, 7, 64, 1000, size, size + 5):
+                parts = [json_array_block(handle.fileno(), k * block, (k + 1) * block, size, layout) for k in range(-(-size // block))]
+                got = [r for part in parts if part for r in msgspec.json.decode(part)]
+                assert got == records, (name, block)
+
+
+@pytest.mark.parametrize("caller_first", [False, True])
+def test_a_json_array_is_read_in_blocks_from_both_ends(tmp_path, monkeypatch, caller_first):
+    """FastChat's battle files are JSON arrays: read as JSON Lines are, in blocks, never
+    the whole file at once, with the one-pass result."""
+    monkeypatch.setattr(tally_module, "CHUNK_LINES", 300)
+    monkeypatch.setattr(tally_split, "BACK_BLOCKS", 5)
+    monkeypatch.setattr("evaluators._parallel.worker_count", lambda workers: 2)
+    records = battles(4000, shuffle_time=caller_first)
+    path = tmp_path / "b.json"
+    write_battles(path, records)  # indent=1, as `arena battles export` and FastChat write
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("the whole file was read"))
+    if caller_first:
+        _slow_front(monkeypatch, 0.5)
+    got = tally_split.start_tally(path)()
+    assert got == tally_file(path)
+    assert got.counts == PairCounts.from_battles(records) and got.elo == pytest.approx(online_elo(records), abs=1e-9)
+
+
+@pytest.mark.parametrize("layout", ["compact", "json.dumps", "indent=1 (ours, FastChat's)"])
+def test_an_array_whose_text_holds_the_separator_still_reads_right(tmp_path, monkeypatch, layout):
+    """In a compact array `},{` can sit inside a string, where a block would cut an object
+    in two: its decoding fails and the array is decoded at once, with the same result."""
+    monkeypatch.setattr(tally_module, "CHUNK_LINES", 20)
+    monkeypatch.setattr("evaluators._parallel.worker_count", lambda workers: 2)
+    records = [msgspec.structs.asdict(b) | {"question_id": 'say "},{" and }, {\\" and },\n {'} for b in battles(600)]
+    path = tmp_path / "b.json"
+    path.write_bytes(_array_layouts(records)[layout])
+    expected_counts, expected_elo = expected(battles(600))
+    for got in (tally_file(path), tally_split.start_tally(path)()):
+        assert got.counts == expected_counts and got.elo == pytest.approx(expected_elo, abs=1e-9)
+
+
+def test_a_bad_object_in_an_array_goes_to_the_validating_reader(tmp_path, monkeypatch):
+    monkeypatch.setattr(tally_module, "CHUNK_LINES", 300)
+    monkeypatch.setattr("evaluators._parallel.worker_count", lambda workers: 2)
+    records = battles(4000)
+    records.insert(2000, Battle(model_a="m1", model_b="m1", winner="tie"))
+    path = tmp_path / "b.json"
+    write_battles(path, records)
+    assert tally_file(path) is None and tally_split.start_tally(path)() is None
+    path.write_bytes(path.read_bytes().replace(b'"winner": "tie"', b'"winner": "tie",,', 1))  # not JSON at all
+    assert tally_file(path) is None and tally_split.start_tally(path)() is None
