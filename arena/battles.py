@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -154,15 +154,23 @@ class BattleFile(msgspec.Struct):
         return InvalidRecord(index=index, field=field, message=message, line=line, row=row)
 
 
-def read_battles(path: str | Path, *, skip_invalid: bool = False) -> BattleFile:
+def read_battles(path: str | Path, *, skip_invalid: bool = False,
+                 keep: Callable[[Battle], Battle | None] | None = None) -> BattleFile:
     """Read a battles file: JSON array, JSON Lines, Parquet or CSV (`arena.files.file_format`),
     in FastChat's schema or a public dump's (`arena.public_dumps`). Raises
     `BattleFormatError` naming every malformed record unless `skip_invalid`; raises
-    `OSError` when the file cannot be read."""
+    `OSError` when the file cannot be read.
+
+    `keep` maps each valid battle to what to keep of it (None: drop it); a Parquet or CSV
+    file is then held batch by batch, never whole (a public dump's conversations are
+    gigabytes). `battles` then lists what was kept, so `BattleFile.located` does not apply."""
     path = Path(path)
     if file_format(path) in ("parquet", "csv"):
-        return _read_table(path, skip_invalid=skip_invalid)
-    return parse_battles(path.read_bytes(), skip_invalid=skip_invalid, source=str(path))
+        return _read_table(path, skip_invalid=skip_invalid, keep=keep)
+    read = parse_battles(path.read_bytes(), skip_invalid=skip_invalid, source=str(path))
+    if keep is not None:
+        read.battles = [kept for kept in map(keep, read.battles) if kept is not None]
+    return read
 
 
 def parse_battles(data: bytes | str, *, skip_invalid: bool = False, source: str | None = None) -> BattleFile:
@@ -235,20 +243,22 @@ def write_battles(path: str | Path, battles: Iterable[Battle]) -> None:
 _AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?:\[(?P<index>\d+)\])?\.?(?P<field>[^`]*)`)?$", re.S)
 
 
-def _read_table(path: Path, *, skip_invalid: bool) -> BattleFile:
+def _read_table(path: Path, *, skip_invalid: bool, keep: Callable[[Battle], Battle | None] | None = None) -> BattleFile:
     import pyarrow as pa
 
     battles: list[Battle] = []
     errors: list[InvalidRecord] = []
     index = 0
     try:
-        for batch in record_batches(path):
+        for batch in record_batches(path, batch_rows=4096):  # a dump's rows carry whole conversations
             for record in batch.to_pylist():
                 battle, error = _convert_record(record, index, row=index + 1)
                 if error is not None:
                     errors.append(error)
-                else:
+                elif keep is None:
                     battles.append(battle)
+                elif (kept := keep(battle)) is not None:
+                    battles.append(kept)
                 index += 1
     except pa.ArrowException as exc:
         if isinstance(exc, OSError):

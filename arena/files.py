@@ -35,9 +35,9 @@ def file_format(path: str | Path) -> FileFormat:
     return "json" if head[:1] == b"[" else "jsonl"
 
 
-def record_batches(path: str | Path, columns: list[str] | None = None) -> Iterator["pyarrow.RecordBatch"]:  # noqa: F821
+def record_batches(path: str | Path, columns: list[str] | None = None, *, batch_rows: int = BATCH_ROWS) -> Iterator["pyarrow.RecordBatch"]:  # noqa: F821
     """The rows of a Parquet or CSV file as pyarrow record batches, streamed (about
-    `BATCH_ROWS` rows each for Parquet, one CSV block each for CSV). `columns` limits the
+    `batch_rows` rows each for Parquet, one CSV block each for CSV). `columns` limits the
     read to those present. Raises `pyarrow.ArrowInvalid` (a `ValueError`) or
     `OSError` on a file that is not what its suffix says."""
     import pyarrow.csv as pacsv
@@ -47,7 +47,7 @@ def record_batches(path: str | Path, columns: list[str] | None = None) -> Iterat
     if file_format(path) == "parquet":
         handle = pq.ParquetFile(path)
         present = None if columns is None else [c for c in columns if c in handle.schema_arrow.names]
-        yield from handle.iter_batches(batch_size=BATCH_ROWS, columns=present)
+        yield from handle.iter_batches(batch_size=batch_rows, columns=present)
         return
     options = {"read_options": pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES),
                "parse_options": pacsv.ParseOptions(newlines_in_values=True)}

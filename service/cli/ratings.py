@@ -100,9 +100,9 @@ def fit_cmd(
     if tally is not None:
         battles, counts, elo = None, tally.counts, tally.elo
     else:
-        battles = _load(battles_path, skip_invalid)
-        if category:
-            battles = _in_category(battles, category, battles_path)
+        # Only the category's battles are kept (only what the fits read, unless style control
+        # or LC need the texts), so a public dump's conversations are never held whole.
+        battles = _load(battles_path, skip_invalid, _InCategory(category, slim=not (style_control or lc_baseline)) if category else None)
         counts, elo = PairCounts.from_battles(battles), None if no_elo else online_elo(battles)
     if anchor_pair is not None and anchor_pair[0] not in counts.models:
         raise InvalidInput(f"--anchor {anchor}: model {anchor_pair[0]!r} is not in {battles_path}")
@@ -221,26 +221,37 @@ def _start_tally(battles_path: Path, *, elo: bool):
     return tally
 
 
-def _in_category(battles, category: str, battles_path: Path):
-    """The battles in `category` (a tag, `service.prompt_categories.battle_tags`, or the
-    pool category an export keeps); `InvalidInput` naming the categories found when none is."""
-    from service.prompt_categories import battle_tags, parse_tag
+class _InCategory:
+    """A `read_battles(keep=...)` filter: the battles in `category` (a tag,
+    `service.prompt_categories.battle_tags`, or the pool category an export keeps), with
+    only what the fits read when `slim`; it counts the categories it meets, for the error
+    naming them when no battle is in `category`."""
 
-    parse_tag(category)  # a malformed tag is an error, not an empty board
-    found: dict[str, int] = {}
-    kept = []
-    for battle in battles:
+    def __init__(self, category: str, *, slim: bool) -> None:
+        from service.prompt_categories import parse_tag
+
+        parse_tag(category)  # a malformed tag is an error, before the file is read
+        self.category, self.slim = category, slim
+        self.found: dict[str, int] = {}
+
+    def __call__(self, battle):
+        from arena.battles import Battle
+        from service.prompt_categories import battle_tags
+
         ours = (battle.conv_metadata or {}).get("arena") if isinstance(battle.conv_metadata, dict) else None
         pool = ours.get("category") if isinstance(ours, dict) and isinstance(ours.get("category"), str) else None
         tags = set(battle_tags(battle)) | ({pool} if pool else set())
         for tag in tags:
-            found[tag] = found.get(tag, 0) + 1
-        if category in tags:
-            kept.append(battle)
-    if not kept:
-        listed = ", ".join(f"{t} ({n})" for t, n in sorted(found.items(), key=lambda kv: -kv[1])[:20])
-        raise InvalidInput(f"--category {category[:80]!r}: no battle in {battles_path} is in it (found: {listed or 'none'})")
-    return kept
+            self.found[tag] = self.found.get(tag, 0) + 1
+        if self.category not in tags:
+            return None
+        if not self.slim:
+            return battle
+        return Battle(model_a=battle.model_a, model_b=battle.model_b, winner=battle.winner, tstamp=battle.tstamp, weight=battle.weight)
+
+    def nothing_in(self, battles_path: Path) -> InvalidInput:
+        listed = ", ".join(f"{t} ({n})" for t, n in sorted(self.found.items(), key=lambda kv: -kv[1])[:20])
+        return InvalidInput(f"--category {self.category[:80]!r}: no battle in {battles_path} is in it (found: {listed or 'none'})")
 
 
 def _is_vote(battle, removal) -> bool:
@@ -253,14 +264,15 @@ def _is_vote(battle, removal) -> bool:
     return (same and battle.winner == removal.winner) or (swapped and battle.winner == flipped)
 
 
-def _load(battles_path: Path, skip_invalid: bool):
-    """The battles of BATTLES, with the CLI's one-line errors."""
+def _load(battles_path: Path, skip_invalid: bool, in_category: _InCategory | None = None):
+    """The battles of BATTLES (only those `in_category` keeps, when given), with the CLI's
+    one-line errors."""
     from arena.battles import BattleFormatError, read_battles
 
     if not battles_path.is_file():
         raise InvalidInput(f"{battles_path}: no such file")
     try:
-        loaded = read_battles(battles_path, skip_invalid=skip_invalid)
+        loaded = read_battles(battles_path, skip_invalid=skip_invalid, keep=in_category)
     except BattleFormatError as exc:
         hint = "" if skip_invalid else " (use --skip-invalid to skip malformed records)"
         raise InvalidInput(f"{exc}{hint}") from None
@@ -269,7 +281,7 @@ def _load(battles_path: Path, skip_invalid: bool):
     if loaded.skipped:
         click.echo(f"skipped {len(loaded.skipped)} invalid record{'s' if len(loaded.skipped) != 1 else ''}", err=True)
     if not loaded.battles:
-        raise InvalidInput(f"{battles_path}: no battles to rate")
+        raise in_category.nothing_in(battles_path) if in_category is not None else InvalidInput(f"{battles_path}: no battles to rate")
     return loaded.battles
 
 

@@ -445,3 +445,26 @@ def test_a_dump_row_the_mapping_reader_rejects_is_left_to_it(tmp_path: Path, bro
     assert tally_file(path) is None
     result = CliRunner().invoke(cli, ["ratings", str(path), "--bootstrap", "0"])
     assert result.exit_code != 0 and "row 8" in str(result.exception), result.exception
+
+
+def test_a_category_of_a_dump_is_read_batch_by_batch_keeping_only_its_battles(tmp_path: Path, monkeypatch) -> None:
+    """`arena ratings DUMP --category TAG` holds a few thousand rows at a time and keeps only
+    the category's battles, without their conversations (a 140k dump was 3.2 GB whole)."""
+    from arena import battles as battles_module
+    from service.cli.ratings import _InCategory
+
+    rows = _arena_140k_rows(300)
+    path = _write(rows, tmp_path / "dump.parquet")
+    asked = []
+    real = battles_module.record_batches
+    monkeypatch.setattr(battles_module, "record_batches", lambda p, columns=None, **kw: asked.append(kw) or real(p, columns, **kw))
+    kept = read_battles(path, keep=lambda b: b if b.language == "de" else None).battles
+    assert [b.question_id for b in kept] == [r["id"] for r in rows if r["language"] == "de"]
+    assert asked and asked[0]["batch_rows"] <= 4096
+    every = read_battles(path).battles
+    in_category = _InCategory("task_type=math", slim=True)
+    slim = [b for b in map(in_category, every) if b is not None]
+    assert slim and all(b.conversation_a is None and b.category_tag is None for b in slim)
+    assert [(b.model_a, b.model_b, b.winner, b.tstamp) for b in slim] == [
+        (b.model_a, b.model_b, b.winner, b.tstamp) for b, r in zip(every, rows) if r["category_tag"]["math_v0.1"]["math"]]
+    assert _InCategory("task_type=math", slim=False)(every[1]) is every[1]
