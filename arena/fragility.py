@@ -121,7 +121,12 @@ class _Board:
 
     def gap_after(self, order: _Order, k: int, upper: str, lower: str) -> float:
         """`upper`'s rating minus `lower`'s (logits) in the exact refit without the first `k`
-        votes of `order`: below 0 when `lower` then rates above `upper`."""
+        votes of `order`: below 0 when `lower` then rates above `upper`.
+
+        Only the gap's sign decides anything, so the refit stops once the chord iteration's
+        own contraction bounds what is left of every rating by a quarter of the gap (or at
+        a step of 1e-9): near the flip a gap is ~1e-4 logits and the iteration contracts
+        ~10x a step, so that takes ~3 steps instead of ~5."""
         if not self.exact_mle:
             from arena.ratings import bradley_terry
 
@@ -134,6 +139,8 @@ class _Board:
         import scipy.linalg
 
         theta = self.theta.copy()
+        up, low = self.index[upper], self.index[lower]
+        previous = math.inf
         for iteration in range(60):  # from the fit: chord steps, then Newton steps if they stall
             gradient, p = self.data.gradient(theta, s, n)
             if iteration < 30:
@@ -142,9 +149,12 @@ class _Board:
                 step = self._solve(self.data.hessian(p, n), gradient)
             step -= step.mean()  # the ridge's drift along all-ones is no rating change
             theta += np.clip(step, -2.0, 2.0)
-            if np.max(np.abs(step)) < 1e-9:
+            size = float(np.max(np.abs(step)))
+            rate = size / previous  # 0 after the first step: no estimate yet
+            if size < 1e-9 or (0 < rate < 0.5 and 4 * 2 * size * rate / (1 - rate) < abs(theta[up] - theta[low])):
                 break
-        return float(theta[self.index[upper]] - theta[self.index[lower]])
+            previous = size
+        return float(theta[up] - theta[low])
 
 
 class _Order(msgspec.Struct):
