@@ -28,6 +28,13 @@ a third of them both-bad) into a JSONL file, then times, in one process:
 - with `--memory-battles N` (e.g. 10000000): the same command, `--bootstrap 100`, on a
   file of N battles written in blocks (never held in memory, deleted after), and its peak
   RSS `memory_command_rss_mb` beside the 1M file's: constant memory means they are equal;
+- FastChat's published path to the same board (`--no-published` skips it), on the same
+  file, same run: `pd.read_json(lines=True)`, `compute_bootstrap_bt` as published (its
+  `preprocess_for_bt` and its `Pool` of `os.cpu_count()` refits, `--rounds` rounds, as ours)
+  and `compute_elo`. `speedup_per_round_command_vs_published` = that `compute_bootstrap_bt`
+  call's seconds over our whole command's (same rounds: the per-round ratio the issue names,
+  with FastChat's function measured as published); `speedup_whole_path_vs_published` =
+  FastChat's read + bootstrap + Elo over our command;
 - `tally_s`: the streaming read (`arena.tally`: counts and Elo in O(models²) memory)
   against `read_count_elo_s`, the validating reader + counts + Elo on the same file.
 
@@ -127,6 +134,66 @@ def fastchat_bootstrap(matchups, outcomes, weights, n_models, n_battles, num_rou
     return np.array([fastchat_fit_bt(matchups, outcomes, w, n_models, math.log(10.0)) for w in boot_weights]) * 400 + 1000
 
 
+def fastchat_compute_bootstrap_bt(df, num_round: int):
+    """`compute_bootstrap_bt` as FastChat publishes it: `preprocess_for_bt` on the battles
+    DataFrame (`pd.factorize`, then `np.unique` over the rows), one multinomial, and the
+    refits spread over a `multiprocessing.Pool` of `os.cpu_count()` processes."""
+    import multiprocessing
+    from functools import partial
+
+    import pandas as pd
+
+    n_rows = len(df)
+    codes, models = pd.factorize(pd.concat([df["model_a"], df["model_b"]]))
+    schedule = np.full((n_rows, 3), fill_value=1, dtype=np.int32)
+    schedule[:, [0, 1]] = np.column_stack([codes[:n_rows], codes[n_rows:]])
+    schedule[df["winner"] == "model_a", 2] = 2
+    schedule[df["winner"] == "model_b", 2] = 0
+    matchups_outcomes, weights = np.unique(schedule, return_counts=True, axis=0)
+    matchups, outcomes = matchups_outcomes[:, [0, 1]], matchups_outcomes[:, 2].astype(np.float64) / 2.0
+    weights = weights.astype(np.float64)
+    idxs = np.random.default_rng(seed=0).multinomial(n=n_rows, pvals=weights / weights.sum(), size=num_round)
+    fit = partial(fastchat_fit_bt, matchups, outcomes, n_models=len(models), alpha=np.log(10.0))
+    with multiprocessing.get_context("fork").Pool(os.cpu_count()) as pool:
+        ratings = np.array(list(pool.imap_unordered(fit, idxs.astype(np.float64) / n_rows)))
+    table = pd.DataFrame(ratings * 400 + 1000, columns=list(models))
+    return table[table.median().sort_values(ascending=False).index]
+
+
+def fastchat_compute_elo(df, k: float = 4.0):
+    """FastChat's `compute_elo`: one pass over the battles in order."""
+    import pandas as pd
+
+    codes, models = pd.factorize(pd.concat([df["model_a"], df["model_b"]]))
+    matchups = np.column_stack([codes[: len(df)], codes[len(df):]])
+    outcomes = np.full(len(df), 0.5)
+    outcomes[df["winner"] == "model_a"] = 1.0
+    outcomes[df["winner"] == "model_b"] = 0.0
+    alpha, ratings = math.log(10.0) / 400, np.full(len(models), 1000.0)
+    for (a, b), outcome in zip(matchups, outcomes):
+        update = k * (outcome - 1.0 / (1.0 + math.exp(alpha * (ratings[b] - ratings[a]))))
+        ratings[a] += update
+        ratings[b] -= update
+    return dict(zip(models, ratings))
+
+
+def fastchat_published(path: Path, rounds: int) -> dict:
+    """FastChat's own path to the same board, each step timed: read the file with
+    `pd.read_json(lines=True)` (as `elo_analysis.py` reads battles), `compute_bootstrap_bt`
+    as published, `compute_elo`."""
+    import pandas as pd
+
+    t0 = time.perf_counter()
+    df = pd.read_json(path, lines=True)
+    t1 = time.perf_counter()
+    fastchat_compute_bootstrap_bt(df, rounds)
+    t2 = time.perf_counter()
+    fastchat_compute_elo(df)
+    t3 = time.perf_counter()
+    return {"read_s": round(t1 - t0, 2), "compute_bootstrap_bt_s": round(t2 - t1, 2), "compute_elo_s": round(t3 - t2, 2),
+            "whole_s": round(t3 - t0, 2)}
+
+
 def write_jsonl(path: Path, n_battles: int, n_models: int, seed: int, block: int = 1_000_000) -> None:
     """`n_battles` synthetic battles (as `synthetic_battles`) appended block by block."""
     outcomes = np.array(['"model_a"', '"model_b"', '"tie"', '"tie (bothbad)"'])
@@ -185,6 +252,8 @@ def main() -> None:
     parser.add_argument("--baseline-rounds", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each bootstrap; the fastest counts")
+    parser.add_argument("--published", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run FastChat's published path (pd.read_json, compute_bootstrap_bt with its pool, compute_elo)")
     parser.add_argument("--memory-battles", type=int, default=0, help="also run the command on a file of this many battles (peak RSS)")
     args = parser.parse_args()
 
@@ -206,6 +275,7 @@ def main() -> None:
         tally_s = time.perf_counter() - t_tally
         command_s, command_cpu_s, command_rss_mb = best_of_command(args.repeats, path, args.rounds)
         command_no_elo_s, command_no_elo_cpu_s, _ = best_of_command(args.repeats, path, args.rounds, "--no-elo")
+        published = fastchat_published(path, args.rounds) if args.published else {}
         memory = {}
         if args.memory_battles:
             big = Path(tmp) / "big.jsonl"
@@ -273,6 +343,10 @@ def main() -> None:
         "command_no_elo_cpu_s": round(command_no_elo_cpu_s, 3),
         "speedup_per_round_command_no_elo": round(theirs_per_round / (command_no_elo_s / args.rounds), 1),
         **memory,
+        **({f"fastchat_published_{k}": v for k, v in published.items()} | {
+            "fastchat_published_bootstrap_per_round_ms": round(published["compute_bootstrap_bt_s"] / args.rounds * 1e3, 2),
+            "speedup_per_round_command_vs_published": round(published["compute_bootstrap_bt_s"] / command_s, 1),
+            "speedup_whole_path_vs_published": round(published["whole_s"] / command_s, 1)} if published else {}),
         "fit_s": round(fit_s, 4),
         "bootstrap_rounds": args.rounds,
         "bootstrap_s": round(bootstrap_s, 3),
