@@ -182,20 +182,3 @@ def json_array_block(fd: int, begin: int, end: int, size: int, layout: ArrayLayo
     if stop == size:
         del data[-1]
     return data
-
-
-def jsonl_chunks(path: str | Path, block_bytes: int) -> Iterator[bytes]:
-    """A JSON Lines file in blocks of whole lines, about `block_bytes` each."""
-    with Path(path).open("rb") as handle:
-        rest = b""
-        while True:
-            block = handle.read(block_bytes)
-            if not block:
-                if rest.strip():
-                    yield rest
-                return
-            block = rest + block
-            cut = block.rfind(b"\n") + 1
-            rest = block[cut:]
-            if cut:
-                yield block[:cut]

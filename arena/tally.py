@@ -40,7 +40,7 @@ import numpy as np
 
 from arena.counts import _OUTCOMES, OUTCOME_SCORE, PairCounts
 from arena.elo import replay
-from arena.files import file_format, json_array_block, json_array_layout, jsonl_block, jsonl_chunks, record_batches
+from arena.files import file_format, json_array_block, json_array_layout, jsonl_block, record_batches
 
 #: Lines decoded per step: ~100 bytes a battle, so a block is ~4 MB of text (blocks that fit
 #: in cache decode ~1.5x faster than 20 MB ones).
@@ -270,17 +270,13 @@ def _chunks(path: Path, *, blocks: bool = True) -> Iterator[list[_Vote]]:
         yield from _arrow_batches(path)
         return
     read = _block_reader(path) if blocks else None
-    if read is not None:
-        block, size = CHUNK_LINES * 100, path.stat().st_size
-        with path.open("rb") as handle:
-            for k in range(-(-size // block)):
-                yield read(handle.fileno(), k * block, (k + 1) * block, size)
-    elif kind == "json":
+    if read is None:  # a JSON array without a layout, or whose blocks did not decode: at once
         yield msgspec.json.Decoder(list[_Vote]).decode(path.read_bytes().removeprefix(b"\xef\xbb\xbf"))
-    else:
-        decoder = msgspec.json.Decoder(_Vote)
-        for chunk in jsonl_chunks(path, CHUNK_LINES * 100):
-            yield decoder.decode_lines(chunk)
+        return
+    block, size = CHUNK_LINES * 100, path.stat().st_size
+    with path.open("rb") as handle:
+        for k in range(-(-size // block)):
+            yield read(handle.fileno(), k * block, (k + 1) * block, size)
 
 
 _FAILED = (msgspec.DecodeError, msgspec.ValidationError, ValueError, KeyError, OSError, RecursionError)
