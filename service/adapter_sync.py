@@ -5,9 +5,13 @@ server (`ARENA_GENERATION_URL`) as they are trained and activated, unloaded when
   activation's error, and nothing is marked active.
 - A finished training run loads its new candidate, so evals need no restart.
 - Deactivating unloads (`unregister_candidates`); the arena stops matching it whatever the
-  server says.
+  server says. When the server cannot be told (down, overloaded, refusing us), a pending
+  unload is kept in Redis (`PendingUnload`) and asked again by every reconcile and every
+  later deactivation, until the server unloads it or is found without it; activating the
+  candidate again cancels it.
 - vLLM forgets runtime adapters when it restarts: `reconcile_adapters` (at startup and every
-  `ARENA_REMOTE_ADAPTER_SYNC_S` in `arena serve`) loads every active candidate it misses, and
+  `ARENA_REMOTE_ADAPTER_SYNC_S` in `arena serve`, or `arena adapters --sync`) retries the
+  pending unloads, then loads every active candidate the server misses, and
   `Serving` loads a candidate the server says it does not know, then asks again.
 
 The server may see the data dir elsewhere (a volume mounted in its container):
@@ -25,7 +29,7 @@ from pathlib import Path, PurePosixPath
 import msgspec
 
 from service.config import Settings
-from service.domain import Candidate
+from service.domain import Candidate, PendingUnload, now
 from service.errors import ArenaError, NotFound, stop_if_cancelled
 from service.generation import RemoteBackend
 from service.generation.remote_adapters import RemoteAdapters
@@ -35,11 +39,14 @@ log = logging.getLogger("arena.adapter_sync")
 
 class SyncReport(msgspec.Struct, kw_only=True):
     """What a reconcile did: adapters loaded now, those the server already had, and the
-    candidates it could not load with the server's reason."""
+    candidates it could not load with the server's reason; retired adapters unloaded now
+    (pending unloads done) and those still pending with what the server said."""
 
     loaded: list[str] = msgspec.field(default_factory=list)
     present: list[str] = msgspec.field(default_factory=list)
     failed: dict[str, str] = msgspec.field(default_factory=dict)
+    unloaded: list[str] = msgspec.field(default_factory=list)
+    unload_failed: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 def remote_adapter_path(settings: Settings, adapter_dir: str) -> str:
@@ -73,9 +80,10 @@ async def _candidates(store, names: Iterable[str]) -> list[Candidate]:
     return out
 
 
-def _load_all(adapters: RemoteAdapters, settings: Settings, candidates: list[Candidate], *, stop_at_error: bool) -> SyncReport:
+def _load_all(adapters: RemoteAdapters, settings: Settings, candidates: list[Candidate], *, stop_at_error: bool,
+              listed: dict[str, str | None] | None = None) -> SyncReport:
     report = SyncReport()
-    listed = adapters.loaded()
+    listed = adapters.loaded() if listed is None else listed
     for cand in candidates:
         path = remote_adapter_path(settings, cand.adapter_dir)
         try:
@@ -114,59 +122,130 @@ async def register_candidates(store, settings: Settings, names: Iterable[str], *
     return report
 
 
+class _Unloads(msgspec.Struct):
+    """What asking the server to unload adapters came to, by name: unloaded now; not there
+    (restarted since, or never loaded), or there from a path not ours; failed, and why."""
+
+    unloaded: list[str] = msgspec.field(default_factory=list)
+    absent: list[str] = msgspec.field(default_factory=list)
+    failed: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+def _unload_all(adapters: RemoteAdapters, listed: dict[str, str | None], paths: dict[str, str]) -> _Unloads:
+    """Unload each name in `paths` (name → the path we gave) that the server has from that
+    path. One it has from another path is not ours to unload."""
+    done = _Unloads()
+    for name, path in paths.items():
+        if name not in listed or listed[name] not in (None, path):
+            done.absent.append(name)
+            continue
+        try:
+            (done.unloaded if adapters.unload(name) else done.absent).append(name)
+        except ArenaError as exc:
+            done.failed[name] = exc.message
+    return done
+
+
+async def _pending_here(store, settings: Settings, active: Iterable[str]) -> dict[str, PendingUnload]:
+    """The pending unloads for this generation server, by name. A candidate active again is
+    no longer to unload: its record goes."""
+    active, pending = set(active), {}
+    for record in await store.pending_unloads():
+        if record.name in active:
+            await store.drop_pending_unload(record.name)
+        elif record.server == settings.generation_url:
+            pending[record.name] = record
+    return pending
+
+
+async def _settle(store, settings: Settings, done: _Unloads, paths: dict[str, str],
+                  pending: dict[str, PendingUnload]) -> None:
+    """Drop the pending unloads that are done; keep (or count another attempt on) the failed."""
+    for name in done.unloaded + done.absent:
+        if name in pending:
+            await store.drop_pending_unload(name)
+    for name, reason in done.failed.items():
+        before = pending.get(name)
+        await store.keep_pending_unload(PendingUnload(
+            name=name, path=paths[name], server=settings.generation_url, since=before.since if before else now(),
+            attempts=before.attempts + 1 if before else 1, error=reason))
+
+
+def retry_note(settings: Settings) -> str:
+    """How a pending unload will be asked again."""
+    if settings.remote_adapter_sync_s > 0:
+        return (f"kept as a pending unload: `arena serve` asks the server again every {settings.remote_adapter_sync_s} s "
+                "(`arena adapters` lists it)")
+    return "kept as a pending unload: asked again when `arena serve` starts, or now with `arena adapters --sync`"
+
+
 async def unregister_candidates(store, settings: Settings, names: Iterable[str], *,
                                 backend: RemoteBackend | None = None) -> list[str]:
     """Unload the adapters of the candidates among `names` that the server has from our path
-    (one it has from elsewhere is not ours to unload). Never raises for the server: returns
-    one warning per adapter it could not unload."""
+    (one it has from elsewhere is not ours to unload), and retry the pending unloads while at
+    it. Never raises for the server: an adapter it could not unload is kept as a pending
+    unload, and named in the warnings returned."""
     if not settings.generation_url:
         return []
     candidates = await _candidates(store, names)
-    if not candidates:
+    pending = await _pending_here(store, settings, await store.active_models())
+    paths = {name: record.path for name, record in pending.items()}
+    paths.update({c.name: remote_adapter_path(settings, c.adapter_dir) for c in candidates})
+    if not paths:
         return []
 
-    def run() -> list[str]:
-        warnings = []
+    def run() -> _Unloads:
         try:
             with _adapters(settings, backend) as adapters:
-                listed = adapters.loaded()
-                for cand in candidates:
-                    if cand.name in listed and listed[cand.name] in (None, remote_adapter_path(settings, cand.adapter_dir)):
-                        try:
-                            adapters.unload(cand.name)
-                        except ArenaError as exc:
-                            warnings.append(exc.message)
-        except ArenaError as exc:
-            warnings.append(exc.message)
-        return warnings
+                return _unload_all(adapters, adapters.loaded(), paths)
+        except ArenaError as exc:  # the listing failed: the server is down or refuses us
+            return _Unloads(failed={name: exc.message for name in paths})
 
-    warnings = await asyncio.to_thread(run)
-    for warning in warnings:
-        log.warning("unloading a retired adapter: %s", warning)
+    done = await asyncio.to_thread(run)
+    await _settle(store, settings, done, paths, pending)
+    retried = [name for name in done.unloaded if name in pending]
+    if retried:
+        log.info("pending unloads done on %s: %s", settings.generation_url, ", ".join(retried))
+    asked = {c.name for c in candidates}
+    warnings = [f"{reason}; {retry_note(settings)}" for name, reason in done.failed.items() if name in asked]
+    for warning in warnings:  # the caller shows them (the CLI's warning lines, the answer's `warnings`)
+        log.info("unloading a retired adapter: %s", warning)
     return warnings
 
 
 async def reconcile_adapters(store, settings: Settings, *, backend: RemoteBackend | None = None) -> SyncReport:
-    """Load every active candidate's adapter the server lacks (after a restart of it, or an
-    activation it missed). Never raises for the server: failures are in the report."""
+    """Retry the pending unloads, then load every active candidate's adapter the server
+    lacks (after a restart of it, or an activation it missed). Never raises for the server:
+    failures are in the report, and unloads that failed again stay pending."""
     if not settings.generation_url:
         return SyncReport()
-    candidates = await _candidates(store, await store.active_models())
-    if not candidates:
+    active = await store.active_models()
+    candidates = await _candidates(store, active)
+    pending = await _pending_here(store, settings, active)
+    paths = {name: record.path for name, record in pending.items()}
+    if not candidates and not paths:
         return SyncReport()
 
-    def run() -> SyncReport:
+    def run() -> tuple[SyncReport, _Unloads]:
         try:
             with _adapters(settings, backend) as adapters:
-                return _load_all(adapters, settings, candidates, stop_at_error=False)
+                listed = adapters.loaded()
+                done = _unload_all(adapters, listed, paths)
+                return _load_all(adapters, settings, candidates, stop_at_error=False, listed=listed), done
         except ArenaError as exc:  # the listing failed: the server is down or refuses us
-            return SyncReport(failed={c.name: exc.message for c in candidates})
+            return SyncReport(failed={c.name: exc.message for c in candidates}), _Unloads(failed=dict.fromkeys(paths, exc.message))
 
-    report = await asyncio.to_thread(run)
+    report, done = await asyncio.to_thread(run)
+    await _settle(store, settings, done, paths, pending)
+    report.unloaded, report.unload_failed = done.unloaded, done.failed
     if report.loaded:
         log.info("reconcile loaded adapters on %s: %s", settings.generation_url, ", ".join(report.loaded))
+    if report.unloaded:
+        log.info("reconcile unloaded retired adapters on %s: %s", settings.generation_url, ", ".join(report.unloaded))
     for name, reason in report.failed.items():
         log.warning("reconcile could not load %s: %s", name, reason)
+    for name, reason in report.unload_failed.items():
+        log.warning("reconcile could not unload retired %s (attempt %d): %s", name, pending[name].attempts + 1, reason)
     return report
 
 

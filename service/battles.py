@@ -100,7 +100,8 @@ async def set_active(store, settings: Settings, names: Iterable[str], active: bo
     """Mark models as competing (or not) in the arena. Activating checks that each model can
     be served and, with a remote generation server, loads the candidates' adapters there
     first: when the server refuses one, nothing is marked active and its error (naming the
-    server and what it said) is raised. Deactivating unloads them there, best effort."""
+    server and what it said) is raised. Deactivating unloads them there; one the server
+    could not be told to unload is kept as a pending unload, retried, and warned about."""
     from service.adapter_sync import register_candidates, unregister_candidates
 
     names = list(names)
@@ -109,6 +110,8 @@ async def set_active(store, settings: Settings, names: Iterable[str], active: bo
         await register_candidates(store, settings, names)
     for name in names:
         await store.set_active(name, active)
+        if active:  # the server has it on purpose now: an unload still pending from its retirement is off
+            await store.drop_pending_unload(name)
     warnings = [] if active else await unregister_candidates(store, settings, names)
     return ActiveModels(active=await store.active_models(), warnings=warnings)
 

@@ -106,6 +106,19 @@ class BaseModel(msgspec.Struct, kw_only=True):
     chat_template: bool = False
 
 
+class PendingUnload(msgspec.Struct, kw_only=True):
+    """A retired candidate's adapter the generation server could not be told to unload
+    (down, overloaded, refusing us): kept until an unload succeeds or the server is found
+    without it (`service.adapter_sync`)."""
+
+    name: str
+    path: str  # the adapter's path as the server was given it
+    server: str  # the generation server's URL when it was retired
+    since: float
+    attempts: int = 1
+    error: str = ""  # what the last attempt met
+
+
 class Candidate(msgspec.Struct, kw_only=True):
     """A trained adapter on a base, with its lineage. A DPO candidate names its parent
     candidate and its preference data, and keeps the parent's dataset (the SFT data is

@@ -8,13 +8,15 @@ It answers as vLLM does (v0.8+, `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`):
   field is missing or the name is already loaded; 404 "No adapter found" when the path holds
   no `adapter_config.json`; 400 with a message for names in `refuse`;
 - `POST /v1/unload_lora_adapter {"lora_name"}`: 200 and plain text; 404 for an unknown name;
+  `unload_error` (status, message) while it is set;
 - `POST /v1/chat/completions` and `/v1/completions`: for a loaded adapter (or the base),
   `answer(lora_name, prompt)`; 404
   "does not exist" for anything else; errors as `{"error": {"message", "type", "code"}}`;
 - with `runtime_lora=False` the two adapter routes are absent (FastAPI's 404).
 
 `mounts` maps paths inside the "container" to real directories, as a volume does.
-`restart()` forgets every runtime adapter, as a restarted vLLM does.
+`restart()` forgets every runtime adapter, as a restarted vLLM does; `go_down()` and
+`come_back()` refuse connections for a while and keep them (the same port after).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class VLLMStandIn:
         self.runtime_lora = runtime_lora
         self.loras: dict[str, str] = {}  # name → path as given (vLLM's lora_requests)
         self.refuse: dict[str, str] = {}  # name → the error message a load gets
+        self.unload_error: tuple[int, str] | None = None  # (status, message) every unload gets, as an overloaded server
         self.calls: list[tuple[str, dict]] = []
         self.lock = threading.Lock()
         owner = self
@@ -91,6 +94,8 @@ class VLLMStandIn:
 
             def _unload(self, body: dict) -> None:
                 name = body.get("lora_name")
+                if owner.unload_error is not None:
+                    return self._error(*owner.unload_error, "InternalServerError")
                 with owner.lock:
                     if name not in owner.loras:
                         return self._error(404, f"The lora adapter '{name}' cannot be found.", "NotFoundError")
@@ -115,9 +120,13 @@ class VLLMStandIn:
                     "usage": {"prompt_tokens": 1, "completion_tokens": len(text.split()), "total_tokens": 1 + len(text.split())},
                 })
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self._handler = Handler
+        self._listen(0)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def _listen(self, port: int) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler)
+        self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def real_path(self, path: str) -> str:
@@ -142,3 +151,13 @@ class VLLMStandIn:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def go_down(self) -> None:
+        """Stop listening (connections are refused) and keep the loaded adapters, as a vLLM
+        behind an unreachable network, or a frozen host, does."""
+        self.stop()
+
+    def come_back(self) -> VLLMStandIn:
+        """Listen again on the same port, with the adapters it had."""
+        self._listen(int(self.url.rsplit(":", 1)[1]))
+        return self.start()

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "data": ("service.cli.data", "data_cmd", "Add, list, show, split and check datasets."),
     "base": ("service.cli.models", "base_cmd", "Register base models, or build the offline tiny base."),
     "candidates": ("service.cli.models", "candidates_cmd", "List candidates (trained adapters) with lineage and metrics."),
+    "adapters": ("service.cli.models", "adapters_cmd", "The generation server's adapters: active ones loaded or not, retired ones pending unload; --sync."),
     "train": ("service.cli.train", "train_cmd", "Train a LoRA candidate (or a --sweep of them), or DPO one from an SFT candidate, as a job."),
     "runs": ("service.cli.train", "runs_cmd", "List, show and cancel training runs."),
     "eval": ("service.cli.evals", "eval_cmd", "Run a benchmark task on one or more candidates, as a job."),

@@ -1,4 +1,4 @@
-"""`arena base add|tiny|list` and `arena candidates list|show`."""
+"""`arena base add|tiny|list`, `arena candidates list|show` and `arena adapters`."""
 
 from __future__ import annotations
 
@@ -110,3 +110,58 @@ def candidates_show(name: str) -> None:
     """One candidate's record, lineage included, as JSON."""
     with open_store() as store:
         echo_json(store.get_candidate(name))
+
+
+@click.command("adapters")
+@click.option("--sync", "sync_now", is_flag=True,
+              help="Reconcile now: retry the pending unloads, load the active candidates the server lacks.")
+@click.option("--json", "json_out", is_flag=True)
+def adapters_cmd(sync_now: bool, json_out: bool) -> None:
+    """The generation server's view of the arena (ARENA_GENERATION_URL): each active
+    candidate, loaded there or not, and the retired adapters it has yet to unload (the
+    server was down or refused when they were retired; `arena serve` asks again every
+    ARENA_REMOTE_ADAPTER_SYNC_S seconds). With --sync, exit 1 when anything is still
+    failing."""
+    import datetime as dt
+
+    from service.adapter_sync import SyncReport, reconcile_adapters, remote_adapter_path
+    from service.errors import ArenaError, InvalidInput
+    from service.generation import RemoteBackend
+    from service.generation.remote_adapters import RemoteAdapters
+
+    s = settings()
+    if not s.generation_url:
+        raise InvalidInput("ARENA_GENERATION_URL is not set: adapters are loaded in this process, there is no "
+                           "generation server to follow the arena")
+    with open_store(s) as store:
+        report = store._run(reconcile_adapters(store.store, s)) if sync_now else SyncReport()
+        active = [store.get_candidate(n) for n in store.active_models() if store.candidate_exists(n)]
+        pending = store.pending_unloads()
+    try:
+        with RemoteBackend(s.generation_url, api_key=s.generation_api_key, retries=0, timeout=30.0) as backend:
+            listed, unreachable = RemoteAdapters(backend).loaded(), None
+    except ArenaError as exc:
+        listed, unreachable = {}, exc.message
+    state = {c.name: ("unknown" if unreachable else "loaded" if listed.get(c.name, 0) in (None, remote_adapter_path(s, c.adapter_dir))
+                      else "elsewhere" if c.name in listed else "missing") for c in active}
+    if json_out:
+        echo_json({"server": s.generation_url, "unreachable": unreachable, "active": state, "pending_unloads": pending,
+                   **({"sync": report} if sync_now else {})})
+    else:
+        for name in report.loaded:
+            click.echo(f"loaded {name}")
+        for name in report.unloaded:
+            click.echo(f"unloaded retired {name}")
+        for name, reason in {**report.failed, **report.unload_failed}.items():
+            click.echo(f"warning: {name}: {reason}", err=True)
+        click.echo(f"generation server {s.generation_url}" + (f": unreachable ({unreachable})" if unreachable else ""))
+        for name, where in state.items():
+            click.echo(f"  active   {name}  {where}")
+        for p in pending:
+            since = dt.datetime.fromtimestamp(p.since).strftime("%Y-%m-%d %H:%M:%S")
+            click.echo(f"  retired  {p.name}  unload pending since {since}, {p.attempts} attempt"
+                       f"{'s' if p.attempts != 1 else ''}: {p.error}" + ("" if p.server == s.generation_url else f" (on {p.server})"))
+        if not state and not pending:
+            click.echo("  no active candidates and nothing pending")
+    if sync_now and (report.failed or report.unload_failed):
+        raise SystemExit(1)

@@ -38,9 +38,11 @@ async def arena_state(request: Request, store: Store) -> dict:
             "votes_per_minute_per_address": settings.votes_per_minute_per_address, "min_vote_s": settings.min_vote_s}
 
 
-@get("/api/arena/active", summary="Which candidates compete (admin: reviewers see only a count)", **ADMIN)
+@get("/api/arena/active", summary="Which candidates compete (admin: reviewers see only a count), and retired adapters "
+     "the generation server has yet to unload", **ADMIN)
 async def active_models(store: Store) -> dict:
-    return {"active": await store.active_models()}
+    pending = await store.pending_unloads()
+    return {"active": await store.active_models(), **({"pending_unloads": msgspec.to_builtins(pending)} if pending else {})}
 
 
 @post("/api/arena/active", summary="Mark candidates as competing (or not)", status_code=200, **ADMIN)

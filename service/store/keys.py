@@ -55,6 +55,10 @@ class Keys:
     def candidates(self) -> str:
         return f"{self.p}:candidates"  # hash name -> JSON Candidate
 
+    @property
+    def pending_unloads(self) -> str:
+        return f"{self.p}:adapters:pending-unload"  # hash candidate name -> JSON PendingUnload
+
     def candidate_reservation(self, name: str) -> str:
         check_id("name", name)
         return f"{self.p}:candidate:{name}:reserved"  # run id holding the name

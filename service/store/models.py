@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from service.domain import BaseModel, Candidate
+from service.domain import BaseModel, Candidate, PendingUnload
 from service.errors import Conflict, NotFound
 
 _enc = msgspec.json.Encoder()
@@ -59,3 +59,15 @@ class ModelStore:
     async def candidate_reserved_by(self, name: str) -> str | None:
         raw = await self.redis.get(self.keys.candidate_reservation(name))
         return raw.decode() if raw else None
+
+    # --- adapters the generation server still has to unload ---------------------------------
+
+    async def keep_pending_unload(self, pending: PendingUnload) -> None:
+        await self.redis.hset(self.keys.pending_unloads, pending.name, _enc.encode(pending))
+
+    async def pending_unloads(self) -> list[PendingUnload]:
+        raw = (await self.redis.hgetall(self.keys.pending_unloads)).values()
+        return sorted((msgspec.json.decode(v, type=PendingUnload) for v in raw), key=lambda p: (p.since, p.name))
+
+    async def drop_pending_unload(self, name: str) -> None:
+        await self.redis.hdel(self.keys.pending_unloads, name)
