@@ -146,14 +146,15 @@ def _unload_all(adapters: RemoteAdapters, listed: dict[str, str | None], paths: 
     return done
 
 
-async def _pending_here(store, settings: Settings, active: Iterable[str]) -> dict[str, PendingUnload]:
-    """The pending unloads for this generation server, by name. A candidate active again is
-    no longer to unload: its record goes."""
+async def _pending_here(store, active: Iterable[str]) -> dict[str, PendingUnload]:
+    """The pending unloads, by name. A candidate active again is no longer to unload: its
+    record goes. Those kept while another URL was configured are asked of this one (the same
+    server under a new address unloads them; a new server does not have them, and they go)."""
     active, pending = set(active), {}
     for record in await store.pending_unloads():
         if record.name in active:
             await store.drop_pending_unload(record.name)
-        elif record.server == settings.generation_url:
+        else:
             pending[record.name] = record
     return pending
 
@@ -188,7 +189,7 @@ async def unregister_candidates(store, settings: Settings, names: Iterable[str],
     if not settings.generation_url:
         return []
     candidates = await _candidates(store, names)
-    pending = await _pending_here(store, settings, await store.active_models())
+    pending = await _pending_here(store, await store.active_models())
     paths = {name: record.path for name, record in pending.items()}
     paths.update({c.name: remote_adapter_path(settings, c.adapter_dir) for c in candidates})
     if not paths:
@@ -221,7 +222,7 @@ async def reconcile_adapters(store, settings: Settings, *, backend: RemoteBacken
         return SyncReport()
     active = await store.active_models()
     candidates = await _candidates(store, active)
-    pending = await _pending_here(store, settings, active)
+    pending = await _pending_here(store, active)
     paths = {name: record.path for name, record in pending.items()}
     if not candidates and not paths:
         return SyncReport()

@@ -160,7 +160,7 @@ def adapters_cmd(sync_now: bool, json_out: bool) -> None:
         for p in pending:
             since = dt.datetime.fromtimestamp(p.since).strftime("%Y-%m-%d %H:%M:%S")
             click.echo(f"  retired  {p.name}  unload pending since {since}, {p.attempts} attempt"
-                       f"{'s' if p.attempts != 1 else ''}: {p.error}" + ("" if p.server == s.generation_url else f" (on {p.server})"))
+                       f"{'s' if p.attempts != 1 else ''}: {p.error}")
         if not state and not pending:
             click.echo("  no active candidates and nothing pending")
     if sync_now and (report.failed or report.unload_failed):

@@ -209,3 +209,21 @@ def test_the_cli_warns_lists_and_syncs_pending_unloads(settings, vllm):
     assert out.returncode == 1 and out.stderr.strip().splitlines() == [
         "error: ARENA_GENERATION_URL is not set: adapters are loaded in this process, there is no generation server "
         "to follow the arena"]
+
+
+def test_a_pending_unload_kept_under_another_url_is_asked_of_the_server_configured_now(settings, vllm):
+    from service.domain import PendingUnload
+
+    paths = add_candidates(settings, "cand-a", "cand-b")
+    s = remote(settings, vllm)
+    vllm.loras.update({"cand-a": paths["cand-a"], "cand-b": paths["cand-b"]})
+
+    async def work(store):
+        await store.set_active("cand-a", True)
+        await store.keep_pending_unload(PendingUnload(name="cand-b", path=paths["cand-b"], server="http://vllm:8000",
+                                                      since=1.0, error="unreachable"))
+        return await reconcile_adapters(store, s), await store.pending_unloads()
+
+    report, pending = on_store(s, work)  # the same server, now configured as 127.0.0.1:PORT
+    assert report.unloaded == ["cand-b"] and report.present == ["cand-a"] and pending == []
+    assert vllm.loras == {"cand-a": paths["cand-a"]}
