@@ -118,7 +118,8 @@ def candidates_show(name: str) -> None:
 @click.option("--json", "json_out", is_flag=True)
 def adapters_cmd(sync_now: bool, json_out: bool) -> None:
     """The generation server's view of the arena (ARENA_GENERATION_URL): each active
-    candidate, loaded there or not, and the retired adapters it has yet to unload (the
+    candidate, loaded there (from its path), missing, elsewhere (that name from another
+    path) or unknown (server unreachable), and the retired adapters it has yet to unload (the
     server was down or refused when they were retired; `arena serve` asks again every
     ARENA_REMOTE_ADAPTER_SYNC_S seconds). With --sync, exit 1 when anything is still
     failing."""
@@ -142,8 +143,14 @@ def adapters_cmd(sync_now: bool, json_out: bool) -> None:
             listed, unreachable = RemoteAdapters(backend).loaded(), None
     except ArenaError as exc:
         listed, unreachable = {}, exc.message
-    state = {c.name: ("unknown" if unreachable else "loaded" if listed.get(c.name, 0) in (None, remote_adapter_path(s, c.adapter_dir))
-                      else "elsewhere" if c.name in listed else "missing") for c in active}
+    def where(cand) -> str:
+        if unreachable:
+            return "unknown"
+        if cand.name not in listed:
+            return "missing"
+        return "loaded" if listed[cand.name] in (None, remote_adapter_path(s, cand.adapter_dir)) else "elsewhere"
+
+    state = {c.name: where(c) for c in active}
     if json_out:
         echo_json({"server": s.generation_url, "unreachable": unreachable, "active": state, "pending_unloads": pending,
                    **({"sync": report} if sync_now else {})})
