@@ -5,7 +5,9 @@
 The planted set is the synthetic `fast` preset (wrong answers on one topic, duplicates,
 contradictions, a refusal flood), trained as `bench/attribution.py` trains it. The library
 path finds the planted wrong answers at AUROC 1.00 / precision 1.00 with and without gold
-(README); the user's path must reach at least 0.95 / 0.8.
+(README); the user's path must reach at least 0.95 / 0.8. The same through chats:
+`test_trace_user_path_chats.py` (a file of its own, so that the two, each a few minutes of
+training, run on different workers).
 """
 
 from __future__ import annotations
@@ -37,11 +39,3 @@ def test_planted_wrong_answers_are_found_through_the_cli(settings, tiny_small_ba
     assert refusals["failures"] > 0 and refusals["ours"]["auroc"] >= 0.9, refusals
     assert refusals["ours"]["auroc"] > refusals["embedding_nn"]["auroc"] + 0.5
 
-
-def test_wrong_answers_inside_chats_are_found_through_the_cli(settings, tiny_small_base, tmp_path):
-    env = fresh_env(settings.data_dir, settings_env(settings))
-    row = user_path(env, tiny_small_base, "chats", 0, tmp_path / "work")
-    for setting in ("with_gold", "without_gold"):
-        ours, text = row[setting]["ours"], row[setting]["embedding_nn"]
-        assert ours["auroc"] >= 0.95 and ours["precision_at_k"] >= 0.8, (setting, row[setting])
-        assert ours["precision_at_k"] >= text["precision_at_k"]
