@@ -32,7 +32,7 @@ from service.config import Settings
 from service.domain import Candidate, PendingUnload, now
 from service.errors import ArenaError, NotFound, stop_if_cancelled
 from service.generation import RemoteBackend
-from service.generation.remote_adapters import RemoteAdapters
+from service.generation.remote_adapters import RemoteAdapters, serves_from
 
 log = logging.getLogger("arena.adapter_sync")
 
@@ -87,7 +87,7 @@ def _load_all(adapters: RemoteAdapters, settings: Settings, candidates: list[Can
     for cand in candidates:
         path = remote_adapter_path(settings, cand.adapter_dir)
         try:
-            if cand.name in listed and listed[cand.name] in (None, path):
+            if serves_from(listed, cand.name, path):
                 report.present.append(cand.name)
             elif adapters.load(cand.name, path):
                 report.loaded.append(cand.name)
@@ -136,7 +136,7 @@ def _unload_all(adapters: RemoteAdapters, listed: dict[str, str | None], paths: 
     path. One it has from another path is not ours to unload."""
     done = _Unloads()
     for name, path in paths.items():
-        if name not in listed or listed[name] not in (None, path):
+        if not serves_from(listed, name, path):
             done.absent.append(name)
             continue
         try:
@@ -172,7 +172,7 @@ async def _settle(store, settings: Settings, done: _Unloads, paths: dict[str, st
             attempts=before.attempts + 1 if before else 1, error=reason))
 
 
-def retry_note(settings: Settings) -> str:
+def _retry_note(settings: Settings) -> str:
     """How a pending unload will be asked again."""
     if settings.remote_adapter_sync_s > 0:
         return (f"kept as a pending unload: `arena serve` asks the server again every {settings.remote_adapter_sync_s} s "
@@ -208,7 +208,7 @@ async def unregister_candidates(store, settings: Settings, names: Iterable[str],
     if retried:
         log.info("pending unloads done on %s: %s", settings.generation_url, ", ".join(retried))
     asked = {c.name for c in candidates}
-    warnings = [f"{reason}; {retry_note(settings)}" for name, reason in done.failed.items() if name in asked]
+    warnings = [f"{reason}; {_retry_note(settings)}" for name, reason in done.failed.items() if name in asked]
     for warning in warnings:  # the caller shows them (the CLI's warning lines, the answer's `warnings`)
         log.info("unloading a retired adapter: %s", warning)
     return warnings
@@ -248,6 +248,29 @@ async def reconcile_adapters(store, settings: Settings, *, backend: RemoteBacken
     for name, reason in report.unload_failed.items():
         log.warning("reconcile could not unload retired %s (attempt %d): %s", name, pending[name].attempts + 1, reason)
     return report
+
+
+async def adapter_states(store, settings: Settings, *, backend: RemoteBackend | None = None) -> tuple[dict[str, str], str | None]:
+    """Where each active candidate stands on the generation server: "loaded" (from its
+    path), "missing", "elsewhere" (that name from another path), or "unknown" when the
+    server cannot be listed; and that listing's error (None when it answered)."""
+    candidates = await _candidates(store, await store.active_models())
+
+    def run() -> dict[str, str | None]:
+        with _adapters(settings, backend) as adapters:
+            return adapters.loaded()
+
+    try:
+        listed = await asyncio.to_thread(run)
+    except ArenaError as exc:
+        return {c.name: "unknown" for c in candidates}, exc.message
+
+    def state(cand: Candidate) -> str:
+        if serves_from(listed, cand.name, remote_adapter_path(settings, cand.adapter_dir)):
+            return "loaded"
+        return "elsewhere" if cand.name in listed else "missing"
+
+    return {c.name: state(c) for c in candidates}, None
 
 
 async def keep_in_sync(store, settings: Settings) -> None:

@@ -29,7 +29,9 @@ class Settings(msgspec.Struct, kw_only=True):
     # A vLLM generation server follows the arena (see README "Scale-out"): the data dir as
     # that server sees it (a volume in its container), and how often to reload what it forgot.
     remote_adapter_root: str | None = None
-    remote_adapter_sync_s: int = 30  # reload what vLLM forgot, retry pending unloads; 0: only at startup (a missing adapter still loads on first use)
+    # Reload what vLLM forgot and retry pending unloads this often; 0: only at startup (a
+    # missing adapter still loads on first use).
+    remote_adapter_sync_s: int = 30
     max_new_tokens_cap: int = 512
     max_prompt_chars: int = 100_000  # a prompt longer than this is refused before it is tokenized
     max_correction_chars: int = 8000  # a reviewer's corrected answer longer than this is refused

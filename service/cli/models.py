@@ -125,10 +125,8 @@ def adapters_cmd(sync_now: bool, json_out: bool) -> None:
     failing."""
     import datetime as dt
 
-    from service.adapter_sync import SyncReport, reconcile_adapters, remote_adapter_path
-    from service.errors import ArenaError, InvalidInput
-    from service.generation import RemoteBackend
-    from service.generation.remote_adapters import RemoteAdapters
+    from service.adapter_sync import SyncReport, adapter_states, reconcile_adapters
+    from service.errors import InvalidInput
 
     s = settings()
     if not s.generation_url:
@@ -136,21 +134,8 @@ def adapters_cmd(sync_now: bool, json_out: bool) -> None:
                            "generation server to follow the arena")
     with open_store(s) as store:
         report = store._run(reconcile_adapters(store.store, s)) if sync_now else SyncReport()
-        active = [store.get_candidate(n) for n in store.active_models() if store.candidate_exists(n)]
+        state, unreachable = store._run(adapter_states(store.store, s))
         pending = store.pending_unloads()
-    try:
-        with RemoteBackend(s.generation_url, api_key=s.generation_api_key, retries=0, timeout=30.0) as backend:
-            listed, unreachable = RemoteAdapters(backend).loaded(), None
-    except ArenaError as exc:
-        listed, unreachable = {}, exc.message
-    def where(cand) -> str:
-        if unreachable:
-            return "unknown"
-        if cand.name not in listed:
-            return "missing"
-        return "loaded" if listed[cand.name] in (None, remote_adapter_path(s, cand.adapter_dir)) else "elsewhere"
-
-    state = {c.name: where(c) for c in active}
     if json_out:
         echo_json({"server": s.generation_url, "unreachable": unreachable, "active": state, "pending_unloads": pending,
                    **({"sync": report} if sync_now else {})})

@@ -48,7 +48,7 @@ class RemoteAdapters:
         said = error_message(response)
         if response.status_code == 400 and "already been loaded" in said:
             listed = self.loaded()
-            if name in listed and listed[name] in (None, path):
+            if serves_from(listed, name, path):
                 return False
             if name in listed:
                 raise Conflict(f"{self.where} already serves {name!r} from {listed[name]}, not from {path}; unload it there "
@@ -79,6 +79,12 @@ class RemoteAdapters:
             return Unavailable(f"{self.where} {what} ({status}: {said})", remote=self.backend.base_url)
         return InvalidInput(f"{self.where} {what} ({status}: {said}); check ARENA_REMOTE_ADAPTER_ROOT and the "
                             "server's --max-lora-rank", remote=self.backend.base_url)
+
+
+def serves_from(listed: dict[str, str | None], name: str, path: str) -> bool:
+    """Whether a server's listing (`RemoteAdapters.loaded`) has `name` from `path` (or
+    without saying from where): ours to keep, or to unload."""
+    return name in listed and listed[name] in (None, path)
 
 
 def _route_missing(response) -> bool:
