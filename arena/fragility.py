@@ -69,7 +69,7 @@ class _Board:
         a = counts.arrays()
         order = [self.index[m] for m in a.models]  # counts' model order -> the fit's
         self.first, self.second = np.array(order)[a.first], np.array(order)[a.second]
-        self.names = [(a.models[i], a.models[j]) for i, j in zip(a.first, a.second)]
+        self._arrays = a  # the counts' own pair order and names (`removals`)
         self.n = a.totals.astype(float)
         self.s = a.score_first.astype(float)
         self.available = np.stack([a.wins_first, a.wins_second, a.ties, a.bothbad], axis=1)
@@ -95,8 +95,11 @@ class _Board:
 
         return scipy.linalg.solve(fisher + self._ridge(fisher) * np.eye(len(fisher)), gradient, assume_a="pos")
 
-    def classes(self, upper: str, lower: str) -> _Order:
-        """Votes that narrow the gap, most first, as parallel arrays by (pair, outcome) class."""
+    def classes(self, upper: str, lower: str, head: int | None = None) -> _Order:
+        """Votes that narrow the gap, most first, as parallel arrays by (pair, outcome) class.
+        With `head`, only the ~`head` most influential classes (and any tied with the last):
+        exactly the start of the whole order, which is all a flip of a few hundred votes
+        reads; `_Order.complete` says whether it is the whole."""
         contrast = np.zeros(len(self.theta))
         contrast[self.index[upper]], contrast[self.index[lower]] = 1.0, -1.0
         direction = self.fisher_pinv @ contrast
@@ -104,10 +107,17 @@ class _Board:
         delta = -lever[:, None] * (np.asarray(OUTCOME_SCORE)[None, :] - self.p[:, None])  # pairs x outcomes
         pair, outcome = np.nonzero((delta < 0) & (self.available > 0))
         d = delta[pair, outcome]
+        available = int(self.available[pair, outcome].sum())
+        complete = True
+        if head is not None and len(d) > head:
+            keep = d <= np.partition(d, head - 1)[head - 1]  # ties with the last kept: the stable order's start
+            complete = bool(keep.all())
+            pair, outcome, d = pair[keep], outcome[keep], d[keep]
         order = np.argsort(d, kind="stable")
         pair, outcome, d = pair[order], outcome[order], d[order]
         count = self.available[pair, outcome]
-        return _Order(delta=d, count=count, pair=pair, outcome=outcome, cumulative=np.cumsum(count))
+        return _Order(delta=d, count=count, pair=pair, outcome=outcome, cumulative=np.cumsum(count), available=available,
+                      complete=complete)
 
     def taken(self, order: _Order, k: int) -> np.ndarray:
         """How many votes of each class the first `k` of `order` take."""
@@ -116,8 +126,9 @@ class _Board:
 
     def removals(self, order: _Order, k: int) -> list[Removal]:
         taken = self.taken(order, k)
-        return [Removal(*self.names[int(order.pair[c])], _OUTCOME_NAMES[int(order.outcome[c])], int(taken[c]))
-                for c in np.nonzero(taken)[0]]
+        a = self._arrays  # the pairs as the counts name them
+        return [Removal(a.models[a.first[pair]], a.models[a.second[pair]], _OUTCOME_NAMES[int(order.outcome[c])], int(taken[c]))
+                for c in np.nonzero(taken)[0] for pair in [order.pair[c]]]
 
     def gap_after(self, order: _Order, k: int, upper: str, lower: str) -> float:
         """`upper`'s rating minus `lower`'s (logits) in the exact refit without the first `k`
@@ -159,13 +170,16 @@ class _Board:
 
 class _Order(msgspec.Struct):
     """Gap-narrowing vote classes, most influential first: δ per vote, votes, pair index,
-    outcome, and the running total of votes."""
+    outcome, and the running total of votes; `available`: the votes of all such classes,
+    `complete`: whether these are all of them (else the start of the order only)."""
 
     delta: np.ndarray
     count: np.ndarray
     pair: np.ndarray
     outcome: np.ndarray
     cumulative: np.ndarray
+    available: int
+    complete: bool = True
 
 
 def _without(counts: PairCounts, removals: Sequence[Removal]) -> PairCounts:
@@ -186,26 +200,40 @@ def _without(counts: PairCounts, removals: Sequence[Removal]) -> PairCounts:
     return reduced
 
 
+#: Vote classes ordered at first (of ~4 per pair of models): a flip takes the first few dozen.
+_HEAD = 256
+
+
+def _linear(order: _Order, gap: float) -> int | None:
+    """The linear estimate: votes, most influential first, until their summed δ closes the
+    gap (None: the classes in `order` do not)."""
+    closed = np.cumsum(-order.delta * order.count)  # gap closed after each whole class
+    c = int(np.searchsorted(closed, gap))  # the class in which the gap closes
+    if c >= len(closed):
+        return None
+    before_gap = gap - (closed[c - 1] if c else 0.0)
+    return int(order.cumulative[c] - order.count[c] + max(1, math.ceil(before_gap / -order.delta[c] - 1e-12)))
+
+
 def _flip(board: _Board, upper: str, lower: str, max_refits: int) -> Flip:
     gap = board.theta[board.index[upper]] - board.theta[board.index[lower]]
     if gap < 0:
         return Flip(upper, lower, 0, 0, True)
-    order = board.classes(upper, lower)
+    order = board.classes(upper, lower, head=_HEAD)
     if not len(order.count):
         return Flip(upper, lower, None, None, True)
-    available = int(order.cumulative[-1])
-    # The linear estimate: votes, most influential first, until their summed δ closes the gap.
-    closed = np.cumsum(-order.delta * order.count)  # gap closed after each whole class
-    c = int(np.searchsorted(closed, gap))  # the class in which the gap closes
-    linear = None
-    if c < len(closed):
-        before_gap = gap - (closed[c - 1] if c else 0.0)
-        linear = int(order.cumulative[c] - order.count[c] + max(1, math.ceil(before_gap / -order.delta[c] - 1e-12)))
+    available = order.available
+    linear = _linear(order, gap)
+    if linear is None and not order.complete:  # the head does not close the gap: every class
+        order = board.classes(upper, lower)
+        linear = _linear(order, gap)
     refits = 0
     gaps = {0: float(gap)}
 
     def works(k: int) -> bool:
-        nonlocal refits
+        nonlocal refits, order
+        if not order.complete and k > order.cumulative[-1]:  # beyond the head: the whole order (its start is the same)
+            order = board.classes(upper, lower)
         refits += 1
         gaps[k] = board.gap_after(order, k, upper, lower)
         return gaps[k] < 0

@@ -93,6 +93,29 @@ def test_every_adjacent_pair_on_the_board_and_the_last_row():
     assert list(adjacent_flips(counts, order)) == order[:-1]
 
 
+def test_ordering_only_the_most_influential_votes_changes_nothing(monkeypatch):
+    """A flip orders only the head of the vote classes (`_HEAD`) and takes the whole order
+    when the head does not close the gap or a refit needs more votes: the same counts,
+    estimates and removals as ordering everything, down to a head of one class."""
+    from arena import fragility
+
+    rng = np.random.default_rng(7)
+    strength = np.linspace(2.0, -2.0, 12)
+    counts = PairCounts()
+    for _ in range(3000):
+        x, y = rng.choice(12, 2, replace=False)
+        u = rng.random()
+        p = 1 / (1 + np.exp(strength[y] - strength[x]))
+        counts.add(f"m{x}", f"m{y}", "tie" if u < 0.1 else "model_a" if u < 0.1 + 0.9 * p else "model_b")
+    order = [m for m, _ in sorted(rating_of(counts).items(), key=lambda kv: -kv[1])]
+    monkeypatch.setattr(fragility, "_HEAD", 10**9)
+    whole = adjacent_flips(counts, order)
+    assert any(f.votes and f.votes > 40 for f in whole.values())  # some flips need more than a head of 1-2 classes
+    for head in (1, 2, 5):
+        monkeypatch.setattr(fragility, "_HEAD", head)
+        assert adjacent_flips(counts, order) == whole
+
+
 def test_cli_explains_which_votes_would_flip_the_order(tmp_path):
     path = tmp_path / "battles.jsonl"
     battles = planted_battles()
