@@ -26,7 +26,7 @@ from typing import Any, Literal
 import msgspec
 
 from arena.agreement import Agreement, agreement  # noqa: F401  (re-exported: callers import them from here)
-from arena.files import file_format, record_batches
+from arena.files import file_format
 from arena.public_dumps import RecordError, needs_mapping, to_fastchat
 
 Winner = Literal["model_a", "model_b", "tie", "tie (bothbad)"]
@@ -161,16 +161,18 @@ def read_battles(path: str | Path, *, skip_invalid: bool = False,
     `BattleFormatError` naming every malformed record unless `skip_invalid`; raises
     `OSError` when the file cannot be read.
 
-    `keep` maps each valid battle to what to keep of it (None: drop it); a Parquet or CSV
-    file is then held batch by batch, never whole (a public dump's conversations are
-    gigabytes). `battles` then lists what was kept, so `BattleFile.located` does not apply."""
+    `keep` maps each valid battle to what to keep of it (None: drop it); the file is then
+    held batch by batch, never whole (`arena.battle_stream`; a public dump's conversations
+    are gigabytes). `battles` then lists what was kept, so `BattleFile.located` does not
+    apply. Parquet and CSV are always read in batches."""
     path = Path(path)
-    if file_format(path) in ("parquet", "csv"):
-        return _read_table(path, skip_invalid=skip_invalid, keep=keep)
-    read = parse_battles(path.read_bytes(), skip_invalid=skip_invalid, source=str(path))
-    if keep is not None:
-        read.battles = [kept for kept in map(keep, read.battles) if kept is not None]
-    return read
+    if keep is None and file_format(path) in ("json", "jsonl"):
+        return parse_battles(path.read_bytes(), skip_invalid=skip_invalid, source=str(path))
+    from arena.battle_stream import BattleBatches  # the batches of a file (it reads records as this module does)
+
+    batches = BattleBatches(path, skip_invalid=skip_invalid, keep=keep)
+    battles = [battle for batch in batches for battle in batch]
+    return BattleFile(battles=battles, skipped=batches.skipped, layout=batches.layout)
 
 
 def parse_battles(data: bytes | str, *, skip_invalid: bool = False, source: str | None = None) -> BattleFile:
@@ -241,34 +243,6 @@ def write_battles(path: str | Path, battles: Iterable[Battle]) -> None:
 # --- private helpers ---------------------------------------------------------------------
 
 _AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?:\[(?P<index>\d+)\])?\.?(?P<field>[^`]*)`)?$", re.S)
-
-
-def _read_table(path: Path, *, skip_invalid: bool, keep: Callable[[Battle], Battle | None] | None = None) -> BattleFile:
-    import pyarrow as pa
-
-    battles: list[Battle] = []
-    errors: list[InvalidRecord] = []
-    index = 0
-    try:
-        for batch in record_batches(path, batch_rows=4096):  # a dump's rows carry whole conversations
-            for record in batch.to_pylist():
-                battle, error = _convert_record(record, index, row=index + 1)
-                if error is not None:
-                    errors.append(error)
-                elif keep is None:
-                    battles.append(battle)
-                elif (kept := keep(battle)) is not None:
-                    battles.append(kept)
-                index += 1
-    except pa.ArrowException as exc:
-        if isinstance(exc, OSError):
-            raise
-        kind = "Parquet" if path.suffix.lower() == ".parquet" else "CSV"
-        message = f"not a readable {kind} file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-        raise BattleFormatError([InvalidRecord(index=index, field=None, message=message, row=index + 1)], str(path)) from None
-    if errors and not skip_invalid:
-        raise BattleFormatError(errors, str(path))
-    return BattleFile(battles=battles, skipped=errors, layout="rows")
 
 
 def _first_needs_mapping(first: bytes | None) -> bool:

@@ -29,11 +29,11 @@ line-numbered errors and `--skip-invalid` apply. The format is decided once, in
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import repeat
 from operator import attrgetter, is_not
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import msgspec
 import numpy as np
@@ -41,6 +41,9 @@ import numpy as np
 from arena.counts import _OUTCOMES, OUTCOME_SCORE, PairCounts
 from arena.elo import replay
 from arena.files import file_format, json_array_block, json_array_layout, jsonl_block, record_batches
+
+if TYPE_CHECKING:
+    from arena.battles import Battle
 
 #: Lines decoded per step: ~100 bytes a battle, so a block is ~4 MB of text (blocks that fit
 #: in cache decode ~1.5x faster than 20 MB ones).
@@ -303,15 +306,35 @@ def tally_file(path: str | Path, *, elo: bool = True) -> Tally | None:
 
 
 def _tally(path: Path, elo: bool, *, blocks: bool) -> Tally | None:
+    return _fold(lambda: _chunks(path, blocks=blocks), elo)
+
+
+def _fold(chunks: Callable[[], Iterable[list[_Vote]]], elo: bool) -> Tally | None:
+    """Fold the chunks `chunks()` gives; once timestamps go backwards (with Elo), ask for
+    them again and keep every battle's columns for the sorted replay."""
     folder = _Folder(elo)
-    for votes in _chunks(path, blocks=blocks):
+    for votes in chunks():
         if not folder.add(votes):
             return None
         if not folder.ordered:  # timestamps went backwards: read again, keeping every battle's columns
             unordered = _Folder()
             unordered.ordered = False
-            for again in _chunks(path, blocks=blocks):
+            for again in chunks():
                 if not unordered.add(again):
                     return None
             return unordered.finish()
     return folder.finish()
+
+
+def tally_battles(batches: Iterable[list[Battle]], *, elo: bool = True) -> Tally:
+    """Pair counts and online Elo of validated battles given in batches, e.g. a category's
+    (`arena.battle_stream.BattleBatches` with a `keep`): memory O(models² + batch), as
+    `tally_file`. `batches` is iterated again when the times go backwards (with Elo)."""
+    def votes() -> Iterator[list[_Vote]]:
+        for batch in batches:
+            yield [_Vote(b.model_a, b.model_b, b.winner, b.tstamp, weight=b.weight) for b in batch]
+
+    tally = _fold(votes, elo)
+    if tally is None:  # validated battles always fold
+        raise ValueError("battles the validating reader accepted did not fold")
+    return tally

@@ -8,6 +8,7 @@ subcommands (`arena ratings explain`, `calibration`, `rebuild`) can sit beside t
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -96,13 +97,15 @@ def fit_cmd(
     from arena.ratings import bradley_terry, leaderboard, online_elo
     from arena.style import style_control as fit_style
 
-    tally = tallied() if tallied is not None else None
-    if tally is not None:
+    if not (style_control or lc_baseline):
+        tally = tallied() if tallied is not None else None
+        if tally is None:  # a category, or a record only the validating reader types: its batches, folded
+            tally = _tally_validated(battles_path, skip_invalid, _InCategory(category, slim=True) if category else None, not no_elo)
         battles, counts, elo = None, tally.counts, tally.elo
     else:
-        # Only the category's battles are kept (only what the fits read, unless style control
-        # or LC need the texts), so a public dump's conversations are never held whole.
-        battles = _load(battles_path, skip_invalid, _InCategory(category, slim=not (style_control or lc_baseline)) if category else None)
+        # Only the category's battles are kept (with the texts style control and LC read),
+        # so a public dump's conversations are never held whole.
+        battles = _load(battles_path, skip_invalid, _InCategory(category, slim=False) if category else None)
         counts, elo = PairCounts.from_battles(battles), None if no_elo else online_elo(battles)
     if anchor_pair is not None and anchor_pair[0] not in counts.models:
         raise InvalidInput(f"--anchor {anchor}: model {anchor_pair[0]!r} is not in {battles_path}")
@@ -267,22 +270,50 @@ def _is_vote(battle, removal) -> bool:
 def _load(battles_path: Path, skip_invalid: bool, in_category: _InCategory | None = None):
     """The battles of BATTLES (only those `in_category` keeps, when given), with the CLI's
     one-line errors."""
-    from arena.battles import BattleFormatError, read_battles
+    from arena.battles import read_battles
+
+    with _reading(battles_path, skip_invalid):
+        loaded = read_battles(battles_path, skip_invalid=skip_invalid, keep=in_category)
+    _said_read(battles_path, loaded.skipped, len(loaded.battles), in_category)
+    return loaded.battles
+
+
+def _tally_validated(battles_path: Path, skip_invalid: bool, in_category: _InCategory | None, elo: bool):
+    """Pair counts and Elo of BATTLES (of `in_category`'s battles, when given) read by the
+    validating reader batch by batch (`arena.battle_stream`), never held whole, with the
+    CLI's one-line errors."""
+    from arena.battle_stream import BattleBatches
+    from arena.tally import tally_battles
+
+    with _reading(battles_path, skip_invalid):
+        batches = BattleBatches(battles_path, skip_invalid=skip_invalid, keep=in_category)
+        tally = tally_battles(batches, elo=elo)
+    _said_read(battles_path, batches.skipped, tally.n_battles, in_category)
+    return tally
+
+
+@contextmanager
+def _reading(battles_path: Path, skip_invalid: bool):
+    """A malformed or unreadable BATTLES as one line."""
+    from arena.battles import BattleFormatError
 
     if not battles_path.is_file():
         raise InvalidInput(f"{battles_path}: no such file")
     try:
-        loaded = read_battles(battles_path, skip_invalid=skip_invalid, keep=in_category)
+        yield
     except BattleFormatError as exc:
         hint = "" if skip_invalid else " (use --skip-invalid to skip malformed records)"
         raise InvalidInput(f"{exc}{hint}") from None
     except OSError as exc:
         raise InvalidInput(f"{battles_path}: cannot read ({exc.strerror or exc})") from None
-    if loaded.skipped:
-        click.echo(f"skipped {len(loaded.skipped)} invalid record{'s' if len(loaded.skipped) != 1 else ''}", err=True)
-    if not loaded.battles:
+
+
+def _said_read(battles_path: Path, skipped: list, kept: int, in_category: _InCategory | None) -> None:
+    """Say how many records were skipped; no battle (in the category) is an error."""
+    if skipped:
+        click.echo(f"skipped {len(skipped)} invalid record{'s' if len(skipped) != 1 else ''}", err=True)
+    if not kept:
         raise in_category.nothing_in(battles_path) if in_category is not None else InvalidInput(f"{battles_path}: no battles to rate")
-    return loaded.battles
 
 
 @ratings_cmd.command("rebuild")

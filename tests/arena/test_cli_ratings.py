@@ -182,3 +182,45 @@ def test_the_command_imports_no_heavy_library(battles_file: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code, str(battles_file)], capture_output=True, text=True, check=True)
     assert json.loads(done.stdout)[0]["model"] == "large"
     assert done.stderr.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_a_category_is_folded_batch_by_batch_to_the_board_of_its_battles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                         ordered: bool) -> None:
+    """`--category` on a JSON Lines export (and a file only the validating reader takes)
+    folds the category's battles into counts and Elo a block at a time, never holding the
+    file or the category's battles: the same board as rating those battles directly,
+    also when the times go backwards (the batches are read again for the sorted Elo)."""
+    from arena import battle_stream, tally
+    from arena.counts import PairCounts
+    from arena.ratings import leaderboard, online_elo
+
+    rng = np.random.default_rng(3)
+    battles = []
+    for t in range(900):
+        i, j = rng.choice(4, size=2, replace=False)
+        zh = bool(rng.random() < 0.5)
+        battles.append(Battle(model_a=f"m{i}", model_b=f"m{j}", winner=["model_a", "model_b", "tie"][int(rng.integers(3)) if zh else int(i < j)],
+                              tstamp=1.7e9 + (t if ordered else (t * 37) % 900),
+                              conv_metadata={"arena": {"categories": ["language=zh" if zh else "language=latin"]}},
+                              answer_a="答" * 200, answer_b="答" * 150))
+    path = tmp_path / "export.jsonl"
+    write_battles(path, battles)
+    zh = [b for b in battles if b.conv_metadata["arena"]["categories"] == ["language=zh"]]
+    expected = leaderboard(PairCounts.from_battles(zh), elo=online_elo(zh), bootstrap=30, seed=0)
+
+    monkeypatch.setattr(battle_stream, "BLOCK_BYTES", 4096)
+    largest, real = [], tally.tally_battles
+
+    def spy(batches, **kw):
+        def sized():
+            for batch in batches:
+                largest.append(len(batch))
+                yield batch
+        return real(type("Again", (), {"__iter__": lambda self: sized()})(), **kw)
+
+    monkeypatch.setattr(tally, "tally_battles", spy)
+    rows = json.loads(run(str(path), "--category", "language=zh", "--bootstrap", "30", "--json").stdout)
+    assert [(r["model"], r["votes"], r["elo"], r["rating"]) for r in rows] == [
+        (r.model, r.votes, pytest.approx(r.elo), pytest.approx(r.rating)) for r in expected.rows]
+    assert len(largest) >= (20 if ordered else 40) and max(largest) < 20  # many small batches, read twice when unordered

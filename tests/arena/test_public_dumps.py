@@ -450,7 +450,7 @@ def test_a_dump_row_the_mapping_reader_rejects_is_left_to_it(tmp_path: Path, bro
 def test_a_category_of_a_dump_is_read_batch_by_batch_keeping_only_its_battles(tmp_path: Path, monkeypatch) -> None:
     """`arena ratings DUMP --category TAG` holds a few thousand rows at a time and keeps only
     the category's battles, without their conversations (a 140k dump was 3.2 GB whole)."""
-    from arena import battles as battles_module
+    from arena import battle_stream as battles_module
     from service.cli.ratings import _InCategory
 
     rows = _arena_140k_rows(300)

@@ -1,0 +1,125 @@
+"""A battles file read batch by batch, validated as `arena.battles.read_battles` validates it.
+
+`BattleBatches(path, keep=...)` yields lists of battles (what `keep` keeps of each) and
+holds one batch of the file at a time: JSON Lines in blocks of whole lines, a
+pretty-printed JSON array (FastChat's and `arena battles export`'s) in blocks of whole
+objects (`arena.files`), Parquet and CSV in record batches. So `arena ratings --category`
+on a big file keeps only the category's battles (or only their counts), never the file.
+
+Errors are the whole-file reader's: each malformed record named by line (JSONL), index
+(JSON array) or row (Parquet, CSV), collected over the whole file and raised at the end as
+one `BattleFormatError` (unless `skip_invalid`; `skipped` lists them either way). A syntax
+error that breaks a JSON array stops the read at once, as it does for the whole file. A
+compact JSON array, whose `},{` may occur inside a string, is decoded whole.
+
+The object can be iterated again (each pass reads the file again), which is what a fold
+whose order of times broke needs (`arena.tally.tally_battles`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import msgspec
+
+from arena.battles import Battle, BattleFile, BattleFormatError, InvalidRecord, _convert_record, _parse_jsonl, parse_battles
+from arena.files import file_format, json_array_block, json_array_layout, jsonl_block, record_batches
+
+#: Bytes of JSON read per batch: records with conversations are a few kB, so ~thousands.
+BLOCK_BYTES = 8 << 20
+#: Parquet or CSV rows per batch (a public dump's rows carry whole conversations).
+TABLE_ROWS = 4096
+
+
+class BattleBatches:
+    """The battles of a file in batches; see the module doc. `skipped`: the malformed
+    records met so far (this pass); `layout`: how they are named (lines, records, rows)."""
+
+    def __init__(self, path: str | Path, *, skip_invalid: bool = False, keep: Callable[[Battle], Battle | None] | None = None,
+                 block_bytes: int | None = None) -> None:
+        self.path, self.skip_invalid, self.keep, self.block_bytes = Path(path), skip_invalid, keep, block_bytes or BLOCK_BYTES
+        self.kind = file_format(self.path)
+        self.layout = {"jsonl": "lines", "json": "records"}.get(self.kind, "rows")
+        self.skipped: list[InvalidRecord] = []
+
+    def __iter__(self) -> Iterator[list[Battle]]:
+        self.skipped = []
+        if self.kind in ("parquet", "csv"):
+            batches = self._table()
+        elif self.kind == "jsonl":
+            batches = self._blocks(jsonl_block)
+        elif (layout := json_array_layout(self.path)) is not None and b"\n" in layout.sep:
+            batches = self._blocks(lambda fd, begin, end, size: json_array_block(fd, begin, end, size, layout))
+        else:  # a compact array (or one too odd for blocks): at once
+            batches = self._whole()
+        for battles in batches:
+            if self.keep is not None:
+                battles = [kept for kept in map(self.keep, battles) if kept is not None]
+            if battles:
+                yield battles
+        if self.skipped and not self.skip_invalid:
+            raise BattleFormatError(self.skipped, str(self.path))
+
+    def _whole(self) -> Iterator[list[Battle]]:
+        read = parse_battles(self.path.read_bytes(), skip_invalid=True, source=str(self.path))
+        self.skipped = list(read.skipped)
+        yield read.battles
+
+    def _blocks(self, block: Callable[[int, int, int, int], bytes | bytearray]) -> Iterator[list[Battle]]:
+        """Consecutive byte ranges, each parsed whole (`parse_battles`) and its errors moved
+        to their place in the file: records (and, for JSONL, lines) before the block added."""
+        size, step = self.path.stat().st_size, self.block_bytes
+        records = lines = 0
+        with self.path.open("rb") as handle:
+            for k in range(-(-size // step)):
+                data = block(handle.fileno(), k * step, (k + 1) * step, size)
+                if not data:
+                    continue
+                try:
+                    read = self._parse(bytes(data), first=k == 0)
+                except BattleFormatError as exc:  # the block is not JSON at all: nothing after it is trusted
+                    raise BattleFormatError([_moved(e, records, lines) for e in exc.errors[:1]], str(self.path)) from None
+                self.skipped += [_moved(e, records, lines) for e in read.skipped]
+                records += len(read.battles) + len(read.skipped)
+                lines += data.count(b"\n") if self.kind == "jsonl" else 0
+                yield read.battles
+
+    def _parse(self, data: bytes, *, first: bool) -> BattleFile:
+        """One block, as `parse_battles` parses a file (the first block is the file's start:
+        its BOM, and what the file is, are decided there); later JSONL blocks line by line."""
+        if first or self.kind != "jsonl":
+            return parse_battles(data, skip_invalid=True, source=str(self.path))
+        try:
+            battles, errors, _ = _parse_jsonl(data)
+        except RecursionError:
+            raise BattleFormatError([InvalidRecord(index=0, field=None, message="nested too deeply to read", line=1)]) from None
+        return BattleFile(battles=battles, skipped=errors)
+
+    def _table(self) -> Iterator[list[Battle]]:
+        import pyarrow as pa
+
+        index = 0
+        try:
+            for batch in record_batches(self.path, batch_rows=TABLE_ROWS):
+                battles = []
+                for record in batch.to_pylist():
+                    battle, error = _convert_record(record, index, row=index + 1)
+                    if error is not None:
+                        self.skipped.append(error)
+                    else:
+                        battles.append(battle)
+                    index += 1
+                yield battles
+        except pa.ArrowException as exc:
+            if isinstance(exc, OSError):
+                raise
+            kind = "Parquet" if self.kind == "parquet" else "CSV"
+            message = f"not a readable {kind} file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+            raise BattleFormatError([InvalidRecord(index=index, field=None, message=message, row=index + 1)], str(self.path)) from None
+
+
+def _moved(error: InvalidRecord, records: int, lines: int) -> InvalidRecord:
+    """`error` of a block placed in the file: `records` records and `lines` lines before it."""
+    line = None if error.line is None else error.line + lines
+    return msgspec.structs.replace(error, index=error.index + records, line=line)
