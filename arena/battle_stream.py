@@ -34,7 +34,8 @@ TABLE_ROWS = 4096
 
 class BattleBatches:
     """The battles of a file in batches; see the module doc. `skipped`: the malformed
-    records met so far (this pass); `layout`: how they are named (lines, records, rows)."""
+    records met so far (this pass); `layout`: how they are named (lines, records, rows);
+    `located`: where a battle of the batch just given is in the file."""
 
     def __init__(self, path: str | Path, *, skip_invalid: bool = False, keep: Callable[[Battle], Battle | None] | None = None,
                  block_bytes: int | None = None) -> None:
@@ -42,33 +43,36 @@ class BattleBatches:
         self.kind = file_format(self.path)
         self.layout = {"jsonl": "lines", "json": "records"}.get(self.kind, "rows")
         self.skipped: list[InvalidRecord] = []
+        self._block: tuple[BattleFile, int, int] = (BattleFile(battles=[]), 0, 0)
 
     def __iter__(self) -> Iterator[list[Battle]]:
         self.skipped = []
         if self.kind in ("parquet", "csv"):
-            batches = self._table()
+            blocks = self._table()
         elif self.kind == "jsonl":
-            batches = self._blocks(jsonl_block)
+            blocks = self._blocks(jsonl_block)
         elif (layout := json_array_layout(self.path)) is not None and b"\n" in layout.sep:
-            batches = self._blocks(lambda fd, begin, end, size: json_array_block(fd, begin, end, size, layout))
+            blocks = self._blocks(lambda fd, begin, end, size: json_array_block(fd, begin, end, size, layout))
         else:  # a compact array (or one too odd for blocks): at once
-            batches = self._whole()
-        for battles in batches:
-            if self.keep is not None:
-                battles = [kept for kept in map(self.keep, battles) if kept is not None]
+            blocks = iter([(parse_battles(self.path.read_bytes(), skip_invalid=True, source=str(self.path)), 0, 0)])
+        for block, records, lines in blocks:
+            self._block = (block, records, lines)
+            self.skipped += [_moved(e, records, lines) for e in block.skipped]
+            battles = block.battles if self.keep is None else [kept for kept in map(self.keep, block.battles) if kept is not None]
             if battles:
                 yield battles
         if self.skipped and not self.skip_invalid:
             raise BattleFormatError(self.skipped, str(self.path))
 
-    def _whole(self) -> Iterator[list[Battle]]:
-        read = parse_battles(self.path.read_bytes(), skip_invalid=True, source=str(self.path))
-        self.skipped = list(read.skipped)
-        yield read.battles
+    def located(self, k: int, message: str, field: str | None = None) -> InvalidRecord:
+        """An `InvalidRecord` for the `k`-th battle of the batch just given (without `keep`),
+        at its place in the file, as the reader names its own errors: for a caller's checks."""
+        block, records, lines = self._block
+        return _moved(block.located(k, message, field), records, lines)
 
-    def _blocks(self, block: Callable[[int, int, int, int], bytes | bytearray]) -> Iterator[list[Battle]]:
-        """Consecutive byte ranges, each parsed whole (`parse_battles`) and its errors moved
-        to their place in the file: records (and, for JSONL, lines) before the block added."""
+    def _blocks(self, block: Callable[[int, int, int, int], bytes | bytearray]) -> Iterator[tuple[BattleFile, int, int]]:
+        """Consecutive byte ranges, each parsed whole (`parse_battles`), with the records
+        (and, for JSONL, lines) before it."""
         size, step = self.path.stat().st_size, self.block_bytes
         records = lines = 0
         with self.path.open("rb") as handle:
@@ -80,10 +84,9 @@ class BattleBatches:
                     read = self._parse(bytes(data), first=k == 0)
                 except BattleFormatError as exc:  # the block is not JSON at all: nothing after it is trusted
                     raise BattleFormatError([_moved(e, records, lines) for e in exc.errors[:1]], str(self.path)) from None
-                self.skipped += [_moved(e, records, lines) for e in read.skipped]
+                yield read, records, lines
                 records += len(read.battles) + len(read.skipped)
                 lines += data.count(b"\n") if self.kind == "jsonl" else 0
-                yield read.battles
 
     def _parse(self, data: bytes, *, first: bool) -> BattleFile:
         """One block, as `parse_battles` parses a file (the first block is the file's start:
@@ -91,35 +94,36 @@ class BattleBatches:
         if first or self.kind != "jsonl":
             return parse_battles(data, skip_invalid=True, source=str(self.path))
         try:
-            battles, errors, _ = _parse_jsonl(data)
+            battles, errors, line_numbers = _parse_jsonl(data)
         except RecursionError:
             raise BattleFormatError([InvalidRecord(index=0, field=None, message="nested too deeply to read", line=1)]) from None
-        return BattleFile(battles=battles, skipped=errors)
+        return BattleFile(battles=battles, skipped=errors, layout="lines", line_numbers=line_numbers)
 
-    def _table(self) -> Iterator[list[Battle]]:
+    def _table(self) -> Iterator[tuple[BattleFile, int, int]]:
         import pyarrow as pa
 
-        index = 0
+        records = 0
         try:
             for batch in record_batches(self.path, batch_rows=TABLE_ROWS):
-                battles = []
-                for record in batch.to_pylist():
+                battles, errors = [], []
+                for index, record in enumerate(batch.to_pylist()):
                     battle, error = _convert_record(record, index, row=index + 1)
                     if error is not None:
-                        self.skipped.append(error)
+                        errors.append(error)
                     else:
                         battles.append(battle)
-                    index += 1
-                yield battles
+                yield BattleFile(battles=battles, skipped=errors, layout="rows"), records, 0
+                records += batch.num_rows
         except pa.ArrowException as exc:
             if isinstance(exc, OSError):
                 raise
             kind = "Parquet" if self.kind == "parquet" else "CSV"
             message = f"not a readable {kind} file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-            raise BattleFormatError([InvalidRecord(index=index, field=None, message=message, row=index + 1)], str(self.path)) from None
+            raise BattleFormatError([InvalidRecord(index=records, field=None, message=message, row=records + 1)], str(self.path)) from None
 
 
 def _moved(error: InvalidRecord, records: int, lines: int) -> InvalidRecord:
     """`error` of a block placed in the file: `records` records and `lines` lines before it."""
     line = None if error.line is None else error.line + lines
-    return msgspec.structs.replace(error, index=error.index + records, line=line)
+    row = None if error.row is None else error.row + records
+    return msgspec.structs.replace(error, index=error.index + records, line=line, row=row)

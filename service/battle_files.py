@@ -8,7 +8,8 @@ battles as observations; a record our checks refuse is named by its place in the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -100,6 +101,18 @@ async def import_battles(store, records: list[Any], *, board: str | None = None,
     return await import_loaded(store, loaded, board=board, skip_invalid=skip_invalid)
 
 
+def _vote_of(battle: Battle, board: str | None) -> tuple[str, dict[str, Any], int]:
+    """(board, logged vote, how many votes it counts as) of an imported battle; raises
+    `InvalidInput` for what our checks refuse, the store's own included (a model name with
+    a control character), so a refusal is named by its place in the file before anything
+    is logged."""
+    from service.store.arena import count_field
+
+    target, vote = from_battle(battle, board=board)
+    count_field(vote["model_a"], vote["model_b"], vote["winner"])
+    return target, vote, int(vote.pop("weight", None) or 1)
+
+
 async def import_loaded(store, loaded, *, board: str | None = None, skip_invalid: bool = False,
                         source: str | None = None) -> dict[str, Any]:
     """Log + count the battles of `loaded` (`arena.battles.BattleFile`) as observations (no
@@ -115,17 +128,63 @@ async def import_loaded(store, loaded, *, board: str | None = None, skip_invalid
     refused = []
     for k, battle in enumerate(loaded.battles):
         try:
-            target, vote = from_battle(battle, board=board)
+            target, vote, repeat = _vote_of(battle, board)
         except InvalidInput as exc:
             refused.append(loaded.located(k, exc.message))
             continue
-        repeat = int(vote.pop("weight", None) or 1)
         grouped.setdefault(target, []).extend([vote] * repeat)
     if refused and not skip_invalid:
         raise InvalidInput(str(BattleFormatError(refused, source)))
     for target, votes in grouped.items():
         await store.record_observations(votes, board=target)
-    skipped = sorted([*loaded.skipped, *refused], key=lambda e: e.index)
-    return {"imported": sum(len(v) for v in grouped.values()), "skipped": len(skipped),
-            "errors": [e.describe() for e in skipped[:IMPORT_ERRORS_SHOWN]],
-            "by_board": {b: len(v) for b, v in grouped.items()}}
+    return _imported({b: len(v) for b, v in grouped.items()}, [*loaded.skipped, *refused])
+
+
+async def import_file(store, path: str | Path, *, board: str | None = None, skip_invalid: bool = False,
+                      progress: Callable[[str, int, int | None], None] | None = None) -> dict[str, Any]:
+    """`import_loaded` for a battles file, holding one batch of it at a time
+    (`arena.battle_stream`; a public dump's conversations are gigabytes): a first pass
+    reads and checks every record, logging nothing, so a malformed or refused record
+    stops the import before anything is logged (unless `skip_invalid`); a second pass
+    logs the battles batch by batch. Raises `BattleFormatError` or `OSError` as the reader.
+    `progress(phase, battles done, battles in all or None)` is called after each batch,
+    phase "checking" then "logging"."""
+    from arena.battle_stream import BattleBatches
+    from arena.battles import BattleFormatError
+
+    batches = BattleBatches(path, skip_invalid=skip_invalid)
+    refused, seen = [], 0
+    for batch in batches:
+        for k, battle in enumerate(batch):
+            try:
+                _vote_of(battle, board)
+            except InvalidInput as exc:
+                refused.append(batches.located(k, exc.message))
+        seen += len(batch)
+        if progress is not None:
+            progress("checking", seen, None)
+    if refused and not skip_invalid:
+        raise InvalidInput(str(BattleFormatError(refused, str(path))))
+    malformed, bad = batches.skipped, {e.index for e in refused}
+    logged: dict[str, int] = {}
+    done = 0
+    for batch in batches:
+        grouped: dict[str, list[dict[str, Any]]] = {}
+        for k, battle in enumerate(batch):
+            if bad and batches.located(k, "").index in bad:
+                continue
+            target, vote, repeat = _vote_of(battle, board)
+            grouped.setdefault(target, []).extend([vote] * repeat)
+        for target, votes in grouped.items():
+            logged[target] = logged.get(target, 0) + await store.record_observations(votes, board=target)
+        done += len(batch)
+        if progress is not None:
+            progress("logging", done, seen)
+    return _imported(logged, [*malformed, *refused])
+
+
+def _imported(logged: dict[str, int], skipped: list) -> dict[str, Any]:
+    """An import's answer: votes logged (in all and by board), records skipped, the first errors."""
+    skipped = sorted(skipped, key=lambda e: e.index)
+    return {"imported": sum(logged.values()), "skipped": len(skipped),
+            "errors": [e.describe() for e in skipped[:IMPORT_ERRORS_SHOWN]], "by_board": logged}

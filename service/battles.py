@@ -322,5 +322,5 @@ async def reveal_if_voted(store, battle: dict[str, Any]) -> dict[str, Any] | Non
 
 # Export and import live in their own module; their names stay importable from here.
 from service.battle_files import (  # noqa: E402,F401
-    OUR_FIELDS, export_battles, from_battle, import_battles, import_loaded, to_battle,
+    OUR_FIELDS, export_battles, from_battle, import_battles, import_file, import_loaded, to_battle,
 )

@@ -150,22 +150,30 @@ def battles_import(file: Path, board: str | None, skip_invalid: bool) -> None:
     """Log and count the battles in FILE: FastChat's battle schema or a public arena dump
     (Kaggle lmsys-chatbot-arena 55k train.csv, arena-human-preference-140k), as a JSON
     array, JSON Lines, Parquet or CSV."""
-    from arena.battles import BattleFormatError, read_battles
-    from service.battles import import_loaded
+    from arena.battles import BattleFormatError
+    from service.battles import import_file
     from service.errors import InvalidInput
 
     hint = "" if skip_invalid else " (use --skip-invalid to skip malformed records)"
-    try:
-        loaded = read_battles(file, skip_invalid=skip_invalid)
-    except BattleFormatError as exc:
-        raise InvalidInput(f"{exc}{hint}") from None
-    except OSError as exc:
-        raise InvalidInput(f"{file}: cannot read ({exc.strerror or exc})") from None
-    with open_store() as store:
-        try:
-            result = store._run(import_loaded(store.store, loaded, board=board, skip_invalid=skip_invalid, source=str(file)))
-        except InvalidInput as exc:
-            raise InvalidInput(f"{exc.message}{hint}") from None
+    if not file.is_file():
+        raise InvalidInput(f"{file}: no such file")
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)  # stdout keeps the one result line; no bar where stderr is not a terminal
+    with open_store() as store, Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} battles"),
+                                         TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task("checking", total=None)
+
+        def progress(phase: str, done: int, total: int | None) -> None:
+            bar.update(task, description=phase, completed=done, total=total)
+
+        try:  # read twice, a batch at a time: checked whole first, then logged
+            result = store._run(import_file(store.store, file, board=board, skip_invalid=skip_invalid, progress=progress))
+        except (InvalidInput, BattleFormatError) as exc:
+            raise InvalidInput(f"{getattr(exc, 'message', exc)}{hint}") from None
+        except OSError as exc:
+            raise InvalidInput(f"{file}: cannot read ({exc.strerror or exc})") from None
     for line in result["errors"]:
         click.echo(f"skipped {line}", err=True)
     boards = ", ".join(f"{n} {b}" for b, n in result["by_board"].items())
