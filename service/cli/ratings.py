@@ -163,24 +163,19 @@ def explain_cmd(battles_path: Path, upper: str, lower: str, show: int, as_json: 
     Votes are taken in order of their influence on the Bradley–Terry fit (most first) and
     the count is confirmed by refitting without them (`arena/fragility.py`). Votes of one
     pair and outcome are interchangeable; the latest ones are listed."""
-    from arena.counts import PairCounts
     from arena.fragility import flip
 
-    battles = _load(battles_path, skip_invalid)
-    counts = PairCounts.from_battles(battles)
+    # Counts as `fit` reads them (the streaming tally, else the validating reader's batches);
+    # then one more pass lists the removed votes' battles: the file is never held.
+    tallied = _start_tally(battles_path, elo=False)
+    counts = (tallied() or _tally_validated(battles_path, skip_invalid, None, False)).counts
     for name in (upper, lower):
         if name not in counts.models:
             raise InvalidInput(f"model {name!r} is not in {battles_path} (it has {', '.join(counts.models[:20])})")
     if upper == lower:
         raise InvalidInput("name two different models")
     result = flip(counts, upper, lower)
-    listed = []
-    for removal in result.removals:
-        matching = [k for k in range(len(battles) - 1, -1, -1) if _is_vote(battles[k], removal)]
-        listed += matching[: removal.count]
-    rows = [{"index": k, "model_a": battles[k].model_a, "model_b": battles[k].model_b, "winner": battles[k].winner,
-             "question_id": battles[k].question_id, "judge": battles[k].judge, "tstamp": battles[k].tstamp}
-            for k in listed]
+    rows = _latest_votes(battles_path, skip_invalid, result.removals)
     if as_json:
         click.echo(msgspec.json.encode({**msgspec.structs.asdict(result), "battles": rows}).decode())
         return
@@ -257,14 +252,29 @@ class _InCategory:
         return InvalidInput(f"--category {self.category[:80]!r}: no battle in {battles_path} is in it (found: {listed or 'none'})")
 
 
-def _is_vote(battle, removal) -> bool:
-    """Whether `battle` is a vote of the class `removal` names (either side order)."""
-    same = battle.model_a == removal.model_a and battle.model_b == removal.model_b
-    swapped = battle.model_a == removal.model_b and battle.model_b == removal.model_a
-    if removal.winner in ("tie", "tie (bothbad)"):
-        return (same or swapped) and battle.winner == removal.winner
-    flipped = {"model_a": "model_b", "model_b": "model_a"}[removal.winner]
-    return (same and battle.winner == removal.winner) or (swapped and battle.winner == flipped)
+def _latest_votes(battles_path: Path, skip_invalid: bool, removals: list) -> list[dict]:
+    """The battles each removal takes, the latest first (`removal.count` of them, of the
+    removal's pair and outcome in either side order), numbered by their place among the
+    file's valid battles: one pass over the file's batches, holding only those."""
+    from collections import deque
+
+    from arena.battle_stream import BattleBatches
+
+    flipped = {"model_a": "model_b", "model_b": "model_a", "tie": "tie", "tie (bothbad)": "tie (bothbad)"}
+    latest: list[deque] = [deque(maxlen=r.count) for r in removals]
+    classes = {}
+    for slot, r in enumerate(removals):
+        classes[r.model_a, r.model_b, r.winner] = classes[r.model_b, r.model_a, flipped[r.winner]] = slot
+    k = 0
+    with _reading(battles_path, skip_invalid):
+        for batch in (BattleBatches(battles_path, skip_invalid=skip_invalid) if removals else ()):
+            for b in batch:
+                slot = classes.get((b.model_a, b.model_b, b.winner))
+                if slot is not None:
+                    latest[slot].append({"index": k, "model_a": b.model_a, "model_b": b.model_b, "winner": b.winner,
+                                         "question_id": b.question_id, "judge": b.judge, "tstamp": b.tstamp})
+                k += 1
+    return [row for kept in latest for row in reversed(kept)]
 
 
 def _load(battles_path: Path, skip_invalid: bool, in_category: _InCategory | None = None):

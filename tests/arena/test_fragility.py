@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -137,3 +138,32 @@ def test_cli_explains_which_votes_would_flip_the_order(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "service.cli.__main__", "ratings", "explain", str(path), "a", "zz"],
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1 and "'zz' is not in" in missing.stderr
+
+
+def test_explain_reads_the_file_in_batches_and_numbers_battles_as_the_whole_file(tmp_path, monkeypatch):
+    """`arena ratings explain` holds only the counts and the listed battles: the counts from
+    the file's batches, then one more pass for the removed votes' battles, numbered by their
+    place among the valid battles (malformed lines skipped), latest first, as when the
+    whole file was held; swapped sides of the same vote count as that vote."""
+    from click.testing import CliRunner
+
+    from arena import battle_stream
+    from service.cli import cli
+
+    battles = planted_battles()
+    lines = [msgspec.json.encode(b).decode() for b in battles]
+    lines.insert(5, '{"model_a": "a", "winner": "tie"}')  # malformed: skipped, not numbered
+    lines.insert(60, "not json")
+    # One planted vote written with the sides swapped: b "lost" to a, the same vote.
+    lines[-2] = msgspec.json.encode(msgspec.structs.replace(battles[-2], model_a="b", model_b="a", winner="model_b")).decode()
+    path = tmp_path / "battles.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(battle_stream, "BLOCK_BYTES", 512)
+    result = CliRunner().invoke(cli, ["ratings", "explain", str(path), "a", "b", "--json", "--skip-invalid"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "skipped 2 invalid records" in result.stderr
+    explained = json.loads(result.stdout)
+    assert explained["votes"] == PLANTED
+    n = len(battles)
+    assert [(b["index"], b["model_a"], b["winner"]) for b in explained["battles"]] == [
+        (n - 1, "a", "model_a"), (n - 2, "b", "model_b"), (n - 3, "a", "model_a")]
