@@ -10,7 +10,8 @@ Errors are the whole-file reader's: each malformed record named by line (JSONL),
 (JSON array) or row (Parquet, CSV), collected over the whole file and raised at the end as
 one `BattleFormatError` (unless `skip_invalid`; `skipped` lists them either way). A syntax
 error that breaks a JSON array stops the read at once, as it does for the whole file. A
-compact JSON array, whose `},{` may occur inside a string, is decoded whole.
+compact JSON array, whose `},{` may occur inside a string, and one with no indentation,
+whose separator nested objects share, are decoded whole.
 
 The object can be iterated again (each pass reads the file again), which is what a fold
 whose order of times broke needs (`arena.tally.tally_battles`).
@@ -51,7 +52,7 @@ class BattleBatches:
             blocks = self._table()
         elif self.kind == "jsonl":
             blocks = self._blocks(jsonl_block)
-        elif (layout := json_array_layout(self.path)) is not None and b"\n" in layout.sep:
+        elif (layout := json_array_layout(self.path)) is not None and _indented(layout.sep):
             blocks = self._blocks(lambda fd, begin, end, size: json_array_block(fd, begin, end, size, layout))
         else:  # a compact array (or one too odd for blocks): at once
             blocks = iter([(parse_battles(self.path.read_bytes(), skip_invalid=True, source=str(self.path)), 0, 0)])
@@ -120,6 +121,15 @@ class BattleBatches:
             kind = "Parquet" if self.kind == "parquet" else "CSV"
             message = f"not a readable {kind} file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
             raise BattleFormatError([InvalidRecord(index=records, field=None, message=message, row=records + 1)], str(self.path)) from None
+
+
+def _indented(sep: bytes) -> bool:
+    """Whether an array's element separator (`},` ... `{`) ends in a newline and an
+    indentation: then it occurs only between elements, since nested objects are indented
+    deeper and a JSON string holds no raw newline. Not so with no indentation
+    (`json.dump(indent=0)`: nested objects start lines too), nor in a compact array."""
+    tail = sep[:-1].rstrip(b" \t")
+    return tail.endswith(b"\n") and len(tail) < len(sep) - 1
 
 
 def _moved(error: InvalidRecord, records: int, lines: int) -> InvalidRecord:

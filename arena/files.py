@@ -96,8 +96,10 @@ def json_array_layout(path: str | Path) -> ArrayLayout | None:
     (`json.dump(..., indent=N)`, FastChat's and `arena battles export`'s) separate their
     elements by a newline and an indentation that nested objects do not have, and a JSON
     string holds no raw newline, so there `sep` is found only between elements. In a
-    compact array `},{` may also occur inside a string or a nested list: a block then cuts
-    an object in two, its decoding fails, and the reader decodes the whole file instead."""
+    compact array `},{` may also occur inside a string or a nested list, and with no
+    indentation (`indent=0`) `},\n{` between nested objects too: a block then cuts an
+    object in two, its decoding fails, and the tally decodes the whole file instead
+    (`arena.battle_stream` reads such arrays whole from the start)."""
     with Path(path).open("rb") as handle:
         head = handle.read(1 << 20)
     at = 3 if head.startswith(b"\xef\xbb\xbf") else 0

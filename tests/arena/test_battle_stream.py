@@ -57,13 +57,16 @@ def test_a_pretty_json_array_in_blocks_gives_the_whole_files_battles_and_errors(
     assert batches.skipped == whole.skipped and [e.index for e in batches.skipped] == [9, 23, 40, 51]
 
 
-def test_a_compact_array_whose_separator_is_inside_a_string_is_read_whole(tmp_path: Path) -> None:
+@pytest.mark.parametrize("layout", [{"separators": (",", ":")}, {"indent": 0}, {"indent": "\t"}])
+def test_an_array_whose_separator_may_be_inside_an_element_is_read_whole(tmp_path: Path, layout: dict) -> None:
+    """Compact (`},{` inside a string) or with no indentation (`},\n{` between nested
+    turns): read at once, the same battles; tab-indented: in blocks, the same battles."""
     records = [r for r in _records() if isinstance(r, dict)]
-    records[3]["conversation_a"] = [{"role": "user", "content": 'a},{"model_a": "x"'}]
+    records[3]["conversation_a"] = [{"role": "user", "content": 'a},{"model_a": "x"'}, {"role": "assistant", "content": "b"}]
     path = tmp_path / "battles.json"
-    path.write_text(json.dumps(records, separators=(",", ":")))
+    path.write_text(json.dumps(records, **layout))
     whole, batched, batches = _whole_and_batched(path, 64)
-    assert batched == whole.battles and batches.skipped == whole.skipped
+    assert batched == whole.battles and batches.skipped == whole.skipped and len(batched) == 56
 
 
 def test_keep_sees_every_battle_and_the_batches_hold_only_what_it_keeps(tmp_path: Path) -> None:
