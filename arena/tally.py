@@ -49,6 +49,9 @@ if TYPE_CHECKING:
 #: in cache decode ~1.5x faster than 20 MB ones).
 CHUNK_LINES = 40_000
 _SCORE = np.array(OUTCOME_SCORE)
+#: Battles whose columns `tally_battles` keeps in case the times go backwards (17 bytes
+#: each, ~68 MB): beyond them a break in time order means a second read.
+KEPT_BATTLES = 4_000_000
 _Winner = Literal["model_a", "model_b", "tie", "tie (bothbad)"]  # any other winner: the validating reader
 
 
@@ -87,8 +90,11 @@ class Tally(msgspec.Struct):
 class _Folder:
     """Folds chunks of votes into pair-count rows and the online Elo."""
 
-    def __init__(self, elo: bool = True) -> None:
+    def __init__(self, elo: bool = True, keep_limit: int = 0) -> None:
         self.with_elo = elo
+        #: While in time order, keep the columns of up to this many battles (17 bytes each),
+        #: so that a break in the order needs no second read (`tally_battles`).
+        self.keep_limit = keep_limit if elo else 0
         self.index: dict[str, int] = {}
         self.models: list[str] = []
         self.keys = np.zeros(0, dtype=np.int64)  # pair keys (lo * 2^32 + hi), sorted
@@ -179,14 +185,21 @@ class _Folder:
             return
         if self.elo.size < len(self.models):
             self.elo = np.concatenate([self.elo, np.full(len(self.models) - self.elo.size, 1000.0)])
+        def compact() -> np.ndarray:
+            return np.rec.fromarrays([a.astype(np.int32), b.astype(np.int32), o.astype(np.int8), t], names="a,b,o,t")  # 17 B a battle
+
         if self.ordered and (self.missing_t or (t[0] >= self.last_t and (np.diff(t) >= 0).all())):
             self.last_t = t[-1]
             _elo_pass(self.elo, a, b, o)
-        elif self.ordered:
+            if self.keep_limit and self.n <= self.keep_limit:
+                self.kept.append(compact())
+            elif self.keep_limit:  # too many to keep: a break now means reading again
+                self.kept, self.keep_limit = [], 0
+        elif self.ordered and not self.keep_limit:
             self.ordered = False  # time order broke: `tally_file` starts over keeping the columns
-        else:
-            self.kept.append(np.rec.fromarrays([a.astype(np.int32), b.astype(np.int32), o.astype(np.int8), t],
-                                               names="a,b,o,t"))  # 17 bytes a battle
+        else:  # out of order: every battle's columns are kept for the sorted replay
+            self.ordered = False
+            self.kept.append(compact())
 
     def _count(self, a: np.ndarray, b: np.ndarray, o: np.ndarray, w: np.ndarray | None) -> None:
         swap = a > b
@@ -309,14 +322,15 @@ def _tally(path: Path, elo: bool, *, blocks: bool) -> Tally | None:
     return _fold(lambda: _chunks(path, blocks=blocks), elo)
 
 
-def _fold(chunks: Callable[[], Iterable[list[_Vote]]], elo: bool) -> Tally | None:
+def _fold(chunks: Callable[[], Iterable[list[_Vote]]], elo: bool, keep_limit: int = 0) -> Tally | None:
     """Fold the chunks `chunks()` gives; once timestamps go backwards (with Elo), ask for
-    them again and keep every battle's columns for the sorted replay."""
-    folder = _Folder(elo)
+    them again and keep every battle's columns for the sorted replay (unless the columns
+    so far were kept: `_Folder.keep_limit`)."""
+    folder = _Folder(elo, keep_limit)
     for votes in chunks():
         if not folder.add(votes):
             return None
-        if not folder.ordered:  # timestamps went backwards: read again, keeping every battle's columns
+        if not folder.ordered and not folder.keep_limit:  # timestamps went backwards: read again, keeping every battle's columns
             unordered = _Folder()
             unordered.ordered = False
             for again in chunks():
@@ -329,12 +343,14 @@ def _fold(chunks: Callable[[], Iterable[list[_Vote]]], elo: bool) -> Tally | Non
 def tally_battles(batches: Iterable[list[Battle]], *, elo: bool = True) -> Tally:
     """Pair counts and online Elo of validated battles given in batches, e.g. a category's
     (`arena.battle_stream.BattleBatches` with a `keep`): memory O(models² + batch), as
-    `tally_file`. `batches` is iterated again when the times go backwards (with Elo)."""
+    `tally_file`, plus the compact columns of up to `KEPT_BATTLES` battles, so that times
+    that go backwards need no second read of a file the validating reader is slow on;
+    past that, `batches` is iterated again when they do (with Elo)."""
     def votes() -> Iterator[list[_Vote]]:
         for batch in batches:
             yield [_Vote(b.model_a, b.model_b, b.winner, b.tstamp, weight=b.weight) for b in batch]
 
-    tally = _fold(votes, elo)
+    tally = _fold(votes, elo, KEPT_BATTLES)
     if tally is None:  # validated battles always fold
         raise ValueError("battles the validating reader accepted did not fold")
     return tally

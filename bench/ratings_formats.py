@@ -14,7 +14,11 @@ Writes, from one seed:
 
 then runs the user's command, `arena ratings FILE --bootstrap 1000 --json`, on each as a
 subprocess (wall seconds and the peak memory of its process tree, PSS, sampled every 0.1 s)
-and checks the JSON Lines and JSON array boards are the same. `--old-rev REV` runs the same
+and checks the JSON Lines and JSON array boards are the same. Two more commands read the
+file the validating way, batch by batch (`arena.battle_stream`): `category_*`, `arena
+ratings DUMP.jsonl --category language=zh` on the dump's rows as JSON Lines (with their
+conversations: tags come from the prompts), and `explain_*`, `arena ratings explain` of
+the JSON Lines board's top two models (its counts, then one pass for the listed battles). `--old-rev REV` runs the same
 command from that git revision (its `arena`, `evaluators` and `service` extracted with
 `git archive`) on each file right after ours: `<file>_vs_old` = its seconds / ours,
 `<file>_old_mb` its peak, and whether its board is ours. `--memory-battles N` adds a JSON
@@ -112,15 +116,24 @@ def write_dump(path: Path, rows: int, models: int, seed: int, group: int = 20_00
             writer.close()
 
 
-def command(path: Path, tree: Path | None = None) -> tuple[float, float, str]:
-    """`arena ratings FILE --bootstrap 1000 --json`: (seconds, peak MB of its processes, stdout)."""
+def parquet_to_jsonl(source: Path, target: Path) -> None:
+    """A Parquet file's rows as JSON Lines, batch by batch."""
+    with target.open("wb") as out:
+        for batch in pq.ParquetFile(source).iter_batches(batch_size=10_000):
+            out.writelines(msgspec.json.encode(row) + b"\n" for row in batch.to_pylist())
+
+
+def command(path: Path, tree: Path | None = None, args: tuple[str, ...] = ("--bootstrap", "1000", "--json"),
+            sub: tuple[str, ...] = ()) -> tuple[float, float, str]:
+    """`arena ratings [SUB] FILE ARGS` (default `--bootstrap 1000 --json`): (seconds, peak MB
+    of its processes, stdout)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     if tree is not None:
         env |= {"PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
-    result, wall, mb = run_measured([sys.executable, "-m", "service.cli.__main__", "ratings", str(path), "--bootstrap", "1000",
-                                     "--json"], env=env, cwd=tree or ROOT)
+    result, wall, mb = run_measured([sys.executable, "-m", "service.cli.__main__", "ratings", *sub, str(path), *args],
+                                    env=env, cwd=tree or ROOT)
     if result.returncode != 0:
-        raise SystemExit(f"arena ratings {path.name} failed: {result.stderr[-2000:]}")
+        raise SystemExit(f"arena ratings {' '.join(sub)} {path.name} failed: {result.stderr[-2000:]}")
     return wall, mb, result.stdout
 
 
@@ -156,16 +169,26 @@ def main() -> None:
                                      capture_output=True, check=True)
             subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
             out["old_rev"] = args.old_rev
+        dump_jsonl = tmp / "arena-140k.jsonl"
+        parquet_to_jsonl(files["dump_parquet"], dump_jsonl)
         boards = {}
-        for name, path in files.items():
+
+        def measure(name: str, path: Path, *args: str, sub: tuple[str, ...] = ()) -> None:
+            """Ours, then (with --old-rev) the old revision's, on the same file."""
             out[f"{name}_mb_on_disk"] = round(path.stat().st_size / 1e6)
-            seconds, mb, boards[name] = command(path)
+            seconds, mb, boards[name] = command(path, None, *[args] if args else [], sub=sub)
             out[f"{name}_s"], out[f"{name}_peak_mb"] = round(seconds, 2), round(mb)
             if tree is not None:
-                old_seconds, old_mb, old_board = command(path, tree)
+                old_seconds, old_mb, old_board = command(path, tree, *[args] if args else [], sub=sub)
                 out[f"{name}_old_s"], out[f"{name}_old_peak_mb"] = round(old_seconds, 2), round(old_mb)
                 out[f"{name}_vs_old"] = round(old_seconds / seconds, 2)
                 out[f"{name}_same_board_as_old"] = json.loads(old_board) == json.loads(boards[name])
+
+        for name, path in files.items():
+            measure(name, path)
+        measure("category", dump_jsonl, "--category", "language=zh", "--bootstrap", "1000", "--json")
+        top = [row["model"] for row in json.loads(boards["jsonl"])[:2]]
+        measure("explain", files["jsonl"], *top, "--json", sub=("explain",))
         out["json_array_vs_jsonl"] = round(out["jsonl_s"] / out["json_array_s"], 2)
         out["json_array_same_board_as_jsonl"] = json.loads(boards["json_array"]) == json.loads(boards["jsonl"])
     print(json.dumps(out))

@@ -184,13 +184,14 @@ def test_the_command_imports_no_heavy_library(battles_file: Path) -> None:
     assert done.stderr.strip().splitlines()[-1] == "[]"
 
 
-@pytest.mark.parametrize("ordered", [True, False])
+@pytest.mark.parametrize("ordered,kept,passes", [(True, None, 1), (False, None, 1), (False, 5, 2)])
 def test_a_category_is_folded_batch_by_batch_to_the_board_of_its_battles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                         ordered: bool) -> None:
+                                                                         ordered: bool, kept: int | None, passes: int) -> None:
     """`--category` on a JSON Lines export (and a file only the validating reader takes)
     folds the category's battles into counts and Elo a block at a time, never holding the
-    file or the category's battles: the same board as rating those battles directly,
-    also when the times go backwards (the batches are read again for the sorted Elo)."""
+    file or the category's battles: the same board as rating those battles directly, also
+    when the times go backwards. Then the kept columns (17 bytes a battle) give the sorted
+    Elo in one read; past `KEPT_BATTLES` of them, the file is read again."""
     from arena import battle_stream, tally
     from arena.counts import PairCounts
     from arena.ratings import leaderboard, online_elo
@@ -210,10 +211,13 @@ def test_a_category_is_folded_batch_by_batch_to_the_board_of_its_battles(tmp_pat
     expected = leaderboard(PairCounts.from_battles(zh), elo=online_elo(zh), bootstrap=30, seed=0)
 
     monkeypatch.setattr(battle_stream, "BLOCK_BYTES", 4096)
-    largest, real = [], tally.tally_battles
+    if kept is not None:
+        monkeypatch.setattr(tally, "KEPT_BATTLES", kept)
+    largest, read, real = [], [], tally.tally_battles
 
     def spy(batches, **kw):
         def sized():
+            read.append(1)
             for batch in batches:
                 largest.append(len(batch))
                 yield batch
@@ -223,4 +227,4 @@ def test_a_category_is_folded_batch_by_batch_to_the_board_of_its_battles(tmp_pat
     rows = json.loads(run(str(path), "--category", "language=zh", "--bootstrap", "30", "--json").stdout)
     assert [(r["model"], r["votes"], r["elo"], r["rating"]) for r in rows] == [
         (r.model, r.votes, pytest.approx(r.elo), pytest.approx(r.rating)) for r in expected.rows]
-    assert len(largest) >= (20 if ordered else 40) and max(largest) < 20  # many small batches, read twice when unordered
+    assert len(largest) >= 20 and max(largest) < 20 and len(read) == passes  # many small batches
