@@ -8,6 +8,8 @@ battles as observations; a record our checks refuse is named by its place in the
 
 from __future__ import annotations
 
+import itertools
+from array import array
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -48,11 +50,12 @@ def to_battle(vote: dict[str, Any]) -> Battle:
     return msgspec.structs.replace(battle, conv_metadata=with_conv_metadata(battle))
 
 
-def from_battle(battle: Battle, *, board: str | None = None) -> tuple[str, dict[str, Any]]:
+def from_battle(battle: Battle, *, board: str | None = None, tags: list[str] | None = None) -> tuple[str, dict[str, Any]]:
     """(board, logged vote) for an imported battle: our fields restored from
     `conv_metadata["arena"]`; the reviewer is that, else FastChat's `judge`, else "import";
     its category tags ours (checked) or, for a public battle, made from its prompt and its
-    `category_tag` labels (`prompt_categories.battle_tags`)."""
+    `category_tag` labels (`prompt_categories.battle_tags`), unless `tags` gives them (as
+    computed for this battle before)."""
     from service.prompt_categories import battle_tags, check_pool_category
 
     record = msgspec.to_builtins(battle)
@@ -66,7 +69,7 @@ def from_battle(battle: Battle, *, board: str | None = None) -> tuple[str, dict[
     if record.get("category") is not None:  # counted as a pool category: checked as one
         record["category"] = check_pool_category(record["category"], "conv_metadata.arena")
     record.pop("categories", None)
-    tags = battle_tags(battle)
+    tags = battle_tags(battle) if tags is None else tags
     if tags:
         record["categories"] = tags
     record.setdefault("reviewer", battle.judge or "import")
@@ -101,14 +104,14 @@ async def import_battles(store, records: list[Any], *, board: str | None = None,
     return await import_loaded(store, loaded, board=board, skip_invalid=skip_invalid)
 
 
-def _vote_of(battle: Battle, board: str | None) -> tuple[str, dict[str, Any], int]:
+def _vote_of(battle: Battle, board: str | None, tags: list[str] | None = None) -> tuple[str, dict[str, Any], int]:
     """(board, logged vote, how many votes it counts as) of an imported battle; raises
     `InvalidInput` for what our checks refuse, the store's own included (a model name with
     a control character), so a refusal is named by its place in the file before anything
     is logged."""
     from service.store.arena import count_field
 
-    target, vote = from_battle(battle, board=board)
+    target, vote = from_battle(battle, board=board, tags=tags)
     count_field(vote["model_a"], vote["model_b"], vote["winner"])
     return target, vote, int(vote.pop("weight", None) or 1)
 
@@ -154,12 +157,19 @@ async def import_file(store, path: str | Path, *, board: str | None = None, skip
 
     batches = BattleBatches(path, skip_invalid=skip_invalid)
     refused, seen = [], 0
+    # Each battle's tags (computed from its prompt, the check's main cost) are kept for the
+    # logging pass as the number of their combination: 2 bytes a battle.
+    combinations: dict[tuple[str, ...], int] = {}
+    tagged = array("H")
     for batch in batches:
         for k, battle in enumerate(batch):
             try:
-                _vote_of(battle, board)
+                _, vote, _ = _vote_of(battle, board)
             except InvalidInput as exc:
                 refused.append(batches.located(k, exc.message))
+                vote = {}
+            if len(combinations) < 65535:
+                tagged.append(combinations.setdefault(tuple(vote.get("categories", ())), len(combinations)))
         seen += len(batch)
         if progress is not None:
             progress("checking", seen, None)
@@ -168,12 +178,14 @@ async def import_file(store, path: str | Path, *, board: str | None = None, skip
     malformed, bad = batches.skipped, {e.index for e in refused}
     logged: dict[str, int] = {}
     done = 0
+    tags = [list(combination) for combination in combinations]
+    tags_of = (tags[tagged[i]] if i < len(tagged) else None for i in itertools.count())  # None: computed again
     for batch in batches:
         grouped: dict[str, list[dict[str, Any]]] = {}
-        for k, battle in enumerate(batch):
+        for k, (battle, known) in enumerate(zip(batch, tags_of)):
             if bad and batches.located(k, "").index in bad:
                 continue
-            target, vote, repeat = _vote_of(battle, board)
+            target, vote, repeat = _vote_of(battle, board, known)
             grouped.setdefault(target, []).extend([vote] * repeat)
         for target, votes in grouped.items():
             logged[target] = logged.get(target, 0) + await store.record_observations(votes, board=target)

@@ -415,7 +415,14 @@ def test_a_dump_is_imported_a_batch_at_a_time_and_still_all_or_nothing(settings,
     assert sum(logged) == 119 and len(logged) >= 5 and max(logged) <= 40
     exported = tmp_path / "out.jsonl"
     assert _cli(settings, "battles", "export", str(exported)).exit_code == 0
-    assert [b.question_id for b in read_battles(exported).battles] == [r["id"] for k, r in enumerate(rows) if k != 117]
+    back = read_battles(exported).battles
+    assert [b.question_id for b in back] == [r["id"] for k, r in enumerate(rows) if k != 117]
+    # The tags computed in the check pass and reused by the logging pass are each battle's own.
+    from service.prompt_categories import battle_tags
+
+    source = [b for k, b in enumerate(read_battles(path).battles) if k != 117]  # the reader takes it; our check refuses it
+    assert [b.conv_metadata["arena"]["categories"] for b in back] == [battle_tags(b) for b in source]
+    assert len({tuple(t) for t in (battle_tags(b) for b in source)}) > 1
 
 
 @pytest.mark.parametrize("name,rows", [("train.csv", lambda: _kaggle_rows(60)), ("arena.jsonl", lambda: _arena_140k_rows(60))])
