@@ -96,7 +96,9 @@ def embed(texts: Sequence[str], *, batch_size: int = 64, device: str = "cpu") ->
         raise TypeError("embed() takes a sequence of strings, not one string")
     model = load_embedder(device)
     if len(texts) == 0:
-        return np.zeros((0, model.get_sentence_embedding_dimension() or EMBEDDING_DIM), dtype=np.float32)
+        # `get_embedding_dimension` in newer sentence-transformers (the old name warns there).
+        dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return np.zeros((0, dimension() or EMBEDDING_DIM), dtype=np.float32)
     vectors = model.encode(
         list(texts),
         batch_size=batch_size,
