@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -34,7 +33,7 @@ import redis  # noqa: E402
 
 from _redis import bench_redis  # noqa: E402
 from datachecks import run_measured  # noqa: E402
-from ratings_formats import parquet_to_jsonl, write_dump  # noqa: E402
+from ratings_formats import old_tree, parquet_to_jsonl, write_dump  # noqa: E402
 
 
 def database(url: str, db: int) -> str:
@@ -81,13 +80,8 @@ def main() -> None:
         files = {"dump_parquet": tmp / "arena-140k.parquet", "dump_jsonl": tmp / "arena-140k.jsonl"}
         write_dump(files["dump_parquet"], args.rows, args.models, args.seed)
         parquet_to_jsonl(files["dump_parquet"], files["dump_jsonl"])
-        tree = None
-        if args.old_rev:
-            tree = tmp / "old"
-            tree.mkdir()
-            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.old_rev, "arena", "evaluators", "service"],
-                                     capture_output=True, check=True)
-            subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+        tree = old_tree(args.old_rev, tmp / "old") if args.old_rev else None
+        if tree is not None:
             out["old_rev"] = args.old_rev
         for name, path in files.items():
             out[f"{name}_mb_on_disk"] = round(path.stat().st_size / 1e6)

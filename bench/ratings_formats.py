@@ -116,6 +116,15 @@ def write_dump(path: Path, rows: int, models: int, seed: int, group: int = 20_00
             writer.close()
 
 
+def old_tree(rev: str, tree: Path) -> Path:
+    """`rev`'s `arena`, `evaluators` and `service` extracted into `tree` (`git archive`), to
+    run that revision's command beside ours (`PYTHONPATH=tree`)."""
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "arena", "evaluators", "service"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    return tree
+
+
 def parquet_to_jsonl(source: Path, target: Path) -> None:
     """A Parquet file's rows as JSON Lines, batch by batch."""
     with target.open("wb") as out:
@@ -161,13 +170,8 @@ def main() -> None:
             files["big_json_array"] = tmp / "big.json"
             jsonl_to_array(big, files["big_json_array"])
             big.unlink()
-        tree = None
-        if args.old_rev:
-            tree = tmp / "old"
-            tree.mkdir()
-            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.old_rev, "arena", "evaluators", "service"],
-                                     capture_output=True, check=True)
-            subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+        tree = old_tree(args.old_rev, tmp / "old") if args.old_rev else None
+        if tree is not None:
             out["old_rev"] = args.old_rev
         dump_jsonl = tmp / "arena-140k.jsonl"
         parquet_to_jsonl(files["dump_parquet"], dump_jsonl)
