@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from service.cli.common import ListingGroup, call_with_queue, echo_json, follow_job, open_store, settings
+from service.cli.common import ListingGroup, battles_file_errors, call_with_queue, echo_json, follow_job, open_store, settings, skip_hint
 
 # --- prompts ----------------------------------------------------------------------------
 
@@ -150,12 +150,10 @@ def battles_import(file: Path, board: str | None, skip_invalid: bool) -> None:
     """Log and count the battles in FILE: FastChat's battle schema or a public arena dump
     (Kaggle lmsys-chatbot-arena 55k train.csv, arena-human-preference-140k), as a JSON
     array, JSON Lines, Parquet or CSV."""
-    from arena.battles import BattleFormatError
     from service.battles import import_file
     from service.errors import InvalidInput
 
-    hint = "" if skip_invalid else " (use --skip-invalid to skip malformed records)"
-    if not file.is_file():
+    if not file.is_file():  # before the store (perhaps an embedded server) starts
         raise InvalidInput(f"{file}: no such file")
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -168,12 +166,11 @@ def battles_import(file: Path, board: str | None, skip_invalid: bool) -> None:
         def progress(phase: str, done: int, total: int | None) -> None:
             bar.update(task, description=phase, completed=done, total=total)
 
-        try:  # read twice, a batch at a time: checked whole first, then logged
-            result = store._run(import_file(store.store, file, board=board, skip_invalid=skip_invalid, progress=progress))
-        except (InvalidInput, BattleFormatError) as exc:
-            raise InvalidInput(f"{getattr(exc, 'message', exc)}{hint}") from None
-        except OSError as exc:
-            raise InvalidInput(f"{file}: cannot read ({exc.strerror or exc})") from None
+        with battles_file_errors(file, skip_invalid):  # read twice, a batch at a time: checked whole first, then logged
+            try:
+                result = store._run(import_file(store.store, file, board=board, skip_invalid=skip_invalid, progress=progress))
+            except InvalidInput as refused:  # our checks' refusals, skipped like malformed records
+                raise InvalidInput(f"{refused.message}{skip_hint(skip_invalid)}") from None
     for line in result["errors"]:
         click.echo(f"skipped {line}", err=True)
     boards = ", ".join(f"{n} {b}" for b, n in result["by_board"].items())

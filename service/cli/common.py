@@ -6,6 +6,7 @@ import contextlib
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import click
@@ -63,6 +64,27 @@ def open_store(s: Settings | None = None) -> Iterator[SyncStore]:
             yield store
         finally:
             store.close()
+
+
+@contextlib.contextmanager
+def battles_file_errors(path: Path, skip_invalid: bool) -> Iterator[None]:
+    """A missing, malformed or unreadable battles file (`arena.battles`' readers) as one
+    line, with the hint to skip malformed records unless they are skipped already."""
+    from arena.battles import BattleFormatError
+
+    if not path.is_file():
+        raise InvalidInput(f"{path}: no such file")
+    try:
+        yield
+    except BattleFormatError as exc:
+        raise InvalidInput(f"{exc}{skip_hint(skip_invalid)}") from None
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def skip_hint(skip_invalid: bool) -> str:
+    """What to add to an error naming malformed or refused records."""
+    return "" if skip_invalid else " (use --skip-invalid to skip malformed records)"
 
 
 def call_with_queue(store: SyncStore, s: Settings, fn: Any, *args: Any, **kwargs: Any) -> Any:

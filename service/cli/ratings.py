@@ -8,12 +8,12 @@ subcommands (`arena ratings explain`, `calibration`, `rebuild`) can sit beside t
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
 import msgspec
 
+from service.cli.common import battles_file_errors
 from service.cli.ratings_view import plot_board, print_table, style_lines
 from service.errors import InvalidInput
 
@@ -266,7 +266,7 @@ def _latest_votes(battles_path: Path, skip_invalid: bool, removals: list) -> lis
     for slot, r in enumerate(removals):
         classes[r.model_a, r.model_b, r.winner] = classes[r.model_b, r.model_a, flipped[r.winner]] = slot
     k = 0
-    with _reading(battles_path, skip_invalid):
+    with battles_file_errors(battles_path, skip_invalid):
         for batch in (BattleBatches(battles_path, skip_invalid=skip_invalid) if removals else ()):
             for b in batch:
                 slot = classes.get((b.model_a, b.model_b, b.winner))
@@ -282,7 +282,7 @@ def _load(battles_path: Path, skip_invalid: bool, in_category: _InCategory | Non
     one-line errors."""
     from arena.battles import read_battles
 
-    with _reading(battles_path, skip_invalid):
+    with battles_file_errors(battles_path, skip_invalid):
         loaded = read_battles(battles_path, skip_invalid=skip_invalid, keep=in_category)
     _said_read(battles_path, loaded.skipped, len(loaded.battles), in_category)
     return loaded.battles
@@ -295,27 +295,11 @@ def _tally_validated(battles_path: Path, skip_invalid: bool, in_category: _InCat
     from arena.battle_stream import BattleBatches
     from arena.tally import tally_battles
 
-    with _reading(battles_path, skip_invalid):
+    with battles_file_errors(battles_path, skip_invalid):
         batches = BattleBatches(battles_path, skip_invalid=skip_invalid, keep=in_category)
         tally = tally_battles(batches, elo=elo)
     _said_read(battles_path, batches.skipped, tally.n_battles, in_category)
     return tally
-
-
-@contextmanager
-def _reading(battles_path: Path, skip_invalid: bool):
-    """A malformed or unreadable BATTLES as one line."""
-    from arena.battles import BattleFormatError
-
-    if not battles_path.is_file():
-        raise InvalidInput(f"{battles_path}: no such file")
-    try:
-        yield
-    except BattleFormatError as exc:
-        hint = "" if skip_invalid else " (use --skip-invalid to skip malformed records)"
-        raise InvalidInput(f"{exc}{hint}") from None
-    except OSError as exc:
-        raise InvalidInput(f"{battles_path}: cannot read ({exc.strerror or exc})") from None
 
 
 def _said_read(battles_path: Path, skipped: list, kept: int, in_category: _InCategory | None) -> None:
