@@ -32,8 +32,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import redis  # noqa: E402
 
 from _redis import bench_redis  # noqa: E402
-from datachecks import run_measured  # noqa: E402
-from ratings_formats import old_tree, parquet_to_jsonl, write_dump  # noqa: E402
+from ratings_formats import arena, old_tree, parquet_to_jsonl, write_dump  # noqa: E402
 
 
 def database(url: str, db: int) -> str:
@@ -42,23 +41,14 @@ def database(url: str, db: int) -> str:
     return f"{base}/{db}"
 
 
-def arena(args: list[str], url: str, data: Path, tree: Path | None = None):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "REDIS_URL": url, "ARENA_DATA_DIR": str(data)}
-    if tree is not None:
-        env |= {"PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
-    result, wall, mb = run_measured([sys.executable, "-m", "service.cli.__main__", *args], env=env, cwd=tree or ROOT)
-    if result.returncode != 0:
-        raise SystemExit(f"arena {' '.join(args)} failed: {result.stderr[-2000:]}")
-    return result, wall, mb
-
-
 def imported(path: Path, url: str, tmp: Path, tree: Path | None) -> tuple[float, float, str, bytes]:
     """(seconds, peak MB, the command's line, the export of what it logged) on an empty database."""
     client = redis.Redis.from_url(url)
     client.flushdb()
-    result, wall, mb = arena(["battles", "import", str(path)], url, tmp / "data", tree)
+    env = {"REDIS_URL": url, "ARENA_DATA_DIR": str(tmp / "data")}
+    result, wall, mb = arena(["battles", "import", str(path)], tree, env)
     exported = tmp / "export.jsonl"
-    arena(["battles", "export", str(exported)], url, tmp / "data")
+    arena(["battles", "export", str(exported)], None, env)  # both exported by this checkout, to compare
     client.flushdb()
     client.close()
     return wall, mb, result.stdout.strip(), exported.read_bytes()

@@ -18,8 +18,8 @@ and checks the JSON Lines and JSON array boards are the same. Two more commands 
 file the validating way, batch by batch (`arena.battle_stream`): `category_*`, `arena
 ratings DUMP.jsonl --category language=zh` on the dump's rows as JSON Lines (with their
 conversations: tags come from the prompts), and `explain_*`, `arena ratings explain` of
-the JSON Lines board's top two models (its counts, then one pass for the listed battles). `--old-rev REV` runs the same
-command from that git revision (its `arena`, `evaluators` and `service` extracted with
+the JSON Lines board's top two models (its counts, then one pass for the listed
+battles). `--old-rev REV` runs the same command from that git revision (its `arena`, `evaluators` and `service` extracted with
 `git archive`) on each file right after ours: `<file>_vs_old` = its seconds / ours,
 `<file>_old_mb` its peak, and whether its board is ours. `--memory-battles N` adds a JSON
 array of N battles (written in blocks, deleted after): constant memory means its peak is
@@ -132,17 +132,26 @@ def parquet_to_jsonl(source: Path, target: Path) -> None:
             out.writelines(msgspec.json.encode(row) + b"\n" for row in batch.to_pylist())
 
 
-def command(path: Path, tree: Path | None = None, args: tuple[str, ...] = ("--bootstrap", "1000", "--json"),
-            sub: tuple[str, ...] = ()) -> tuple[float, float, str]:
-    """`arena ratings [SUB] FILE ARGS` (default `--bootstrap 1000 --json`): (seconds, peak MB
-    of its processes, stdout)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+#: What `arena ratings FILE` is given unless a measure says otherwise.
+FIT = ("--bootstrap", "1000", "--json")
+
+
+def arena(args: list[str], tree: Path | None = None, env: dict[str, str] | None = None):
+    """`arena ARGS` in a subprocess, this checkout's or (`tree`, from `old_tree`) an old
+    revision's, with `env` added: (result, seconds, peak MB of its processes, PSS); a
+    failure stops the bench."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     if tree is not None:
         env |= {"PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
-    result, wall, mb = run_measured([sys.executable, "-m", "service.cli.__main__", "ratings", *sub, str(path), *args],
-                                    env=env, cwd=tree or ROOT)
+    result, wall, mb = run_measured([sys.executable, "-m", "service.cli.__main__", *args], env=env, cwd=tree or ROOT)
     if result.returncode != 0:
-        raise SystemExit(f"arena ratings {' '.join(sub)} {path.name} failed: {result.stderr[-2000:]}")
+        raise SystemExit(f"arena {' '.join(args)} failed: {result.stderr[-2000:]}")
+    return result, wall, mb
+
+
+def command(path: Path, tree: Path | None = None, args: tuple[str, ...] = FIT, sub: tuple[str, ...] = ()) -> tuple[float, float, str]:
+    """`arena ratings [SUB] FILE ARGS`: (seconds, peak MB of its processes, stdout)."""
+    result, wall, mb = arena(["ratings", *sub, str(path), *args], tree)
     return wall, mb, result.stdout
 
 
@@ -177,22 +186,22 @@ def main() -> None:
         parquet_to_jsonl(files["dump_parquet"], dump_jsonl)
         boards = {}
 
-        def measure(name: str, path: Path, *args: str, sub: tuple[str, ...] = ()) -> None:
+        def measure(name: str, path: Path, args: tuple[str, ...] = FIT, sub: tuple[str, ...] = ()) -> None:
             """Ours, then (with --old-rev) the old revision's, on the same file."""
             out[f"{name}_mb_on_disk"] = round(path.stat().st_size / 1e6)
-            seconds, mb, boards[name] = command(path, None, *[args] if args else [], sub=sub)
+            seconds, mb, boards[name] = command(path, None, args, sub)
             out[f"{name}_s"], out[f"{name}_peak_mb"] = round(seconds, 2), round(mb)
             if tree is not None:
-                old_seconds, old_mb, old_board = command(path, tree, *[args] if args else [], sub=sub)
+                old_seconds, old_mb, old_board = command(path, tree, args, sub)
                 out[f"{name}_old_s"], out[f"{name}_old_peak_mb"] = round(old_seconds, 2), round(old_mb)
                 out[f"{name}_vs_old"] = round(old_seconds / seconds, 2)
                 out[f"{name}_same_board_as_old"] = json.loads(old_board) == json.loads(boards[name])
 
         for name, path in files.items():
             measure(name, path)
-        measure("category", dump_jsonl, "--category", "language=zh", "--bootstrap", "1000", "--json")
+        measure("category", dump_jsonl, ("--category", "language=zh", *FIT))
         top = [row["model"] for row in json.loads(boards["jsonl"])[:2]]
-        measure("explain", files["jsonl"], *top, "--json", sub=("explain",))
+        measure("explain", files["jsonl"], (*top, "--json"), ("explain",))
         out["json_array_vs_jsonl"] = round(out["jsonl_s"] / out["json_array_s"], 2)
         out["json_array_same_board_as_jsonl"] = json.loads(boards["json_array"]) == json.loads(boards["jsonl"])
     print(json.dumps(out))
