@@ -127,8 +127,11 @@ class _Board:
     def removals(self, order: _Order, k: int) -> list[Removal]:
         taken = self.taken(order, k)
         a = self._arrays  # the pairs as the counts name them
-        return [Removal(a.models[a.first[pair]], a.models[a.second[pair]], _OUTCOME_NAMES[int(order.outcome[c])], int(taken[c]))
-                for c in np.nonzero(taken)[0] for pair in [order.pair[c]]]
+        removals = []
+        for c in np.nonzero(taken)[0]:
+            pair = order.pair[c]
+            removals.append(Removal(a.models[a.first[pair]], a.models[a.second[pair]], _OUTCOME_NAMES[int(order.outcome[c])], int(taken[c])))
+        return removals
 
     def gap_after(self, order: _Order, k: int, upper: str, lower: str) -> float:
         """`upper`'s rating minus `lower`'s (logits) in the exact refit without the first `k`

@@ -185,6 +185,7 @@ class _Folder:
             return
         if self.elo.size < len(self.models):
             self.elo = np.concatenate([self.elo, np.full(len(self.models) - self.elo.size, 1000.0)])
+
         def compact() -> np.ndarray:
             return np.rec.fromarrays([a.astype(np.int32), b.astype(np.int32), o.astype(np.int8), t], names="a,b,o,t")  # 17 B a battle
 
